@@ -1,0 +1,39 @@
+"""The JSON error shape of API.md, and the exception handlers raise to produce it."""
+
+from typing import Any
+
+from aiohttp import web
+
+
+class ApiError(Exception):
+    """An error a client caused or must retry; becomes ``{"error": {...}}`` with ``status``."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        fields: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.fields = fields
+        self.headers = headers
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    fields: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if fields is not None:
+        error["fields"] = fields
+    return web.json_response({"error": error}, status=status, headers=headers)

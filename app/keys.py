@@ -1,0 +1,17 @@
+"""Every object shared through an aiohttp app, as a typed AppKey, in one place."""
+
+from aiohttp import web
+
+from app.backends import Backends
+from app.bot import Responder
+from app.settings import Settings
+from app.streams import StreamRegistry
+
+SETTINGS = web.AppKey("settings", Settings)
+BACKENDS = web.AppKey("backends", Backends)
+STREAMS = web.AppKey("streams", StreamRegistry)
+RESPONDER = web.AppKey("responder", Responder)
+# Set on each sub-app: the envelope "source" of everything that sub-app publishes.
+SOURCE = web.AppKey("source", str)
+# Set on each sub-app: "chatbot" or "workbench", for counting its streams.
+COMPONENT = web.AppKey("component", str)

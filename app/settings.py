@@ -1,0 +1,86 @@
+"""Settings: a frozen object built from command-line flags and the environment.
+
+A flag beats its environment variable, which beats the default (API.md, "Processes").
+"""
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+COMPONENTS = ("chatbot", "workbench")
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    redis_url: str = "redis://localhost:6379/0"
+    use_redis: bool = True
+    heartbeat: float = 30.0
+    components: tuple[str, ...] = COMPONENTS
+    queue_size: int = 1000
+    redis_timeout: float = 5.0
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if not self.components or any(c not in COMPONENTS for c in self.components):
+            raise ValueError(f"components must be a non-empty subset of {COMPONENTS}")
+        if self.heartbeat <= 0:
+            raise ValueError("heartbeat must be positive")
+        if self.queue_size < 1:
+            raise ValueError("queue_size must be at least 1")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="switchboard",
+        description="Realtime SSE server: chatbot (customer) and workbench (agent) sub-apps.",
+    )
+    parser.add_argument("--chatbot", action="store_true", help="serve the chatbot sub-app")
+    parser.add_argument("--workbench", action="store_true", help="serve the workbench sub-app")
+    parser.add_argument("--host", help="listen address [SWITCHBOARD_HOST, 127.0.0.1]")
+    parser.add_argument("--port", type=int, help="listen port [SWITCHBOARD_PORT, 8000]")
+    parser.add_argument("--redis-url", help="Redis URL [REDIS_URL, redis://localhost:6379/0]")
+    parser.add_argument(
+        "--no-redis", action="store_true", help="memory broker and store [USE_REDIS_SSE=false]"
+    )
+    parser.add_argument(
+        "--heartbeat", type=float, metavar="SECONDS",
+        help="idle time before a heartbeat event [SWITCHBOARD_HEARTBEAT, 30]",
+    )
+    parser.add_argument(
+        "--queue-size", type=int,
+        help="events a stream may fall behind before it is cut off [SWITCHBOARD_QUEUE_SIZE, 1000]",
+    )
+    parser.add_argument("--log-level", help="[SWITCHBOARD_LOG_LEVEL, INFO]")
+    return parser
+
+
+def load_settings(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    args = build_parser().parse_args(argv)
+    env = os.environ if environ is None else environ
+    defaults = Settings()
+
+    def pick(flag: object, var: str, default: object, cast: type) -> object:
+        if flag is not None:
+            return flag
+        if env.get(var):
+            return cast(env[var])
+        return default
+
+    components = tuple(c for c in COMPONENTS if getattr(args, c)) or COMPONENTS
+    use_redis = not args.no_redis and env.get("USE_REDIS_SSE", "true").lower() not in FALSE_WORDS
+    return Settings(
+        host=pick(args.host, "SWITCHBOARD_HOST", defaults.host, str),  # type: ignore[arg-type]
+        port=pick(args.port, "SWITCHBOARD_PORT", defaults.port, int),  # type: ignore[arg-type]
+        redis_url=pick(args.redis_url, "REDIS_URL", defaults.redis_url, str),  # type: ignore[arg-type]
+        use_redis=use_redis,
+        heartbeat=pick(args.heartbeat, "SWITCHBOARD_HEARTBEAT", defaults.heartbeat, float),  # type: ignore[arg-type]
+        queue_size=pick(args.queue_size, "SWITCHBOARD_QUEUE_SIZE", defaults.queue_size, int),  # type: ignore[arg-type]
+        log_level=pick(args.log_level, "SWITCHBOARD_LOG_LEVEL", defaults.log_level, str),  # type: ignore[arg-type]
+        components=components,
+    )

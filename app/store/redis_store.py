@@ -1,0 +1,176 @@
+"""Session store on Redis: ``session:{name}`` (JSON), ``status:{status}`` (sets of names) and
+``messages:{name}`` (a list capped at TRANSCRIPT_LIMIT).
+
+Every change is a WATCH/MULTI transaction around the pure rules of app.store.rules: of many
+concurrent takeovers exactly one commits, the others retry, see the session held, and get 409.
+Redis errors become StoreUnavailable (503) so a client never sees a 500 for an outage.
+"""
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import RedisError, WatchError
+
+from app.store import rules
+from app.store.base import (
+    TRANSCRIPT_LIMIT,
+    Action,
+    Message,
+    Role,
+    Session,
+    SessionExists,
+    SessionNotFound,
+    SessionStore,
+    Status,
+    StoreUnavailable,
+    Transition,
+    queue_order,
+)
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+MAX_ATTEMPTS = 64
+
+
+def session_key(name: str) -> str:
+    return f"session:{name}"
+
+
+def status_key(status: str) -> str:
+    return f"status:{status}"
+
+
+def messages_key(name: str) -> str:
+    return f"messages:{name}"
+
+
+class RedisSessionStore(SessionStore):
+    name = "redis"
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    async def create(self, session_name: str) -> Session:
+        session, created = await self.get_or_create(session_name)
+        if not created:
+            raise SessionExists(session_name)
+        return session
+
+    async def get(self, session_name: str) -> Session:
+        raw = await self._call(lambda: self._redis.get(session_key(session_name)))
+        if raw is None:
+            raise SessionNotFound(session_name)
+        return _decode(raw)
+
+    async def get_or_create(self, session_name: str) -> tuple[Session, bool]:
+        session = rules.new_session(session_name)
+
+        async def create(pipe: Pipeline) -> tuple[Session, bool]:
+            raw = await pipe.get(session_key(session_name))
+            if raw is not None:
+                return _decode(raw), False
+            pipe.multi()
+            pipe.set(session_key(session_name), json.dumps(session))
+            pipe.sadd(status_key(session["status"]), session_name)
+            await pipe.execute()
+            return session, True
+
+        return await self._transaction(session_name, create)
+
+    async def apply(
+        self, session_name: str, action: Action, agent_id: str | None = None, reason: str | None = None
+    ) -> Transition:
+        async def transition(pipe: Pipeline) -> Transition:
+            session = await self._load(pipe, session_name)
+            moved = rules.apply(session, action, agent_id, reason)
+            if moved is None:
+                return Transition(session, session["status"], False)
+            pipe.multi()
+            pipe.set(session_key(session_name), json.dumps(moved))
+            if moved["status"] != session["status"]:
+                pipe.srem(status_key(session["status"]), session_name)
+                pipe.sadd(status_key(moved["status"]), session_name)
+            await pipe.execute()
+            return Transition(moved, session["status"], True)
+
+        return await self._transaction(session_name, transition)
+
+    async def add_message(
+        self, session_name: str, role: Role, content: str, agent_id: str | None = None
+    ) -> tuple[Session, Message]:
+        message = rules.new_message(role, content, agent_id)
+
+        async def append(pipe: Pipeline) -> tuple[Session, Message]:
+            session = await self._load(pipe, session_name)
+            rules.check_can_speak(session, role, agent_id)
+            pipe.multi()
+            pipe.rpush(messages_key(session_name), json.dumps(message))
+            pipe.ltrim(messages_key(session_name), -TRANSCRIPT_LIMIT, -1)
+            await pipe.execute()
+            return session, message
+
+        return await self._transaction(session_name, append)
+
+    async def list_sessions(self, status: Status) -> list[Session]:
+        names = await self._call(lambda: self._redis.smembers(status_key(status)))
+        if not names:
+            return []
+        keys = [session_key(_text(n)) for n in names]
+        raws = await self._call(lambda: self._redis.mget(keys))
+        sessions = [_decode(raw) for raw in raws if raw is not None]
+        # The set and the session can only disagree for a moment between two transactions.
+        return sorted((s for s in sessions if s["status"] == status), key=queue_order)
+
+    async def messages(self, session_name: str) -> list[Message]:
+        async def read() -> tuple[object, list[bytes]]:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.exists(session_key(session_name))
+                pipe.lrange(messages_key(session_name), 0, -1)
+                exists, raws = await pipe.execute()
+            return exists, raws
+
+        exists, raws = await self._call(read)
+        if not exists:
+            raise SessionNotFound(session_name)
+        return [json.loads(raw) for raw in raws]
+
+    async def _load(self, pipe: Pipeline, session_name: str) -> Session:
+        raw = await pipe.get(session_key(session_name))
+        if raw is None:
+            raise SessionNotFound(session_name)
+        return _decode(raw)
+
+    async def _transaction(self, session_name: str, body: Callable[[Pipeline], Awaitable[T]]) -> T:
+        """Run ``body`` under WATCH on the session key, retrying when another writer won."""
+
+        async def attempt() -> T:
+            for _ in range(MAX_ATTEMPTS):
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    try:
+                        await pipe.watch(session_key(session_name))
+                        return await body(pipe)
+                    except WatchError:
+                        continue
+            raise StoreUnavailable(f"session {session_name!r} is too contended; try again")
+
+        return await self._call(attempt)
+
+    async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await operation()
+        except RedisError as exc:
+            logger.warning("session store unavailable: %s", exc)
+            raise StoreUnavailable(str(exc)) from exc
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _decode(raw: bytes | str) -> Session:
+    return json.loads(raw)  # type: ignore[no-any-return]

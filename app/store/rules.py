@@ -1,0 +1,90 @@
+"""The state machine of API.md, as pure functions shared by both stores.
+
+Each store runs these inside its own atomic step (a WATCH/MULTI transaction on Redis), so the
+rules live in one place and cannot drift between the Redis and memory implementations.
+"""
+
+import secrets
+import time
+
+from app.store.base import Action, Message, Role, Session, TransitionRefused
+
+
+def now() -> int:
+    return int(time.time())
+
+
+def new_session(session_name: str) -> Session:
+    t = now()
+    return Session(
+        session_name=session_name,
+        status="bot_active",
+        agent_id=None,
+        created_at=t,
+        updated_at=t,
+        escalation_reason=None,
+    )
+
+
+def new_message(role: Role, content: str, agent_id: str | None) -> Message:
+    return Message(
+        id=secrets.token_hex(8), role=role, content=content, agent_id=agent_id, created_at=now()
+    )
+
+
+def apply(session: Session, action: Action, agent_id: str | None, reason: str | None) -> Session | None:
+    """The session after ``action``; None when the action is a no-op (200, no event).
+
+    Raises TransitionRefused (409) when the action is not allowed from the current state.
+    """
+    status, holder = session["status"], session["agent_id"]
+    if action == "escalate":
+        if status == "waiting_agent":
+            return None
+        if status != "bot_active":
+            raise TransitionRefused(f"cannot escalate a session that is {status}")
+        return _moved(session, "waiting_agent", None, escalation_reason=reason)
+    if action == "takeover":
+        if status == "agent_active":
+            if holder == agent_id:
+                return None
+            raise TransitionRefused(f"session is held by agent {holder}")
+        if status not in ("waiting_agent", "bot_active"):
+            raise TransitionRefused(f"cannot take over a session that is {status}")
+        return _moved(session, "agent_active", agent_id)
+    if action == "release":
+        _require_holder(session, agent_id, "release")
+        return _moved(session, "bot_active", None)
+    if action == "close":
+        if status == "closed":
+            raise TransitionRefused("session is already closed")
+        if status == "agent_active" and holder != agent_id:
+            raise TransitionRefused(f"session is held by agent {holder}")
+        return _moved(session, "closed", None)
+    raise ValueError(f"unknown action {action!r}")
+
+
+def check_can_speak(session: Session, role: Role, agent_id: str | None) -> None:
+    """Raises TransitionRefused unless ``role`` may add a message to the session now."""
+    status = session["status"]
+    if role == "customer":
+        if status == "closed":
+            raise TransitionRefused("session is closed")
+    elif role == "bot":
+        if status != "bot_active":
+            raise TransitionRefused(f"the bot does not answer a session that is {status}")
+    elif role == "agent":
+        _require_holder(session, agent_id, "send messages to")
+
+
+def _require_holder(session: Session, agent_id: str | None, verb: str) -> None:
+    status, holder = session["status"], session["agent_id"]
+    if status != "agent_active":
+        raise TransitionRefused(f"cannot {verb} a session that is {status}")
+    if holder != agent_id:
+        raise TransitionRefused(f"session is held by agent {holder}")
+
+
+def _moved(session: Session, status: str, agent_id: str | None, **changes: object) -> Session:
+    moved = dict(session, status=status, agent_id=agent_id, updated_at=now(), **changes)
+    return moved  # type: ignore[return-value]

@@ -1,0 +1,83 @@
+"""What both sub-apps share: request parsing, publishing, and the session read endpoints."""
+
+import json
+from typing import Any
+
+from aiohttp import web
+from marshmallow import Schema
+
+from app.backends import Backends
+from app.errors import ApiError
+from app.keys import BACKENDS, SOURCE
+from handlers.sse import stream_events
+from realtime.channels import session_channel
+from realtime.events import envelope
+from schemas import is_valid_name
+
+JSON_TYPES = frozenset({"application/json"})
+
+
+def backends(request: web.Request) -> Backends:
+    return request.config_dict[BACKENDS]
+
+
+def path_name(request: web.Request, key: str) -> str:
+    """A name from the URL, checked before it reaches any key or channel name."""
+    value = request.match_info[key]
+    if not is_valid_name(value):
+        raise ApiError(
+            400, "invalid_name", f"invalid {key}",
+            fields={key: ["must match ^[A-Za-z0-9_-]{1,64}$ (letters, digits, _ and -)"]},
+        )
+    return value
+
+
+async def load_body(request: web.Request, schema: Schema) -> dict[str, Any]:
+    """The JSON body validated by ``schema``; an absent body counts as ``{}``."""
+    raw = await request.read()  # raises 413 past client_max_size
+    if not raw.strip():
+        data: Any = {}
+    else:
+        if request.content_type not in JSON_TYPES:
+            raise ApiError(
+                415, "unsupported_media_type", "request body must be application/json"
+            )
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ApiError(400, "bad_json", f"request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "bad_json", "request body must be a JSON object")
+    return schema.load(data)  # type: ignore[no-any-return]
+
+
+async def publish(request: web.Request, channel: str, type_: str, payload: dict[str, Any]) -> str:
+    """Publish with the source of the sub-app serving the request: never the client's word."""
+    event = envelope(type_, payload, request.app[SOURCE])
+    return await backends(request).broker.publish(channel, event)
+
+
+async def get_session(request: web.Request) -> web.Response:
+    name = path_name(request, "session_name")
+    return web.json_response(await backends(request).store.get(name))
+
+
+async def get_messages(request: web.Request) -> web.Response:
+    name = path_name(request, "session_name")
+    messages = await backends(request).store.messages(name)
+    return web.json_response({"session_name": name, "messages": messages})
+
+
+async def session_events(request: web.Request) -> web.StreamResponse:
+    name = path_name(request, "session_name")
+    await backends(request).store.get(name)  # 404 before any stream opens
+    channel = session_channel(name)
+    return await stream_events(
+        request, (channel,), {"channels": [channel], "session_name": name}
+    )
+
+
+def add_session_read_routes(routes: web.RouteTableDef) -> None:
+    routes.get("/api/sessions/{session_name}")(get_session)
+    routes.get("/api/sessions/{session_name}/messages")(get_messages)
+    routes.get("/api/sessions/{session_name}/events")(session_events)

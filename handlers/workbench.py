@@ -1,0 +1,72 @@
+"""Agent side, mounted at /workbench: the queue, takeover, live replies, release and close."""
+
+from aiohttp import web
+
+from app.keys import COMPONENT, SOURCE
+from app.store import Action
+from handlers.announce import announce_message, announce_transition
+from handlers.common import add_session_read_routes, backends, load_body, path_name
+from handlers.sse import stream_events
+from realtime.channels import BROADCAST, agent_channel
+from schemas import AgentActionSchema, AgentMessageSchema, SessionListQuerySchema
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/api/sessions")
+async def list_sessions(request: web.Request) -> web.Response:
+    query = SessionListQuerySchema().load(dict(request.query))
+    sessions = await backends(request).store.list_sessions(query["status"])
+    return web.json_response({"sessions": sessions})
+
+
+async def _agent_action(request: web.Request, action: Action) -> web.Response:
+    name = path_name(request, "session_name")
+    body = await load_body(request, AgentActionSchema())
+    transition = await backends(request).store.apply(name, action, agent_id=body["agent_id"])
+    await announce_transition(request, action, transition, agent_id=body["agent_id"])
+    return web.json_response(transition.session)
+
+
+@routes.post("/api/sessions/{session_name}/takeover")
+async def takeover(request: web.Request) -> web.Response:
+    return await _agent_action(request, "takeover")
+
+
+@routes.post("/api/sessions/{session_name}/release")
+async def release(request: web.Request) -> web.Response:
+    return await _agent_action(request, "release")
+
+
+@routes.post("/api/sessions/{session_name}/close")
+async def close(request: web.Request) -> web.Response:
+    return await _agent_action(request, "close")
+
+
+@routes.post("/api/sessions/{session_name}/messages")
+async def agent_message(request: web.Request) -> web.Response:
+    name = path_name(request, "session_name")
+    body = await load_body(request, AgentMessageSchema())
+    session, message = await backends(request).store.add_message(
+        name, "agent", body["content"], agent_id=body["agent_id"]
+    )
+    await announce_message(request, session, message)
+    return web.json_response({"session": session, "message": message})
+
+
+@routes.get("/api/agents/{agent_id}/events")
+async def agent_events(request: web.Request) -> web.StreamResponse:
+    agent_id = path_name(request, "agent_id")
+    channels = (agent_channel(agent_id), BROADCAST)
+    return await stream_events(request, channels, {"channels": list(channels), "agent_id": agent_id})
+
+
+add_session_read_routes(routes)
+
+
+def create_workbench_app() -> web.Application:
+    app = web.Application()
+    app[SOURCE] = "agent_workbench"
+    app[COMPONENT] = "workbench"
+    app.add_routes(routes)
+    return app

@@ -1,0 +1,21 @@
+"""Channel names. Callers validate names first; these builders refuse anything unsafe anyway."""
+
+from schemas.fields import is_valid_name
+
+SESSION_PREFIX = "sse:session:"
+AGENT_PREFIX = "sse:agent:"
+BROADCAST = "sse:broadcast"
+
+
+def _checked(name: str) -> str:
+    if not is_valid_name(name):
+        raise ValueError(f"unsafe name for a channel: {name!r}")
+    return name
+
+
+def session_channel(session_name: str) -> str:
+    return SESSION_PREFIX + _checked(session_name)
+
+
+def agent_channel(agent_id: str) -> str:
+    return AGENT_PREFIX + _checked(agent_id)

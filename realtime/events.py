@@ -1,0 +1,43 @@
+"""Events as they travel: built once, encoded once, framed for SSE once, shared by every stream."""
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas.envelope import check_event
+
+
+def envelope(type_: str, payload: dict[str, Any], source: str) -> dict[str, Any]:
+    return {"type": type_, "payload": payload, "timestamp": int(time.time()), "source": source}
+
+
+def encode(event: dict[str, Any]) -> str:
+    """Compact JSON; json.dumps escapes newlines, so the text is always one SSE data line."""
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+
+
+def sse_frame(data: str, event_id: str | None = None) -> bytes:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}data: {data}\n\n".encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A published event: its id on its channel, the envelope, and its encodings."""
+
+    id: str
+    channel: str
+    envelope: dict[str, Any]
+    data: str
+    frame: bytes = field(repr=False)
+
+    @classmethod
+    def build(cls, event_id: str, channel: str, event: dict[str, Any], data: str) -> "Event":
+        return cls(event_id, channel, event, data, sse_frame(data, event_id))
+
+
+def validated(event: dict[str, Any]) -> str:
+    """Check an event before publishing and return its wire encoding; raises ValidationError."""
+    check_event(event)
+    return encode(event)

@@ -1,0 +1,42 @@
+"""Field types shared by the request and event schemas."""
+
+import re
+
+from marshmallow import fields, validate
+
+# \Z, not $: "$" also matches before a trailing newline, which would let "abc\n" through
+# into a channel or key name.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
+
+SESSION_STATUSES = ("bot_active", "waiting_agent", "agent_active", "closed")
+MESSAGE_ROLES = ("customer", "bot", "agent")
+MAX_CONTENT = 4000
+MAX_REASON = 500
+
+
+def is_valid_name(value: object) -> bool:
+    return isinstance(value, str) and NAME_PATTERN.match(value) is not None
+
+
+def Name(**kwargs: object) -> fields.String:
+    """A session name or agent id: safe to embed in a Redis key or channel name."""
+    return fields.String(
+        validate=validate.Regexp(
+            NAME_PATTERN, error="must match ^[A-Za-z0-9_-]{{1,64}}$ (letters, digits, _ and -)"
+        ),
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def Content(**kwargs: object) -> fields.String:
+    return fields.String(
+        validate=validate.Length(min=1, max=MAX_CONTENT), **kwargs  # type: ignore[arg-type]
+    )
+
+
+def UnixTime(**kwargs: object) -> fields.Integer:
+    return fields.Integer(strict=True, validate=validate.Range(min=0), **kwargs)  # type: ignore[arg-type]
+
+
+def Status(**kwargs: object) -> fields.String:
+    return fields.String(validate=validate.OneOf(SESSION_STATUSES), **kwargs)  # type: ignore[arg-type]

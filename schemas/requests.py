@@ -1,0 +1,34 @@
+"""Request bodies and query strings. Unknown fields are rejected (marshmallow's default RAISE)."""
+
+from marshmallow import Schema, fields, validate
+
+from schemas.fields import MAX_REASON, Content, Name, Status
+
+
+class CreateSessionSchema(Schema):
+    session_name = Name(load_default=None, allow_none=True)
+
+
+class ChatSchema(Schema):
+    session_name = Name(required=True)
+    content = Content(required=True)
+
+
+class EscalateSchema(Schema):
+    session_name = Name(required=True)
+    reason = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(max=MAX_REASON)
+    )
+
+
+class AgentActionSchema(Schema):
+    agent_id = Name(required=True)
+
+
+class AgentMessageSchema(Schema):
+    agent_id = Name(required=True)
+    content = Content(required=True)
+
+
+class SessionListQuerySchema(Schema):
+    status = Status(load_default="waiting_agent")
