@@ -1,0 +1,35 @@
+# Switchboard: `make run` serves both sub-apps on :8000; `make test` runs the whole suite.
+# Everything a fresh Debian machine with Python 3.11 lacks is installed from here.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+ARGS   ?=
+
+.PHONY: run test bench clean redis-server
+
+run: $(VENV)/.installed
+	$(BIN)/python run.py $(ARGS)
+
+test: $(VENV)/.installed-test redis-server
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV) || { $(SUDO) apt-get update && $(SUDO) apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); }
+	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
+
+$(VENV)/.installed: $(VENV)/bin/python setup.cfg setup.py
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/bin/python setup.cfg setup.py
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.installed
+
+# The tests start their own redis-server on a free loopback port; they only need the binary.
+redis-server:
+	@command -v redis-server >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y redis-server; }
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,16 @@
+"""The health endpoint answers on both backends; the first proof the app and Redis start."""
+
+from aiohttp.test_utils import TestClient
+
+
+async def test_health(client: TestClient, backend: str) -> None:
+    response = await client.get("/health")
+    assert response.status == 200
+    body = await response.json()
+    assert body == {
+        "status": "ok",
+        "broker": backend,
+        "degraded": False,
+        "components": ["chatbot", "workbench"],
+        "streams": 0,
+    }
