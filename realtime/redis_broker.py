@@ -110,13 +110,13 @@ class RedisBroker(Broker):
     async def _attach(self, subscription: Subscription) -> None:
         self._add_local(subscription)
         try:
-            await self._reconcile()
+            await self._reconcile(subscription.channels)
             confirmations = [self._live[channel] for channel in subscription.channels]
             async with asyncio.timeout(self._subscribe_timeout):
                 await asyncio.gather(*confirmations)
         except BaseException as exc:
             self._remove_local(subscription)
-            await asyncio.shield(self._reconcile_quietly())
+            await asyncio.shield(self._reconcile_quietly(subscription.channels))
             if isinstance(exc, (RedisError, TimeoutError, KeyError)):
                 raise BrokerError(f"subscribe failed: {exc!r}") from exc
             raise
@@ -124,23 +124,24 @@ class RedisBroker(Broker):
     async def _detach(self, subscription: Subscription) -> None:
         self._remove_local(subscription)
         # Shielded: a stream cancelled while leaving must still release its channels.
-        await asyncio.shield(self._reconcile_quietly())
+        await asyncio.shield(self._reconcile_quietly(subscription.channels))
 
-    async def _reconcile_quietly(self) -> None:
+    async def _reconcile_quietly(self, channels: tuple[str, ...]) -> None:
         try:
-            await self._reconcile()
+            await self._reconcile(channels)
         except RedisError as exc:
             logger.warning("could not update pub/sub subscriptions: %s", exc)
 
-    async def _reconcile(self) -> None:
-        """Make the pub/sub connection's channels equal to the channels with local subscribers.
+    async def _reconcile(self, channels: tuple[str, ...]) -> None:
+        """Make the connection subscribed to each of ``channels`` iff it has local subscribers.
 
-        Every join and leave ends here, under one lock, so whatever order they interleave in,
-        no channel is left subscribed without subscribers or missing while it has some.
+        Every join and leave ends here for the channels it touched, under one lock, so whatever
+        order they interleave in, no channel is left subscribed without subscribers or missing
+        while it has some.
         """
         async with self._lock:
-            stale = [channel for channel in self._live if channel not in self._local]
-            fresh = [channel for channel in self._local if channel not in self._live]
+            stale = [c for c in channels if c in self._live and c not in self._local]
+            fresh = [c for c in channels if c in self._local and c not in self._live]
             if stale:
                 for channel in stale:
                     del self._live[channel]
