@@ -4,6 +4,7 @@ A flag beats its environment variable, which beats the default (API.md, "Process
 """
 
 import argparse
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,8 +28,8 @@ class Settings:
     def __post_init__(self) -> None:
         if not self.components or any(c not in COMPONENTS for c in self.components):
             raise ValueError(f"components must be a non-empty subset of {COMPONENTS}")
-        if self.heartbeat <= 0:
-            raise ValueError("heartbeat must be positive")
+        if not (math.isfinite(self.heartbeat) and self.heartbeat > 0):
+            raise ValueError("heartbeat must be a positive number of seconds")
         if self.queue_size < 1:
             raise ValueError("queue_size must be at least 1")
 

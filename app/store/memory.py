@@ -56,7 +56,7 @@ class MemorySessionStore(SessionStore):
         rules.check_can_speak(session, role, agent_id)
         message = rules.new_message(role, content, agent_id)
         self._transcripts[session_name].append(message)
-        return dict(session), message  # type: ignore[return-value]
+        return dict(session), dict(message)  # type: ignore[return-value]
 
     async def list_sessions(self, status: Status) -> list[Session]:
         found = [dict(s) for s in self._sessions.values() if s["status"] == status]
@@ -64,7 +64,7 @@ class MemorySessionStore(SessionStore):
 
     async def messages(self, session_name: str) -> list[Message]:
         self._load(session_name)
-        return list(self._transcripts[session_name])
+        return [dict(m) for m in self._transcripts[session_name]]  # type: ignore[misc]
 
     def _load(self, session_name: str) -> Session:
         try:

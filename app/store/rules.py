@@ -38,6 +38,8 @@ def apply(session: Session, action: Action, agent_id: str | None, reason: str | 
     Raises TransitionRefused (409) when the action is not allowed from the current state.
     """
     status, holder = session["status"], session["agent_id"]
+    if action == "takeover" and agent_id is None:
+        raise ValueError("takeover needs an agent_id: a session is never held by nobody")
     if action == "escalate":
         if status == "waiting_agent":
             return None

@@ -1,0 +1,763 @@
+"""The session store (API.md, "Session state (Redis keys)"): the same contract on memory and on
+a real redis-server, the Redis key layout, atomic transitions under contention, and outages."""
+
+import asyncio
+import itertools
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from app.store import (
+    MemorySessionStore,
+    RedisSessionStore,
+    SessionExists,
+    SessionNotFound,
+    SessionStore,
+    StoreUnavailable,
+    Transition,
+    TransitionRefused,
+)
+from app.store import rules
+from app.store.base import TRANSCRIPT_LIMIT
+from tests.processes import free_port
+
+STATUSES = ("bot_active", "waiting_agent", "agent_active", "closed")
+ACTIONS = ("escalate", "takeover", "release", "close")
+HOLDER = "alice"  # the agent that holds the session when it starts in agent_active
+OTHER = "bob"  # an agent that does not hold it
+ACTORS: tuple[str | None, ...] = (HOLDER, OTHER, None)
+SESSION_KEYS = {
+    "session_name", "status", "agent_id", "created_at", "updated_at", "escalation_reason"
+}
+MESSAGE_KEYS = {"id", "role", "content", "agent_id", "created_at"}
+CONCURRENCY = 20
+OUTAGE_BOUND = 5.0  # API.md: a store outage answers 503 within 5 s
+
+
+# --------------------------------------------------------------------------------------------
+# Fixtures and helpers
+
+
+@dataclass
+class Harness:
+    """A store under test and, on Redis, a decode_responses client on the same server."""
+
+    store: SessionStore
+    redis: Redis | None
+
+
+@pytest.fixture
+def store_url(backend: str, request: pytest.FixtureRequest) -> str | None:
+    """The redis-server URL for the Redis backend, None for memory."""
+    if backend == "redis":
+        return request.getfixturevalue("redis_url")  # type: ignore[no-any-return]
+    return None
+
+
+@pytest.fixture
+async def harness(store_url: str | None) -> AsyncIterator[Harness]:
+    """A MemorySessionStore, or a RedisSessionStore on its own client (closed at teardown)."""
+    if store_url is None:
+        store = MemorySessionStore()
+        yield Harness(store, None)
+        await store.close()
+        return
+    client = Redis.from_url(store_url)
+    inspector = Redis.from_url(store_url, decode_responses=True)
+    store = RedisSessionStore(client)
+    try:
+        yield Harness(store, inspector)
+    finally:
+        await store.close()
+        await client.aclose()
+        await inspector.aclose()
+
+
+@pytest.fixture
+def store(harness: Harness) -> SessionStore:
+    return harness.store
+
+
+@pytest.fixture
+async def redis_store(redis_url: str) -> AsyncIterator[RedisSessionStore]:
+    """A RedisSessionStore on the suite's redis-server, with its own client."""
+    client = Redis.from_url(redis_url)
+    store = RedisSessionStore(client)
+    try:
+        yield store
+    finally:
+        await store.close()
+        await client.aclose()
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
+    """``clock(t)`` pins the store's notion of "now" to unix second ``t``."""
+    current = [0]
+    monkeypatch.setattr(rules, "now", lambda: current[0])
+
+    def set_time(t: int) -> None:
+        current[0] = t
+
+    return set_time
+
+
+async def put_in(store: SessionStore, name: str, status: str) -> None:
+    """Create ``name`` and bring it to ``status`` (agent_active is held by HOLDER)."""
+    await store.create(name)
+    if status == "waiting_agent":
+        await store.apply(name, "escalate", reason="setup")
+    elif status == "agent_active":
+        await store.apply(name, "takeover", HOLDER)
+    elif status == "closed":
+        await store.apply(name, "close")
+    assert (await store.get(name))["status"] == status
+
+
+async def status_sets_holding(redis: Redis, name: str) -> list[str]:
+    """The statuses whose ``status:{status}`` set holds ``name``."""
+    return [s for s in STATUSES if await redis.sismember(f"status:{s}", name)]
+
+
+async def assert_consistent(h: Harness, name: str) -> None:
+    """On Redis: session:{name} is the stored session and exactly one status set holds it."""
+    if h.redis is None:
+        return
+    stored = await h.store.get(name)
+    raw = await h.redis.get(f"session:{name}")
+    assert raw is not None
+    assert json.loads(raw) == stored
+    assert await status_sets_holding(h.redis, name) == [stored["status"]]
+
+
+async def snapshot(h: Harness, name: str) -> Any:
+    """Everything the store holds about ``name``: session, transcript and, on Redis, every key."""
+    state: dict[str, Any] = {
+        "session": await h.store.get(name),
+        "messages": await h.store.messages(name),
+    }
+    if h.redis is not None:
+        for key in sorted(await h.redis.keys("*")):
+            kind = await h.redis.type(key)
+            if kind == "string":
+                state[key] = await h.redis.get(key)
+            elif kind == "set":
+                state[key] = sorted(await h.redis.smembers(key))
+            elif kind == "list":
+                state[key] = await h.redis.lrange(key, 0, -1)
+            else:
+                state[key] = kind
+    return state
+
+
+def assert_session_shape(session: Any, name: str) -> None:
+    """``session`` has the API.md keys with the right types (integer unix seconds)."""
+    assert SESSION_KEYS <= set(session)
+    assert session["session_name"] == name
+    assert session["status"] in STATUSES
+    assert session["agent_id"] is None or isinstance(session["agent_id"], str)
+    assert session["escalation_reason"] is None or isinstance(session["escalation_reason"], str)
+    for key in ("created_at", "updated_at"):
+        assert type(session[key]) is int, key
+        assert abs(session[key] - time.time()) < 60, key
+    assert session["updated_at"] >= session["created_at"]
+
+
+# --------------------------------------------------------------------------------------------
+# Create, get, get_or_create
+
+
+async def test_create_returns_a_new_bot_active_session(store: SessionStore) -> None:
+    """create() makes a bot_active session with no holder, no reason and integer times."""
+    session = await store.create("s1")
+    assert_session_shape(session, "s1")
+    assert session["status"] == "bot_active"
+    assert session["agent_id"] is None
+    assert session["escalation_reason"] is None
+    assert session["created_at"] == session["updated_at"]
+    assert await store.get("s1") == session
+    assert await store.messages("s1") == []
+
+
+async def test_create_twice_raises_session_exists(harness: Harness) -> None:
+    """A second create() of the same name raises SessionExists and changes nothing."""
+    first = await harness.store.create("s1")
+    before = await snapshot(harness, "s1")
+    with pytest.raises(SessionExists) as caught:
+        await harness.store.create("s1")
+    assert caught.value.session_name == "s1"
+    assert await snapshot(harness, "s1") == before
+    assert await harness.store.get("s1") == first
+
+
+async def test_get_unknown_raises_session_not_found(store: SessionStore) -> None:
+    """get() of a name never created raises SessionNotFound."""
+    with pytest.raises(SessionNotFound) as caught:
+        await store.get("nobody")
+    assert caught.value.session_name == "nobody"
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        pytest.param(lambda s: s.messages("nobody"), id="messages"),
+        pytest.param(lambda s: s.add_message("nobody", "customer", "hi"), id="add_message"),
+        *(pytest.param(lambda s, a=a: s.apply("nobody", a, HOLDER), id=a) for a in ACTIONS),
+    ],
+)
+async def test_unknown_session_raises_session_not_found(
+    harness: Harness, call: Callable[[SessionStore], Awaitable[object]]
+) -> None:
+    """Every per-session call on an unknown session raises SessionNotFound and creates nothing."""
+    with pytest.raises(SessionNotFound):
+        await call(harness.store)
+    with pytest.raises(SessionNotFound):
+        await harness.store.get("nobody")
+    if harness.redis is not None:
+        assert await harness.redis.keys("*") == []
+
+
+async def test_get_or_create_creates_then_returns_existing(harness: Harness) -> None:
+    """get_or_create() creates once (flag True), then returns the stored session (flag False)."""
+    store = harness.store
+    created, was_created = await store.get_or_create("s1")
+    assert was_created is True
+    assert_session_shape(created, "s1")
+    assert created["status"] == "bot_active"
+    await store.apply("s1", "escalate", reason="why")
+    again, was_created = await store.get_or_create("s1")
+    assert was_created is False
+    assert again == await store.get("s1")
+    assert again["status"] == "waiting_agent"
+    await assert_consistent(harness, "s1")
+
+
+async def test_create_after_get_or_create_raises(store: SessionStore) -> None:
+    """A session made by get_or_create() exists for create()."""
+    await store.get_or_create("s1")
+    with pytest.raises(SessionExists):
+        await store.create("s1")
+
+
+# --------------------------------------------------------------------------------------------
+# The transition table
+
+
+def _allowed() -> dict[tuple[str, str, str | None], tuple[str, str | None]]:
+    """(action, starting status, actor) -> (new status, new holder), per API.md."""
+    table: dict[tuple[str, str, str | None], tuple[str, str | None]] = {}
+    for actor in ACTORS:
+        table["escalate", "bot_active", actor] = ("waiting_agent", None)
+        table["close", "bot_active", actor] = ("closed", None)
+        table["close", "waiting_agent", actor] = ("closed", None)
+    for agent in (HOLDER, OTHER):
+        table["takeover", "bot_active", agent] = ("agent_active", agent)
+        table["takeover", "waiting_agent", agent] = ("agent_active", agent)
+    table["release", "agent_active", HOLDER] = ("bot_active", None)
+    table["close", "agent_active", HOLDER] = ("closed", None)
+    return table
+
+
+ALLOWED = _allowed()
+# 200, unchanged, no event.
+IDEMPOTENT = {("escalate", "waiting_agent", actor) for actor in ACTORS} | {
+    ("takeover", "agent_active", HOLDER)
+}
+# A takeover names the agent taking over; one without an agent is not part of the table.
+UNDEFINED = {("takeover", status, None) for status in STATUSES}
+REFUSED = sorted(
+    (case for case in itertools.product(ACTIONS, STATUSES, ACTORS)
+     if case not in ALLOWED and case not in IDEMPOTENT and case not in UNDEFINED),
+    key=str,
+)
+
+
+def case_id(case: tuple[str, str, str | None]) -> str:
+    action, status, actor = case
+    return f"{action}-from-{status}-by-{actor or 'nobody'}"
+
+
+def test_transition_table_is_complete() -> None:
+    """Every (action, status, actor) is exactly one of allowed, idempotent, refused, undefined."""
+    groups = [set(ALLOWED), IDEMPOTENT, set(REFUSED), UNDEFINED]
+    assert sum(len(g) for g in groups) == len(ACTIONS) * len(STATUSES) * len(ACTORS)
+    assert set().union(*groups) == set(itertools.product(ACTIONS, STATUSES, ACTORS))
+
+
+@pytest.mark.parametrize("case", sorted(ALLOWED, key=str), ids=case_id)
+async def test_allowed_transition(harness: Harness, case: tuple[str, str, str | None]) -> None:
+    """An allowed action moves the session to the new status and holder, changed=True."""
+    action, start, actor = case
+    new_status, new_holder = ALLOWED[case]
+    await put_in(harness.store, "s1", start)
+    before = await harness.store.get("s1")
+
+    transition = await harness.store.apply("s1", action, actor)
+
+    assert isinstance(transition, Transition)
+    assert transition.changed is True
+    assert transition.previous_status == start
+    after = transition.session
+    assert_session_shape(after, "s1")
+    assert after["status"] == new_status
+    assert after["agent_id"] == new_holder
+    assert after["created_at"] == before["created_at"]
+    assert after["updated_at"] >= before["updated_at"]
+    assert await harness.store.get("s1") == after
+    await assert_consistent(harness, "s1")
+
+
+@pytest.mark.parametrize("case", sorted(IDEMPOTENT, key=str), ids=case_id)
+async def test_idempotent_transition(harness: Harness, case: tuple[str, str, str | None]) -> None:
+    """Escalating a waiting session, or a takeover by the holder: changed=False, nothing moves."""
+    action, start, actor = case
+    await put_in(harness.store, "s1", start)
+    before = await snapshot(harness, "s1")
+
+    transition = await harness.store.apply("s1", action, actor, reason="again")
+
+    assert transition.changed is False
+    assert transition.previous_status == start
+    assert transition.session == before["session"]
+    assert await snapshot(harness, "s1") == before
+
+
+@pytest.mark.parametrize("case", REFUSED, ids=case_id)
+async def test_refused_transition(harness: Harness, case: tuple[str, str, str | None]) -> None:
+    """A forbidden action raises TransitionRefused and leaves every stored thing unchanged."""
+    action, start, actor = case
+    await put_in(harness.store, "s1", start)
+    before = await snapshot(harness, "s1")
+
+    with pytest.raises(TransitionRefused):
+        await harness.store.apply("s1", action, actor, reason="nope")
+
+    assert await snapshot(harness, "s1") == before
+    await assert_consistent(harness, "s1")
+
+
+async def test_escalation_reason_is_stored(store: SessionStore) -> None:
+    """escalate(reason=...) stores the reason on the session; without one it is None."""
+    await store.create("with")
+    transition = await store.apply("with", "escalate", reason="wants a refund")
+    assert transition.session["escalation_reason"] == "wants a refund"
+    assert (await store.get("with"))["escalation_reason"] == "wants a refund"
+
+    await store.create("without")
+    await store.apply("without", "escalate")
+    assert (await store.get("without"))["escalation_reason"] is None
+
+
+@pytest.mark.parametrize("action", ["release", "close"])
+async def test_no_holder_after_release_or_close(store: SessionStore, action: str) -> None:
+    """After the holder releases or closes, agent_id is None."""
+    await put_in(store, "s1", "agent_active")
+    transition = await store.apply("s1", action, HOLDER)
+    assert transition.session["agent_id"] is None
+    assert (await store.get("s1"))["agent_id"] is None
+
+
+async def test_full_lifecycle_keeps_state_consistent(harness: Harness) -> None:
+    """escalate, takeover, release, takeover by another, close: each step consistent."""
+    store = harness.store
+    await store.create("s1")
+    steps: list[tuple[str, str | None, str, str | None]] = [
+        ("escalate", None, "waiting_agent", None),
+        ("takeover", HOLDER, "agent_active", HOLDER),
+        ("release", HOLDER, "bot_active", None),
+        ("takeover", OTHER, "agent_active", OTHER),
+        ("close", OTHER, "closed", None),
+    ]
+    previous = "bot_active"
+    for action, actor, status, holder in steps:
+        transition = await store.apply("s1", action, actor)
+        assert (transition.previous_status, transition.session["status"]) == (previous, status)
+        assert transition.session["agent_id"] == holder
+        await assert_consistent(harness, "s1")
+        previous = status
+
+
+# --------------------------------------------------------------------------------------------
+# Messages
+
+
+def _speak_cases() -> Iterator[tuple[str, str, str | None, bool]]:
+    """(role, status, agent_id, allowed) for every role in every status, per API.md."""
+    for status in STATUSES:
+        yield "customer", status, None, status != "closed"
+        yield "bot", status, None, status == "bot_active"
+        for agent in ACTORS:
+            yield "agent", status, agent, status == "agent_active" and agent == HOLDER
+
+
+SPEAK_CASES = list(_speak_cases())
+
+
+@pytest.mark.parametrize(
+    ("role", "status", "agent_id", "allowed"),
+    SPEAK_CASES,
+    ids=[f"{r}-{s}-{a or 'nobody'}-{'ok' if ok else 'refused'}" for r, s, a, ok in SPEAK_CASES],
+)
+async def test_add_message_rules(
+    harness: Harness, role: str, status: str, agent_id: str | None, allowed: bool
+) -> None:
+    """Customer anywhere but closed; bot only bot_active; agent only agent_active by the holder."""
+    store = harness.store
+    await put_in(store, "s1", status)
+    before = await snapshot(harness, "s1")
+
+    if not allowed:
+        with pytest.raises(TransitionRefused):
+            await store.add_message("s1", role, "hello there", agent_id)
+        assert await snapshot(harness, "s1") == before
+        return
+
+    session, message = await store.add_message("s1", role, "hello there", agent_id)
+    assert session == before["session"]  # speaking never moves the session
+    assert await store.get("s1") == before["session"]
+    assert await store.messages("s1") == [message]
+    await assert_consistent(harness, "s1")
+
+
+@pytest.mark.parametrize(
+    ("role", "agent_id"), [("customer", None), ("bot", None), ("agent", HOLDER)]
+)
+async def test_message_shape(store: SessionStore, role: str, agent_id: str | None) -> None:
+    """A message has id, role, content, agent_id and integer created_at, as stored."""
+    await put_in(store, "s1", "agent_active" if role == "agent" else "bot_active")
+    _, message = await store.add_message("s1", role, "Ünïcødé 你好 ✓", agent_id)
+    assert MESSAGE_KEYS <= set(message)
+    assert isinstance(message["id"], str) and message["id"]
+    assert message["role"] == role
+    assert message["content"] == "Ünïcødé 你好 ✓"
+    assert message["agent_id"] == agent_id
+    assert type(message["created_at"]) is int
+    assert abs(message["created_at"] - time.time()) < 60
+    assert await store.messages("s1") == [message]
+
+
+async def test_transcript_oldest_first_with_unique_ids(store: SessionStore) -> None:
+    """messages() returns the transcript in the order it was written, every id distinct."""
+    await store.create("s1")
+    written = []
+    for i in range(6):
+        role = "customer" if i % 2 == 0 else "bot"
+        written.append((await store.add_message("s1", role, f"m{i}"))[1])
+    transcript = await store.messages("s1")
+    assert transcript == written
+    assert [m["content"] for m in transcript] == [f"m{i}" for i in range(6)]
+    assert len({m["id"] for m in transcript}) == 6
+
+
+async def test_transcripts_are_per_session(store: SessionStore) -> None:
+    """A message added to one session does not appear in another."""
+    await store.create("a")
+    await store.create("b")
+    await store.add_message("a", "customer", "for a")
+    assert [m["content"] for m in await store.messages("a")] == ["for a"]
+    assert await store.messages("b") == []
+
+
+async def test_transcript_capped_at_limit(harness: Harness) -> None:
+    """After 510 messages the transcript holds the newest 500, oldest first."""
+    assert TRANSCRIPT_LIMIT == 500
+    store = harness.store
+    await store.create("s1")
+    for i in range(TRANSCRIPT_LIMIT + 10):
+        await store.add_message("s1", "customer", f"m{i}")
+    transcript = await store.messages("s1")
+    assert len(transcript) == TRANSCRIPT_LIMIT
+    assert [m["content"] for m in transcript] == [f"m{i}" for i in range(10, TRANSCRIPT_LIMIT + 10)]
+    if harness.redis is not None:
+        assert await harness.redis.llen("messages:s1") == TRANSCRIPT_LIMIT
+
+
+# --------------------------------------------------------------------------------------------
+# The queue: list_sessions
+
+
+async def test_list_sessions_only_that_status(harness: Harness) -> None:
+    """list_sessions(status) returns exactly the sessions in that status."""
+    store = harness.store
+    for i, status in enumerate(STATUSES * 2):
+        await put_in(store, f"{status}-{i // len(STATUSES)}", status)
+    for status in STATUSES:
+        listed = await store.list_sessions(status)
+        assert {s["session_name"] for s in listed} == {f"{status}-0", f"{status}-1"}
+        assert all(s["status"] == status for s in listed)
+        for s in listed:
+            assert s == await store.get(s["session_name"])
+
+
+async def test_list_sessions_empty(store: SessionStore) -> None:
+    """A status nobody is in lists as an empty list."""
+    await store.create("s1")
+    assert await store.list_sessions("waiting_agent") == []
+
+
+async def test_list_sessions_oldest_first_by_time_entered(
+    store: SessionStore, clock: Callable[[int], None]
+) -> None:
+    """The queue is ordered by updated_at, then created_at, then name (not by creation)."""
+    created = {"early": 10, "mid": 50, "zeta": 100, "alpha": 100, "late": 100, "idle": 5}
+    for name, t in created.items():
+        clock(1_700_000_000 + t)
+        await store.create(name)
+    escalated = {"late": 300, "zeta": 200, "early": 250, "alpha": 200, "mid": 200}
+    for name, t in escalated.items():
+        clock(1_700_000_000 + t)
+        await store.apply(name, "escalate")
+
+    queue = [s["session_name"] for s in await store.list_sessions("waiting_agent")]
+    # mid/alpha/zeta entered at 200 (mid was created first; alpha, zeta by name), then early, late.
+    assert queue == ["mid", "alpha", "zeta", "early", "late"]
+    assert [s["session_name"] for s in await store.list_sessions("bot_active")] == ["idle"]
+
+    # Back in bot_active after a release: it entered bot_active last, so it queues after "idle".
+    clock(1_700_000_400)
+    await store.apply("mid", "takeover", HOLDER)
+    await store.apply("mid", "release", HOLDER)
+    assert [s["session_name"] for s in await store.list_sessions("bot_active")] == ["idle", "mid"]
+    queue = [s["session_name"] for s in await store.list_sessions("waiting_agent")]
+    assert queue == ["alpha", "zeta", "early", "late"]
+
+
+# --------------------------------------------------------------------------------------------
+# Redis only: the key layout
+
+
+async def assert_keys(redis: Redis, expected: dict[str, str]) -> None:
+    """The server holds exactly the keys in ``expected`` (key -> Redis type)."""
+    keys = await redis.keys("*")
+    assert {k: await redis.type(k) for k in keys} == expected
+
+
+async def test_redis_key_layout(redis_store: RedisSessionStore, redis: Redis) -> None:
+    """Keys: session:{name} JSON session, status:{status} sets of names, messages:{name} list."""
+    store = redis_store
+    session = await store.create("s1")
+    await assert_keys(redis, {"session:s1": "string", "status:bot_active": "set"})
+    assert json.loads(await redis.get("session:s1")) == session
+    assert await redis.smembers("status:bot_active") == {"s1"}
+
+    _, message = await store.add_message("s1", "customer", "hello")
+    await assert_keys(
+        redis, {"session:s1": "string", "status:bot_active": "set", "messages:s1": "list"}
+    )
+    assert [json.loads(m) for m in await redis.lrange("messages:s1", 0, -1)] == [message]
+
+    steps = [("escalate", None), ("takeover", HOLDER), ("release", HOLDER), ("takeover", OTHER),
+             ("close", OTHER)]
+    for action, actor in steps:
+        transition = await store.apply("s1", action, actor)
+        status = transition.session["status"]
+        await assert_keys(
+            redis, {"session:s1": "string", f"status:{status}": "set", "messages:s1": "list"}
+        )
+        assert json.loads(await redis.get("session:s1")) == transition.session
+        assert await redis.smembers(f"status:{status}") == {"s1"}
+        assert await status_sets_holding(redis, "s1") == [status]
+
+
+async def test_redis_status_sets_hold_many_sessions(
+    redis_store: RedisSessionStore, redis: Redis
+) -> None:
+    """Each status set holds the names of all sessions in that status and nothing else."""
+    for i, status in enumerate(STATUSES * 3):
+        await put_in(redis_store, f"s{i}", status)
+    for j, status in enumerate(STATUSES):
+        assert await redis.smembers(f"status:{status}") == {f"s{j}", f"s{j + 4}", f"s{j + 8}"}
+
+
+async def test_redis_store_reads_what_another_store_wrote(
+    redis_store: RedisSessionStore, redis_url: str
+) -> None:
+    """Two stores on the same server (two processes) see one state."""
+    client = Redis.from_url(redis_url)
+    other = RedisSessionStore(client)
+    try:
+        await redis_store.create("s1")
+        await other.apply("s1", "takeover", HOLDER)
+        await other.add_message("s1", "agent", "hi", HOLDER)
+        assert (await redis_store.get("s1"))["agent_id"] == HOLDER
+        assert [m["content"] for m in await redis_store.messages("s1")] == ["hi"]
+        with pytest.raises(SessionExists):
+            await other.create("s1")
+    finally:
+        await other.close()
+        await client.aclose()
+
+
+# --------------------------------------------------------------------------------------------
+# Redis only: atomic transitions under contention
+
+
+def assert_one_winner(results: list[object], agents: list[str]) -> str:
+    """Exactly one takeover changed the session; every other one raised TransitionRefused."""
+    winners = [
+        agent for agent, r in zip(agents, results, strict=True)
+        if isinstance(r, Transition) and r.changed
+    ]
+    refused = [r for r in results if isinstance(r, TransitionRefused)]
+    others = [r for r in results if not isinstance(r, (Transition, TransitionRefused))]
+    assert others == []
+    assert len(winners) == 1, results
+    assert len(refused) == len(agents) - 1
+    return winners[0]
+
+
+@pytest.mark.parametrize("start", ["bot_active", "waiting_agent"])
+async def test_concurrent_takeovers_on_one_store(
+    redis_store: RedisSessionStore, redis: Redis, start: str
+) -> None:
+    """20 agents take over at once through one store: exactly one wins, 19 are refused."""
+    for round_ in range(3):
+        name = f"race{round_}"
+        await put_in(redis_store, name, start)
+        agents = [f"agent{i}" for i in range(CONCURRENCY)]
+        async with asyncio.timeout(10):
+            results = await asyncio.gather(
+                *(redis_store.apply(name, "takeover", a) for a in agents), return_exceptions=True
+            )
+        winner = assert_one_winner(results, agents)
+        stored = await redis_store.get(name)
+        assert (stored["status"], stored["agent_id"]) == ("agent_active", winner)
+        assert await status_sets_holding(redis, name) == ["agent_active"]
+
+
+@pytest.mark.parametrize("start", ["bot_active", "waiting_agent"])
+async def test_concurrent_takeovers_on_separate_stores(
+    redis_url: str, redis: Redis, start: str
+) -> None:
+    """20 agents, each through its own store and client (20 processes): exactly one wins."""
+    clients = [Redis.from_url(redis_url) for _ in range(CONCURRENCY)]
+    stores = [RedisSessionStore(c) for c in clients]
+    try:
+        for round_ in range(3):
+            name = f"race{round_}"
+            await put_in(stores[0], name, start)
+            # Open every connection first so the takeovers start together.
+            await asyncio.gather(*(c.ping() for c in clients))
+            agents = [f"agent{i}" for i in range(CONCURRENCY)]
+            async with asyncio.timeout(10):
+                results = await asyncio.gather(
+                    *(s.apply(name, "takeover", a) for s, a in zip(stores, agents, strict=True)),
+                    return_exceptions=True,
+                )
+            winner = assert_one_winner(results, agents)
+            stored = await stores[-1].get(name)
+            assert (stored["status"], stored["agent_id"]) == ("agent_active", winner)
+            assert await status_sets_holding(redis, name) == ["agent_active"]
+    finally:
+        for s, c in zip(stores, clients, strict=True):
+            await s.close()
+            await c.aclose()
+
+
+RACES: list[list[tuple[str, str | None]]] = [
+    [("escalate", None), ("takeover", HOLDER), ("close", HOLDER)],
+    [("escalate", None), ("takeover", HOLDER), ("takeover", OTHER), ("close", None)],
+    [("takeover", HOLDER), ("release", HOLDER), ("close", HOLDER), ("escalate", None)],
+    [("escalate", None), ("escalate", None), ("takeover", OTHER), ("close", OTHER),
+     ("release", OTHER)],
+]
+
+
+@pytest.mark.parametrize("race", RACES, ids=lambda r: "+".join(a for a, _ in r))
+async def test_concurrent_mixed_actions_stay_consistent(
+    redis_url: str, redis: Redis, race: list[tuple[str, str | None]]
+) -> None:
+    """Racing escalate/takeover/release/close leaves session:{name} and one status set agreeing."""
+    clients = [Redis.from_url(redis_url) for _ in race]
+    stores = [RedisSessionStore(c) for c in clients]
+    try:
+        for round_ in range(15):
+            name = f"mix{round_}"
+            initial = await stores[0].create(name)
+            await asyncio.gather(*(c.ping() for c in clients))
+            async with asyncio.timeout(10):
+                results = await asyncio.gather(
+                    *(s.apply(name, a, actor) for s, (a, actor) in zip(stores, race, strict=True)),
+                    return_exceptions=True,
+                )
+            unexpected = [r for r in results if not isinstance(r, (Transition, TransitionRefused))]
+            assert unexpected == []
+            committed = [r.session for r in results if isinstance(r, Transition) and r.changed]
+
+            stored = await stores[0].get(name)
+            assert json.loads(await redis.get(f"session:{name}")) == stored
+            assert await status_sets_holding(redis, name) == [stored["status"]]
+            # The stored session is the one the last committed transition wrote.
+            assert stored in (committed or [initial])
+            # Nothing leaves closed: a committed close is final.
+            if any(s["status"] == "closed" for s in committed):
+                assert stored["status"] == "closed"
+            if stored["status"] == "agent_active":
+                assert stored["agent_id"] in {actor for _, actor in race if actor}
+            else:
+                assert stored["agent_id"] is None
+    finally:
+        for s, c in zip(stores, clients, strict=True):
+            await s.close()
+            await c.aclose()
+
+
+async def test_concurrent_get_or_create_creates_once(redis_url: str, redis: Redis) -> None:
+    """Of 20 concurrent get_or_create() calls on separate stores, exactly one creates."""
+    clients = [Redis.from_url(redis_url) for _ in range(CONCURRENCY)]
+    stores = [RedisSessionStore(c) for c in clients]
+    try:
+        async with asyncio.timeout(10):
+            results = await asyncio.gather(*(s.get_or_create("s1") for s in stores))
+        assert sum(created for _, created in results) == 1
+        assert len({json.dumps(s, sort_keys=True) for s, _ in results}) == 1
+        assert await status_sets_holding(redis, "s1") == ["bot_active"]
+    finally:
+        for s, c in zip(stores, clients, strict=True):
+            await s.close()
+            await c.aclose()
+
+
+# --------------------------------------------------------------------------------------------
+# Redis only: an unreachable server
+
+
+@pytest.fixture
+async def dead_store() -> AsyncIterator[RedisSessionStore]:
+    """A RedisSessionStore pointed at a loopback port nobody listens on."""
+    client = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
+    store = RedisSessionStore(client)
+    try:
+        yield store
+    finally:
+        await store.close()
+        await client.aclose()
+
+
+DEAD_CALLS: list[Any] = [
+    pytest.param(lambda s: s.create("s1"), id="create"),
+    pytest.param(lambda s: s.get("s1"), id="get"),
+    pytest.param(lambda s: s.get_or_create("s1"), id="get_or_create"),
+    *(pytest.param(lambda s, a=a: s.apply("s1", a, HOLDER), id=f"apply-{a}") for a in ACTIONS),
+    pytest.param(lambda s: s.add_message("s1", "customer", "hi"), id="add_message"),
+    pytest.param(lambda s: s.list_sessions("waiting_agent"), id="list_sessions"),
+    pytest.param(lambda s: s.messages("s1"), id="messages"),
+]
+
+
+@pytest.mark.parametrize("call", DEAD_CALLS)
+async def test_unreachable_redis_raises_store_unavailable(
+    dead_store: RedisSessionStore, call: Callable[[SessionStore], Awaitable[object]]
+) -> None:
+    """Redis unreachable: every call raises StoreUnavailable, not a redis error, in bounded time."""
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable) as caught:
+        async with asyncio.timeout(OUTAGE_BOUND * 2):
+            await call(dead_store)
+    assert time.monotonic() - started < OUTAGE_BOUND
+    assert type(caught.value) is StoreUnavailable
