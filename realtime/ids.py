@@ -4,9 +4,11 @@ Both brokers use it so that a later history (Redis Streams, ring buffers) can re
 same ids, and so that ids from different channels of one stream compare sensibly.
 """
 
+import re
 import time
 
 ZERO = "0-0"
+_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}\Z")
 
 
 def parse(event_id: str) -> tuple[int, int]:
@@ -15,8 +17,8 @@ def parse(event_id: str) -> tuple[int, int]:
 
 
 def is_event_id(value: str) -> bool:
-    ms, sep, seq = value.partition("-")
-    return sep == "-" and ms.isdigit() and seq.isdigit()
+    # A regex, not str.isdigit(): that accepts "²" and "①", which int() then refuses.
+    return _ID.match(value) is not None
 
 
 def latest(ids: list[str]) -> str:

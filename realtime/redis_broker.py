@@ -67,6 +67,7 @@ class RedisBroker(Broker):
         # Confirmations still owed by Redis, per channel, in the order SUBSCRIBEs were sent.
         self._pending: dict[str, deque[asyncio.Future[None]]] = {}
         self._reader: asyncio.Task[None] | None = None
+        self._closed = False
         self.dropped = 0
 
     async def start(self) -> None:
@@ -76,12 +77,18 @@ class RedisBroker(Broker):
 
     async def close(self) -> None:
         await super().close()
+        # Under the lock, so UNSUBSCRIBEs already under way finish first; once closed,
+        # subscriptions that leave only update the bookkeeping (see _reconcile).
+        async with self._lock:
+            self._closed = True
         if self._reader is not None:
             self._reader.cancel()
             try:
                 await self._reader
             except asyncio.CancelledError:
                 pass
+            except Exception:
+                logger.exception("pub/sub reader had failed")
             self._reader = None
         await self._pubsub.aclose()
 
@@ -112,8 +119,13 @@ class RedisBroker(Broker):
         try:
             await self._reconcile(subscription.channels)
             confirmations = [self._live[channel] for channel in subscription.channels]
-            async with asyncio.timeout(self._subscribe_timeout):
-                await asyncio.gather(*confirmations)
+            # asyncio.wait, not gather: the futures are shared with other joiners of the same
+            # channels, and a cancelled or timed-out waiter must not cancel them for everyone.
+            _, unconfirmed = await asyncio.wait(confirmations, timeout=self._subscribe_timeout)
+            if unconfirmed:
+                raise TimeoutError("Redis did not confirm SUBSCRIBE in time")
+            for confirmation in confirmations:
+                confirmation.result()  # raises the BrokerError of a failed SUBSCRIBE
         except BaseException as exc:
             self._remove_local(subscription)
             await asyncio.shield(self._reconcile_quietly(subscription.channels))
@@ -142,6 +154,12 @@ class RedisBroker(Broker):
         async with self._lock:
             stale = [c for c in channels if c in self._live and c not in self._local]
             fresh = [c for c in channels if c in self._local and c not in self._live]
+            if self._closed:
+                if fresh:
+                    raise BrokerError("broker is closed")
+                for channel in stale:
+                    del self._live[channel]
+                return
             if stale:
                 for channel in stale:
                     del self._live[channel]
@@ -204,28 +222,38 @@ class RedisBroker(Broker):
                 failures = 0
             if message is None:
                 continue
-            kind = message["type"]
-            if kind == "message":
-                self._on_message(_text(message["channel"]), message["data"])
-            elif kind == "subscribe":
-                self._confirm(_text(message["channel"]))
+            try:
+                self._on_message(message)
+            except Exception:
+                # Nothing one message holds may stop the reader: every stream depends on it.
+                self.dropped += 1
+                logger.exception("dropped a message that could not be handled")
 
-    def _on_message(self, channel: str, raw: bytes | str) -> None:
-        event = self._decode(channel, raw)
-        if event is None:
-            self.dropped += 1
-            return
-        self._fan_out(event)
+    def _on_message(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "message":
+            channel = _text(message["channel"])
+            event = self._decode(channel, message["data"])
+            if event is None:
+                self.dropped += 1
+                return
+            self._fan_out(event)
+        elif kind == "subscribe":
+            self._confirm(_text(message["channel"]))
 
     def _decode(self, channel: str, raw: bytes | str) -> Event | None:
-        text = _text(raw)
+        try:
+            text = _text(raw)
+        except UnicodeDecodeError:
+            logger.warning("dropped a message that is not UTF-8 on %s", channel)
+            return None
         event_id, _, data = text.partition(" ")
         if not ids.is_event_id(event_id):
             logger.warning("dropped a message without an event id on %s", channel)
             return None
         try:
             envelope = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             logger.warning("dropped a message that is not JSON on %s", channel)
             return None
         errors = validate_event(envelope)
