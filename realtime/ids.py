@@ -1,7 +1,8 @@
 """Event ids: ``<milliseconds>-<sequence>``, the format of Redis stream ids.
 
-Both brokers use it so that a later history (Redis Streams, ring buffers) can resume from the
-same ids, and so that ids from different channels of one stream compare sensibly.
+Ids come from one clock for all channels (a Redis key on Redis, one IdClock in memory), so a
+stream that carries several channels still sees strictly increasing ids, and a history (Redis
+Streams, ring buffers) can be resumed from one id across all of a stream's channels.
 """
 
 import re
@@ -26,18 +27,23 @@ def latest(ids: list[str]) -> str:
 
 
 class IdClock:
-    """Per-channel monotonic ids for the memory broker, with Redis' XADD rule."""
+    """One monotonic id sequence for all channels of the memory broker, so that the events of a
+    stream carrying several channels have strictly increasing ids (as on Redis)."""
 
     def __init__(self) -> None:
-        self._last: dict[str, tuple[int, int]] = {}
+        self._ms = 0
+        self._seq = -1
+        self._last: dict[str, str] = {}
 
     def next(self, channel: str) -> str:
         now = int(time.time() * 1000)
-        last_ms, last_seq = self._last.get(channel, (0, -1))
-        ms, seq = (now, 0) if now > last_ms else (last_ms, last_seq + 1)
-        self._last[channel] = (ms, seq)
-        return f"{ms}-{seq}"
+        if now > self._ms:
+            self._ms, self._seq = now, 0
+        else:
+            self._seq += 1
+        event_id = f"{self._ms}-{self._seq}"
+        self._last[channel] = event_id
+        return event_id
 
     def last(self, channel: str) -> str:
-        ms, seq = self._last.get(channel, (0, 0))
-        return f"{ms}-{seq}"
+        return self._last.get(channel, ZERO)

@@ -2,9 +2,9 @@
 
 Channels are SUBSCRIBEd when their first local subscriber arrives and UNSUBSCRIBEd when the
 last one leaves; one reader task reads the connection and fans each event out to the local
-subscriptions. Publishing goes through the ordinary connection pool: a Lua script appends the
-event to the channel's history stream (XADD, whose id becomes the event id) and PUBLISHes it,
-in one atomic step, so the id on the wire and in the history are the same.
+subscriptions. Publishing goes through the ordinary connection pool: a Lua script takes the next
+id from the event clock, appends the event to the channel's history stream under that id (XADD)
+and PUBLISHes it, in one atomic step, so the id on the wire and in the history are the same.
 """
 
 import asyncio
@@ -29,9 +29,32 @@ logger = logging.getLogger(__name__)
 
 HISTORY_PREFIX = "history:"
 
-# KEYS[1] history stream; ARGV: channel, data, maxlen, ttl (ms)
+CLOCK_KEY = "events:clock"
+
+# KEYS[1] the channel's history stream, KEYS[2] the event clock; ARGV: channel, data, maxlen,
+# ttl (ms). The id is max(now, last + 1) on one clock for all channels, so ids are unique and
+# increasing across channels (a stream of several channels sees them in order). Should a
+# history hold a larger id than the clock (the clock key was lost), XADD picks the id itself
+# and the clock catches up, rather than the event being refused.
 PUBLISH_SCRIPT = """
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'd', ARGV[2])
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local seq = 0
+local last = redis.call('GET', KEYS[2])
+if last then
+  local last_ms, last_seq = string.match(last, '^(%d+)-(%d+)$')
+  last_ms = tonumber(last_ms)
+  if ms <= last_ms then
+    ms = last_ms
+    seq = tonumber(last_seq) + 1
+  end
+end
+local id = string.format('%.0f-%.0f', ms, seq)
+local added = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], id, 'd', ARGV[2])
+if type(added) == 'table' and added.err then
+  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'd', ARGV[2])
+end
+redis.call('SET', KEYS[2], id)
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PUBLISH', ARGV[1], id .. ' ' .. ARGV[2])
 return id
@@ -96,7 +119,7 @@ class RedisBroker(Broker):
         data = validated(event)
         try:
             result = await self._publish_script(
-                keys=[history_key(channel)],
+                keys=[history_key(channel), CLOCK_KEY],
                 args=[channel, data, self._history_maxlen, self._history_ttl_ms],
             )
         except RedisError as exc:

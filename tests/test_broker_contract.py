@@ -22,7 +22,7 @@ from realtime.broker import (
 )
 from realtime.events import Event, encode, envelope
 from realtime.memory_broker import MemoryBroker
-from realtime.redis_broker import RedisBroker, history_key
+from realtime.redis_broker import CLOCK_KEY, RedisBroker, history_key
 
 BROKER_KINDS = ("memory", "redis")
 QUIET = 0.3  # how long "nothing arrives" is watched for
@@ -763,3 +763,33 @@ async def test_one_pubsub_connection(redis_broker: RedisBroker, redis: Redis) ->
 
 async def _no_channels(redis: Redis, channels: list[str]) -> bool:
     return not set(await redis.pubsub_channels()) & set(channels)
+
+
+async def test_ids_increase_across_channels_of_one_subscription(broker: Broker) -> None:
+    """Events of two channels published in the same millisecond still have increasing ids."""
+    first, second = fresh_channel(), fresh_channel()
+    async with broker.subscribe(first, second) as subscription:
+        for n in range(20):
+            await asyncio.gather(
+                broker.publish(first, event(2 * n)), broker.publish(second, event(2 * n + 1))
+            )
+        received = await take(subscription, 40)
+    parsed = [ids.parse(e.id) for e in received]
+    assert parsed == sorted(parsed)
+    assert len(set(parsed)) == 40
+
+
+async def test_ids_survive_a_lost_clock(redis_broker: RedisBroker, redis: Redis) -> None:
+    """If the event clock key is lost, the next event still gets an id above its history."""
+    channel = fresh_channel()
+    async with redis_broker.subscribe(channel) as subscription:
+        before = await redis_broker.publish(channel, event(0))
+        # The history reaches past the clock: an id from the clock alone would be refused.
+        future_ms = ids.parse(before)[0] + 3_600_000
+        await redis.xadd(history_key(channel), {"d": "{}"}, id=f"{future_ms}-0")
+        await redis.set(CLOCK_KEY, "1-0")
+        after = await redis_broker.publish(channel, event(1))
+        received = await take(subscription, 2)
+    assert ids.parse(after) > (future_ms, 0)
+    assert [e.id for e in received] == [before, after]
+    assert await redis.get(CLOCK_KEY) == after
