@@ -44,6 +44,13 @@ async def load_body(request: web.Request, schema: Schema) -> dict[str, Any]:
             )
         try:
             data = json.loads(raw)
+            # JSON may escape lone surrogates ("\ud800"), which no UTF-8 text can hold: refuse
+            # them here rather than fail after storing, when the event is encoded.
+            json.dumps(data, ensure_ascii=False).encode()
+        except RecursionError:
+            raise ApiError(400, "bad_json", "request body is nested too deeply") from None
+        except UnicodeEncodeError:
+            raise ApiError(400, "bad_json", "request body holds text that is not valid Unicode") from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise ApiError(400, "bad_json", f"request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):

@@ -36,7 +36,7 @@ ORDINARY = [
 async def ask(text: str) -> BotReply:
     """The responder's reply to a customer message ``text`` in a fresh bot_active session."""
     responder: Responder = RuleBasedResponder()
-    session = rules.new_session("s1")
+    session = rules.new_session("s1", status_seq=1)
     message = rules.new_message("customer", text, None)
     return await responder.reply(session, message)
 

@@ -500,31 +500,37 @@ async def test_list_sessions_empty(store: SessionStore) -> None:
     assert await store.list_sessions("waiting_agent") == []
 
 
-async def test_list_sessions_oldest_first_by_time_entered(
+async def test_list_sessions_first_come_first_served(
     store: SessionStore, clock: Callable[[int], None]
 ) -> None:
-    """The queue is ordered by updated_at, then created_at, then name (not by creation)."""
-    created = {"early": 10, "mid": 50, "zeta": 100, "alpha": 100, "late": 100, "idle": 5}
-    for name, t in created.items():
-        clock(1_700_000_000 + t)
+    """The queue is in the order sessions entered the status, even within one second, and
+    neither creation order nor names decide it."""
+    clock(1_700_000_000)  # one second for everything: only the order of arrival can decide
+    for name in ("early", "mid", "zeta", "alpha", "late", "idle"):
         await store.create(name)
-    escalated = {"late": 300, "zeta": 200, "early": 250, "alpha": 200, "mid": 200}
-    for name, t in escalated.items():
-        clock(1_700_000_000 + t)
+    for name in ("late", "zeta", "early", "alpha", "mid"):
         await store.apply(name, "escalate")
 
     queue = [s["session_name"] for s in await store.list_sessions("waiting_agent")]
-    # mid/alpha/zeta entered at 200 (mid was created first; alpha, zeta by name), then early, late.
-    assert queue == ["mid", "alpha", "zeta", "early", "late"]
+    assert queue == ["late", "zeta", "early", "alpha", "mid"]
     assert [s["session_name"] for s in await store.list_sessions("bot_active")] == ["idle"]
 
     # Back in bot_active after a release: it entered bot_active last, so it queues after "idle".
-    clock(1_700_000_400)
-    await store.apply("mid", "takeover", HOLDER)
-    await store.apply("mid", "release", HOLDER)
-    assert [s["session_name"] for s in await store.list_sessions("bot_active")] == ["idle", "mid"]
+    await store.apply("zeta", "takeover", HOLDER)
+    await store.apply("zeta", "release", HOLDER)
+    assert [s["session_name"] for s in await store.list_sessions("bot_active")] == ["idle", "zeta"]
     queue = [s["session_name"] for s in await store.list_sessions("waiting_agent")]
-    assert queue == ["alpha", "zeta", "early", "late"]
+    assert queue == ["late", "early", "alpha", "mid"]
+
+
+async def test_status_seq_increases_on_every_change(store: SessionStore) -> None:
+    """Each creation and each status change takes a larger status_seq; a no-op keeps it."""
+    first = await store.create("s1")
+    second = await store.create("s2")
+    escalated = (await store.apply("s1", "escalate")).session
+    unchanged = (await store.apply("s1", "escalate")).session
+    assert first["status_seq"] < second["status_seq"] < escalated["status_seq"]
+    assert unchanged["status_seq"] == escalated["status_seq"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -538,16 +544,19 @@ async def assert_keys(redis: Redis, expected: dict[str, str]) -> None:
 
 
 async def test_redis_key_layout(redis_store: RedisSessionStore, redis: Redis) -> None:
-    """Keys: session:{name} JSON session, status:{status} sets of names, messages:{name} list."""
+    """Keys: session:{name} JSON session, status:{status} sets of names, messages:{name} list,
+    and the one counter that orders the queue."""
     store = redis_store
     session = await store.create("s1")
-    await assert_keys(redis, {"session:s1": "string", "status:bot_active": "set"})
+    counter = {"sessions:status_seq": "string"}
+    await assert_keys(redis, {"session:s1": "string", "status:bot_active": "set", **counter})
     assert json.loads(await redis.get("session:s1")) == session
     assert await redis.smembers("status:bot_active") == {"s1"}
 
     _, message = await store.add_message("s1", "customer", "hello")
     await assert_keys(
-        redis, {"session:s1": "string", "status:bot_active": "set", "messages:s1": "list"}
+        redis,
+        {"session:s1": "string", "status:bot_active": "set", "messages:s1": "list", **counter},
     )
     assert [json.loads(m) for m in await redis.lrange("messages:s1", 0, -1)] == [message]
 
@@ -557,7 +566,8 @@ async def test_redis_key_layout(redis_store: RedisSessionStore, redis: Redis) ->
         transition = await store.apply("s1", action, actor)
         status = transition.session["status"]
         await assert_keys(
-            redis, {"session:s1": "string", f"status:{status}": "set", "messages:s1": "list"}
+            redis,
+            {"session:s1": "string", f"status:{status}": "set", "messages:s1": "list", **counter},
         )
         assert json.loads(await redis.get("session:s1")) == transition.session
         assert await redis.smembers(f"status:{status}") == {"s1"}

@@ -18,6 +18,9 @@ class Session(TypedDict):
     created_at: int
     updated_at: int
     escalation_reason: str | None
+    # Increases every time any session enters a status (one counter for all sessions and
+    # processes): the queue order. Seconds are too coarse to tell arrivals apart.
+    status_seq: int
 
 
 class Message(TypedDict):
@@ -93,7 +96,7 @@ class SessionStore(ABC):
 
     @abstractmethod
     async def list_sessions(self, status: Status) -> list[Session]:
-        """Sessions in ``status``, oldest first (by the time they entered it)."""
+        """Sessions in ``status``, in the order they entered it (first come, first served)."""
 
     @abstractmethod
     async def messages(self, session_name: str) -> list[Message]:
@@ -103,5 +106,6 @@ class SessionStore(ABC):
         """Release connections (the memory store has none)."""
 
 
-def queue_order(session: Session) -> tuple[int, int, str]:
-    return session["updated_at"], session["created_at"], session["session_name"]
+def queue_order(session: Session) -> tuple[int, str]:
+    """First come, first served: by the order sessions entered their status."""
+    return session["status_seq"], session["session_name"]

@@ -1,6 +1,7 @@
 """In-process session store. Each method runs without an await between read and write, so it
 is atomic on the event loop without a lock."""
 
+import itertools
 from collections import deque
 
 from app.store import rules
@@ -25,6 +26,7 @@ class MemorySessionStore(SessionStore):
     def __init__(self) -> None:
         self._sessions: dict[str, Session] = {}
         self._transcripts: dict[str, deque[Message]] = {}
+        self._status_seq = itertools.count(1)
 
     async def create(self, session_name: str) -> Session:
         if session_name in self._sessions:
@@ -46,6 +48,7 @@ class MemorySessionStore(SessionStore):
         moved = rules.apply(session, action, agent_id, reason)
         if moved is None:
             return Transition(dict(session), session["status"], False)  # type: ignore[arg-type]
+        moved["status_seq"] = next(self._status_seq)
         self._sessions[session_name] = moved
         return Transition(dict(moved), session["status"], True)  # type: ignore[arg-type]
 
@@ -73,7 +76,7 @@ class MemorySessionStore(SessionStore):
             raise SessionNotFound(session_name) from None
 
     def _insert(self, session_name: str) -> Session:
-        session = rules.new_session(session_name)
+        session = rules.new_session(session_name, next(self._status_seq))
         self._sessions[session_name] = session
         self._transcripts[session_name] = deque(maxlen=TRANSCRIPT_LIMIT)
         return dict(session)  # type: ignore[return-value]

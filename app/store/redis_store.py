@@ -1,5 +1,6 @@
 """Session store on Redis: ``session:{name}`` (JSON), ``status:{status}`` (sets of names) and
-``messages:{name}`` (a list capped at TRANSCRIPT_LIMIT).
+``messages:{name}`` (a list capped at TRANSCRIPT_LIMIT), plus one counter,
+``sessions:status_seq``, that orders the queue.
 
 Every change is a WATCH/MULTI transaction around the pure rules of app.store.rules: of many
 concurrent takeovers exactly one commits, the others retry, see the session held, and get 409.
@@ -35,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 MAX_ATTEMPTS = 64
+STATUS_SEQ_KEY = "sessions:status_seq"
 
 
 def session_key(name: str) -> str:
@@ -68,12 +70,11 @@ class RedisSessionStore(SessionStore):
         return _decode(raw)
 
     async def get_or_create(self, session_name: str) -> tuple[Session, bool]:
-        session = rules.new_session(session_name)
-
         async def create(pipe: Pipeline) -> tuple[Session, bool]:
             raw = await pipe.get(session_key(session_name))
             if raw is not None:
                 return _decode(raw), False
+            session = rules.new_session(session_name, await pipe.incr(STATUS_SEQ_KEY))
             pipe.multi()
             pipe.set(session_key(session_name), json.dumps(session))
             pipe.sadd(status_key(session["status"]), session_name)
@@ -90,6 +91,8 @@ class RedisSessionStore(SessionStore):
             moved = rules.apply(session, action, agent_id, reason)
             if moved is None:
                 return Transition(session, session["status"], False)
+            # Taken before MULTI (a retried transaction just skips a number): still increasing.
+            moved["status_seq"] = await pipe.incr(STATUS_SEQ_KEY)
             pipe.multi()
             pipe.set(session_key(session_name), json.dumps(moved))
             if moved["status"] != session["status"]:

@@ -14,7 +14,7 @@ def now() -> int:
     return int(time.time())
 
 
-def new_session(session_name: str) -> Session:
+def new_session(session_name: str, status_seq: int) -> Session:
     t = now()
     return Session(
         session_name=session_name,
@@ -23,6 +23,7 @@ def new_session(session_name: str) -> Session:
         created_at=t,
         updated_at=t,
         escalation_reason=None,
+        status_seq=status_seq,
     )
 
 
@@ -36,6 +37,7 @@ def apply(session: Session, action: Action, agent_id: str | None, reason: str | 
     """The session after ``action``; None when the action is a no-op (200, no event).
 
     Raises TransitionRefused (409) when the action is not allowed from the current state.
+    The store gives a moved session its new ``status_seq``.
     """
     status, holder = session["status"], session["agent_id"]
     if action == "takeover" and agent_id is None:
