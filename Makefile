@@ -16,7 +16,7 @@ test: $(VENV)/.installed-test redis-server
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 $(VENV)/bin/python:
-	$(PYTHON) -m venv $(VENV) || { $(SUDO) apt-get update && $(SUDO) apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); }
+	$(PYTHON) -m venv $(VENV) || { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
 
 $(VENV)/.installed: $(VENV)/bin/python setup.cfg setup.py
@@ -29,7 +29,7 @@ $(VENV)/.installed-test: $(VENV)/bin/python setup.cfg setup.py
 
 # The tests start their own redis-server on a free loopback port; they only need the binary.
 redis-server:
-	@command -v redis-server >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y redis-server; }
+	@command -v redis-server >/dev/null || { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server; }
 
 clean:
 	rm -rf $(VENV) build *.egg-info
