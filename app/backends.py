@@ -1,14 +1,17 @@
-"""Choosing and opening the broker and session store: Redis when it answers, memory otherwise."""
+"""Choosing and opening the broker and session store: Redis when it answers, memory otherwise,
+and Redis again as soon as it answers."""
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.exceptions import RedisError
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 
 from app.settings import Settings
-from app.store import MemorySessionStore, RedisSessionStore, SessionStore
+from app.store import MemorySessionStore, RedisSessionStore, SessionStore, StoreUnavailable
+from app.store.fallback import StartupFallbackStore
 from realtime.broker import Broker
 from realtime.memory_broker import MemoryBroker
 from realtime.redis_broker import RedisBroker
@@ -16,36 +19,49 @@ from realtime.redis_broker import RedisBroker
 logger = logging.getLogger(__name__)
 
 POOL_SIZE = 64
+START_WAIT = 2.0
 
 
 @dataclass(slots=True)
 class Backends:
     broker: Broker
     store: SessionStore
-    # Redis was configured but did not answer: serving from memory until it does.
-    degraded: bool = False
     redis: Redis | None = None
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @property
+    def degraded(self) -> bool:
+        """Redis is configured but this process cannot use it right now."""
+        if not self.broker.available:
+            return True
+        return isinstance(self.store, StartupFallbackStore) and not self.store.on_redis
+
+    @property
+    def mode(self) -> str:
+        """What carries events now: "redis", or "memory" (by choice or while Redis is away)."""
+        return "redis" if isinstance(self.broker, RedisBroker) and self.broker.available else "memory"
 
     async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.broker.close()
         await self.store.close()
         if self.redis is not None:
             await self.redis.aclose()
 
 
-def memory_backends(settings: Settings, *, degraded: bool = False) -> Backends:
-    return Backends(MemoryBroker(queue_size=settings.queue_size), MemorySessionStore(), degraded)
-
-
 def redis_client(settings: Settings) -> Redis:
     # A blocking pool makes a burst of requests wait for a connection instead of failing with
-    # "Too many connections" (the original design's failure past ~100 streams).
+    # "Too many connections" (the original design's failure past ~100 streams). Short connect
+    # timeouts and few retries keep an outage answer (503) within settings.redis_timeout.
     pool = BlockingConnectionPool.from_url(
         settings.redis_url,
         max_connections=POOL_SIZE,
         timeout=settings.redis_timeout,
-        socket_connect_timeout=min(2.0, settings.redis_timeout),
+        socket_connect_timeout=min(1.0, settings.redis_timeout),
         socket_timeout=settings.redis_timeout,
+        retry=Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), 2),
     )
     return Redis.from_pool(pool)
 
@@ -53,24 +69,47 @@ def redis_client(settings: Settings) -> Redis:
 async def open_backends(settings: Settings) -> Backends:
     if not settings.use_redis:
         logger.info("broker and session store in memory (Redis switched off)")
-        return memory_backends(settings)
-    redis = redis_client(settings)
-    broker = RedisBroker(redis, queue_size=settings.queue_size)
-    try:
-        async with asyncio.timeout(settings.redis_timeout):
-            await redis.ping()
-            await broker.start()
-    except (RedisError, OSError, TimeoutError) as exc:
-        await broker.close()
-        await redis.aclose()
-        logger.warning(
-            "Redis at %s is unreachable (%s): serving from memory, degraded; "
-            "events will not cross processes",
-            _redacted(settings.redis_url), exc,
+        broker = MemoryBroker(
+            queue_size=settings.queue_size,
+            history_size=settings.history_size,
+            history_ttl=settings.history_ttl,
         )
-        return memory_backends(settings, degraded=True)
-    logger.info("broker and session store on Redis at %s", _redacted(settings.redis_url))
-    return Backends(broker, RedisSessionStore(redis), redis=redis)
+        return Backends(broker, MemorySessionStore())
+    redis = redis_client(settings)
+    broker = RedisBroker(
+        redis,
+        queue_size=settings.queue_size,
+        history_maxlen=settings.history_size,
+        history_ttl=settings.history_ttl,
+        subscribe_timeout=settings.redis_timeout,
+    )
+    redis_store = RedisSessionStore(redis, timeout=settings.redis_timeout)
+    where = _redacted(settings.redis_url)
+    if await broker.start(wait=min(START_WAIT, settings.redis_timeout)):
+        logger.info("broker and session store on Redis at %s", where)
+        return Backends(broker, redis_store, redis)
+    logger.warning(
+        "Redis at %s is unreachable: serving from memory, degraded (events do not cross "
+        "processes); moving to Redis when it answers", where,
+    )
+    store = StartupFallbackStore(MemorySessionStore(), redis_store)
+    backends = Backends(broker, store, redis)
+    task = asyncio.create_task(_move_to_redis(broker, store, where), name="move-to-redis")
+    backends._tasks.add(task)
+    return backends
+
+
+async def _move_to_redis(broker: RedisBroker, store: StartupFallbackStore, where: str) -> None:
+    """Once Redis answers, hand it the sessions this process kept in memory."""
+    while not store.on_redis:
+        await broker.wait_available()
+        try:
+            adopted = await store.move_to_redis()
+        except StoreUnavailable as exc:
+            logger.warning("could not move sessions to Redis yet: %s", exc)
+            await asyncio.sleep(1.0)
+            continue
+        logger.info("moved to Redis at %s: %d sessions written from memory", where, adopted)
 
 
 def _redacted(url: str) -> str:

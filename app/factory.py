@@ -1,22 +1,26 @@
 """create_app: the root application, with the requested sub-apps at fixed prefixes."""
 
 import logging
+import secrets
+import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 from app.backends import open_backends
 from app.bot import Responder, RuleBasedResponder
-from app.keys import BACKENDS, RESPONDER, SETTINGS, STREAMS
+from app.keys import BACKENDS, CANARY, RESPONDER, SETTINGS, STREAMS
 from app.middlewares import error_middleware, shield_middleware
 from app.settings import Settings
 from app.streams import StreamRegistry
 from handlers.chatbot import create_chatbot_app
 from handlers.workbench import create_workbench_app
+from realtime.channels import canary_channel
 
 logger = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
+READY_TIMEOUT = 2.0
 
 SUBAPPS = {"chatbot": create_chatbot_app, "workbench": create_workbench_app}
 
@@ -30,7 +34,9 @@ def create_app(settings: Settings, responder: Responder | None = None) -> web.Ap
     app[RESPONDER] = responder if responder is not None else RuleBasedResponder()
     app.cleanup_ctx.append(_backends_ctx)
     app.on_shutdown.append(_end_streams)
+    app[CANARY] = secrets.token_hex(8)
     app.router.add_get("/health", health)
+    app.router.add_get("/health/ready", ready)
     for component in settings.components:
         app.add_subapp(f"/{component}", SUBAPPS[component]())
     return app
@@ -44,18 +50,40 @@ async def _backends_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _end_streams(app: web.Application) -> None:
-    await app[STREAMS].close_all()
+    app[STREAMS].close_all()
 
 
 async def health(request: web.Request) -> web.Response:
+    """Liveness and mode: always 200 while the process serves."""
     app = request.app
     backends = app[BACKENDS]
     return web.json_response(
         {
             "status": "degraded" if backends.degraded else "ok",
-            "broker": backends.broker.name,
+            "broker": backends.mode,
             "degraded": backends.degraded,
             "components": list(app[SETTINGS].components),
             "streams": len(app[STREAMS]),
         }
     )
+
+
+async def ready(request: web.Request) -> web.Response:
+    """Readiness: a canary published through the broker comes back to this process in time.
+
+    It catches what /health cannot see: a pub/sub connection that is dead without an error.
+    """
+    backends = request.app[BACKENDS]
+    started = time.monotonic()
+    delivered = await backends.broker.probe(
+        canary_channel(request.app[CANARY]), timeout=READY_TIMEOUT
+    )
+    body = {
+        "ready": delivered,
+        "broker": backends.mode,
+        "degraded": backends.degraded,
+        "canary_ms": round((time.monotonic() - started) * 1000, 1),
+    }
+    if delivered:
+        return web.json_response(body)
+    return web.json_response(body, status=503, headers={"Retry-After": "5"})

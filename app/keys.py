@@ -11,6 +11,8 @@ SETTINGS = web.AppKey("settings", Settings)
 BACKENDS = web.AppKey("backends", Backends)
 STREAMS = web.AppKey("streams", StreamRegistry)
 RESPONDER = web.AppKey("responder", Responder)
+# This process's private channel for the readiness canary.
+CANARY = web.AppKey("canary", str)
 # Set on each sub-app: the envelope "source" of everything that sub-app publishes.
 SOURCE = web.AppKey("source", str)
 # Set on each sub-app: "chatbot" or "workbench", for counting its streams.

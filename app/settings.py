@@ -22,6 +22,8 @@ class Settings:
     heartbeat: float = 30.0
     components: tuple[str, ...] = COMPONENTS
     queue_size: int = 1000
+    history_size: int = 1000
+    history_ttl: float = 3600.0
     redis_timeout: float = 5.0
     log_level: str = "INFO"
 
@@ -32,6 +34,10 @@ class Settings:
             raise ValueError("heartbeat must be a positive number of seconds")
         if self.queue_size < 1:
             raise ValueError("queue_size must be at least 1")
+        if self.history_size < 1:
+            raise ValueError("history_size must be at least 1")
+        if not (math.isfinite(self.history_ttl) and self.history_ttl > 0):
+            raise ValueError("history_ttl must be a positive number of seconds")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--queue-size", type=int,
         help="events a stream may fall behind before it is cut off [SWITCHBOARD_QUEUE_SIZE, 1000]",
+    )
+    parser.add_argument(
+        "--history-size", type=int,
+        help="events kept per channel for resuming streams [SWITCHBOARD_HISTORY_SIZE, 1000]",
+    )
+    parser.add_argument(
+        "--history-ttl", type=float, metavar="SECONDS",
+        help="how long an idle channel keeps its history [SWITCHBOARD_HISTORY_TTL, 3600]",
     )
     parser.add_argument("--log-level", help="[SWITCHBOARD_LOG_LEVEL, INFO]")
     return parser
@@ -82,6 +96,8 @@ def load_settings(
         use_redis=use_redis,
         heartbeat=pick(args.heartbeat, "SWITCHBOARD_HEARTBEAT", defaults.heartbeat, float),  # type: ignore[arg-type]
         queue_size=pick(args.queue_size, "SWITCHBOARD_QUEUE_SIZE", defaults.queue_size, int),  # type: ignore[arg-type]
+        history_size=pick(args.history_size, "SWITCHBOARD_HISTORY_SIZE", defaults.history_size, int),  # type: ignore[arg-type]
+        history_ttl=pick(args.history_ttl, "SWITCHBOARD_HISTORY_TTL", defaults.history_ttl, float),  # type: ignore[arg-type]
         log_level=pick(args.log_level, "SWITCHBOARD_LOG_LEVEL", defaults.log_level, str),  # type: ignore[arg-type]
         components=components,
     )

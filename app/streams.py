@@ -4,7 +4,6 @@ Without it aiohttp waits for every streaming handler up to shutdown_timeout (twi
 practice) before exiting, and clients see a broken chunked body instead of a clean end.
 """
 
-import asyncio
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -41,17 +40,9 @@ class StreamRegistry:
     def by_component(self) -> dict[str, int]:
         return dict(Counter(stream.component for stream in self._open))
 
-    async def close_all(self) -> None:
-        """End every open stream and wait (briefly) for their handlers to finish writing."""
-        streams = list(self._open)
-        if not streams:
-            return
-        logger.info("ending %d open streams", len(streams))
-        for stream in streams:
+    def close_all(self) -> None:
+        """End every open stream: each handler sends a reconnection hint and returns."""
+        if self._open:
+            logger.info("ending %d open streams", len(self._open))
+        for stream in self._open:
             stream.subscription.close()
-            if stream.response.is_connected():
-                stream.response.stop_streaming()
-        await asyncio.gather(
-            *(stream.response.wait() for stream in streams if stream.response.prepared),
-            return_exceptions=True,
-        )

@@ -3,16 +3,23 @@
 A broker moves events from publishers to the local subscriptions of a channel. Each
 subscription owns a bounded queue: a consumer that falls behind is cut off (its iteration
 raises :class:`SubscriptionOverflow`) instead of growing memory or slowing the others.
+
+Event ids come from one clock for all channels, so a subscription keeps the id of the last
+event it accepted and drops anything not newer. That one rule lets a subscription be filled
+from two sources at once, the channel history and the live feed, without gaps or duplicates:
+on a resume, after a Redis reconnect, or when a stream opens.
 """
 
 import asyncio
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Self
 
-from realtime.events import Event
+from realtime import ids
+from realtime.events import Event, envelope
 
 logger = logging.getLogger(__name__)
 
@@ -31,33 +38,111 @@ class SubscriptionOverflow(SubscriptionClosed):
     """The subscriber did not keep up and its queue filled: it was cut off."""
 
 
+class SubscriptionGap(SubscriptionClosed):
+    """Events were missed and the history no longer holds them (after a long outage): the
+    consumer must reconnect, and will be told ``recovered: false``."""
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """Events after a position, oldest first; ``complete`` is False when some were lost."""
+
+    events: list[Event]
+    complete: bool
+
+
 _CLOSED: Final = object()
 
 
 class Subscription:
     """A set of channels a consumer listens to; use it as ``async with`` then iterate.
 
-    Leaving the ``async with`` block always releases the channels, whatever ended it.
+    Entering makes the subscription live, fixes its start ``position`` (the id to resume
+    from, or the newest id when not resuming) and queues the history after a resumed
+    position; ``recovered`` says whether that history was complete. Leaving the ``async
+    with`` block always releases the channels, whatever ended it.
     """
 
-    def __init__(self, broker: "Broker", channels: tuple[str, ...], maxsize: int) -> None:
+    def __init__(
+        self,
+        broker: "Broker",
+        channels: tuple[str, ...],
+        maxsize: int,
+        resume_from: str | None = None,
+    ) -> None:
         if not channels:
             raise ValueError("subscribe needs at least one channel")
         self.channels = channels
+        self.position = ids.ZERO
+        self.recovered = True
+        self._resume_from = resume_from
         self._broker = broker
         self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize + 1)  # +1: room for _CLOSED
         self._maxsize = maxsize
         self._active = False
         self._ended: type[SubscriptionClosed] | None = None
+        self._last = (0, 0)
+        # While the start position or a history read is pending, live events wait here.
+        self._held: list[Event] | None = None
 
     @property
     def active(self) -> bool:
         return self._active
 
     async def __aenter__(self) -> Self:
-        await self._broker._attach(self)
+        self._held = []
+        try:
+            await self._broker._attach(self)
+            try:
+                await self._start()
+            except BaseException:
+                await self._broker._detach(self)
+                raise
+        finally:
+            self._release_held()
         self._active = True
         return self
+
+    async def _start(self) -> None:
+        current = await self._broker.position()
+        resume = self._resume_from
+        if resume is None:
+            self.position = current
+            self._last = ids.parse(current)
+            return
+        if not ids.is_event_id(resume) or ids.parse(resume) > ids.parse(current):
+            # Not an id this broker gave out (or from a Redis that lost its data): start now.
+            self.position, self.recovered = current, False
+            self._last = ids.parse(current)
+            return
+        self.position = resume
+        self._last = ids.parse(resume)
+        history = await self._broker.history(self.channels, resume)
+        self.recovered = history.complete
+        for event in history.events:
+            self._accept(event)
+
+    async def catch_up(self) -> None:
+        """Queue what the channels' history holds after the last accepted event (after a
+        Redis reconnect); end the subscription with SubscriptionGap if some of it is lost."""
+        if self._ended is not None or self._held is not None:
+            return
+        self._held = []
+        try:
+            after = ids.render(self._last)
+            history = await self._broker.history(self.channels, after)
+            for event in history.events:
+                self._accept(event)
+        finally:
+            self._release_held()
+        if not history.complete:
+            logger.warning("events lost on %s: ending the stream", ",".join(self.channels))
+            self._end(SubscriptionGap)
+
+    def _release_held(self) -> None:
+        held, self._held = self._held, None
+        for event in held or ():
+            self._accept(event)
 
     async def __aexit__(
         self,
@@ -75,7 +160,7 @@ class Subscription:
     async def __anext__(self) -> Event:
         try:
             return await self.get()
-        except SubscriptionOverflow:
+        except (SubscriptionOverflow, SubscriptionGap):
             raise
         except SubscriptionClosed:
             raise StopAsyncIteration from None
@@ -102,11 +187,24 @@ class Subscription:
         self._end(SubscriptionClosed)
 
     def deliver(self, event: Event) -> None:
+        if self._held is not None:
+            if len(self._held) >= self._maxsize:
+                self._overflow()
+            else:
+                self._held.append(event)
+            return
+        self._accept(event)
+
+    def _accept(self, event: Event) -> None:
         if self._ended is not None:
             return
+        key = event.key
+        if key <= self._last:
+            return  # already queued (history and live overlap) or before the start position
         if self._queue.qsize() >= self._maxsize:
             self._overflow()
             return
+        self._last = key
         self._queue.put_nowait(event)
 
     def _overflow(self) -> None:
@@ -115,6 +213,7 @@ class Subscription:
         )
         while not self._queue.empty():
             self._queue.get_nowait()
+        self._held = [] if self._held is not None else None
         self._broker.overflows += 1
         self._end(SubscriptionOverflow)
 
@@ -134,22 +233,49 @@ class Broker(ABC):
         self._local: dict[str, set[Subscription]] = {}
         self.overflows = 0
 
+    @property
+    def available(self) -> bool:
+        """Whether events cross processes right now (always True for a local-only broker)."""
+        return True
+
     @abstractmethod
     async def publish(self, channel: str, event: dict[str, Any]) -> str:
         """Validate and send ``event`` on ``channel``; return its id. Raises ValidationError."""
 
     @abstractmethod
-    async def last_id(self, channels: Iterable[str]) -> str:
-        """The id of the newest event published on any of ``channels`` ("0-0" if none)."""
+    async def position(self) -> str:
+        """The newest event id given out on any channel ("0-0" if none)."""
 
-    def subscribe(self, *channels: str) -> Subscription:
-        return Subscription(self, tuple(dict.fromkeys(channels)), self._queue_size)
+    @abstractmethod
+    async def history(self, channels: Iterable[str], after: str) -> History:
+        """Events of ``channels`` with ids after ``after``, oldest first, and whether the
+        history still reached back to ``after`` on every channel."""
+
+    def subscribe(self, *channels: str, resume_from: str | None = None) -> Subscription:
+        return Subscription(
+            self, tuple(dict.fromkeys(channels)), self._queue_size, resume_from=resume_from
+        )
 
     async def close(self) -> None:
         """End every subscription; subclasses release their connections after this."""
-        for subscriptions in list(self._local.values()):
-            for subscription in list(subscriptions):
-                subscription.close()
+        for subscription in self._subscriptions():
+            subscription.close()
+
+    async def probe(self, channel: str, timeout: float) -> bool:
+        """Whether an event published on ``channel`` comes back through this broker in time
+        (the readiness check: it exercises the real publish and subscribe path)."""
+        if not self.available:
+            return False
+        try:
+            async with asyncio.timeout(timeout):
+                async with self.subscribe(channel) as subscription:
+                    event_id = await self.publish(channel, envelope("heartbeat", {}, "system"))
+                    async for event in subscription:
+                        if event.id == event_id:
+                            return True
+        except (TimeoutError, BrokerError, SubscriptionClosed):
+            pass
+        return False
 
     def local_subscribers(self, channel: str) -> int:
         return len(self._local.get(channel, ()))
@@ -157,6 +283,9 @@ class Broker(ABC):
     @property
     def local_channels(self) -> int:
         return len(self._local)
+
+    def _subscriptions(self) -> set[Subscription]:
+        return {s for subscriptions in self._local.values() for s in subscriptions}
 
     async def _attach(self, subscription: Subscription) -> None:
         self._add_local(subscription)
@@ -180,3 +309,8 @@ class Broker(ABC):
     def _fan_out(self, event: Event) -> None:
         for subscription in tuple(self._local.get(event.channel, ())):
             subscription.deliver(event)
+
+
+def merge(per_channel: Iterable[list[Event]]) -> list[Event]:
+    """One oldest-first list from several channels' histories (ids are globally ordered)."""
+    return sorted((e for events in per_channel for e in events), key=lambda e: e.key)

@@ -4,6 +4,7 @@ from schemas.fields import is_valid_name
 
 SESSION_PREFIX = "sse:session:"
 AGENT_PREFIX = "sse:agent:"
+CANARY_PREFIX = "sse:canary:"
 BROADCAST = "sse:broadcast"
 
 
@@ -19,3 +20,7 @@ def session_channel(session_name: str) -> str:
 
 def agent_channel(agent_id: str) -> str:
     return AGENT_PREFIX + _checked(agent_id)
+
+
+def canary_channel(process_token: str) -> str:
+    return CANARY_PREFIX + _checked(process_token)

@@ -5,6 +5,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from realtime import ids
 from schemas.envelope import check_event
 
 
@@ -24,17 +25,19 @@ def sse_frame(data: str, event_id: str | None = None) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """A published event: its id on its channel, the envelope, and its encodings."""
+    """A published event: its id, channel and envelope, with what every stream needs from it
+    computed once: the id as a sortable key and the SSE frame."""
 
     id: str
     channel: str
     envelope: dict[str, Any]
     data: str
+    key: tuple[int, int] = field(repr=False)
     frame: bytes = field(repr=False)
 
     @classmethod
     def build(cls, event_id: str, channel: str, event: dict[str, Any], data: str) -> "Event":
-        return cls(event_id, channel, event, data, sse_frame(data, event_id))
+        return cls(event_id, channel, event, data, ids.parse(event_id), sse_frame(data, event_id))
 
 
 def validated(event: dict[str, Any]) -> str:

@@ -17,33 +17,41 @@ def parse(event_id: str) -> tuple[int, int]:
     return int(ms), int(seq)
 
 
+def render(key: tuple[int, int]) -> str:
+    return f"{key[0]}-{key[1]}"
+
+
 def is_event_id(value: str) -> bool:
     # A regex, not str.isdigit(): that accepts "²" and "①", which int() then refuses.
     return _ID.match(value) is not None
 
 
-def latest(ids: list[str]) -> str:
-    return max(ids, key=parse, default=ZERO)
-
-
 class IdClock:
-    """One monotonic id sequence for all channels of the memory broker, so that the events of a
-    stream carrying several channels have strictly increasing ids (as on Redis)."""
+    """Ids made in this process, by the rule of the Redis publish script: max(now-0, last+1).
 
-    def __init__(self) -> None:
-        self._ms = 0
-        self._seq = -1
-        self._last: dict[str, str] = {}
+    The memory broker uses one for all its channels. The Redis broker uses one while Redis is
+    away, fed with every id it sees from Redis (``observe``) and without the wall clock once it
+    has seen one, so that its own ids stay just above Redis' and never run ahead of them on a
+    host whose clock is fast.
+    """
 
-    def next(self, channel: str) -> str:
+    def __init__(self, *, follow_time: bool = True) -> None:
+        self._last = (0, 0)
+        self._follow_time = follow_time
+
+    @property
+    def current(self) -> str:
+        return render(self._last)
+
+    def observe(self, key: tuple[int, int]) -> None:
+        if key > self._last:
+            self._last = key
+
+    def next(self) -> str:
+        ms, seq = self._last
         now = int(time.time() * 1000)
-        if now > self._ms:
-            self._ms, self._seq = now, 0
+        if (self._follow_time or ms == 0) and now > ms:
+            self._last = (now, 0)
         else:
-            self._seq += 1
-        event_id = f"{self._ms}-{self._seq}"
-        self._last[channel] = event_id
-        return event_id
-
-    def last(self, channel: str) -> str:
-        return self._last.get(channel, ZERO)
+            self._last = (ms, seq + 1)
+        return render(self._last)

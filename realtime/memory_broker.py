@@ -1,26 +1,90 @@
-"""In-process broker: the embedded default, the fallback when Redis is away, and a test double
-that honours the same contract as RedisBroker (it is exercised by the same contract suite)."""
+"""In-process broker: the embedded default (``--no-redis``), and a broker that honours the same
+contract as RedisBroker (the contract suite runs against both).
 
+History is a ring buffer per channel, like Redis' trimmed streams: the newest
+``history_size`` events, and channels idle for ``history_ttl`` seconds are forgotten.
+"""
+
+import time
+from collections import OrderedDict, deque
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from realtime import ids
-from realtime.broker import Broker
+from realtime.broker import Broker, History, merge
 from realtime.events import Event, validated
+
+
+@dataclass(slots=True)
+class ChannelHistory:
+    events: deque[Event]
+    # The newest id pushed out of the ring: a resume from before it is incomplete.
+    trimmed: tuple[int, int] = (0, 0)
+    touched: float = field(default_factory=time.monotonic)
+
+    def add(self, event: Event) -> None:
+        if len(self.events) == self.events.maxlen:
+            self.trimmed = self.events[0].key
+        self.events.append(event)
+        self.touched = time.monotonic()
+
+    def after(self, key: tuple[int, int]) -> History:
+        return History([e for e in self.events if e.key > key], self.trimmed <= key)
 
 
 class MemoryBroker(Broker):
     name = "memory"
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(
+        self, *, history_size: int = 1000, history_ttl: float = 3600.0, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self._clock = ids.IdClock()
+        self._history_size = history_size
+        self._history_ttl = history_ttl
+        self._started = time.monotonic()
+        # Oldest-touched first, so forgetting idle channels only looks at the front.
+        self._histories: OrderedDict[str, ChannelHistory] = OrderedDict()
 
     async def publish(self, channel: str, event: dict[str, Any]) -> str:
         data = validated(event)
-        event_id = self._clock.next(channel)
-        self._fan_out(Event.build(event_id, channel, event, data))
-        return event_id
+        item = Event.build(self._clock.next(), channel, event, data)
+        self._record(item)
+        self._fan_out(item)
+        return item.id
 
-    async def last_id(self, channels: Iterable[str]) -> str:
-        return ids.latest([self._clock.last(channel) for channel in channels])
+    async def position(self) -> str:
+        return self._clock.current
+
+    async def history(self, channels: Iterable[str], after: str) -> History:
+        self._forget_idle()
+        key = ids.parse(after)
+        found = [self._histories[c].after(key) for c in channels if c in self._histories]
+        # A channel with no history: never published, or forgotten after being idle. Only the
+        # second loses events, and only if ``after`` is older than the idle limit.
+        idle_limit_ms = (time.time() - self._history_ttl) * 1000
+        complete = all(h.complete for h in found) and (
+            len(found) == len(set(channels)) or key[0] >= idle_limit_ms or self._young()
+        )
+        return History(merge(h.events for h in found), complete)
+
+    def _young(self) -> bool:
+        """Nothing can have been forgotten before the process was idle-limit old."""
+        return time.monotonic() - self._started < self._history_ttl
+
+    def _record(self, event: Event) -> None:
+        history = self._histories.pop(event.channel, None)
+        if history is None:
+            history = ChannelHistory(deque(maxlen=self._history_size))
+        history.add(event)
+        self._histories[event.channel] = history  # moved to the newest end
+        self._forget_idle()
+
+    def _forget_idle(self) -> None:
+        deadline = time.monotonic() - self._history_ttl
+        while self._histories:
+            channel, oldest = next(iter(self._histories.items()))
+            if oldest.touched >= deadline:
+                return
+            del self._histories[channel]

@@ -5,12 +5,20 @@ last one leaves; one reader task reads the connection and fans each event out to
 subscriptions. Publishing goes through the ordinary connection pool: a Lua script takes the next
 id from the event clock, appends the event to the channel's history stream under that id (XADD)
 and PUBLISHes it, in one atomic step, so the id on the wire and in the history are the same.
+
+Redis may be away, at start or for a while: the reader reconnects with capped, jittered
+backoff; meanwhile publishes reach this process's own subscribers, and new subscriptions are
+served locally. When the connection is back, every channel with local subscribers is
+re-subscribed and every subscription is caught up from the history, so a stream open across
+the outage misses nothing the history still holds (and is ended, to resume with
+``recovered: false``, if it does not).
 """
 
 import asyncio
 import json
 import logging
 import random
+import time
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
@@ -21,15 +29,15 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from realtime import ids
-from realtime.broker import Broker, BrokerError, Subscription
+from realtime.broker import Broker, BrokerError, History, Subscription, merge
 from realtime.events import Event, validated
 from schemas.envelope import validate_event
 
 logger = logging.getLogger(__name__)
 
 HISTORY_PREFIX = "history:"
-
 CLOCK_KEY = "events:clock"
+DISCONNECTED = (RedisConnectionError, RedisTimeoutError, OSError)
 
 # KEYS[1] the channel's history stream, KEYS[2] the event clock; ARGV: channel, data, maxlen,
 # ttl (ms). The id is max(now, last + 1) on one clock for all channels, so ids are unique and
@@ -60,6 +68,25 @@ redis.call('PUBLISH', ARGV[1], id .. ' ' .. ARGV[2])
 return id
 """
 
+# KEYS[1] the event clock; ARGV[1] ms, ARGV[2] seq: the newest id this process has seen or
+# made. Moves the clock forward to it if behind, and returns the clock as it was: a clock
+# behind what a process has seen means Redis lost data (a restart without persistence).
+ADVANCE_CLOCK_SCRIPT = """
+local last = redis.call('GET', KEYS[1])
+local behind = true
+if last then
+  local ms, seq = string.match(last, '^(%d+)-(%d+)$')
+  ms = tonumber(ms)
+  seq = tonumber(seq)
+  local want_ms = tonumber(ARGV[1])
+  behind = ms < want_ms or (ms == want_ms and seq < tonumber(ARGV[2]))
+end
+if behind then
+  redis.call('SET', KEYS[1], ARGV[1] .. '-' .. ARGV[2])
+end
+return last
+"""
+
 
 def history_key(channel: str) -> str:
     return HISTORY_PREFIX + channel
@@ -75,28 +102,58 @@ class RedisBroker(Broker):
         history_maxlen: int = 1000,
         history_ttl: float = 3600.0,
         subscribe_timeout: float = 5.0,
+        liveness_interval: float = 5.0,
+        max_backoff: float = 2.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self._redis = redis
         self._history_maxlen = history_maxlen
-        self._history_ttl_ms = int(history_ttl * 1000)
+        self._history_ttl = history_ttl
         self._subscribe_timeout = subscribe_timeout
+        self._liveness_interval = liveness_interval
+        self._max_backoff = max_backoff
         self._publish_script = redis.register_script(PUBLISH_SCRIPT)
+        self._advance_clock_script = redis.register_script(ADVANCE_CLOCK_SCRIPT)
         self._pubsub = redis.pubsub()
         self._lock = asyncio.Lock()
         # Channels we have sent SUBSCRIBE for, each with the future its confirmation resolves.
         self._live: dict[str, asyncio.Future[None]] = {}
         # Confirmations still owed by Redis, per channel, in the order SUBSCRIBEs were sent.
         self._pending: dict[str, deque[asyncio.Future[None]]] = {}
+        # Ids for events published while Redis is away, just above the newest id seen.
+        self._clock = ids.IdClock(follow_time=False)
+        # Resumes from before this id cannot be complete: Redis lost its history (or never
+        # had the events this process published while it was away).
+        self._history_floor = (0, 0)
+        self._up = asyncio.Event()
+        self._needs_resync = False
         self._reader: asyncio.Task[None] | None = None
+        self._recoveries: set[asyncio.Task[None]] = set()
         self._closed = False
         self.dropped = 0
+        self.reconnects = 0
+        self.local_only_publishes = 0
 
-    async def start(self) -> None:
-        """Open the pub/sub connection and start the reader; raises if Redis is unreachable."""
-        await self._pubsub.connect()
+    @property
+    def available(self) -> bool:
+        return self._up.is_set()
+
+    async def start(self, wait: float = 0.0) -> bool:
+        """Start the reader; wait up to ``wait`` seconds for Redis. Returns whether it is up.
+
+        The broker works without Redis (locally) and moves to Redis when it answers."""
+        if wait > 0:
+            try:
+                async with asyncio.timeout(wait):
+                    await self._connect()
+            except (*DISCONNECTED, TimeoutError) as exc:
+                logger.warning("Redis pub/sub not connected at start: %s", exc)
         self._reader = asyncio.create_task(self._read_loop(), name="redis-broker-reader")
+        return self.available
+
+    async def wait_available(self) -> None:
+        await self._up.wait()
 
     async def close(self) -> None:
         await super().close()
@@ -104,55 +161,134 @@ class RedisBroker(Broker):
         # subscriptions that leave only update the bookkeeping (see _reconcile).
         async with self._lock:
             self._closed = True
-        if self._reader is not None:
-            self._reader.cancel()
+        for task in [*self._recoveries, self._reader]:
+            if task is None:
+                continue
+            task.cancel()
             try:
-                await self._reader
+                await task
             except asyncio.CancelledError:
                 pass
             except Exception:
-                logger.exception("pub/sub reader had failed")
-            self._reader = None
+                logger.exception("broker task had failed")
+        self._reader = None
+        self._up.clear()
         await self._pubsub.aclose()
+
+    # ------------------------------------------------------------------ publishing
 
     async def publish(self, channel: str, event: dict[str, Any]) -> str:
         data = validated(event)
-        try:
-            result = await self._publish_script(
-                keys=[history_key(channel), CLOCK_KEY],
-                args=[channel, data, self._history_maxlen, self._history_ttl_ms],
-            )
-        except RedisError as exc:
-            raise BrokerError(f"publish failed: {exc}") from exc
-        return result.decode() if isinstance(result, bytes) else str(result)
+        if self.available:
+            try:
+                result = await self._publish_script(
+                    keys=[history_key(channel), CLOCK_KEY],
+                    args=[channel, data, self._history_maxlen, int(self._history_ttl * 1000)],
+                )
+            except DISCONNECTED as exc:
+                logger.warning("publish on %s reached only this process: %s", channel, exc)
+            except RedisError as exc:
+                raise BrokerError(f"publish failed: {exc}") from exc
+            else:
+                event_id = _text(result)
+                self._clock.observe(ids.parse(event_id))
+                return event_id
+        # Redis is away: this process's own subscribers still get the event.
+        self.local_only_publishes += 1
+        item = Event.build(self._clock.next(), channel, event, data)
+        self._fan_out(item)
+        return item.id
 
-    async def last_id(self, channels: Iterable[str]) -> str:
+    async def position(self) -> str:
+        if self.available:
+            try:
+                current = await self._redis.get(CLOCK_KEY)
+            except DISCONNECTED:
+                pass
+            else:
+                if current is not None and ids.is_event_id(_text(current)):
+                    self._clock.observe(ids.parse(_text(current)))
+        return self._clock.current
+
+    async def history(self, channels: Iterable[str], after: str) -> History:
+        channels = list(dict.fromkeys(channels))
+        key = ids.parse(after)
+        if not self.available:
+            return History([], complete=False)
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for channel in channels:
-                    pipe.xrevrange(history_key(channel), count=1)
-                results = await pipe.execute()
-        except RedisError as exc:
-            raise BrokerError(f"history lookup failed: {exc}") from exc
-        found = [_text(entries[0][0]) for entries in results if entries]
-        return ids.latest(found)
+                    pipe.exists(history_key(channel))
+                    pipe.xinfo_stream(history_key(channel))
+                    pipe.xrange(history_key(channel), min=f"({after}")
+                replies = await pipe.execute(raise_on_error=False)
+        except DISCONNECTED as exc:
+            logger.warning("history unavailable: %s", exc)
+            return History([], complete=False)
+        per_channel: list[list[Event]] = []
+        complete = key >= self._history_floor
+        for i, channel in enumerate(channels):
+            exists, info, entries = replies[3 * i : 3 * i + 3]
+            if isinstance(entries, Exception):
+                raise BrokerError(f"history read failed: {entries}")
+            per_channel.append(self._decode_entries(channel, entries))
+            complete = complete and self._reaches_back(exists, info, key)
+        return History(merge(per_channel), complete)
+
+    def _reaches_back(self, exists: object, info: object, key: tuple[int, int]) -> bool:
+        """Whether a channel's history still holds every event after ``key``."""
+        if not exists:
+            # Never published, or expired after being idle for the TTL. An expired history
+            # held no event newer than the TTL, so only an older position can have lost some.
+            return key[0] >= (time.time() - self._history_ttl) * 1000
+        if not isinstance(info, dict):
+            return False
+        # Trimming removes the oldest entries, all older than the first one kept. Redis 7 counts
+        # entries ever added; without that count, a full history may have lost some.
+        added, length = info.get("entries-added"), int(info.get("length", 0))
+        removed_any = added > length if isinstance(added, int) else length >= self._history_maxlen
+        if not removed_any:
+            return True
+        first = info.get("recorded-first-entry-id") or (info.get("first-entry") or [b"0-0"])[0]
+        first_id = _text(first)
+        return ids.is_event_id(first_id) and ids.parse(first_id) <= key
+
+    def _decode_entries(self, channel: str, entries: list[Any]) -> list[Event]:
+        events = []
+        for entry_id, fields in entries:
+            data = fields.get(b"d", fields.get("d"))
+            event = self._decode(channel, _text(entry_id), data) if data is not None else None
+            if event is not None:
+                events.append(event)
+        return events
+
+    async def probe(self, channel: str, timeout: float) -> bool:
+        # An event that came back only because Redis was away proves nothing about Redis.
+        local_before = self.local_only_publishes
+        delivered = await super().probe(channel, timeout)
+        return delivered and self.local_only_publishes == local_before
+
+    # ------------------------------------------------------------------ subscribing
 
     async def _attach(self, subscription: Subscription) -> None:
         self._add_local(subscription)
+        if not self.available:
+            return  # served locally; re-subscribed and caught up when Redis is back
         try:
             await self._reconcile(subscription.channels)
-            confirmations = [self._live[channel] for channel in subscription.channels]
+            confirmations = [self._live[c] for c in subscription.channels if c in self._live]
             # asyncio.wait, not gather: the futures are shared with other joiners of the same
             # channels, and a cancelled or timed-out waiter must not cancel them for everyone.
-            _, unconfirmed = await asyncio.wait(confirmations, timeout=self._subscribe_timeout)
-            if unconfirmed:
-                raise TimeoutError("Redis did not confirm SUBSCRIBE in time")
-            for confirmation in confirmations:
-                confirmation.result()  # raises the BrokerError of a failed SUBSCRIBE
+            if confirmations:
+                _, unconfirmed = await asyncio.wait(confirmations, timeout=self._subscribe_timeout)
+                if unconfirmed:
+                    raise TimeoutError("Redis did not confirm SUBSCRIBE in time")
+        except DISCONNECTED as exc:
+            self._mark_down(exc)  # keep the subscription: it is caught up when Redis is back
         except BaseException as exc:
             self._remove_local(subscription)
             await asyncio.shield(self._reconcile_quietly(subscription.channels))
-            if isinstance(exc, (RedisError, TimeoutError, KeyError)):
+            if isinstance(exc, (RedisError, TimeoutError)):
                 raise BrokerError(f"subscribe failed: {exc!r}") from exc
             raise
 
@@ -161,44 +297,45 @@ class RedisBroker(Broker):
         # Shielded: a stream cancelled while leaving must still release its channels.
         await asyncio.shield(self._reconcile_quietly(subscription.channels))
 
-    async def _reconcile_quietly(self, channels: tuple[str, ...]) -> None:
+    async def _reconcile_quietly(self, channels: Iterable[str]) -> None:
         try:
             await self._reconcile(channels)
         except RedisError as exc:
             logger.warning("could not update pub/sub subscriptions: %s", exc)
 
-    async def _reconcile(self, channels: tuple[str, ...]) -> None:
+    async def _reconcile(self, channels: Iterable[str]) -> None:
         """Make the connection subscribed to each of ``channels`` iff it has local subscribers.
 
         Every join and leave ends here for the channels it touched, under one lock, so whatever
         order they interleave in, no channel is left subscribed without subscribers or missing
-        while it has some.
+        while it has some (and a join costs O(its channels), not O(all)). Without a connection
+        only the bookkeeping changes; the resync after reconnecting does the rest.
         """
         async with self._lock:
             stale = [c for c in channels if c in self._live and c not in self._local]
             fresh = [c for c in channels if c in self._local and c not in self._live]
-            if self._closed:
-                if fresh:
-                    raise BrokerError("broker is closed")
-                for channel in stale:
-                    del self._live[channel]
+            for channel in stale:
+                del self._live[channel]
+            if self._closed or not self.available:
                 return
             if stale:
-                for channel in stale:
-                    del self._live[channel]
                 await self._pubsub.unsubscribe(*stale)
             if fresh:
-                loop = asyncio.get_running_loop()
-                for channel in fresh:
-                    confirmation = loop.create_future()
-                    self._live[channel] = confirmation
-                    self._pending.setdefault(channel, deque()).append(confirmation)
-                try:
-                    await self._pubsub.subscribe(*fresh)
-                except BaseException as exc:
-                    for channel in fresh:
-                        self._forget(channel, exc)
-                    raise
+                await self._subscribe(fresh)
+
+    async def _subscribe(self, channels: list[str]) -> None:
+        """SUBSCRIBE, with a future per channel that the reader resolves on confirmation."""
+        loop = asyncio.get_running_loop()
+        for channel in channels:
+            confirmation = loop.create_future()
+            self._live[channel] = confirmation
+            self._pending.setdefault(channel, deque()).append(confirmation)
+        try:
+            await self._pubsub.subscribe(*channels)
+        except BaseException as exc:
+            for channel in channels:
+                self._forget(channel, exc)
+            raise
 
     def _forget(self, channel: str, exc: BaseException) -> None:
         confirmation = self._live.pop(channel, None)
@@ -214,36 +351,117 @@ class RedisBroker(Broker):
     def _confirm(self, channel: str) -> None:
         pending = self._pending.get(channel)
         if not pending:
-            return  # a re-subscription after a reconnect: nobody is waiting
+            return
         confirmation = pending.popleft()
         if not pending:
             del self._pending[channel]
         if not confirmation.done():
             confirmation.set_result(None)
 
+    # ------------------------------------------------------------------ the connection
+
+    def _on_connect(self, connection: object) -> None:
+        """Called by redis-py whenever the pub/sub connection is (re)established."""
+        self._needs_resync = True
+
+    def _mark_down(self, exc: BaseException) -> None:
+        if not self.available:
+            return
+        self._up.clear()
+        logger.warning("Redis pub/sub connection lost (%s): serving this process only", exc)
+        # Waiters for confirmations go on locally; the resync subscribes their channels again.
+        for pending in self._pending.values():
+            for confirmation in pending:
+                if not confirmation.done():
+                    confirmation.set_result(None)
+        self._pending.clear()
+        self._live.clear()
+
+    async def _connect(self) -> None:
+        if self._pubsub.connection is None:
+            await self._pubsub.connect()
+            connection = self._pubsub.connection
+            assert connection is not None
+            # Re-subscribing is ours (see _resync): redis-py's own would answer SUBSCRIBEs
+            # nobody waits for, which confirmations could be mistaken for.
+            connection.deregister_connect_callback(self._pubsub.on_connect)
+            connection.register_connect_callback(self._on_connect)
+            self._needs_resync = True
+        else:
+            await self._pubsub.connect()
+        if self._needs_resync or not self.available:
+            await self._resync()
+
+    async def _resync(self) -> None:
+        """After (re)connecting: move the clock past every id this process has seen or made,
+        subscribe every channel with local subscribers, and catch the subscriptions up."""
+        self._needs_resync = False
+        seen = ids.parse(self._clock.current)
+        before = await self._advance_clock_script(keys=[CLOCK_KEY], args=[seen[0], seen[1]])
+        if seen > (0, 0) and (before is None or ids.parse(_text(before)) < seen):
+            self._history_floor = max(self._history_floor, seen)
+            logger.warning(
+                "Redis has no history up to %s (restarted without persistence, or this "
+                "process published while it was away): older positions resume incomplete",
+                self._clock.current,
+            )
+        async with self._lock:
+            self._live.clear()
+            self._pending.clear()
+            channels = list(self._local)
+            if channels:
+                await self._subscribe(channels)
+            confirmations = list(self._live.values())
+        self.reconnects += 1
+        self._up.set()
+        logger.info("Redis pub/sub connected: %d channels subscribed", len(channels))
+        task = asyncio.create_task(self._catch_up_all(confirmations), name="redis-catch-up")
+        self._recoveries.add(task)
+        task.add_done_callback(self._recoveries.discard)
+
+    async def _catch_up_all(self, confirmations: list[asyncio.Future[None]]) -> None:
+        """Once the channels are live again, fill each subscription's gap from the history."""
+        if confirmations:
+            await asyncio.wait(confirmations, timeout=self._subscribe_timeout)
+        subscriptions = self._subscriptions()
+        for subscription in subscriptions:
+            try:
+                await subscription.catch_up()
+            except (BrokerError, *DISCONNECTED) as exc:
+                logger.warning("could not catch a stream up after reconnecting: %s", exc)
+        if subscriptions:
+            logger.info("caught up %d streams after reconnecting", len(subscriptions))
+
     async def _read_loop(self) -> None:
         failures = 0
-        while True:
+        last_traffic = time.monotonic()
+        # Checked, not only cancelled: redis-py may turn a cancellation that lands inside one of
+        # its reads into a ConnectionError, which this loop would otherwise take for an outage.
+        while not self._closed:
             try:
-                message = await self._pubsub.get_message(timeout=None)
+                if not self.available or self._needs_resync:
+                    await self._connect()
+                    last_traffic = time.monotonic()
+                message = await self._pubsub.get_message(timeout=self._liveness_interval)
+                if self._needs_resync:
+                    await self._resync()
+                if message is None:
+                    last_traffic = await self._check_liveness(last_traffic)
+                    continue
+                last_traffic = time.monotonic()
+                failures = 0
             except asyncio.CancelledError:
                 raise
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            except DISCONNECTED as exc:
                 failures += 1
-                delay = min(5.0, 0.1 * 2 ** min(failures, 6)) * random.uniform(0.5, 1.0)
-                if failures == 1:
-                    logger.warning("pub/sub connection lost (%s); reconnecting", exc)
-                await asyncio.sleep(delay)
+                self._mark_down(exc)
+                await asyncio.sleep(self._backoff(failures))
                 continue
-            except Exception:
+            except Exception as exc:
                 failures += 1
-                logger.exception("pub/sub reader failed; retrying")
-                await asyncio.sleep(min(5.0, 0.1 * failures))
-                continue
-            if failures:
-                logger.info("pub/sub connection back after %d failed reads", failures)
-                failures = 0
-            if message is None:
+                logger.exception("pub/sub reader failed; reconnecting")
+                self._mark_down(exc)
+                await asyncio.sleep(self._backoff(failures))
                 continue
             try:
                 self._on_message(message)
@@ -252,39 +470,62 @@ class RedisBroker(Broker):
                 self.dropped += 1
                 logger.exception("dropped a message that could not be handled")
 
+    def _backoff(self, failures: int) -> float:
+        """Capped exponential backoff with full jitter (so processes do not reconnect in step)."""
+        return random.uniform(0.05, min(self._max_backoff, 0.1 * 2 ** min(failures, 8)))
+
+    async def _check_liveness(self, last_traffic: float) -> float:
+        """On a quiet connection, PING; a connection silent for three intervals is dead (a
+        half-open TCP connection never errors by itself), so drop it and reconnect."""
+        if not self._live:
+            return time.monotonic()  # nothing to lose; the next SUBSCRIBE tests the connection
+        silent = time.monotonic() - last_traffic
+        if silent > 3 * self._liveness_interval:
+            connection = self._pubsub.connection
+            if connection is not None:
+                await connection.disconnect(nowait=True)
+            raise RedisConnectionError(f"no answer from Redis for {silent:.0f} s")
+        await self._pubsub.ping("switchboard")
+        return last_traffic
+
     def _on_message(self, message: dict[str, Any]) -> None:
         kind = message["type"]
         if kind == "message":
             channel = _text(message["channel"])
-            event = self._decode(channel, message["data"])
+            raw = message["data"]
+            try:
+                text = _text(raw)
+            except UnicodeDecodeError:
+                logger.warning("dropped a message that is not UTF-8 on %s", channel)
+                self.dropped += 1
+                return
+            event_id, _, data = text.partition(" ")
+            event = self._decode(channel, event_id, data)
             if event is None:
                 self.dropped += 1
                 return
+            self._clock.observe(event.key)
             self._fan_out(event)
         elif kind == "subscribe":
             self._confirm(_text(message["channel"]))
 
-    def _decode(self, channel: str, raw: bytes | str) -> Event | None:
-        try:
-            text = _text(raw)
-        except UnicodeDecodeError:
-            logger.warning("dropped a message that is not UTF-8 on %s", channel)
-            return None
-        event_id, _, data = text.partition(" ")
+    def _decode(self, channel: str, event_id: str, data: str | bytes) -> Event | None:
         if not ids.is_event_id(event_id):
             logger.warning("dropped a message without an event id on %s", channel)
             return None
         try:
-            envelope = json.loads(data)
-        except (ValueError, RecursionError):
+            text = _text(data)
+            envelope = json.loads(text)
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
             logger.warning("dropped a message that is not JSON on %s", channel)
             return None
         errors = validate_event(envelope)
         if errors:
             logger.warning("dropped a malformed event on %s: %s", channel, errors)
             return None
-        return Event.build(event_id, channel, envelope, data)
+        return Event.build(event_id, channel, envelope, text)
 
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+

@@ -54,16 +54,16 @@ async def make_broker(
     """``await make_broker(queue_size=...)``: a started broker of the parametrized kind."""
     cleanups: list[Callable[[], Awaitable[None]]] = []
 
-    async def make(queue_size: int = DEFAULT_QUEUE_SIZE) -> Broker:
+    async def make(queue_size: int = DEFAULT_QUEUE_SIZE, history_size: int = 1000) -> Broker:
         if broker_kind == "memory":
-            memory = MemoryBroker(queue_size=queue_size)
+            memory = MemoryBroker(queue_size=queue_size, history_size=history_size)
             cleanups.append(memory.close)
             return memory
         assert broker_redis_url is not None
         client = Redis.from_url(broker_redis_url)
         cleanups.append(client.aclose)
-        redis_broker = RedisBroker(client, queue_size=queue_size)
-        await redis_broker.start()
+        redis_broker = RedisBroker(client, queue_size=queue_size, history_maxlen=history_size)
+        assert await redis_broker.start(wait=5)
         cleanups.append(redis_broker.close)
         return redis_broker
 
@@ -100,7 +100,7 @@ async def redis_broker(redis_url: str) -> AsyncIterator[RedisBroker]:
     client = Redis.from_url(redis_url)
     broker = RedisBroker(client)
     try:
-        await broker.start()
+        assert await broker.start(wait=5)
         yield broker
     finally:
         try:
@@ -500,7 +500,7 @@ async def test_invalid_events_rejected_on_publish(broker: Broker, admin: Redis |
         for label, bad in _invalid_events():
             with pytest.raises(ValidationError):
                 await broker.publish(channel, bad)
-            assert await broker.last_id([channel]) == ids.ZERO, label
+            assert (await broker.history([channel], ids.ZERO)).events == [], label
         await assert_quiet(subscription)
         if admin is not None:
             assert await admin.exists(history_key(channel)) == 0
@@ -692,26 +692,112 @@ async def test_broker_close_ends_subscriptions(broker: Broker) -> None:
     assert results[second] == []
 
 
-# --------------------------------------------------------------------------- last_id
+# --------------------------------------------------------------------------- position and history
 
 
-async def test_last_id(broker: Broker) -> None:
-    """last_id is "0-0" for fresh channels and then the newest id published on any of them."""
-    first, second, untouched = fresh_channel(), fresh_channel(), fresh_channel()
-    assert await broker.last_id([first, second]) == ids.ZERO
-    assert await broker.last_id([]) == ids.ZERO
+async def test_position(broker: Broker) -> None:
+    """The position is "0-0" before any event, then the newest id given out on any channel."""
+    first, second = fresh_channel(), fresh_channel()
+    assert await broker.position() == ids.ZERO
     one = await broker.publish(first, event(1))
-    assert await broker.last_id([first]) == one
-    assert await broker.last_id([first, second, untouched]) == one
-    assert await broker.last_id([second, untouched]) == ids.ZERO
+    assert await broker.position() == one
     two = await broker.publish(second, event(2))
-    three = await broker.publish(first, event(3))
-    assert ids.parse(three) > ids.parse(one)
-    assert await broker.last_id([first]) == three
-    assert await broker.last_id([second]) == two
-    newest = max(two, three, key=ids.parse)
-    assert await broker.last_id([first, second, untouched]) == newest
-    assert await broker.last_id([untouched]) == ids.ZERO
+    assert await broker.position() == two
+    assert ids.parse(two) > ids.parse(one)
+
+
+async def test_history_merges_channels_in_order(broker: Broker) -> None:
+    """history(channels, after) holds each event after the position, across channels, in
+    publish order, and says it is complete."""
+    first, second, other = fresh_channel(), fresh_channel(), fresh_channel()
+    published = []
+    for n in range(10):
+        channel = (first, second, other)[n % 3]
+        published.append((channel, await broker.publish(channel, event(n))))
+    start = published[2][1]
+    history = await broker.history([first, second], start)
+    expected = [i for c, i in published[3:] if c in (first, second)]
+    assert [e.id for e in history.events] == expected
+    assert history.complete
+    assert [e.channel for e in history.events] == [c for c, _ in published[3:] if c != other]
+    everything = await broker.history([first, second, other], ids.ZERO)
+    assert [e.id for e in everything.events] == [i for _, i in published]
+
+
+async def test_history_of_unknown_channels_is_empty_and_complete(broker: Broker) -> None:
+    """A channel that never had an event has an empty, complete history."""
+    await broker.publish(fresh_channel(), event(0))
+    history = await broker.history([fresh_channel()], await broker.position())
+    assert history.events == [] and history.complete
+
+
+async def test_trimmed_history_is_incomplete(make_broker: BrokerFactory) -> None:
+    """Once the history bound has pushed events out, a position before them is incomplete,
+    and a position after them is still complete."""
+    broker = await make_broker(history_size=10)
+    channel = fresh_channel()
+    published = [await broker.publish(channel, event(n)) for n in range(300)]
+    old = await broker.history([channel], published[0])
+    assert not old.complete
+    recent = await broker.history([channel], published[-5])
+    assert recent.complete
+    assert [e.id for e in recent.events] == published[-4:]
+
+
+async def test_fresh_subscription_starts_at_the_position(broker: Broker) -> None:
+    """A subscription that does not resume starts at the newest id: nothing older arrives,
+    everything newer does."""
+    channel = fresh_channel()
+    await broker.publish(channel, event(0))
+    async with broker.subscribe(channel) as subscription:
+        assert subscription.position == await broker.position()
+        assert subscription.recovered
+        newer = await broker.publish(channel, event(1))
+        assert [e.id for e in await take(subscription, 1)] == [newer]
+        await assert_quiet(subscription)
+
+
+async def test_resume_replays_then_goes_live(broker: Broker) -> None:
+    """A subscription resumed from an id gets every later event of all its channels, in
+    order and once, then the live ones; its position is the id it resumed from."""
+    first, second = fresh_channel(), fresh_channel()
+    start = await broker.publish(first, event(0))
+    missed = [await broker.publish((first, second)[n % 2], event(n)) for n in range(1, 9)]
+    async with broker.subscribe(first, second, resume_from=start) as subscription:
+        assert subscription.position == start
+        assert subscription.recovered
+        live = await broker.publish(second, event(9))
+        received = await take(subscription, 9)
+        assert [e.id for e in received] == [*missed, live]
+        await assert_quiet(subscription)
+
+
+async def test_resume_from_lost_history_is_not_recovered(make_broker: BrokerFactory) -> None:
+    """Resuming from before what the history still holds says recovered = False and
+    delivers what is left."""
+    broker = await make_broker(history_size=10)
+    channel = fresh_channel()
+    published = [await broker.publish(channel, event(n)) for n in range(300)]
+    left = len((await broker.history([channel], published[0])).events)
+    assert 10 <= left < 300  # Redis trims whole nodes ("MAXLEN ~"): at least the bound is kept
+    async with broker.subscribe(channel, resume_from=published[0]) as subscription:
+        assert not subscription.recovered
+        received = await take(subscription, left)
+        assert [e.id for e in received] == published[-left:]
+        await assert_quiet(subscription)
+
+
+@pytest.mark.parametrize("resume_from", ["garbage", "99999999999999-0", "", "1-x", "²-0"])
+async def test_resume_from_an_id_never_given_out(broker: Broker, resume_from: str) -> None:
+    """An id this broker never gave out (malformed, or in the future) is not recovered; the
+    subscription starts at the current position and runs normally."""
+    channel = fresh_channel()
+    await broker.publish(channel, event(0))
+    async with broker.subscribe(channel, resume_from=resume_from) as subscription:
+        assert not subscription.recovered
+        assert subscription.position == await broker.position()
+        live = await broker.publish(channel, event(1))
+        assert [e.id for e in await take(subscription, 1)] == [live]
 
 
 # --------------------------------------------------------------------------- connections

@@ -69,6 +69,13 @@ class MemorySessionStore(SessionStore):
         self._load(session_name)
         return [dict(m) for m in self._transcripts[session_name]]  # type: ignore[misc]
 
+    def export(self) -> list[tuple[Session, list[Message]]]:
+        """Every session with its transcript (copies), to move them elsewhere."""
+        return [
+            (dict(session), [dict(m) for m in self._transcripts[name]])  # type: ignore[misc]
+            for name, session in self._sessions.items()
+        ]
+
     def _load(self, session_name: str) -> Session:
         try:
             return self._sessions[session_name]

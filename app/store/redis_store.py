@@ -7,6 +7,8 @@ concurrent takeovers exactly one commits, the others retry, see the session held
 Redis errors become StoreUnavailable (503) so a client never sees a 500 for an outage.
 """
 
+import asyncio
+import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -54,8 +56,9 @@ def messages_key(name: str) -> str:
 class RedisSessionStore(SessionStore):
     name = "redis"
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, *, timeout: float = 5.0) -> None:
         self._redis = redis
+        self._timeout = timeout
 
     async def create(self, session_name: str) -> Session:
         session, created = await self.get_or_create(session_name)
@@ -163,12 +166,42 @@ class RedisSessionStore(SessionStore):
 
         return await self._call(attempt)
 
+    async def adopt(self, records: list[tuple[Session, list[Message]]]) -> int:
+        """Write sessions (with their transcripts) that Redis has no record of; sessions it
+        already knows are left alone. Returns how many were written."""
+        adopted = 0
+        for session, messages in sorted(records, key=lambda r: r[0]["status_seq"]):
+            written = await self._transaction(
+                session["session_name"], functools.partial(_adopt, session, messages)
+            )
+            adopted += written
+        return adopted
+
     async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run a Redis operation; an outage becomes StoreUnavailable (503) within the timeout,
+        however many reconnect attempts redis-py would make."""
         try:
-            return await operation()
-        except RedisError as exc:
-            logger.warning("session store unavailable: %s", exc)
-            raise StoreUnavailable(str(exc)) from exc
+            async with asyncio.timeout(self._timeout):
+                return await operation()
+        except (RedisError, TimeoutError) as exc:
+            logger.warning("session store unavailable: %r", exc)
+            raise StoreUnavailable(str(exc) or "timed out") from exc
+
+
+async def _adopt(session: Session, messages: list[Message], pipe: Pipeline) -> bool:
+    name = session["session_name"]
+    if await pipe.exists(session_key(name)):
+        return False
+    # A fresh place in the queue order of this Redis, in the order the sessions had.
+    record = dict(session, status_seq=await pipe.incr(STATUS_SEQ_KEY))
+    pipe.multi()
+    pipe.set(session_key(name), json.dumps(record))
+    pipe.sadd(status_key(record["status"]), name)
+    pipe.delete(messages_key(name))
+    if messages:
+        pipe.rpush(messages_key(name), *(json.dumps(m) for m in messages))
+    await pipe.execute()
+    return True
 
 
 def _text(value: bytes | str) -> str:

@@ -1,0 +1,75 @@
+"""The store of a process that started while Redis was away.
+
+It serves from memory, so that process keeps working on its own; when Redis answers, it writes
+the sessions it holds into Redis where Redis has no record of them (no conversation is lost,
+and none that another process already keeps in Redis is overwritten), then sends every call to
+Redis. Calls made while the sessions move wait for the move, so none lands in the old store.
+"""
+
+import asyncio
+import logging
+
+from app.store.base import Action, Message, Role, Session, SessionStore, Status, Transition
+from app.store.memory import MemorySessionStore
+from app.store.redis_store import RedisSessionStore
+
+logger = logging.getLogger(__name__)
+
+
+class StartupFallbackStore(SessionStore):
+    def __init__(self, memory: MemorySessionStore, redis: RedisSessionStore) -> None:
+        self._memory = memory
+        self._redis = redis
+        self._current: SessionStore = memory
+        self._ready = asyncio.Event()
+        self._ready.set()
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self._current.name
+
+    @property
+    def on_redis(self) -> bool:
+        return self._current is self._redis
+
+    async def move_to_redis(self) -> int:
+        """Move to Redis; returns how many sessions Redis adopted. Raises StoreUnavailable
+        (and stays on memory) if Redis fails meanwhile."""
+        if self.on_redis:
+            return 0
+        self._ready.clear()
+        try:
+            adopted = await self._redis.adopt(self._memory.export())
+            self._current = self._redis
+        finally:
+            self._ready.set()
+        return adopted
+
+    async def _store(self) -> SessionStore:
+        await self._ready.wait()
+        return self._current
+
+    async def create(self, session_name: str) -> Session:
+        return await (await self._store()).create(session_name)
+
+    async def get(self, session_name: str) -> Session:
+        return await (await self._store()).get(session_name)
+
+    async def get_or_create(self, session_name: str) -> tuple[Session, bool]:
+        return await (await self._store()).get_or_create(session_name)
+
+    async def apply(
+        self, session_name: str, action: Action, agent_id: str | None = None, reason: str | None = None
+    ) -> Transition:
+        return await (await self._store()).apply(session_name, action, agent_id, reason)
+
+    async def add_message(
+        self, session_name: str, role: Role, content: str, agent_id: str | None = None
+    ) -> tuple[Session, Message]:
+        return await (await self._store()).add_message(session_name, role, content, agent_id)
+
+    async def list_sessions(self, status: Status) -> list[Session]:
+        return await (await self._store()).list_sessions(status)
+
+    async def messages(self, session_name: str) -> list[Message]:
+        return await (await self._store()).messages(session_name)
