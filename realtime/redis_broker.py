@@ -88,6 +88,20 @@ return last
 """
 
 
+# KEYS[1] the event clock. Starts the clock at the current time if it has never run, so that a
+# position is always a real moment (a history's age can then be judged against it).
+POSITION_SCRIPT = """
+local last = redis.call('GET', KEYS[1])
+if last then
+  return last
+end
+local now = redis.call('TIME')
+local id = string.format('%.0f-0', tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))
+redis.call('SET', KEYS[1], id)
+return id
+"""
+
+
 def history_key(channel: str) -> str:
     return HISTORY_PREFIX + channel
 
@@ -115,6 +129,7 @@ class RedisBroker(Broker):
         self._max_backoff = max_backoff
         self._publish_script = redis.register_script(PUBLISH_SCRIPT)
         self._advance_clock_script = redis.register_script(ADVANCE_CLOCK_SCRIPT)
+        self._position_script = redis.register_script(POSITION_SCRIPT)
         self._pubsub = redis.pubsub()
         self._lock = asyncio.Lock()
         # Channels we have sent SUBSCRIBE for, each with the future its confirmation resolves.
@@ -202,12 +217,12 @@ class RedisBroker(Broker):
     async def position(self) -> str:
         if self.available:
             try:
-                current = await self._redis.get(CLOCK_KEY)
+                current = _text(await self._position_script(keys=[CLOCK_KEY]))
             except DISCONNECTED:
                 pass
             else:
-                if current is not None and ids.is_event_id(_text(current)):
-                    self._clock.observe(ids.parse(_text(current)))
+                if ids.is_event_id(current):
+                    self._clock.observe(ids.parse(current))
         return self._clock.current
 
     async def history(self, channels: Iterable[str], after: str) -> History:
@@ -397,7 +412,8 @@ class RedisBroker(Broker):
         subscribe every channel with local subscribers, and catch the subscriptions up."""
         self._needs_resync = False
         seen = ids.parse(self._clock.current)
-        before = await self._advance_clock_script(keys=[CLOCK_KEY], args=[seen[0], seen[1]])
+        if seen > (0, 0):
+            before = await self._advance_clock_script(keys=[CLOCK_KEY], args=[seen[0], seen[1]])
         if seen > (0, 0) and (before is None or ids.parse(_text(before)) < seen):
             self._history_floor = max(self._history_floor, seen)
             logger.warning(

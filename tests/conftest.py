@@ -1,7 +1,7 @@
 """Fixtures: a real redis-server (pytest-redis, started once per session on a free loopback
 port and flushed before each test), settings for either backend, and the real app."""
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 
 import pytest
@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from app.factory import create_app
 from app.settings import Settings
 from tests.processes import ServerProcess
+from tests.redis_server import RedisServer
 
 BACKENDS = ("memory", "redis")
 
@@ -75,3 +76,12 @@ def server_process(tmp_path: object) -> "Callable[..., ServerProcess]":
     yield start  # type: ignore[misc]
     for process in started:
         process.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: object) -> "Iterator[RedisServer]":
+    """A redis-server of this test's own, which the test may kill and restart."""
+    server = RedisServer(tmp_path / "redis")  # type: ignore[operator]
+    server.start()
+    yield server
+    server.stop()
