@@ -56,9 +56,19 @@ class RedisServer:
     def kill(self) -> None:
         """SIGKILL: no goodbye to clients, exactly like a crash."""
         if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)  # a paused server must die too
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(10)
         self.process = None
+
+    def pause(self) -> None:
+        """SIGSTOP: connections stay open but nothing answers (a hung server, a dead link)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
 
     def restart(self) -> None:
         self.kill()
