@@ -36,6 +36,8 @@ class Settings:
             raise ValueError("queue_size must be at least 1")
         if self.history_size < 1:
             raise ValueError("history_size must be at least 1")
+        if not (math.isfinite(self.redis_timeout) and self.redis_timeout > 0):
+            raise ValueError("redis_timeout must be a positive number of seconds")
         if not (math.isfinite(self.history_ttl) and self.history_ttl > 0):
             raise ValueError("history_ttl must be a positive number of seconds")
 
@@ -69,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--history-ttl", type=float, metavar="SECONDS",
         help="how long an idle channel keeps its history [SWITCHBOARD_HISTORY_TTL, 3600]",
     )
+    parser.add_argument(
+        "--redis-timeout", type=float, metavar="SECONDS",
+        help="longest wait for Redis before a 503 [SWITCHBOARD_REDIS_TIMEOUT, 5]",
+    )
     parser.add_argument("--log-level", help="[SWITCHBOARD_LOG_LEVEL, INFO]")
     return parser
 
@@ -98,6 +104,7 @@ def load_settings(
         queue_size=pick(args.queue_size, "SWITCHBOARD_QUEUE_SIZE", defaults.queue_size, int),  # type: ignore[arg-type]
         history_size=pick(args.history_size, "SWITCHBOARD_HISTORY_SIZE", defaults.history_size, int),  # type: ignore[arg-type]
         history_ttl=pick(args.history_ttl, "SWITCHBOARD_HISTORY_TTL", defaults.history_ttl, float),  # type: ignore[arg-type]
+        redis_timeout=pick(args.redis_timeout, "SWITCHBOARD_REDIS_TIMEOUT", defaults.redis_timeout, float),  # type: ignore[arg-type]
         log_level=pick(args.log_level, "SWITCHBOARD_LOG_LEVEL", defaults.log_level, str),  # type: ignore[arg-type]
         components=components,
     )
