@@ -13,6 +13,7 @@ on a resume, after a Redis reconnect, or when a stream opens.
 import asyncio
 import logging
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from types import TracebackType
@@ -51,7 +52,12 @@ class History:
     complete: bool
 
 
-_CLOSED: Final = object()
+@dataclass(frozen=True, slots=True)
+class _Replayed:
+    """An event queued from the history: it does not count against the live bound, which is
+    there to cut off consumers that fall behind, not clients that were away."""
+
+    event: Event
 
 
 class Subscription:
@@ -77,7 +83,9 @@ class Subscription:
         self.recovered = True
         self._resume_from = resume_from
         self._broker = broker
-        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize + 1)  # +1: room for _CLOSED
+        self._items: deque[Event | _Replayed] = deque()
+        self._replayed = 0  # _Replayed items in _items
+        self._waiter: asyncio.Future[None] | None = None
         self._maxsize = maxsize
         self._active = False
         self._ended: type[SubscriptionClosed] | None = None
@@ -120,7 +128,7 @@ class Subscription:
         history = await self._broker.history(self.channels, resume)
         self.recovered = history.complete
         for event in history.events:
-            self._accept(event)
+            self._accept(event, replayed=True)
 
     async def catch_up(self) -> None:
         """Queue what the channels' history holds after the last accepted event (after a
@@ -132,7 +140,7 @@ class Subscription:
             after = ids.render(self._last)
             history = await self._broker.history(self.channels, after)
             for event in history.events:
-                self._accept(event)
+                self._accept(event, replayed=True)
         finally:
             self._release_held()
         if not history.complete:
@@ -166,21 +174,31 @@ class Subscription:
             raise StopAsyncIteration from None
 
     async def get(self, timeout: float | None = None) -> Event | None:
-        """Next event; None if ``timeout`` passes first. Raises SubscriptionClosed at the end."""
-        if self._ended is not None and self._queue.empty():
-            raise self._ended()
-        if timeout is None:
-            item = await self._queue.get()
-        else:
+        """Next event; None if ``timeout`` passes first. Raises SubscriptionClosed at the end
+        (after the events already queued, except for an overflow, which drops them)."""
+        while not self._items:
+            if self._ended is not None:
+                raise self._ended()
+            self._waiter = asyncio.get_running_loop().create_future()
             try:
-                async with asyncio.timeout(timeout):
-                    item = await self._queue.get()
+                if timeout is None:
+                    await self._waiter
+                else:
+                    async with asyncio.timeout(timeout):
+                        await self._waiter
             except TimeoutError:
                 return None
-        if item is _CLOSED:
-            assert self._ended is not None
-            raise self._ended()
-        return item  # type: ignore[no-any-return]
+            finally:
+                self._waiter = None
+        item = self._items.popleft()
+        if isinstance(item, _Replayed):
+            self._replayed -= 1
+            return item.event
+        return item
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     def close(self) -> None:
         """End the iteration (server shutdown); events already queued are still delivered."""
@@ -195,24 +213,29 @@ class Subscription:
             return
         self._accept(event)
 
-    def _accept(self, event: Event) -> None:
+    def _accept(self, event: Event, *, replayed: bool = False) -> None:
         if self._ended is not None:
             return
         key = event.key
         if key <= self._last:
             return  # already queued (history and live overlap) or before the start position
-        if self._queue.qsize() >= self._maxsize:
+        self._last = key
+        if replayed:
+            self._items.append(_Replayed(event))
+            self._replayed += 1
+        elif len(self._items) - self._replayed >= self._maxsize:
             self._overflow()
             return
-        self._last = key
-        self._queue.put_nowait(event)
+        else:
+            self._items.append(event)
+        self._wake()
 
     def _overflow(self) -> None:
         logger.warning(
             "slow consumer cut off: %d events queued on %s", self._maxsize, ",".join(self.channels)
         )
-        while not self._queue.empty():
-            self._queue.get_nowait()
+        self._items.clear()
+        self._replayed = 0
         self._held = [] if self._held is not None else None
         self._broker.overflows += 1
         self._end(SubscriptionOverflow)
@@ -220,7 +243,7 @@ class Subscription:
     def _end(self, reason: type[SubscriptionClosed]) -> None:
         if self._ended is None:
             self._ended = reason
-            self._queue.put_nowait(_CLOSED)
+            self._wake()
 
 
 class Broker(ABC):

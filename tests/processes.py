@@ -36,7 +36,9 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        log = self.log_path.open("wb")
+        """Start (or start again, on the same port, appending to the same log)."""
+        self.returncode = None
+        log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             self.args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
         )
