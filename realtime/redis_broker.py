@@ -37,6 +37,10 @@ logger = logging.getLogger(__name__)
 
 HISTORY_PREFIX = "history:"
 CLOCK_KEY = "events:clock"
+# An id this far ahead of this host's clock did not come from the publish script (Redis' TIME
+# would have to be wrong by as much): accepting it would make every subscription that saw it
+# drop all genuine events until the clock caught up.
+MAX_ID_LEAD_MS = 10 * 60 * 1000
 DISCONNECTED = (RedisConnectionError, RedisTimeoutError, OSError)
 
 # KEYS[1] the channel's history stream, KEYS[2] the event clock; ARGV: channel, data, maxlen,
@@ -528,6 +532,9 @@ class RedisBroker(Broker):
     def _decode(self, channel: str, event_id: str, data: str | bytes) -> Event | None:
         if not ids.is_event_id(event_id):
             logger.warning("dropped a message without an event id on %s", channel)
+            return None
+        if ids.parse(event_id)[0] > time.time() * 1000 + MAX_ID_LEAD_MS:
+            logger.warning("dropped a message with an id from the future on %s", channel)
             return None
         try:
             text = _text(data)

@@ -21,6 +21,21 @@ EVENT_TYPES = (
 )
 SOURCES = ("ai_chatbot", "agent_workbench", "system")
 
+# Who can say what: the product never publishes any other pair, so an event from Redis with
+# another (an "agent_joined" from the chatbot, an agent's message from the chatbot side) was
+# forged by whoever can write to Redis, and is dropped before a browser can show it.
+ALLOWED_SOURCES: dict[str, frozenset[str]] = {
+    "connected": frozenset({"system"}),
+    "heartbeat": frozenset({"system"}),
+    "status_change": frozenset({"ai_chatbot", "agent_workbench"}),
+    "transfer_request": frozenset({"ai_chatbot"}),
+    "new_message": frozenset({"ai_chatbot", "agent_workbench"}),
+    "agent_joined": frozenset({"agent_workbench"}),
+    "agent_left": frozenset({"agent_workbench"}),
+}
+# The roles each side speaks for in new_message.
+MESSAGE_ROLES_BY_SOURCE = {"ai_chatbot": {"customer", "bot"}, "agent_workbench": {"agent"}}
+
 
 class EnvelopeSchema(Schema):
     type = fields.String(required=True, validate=validate.OneOf(EVENT_TYPES))
@@ -90,7 +105,22 @@ def validate_event(event: Any) -> dict[str, Any]:
     if errors:
         return errors
     payload_errors = _PAYLOADS[event["type"]].validate(event["payload"])
-    return {"payload": payload_errors} if payload_errors else {}
+    if payload_errors:
+        return {"payload": payload_errors}
+    return _provenance_errors(event)
+
+
+def _provenance_errors(event: dict[str, Any]) -> dict[str, Any]:
+    type_, source = event["type"], event["source"]
+    if source not in ALLOWED_SOURCES[type_]:
+        return {"source": [f"{source} does not publish {type_} events"]}
+    if type_ == "new_message":
+        message = event["payload"]["message"]
+        if message["role"] not in MESSAGE_ROLES_BY_SOURCE[source]:
+            return {"source": [f"{source} does not speak for role {message['role']}"]}
+        if (message["role"] == "agent") != (message["agent_id"] is not None):
+            return {"payload": {"message": {"agent_id": ["set for agent messages only"]}}}
+    return {}
 
 
 def check_event(event: Any) -> None:

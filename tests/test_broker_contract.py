@@ -874,7 +874,7 @@ async def test_ids_survive_a_lost_clock(redis_broker: RedisBroker, redis: Redis)
     async with redis_broker.subscribe(channel) as subscription:
         before = await redis_broker.publish(channel, event(0))
         # The history reaches past the clock: an id from the clock alone would be refused.
-        future_ms = ids.parse(before)[0] + 3_600_000
+        future_ms = ids.parse(before)[0] + 60_000
         await redis.xadd(history_key(channel), {"d": "{}"}, id=f"{future_ms}-0")
         await redis.set(CLOCK_KEY, "1-0")
         after = await redis_broker.publish(channel, event(1))
@@ -882,3 +882,59 @@ async def test_ids_survive_a_lost_clock(redis_broker: RedisBroker, redis: Redis)
     assert ids.parse(after) > (future_ms, 0)
     assert [e.id for e in received] == [before, after]
     assert await redis.get(CLOCK_KEY) == after
+
+
+FORGED = {
+    "agent_joined-from-chatbot": envelope(
+        "agent_joined", {"session_name": "s1", "agent_id": "a1"}, "ai_chatbot"
+    ),
+    "transfer_request-from-workbench": envelope(
+        "transfer_request", {"session_name": "s1", "status": "waiting_agent", "reason": None},
+        "agent_workbench",
+    ),
+    "agent-message-from-chatbot": envelope(
+        "new_message",
+        {"session_name": "s1", "message": {"id": "m1", "role": "agent", "content": "hi",
+                                           "agent_id": "a1", "created_at": 1}},
+        "ai_chatbot",
+    ),
+    "customer-message-from-workbench": envelope(
+        "new_message",
+        {"session_name": "s1", "message": {"id": "m1", "role": "customer", "content": "hi",
+                                           "agent_id": None, "created_at": 1}},
+        "agent_workbench",
+    ),
+    "status_change-from-system": envelope(
+        "status_change",
+        {"session_name": "s1", "status": "closed", "previous_status": "bot_active",
+         "agent_id": None},
+        "system",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", FORGED)
+async def test_forged_events_are_refused_on_publish(broker: Broker, case: str) -> None:
+    """A type/source pair the product never produces cannot be published."""
+    with pytest.raises(ValidationError):
+        await broker.publish(fresh_channel(), FORGED[case])
+
+
+async def test_forged_events_from_redis_are_dropped(
+    redis_broker: RedisBroker, redis: Redis
+) -> None:
+    """Events written straight into Redis with a pair the product never produces (an agent
+    that never joined, an agent's words from the chatbot side) never reach a subscriber."""
+    channel = fresh_channel()
+    async with redis_broker.subscribe(channel) as subscription:
+        for n, forged in enumerate(FORGED.values(), start=1):
+            await publish_raw(redis, channel, f"{n}-0 {encode(forged)}")
+        # A valid event under an id from the future would make the subscription drop every
+        # genuine event after it.
+        future = envelope("agent_joined", {"session_name": "s1", "agent_id": "a1"}, "agent_workbench")
+        await publish_raw(redis, channel, f"99999999999999-0 {encode(future)}")
+        genuine = await redis_broker.publish(channel, event(0))
+        received = await take(subscription, 1)
+        await assert_quiet(subscription)
+    assert [e.id for e in received] == [genuine]
+    assert redis_broker.dropped == len(FORGED) + 1
