@@ -24,6 +24,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -42,6 +44,9 @@ CLOCK_KEY = "events:clock"
 # drop all genuine events until the clock caught up.
 MAX_ID_LEAD_MS = 10 * 60 * 1000
 DISCONNECTED = (RedisConnectionError, RedisTimeoutError, OSError)
+# redis-py tears the pub/sub connection down under a task that is writing to it when the reader
+# fails at the same moment; the writer then meets an AttributeError. Same meaning: connection lost.
+CONNECTION_LOST = (*DISCONNECTED, AttributeError)
 
 # KEYS[1] the channel's history stream, KEYS[2] the event clock; ARGV: channel, data, maxlen,
 # ttl (ms). The id is max(now, last + 1) on one clock for all channels, so ids are unique and
@@ -197,21 +202,30 @@ class RedisBroker(Broker):
     # ------------------------------------------------------------------ publishing
 
     async def publish(self, channel: str, event: dict[str, Any]) -> str:
+        """Into the history and out to every process; if Redis cannot take it, to this
+        process's subscribers only.
+
+        The script runs on the ordinary pool, so it is tried even while the pub/sub reader is
+        reconnecting: an event accepted then is in the history (the catch-up delivers it to the
+        other processes) and is handed to this process's subscribers directly."""
         data = validated(event)
-        if self.available:
-            try:
-                result = await self._publish_script(
-                    keys=[history_key(channel), CLOCK_KEY],
-                    args=[channel, data, self._history_maxlen, int(self._history_ttl * 1000)],
-                )
-            except DISCONNECTED as exc:
-                logger.warning("publish on %s reached only this process: %s", channel, exc)
-            except RedisError as exc:
-                raise BrokerError(f"publish failed: {exc}") from exc
-            else:
-                event_id = _text(result)
-                self._clock.observe(ids.parse(event_id))
-                return event_id
+        try:
+            result = await self._publish_script(
+                keys=[history_key(channel), CLOCK_KEY],
+                args=[channel, data, self._history_maxlen, int(self._history_ttl * 1000)],
+            )
+        except DISCONNECTED as exc:
+            logger.debug("publish on %s reached only this process: %s", channel, exc)
+        except RedisError as exc:
+            raise BrokerError(f"publish failed: {exc}") from exc
+        else:
+            event_id = _text(result)
+            self._clock.observe(ids.parse(event_id))
+            if not self.available:
+                # The reader is not back yet: the catch-up after it would deliver this too;
+                # delivering it now is not a duplicate, subscriptions drop ids already seen.
+                self._fan_out(Event.build(event_id, channel, event, data))
+            return event_id
         # Redis is away: this process's own subscribers still get the event.
         self.local_only_publishes += 1
         item = Event.build(self._clock.next(), channel, event, data)
@@ -284,7 +298,11 @@ class RedisBroker(Broker):
     async def probe(self, channel: str, timeout: float) -> bool:
         # An event that came back only because Redis was away proves nothing about Redis.
         local_before = self.local_only_publishes
-        delivered = await super().probe(channel, timeout)
+        try:
+            delivered = await super().probe(channel, timeout)
+        except (RedisError, *CONNECTION_LOST) as exc:
+            logger.debug("readiness probe failed: %r", exc)
+            return False
         return delivered and self.local_only_publishes == local_before
 
     # ------------------------------------------------------------------ subscribing
@@ -302,7 +320,7 @@ class RedisBroker(Broker):
                 _, unconfirmed = await asyncio.wait(confirmations, timeout=self._subscribe_timeout)
                 if unconfirmed:
                     raise TimeoutError("Redis did not confirm SUBSCRIBE in time")
-        except DISCONNECTED as exc:
+        except CONNECTION_LOST as exc:
             self._mark_down(exc)  # keep the subscription: it is caught up when Redis is back
         except BaseException as exc:
             self._remove_local(subscription)
@@ -319,7 +337,7 @@ class RedisBroker(Broker):
     async def _reconcile_quietly(self, channels: Iterable[str]) -> None:
         try:
             await self._reconcile(channels)
-        except RedisError as exc:
+        except (RedisError, *CONNECTION_LOST) as exc:
             logger.warning("could not update pub/sub subscriptions: %s", exc)
 
     async def _reconcile(self, channels: Iterable[str]) -> None:
@@ -401,6 +419,9 @@ class RedisBroker(Broker):
             await self._pubsub.connect()
             connection = self._pubsub.connection
             assert connection is not None
+            # Reconnecting is the reader's job: redis-py retrying inside a read would reconnect
+            # behind its back, and the re-subscription would wait for the next read timeout.
+            connection.retry = Retry(NoBackoff(), 0)
             # Re-subscribing is ours (see _resync): redis-py's own would answer SUBSCRIBEs
             # nobody waits for, which confirmations could be mistaken for.
             connection.deregister_connect_callback(self._pubsub.on_connect)

@@ -59,6 +59,7 @@ class RedisSessionStore(SessionStore):
     def __init__(self, redis: Redis, *, timeout: float = 5.0) -> None:
         self._redis = redis
         self._timeout = timeout
+        self._down = False  # so that an outage is logged once, not once per request
 
     async def create(self, session_name: str) -> Session:
         session, created = await self.get_or_create(session_name)
@@ -182,10 +183,18 @@ class RedisSessionStore(SessionStore):
         however many reconnect attempts redis-py would make."""
         try:
             async with asyncio.timeout(self._timeout):
-                return await operation()
+                result = await operation()
         except (RedisError, TimeoutError) as exc:
-            logger.warning("session store unavailable: %r", exc)
+            if self._down:
+                logger.debug("session store still unavailable: %r", exc)
+            else:
+                self._down = True
+                logger.warning("session store unavailable (answering 503): %r", exc)
             raise StoreUnavailable(str(exc) or "timed out") from exc
+        if self._down:
+            self._down = False
+            logger.info("session store available again")
+        return result
 
 
 async def _adopt(session: Session, messages: list[Message], pipe: Pipeline) -> bool:
