@@ -11,6 +11,7 @@ from app.backends import open_backends
 from app.bot import Responder, RuleBasedResponder
 from app.keys import BACKENDS, CANARY, RESPONDER, SETTINGS, STREAMS
 from app.middlewares import error_middleware, shield_middleware
+from app.security import add_security_headers, allow_origins
 from app.settings import Settings
 from app.streams import StreamRegistry
 from handlers.chatbot import create_chatbot_app
@@ -37,8 +38,11 @@ def create_app(settings: Settings, responder: Responder | None = None) -> web.Ap
     app[CANARY] = secrets.token_hex(8)
     app.router.add_get("/health", health)
     app.router.add_get("/health/ready", ready)
+    app.on_response_prepare.append(add_security_headers)
     for component in settings.components:
-        app.add_subapp(f"/{component}", SUBAPPS[component]())
+        subapp = SUBAPPS[component]()
+        allow_origins(subapp, settings.cors_origins)
+        app.add_subapp(f"/{component}", subapp)
     return app
 
 

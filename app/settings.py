@@ -26,6 +26,11 @@ class Settings:
     history_ttl: float = 3600.0
     redis_timeout: float = 5.0
     log_level: str = "INFO"
+    # Origins whose pages may call the API from a browser (CORS); none by default.
+    cors_origins: tuple[str, ...] = ()
+    # Limits, each answered with a clear JSON error.
+    max_streams: int = 10_000
+    max_message: int = 4000
 
     def __post_init__(self) -> None:
         if not self.components or any(c not in COMPONENTS for c in self.components):
@@ -34,6 +39,10 @@ class Settings:
             raise ValueError("heartbeat must be a positive number of seconds")
         if self.queue_size < 1:
             raise ValueError("queue_size must be at least 1")
+        if self.max_streams < 1:
+            raise ValueError("max_streams must be at least 1")
+        if not 1 <= self.max_message <= 4000:
+            raise ValueError("max_message must be between 1 and 4000 characters")
         if self.history_size < 1:
             raise ValueError("history_size must be at least 1")
         if not (math.isfinite(self.redis_timeout) and self.redis_timeout > 0):
@@ -75,6 +84,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--redis-timeout", type=float, metavar="SECONDS",
         help="longest wait for Redis before a 503 [SWITCHBOARD_REDIS_TIMEOUT, 5]",
     )
+    parser.add_argument(
+        "--cors-origin", action="append", dest="cors_origins", metavar="ORIGIN",
+        help="allow browser calls from this origin (repeatable) "
+        "[SWITCHBOARD_CORS_ORIGINS, comma-separated; none]",
+    )
+    parser.add_argument(
+        "--max-streams", type=int,
+        help="open streams this process accepts before answering 503 [SWITCHBOARD_MAX_STREAMS, 10000]",
+    )
+    parser.add_argument(
+        "--max-message", type=int,
+        help="longest message content, in characters, at most 4000 [SWITCHBOARD_MAX_MESSAGE, 4000]",
+    )
     parser.add_argument("--log-level", help="[SWITCHBOARD_LOG_LEVEL, INFO]")
     return parser
 
@@ -107,4 +129,10 @@ def load_settings(
         redis_timeout=pick(args.redis_timeout, "SWITCHBOARD_REDIS_TIMEOUT", defaults.redis_timeout, float),  # type: ignore[arg-type]
         log_level=pick(args.log_level, "SWITCHBOARD_LOG_LEVEL", defaults.log_level, str),  # type: ignore[arg-type]
         components=components,
+        cors_origins=tuple(
+            args.cors_origins
+            or [o.strip() for o in env.get("SWITCHBOARD_CORS_ORIGINS", "").split(",") if o.strip()]
+        ),
+        max_streams=pick(args.max_streams, "SWITCHBOARD_MAX_STREAMS", defaults.max_streams, int),  # type: ignore[arg-type]
+        max_message=pick(args.max_message, "SWITCHBOARD_MAX_MESSAGE", defaults.max_message, int),  # type: ignore[arg-type]
     )

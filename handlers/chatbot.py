@@ -8,7 +8,7 @@ from aiohttp import web
 from app.keys import COMPONENT, RESPONDER, SOURCE
 from app.store import TransitionRefused
 from handlers.announce import announce_message, announce_transition
-from handlers.common import add_session_read_routes, backends, load_body
+from handlers.common import add_session_read_routes, backends, checked_content, load_body
 from schemas import ChatSchema, CreateSessionSchema, EscalateSchema
 
 logger = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ async def create_session(request: web.Request) -> web.Response:
 @routes.post("/api/chat")
 async def chat(request: web.Request) -> web.Response:
     body = await load_body(request, ChatSchema())
-    name, content = body["session_name"], body["content"]
+    name, content = body["session_name"], checked_content(request, body["content"])
     store = backends(request).store
     await store.get_or_create(name)
     session, message = await store.add_message(name, "customer", content)

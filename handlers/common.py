@@ -4,11 +4,11 @@ import json
 from typing import Any
 
 from aiohttp import web
-from marshmallow import Schema
+from marshmallow import Schema, ValidationError
 
 from app.backends import Backends
 from app.errors import ApiError
-from app.keys import BACKENDS, SOURCE
+from app.keys import BACKENDS, SETTINGS, SOURCE
 from handlers.sse import stream_events
 from realtime.channels import session_channel
 from realtime.events import envelope
@@ -56,6 +56,14 @@ async def load_body(request: web.Request, schema: Schema) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ApiError(400, "bad_json", "request body must be a JSON object")
     return schema.load(data)  # type: ignore[no-any-return]
+
+
+def checked_content(request: web.Request, content: str) -> str:
+    """Message content within this deployment's limit (the schema's 4,000 is the ceiling)."""
+    limit = request.config_dict[SETTINGS].max_message
+    if len(content) > limit:
+        raise ValidationError({"content": [f"Longer than maximum length {limit}."]})
+    return content
 
 
 async def publish(request: web.Request, channel: str, type_: str, payload: dict[str, Any]) -> str:

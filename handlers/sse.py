@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
 
+from app.errors import ApiError
 from app.keys import BACKENDS, COMPONENT, SETTINGS, STREAMS
 from app.streams import OpenStream
 from realtime.broker import (
@@ -69,8 +70,14 @@ def resume_position(request: web.Request) -> str | None:
 async def stream_events(
     request: web.Request, channels: tuple[str, ...], connected: dict[str, Any]
 ) -> web.StreamResponse:
-    heartbeat = request.config_dict[SETTINGS].heartbeat
+    settings = request.config_dict[SETTINGS]
+    heartbeat = settings.heartbeat
     registry = request.config_dict[STREAMS]
+    if len(registry) >= settings.max_streams:
+        raise ApiError(
+            503, "too_many_streams", "this process holds as many streams as it may; retry shortly",
+            headers={"Retry-After": "5"},
+        )
     broker = request.config_dict[BACKENDS].broker
     # Entering the subscription makes it live, then reads the history after the resumed id
     # (if any): nothing falls between the replay and the live events.

@@ -5,7 +5,13 @@ from aiohttp import web
 from app.keys import COMPONENT, SOURCE
 from app.store import Action
 from handlers.announce import announce_message, announce_transition
-from handlers.common import add_session_read_routes, backends, load_body, path_name
+from handlers.common import (
+    add_session_read_routes,
+    backends,
+    checked_content,
+    load_body,
+    path_name,
+)
 from handlers.sse import stream_events
 from realtime.channels import BROADCAST, agent_channel
 from schemas import AgentActionSchema, AgentMessageSchema, SessionListQuerySchema
@@ -48,7 +54,7 @@ async def agent_message(request: web.Request) -> web.Response:
     name = path_name(request, "session_name")
     body = await load_body(request, AgentMessageSchema())
     session, message = await backends(request).store.add_message(
-        name, "agent", body["content"], agent_id=body["agent_id"]
+        name, "agent", checked_content(request, body["content"]), agent_id=body["agent_id"]
     )
     await announce_message(request, session, message)
     return web.json_response({"session": session, "message": message})

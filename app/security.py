@@ -1,0 +1,34 @@
+"""Browser-facing protections: security headers on every response, and CORS, closed unless
+origins are configured."""
+
+from collections.abc import Sequence
+
+import aiohttp_cors
+from aiohttp import web
+
+# What a cross-origin page may send: the bearer token, JSON bodies, and the resume position.
+CORS_REQUEST_HEADERS = ("Authorization", "Content-Type", "Last-Event-ID", "X-Request-ID")
+
+
+async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: no MIME sniffing anywhere; API answers are never cached (SSE
+    responses already say ``no-cache``, which aiohttp-sse sets)."""
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    response.headers.setdefault("Cache-Control", "no-store")
+
+
+def allow_origins(app: web.Application, origins: Sequence[str]) -> None:
+    """Let pages from ``origins`` call every route of ``app`` (before it is mounted); with no
+    origins, CORS stays closed and browsers refuse cross-origin calls."""
+    if not origins:
+        return
+    options = aiohttp_cors.ResourceOptions(
+        allow_credentials=False,  # tokens travel in Authorization or ?token=, never cookies
+        allow_headers=CORS_REQUEST_HEADERS,
+        expose_headers=("Retry-After", "X-Request-ID"),
+        max_age=600,
+    )
+    cors = aiohttp_cors.setup(app, defaults={origin: options for origin in origins})
+    for route in list(app.router.routes()):
+        cors.add(route)
