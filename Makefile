@@ -10,7 +10,7 @@ ARGS   ?=
 .PHONY: run test bench clean redis-server
 
 run: $(VENV)/.installed
-	$(BIN)/python run.py $(ARGS)
+	$(BIN)/python run.py --insecure $(ARGS)
 
 test: $(VENV)/.installed-test redis-server
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -1,26 +1,40 @@
 """Command line: ``python run.py [--chatbot] [--workbench] [--port N] ...`` (neither = both)."""
 
+import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from aiohttp import web
 
+from app.auth import TokenAuthority
 from app.factory import create_app
-from app.settings import load_settings
+from app.settings import Settings, load_settings
+
+AGENT_TOKEN_TTL = 8 * 3600.0  # a shift
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    settings = load_settings(argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["token"]:
+        sys.exit(mint_token(args[1:]))
+    settings = load_settings(args)
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    logging.getLogger(__name__).info(
+    logger = logging.getLogger(__name__)
+    try:
+        app = create_app(settings)
+    except ValueError as exc:
+        logger.error("%s", exc)
+        sys.exit(2)
+    logger.info(
         "serving %s on http://%s:%d", "+".join(settings.components), settings.host, settings.port
     )
     web.run_app(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         # Cancel a handler as soon as its client disconnects: an SSE stream releases its
@@ -32,5 +46,27 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
 
 
+def mint_token(argv: Sequence[str]) -> int:
+    """``run.py token --agent ID | --session NAME [--ttl S] [--secret S]``: print a token."""
+    parser = argparse.ArgumentParser(prog="switchboard token", description=mint_token.__doc__)
+    who = parser.add_mutually_exclusive_group(required=True)
+    who.add_argument("--agent", metavar="AGENT_ID")
+    who.add_argument("--session", metavar="SESSION_NAME")
+    parser.add_argument("--ttl", type=float, help="lifetime in seconds [agent 28800, session 7200]")
+    parser.add_argument("--secret", help="[SWITCHBOARD_SECRET]")
+    args = parser.parse_args(argv)
+    secret = args.secret or os.environ.get("SWITCHBOARD_SECRET")
+    if not secret:
+        parser.error("no secret: pass --secret or set SWITCHBOARD_SECRET")
+    kind = "agent" if args.agent else "session"
+    ttl = args.ttl or (AGENT_TOKEN_TTL if kind == "agent" else Settings().session_token_ttl)
+    try:
+        token = TokenAuthority(secret).mint(kind, args.agent or args.session, ttl)
+    except ValueError as exc:
+        parser.error(str(exc))
+    sys.stdout.write(token + "\n")
+    return 0
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -9,7 +9,9 @@ from aiohttp import web
 
 from app.backends import open_backends
 from app.bot import Responder, RuleBasedResponder
-from app.keys import BACKENDS, CANARY, RESPONDER, SETTINGS, STREAMS
+from app.auth import TokenAuthority
+from app.keys import BACKENDS, CANARY, RATE_LIMITER, RESPONDER, SETTINGS, STREAMS, TOKENS
+from app.limits import RateLimiter
 from app.middlewares import error_middleware, shield_middleware
 from app.security import add_security_headers, allow_origins
 from app.settings import Settings
@@ -27,10 +29,22 @@ SUBAPPS = {"chatbot": create_chatbot_app, "workbench": create_workbench_app}
 
 
 def create_app(settings: Settings, responder: Responder | None = None) -> web.Application:
+    """The root app. Raises ValueError without a token secret unless ``settings.insecure``:
+    a process that anybody could drive must be asked for, not fallen into."""
+    if settings.secret is None and not settings.insecure:
+        raise ValueError(
+            "refusing to start without a token secret: set SWITCHBOARD_SECRET or --secret "
+            "(32+ characters), or pass --insecure for local development"
+        )
     app = web.Application(
         middlewares=[error_middleware, shield_middleware], client_max_size=MAX_BODY
     )
     app[SETTINGS] = settings
+    if settings.secret is not None and not settings.insecure:
+        app[TOKENS] = TokenAuthority(settings.secret)
+    else:
+        logger.warning("running with --insecure: no authentication, anybody can act as anybody")
+    app[RATE_LIMITER] = RateLimiter(settings.rate_limit, settings.rate_burst)
     app[STREAMS] = StreamRegistry()
     app[RESPONDER] = responder if responder is not None else RuleBasedResponder()
     app.cleanup_ctx.append(_backends_ctx)
@@ -68,6 +82,7 @@ async def health(request: web.Request) -> web.Response:
             "degraded": backends.degraded,
             "components": list(app[SETTINGS].components),
             "streams": len(app[STREAMS]),
+            "insecure": TOKENS not in app,
         }
     )
 

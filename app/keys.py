@@ -2,7 +2,9 @@
 
 from aiohttp import web
 
+from app.auth import TokenAuthority
 from app.backends import Backends
+from app.limits import RateLimiter
 from app.bot import Responder
 from app.settings import Settings
 from app.streams import StreamRegistry
@@ -11,6 +13,9 @@ SETTINGS = web.AppKey("settings", Settings)
 BACKENDS = web.AppKey("backends", Backends)
 STREAMS = web.AppKey("streams", StreamRegistry)
 RESPONDER = web.AppKey("responder", Responder)
+# Set only when tokens are required (not under --insecure).
+TOKENS = web.AppKey("tokens", TokenAuthority)
+RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
 # This process's private channel for the readiness canary.
 CANARY = web.AppKey("canary", str)
 # Set on each sub-app: the envelope "source" of everything that sub-app publishes.

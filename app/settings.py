@@ -7,10 +7,11 @@ import argparse
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 COMPONENTS = ("chatbot", "workbench")
 FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +32,15 @@ class Settings:
     # Limits, each answered with a clear JSON error.
     max_streams: int = 10_000
     max_message: int = 4000
+    max_streams_per_token: int = 20
+    max_channels: int = 100
+    # Action requests (POST) per token per second, and the burst allowed above that rate.
+    rate_limit: float = 10.0
+    rate_burst: int = 20
+    # Signing secret for tokens; without one the process refuses to start unless insecure.
+    secret: str | None = field(default=None, repr=False)
+    insecure: bool = False
+    session_token_ttl: float = 7200.0
 
     def __post_init__(self) -> None:
         if not self.components or any(c not in COMPONENTS for c in self.components):
@@ -39,6 +49,14 @@ class Settings:
             raise ValueError("heartbeat must be a positive number of seconds")
         if self.queue_size < 1:
             raise ValueError("queue_size must be at least 1")
+        if self.secret is not None and len(self.secret) < 32:
+            raise ValueError("the secret must be at least 32 characters")
+        if min(self.max_streams_per_token, self.max_channels, self.rate_burst) < 1:
+            raise ValueError("per-token limits must be at least 1")
+        if not (math.isfinite(self.rate_limit) and self.rate_limit > 0):
+            raise ValueError("rate_limit must be a positive number per second")
+        if not (math.isfinite(self.session_token_ttl) and self.session_token_ttl > 0):
+            raise ValueError("session_token_ttl must be a positive number of seconds")
         if self.max_streams < 1:
             raise ValueError("max_streams must be at least 1")
         if not 1 <= self.max_message <= 4000:
@@ -97,6 +115,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-message", type=int,
         help="longest message content, in characters, at most 4000 [SWITCHBOARD_MAX_MESSAGE, 4000]",
     )
+    parser.add_argument(
+        "--secret", help="token signing secret, 32+ characters [SWITCHBOARD_SECRET; required]"
+    )
+    parser.add_argument(
+        "--insecure", action="store_true",
+        help="no authentication at all, for local development [SWITCHBOARD_INSECURE=true]",
+    )
+    parser.add_argument(
+        "--session-token-ttl", type=float, metavar="SECONDS",
+        help="lifetime of customer session tokens [SWITCHBOARD_SESSION_TOKEN_TTL, 7200]",
+    )
+    parser.add_argument(
+        "--max-streams-per-token", type=int,
+        help="open streams one token may hold [SWITCHBOARD_MAX_STREAMS_PER_TOKEN, 20]",
+    )
+    parser.add_argument(
+        "--rate-limit", type=float, metavar="PER_SECOND",
+        help="action requests per token per second [SWITCHBOARD_RATE_LIMIT, 10]",
+    )
+    parser.add_argument(
+        "--rate-burst", type=int,
+        help="action requests a token may burst above the rate [SWITCHBOARD_RATE_BURST, 20]",
+    )
     parser.add_argument("--log-level", help="[SWITCHBOARD_LOG_LEVEL, INFO]")
     return parser
 
@@ -135,4 +176,10 @@ def load_settings(
         ),
         max_streams=pick(args.max_streams, "SWITCHBOARD_MAX_STREAMS", defaults.max_streams, int),  # type: ignore[arg-type]
         max_message=pick(args.max_message, "SWITCHBOARD_MAX_MESSAGE", defaults.max_message, int),  # type: ignore[arg-type]
+        secret=pick(args.secret, "SWITCHBOARD_SECRET", None, str),  # type: ignore[arg-type]
+        insecure=args.insecure or env.get("SWITCHBOARD_INSECURE", "").lower() in TRUE_WORDS,
+        session_token_ttl=pick(args.session_token_ttl, "SWITCHBOARD_SESSION_TOKEN_TTL", defaults.session_token_ttl, float),  # type: ignore[arg-type]
+        max_streams_per_token=pick(args.max_streams_per_token, "SWITCHBOARD_MAX_STREAMS_PER_TOKEN", defaults.max_streams_per_token, int),  # type: ignore[arg-type]
+        rate_limit=pick(args.rate_limit, "SWITCHBOARD_RATE_LIMIT", defaults.rate_limit, float),  # type: ignore[arg-type]
+        rate_burst=pick(args.rate_burst, "SWITCHBOARD_RATE_BURST", defaults.rate_burst, int),  # type: ignore[arg-type]
     )

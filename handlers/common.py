@@ -9,6 +9,7 @@ from marshmallow import Schema, ValidationError
 from app.backends import Backends
 from app.errors import ApiError
 from app.keys import BACKENDS, SETTINGS, SOURCE
+from handlers.access import require_reader
 from handlers.sse import stream_events
 from realtime.channels import session_channel
 from realtime.events import envelope
@@ -74,21 +75,24 @@ async def publish(request: web.Request, channel: str, type_: str, payload: dict[
 
 async def get_session(request: web.Request) -> web.Response:
     name = path_name(request, "session_name")
+    require_reader(request, name)
     return web.json_response(await backends(request).store.get(name))
 
 
 async def get_messages(request: web.Request) -> web.Response:
     name = path_name(request, "session_name")
+    require_reader(request, name)
     messages = await backends(request).store.messages(name)
     return web.json_response({"session_name": name, "messages": messages})
 
 
 async def session_events(request: web.Request) -> web.StreamResponse:
     name = path_name(request, "session_name")
+    principal = require_reader(request, name, query_ok=True)
     await backends(request).store.get(name)  # 404 before any stream opens
     channel = session_channel(name)
     return await stream_events(
-        request, (channel,), {"channels": [channel], "session_name": name}
+        request, (channel,), {"channels": [channel], "session_name": name}, principal
     )
 
 

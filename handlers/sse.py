@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
 
+from app.auth import Principal
 from app.errors import ApiError
 from app.keys import BACKENDS, COMPONENT, SETTINGS, STREAMS
 from app.streams import OpenStream
@@ -68,16 +69,41 @@ def resume_position(request: web.Request) -> str | None:
 
 
 async def stream_events(
-    request: web.Request, channels: tuple[str, ...], connected: dict[str, Any]
+    request: web.Request,
+    channels: tuple[str, ...],
+    connected: dict[str, Any],
+    principal: Principal | None,
 ) -> web.StreamResponse:
     settings = request.config_dict[SETTINGS]
     heartbeat = settings.heartbeat
     registry = request.config_dict[STREAMS]
-    if len(registry) >= settings.max_streams:
+    owner = principal.key if principal is not None else None
+    if len(channels) > settings.max_channels:
+        raise ApiError(400, "too_many_channels", f"a stream carries at most {settings.max_channels} channels")
+    refused = registry.reserve(owner, settings.max_streams, settings.max_streams_per_token)
+    if refused == "process":
         raise ApiError(
             503, "too_many_streams", "this process holds as many streams as it may; retry shortly",
             headers={"Retry-After": "5"},
         )
+    if refused == "owner":
+        raise ApiError(
+            429, "too_many_streams", "this token holds as many streams as it may; close one first",
+            headers={"Retry-After": "5"},
+        )
+    try:
+        return await _serve(request, channels, connected, heartbeat)
+    finally:
+        registry.release(owner)
+
+
+async def _serve(
+    request: web.Request,
+    channels: tuple[str, ...],
+    connected: dict[str, Any],
+    heartbeat: float,
+) -> web.StreamResponse:
+    registry = request.config_dict[STREAMS]
     broker = request.config_dict[BACKENDS].broker
     # Entering the subscription makes it live, then reads the history after the resumed id
     # (if any): nothing falls between the replay and the live events.

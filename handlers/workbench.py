@@ -4,6 +4,9 @@ from aiohttp import web
 
 from app.keys import COMPONENT, SOURCE
 from app.store import Action
+from app.auth import Principal
+from app.errors import ApiError
+from handlers.access import acting_agent, limit_actions, require_agent
 from handlers.announce import announce_message, announce_transition
 from handlers.common import (
     add_session_read_routes,
@@ -21,16 +24,25 @@ routes = web.RouteTableDef()
 
 @routes.get("/api/sessions")
 async def list_sessions(request: web.Request) -> web.Response:
+    require_agent(request)
     query = SessionListQuerySchema().load(dict(request.query))
     sessions = await backends(request).store.list_sessions(query["status"])
     return web.json_response({"sessions": sessions})
 
 
+def _agent_optional(principal: Principal | None) -> tuple[str, ...]:
+    """With a token the body may leave agent_id out: the token says who acts."""
+    return ("agent_id",) if principal is not None else ()
+
+
 async def _agent_action(request: web.Request, action: Action) -> web.Response:
+    principal = require_agent(request)
+    limit_actions(request, principal)
     name = path_name(request, "session_name")
-    body = await load_body(request, AgentActionSchema())
-    transition = await backends(request).store.apply(name, action, agent_id=body["agent_id"])
-    await announce_transition(request, action, transition, agent_id=body["agent_id"])
+    body = await load_body(request, AgentActionSchema(partial=_agent_optional(principal)))
+    agent_id = acting_agent(principal, body.get("agent_id"))
+    transition = await backends(request).store.apply(name, action, agent_id=agent_id)
+    await announce_transition(request, action, transition, agent_id=agent_id)
     return web.json_response(transition.session)
 
 
@@ -51,10 +63,13 @@ async def close(request: web.Request) -> web.Response:
 
 @routes.post("/api/sessions/{session_name}/messages")
 async def agent_message(request: web.Request) -> web.Response:
+    principal = require_agent(request)
+    limit_actions(request, principal)
     name = path_name(request, "session_name")
-    body = await load_body(request, AgentMessageSchema())
+    body = await load_body(request, AgentMessageSchema(partial=_agent_optional(principal)))
+    agent_id = acting_agent(principal, body.get("agent_id"))
     session, message = await backends(request).store.add_message(
-        name, "agent", checked_content(request, body["content"]), agent_id=body["agent_id"]
+        name, "agent", checked_content(request, body["content"]), agent_id=agent_id
     )
     await announce_message(request, session, message)
     return web.json_response({"session": session, "message": message})
@@ -63,8 +78,12 @@ async def agent_message(request: web.Request) -> web.Response:
 @routes.get("/api/agents/{agent_id}/events")
 async def agent_events(request: web.Request) -> web.StreamResponse:
     agent_id = path_name(request, "agent_id")
+    principal = require_agent(request, query_ok=True)
+    if principal is not None and principal.subject != agent_id:
+        raise ApiError(403, "forbidden", "an agent's stream is its own")
     channels = (agent_channel(agent_id), BROADCAST)
-    return await stream_events(request, channels, {"channels": list(channels), "agent_id": agent_id})
+    connected = {"channels": list(channels), "agent_id": agent_id}
+    return await stream_events(request, channels, connected, principal)
 
 
 add_session_read_routes(routes)

@@ -21,6 +21,8 @@ class EscalateSchema(Schema):
     )
 
 
+# With a token, agent_id is optional (the agent is the token's; a body agent_id must agree):
+# handlers then load these with partial=("agent_id",).
 class AgentActionSchema(Schema):
     agent_id = Name(required=True)
 

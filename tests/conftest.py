@@ -43,8 +43,8 @@ def backend(request: pytest.FixtureRequest) -> str:
 def settings(backend: str, request: pytest.FixtureRequest) -> Settings:
     """Settings for the parametrized backend; Redis tests get the suite's redis-server."""
     if backend == "redis":
-        return Settings(port=0, redis_url=request.getfixturevalue("redis_url"))
-    return Settings(port=0, use_redis=False)
+        return Settings(port=0, redis_url=request.getfixturevalue("redis_url"), insecure=True)
+    return Settings(port=0, use_redis=False, insecure=True)
 
 
 @pytest.fixture

@@ -26,7 +26,8 @@ class ServerProcess:
         self.port = free_port()
         self.args = [sys.executable, str(ROOT / "run.py"), "--host", "127.0.0.1",
                      "--port", str(self.port), *args]
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        # Tests that are not about authentication run the server as `make run` does.
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", "SWITCHBOARD_INSECURE": "true", **(env or {})}
         self.log_path = log_dir / f"server-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.returncode: int | None = None

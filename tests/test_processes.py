@@ -388,7 +388,9 @@ async def test_redis_switched_off_is_memory_and_not_degraded(
             )
             said, _bot = await stream.take(2)
             check_message(said, "m1", "customer", "ai_chatbot", "hi")
-    assert "WARNING" not in process.log(), process.log()
+    # Nothing about Redis is worth a warning (--insecure, which these processes run with, is).
+    warnings = [line for line in process.log().splitlines() if "WARNING" in line]
+    assert all("--insecure" in line for line in warnings), process.log()
 
 
 # --- 4. clean shutdown -----------------------------------------------------------------------

@@ -13,4 +13,5 @@ async def test_health(client: TestClient, backend: str) -> None:
         "degraded": False,
         "components": ["chatbot", "workbench"],
         "streams": 0,
+        "insecure": True,
     }

@@ -1,0 +1,64 @@
+"""Signed tokens (JWT, HS256): who a request speaks for.
+
+Two kinds: a session token speaks for one customer conversation, an agent token for one agent.
+The secret signs both; rotating it invalidates every token at once (see docs/security.md).
+"""
+
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import jwt
+
+from schemas import is_valid_name
+
+Kind = Literal["session", "agent"]
+KINDS: tuple[Kind, ...] = ("session", "agent")
+ALGORITHM = "HS256"
+MIN_SECRET_LENGTH = 32
+
+
+class TokenError(Exception):
+    """The token is missing its parts, badly signed, expired, or not ours (HTTP 401)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    kind: Kind
+    subject: str
+
+    @property
+    def key(self) -> str:
+        """One string per principal, for per-token limits."""
+        return f"{self.kind}:{self.subject}"
+
+
+class TokenAuthority:
+    def __init__(self, secret: str) -> None:
+        if len(secret) < MIN_SECRET_LENGTH:
+            raise ValueError(f"the secret must be at least {MIN_SECRET_LENGTH} characters")
+        self._secret = secret
+
+    def mint(self, kind: Kind, subject: str, ttl: float) -> str:
+        if kind not in KINDS or not is_valid_name(subject) or ttl <= 0:
+            raise ValueError("a token needs a kind, a valid name and a positive lifetime")
+        now = int(time.time())
+        claims = {"typ": kind, "sub": subject, "iat": now, "exp": now + int(ttl)}
+        return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+
+    def verify(self, token: str) -> Principal:
+        try:
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=[ALGORITHM],  # never "none", never what the token says
+                options={"require": ["exp", "iat", "sub", "typ"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise TokenError("token expired") from None
+        except jwt.InvalidTokenError:
+            raise TokenError("invalid token") from None
+        kind, subject = claims.get("typ"), claims.get("sub")
+        if kind not in KINDS or not is_valid_name(subject):
+            raise TokenError("invalid token")
+        return Principal(kind, subject)
