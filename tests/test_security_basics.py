@@ -539,3 +539,17 @@ async def test_configured_settings_reach_the_app(make_client: MakeClient, settin
     assert_content_too_long(body)
     response = await preflight(client, f"{CHATBOT}/chat", APP_ORIGIN, "POST", "content-type")
     assert response.headers.get("Access-Control-Allow-Origin") == APP_ORIGIN
+
+
+async def test_channels_per_stream_limit(make_client: MakeClient, settings: Settings) -> None:
+    """A stream that would carry more channels than max_channels is refused (400) before it
+    opens, and the limit leaves smaller streams alone."""
+    client = await make_client(settings, max_channels=1)
+    response = await client.get("/workbench/api/agents/a1/events")  # agent + broadcast: 2
+    assert response.status == 400
+    assert (await response.json())["error"]["code"] == "too_many_channels"
+    assert (await (await client.get("/health")).json())["streams"] == 0
+    created = await client.post("/chatbot/api/sessions", json={"session_name": "one"})
+    assert created.status == 201
+    async with open_stream(client, "/chatbot/api/sessions/one/events") as (_, connected):
+        assert connected.payload["channels"] == ["sse:session:one"]
