@@ -10,7 +10,7 @@ from aiohttp import web
 
 from app.auth import TokenAuthority
 from app.factory import create_app
-from app.settings import Settings, load_settings
+from app.settings import Settings, build_parser, load_settings
 
 AGENT_TOKEN_TTL = 8 * 3600.0  # a shift
 
@@ -19,7 +19,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["token"]:
         sys.exit(mint_token(args[1:]))
-    settings = load_settings(args)
+    parser = build_parser()
+    try:
+        settings = load_settings(args)
+    except ValueError as exc:
+        parser.error(str(exc))  # exit status 2, with the usage line
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -59,7 +63,10 @@ def mint_token(argv: Sequence[str]) -> int:
     if not secret:
         parser.error("no secret: pass --secret or set SWITCHBOARD_SECRET")
     kind = "agent" if args.agent else "session"
-    ttl = args.ttl or (AGENT_TOKEN_TTL if kind == "agent" else Settings().session_token_ttl)
+    default_ttl = AGENT_TOKEN_TTL if kind == "agent" else Settings().session_token_ttl
+    ttl = default_ttl if args.ttl is None else args.ttl
+    if ttl < 1:
+        parser.error("--ttl must be at least 1 second")
     try:
         token = TokenAuthority(secret).mint(kind, args.agent or args.session, ttl)
     except ValueError as exc:

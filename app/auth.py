@@ -40,8 +40,8 @@ class TokenAuthority:
         self._secret = secret
 
     def mint(self, kind: Kind, subject: str, ttl: float) -> str:
-        if kind not in KINDS or not is_valid_name(subject) or ttl <= 0:
-            raise ValueError("a token needs a kind, a valid name and a positive lifetime")
+        if kind not in KINDS or not is_valid_name(subject) or ttl < 1:
+            raise ValueError("a token needs a kind, a valid name and a lifetime of 1 s or more")
         now = int(time.time())
         claims = {"typ": kind, "sub": subject, "iat": now, "exp": now + int(ttl)}
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
