@@ -21,9 +21,15 @@ def render(key: tuple[int, int]) -> str:
     return f"{key[0]}-{key[1]}"
 
 
+MAX_PART = 2**64 - 1  # Redis stream ids are two unsigned 64-bit integers
+
+
 def is_event_id(value: str) -> bool:
     # A regex, not str.isdigit(): that accepts "²" and "①", which int() then refuses.
-    return _ID.match(value) is not None
+    if _ID.match(value) is None:
+        return False
+    ms, seq = parse(value)
+    return ms <= MAX_PART and seq <= MAX_PART
 
 
 class IdClock:
