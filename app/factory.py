@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from app.auth import TokenAuthority
 from app.backends import open_backends
 from app.bot import Responder, RuleBasedResponder
-from app.auth import TokenAuthority
 from app.keys import BACKENDS, CANARY, RATE_LIMITER, RESPONDER, SETTINGS, STREAMS, TOKENS
 from app.limits import RateLimiter
 from app.middlewares import error_middleware, shield_middleware
