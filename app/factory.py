@@ -3,12 +3,13 @@
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
 from app.auth import TokenAuthority
-from app.backends import open_backends
+from app.backends import Backends, open_backends
 from app.bot import Responder, RuleBasedResponder
 from app.keys import BACKENDS, CANARY, RATE_LIMITER, RESPONDER, SETTINGS, STREAMS, TOKENS
 from app.limits import RateLimiter
@@ -28,9 +29,18 @@ READY_TIMEOUT = 2.0
 SUBAPPS = {"chatbot": create_chatbot_app, "workbench": create_workbench_app}
 
 
-def create_app(settings: Settings, responder: Responder | None = None) -> web.Application:
+BackendsFactory = Callable[[Settings], Awaitable[Backends]]
+
+
+def create_app(
+    settings: Settings,
+    responder: Responder | None = None,
+    backends_factory: BackendsFactory = open_backends,
+) -> web.Application:
     """The root app. Raises ValueError without a token secret unless ``settings.insecure``:
-    a process that anybody could drive must be asked for, not fallen into."""
+    a process that anybody could drive must be asked for, not fallen into.
+
+    ``backends_factory`` opens the broker and store (the benchmark passes its baseline)."""
     if settings.secret is None and not settings.insecure:
         raise ValueError(
             "refusing to start without a token secret: set SWITCHBOARD_SECRET or --secret "
@@ -47,7 +57,7 @@ def create_app(settings: Settings, responder: Responder | None = None) -> web.Ap
     app[RATE_LIMITER] = RateLimiter(settings.rate_limit, settings.rate_burst)
     app[STREAMS] = StreamRegistry()
     app[RESPONDER] = responder if responder is not None else RuleBasedResponder()
-    app.cleanup_ctx.append(_backends_ctx)
+    app.cleanup_ctx.append(functools.partial(_backends_ctx, backends_factory))
     app.on_shutdown.append(_end_streams)
     app[CANARY] = secrets.token_hex(8)
     app.router.add_get("/health", health)
@@ -60,8 +70,10 @@ def create_app(settings: Settings, responder: Responder | None = None) -> web.Ap
     return app
 
 
-async def _backends_ctx(app: web.Application) -> AsyncIterator[None]:
-    backends = await open_backends(app[SETTINGS])
+async def _backends_ctx(
+    backends_factory: BackendsFactory, app: web.Application
+) -> AsyncIterator[None]:
+    backends = await backends_factory(app[SETTINGS])
     app[BACKENDS] = backends
     yield
     await backends.close()

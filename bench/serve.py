@@ -1,0 +1,47 @@
+"""``python -m bench.serve [--baseline] [run.py flags]``: the server, or the server on the
+original design's broker (one Redis pub/sub connection per stream), for the benchmark."""
+
+import logging
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from app.backends import Backends, redis_client
+from app.factory import create_app
+from app.settings import Settings, load_settings
+from app.store import RedisSessionStore
+from bench.baseline_broker import PerStreamRedisBroker
+
+logger = logging.getLogger(__name__)
+
+
+async def open_baseline_backends(settings: Settings) -> Backends:
+    redis = redis_client(settings)
+    broker = PerStreamRedisBroker(
+        redis,
+        subscriber_url=settings.redis_url,
+        queue_size=settings.queue_size,
+        history_maxlen=settings.history_size,
+        history_ttl=settings.history_ttl,
+    )
+    if not await broker.start(wait=settings.redis_timeout):
+        raise RuntimeError("the baseline needs Redis")
+    return Backends(broker, RedisSessionStore(redis, timeout=settings.redis_timeout), redis)
+
+
+def main(argv: Sequence[str]) -> None:
+    baseline = "--baseline" in argv
+    settings = load_settings([a for a in argv if a != "--baseline"])
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    factory = open_baseline_backends if baseline else None
+    app = create_app(settings, backends_factory=factory) if factory else create_app(settings)
+    logger.info("benchmark server (%s) on port %d", "baseline" if baseline else "switchboard", settings.port)
+    web.run_app(
+        app, host=settings.host, port=settings.port, handler_cancellation=True,
+        shutdown_timeout=5.0, print=None, access_log=None,
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
