@@ -27,6 +27,15 @@ $(VENV)/.installed-test: $(VENV)/bin/python setup.cfg setup.py
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@ $(VENV)/.installed
 
+# The benchmark (bench/run.py) starts its own redis-server and server processes on loopback
+# ports and writes docs/benchmarks.md and docs/benchmarks.png. `make bench ARGS=--quick`: smoke run.
+bench: $(VENV)/.installed-bench redis-server
+	$(BIN)/python -m bench.run $(ARGS)
+
+$(VENV)/.installed-bench: $(VENV)/bin/python setup.cfg setup.py
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	touch $@ $(VENV)/.installed
+
 # The tests start their own redis-server on a free loopback port; they only need the binary.
 redis-server:
 	@command -v redis-server >/dev/null || { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server; }

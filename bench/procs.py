@@ -1,0 +1,249 @@
+"""The processes the benchmark owns (a redis-server and the server under test), each started on
+a free loopback port and stopped by its PID, and what /proc says about a process."""
+
+import ctypes
+import logging
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+logger = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+START_TIMEOUT = 20.0
+STOP_TIMEOUT = 10.0
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+_PRCTL = getattr(ctypes.CDLL(None), "prctl", None)  # looked up before any fork
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In a child, before exec: ask Linux to SIGTERM it when the harness dies, so that a
+    harness killed outright leaves no server or redis-server behind. (Run as preexec_fn:
+    safe here, the harness runs no other thread while it starts processes.)"""
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def raise_open_files_limit() -> int:
+    """Lift this process's soft limit on open files to the hard limit (children inherit it);
+    returns the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            logger.warning("could not raise the open files limit: %s", exc)
+    return soft
+
+
+def stop_pid(process: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> str:
+    """SIGTERM the process by its PID, then SIGKILL if it has not exited within ``timeout``;
+    returns how it ended ("" for a clean exit)."""
+    if process.poll() is not None:
+        return f"had exited with status {process.returncode}" if process.returncode else ""
+    os.kill(process.pid, signal.SIGTERM)
+    started = time.monotonic()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        logger.warning("pid %d still running %.0f s after SIGTERM: SIGKILL", process.pid, timeout)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout)
+        return f"still running {timeout:.0f} s after SIGTERM: killed"
+    took = time.monotonic() - started
+    if process.returncode:
+        return f"exited with status {process.returncode} after SIGTERM"
+    return f"took {took:.1f} s to stop" if took > 2 else ""
+
+
+class RedisProcess:
+    """A redis-server without persistence on a free loopback port."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self) -> None:
+        """Start and wait (bounded) until it answers PING."""
+        executable = shutil.which("redis-server")
+        if executable is None:
+            raise RuntimeError("redis-server is not installed (make bench installs it)")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [executable, "--port", str(self.port), "--bind", HOST, "--dir", str(self.workdir),
+             "--save", "", "--appendonly", "no",
+             "--logfile", str(self.workdir / "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,  # noqa: PLW1509 (no other thread runs)
+        )
+        client = self.client()
+        try:
+            deadline = time.monotonic() + START_TIMEOUT
+            while time.monotonic() < deadline:
+                try:
+                    if client.ping():
+                        return
+                except redis.exceptions.RedisError:
+                    time.sleep(0.05)
+        finally:
+            client.close()
+        self.stop()
+        raise RuntimeError(f"redis-server on port {self.port} did not answer in {START_TIMEOUT:.0f} s")
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host=HOST, port=self.port, socket_connect_timeout=1, socket_timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_pid(self.process)
+            self.process = None
+
+
+class ServerProcess:
+    """``python -m bench.serve [--baseline] ...`` on a free loopback port, its output in a log."""
+
+    def __init__(self, mode: str, redis_url: str, log_dir: Path) -> None:
+        self.port = free_port()
+        self.mode = mode
+        baseline = mode != "switchboard"
+        self.args = [
+            sys.executable, "-m", "bench.serve", *(["--baseline"] if baseline else []),
+            "--insecure", "--host", HOST, "--port", str(self.port), "--redis-url", redis_url,
+            "--max-streams", "20000", "--max-streams-per-token", "100000",
+            "--rate-limit", "100000", "--rate-burst", "100000", "--heartbeat", "30",
+            "--log-level", "WARNING",
+        ]
+        self.log_path = log_dir / f"server-{mode}-{self.port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self) -> None:
+        """Start and wait (bounded) until /health answers 200."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                preexec_fn=die_with_parent,  # noqa: PLW1509 (no other thread runs)
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"server exited at start; see {self.log_path}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"server did not answer /health in {START_TIMEOUT:.0f} s")
+
+    def stop(self) -> str:
+        """Stop it; how it ended ("" for a clean and prompt exit)."""
+        if self.process is None:
+            return ""
+        ended = stop_pid(self.process)
+        self.process = None
+        return ended
+
+
+def rss_kib(pid: int) -> int:
+    """VmRSS of ``pid`` in KiB (from /proc/<pid>/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` in seconds (from /proc/<pid>/stat); 0 if it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = text.rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent busy since boot (from /proc/stat)."""
+    first = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    ticks = [int(v) for v in first]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
+    return (sum(ticks[:8]) - idle) / CLOCK_TICKS
+
+
+@dataclass(frozen=True, slots=True)
+class CpuMeter:
+    """CPU seconds of some processes and of the whole machine at one moment."""
+
+    wall: float
+    per_pid: dict[int, float]
+    machine: float
+
+    @classmethod
+    def take(cls, pids: list[int]) -> "CpuMeter":
+        return cls(time.monotonic(), {pid: cpu_seconds(pid) for pid in pids}, machine_busy_seconds())
+
+    def percent_since(self, earlier: "CpuMeter", pid: int) -> float:
+        """CPU of ``pid`` between the two readings, as % of one core."""
+        elapsed = max(self.wall - earlier.wall, 1e-9)
+        return 100.0 * (self.per_pid.get(pid, 0.0) - earlier.per_pid.get(pid, 0.0)) / elapsed
+
+    def machine_percent_since(self, earlier: "CpuMeter") -> float:
+        """Busy CPU of the whole machine between the two readings, as % of one core."""
+        elapsed = max(self.wall - earlier.wall, 1e-9)
+        return 100.0 * (self.machine - earlier.machine) / elapsed
+
+
+def redis_connections(client: redis.Redis) -> tuple[int, int]:
+    """Connections Redis holds (not counting the one asking), and how many of them are
+    subscribed to a channel (pub/sub connections)."""
+    clients = client.client_list()
+    subscribed = sum(1 for c in clients if int(c.get("sub", 0)) + int(c.get("psub", 0)) + int(c.get("ssub", 0)) > 0)
+    return max(0, len(clients) - 1), subscribed

@@ -1,0 +1,448 @@
+"""docs/benchmarks.md and its plot, from one run's results."""
+
+import datetime
+import importlib.metadata
+import os
+import platform
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.plot import write_plot
+from bench.procs import RedisProcess
+from bench.results import (
+    BASELINES,
+    LAYOUTS,
+    LOADS,
+    MODE_NOTES,
+    OpenResult,
+    ScenarioResult,
+    ratio,
+)
+
+HEAVY_OTHER_CPU = 25.0  # % of a core used by processes outside the benchmark: say it is noisy
+
+
+def describe_machine(files_limit: int) -> dict[str, Any]:
+    """CPU, memory, software versions and the date, as the report shows them."""
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    models = [line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")]
+    meminfo = Path("/proc/meminfo").read_text().split()
+    mem_kib = int(meminfo[meminfo.index("MemTotal:") + 1])
+    return {
+        "cpu": models[0] if models else platform.processor() or "unknown",
+        "cpus": len(models) or os.cpu_count(),
+        "ram_gib": mem_kib / 1024 / 1024,
+        "kernel": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "aiohttp": importlib.metadata.version("aiohttp"),
+        "redis_py": importlib.metadata.version("redis"),
+        "hiredis": _version("hiredis"),
+        "load_before": " / ".join(f"{v:.2f}" for v in os.getloadavg()),
+        "files_limit": files_limit,
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def redis_version(redis: RedisProcess) -> str:
+    with redis.client() as client:
+        return str(client.info("server")["redis_version"])
+
+
+def write(path: Path, plan: Any, machine: dict[str, Any], opens: list[OpenResult],
+          scenarios: list[ScenarioResult], elapsed: float) -> None:
+    """The markdown report and, beside it, the PNG plot."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plot = path.with_suffix(".png")
+    write_plot(plot, plan.sizes, scenarios)
+    sections = [
+        _title(machine, elapsed, plan),
+        _headline(opens, scenarios, plan),
+        _machine_table(machine),
+        HOW_TO_RUN,
+        _method(plan),
+        _open_table(opens, plan),
+        *(_load_table(scenarios, layout, load, plan) for layout in plan.layouts for load in LOADS),
+        _ratio_tables(opens, scenarios, plan),
+        f"## Plot\n\n![latency and throughput against N]({plot.name})\n",
+        _notes(opens, scenarios, plan),
+    ]
+    path.write_text("\n".join(sections))
+
+
+def _title(machine: dict[str, Any], elapsed: float, plan: Any) -> str:
+    kind = "the quick smoke run (`--quick`)" if plan.quick else "`make bench`"
+    modes = "\n".join(f"- **{mode}**: {MODE_NOTES[mode]}." for mode in plan.modes)
+    return (
+        "# Benchmarks\n\n"
+        f"Written by {kind} on {machine['date']} in {elapsed / 60:.1f} minutes; do not edit by "
+        "hand, run it again. The modes, all publishing the same way (same Lua script, history "
+        "and ids) and differing only in how they subscribe:\n\n"
+        f"{modes}\n\nEvery figure is from the same run, side by side, with its ratio "
+        "switchboard / baseline.\n"
+    )
+
+
+def _headline(opens: list[OpenResult], scenarios: list[ScenarioResult], plan: Any) -> str:
+    n = 1000 if 1000 in plan.sizes else plan.sizes[-1]
+    top = max(plan.sizes)
+    baselines = [m for m in plan.modes if m in BASELINES]
+    head = "| | " + " | ".join([*plan.modes, *(f"switchboard / {m}" for m in baselines)]) + " |"
+    rule = "|---|" + "---:|" * (len(plan.modes) + len(baselines))
+    rows = [
+        _headline_row(f"deliveries/s, {n:,} streams, one channel, max rate", plan,
+                      lambda m: _scenario(scenarios, m, n, "one", "max"), "deliveries_per_s",
+                      lambda s: f"{s.deliveries_per_s:,.0f}"),
+        _headline_row(f"p99 ms, {n:,} streams, one channel, fixed rate", plan,
+                      lambda m: _scenario(scenarios, m, n, "one", "fixed"), "p99_ms",
+                      lambda s: f"{s.p99_ms:,.1f}"),
+        _headline_row(f"RSS KiB per idle stream, {top:,} streams (channel per 10)", plan,
+                      lambda m: _open(opens, m, top, "per10"), "rss_per_stream_kib",
+                      lambda o: _fmt(o.rss_per_stream_kib, 1)),
+        _headline_row(f"Redis connections (pub/sub), {top:,} streams (channel per 10)", plan,
+                      lambda m: _open(opens, m, top, "per10"), "redis_connections",
+                      lambda o: f"{o.redis_connections:,} ({o.pubsub_connections:,})"),
+    ]
+    return f"## Headline\n\n{head}\n{rule}\n" + "\n".join(rows) + "\n"
+
+
+def _headline_row(label: str, plan: Any, pick: Callable[[str], Any], attr: str,
+                  show: Callable[[Any], str]) -> str:
+    """One figure for every mode (``pick`` finds a mode's result), then its ratios."""
+    results = {mode: pick(mode) for mode in plan.modes}
+    cells = ["-" if r is None else r.failure or show(r) for r in results.values()]
+    ratios = [_ratio_cell(results.get("switchboard"), results[m], attr) for m in plan.modes if m in BASELINES]
+    return f"| {label} | " + " | ".join(cells + ratios) + " |"
+
+
+def _machine_table(machine: dict[str, Any]) -> str:
+    rows = [
+        ("CPU", f"{machine['cpu']} × {machine['cpus']} (from /proc/cpuinfo)"),
+        ("RAM", f"{machine['ram_gib']:.1f} GiB"),
+        ("kernel", machine["kernel"]),
+        ("Python", machine["python"]),
+        ("Redis", machine.get("redis", "?")),
+        ("aiohttp / redis-py / hiredis", f"{machine['aiohttp']} / {machine['redis_py']} / {machine['hiredis']}"),
+        ("open files limit", f"{machine['files_limit']:,}"),
+        ("load average before the run (1 / 5 / 15 min)", machine["load_before"]),
+        ("date", machine["date"]),
+    ]
+    body = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    return f"## Machine\n\n| | |\n|---|---|\n{body}\n"
+
+
+HOW_TO_RUN = """## How to run
+
+```sh
+make bench                    # the full matrix; writes docs/benchmarks.md and docs/benchmarks.png
+make bench ARGS=--quick       # smoke run (100 streams, short loads), report in .tmp/bench/quick/
+.venv/bin/python -m bench.run --sizes 100,1000 --modes switchboard   # a subset
+```
+
+It needs `redis-server` on the PATH (`make bench` installs it with apt-get if missing) and the
+`bench` extra (matplotlib). It starts its own redis-server (no persistence) on a free loopback
+port and, for every combination of mode, N and layout, a fresh server process
+(`python -m bench.serve [--baseline] --insecure ...`), so that memory and connections are
+measured from a clean start. Logs go to `.tmp/bench/logs/`, raw figures to
+`.tmp/bench/results.json`.
+"""
+
+
+def _method(plan: Any) -> str:
+    return f"""## What is measured
+
+- **Streams**: N ∈ {{{', '.join(f'{n:,}' for n in plan.sizes)}}} SSE streams on
+  `GET /chatbot/api/sessions/{{s}}/events`, opened by {plan.receivers} receiver process(es)
+  (raw asyncio protocol, HTTP/1.1 chunked, parsing the `id:` / `data:` lines), at most 100
+  being opened at once; a stream counts as open when its `connected` event arrives. Layouts:
+  **one channel** (all N streams on one session) and **one channel per 10 streams** (N/10
+  sessions). The sessions are created (`POST /chatbot/api/sessions`) and taken over once
+  (`POST /workbench/api/sessions/{{s}}/takeover`) before the streams open.
+- **Loads**, from one publisher process (aiohttp) on
+  `POST /workbench/api/sessions/{{s}}/messages`, content `t=<send time> n=<sequence number>`,
+  message n to session n mod S: first a **max rate**, {plan.max_concurrency} publisher tasks
+  each sending its next message as soon as the last one was answered, for
+  {plan.max_seconds:g} s (closed loop: it leaves no backlog behind); then a **fixed rate** of
+  {plan.fixed_rate:g} messages/s in all (open loop, round-robin over the sessions) for
+  {plan.fixed_seconds:g} s. After publishing, the receivers wait until every stream has every
+  message, at most {plan.drain:g} s, or until nothing arrived for {plan.quiet:g} s. The load
+  generator's garbage collector is off during a load, so that its pauses do not count as
+  the server's latency.
+- **Latency** publish→receive: receive time minus the send time in the content (same
+  machine, same clock), over every delivery; p50 / p90 / p99 / max.
+- **Deliveries/s**: messages received by all streams together, divided by the time from the
+  first publish to the last delivery (so a backlog drained after publishing counts against it).
+- **Missing / duplicates**: per stream, by sequence number, against the messages whose publish
+  was answered 200 (missing = not received by the end of the wait above, marked *late* when
+  events were still arriving as it ended or when the server still used over half a core in
+  the second after it: most likely late, not lost; **cut** = streams the server ended during
+  the load).
+  A publish request gives up after 10 s; such a message is not expected, but when it reaches
+  the streams all the same it shows as "+N of timed-out publishes".
+- **Publishes/s**: publish requests answered 200 per second, and their request p50 / p99.
+- **RSS per stream**: the server's VmRSS (/proc/<pid>/status) after opening N idle streams,
+  minus before, divided by N. **Redis connections**: `CLIENT LIST` with the N streams open
+  (the harness's own connection not counted), and in brackets those subscribed to a channel;
+  the others are the server's command pool (at most 64 connections, but for baseline-pool),
+  filled by the burst of stream opens.
+- **CPU**: utime + stime (/proc/<pid>/stat) over the load (publishing and draining), as % of
+  one core, for the server, Redis, the receiver(s) and the publisher; **machine** is all busy
+  CPU on the machine (/proc/stat, 200% = both cores), so the gap to the sum of ours is other work.
+"""
+
+
+def _open_table(opens: list[OpenResult], plan: Any) -> str:
+    lines = ["## Results\n", "### Opening N idle streams\n",
+             "| N | layout | mode | open | time to open (s) | RSS per stream (KiB) | Redis connections (pub/sub) |",
+             "|---:|---|---|---:|---:|---:|---:|"]
+    for n in plan.sizes:
+        for layout in plan.layouts:
+            for mode in plan.modes:
+                o = _open(opens, mode, n, layout)
+                if o is None:
+                    continue
+                if o.failure:
+                    lines.append(f"| {n:,} | {LAYOUTS[layout]} | {mode} | {o.failure} | | | |")
+                    continue
+                lines.append(f"| {n:,} | {LAYOUTS[layout]} | {mode} | {o.opened:,} | {o.open_seconds:.1f} | "
+                             f"{_fmt(o.rss_per_stream_kib, 1)} | {_fmt(o.redis_connections, 0)} "
+                             f"({_fmt(o.pubsub_connections, 0)}) |")
+    return "\n".join(lines) + "\n"
+
+
+LOAD_HEADER = (
+    (
+        "| N | mode | publishes/s (req p50 / p99 ms) | deliveries | deliveries/s | p50 ms | p90 ms | "
+        "p99 ms | max ms | missing | dup | cut | CPU % server / Redis / receiver / publisher / machine |"
+    ),
+    "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+)
+
+
+def _load_table(scenarios: list[ScenarioResult], layout: str, load: str, plan: Any) -> str:
+    lines = [f"### {LAYOUTS[layout].capitalize()}, {LOADS[load]}\n", *LOAD_HEADER]
+    for n in plan.sizes:
+        for mode in plan.modes:
+            s = _scenario(scenarios, mode, n, layout, load)
+            if s is None:
+                continue
+            if s.failure:
+                lines.append(f"| {n:,} | {mode} | {s.failure} |" + " |" * 10)
+                continue
+            receivers = "+".join(f"{c:.0f}" for c in s.receiver_cpu)
+            flag = " ⚠" if s.loadgen_bound else ""
+            lines.append(
+                f"| {n:,} | {mode} | {s.publish_rps:,.0f} ({s.request_p50_ms:.0f} / {s.request_p99_ms:.0f}) | "
+                f"{_deliveries_cell(s)} | {s.deliveries_per_s:,.0f} | {s.p50_ms:.1f} | "
+                f"{s.p90_ms:.1f} | {s.p99_ms:.1f} | {s.max_ms:.0f} | {_missing_cell(s)} | {s.duplicates:,} | "
+                f"{s.cut:,} | {s.server_cpu:.0f} / {s.redis_cpu:.0f} / {receivers}{flag} / "
+                f"{s.publisher_cpu:.0f} / {s.machine_cpu:.0f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _deliveries_cell(s: ScenarioResult) -> str:
+    """Expected deliveries received, of those expected; plus those of publishes that timed out
+    on the publisher's side but reached the streams all the same."""
+    cell = f"{s.expected - s.missing:,} of {s.expected:,}"
+    return cell + (f" (+{s.unexpected:,} of timed-out publishes)" if s.unexpected else "")
+
+
+def _missing_cell(s: ScenarioResult) -> str:
+    """Missing events, marked late when they were still arriving as the wait ended."""
+    return f"{s.missing:,} late" if s.missing and s.late else f"{s.missing:,}"
+
+
+RATIO_FIGURES = (
+    ("publish_rps", "publishes/s"), ("deliveries_per_s", "deliveries/s"), ("p50_ms", "p50"),
+    ("p99_ms", "p99"), ("max_ms", "max"), ("server_cpu", "server CPU"),
+)
+OPEN_FIGURES = (("open_seconds", "time to open"), ("rss_per_stream_kib", "RSS/stream"),
+                ("redis_connections", "Redis connections"), ("pubsub_connections", "pub/sub connections"))
+
+
+RATIO_LEGEND = (
+    "Above 1 is better for publishes/s and deliveries/s; below 1 is better for latency, CPU, "
+    "time, memory and connections. `-` where a mode failed; rows where it failed throughout "
+    "are left out.\n"
+)
+
+
+def _ratio_tables(opens: list[OpenResult], scenarios: list[ScenarioResult], plan: Any) -> str:
+    baselines = [m for m in plan.modes if m in BASELINES]
+    if "switchboard" not in plan.modes or not baselines:
+        return "## Ratios\n\nNo pair of modes was run: no ratios.\n"
+    lines = ["## Ratios switchboard / baseline\n", RATIO_LEGEND]
+    for baseline in baselines:
+        lines += [f"### switchboard / {baseline}\n",
+                  "| layout | load | N | " + " | ".join(label for _, label in RATIO_FIGURES) + " |",
+                  "|---|---|---:|" + "---:|" * len(RATIO_FIGURES)]
+        for layout in plan.layouts:
+            for load in LOADS:
+                for n in plan.sizes:
+                    ours = _scenario(scenarios, "switchboard", n, layout, load)
+                    theirs = _scenario(scenarios, baseline, n, layout, load)
+                    cells = [_ratio_cell(ours, theirs, attr) for attr, _ in RATIO_FIGURES]
+                    if any(c != "-" for c in cells):
+                        lines.append(f"| {LAYOUTS[layout]} | {LOADS[load]} | {n:,} | " + " | ".join(cells) + " |")
+        lines += ["", "| layout | N | " + " | ".join(label for _, label in OPEN_FIGURES) + " |",
+                  "|---|---:|" + "---:|" * len(OPEN_FIGURES)]
+        for layout in plan.layouts:
+            for n in plan.sizes:
+                ours, theirs = _open(opens, "switchboard", n, layout), _open(opens, baseline, n, layout)
+                cells = [_ratio_cell(ours, theirs, attr) for attr, _ in OPEN_FIGURES]
+                if any(c != "-" for c in cells):
+                    lines.append(f"| {LAYOUTS[layout]} | {n:,} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _ratio_cell(ours: Any, theirs: Any, attr: str) -> str:
+    if ours is None or theirs is None or ours.failure or theirs.failure:
+        return "-"
+    r = ratio(getattr(ours, attr), getattr(theirs, attr))
+    return "-" if r is None else f"{r:.2f}"
+
+
+def _notes(opens: list[OpenResult], scenarios: list[ScenarioResult], plan: Any) -> str:
+    lines = ["## Notes\n", *scaled_down(plan, scenarios), ""]
+    lines += ["What limited what, in this run:", ""]
+    lines += _limit_notes(opens, scenarios) or ["- nothing stood out."]
+    return "\n".join(lines) + "\n"
+
+
+def scaled_down(plan: Any, scenarios: list[ScenarioResult]) -> list[str]:
+    """What this run left out or made smaller than a real load test would."""
+    top = max(plan.sizes)
+    return [
+        "Scaled down to fit a 2-core machine and under 10 minutes for the whole matrix:",
+        "",
+        (
+            "- the load generator (one receiver and one publisher process) shares the two cores "
+            "with the server and Redis; a dedicated load machine would take it out of the "
+            "measurement, here its CPU is reported beside the server's and ⚠ marks a "
+            "load-generator process near a full core, where it may have set the pace rather "
+            "than the server;"
+        ),
+        (
+            f"- loads last seconds, not minutes (fixed rate {plan.fixed_seconds:g} s, max rate "
+            f"{plan.max_seconds:g} s): enough for thousands of messages and up to millions of "
+            "deliveries, not for steady-state effects such as memory growth or history "
+            "trimming over hours;"
+        ),
+        _fixed_rate_note(plan, scenarios),
+        (
+            f"- at most {top:,} streams, one server process per mode, no reconnects (a stream "
+            "the server ends is counted as cut, not reopened);"
+        ),
+        (
+            "- each combination runs once; the machine may be shared with other work (the "
+            "**machine** CPU column shows how much), so read the ratios rather than the "
+            "absolute figures."
+        ),
+    ]
+
+
+def _fixed_rate_note(plan: Any, scenarios: list[ScenarioResult]) -> str:
+    channels = max(plan.sizes) // 10
+    wanted = plan.fixed_rate * channels
+    best = max((s.publish_rps for s in scenarios if not s.failure), default=0.0)
+    beyond = f", more than the {best:,.0f}/s the best mode accepted here" if wanted > best else ""
+    return (
+        f"- the fixed rate is {plan.fixed_rate:g} messages/s in all, not per channel (the "
+        f"latency case of the issue's target): {plan.fixed_rate:g}/s on each of {channels:,} "
+        f"channels would be {wanted:,.0f} publishes/s{beyond};"
+    )
+
+
+def _limit_notes(opens: list[OpenResult], scenarios: list[ScenarioResult]) -> list[str]:
+    """Failures, bottlenecks and anomalies, from the figures of this run."""
+    notes = [f"- {o.mode}, {o.n:,} streams, {LAYOUTS[o.layout]}: {o.failure}." for o in opens if o.failure]
+    if any(o.mode == "baseline" and o.failure and "HTTP 503" in o.failure for o in opens):
+        notes.append(BASELINE_503)
+    notes += [f"- the {o.mode} server with {o.n:,} streams ({LAYOUTS[o.layout]}) {o.stopped}."
+              for o in opens if o.stopped]
+    ran = [s for s in scenarios if not s.failure]
+    notes += [f"- {_label(s)}: {s.failure}." for s in scenarios if s.failure and not _open_failed(opens, s)]
+    notes += _bottleneck_notes(ran)
+    for s in ran:
+        if s.missing or s.duplicates or s.cut or s.publish_errors:
+            late = ""
+            if s.late and s.missing:
+                late = (" (late: still arriving when the wait ended" if s.busy_after is None else
+                        f" (late: the server still used {s.busy_after:.0f}% of a core after the wait")
+                late += ", so most likely not lost)"
+            notes.append(f"- {_label(s)}: {s.missing:,} missing{late}, {s.duplicates:,} duplicates, "
+                         f"{s.cut:,} streams cut, publish errors {s.publish_errors or 'none'}.")
+    return notes
+
+
+BASELINE_503 = (
+    "- baseline: its per-stream pub/sub connections come from redis-py's default pool of 100 "
+    "connections; past that redis-py raises `MaxConnectionsError('Too many connections')`, which "
+    "the server answers with 503 \"state store unavailable\" (the original design's failure past "
+    "about 100 streams). baseline-pool measures the same design without that limit."
+)
+
+
+def _bottleneck_notes(ran: list[ScenarioResult]) -> list[str]:
+    notes = []
+    bound = [s for s in ran if s.server_cpu >= 90 and not s.loadgen_bound]
+    if bound:
+        notes.append(_cpu_bound_note(ran, bound))
+    gen = [s for s in ran if s.loadgen_bound]
+    busiest = max((c for s in ran for c in [*s.receiver_cpu, s.publisher_cpu]), default=0.0)
+    if gen:
+        notes += [f"- {_label(s)}: a load-generator process was near a full core (receiver "
+                  f"{'+'.join(f'{c:.0f}' for c in s.receiver_cpu)}%, publisher {s.publisher_cpu:.0f}%): "
+                  "it may have set the pace." for s in gen]
+    else:
+        notes.append(f"- the load generator was not the bottleneck: its busiest process used at "
+                     f"most {busiest:.0f}% of a core.")
+    redis_peak = max((s.redis_cpu for s in ran), default=0.0)
+    notes.append(f"- Redis used at most {redis_peak:.0f}% of a core: it never limited anything.")
+    for s in ran:
+        ours = s.server_cpu + s.redis_cpu + sum(s.receiver_cpu) + s.publisher_cpu
+        if s.machine_cpu - ours > HEAVY_OTHER_CPU:
+            notes.append(f"- {_label(s)}: other work on the machine used about "
+                         f"{s.machine_cpu - ours:.0f}% of a core: noisy.")
+    return notes
+
+
+def _cpu_bound_note(ran: list[ScenarioResult], bound: list[ScenarioResult]) -> str:
+    """Which loads the server's one core limited, shortened when it is every max-rate load."""
+    max_rate = [s for s in ran if s.load == "max"]
+    every_max = bool(max_rate) and all(s in bound for s in max_rate)
+    others = [s for s in bound if not (every_max and s.load == "max")]
+    parts = ["every max-rate load"] if every_max else []
+    parts += [_label(s) for s in others]
+    return (f"- the server process was CPU-bound (≥ 90% of its one core) in {len(bound)} of "
+            f"{len(ran)} loads: " + "; ".join(parts) + ".")
+
+
+def _label(s: ScenarioResult) -> str:
+    return f"{s.mode} {s.n:,} {LAYOUTS[s.layout]} {LOADS[s.load]}"
+
+
+def _open_failed(opens: list[OpenResult], s: ScenarioResult) -> bool:
+    o = _open(opens, s.mode, s.n, s.layout)
+    return o is not None and o.failure is not None
+
+
+def _scenario(scenarios: list[ScenarioResult], mode: str, n: int, layout: str, load: str) -> ScenarioResult | None:
+    return next((s for s in scenarios if (s.mode, s.n, s.layout, s.load) == (mode, n, layout, load)), None)
+
+
+def _open(opens: list[OpenResult], mode: str, n: int, layout: str) -> OpenResult | None:
+    return next((o for o in opens if (o.mode, o.n, o.layout) == (mode, n, layout)), None)
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
