@@ -66,6 +66,16 @@ def redis_client(settings: Settings) -> Redis:
     return Redis.from_pool(pool)
 
 
+def redis_broker_options(settings: Settings) -> dict[str, float]:
+    """What a RedisBroker (or a subclass, such as the benchmark's baseline) takes from settings."""
+    return {
+        "queue_size": settings.queue_size,
+        "history_maxlen": settings.history_size,
+        "history_ttl": settings.history_ttl,
+        "subscribe_timeout": settings.redis_timeout,
+    }
+
+
 async def open_backends(settings: Settings) -> Backends:
     if not settings.use_redis:
         logger.info("broker and session store in memory (Redis switched off)")
@@ -76,13 +86,7 @@ async def open_backends(settings: Settings) -> Backends:
         )
         return Backends(broker, MemorySessionStore())
     redis = redis_client(settings)
-    broker = RedisBroker(
-        redis,
-        queue_size=settings.queue_size,
-        history_maxlen=settings.history_size,
-        history_ttl=settings.history_ttl,
-        subscribe_timeout=settings.redis_timeout,
-    )
+    broker = RedisBroker(redis, **redis_broker_options(settings))
     redis_store = RedisSessionStore(redis, timeout=settings.redis_timeout)
     where = _redacted(settings.redis_url)
     if await broker.start(wait=min(START_WAIT, settings.redis_timeout)):

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
 from realtime.broker import BrokerError, Subscription
-from realtime.redis_broker import DISCONNECTED, RedisBroker, _text
+from realtime.redis_broker import DISCONNECTED, RedisBroker, as_text
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class PerStreamRedisBroker(RedisBroker):
                 continue
             if message is None or message["type"] != "message":
                 continue
-            event_id, _, data = _text(message["data"]).partition(" ")
-            event = self._decode(_text(message["channel"]), event_id, data)
+            event_id, _, data = as_text(message["data"]).partition(" ")
+            event = self._decode(as_text(message["channel"]), event_id, data)
             if event is not None:
                 subscription.deliver(event)

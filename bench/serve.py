@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from app.backends import Backends, redis_client
+from app.backends import Backends, redis_broker_options, redis_client
 from app.factory import create_app
 from app.settings import Settings, load_settings
 from app.store import RedisSessionStore
@@ -19,11 +19,7 @@ logger = logging.getLogger(__name__)
 async def open_baseline_backends(settings: Settings) -> Backends:
     redis = redis_client(settings)
     broker = PerStreamRedisBroker(
-        redis,
-        subscriber_url=settings.redis_url,
-        queue_size=settings.queue_size,
-        history_maxlen=settings.history_size,
-        history_ttl=settings.history_ttl,
+        redis, subscriber_url=settings.redis_url, **redis_broker_options(settings)
     )
     if not await broker.start(wait=settings.redis_timeout):
         raise RuntimeError("the baseline needs Redis")

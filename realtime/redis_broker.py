@@ -219,7 +219,7 @@ class RedisBroker(Broker):
         except RedisError as exc:
             raise BrokerError(f"publish failed: {exc}") from exc
         else:
-            event_id = _text(result)
+            event_id = as_text(result)
             self._clock.observe(ids.parse(event_id))
             if not self.available:
                 # The reader is not back yet: the catch-up after it would deliver this too;
@@ -235,7 +235,7 @@ class RedisBroker(Broker):
     async def position(self) -> str:
         if self.available:
             try:
-                current = _text(await self._position_script(keys=[CLOCK_KEY]))
+                current = as_text(await self._position_script(keys=[CLOCK_KEY]))
             except DISCONNECTED:
                 pass
             else:
@@ -283,14 +283,14 @@ class RedisBroker(Broker):
         if not removed_any:
             return True
         first = info.get("recorded-first-entry-id") or (info.get("first-entry") or [b"0-0"])[0]
-        first_id = _text(first)
+        first_id = as_text(first)
         return ids.is_event_id(first_id) and ids.parse(first_id) <= key
 
     def _decode_entries(self, channel: str, entries: list[Any]) -> list[Event]:
         events = []
         for entry_id, fields in entries:
             data = fields.get(b"d", fields.get("d"))
-            event = self._decode(channel, _text(entry_id), data) if data is not None else None
+            event = self._decode(channel, as_text(entry_id), data) if data is not None else None
             if event is not None:
                 events.append(event)
         return events
@@ -439,7 +439,7 @@ class RedisBroker(Broker):
         seen = ids.parse(self._clock.current)
         if seen > (0, 0):
             before = await self._advance_clock_script(keys=[CLOCK_KEY], args=[seen[0], seen[1]])
-        if seen > (0, 0) and (before is None or ids.parse(_text(before)) < seen):
+        if seen > (0, 0) and (before is None or ids.parse(as_text(before)) < seen):
             self._history_floor = max(self._history_floor, seen)
             logger.warning(
                 "Redis has no history up to %s (restarted without persistence, or this "
@@ -532,10 +532,10 @@ class RedisBroker(Broker):
     def _on_message(self, message: dict[str, Any]) -> None:
         kind = message["type"]
         if kind == "message":
-            channel = _text(message["channel"])
+            channel = as_text(message["channel"])
             raw = message["data"]
             try:
-                text = _text(raw)
+                text = as_text(raw)
             except UnicodeDecodeError:
                 logger.warning("dropped a message that is not UTF-8 on %s", channel)
                 self.dropped += 1
@@ -548,7 +548,7 @@ class RedisBroker(Broker):
             self._clock.observe(event.key)
             self._fan_out(event)
         elif kind == "subscribe":
-            self._confirm(_text(message["channel"]))
+            self._confirm(as_text(message["channel"]))
 
     def _decode(self, channel: str, event_id: str, data: str | bytes) -> Event | None:
         if not ids.is_event_id(event_id):
@@ -558,7 +558,7 @@ class RedisBroker(Broker):
             logger.warning("dropped a message with an id from the future on %s", channel)
             return None
         try:
-            text = _text(data)
+            text = as_text(data)
             envelope = json.loads(text)
         except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
             logger.warning("dropped a message that is not JSON on %s", channel)
@@ -570,6 +570,7 @@ class RedisBroker(Broker):
         return Event.build(event_id, channel, envelope, text)
 
 
-def _text(value: bytes | str) -> str:
+def as_text(value: bytes | str) -> str:
+    """A Redis reply as text, whether the client decodes responses or not."""
     return value.decode() if isinstance(value, bytes) else value
 

@@ -19,6 +19,7 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError, WatchError
 
 from app.store import rules
+from realtime.redis_broker import as_text
 from app.store.base import (
     TRANSCRIPT_LIMIT,
     Action,
@@ -127,7 +128,7 @@ class RedisSessionStore(SessionStore):
         names = await self._call(lambda: self._redis.smembers(status_key(status)))
         if not names:
             return []
-        keys = [session_key(_text(n)) for n in names]
+        keys = [session_key(as_text(n)) for n in names]
         raws = await self._call(lambda: self._redis.mget(keys))
         sessions = [_decode(raw) for raw in raws if raw is not None]
         # The set and the session can only disagree for a moment between two transactions.
@@ -211,10 +212,6 @@ async def _adopt(session: Session, messages: list[Message], pipe: Pipeline) -> b
         pipe.rpush(messages_key(name), *(json.dumps(m) for m in messages))
     await pipe.execute()
     return True
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _decode(raw: bytes | str) -> Session:
