@@ -8,16 +8,19 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
-from aiohttp_sse import EventSourceResponse
+from typing import TYPE_CHECKING
 
 from realtime.broker import Subscription
+
+if TYPE_CHECKING:
+    from handlers.sse import FrameWriter
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(eq=False, slots=True)
 class OpenStream:
-    response: EventSourceResponse
+    frames: "FrameWriter"
     subscription: Subscription
     component: str
 
@@ -60,6 +63,9 @@ class StreamRegistry:
 
     def discard(self, stream: OpenStream) -> None:
         self._open.discard(stream)
+
+    def open_streams(self) -> list[OpenStream]:
+        return list(self._open)
 
     def __len__(self) -> int:
         """Streams open or opening."""

@@ -1,9 +1,12 @@
-"""The SSE writer: subscription → queue → wire, for every stream endpoint.
+"""The SSE writer: subscription → wire, for every stream endpoint.
 
 The subscription is live before ``connected`` is sent, so anything published after a client
-sees ``connected`` reaches it. The server runs with handler cancellation, so a client that
-leaves cancels this handler at once and the ``async with`` releases its channels; a failed
-write (heartbeat included) ends the stream too, for servers run without it.
+sees ``connected`` reaches it. Events then go straight from the broker's fan-out to the socket
+(``FrameWriter.offer``, one ``transport.write`` of bytes shared by all streams) while the
+socket takes them; only a stream whose client reads slowly queues, and its handler writes the
+queue in one go once the socket drains. Heartbeats come from one process-wide ticker
+(``send_heartbeats``), not a timer per stream. The server runs with handler cancellation, so
+a client that leaves cancels its handler at once and the ``async with`` releases its channels.
 """
 
 import asyncio
@@ -12,46 +15,99 @@ import random
 from typing import Any
 
 from aiohttp import web
-from aiohttp_sse import EventSourceResponse, sse_response
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp_sse import EventSourceResponse
 
 from app.auth import Principal
 from app.errors import ApiError
 from app.keys import BACKENDS, COMPONENT, SETTINGS, STREAMS
-from app.streams import OpenStream
+from app.streams import OpenStream, StreamRegistry
 from realtime.broker import (
     Subscription,
     SubscriptionClosed,
     SubscriptionGap,
     SubscriptionOverflow,
 )
-from realtime.events import encode, envelope, sse_frame
+from realtime.events import Event, encode, envelope, http_chunk, sse_frame
 
 logger = logging.getLogger(__name__)
 
-# aiohttp-sse's comment pings only duplicate our heartbeat event; keep them rare.
-PING_INTERVAL = 3600.0
 # The reconnection delay suggested to a client whose stream the server ends.
 RETRY_MIN_MS = 1000
 RETRY_MAX_MS = 3000
+# A client whose socket stays full this long is dropped (also by the kernel: TCP_USER_TIMEOUT).
+SEND_TIMEOUT = EventSourceResponse.DEFAULT_SEND_TIMEOUT or 120.0
+# Streams written per loop iteration by the heartbeat ticker, so requests interleave.
+HEARTBEAT_SLICE = 500
 
 
 class EventStreamResponse(EventSourceResponse):
-    """An SSE response that writes frames already encoded once per event, for every stream."""
+    """aiohttp-sse's response (headers, method check, TCP_USER_TIMEOUT so a hung peer is
+    dropped by the kernel) without its ping task per stream: our heartbeat is one ticker for
+    the whole process, which saves a task, a timer and about a kilobyte per idle stream."""
 
-    async def send_frame(self, frame: bytes) -> None:
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        if self.prepared:
+            return await super().prepare(request)
+        self._set_tcp_user_timeout(request)
+        return await web.StreamResponse.prepare(self, request)
+
+
+class FrameWriter:
+    """Writes frames to one stream's socket; ``offer`` never waits, ``write`` may."""
+
+    __slots__ = ("_writer", "_protocol", "_chunked", "_send_timeout")
+
+    def __init__(self, writer: AbstractStreamWriter, request: web.Request, send_timeout: float) -> None:
+        self._writer = writer
+        self._protocol = request.protocol
+        # HTTP/1.1 bodies are chunked (EventSource always speaks it); HTTP/1.0 ones are not.
+        self._chunked = bool(getattr(writer, "chunked", False))
+        self._send_timeout = send_timeout
+
+    def offer(self, event: Event) -> bool:
+        """The subscription's write-through: the event's shared bytes, if the socket takes
+        them now (its buffer is under the high-water mark); else False, and it is queued."""
+        return self.write_now(event.chunk if self._chunked else event.frame)
+
+    def bytes_of(self, event: Event) -> bytes:
+        return event.chunk if self._chunked else event.frame
+
+    def heartbeat(self, frame: bytes, chunk: bytes) -> None:
+        self.write_now(chunk if self._chunked else frame)
+
+    def write_now(self, data: bytes) -> bool:
+        protocol = self._protocol
+        transport = protocol.transport
+        if transport is None or protocol.writing_paused or transport.is_closing():
+            return False
         try:
-            async with asyncio.timeout(self._send_timeout):
-                await self.write(frame)
-        except ConnectionResetError:
-            self.stop_streaming()
-            raise
-        except TimeoutError:
-            self.stop_streaming()
-            self._abort_transport()
-            raise
+            transport.write(data)
+        except (OSError, RuntimeError) as exc:
+            logger.debug("stream write failed: %r", exc)
+            return False
+        return True
+
+    def wire(self, frame: bytes) -> bytes:
+        return http_chunk(frame) if self._chunked else frame
+
+    async def write(self, data: bytes) -> None:
+        """Write, then wait (at most the send timeout) while the client's socket is full;
+        raises ConnectionResetError when the client is gone, TimeoutError when it stalls."""
+        transport = self._protocol.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("the client went away")
+        transport.write(data)
+        if self._protocol.writing_paused:
+            try:
+                async with asyncio.timeout(self._send_timeout):
+                    await self._writer.drain()
+            except TimeoutError:
+                transport.abort()
+                raise
 
 
-def _system_frame(type_: str, payload: dict[str, Any], event_id: str | None = None) -> bytes:
+def system_frame(type_: str, payload: dict[str, Any], event_id: str | None = None) -> bytes:
     return sse_frame(encode(envelope(type_, payload, "system")), event_id)
 
 
@@ -59,6 +115,21 @@ def _retry_frame() -> bytes:
     """A reconnection hint for a stream the server ends; jittered so that the clients of a
     restarting process do not all come back in the same millisecond."""
     return f"retry: {random.randint(RETRY_MIN_MS, RETRY_MAX_MS)}\n\n".encode()
+
+
+async def send_heartbeats(registry: StreamRegistry, interval: float) -> None:
+    """Every ``interval``, a heartbeat event to every open stream whose socket has room (one
+    that has not is busy with events anyway): it keeps proxies from closing idle streams and
+    lets clients notice a dead connection."""
+    while True:
+        await asyncio.sleep(interval)
+        frame = system_frame("heartbeat", {})
+        chunk = http_chunk(frame)
+        streams = registry.open_streams()
+        for start in range(0, len(streams), HEARTBEAT_SLICE):
+            for stream in streams[start : start + HEARTBEAT_SLICE]:
+                stream.frames.heartbeat(frame, chunk)
+            await asyncio.sleep(0)
 
 
 def resume_position(request: web.Request) -> str | None:
@@ -75,7 +146,6 @@ async def stream_events(
     principal: Principal | None,
 ) -> web.StreamResponse:
     settings = request.config_dict[SETTINGS]
-    heartbeat = settings.heartbeat
     registry = request.config_dict[STREAMS]
     owner = principal.key if principal is not None else None
     if len(channels) > settings.max_channels:
@@ -92,7 +162,7 @@ async def stream_events(
             headers={"Retry-After": "5"},
         )
     try:
-        return await _serve(request, channels, connected, heartbeat)
+        return await _serve(request, channels, connected)
     finally:
         registry.release(owner)
 
@@ -101,56 +171,57 @@ async def _serve(
     request: web.Request,
     channels: tuple[str, ...],
     connected: dict[str, Any],
-    heartbeat: float,
 ) -> web.StreamResponse:
     registry = request.config_dict[STREAMS]
     broker = request.config_dict[BACKENDS].broker
     # Entering the subscription makes it live, then reads the history after the resumed id
     # (if any): nothing falls between the replay and the live events.
     async with broker.subscribe(*channels, resume_from=resume_position(request)) as subscription:
-        async with sse_response(
-            request, response_cls=EventStreamResponse, ping_interval=PING_INTERVAL
-        ) as response:
-            stream = OpenStream(response, subscription, request.app[COMPONENT])
-            registry.add(stream)
-            where = ",".join(channels)
-            logger.debug("stream opened on %s at %s", where, subscription.position)
-            payload = {**connected, "recovered": subscription.recovered}
-            try:
-                await response.send_frame(_system_frame("connected", payload, subscription.position))
-                await _pump(response, subscription, heartbeat)
-            except (ConnectionResetError, TimeoutError):
-                pass  # the client went away or stalled: nothing more to send
-            except SubscriptionOverflow:
-                logger.warning("stream on %s cut off: client too slow", where)
-                await _hint_retry(response)
-            except SubscriptionGap:
-                await _hint_retry(response)
-            else:
-                await _hint_retry(response)  # the server ends the stream (shutdown)
-            finally:
-                registry.discard(stream)
-                logger.debug("stream closed on %s", where)
+        response = EventStreamResponse()
+        writer = await response.prepare(request)
+        assert writer is not None
+        frames = FrameWriter(writer, request, SEND_TIMEOUT)
+        stream = OpenStream(frames, subscription, request.app[COMPONENT])
+        registry.add(stream)
+        where = ",".join(channels)
+        logger.debug("stream opened on %s at %s", where, subscription.position)
+        payload = {**connected, "recovered": subscription.recovered}
+        try:
+            # Through aiohttp: the first write carries the response headers with it.
+            await response.write(system_frame("connected", payload, subscription.position))
+            subscription.write_through(frames.offer)
+            await _pump(frames, subscription)
+        except (ConnectionResetError, TimeoutError):
+            pass  # the client went away or stalled: nothing more to send
+        except SubscriptionOverflow:
+            logger.warning("stream on %s cut off: client too slow", where)
+            await _hint_retry(frames)
+        except SubscriptionGap:
+            await _hint_retry(frames)
+        else:
+            await _hint_retry(frames)  # the server ends the stream (shutdown)
+        finally:
+            subscription.write_through(None)
+            registry.discard(stream)
+            logger.debug("stream closed on %s", where)
     return response
 
 
-async def _hint_retry(response: EventStreamResponse) -> None:
+async def _hint_retry(frames: FrameWriter) -> None:
     try:
-        await response.send_frame(_retry_frame())
+        await frames.write(frames.wire(_retry_frame()))
     except (ConnectionResetError, TimeoutError, RuntimeError):
         pass
 
 
-async def _pump(response: EventStreamResponse, subscription: Subscription, heartbeat: float) -> None:
-    """Queue to wire until the subscription ends (returns) or the client goes (raises)."""
+async def _pump(frames: FrameWriter, subscription: Subscription) -> None:
+    """What the write-through could not take: queue to wire, all queued events in one write,
+    until the subscription ends (returns) or the client goes (raises)."""
     while True:
         try:
-            event = await subscription.get(timeout=heartbeat)
+            events = await subscription.batch()
         except (SubscriptionOverflow, SubscriptionGap):
             raise
         except SubscriptionClosed:
             return
-        if event is None:
-            await response.send_frame(_system_frame("heartbeat", {}))
-        else:
-            await response.send_frame(event.frame)
+        await frames.write(b"".join(map(frames.bytes_of, events)))

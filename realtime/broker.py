@@ -13,8 +13,7 @@ on a resume, after a Redis reconnect, or when a stream opens.
 import asyncio
 import logging
 from abc import ABC, abstractmethod
-from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Self
@@ -67,7 +66,16 @@ class Subscription:
     from, or the newest id when not resuming) and queues the history after a resumed
     position; ``recovered`` says whether that history was complete. Leaving the ``async
     with`` block always releases the channels, whatever ended it.
+
+    A consumer that can take an event without waiting (an SSE connection whose socket buffer
+    has room) may ``write_through``: events then go straight to it from the fan-out, with no
+    queue, future or task switch per event per stream, and only queue while it cannot.
     """
+
+    __slots__ = (
+        "channels", "position", "recovered", "_resume_from", "_broker", "_items", "_replayed",
+        "_waiter", "_maxsize", "_active", "_ended", "_last", "_held", "_writer",
+    )
 
     def __init__(
         self,
@@ -83,7 +91,9 @@ class Subscription:
         self.recovered = True
         self._resume_from = resume_from
         self._broker = broker
-        self._items: deque[Event | _Replayed] = deque()
+        # A list, not a deque: usually empty (see write_through), and an empty list costs no
+        # item storage where a deque allocates a block of 64 slots up front.
+        self._items: list[Event | _Replayed] = []
         self._replayed = 0  # _Replayed items in _items
         self._waiter: asyncio.Future[None] | None = None
         self._maxsize = maxsize
@@ -92,6 +102,7 @@ class Subscription:
         self._last = (0, 0)
         # While the start position or a history read is pending, live events wait here.
         self._held: list[Event] | None = None
+        self._writer: Callable[[Event], bool] | None = None
 
     @property
     def active(self) -> bool:
@@ -159,6 +170,7 @@ class Subscription:
         tb: TracebackType | None,
     ) -> None:
         self._active = False
+        self._writer = None
         self._end(SubscriptionClosed)
         await self._broker._detach(self)
 
@@ -173,9 +185,33 @@ class Subscription:
         except SubscriptionClosed:
             raise StopAsyncIteration from None
 
+    def write_through(self, writer: Callable[[Event], bool] | None) -> None:
+        """From now on, hand each event to ``writer`` when nothing is queued before it; the
+        writer returns False when it cannot take the event without waiting, and the event is
+        queued instead (so order holds: nothing is written past a queued event). The writer
+        must not raise. None switches it off."""
+        self._writer = writer
+
     async def get(self, timeout: float | None = None) -> Event | None:
         """Next event; None if ``timeout`` passes first. Raises SubscriptionClosed at the end
         (after the events already queued, except for an overflow, which drops them)."""
+        if not await self._wait(timeout):
+            return None
+        item = self._items.pop(0)
+        if isinstance(item, _Replayed):
+            self._replayed -= 1
+            return item.event
+        return item
+
+    async def batch(self) -> list[Event]:
+        """Every queued event, oldest first, waiting for one if none is queued; raises like
+        ``get`` at the end. A consumer that fell behind catches up in one write."""
+        await self._wait(None)
+        items, self._items = self._items, []
+        self._replayed = 0
+        return [item.event if isinstance(item, _Replayed) else item for item in items]
+
+    async def _wait(self, timeout: float | None) -> bool:
         while not self._items:
             if self._ended is not None:
                 raise self._ended()
@@ -187,14 +223,10 @@ class Subscription:
                     async with asyncio.timeout(timeout):
                         await self._waiter
             except TimeoutError:
-                return None
+                return False
             finally:
                 self._waiter = None
-        item = self._items.popleft()
-        if isinstance(item, _Replayed):
-            self._replayed -= 1
-            return item.event
-        return item
+        return True
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -220,6 +252,8 @@ class Subscription:
         if key <= self._last:
             return  # already queued (history and live overlap) or before the start position
         self._last = key
+        if not self._items and self._writer is not None and self._writer(event):
+            return
         if replayed:
             self._items.append(_Replayed(event))
             self._replayed += 1
@@ -234,7 +268,7 @@ class Subscription:
         logger.warning(
             "slow consumer cut off: %d events queued on %s", self._maxsize, ",".join(self.channels)
         )
-        self._items.clear()
+        self._items = []
         self._replayed = 0
         self._held = [] if self._held is not None else None
         self._broker.overflows += 1

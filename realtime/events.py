@@ -23,10 +23,16 @@ def sse_frame(data: str, event_id: str | None = None) -> bytes:
     return f"{head}data: {data}\n\n".encode()
 
 
+def http_chunk(frame: bytes) -> bytes:
+    """``frame`` as one HTTP/1.1 chunk: made once per event, so that a stream's write is one
+    ``transport.write`` of shared bytes, with no per-stream framing or copying."""
+    return b"%x\r\n%b\r\n" % (len(frame), frame)
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """A published event: its id, channel and envelope, with what every stream needs from it
-    computed once: the id as a sortable key and the SSE frame."""
+    computed once: the id as a sortable key, the SSE frame, and the frame as an HTTP chunk."""
 
     id: str
     channel: str
@@ -34,10 +40,12 @@ class Event:
     data: str
     key: tuple[int, int] = field(repr=False)
     frame: bytes = field(repr=False)
+    chunk: bytes = field(repr=False)
 
     @classmethod
     def build(cls, event_id: str, channel: str, event: dict[str, Any], data: str) -> "Event":
-        return cls(event_id, channel, event, data, ids.parse(event_id), sse_frame(data, event_id))
+        frame = sse_frame(data, event_id)
+        return cls(event_id, channel, event, data, ids.parse(event_id), frame, http_chunk(frame))
 
 
 def validated(event: dict[str, Any]) -> str:
