@@ -12,6 +12,7 @@ a client that leaves cancels its handler at once and the ``async with`` releases
 import asyncio
 import logging
 import random
+from collections.abc import Coroutine
 from typing import Any
 
 from aiohttp import web
@@ -22,12 +23,7 @@ from app.auth import Principal
 from app.errors import ApiError
 from app.keys import BACKENDS, COMPONENT, SETTINGS, STREAMS
 from app.streams import OpenStream, StreamRegistry
-from realtime.broker import (
-    Subscription,
-    SubscriptionClosed,
-    SubscriptionGap,
-    SubscriptionOverflow,
-)
+from realtime.broker import SubscriptionClosed, SubscriptionOverflow
 from realtime.events import Event, encode, envelope, http_chunk, sse_frame
 
 logger = logging.getLogger(__name__)
@@ -139,12 +135,15 @@ def resume_position(request: web.Request) -> str | None:
     return request.headers.get("Last-Event-ID") or request.query.get("last_event_id") or None
 
 
-async def stream_events(
+def stream_events(
     request: web.Request,
     channels: tuple[str, ...],
     connected: dict[str, Any],
     principal: Principal | None,
-) -> web.StreamResponse:
+) -> Coroutine[Any, Any, web.StreamResponse]:
+    """Check the limits and take the stream's place, then give the handler the stream to
+    await. Not a coroutine itself: a suspended frame per open stream is memory per stream, so
+    the chain of them is kept short (the place is given back by the stream when it ends)."""
     settings = request.config_dict[SETTINGS]
     registry = request.config_dict[STREAMS]
     owner = principal.key if principal is not None else None
@@ -161,50 +160,52 @@ async def stream_events(
             429, "too_many_streams", "this token holds as many streams as it may; close one first",
             headers={"Retry-After": "5"},
         )
-    try:
-        return await _serve(request, channels, connected)
-    finally:
-        registry.release(owner)
+    return _serve(request, channels, connected, owner)
 
 
 async def _serve(
     request: web.Request,
     channels: tuple[str, ...],
     connected: dict[str, Any],
+    owner: str | None,
 ) -> web.StreamResponse:
     registry = request.config_dict[STREAMS]
-    broker = request.config_dict[BACKENDS].broker
-    # Entering the subscription makes it live, then reads the history after the resumed id
-    # (if any): nothing falls between the replay and the live events.
-    async with broker.subscribe(*channels, resume_from=resume_position(request)) as subscription:
-        response = EventStreamResponse()
-        writer = await response.prepare(request)
-        assert writer is not None
-        frames = FrameWriter(writer, request, SEND_TIMEOUT)
-        stream = OpenStream(frames, subscription, request.app[COMPONENT])
-        registry.add(stream)
-        where = ",".join(channels)
-        logger.debug("stream opened on %s at %s", where, subscription.position)
-        payload = {**connected, "recovered": subscription.recovered}
-        try:
-            # Through aiohttp: the first write carries the response headers with it.
-            await response.write(system_frame("connected", payload, subscription.position))
-            subscription.write_through(frames.offer)
-            await _pump(frames, subscription)
-        except (ConnectionResetError, TimeoutError):
-            pass  # the client went away or stalled: nothing more to send
-        except SubscriptionOverflow:
-            logger.warning("stream on %s cut off: client too slow", where)
-            await _hint_retry(frames)
-        except SubscriptionGap:
-            await _hint_retry(frames)
-        else:
-            await _hint_retry(frames)  # the server ends the stream (shutdown)
-        finally:
-            subscription.write_through(None)
-            registry.discard(stream)
-            logger.debug("stream closed on %s", where)
-    return response
+    try:
+        broker = request.config_dict[BACKENDS].broker
+        # Entering the subscription makes it live, then reads the history after the resumed
+        # id (if any): nothing falls between the replay and the live events.
+        async with broker.subscribe(*channels, resume_from=resume_position(request)) as subscription:
+            response = EventStreamResponse()
+            writer = await response.prepare(request)
+            assert writer is not None
+            frames = FrameWriter(writer, request, SEND_TIMEOUT)
+            stream = OpenStream(frames, subscription, request.app[COMPONENT])
+            registry.add(stream)
+            where = ",".join(channels)
+            logger.debug("stream opened on %s at %s", where, subscription.position)
+            payload = {**connected, "recovered": subscription.recovered}
+            try:
+                # Through aiohttp: the first write carries the response headers with it.
+                await response.write(system_frame("connected", payload, subscription.position))
+                subscription.write_through(frames.offer)
+                # What the write-through could not take: all queued events in one write.
+                while True:
+                    events = await subscription.batch()
+                    await frames.write(b"".join(map(frames.bytes_of, events)))
+            except (ConnectionResetError, TimeoutError):
+                pass  # the client went away or stalled: nothing more to send
+            except SubscriptionOverflow:
+                logger.warning("stream on %s cut off: client too slow", where)
+                await _hint_retry(frames)
+            except SubscriptionClosed:
+                await _hint_retry(frames)  # a gap, or the server ends the stream (shutdown)
+            finally:
+                subscription.write_through(None)
+                registry.discard(stream)
+                logger.debug("stream closed on %s", where)
+        return response
+    finally:
+        registry.release(owner)
 
 
 async def _hint_retry(frames: FrameWriter) -> None:
@@ -212,16 +213,3 @@ async def _hint_retry(frames: FrameWriter) -> None:
         await frames.write(frames.wire(_retry_frame()))
     except (ConnectionResetError, TimeoutError, RuntimeError):
         pass
-
-
-async def _pump(frames: FrameWriter, subscription: Subscription) -> None:
-    """What the write-through could not take: queue to wire, all queued events in one write,
-    until the subscription ends (returns) or the client goes (raises)."""
-    while True:
-        try:
-            events = await subscription.batch()
-        except (SubscriptionOverflow, SubscriptionGap):
-            raise
-        except SubscriptionClosed:
-            return
-        await frames.write(b"".join(map(frames.bytes_of, events)))

@@ -206,7 +206,14 @@ class Subscription:
     async def batch(self) -> list[Event]:
         """Every queued event, oldest first, waiting for one if none is queued; raises like
         ``get`` at the end. A consumer that fell behind catches up in one write."""
-        await self._wait(None)
+        while not self._items:  # not self._wait(): one suspended frame less per open stream
+            if self._ended is not None:
+                raise self._ended()
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
         items, self._items = self._items, []
         self._replayed = 0
         return [item.event if isinstance(item, _Replayed) else item for item in items]
