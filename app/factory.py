@@ -5,6 +5,7 @@ import contextlib
 import functools
 import gc
 import logging
+import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -119,6 +120,7 @@ async def health(request: web.Request) -> web.Response:
             "components": list(app[SETTINGS].components),
             "streams": len(app[STREAMS]),
             "insecure": TOKENS not in app,
+            "pid": os.getpid(),
         }
     )
 

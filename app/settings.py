@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 COMPONENTS = ("chatbot", "workbench")
+EVENT_LOOPS = ("asyncio", "uvloop")
+CLUSTER_SCHEME = "redis+cluster://"
 FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 
@@ -41,6 +43,15 @@ class Settings:
     secret: str | None = field(default=None, repr=False)
     insecure: bool = False
     session_token_ttl: float = 7200.0
+    # Processes sharing the port (SO_REUSEPORT), each with its own pub/sub connection.
+    workers: int = 1
+    event_loop: str = "asyncio"
+    # A Redis Cluster (sharded pub/sub); also chosen by a redis+cluster:// URL.
+    redis_cluster: bool = False
+
+    @property
+    def cluster(self) -> bool:
+        return self.redis_cluster or self.redis_url.startswith(CLUSTER_SCHEME)
 
     def __post_init__(self) -> None:
         if not self.components or any(c not in COMPONENTS for c in self.components):
@@ -54,6 +65,10 @@ class Settings:
                 raise ValueError(f"{name} must be at least 1")
         if not 1 <= self.max_message <= 4000:
             raise ValueError("max_message must be between 1 and 4000 characters")
+        if self.event_loop not in EVENT_LOOPS:
+            raise ValueError(f"event_loop must be one of {', '.join(EVENT_LOOPS)}")
+        if self.workers > 1 and not self.use_redis:
+            raise ValueError("workers share events through Redis: --workers needs Redis")
         if self.secret is not None and len(self.secret) < 32:
             raise ValueError("the secret must be at least 32 characters")
 
@@ -61,7 +76,7 @@ class Settings:
 POSITIVE_SECONDS = ("heartbeat", "history_ttl", "redis_timeout", "rate_limit", "session_token_ttl")
 AT_LEAST_ONE = (
     "queue_size", "history_size", "max_streams", "max_streams_per_token", "max_channels",
-    "rate_burst",
+    "rate_burst", "workers",
 )
 
 
@@ -93,6 +108,8 @@ OPTIONS = (
     Option("secret", "SWITCHBOARD_SECRET", str, "token signing secret, 32+ characters (required)"),
     Option("session_token_ttl", "SWITCHBOARD_SESSION_TOKEN_TTL", float, "lifetime of customer tokens", "SECONDS"),
     Option("log_level", "SWITCHBOARD_LOG_LEVEL", str, "standard logging level"),
+    Option("workers", "SWITCHBOARD_WORKERS", int, "processes sharing the port (SO_REUSEPORT); needs Redis"),
+    Option("event_loop", "SWITCHBOARD_EVENT_LOOP", str, "asyncio or uvloop (pip install '.[uvloop]')"),
 )
 
 
@@ -110,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--insecure", action="store_true",
         help="no authentication at all, for local development [SWITCHBOARD_INSECURE=true]",
+    )
+    parser.add_argument(
+        "--redis-cluster", action="store_true",
+        help="REDIS_URL names nodes of a Redis Cluster: sharded pub/sub, one pub/sub connection "
+        "per shard [SWITCHBOARD_REDIS_CLUSTER=true, or a redis+cluster://host:port,host:port URL]",
     )
     parser.add_argument(
         "--cors-origin", action="append", dest="cors_origins", metavar="ORIGIN",
@@ -148,5 +170,7 @@ def load_settings(
         use_redis=not args.no_redis
         and env.get("USE_REDIS_SSE", "true").lower() not in FALSE_WORDS,
         insecure=args.insecure or env.get("SWITCHBOARD_INSECURE", "").lower() in TRUE_WORDS,
+        redis_cluster=args.redis_cluster
+        or env.get("SWITCHBOARD_REDIS_CLUSTER", "").lower() in TRUE_WORDS,
         cors_origins=tuple(o.strip() for o in origins if o.strip()),
     )
