@@ -3,16 +3,19 @@ and Redis again as soon as it answers."""
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 
 from app.settings import Settings
 from app.store import MemorySessionStore, RedisSessionStore, SessionStore, StoreUnavailable
 from app.store.fallback import StartupFallbackStore
 from realtime.broker import Broker
+from realtime.cluster_broker import ClusterBroker
 from realtime.memory_broker import MemoryBroker
 from realtime.redis_broker import RedisBroker
 
@@ -26,7 +29,7 @@ START_WAIT = 2.0
 class Backends:
     broker: Broker
     store: SessionStore
-    redis: Redis | None = None
+    redis: Redis | RedisCluster | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
@@ -38,8 +41,11 @@ class Backends:
 
     @property
     def mode(self) -> str:
-        """What carries events now: "redis", or "memory" (by choice or while Redis is away)."""
-        return "redis" if isinstance(self.broker, RedisBroker) and self.broker.available else "memory"
+        """What carries events now: "redis", "redis-cluster", or "memory" (by choice, or while
+        Redis is away)."""
+        if isinstance(self.broker, (RedisBroker, ClusterBroker)) and self.broker.available:
+            return self.broker.name
+        return "memory"
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -66,6 +72,58 @@ def redis_client(settings: Settings) -> Redis:
     return Redis.from_pool(pool)
 
 
+def cluster_nodes(url: str) -> tuple[list[tuple[str, int]], str | None, str | None]:
+    """``redis+cluster://[user:password@]host:port,host:port[/db]`` (or a plain redis://
+    URL naming one node): the seed nodes, user and password."""
+    rest = url.partition("://")[2].partition("/")[0]
+    credentials, _, hosts = rest.rpartition("@")
+    user, _, password = credentials.partition(":")
+    nodes = []
+    for host_port in hosts.split(","):
+        host, _, port = host_port.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"not host:port in the Redis Cluster URL: {host_port!r}")
+        nodes.append((host.strip("[]"), int(port)))
+    return nodes, user or None, password or None
+
+
+def cluster_clients(settings: Settings) -> tuple[RedisCluster, Callable[[str, int], Redis]]:
+    """The cluster client (commands and scripts, routed by slot) and a maker of plain clients
+    for each node's pub/sub connection. Few retries without backoff: redis-py's defaults
+    (ten) would hold a request far past settings.redis_timeout on a failed node."""
+    nodes, user, password = cluster_nodes(settings.redis_url)
+    timeouts = {
+        "socket_connect_timeout": min(1.0, settings.redis_timeout),
+        "socket_timeout": settings.redis_timeout,
+    }
+    cluster = RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in nodes],
+        username=user, password=password, max_connections=POOL_SIZE,
+        retry=Retry(NoBackoff(), 1), **timeouts,
+    )
+
+    def subscriber(host: str, port: int) -> Redis:
+        return Redis(host=host, port=port, username=user, password=password, **timeouts)
+
+    return cluster, subscriber
+
+
+async def open_cluster_backends(settings: Settings) -> Backends:
+    """On a Redis Cluster: sharded pub/sub, sessions on the shard of their hash tag. A
+    cluster that cannot be reached at start stops the process (see ClusterBroker.start)."""
+    cluster, subscriber = cluster_clients(settings)
+    broker = ClusterBroker(cluster, subscriber, **redis_broker_options(settings))
+    try:
+        await broker.start(wait=settings.redis_timeout)
+    except BaseException:
+        await broker.close()
+        await cluster.aclose()
+        raise
+    logger.info("broker and session store on a Redis Cluster of %d primaries",
+                len(cluster.get_primaries()))
+    return Backends(broker, RedisSessionStore(cluster, timeout=settings.redis_timeout), cluster)
+
+
 def redis_broker_options(settings: Settings) -> dict[str, float]:
     """What a RedisBroker (or a subclass, such as the benchmark's baseline) takes from settings."""
     return {
@@ -85,6 +143,8 @@ async def open_backends(settings: Settings) -> Backends:
             history_ttl=settings.history_ttl,
         )
         return Backends(broker, MemorySessionStore())
+    if settings.cluster:
+        return await open_cluster_backends(settings)
     redis = redis_client(settings)
     broker = RedisBroker(redis, **redis_broker_options(settings))
     redis_store = RedisSessionStore(redis, timeout=settings.redis_timeout)

@@ -123,7 +123,7 @@ class Subscription:
         return self
 
     async def _start(self) -> None:
-        current = await self._broker.position()
+        current = await self._broker.position(self.channels)
         resume = self._resume_from
         if resume is None:
             self.position = current
@@ -157,6 +157,10 @@ class Subscription:
         if not history.complete:
             logger.warning("events lost on %s: ending the stream", ",".join(self.channels))
             self._end(SubscriptionGap)
+
+    def end_with_gap(self) -> None:
+        """End the subscription so that its consumer reconnects and resumes."""
+        self._end(SubscriptionGap)
 
     def _release_held(self) -> None:
         held, self._held = self._held, None
@@ -307,8 +311,10 @@ class Broker(ABC):
         """Validate and send ``event`` on ``channel``; return its id. Raises ValidationError."""
 
     @abstractmethod
-    async def position(self) -> str:
-        """The newest event id given out on any channel ("0-0" if none)."""
+    async def position(self, channels: Iterable[str] = ()) -> str:
+        """The newest event id given out on ``channels`` ("0-0" if none). Ids come from one
+        clock for all channels, except on a Redis Cluster: one clock per slot tag there, and
+        the channels of one subscription always share a tag (see realtime.channels)."""
 
     @abstractmethod
     async def history(self, channels: Iterable[str], after: str) -> History:

@@ -24,3 +24,15 @@ def agent_channel(agent_id: str) -> str:
 
 def canary_channel(process_token: str) -> str:
     return CANARY_PREFIX + _checked(process_token)
+
+
+# On a Redis Cluster, a stream's channels must share a slot (one clock orders a stream's
+# events). The agent channels and the broadcast, which agent streams combine, share one tag;
+# every other channel is its own tag.
+WORKBENCH_TAG = "sse:workbench"
+
+
+def slot_tag(channel: str) -> str:
+    if channel == BROADCAST or channel.startswith(AGENT_PREFIX):
+        return WORKBENCH_TAG
+    return channel

@@ -54,7 +54,7 @@ class MemoryBroker(Broker):
         self._fan_out(item)
         return item.id
 
-    async def position(self) -> str:
+    async def position(self, channels: Iterable[str] = ()) -> str:
         return self._clock.current
 
     async def history(self, channels: Iterable[str], after: str) -> History:

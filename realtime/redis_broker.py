@@ -19,7 +19,7 @@ import json
 import logging
 import random
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -49,7 +49,7 @@ DISCONNECTED = (RedisConnectionError, RedisTimeoutError, OSError)
 CONNECTION_LOST = (*DISCONNECTED, AttributeError)
 
 # KEYS[1] the channel's history stream, KEYS[2] the event clock; ARGV: channel, data, maxlen,
-# ttl (ms). The id is max(now, last + 1) on one clock for all channels, so ids are unique and
+# ttl (ms), publish command (PUBLISH, or SPUBLISH on a cluster). The id is max(now, last + 1) on one clock for all channels, so ids are unique and
 # increasing across channels (a stream of several channels sees them in order). Should a
 # history hold a larger id than the clock (the clock key was lost), XADD picks the id itself
 # and the clock catches up, rather than the event being refused.
@@ -73,7 +73,7 @@ if type(added) == 'table' and added.err then
 end
 redis.call('SET', KEYS[2], id)
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
-redis.call('PUBLISH', ARGV[1], id .. ' ' .. ARGV[2])
+redis.call(ARGV[5], ARGV[1], id .. ' ' .. ARGV[2])
 return id
 """
 
@@ -115,6 +115,28 @@ def history_key(channel: str) -> str:
     return HISTORY_PREFIX + channel
 
 
+class KeyLayout:
+    """Where a channel lives on one Redis: plain pub/sub, one history stream per channel and
+    one clock for all channels (ids strictly increase across every channel)."""
+
+    sharded = False
+    publish_command = "PUBLISH"
+
+    def history_key(self, channel: str) -> str:
+        return history_key(channel)
+
+    def clock_key(self, channels: Iterable[str]) -> str:
+        return CLOCK_KEY
+
+    def wire(self, channel: str) -> str:
+        """The Redis pub/sub channel that carries ``channel``."""
+        return channel
+
+    def logical(self, wire: str) -> str:
+        return wire
+
+
+
 class RedisBroker(Broker):
     name = "redis"
 
@@ -127,10 +149,15 @@ class RedisBroker(Broker):
         subscribe_timeout: float = 5.0,
         liveness_interval: float = 5.0,
         max_backoff: float = 2.0,
+        layout: KeyLayout | None = None,
+        subscriber: Redis | None = None,
         **kwargs: Any,
     ) -> None:
+        """``redis`` runs commands and scripts; the pub/sub connection comes from
+        ``subscriber`` if given (a cluster node), else from ``redis``."""
         super().__init__(**kwargs)
         self._redis = redis
+        self._layout = layout or KeyLayout()
         self._history_maxlen = history_maxlen
         self._history_ttl = history_ttl
         self._subscribe_timeout = subscribe_timeout
@@ -139,12 +166,14 @@ class RedisBroker(Broker):
         self._publish_script = redis.register_script(PUBLISH_SCRIPT)
         self._advance_clock_script = redis.register_script(ADVANCE_CLOCK_SCRIPT)
         self._position_script = redis.register_script(POSITION_SCRIPT)
-        self._pubsub = redis.pubsub()
+        self._pubsub = (subscriber or redis).pubsub()
         self._lock = asyncio.Lock()
         # Channels we have sent SUBSCRIBE for, each with the future its confirmation resolves.
         self._live: dict[str, asyncio.Future[None]] = {}
         # Confirmations still owed by Redis, per channel, in the order SUBSCRIBEs were sent.
         self._pending: dict[str, deque[asyncio.Future[None]]] = {}
+        # SUNSUBSCRIBEs sent, per channel, whose confirmations have not arrived yet.
+        self._leaving: Counter[str] = Counter()
         # Ids for events published while Redis is away, just above the newest id seen.
         self._clock = ids.IdClock(follow_time=False)
         # Resumes from before this id cannot be complete: Redis lost its history (or never
@@ -173,8 +202,12 @@ class RedisBroker(Broker):
                     await self._connect()
             except (*DISCONNECTED, TimeoutError) as exc:
                 logger.warning("Redis pub/sub not connected at start: %s", exc)
-        self._reader = asyncio.create_task(self._read_loop(), name="redis-broker-reader")
+        self.start_reader()
         return self.available
+
+    def start_reader(self) -> None:
+        """Start the reader, which connects (and reconnects) by itself."""
+        self._reader = asyncio.create_task(self._read_loop(), name="redis-broker-reader")
 
     async def wait_available(self) -> None:
         await self._up.wait()
@@ -209,12 +242,19 @@ class RedisBroker(Broker):
         reconnecting: an event accepted then is in the history (the catch-up delivers it to the
         other processes) and is handed to this process's subscribers directly."""
         data = validated(event)
+        layout = self._layout
         try:
             result = await self._publish_script(
-                keys=[history_key(channel), CLOCK_KEY],
-                args=[channel, data, self._history_maxlen, int(self._history_ttl * 1000)],
+                keys=[layout.history_key(channel), layout.clock_key((channel,))],
+                args=[
+                    layout.wire(channel), data, self._history_maxlen,
+                    int(self._history_ttl * 1000), layout.publish_command,
+                ],
             )
         except DISCONNECTED as exc:
+            if layout.sharded:
+                # Ids come from a clock per slot on the shard: none can be made without it.
+                raise BrokerError(f"publish failed: shard unreachable: {exc}") from exc
             logger.debug("publish on %s reached only this process: %s", channel, exc)
         except RedisError as exc:
             raise BrokerError(f"publish failed: {exc}") from exc
@@ -232,10 +272,11 @@ class RedisBroker(Broker):
         self._fan_out(item)
         return item.id
 
-    async def position(self) -> str:
+    async def position(self, channels: Iterable[str] = ()) -> str:
         if self.available:
             try:
-                current = as_text(await self._position_script(keys=[CLOCK_KEY]))
+                key = self._layout.clock_key(channels)
+                current = as_text(await self._position_script(keys=[key]))
             except DISCONNECTED:
                 pass
             else:
@@ -251,9 +292,10 @@ class RedisBroker(Broker):
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for channel in channels:
-                    pipe.exists(history_key(channel))
-                    pipe.xinfo_stream(history_key(channel))
-                    pipe.xrange(history_key(channel), min=f"({after}")
+                    stream = self._layout.history_key(channel)
+                    pipe.exists(stream)
+                    pipe.xinfo_stream(stream)
+                    pipe.xrange(stream, min=f"({after}")
                 replies = await pipe.execute(raise_on_error=False)
         except DISCONNECTED as exc:
             logger.warning("history unavailable: %s", exc)
@@ -356,7 +398,7 @@ class RedisBroker(Broker):
             if self._closed or not self.available:
                 return
             if stale:
-                await self._pubsub.unsubscribe(*stale)
+                await self._unsubscribe_command(*map(self._layout.wire, stale))
             if fresh:
                 await self._subscribe(fresh)
 
@@ -368,11 +410,24 @@ class RedisBroker(Broker):
             self._live[channel] = confirmation
             self._pending.setdefault(channel, deque()).append(confirmation)
         try:
-            await self._pubsub.subscribe(*channels)
+            await self._subscribe_command(*map(self._layout.wire, channels))
         except BaseException as exc:
             for channel in channels:
                 self._forget(channel, exc)
             raise
+
+    async def _subscribe_command(self, *wires: str) -> None:
+        if self._layout.sharded:
+            await self._pubsub.ssubscribe(*wires)
+        else:
+            await self._pubsub.subscribe(*wires)
+
+    async def _unsubscribe_command(self, *wires: str) -> None:
+        if self._layout.sharded:
+            self._leaving.update(map(self._layout.logical, wires))
+            await self._pubsub.sunsubscribe(*wires)
+        else:
+            await self._pubsub.unsubscribe(*wires)
 
     def _forget(self, channel: str, exc: BaseException) -> None:
         confirmation = self._live.pop(channel, None)
@@ -412,6 +467,7 @@ class RedisBroker(Broker):
                 if not confirmation.done():
                     confirmation.set_result(None)
         self._pending.clear()
+        self._leaving.clear()
         self._live.clear()
 
     async def _connect(self) -> None:
@@ -437,6 +493,8 @@ class RedisBroker(Broker):
         subscribe every channel with local subscribers, and catch the subscriptions up."""
         self._needs_resync = False
         seen = ids.parse(self._clock.current)
+        if self._layout.sharded:
+            seen = (0, 0)  # clocks per slot, and no local ids made while away: nothing to move
         if seen > (0, 0):
             before = await self._advance_clock_script(keys=[CLOCK_KEY], args=[seen[0], seen[1]])
         if seen > (0, 0) and (before is None or ids.parse(as_text(before)) < seen):
@@ -449,6 +507,7 @@ class RedisBroker(Broker):
         async with self._lock:
             self._live.clear()
             self._pending.clear()
+            self._leaving.clear()
             channels = list(self._local)
             if channels:
                 await self._subscribe(channels)
@@ -531,8 +590,8 @@ class RedisBroker(Broker):
 
     def _on_message(self, message: dict[str, Any]) -> None:
         kind = message["type"]
-        if kind == "message":
-            channel = as_text(message["channel"])
+        if kind in ("message", "smessage"):
+            channel = self._layout.logical(as_text(message["channel"]))
             raw = message["data"]
             try:
                 text = as_text(raw)
@@ -547,8 +606,26 @@ class RedisBroker(Broker):
                 return
             self._clock.observe(event.key)
             self._fan_out(event)
-        elif kind == "subscribe":
-            self._confirm(as_text(message["channel"]))
+        elif kind in ("subscribe", "ssubscribe"):
+            self._confirm(self._layout.logical(as_text(message["channel"])))
+        elif kind == "sunsubscribe":
+            self._dropped_by_server(self._layout.logical(as_text(message["channel"])))
+
+    def _dropped_by_server(self, channel: str) -> None:
+        """A cluster unsubscribes a shard channel whose slot moved to another node; streams
+        on it are ended to reconnect (and resume) on the channel's new home. Our own
+        SUNSUBSCRIBE confirmations are told apart by ``_leaving``."""
+        if self._leaving[channel] > 0:
+            self._leaving[channel] -= 1
+            if not self._leaving[channel]:
+                del self._leaving[channel]
+            return
+        if channel not in self._live or self._closed:
+            return
+        del self._live[channel]
+        logger.warning("Redis moved %s away: ending its streams so that they resume", channel)
+        for subscription in tuple(self._local.get(channel, ())):
+            subscription.end_with_gap()
 
     def _decode(self, channel: str, event_id: str, data: str | bytes) -> Event | None:
         if not ids.is_event_id(event_id):

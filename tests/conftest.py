@@ -6,11 +6,13 @@ from dataclasses import replace
 
 import pytest
 from aiohttp.test_utils import TestClient
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from app.factory import create_app
 from app.settings import Settings
 from tests.processes import ServerProcess
+from tests.redis_cluster import RedisCluster
 from tests.redis_server import RedisServer
 
 BACKENDS = ("memory", "redis")
@@ -85,3 +87,22 @@ def redis_server(tmp_path: object) -> "Iterator[RedisServer]":
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> "Iterator[RedisCluster]":
+    """A 3-master Redis Cluster on loopback ports, started once for the session (2-5 s)."""
+    with RedisCluster(tmp_path_factory.mktemp("redis-cluster")) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cluster_url(redis_cluster: "RedisCluster") -> str:
+    """The cluster, emptied: every primary flushed before the test."""
+    for port in redis_cluster.ports:
+        client = SyncRedis(host="127.0.0.1", port=port)
+        try:
+            client.flushall()
+        finally:
+            client.close()
+    return redis_cluster.cluster_url

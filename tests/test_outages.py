@@ -30,6 +30,7 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
+from app.store.redis_store import messages_key, session_key
 from realtime import ids
 from tests.processes import ServerProcess
 from tests.redis_server import RedisServer
@@ -512,9 +513,9 @@ async def test_degraded_start_moves_sessions_into_redis_when_it_appears(
     aof_redis.start()
     before = Redis.from_url(aof_redis.url, decode_responses=True)
     try:
-        await before.set("session:clash", clash_json)
+        await before.set(session_key("clash"), clash_json)
         await before.sadd("status:waiting_agent", "clash")
-        await before.rpush("messages:clash", clash_message_json)
+        await before.rpush(messages_key("clash"), clash_message_json)
         await before.set("sessions:status_seq", 1)
     finally:
         await before.aclose()
@@ -583,15 +584,15 @@ async def test_degraded_start_moves_sessions_into_redis_when_it_appears(
 
                     # The sessions, their status sets and transcripts are in Redis now.
                     for name, (session, messages) in in_memory.items():
-                        raw = await redis.get(f"session:{name}")
+                        raw = await redis.get(session_key(name))
                         assert raw is not None, (name, await redis.keys("*"))
                         assert documented(json.loads(raw)) == documented(session), (name, raw)
                         assert await status_sets_of(redis, name) == [session["status"]], name
-                        stored = await redis.lrange(f"messages:{name}", 0, -1)
+                        stored = await redis.lrange(messages_key(name), 0, -1)
                         assert [json.loads(m) for m in stored] == messages, (name, stored)
                     # What Redis already held is untouched, and this process now serves it.
-                    assert await redis.get("session:clash") == clash_json
-                    assert await redis.lrange("messages:clash", 0, -1) == [clash_message_json]
+                    assert await redis.get(session_key("clash")) == clash_json
+                    assert await redis.lrange(messages_key("clash"), 0, -1) == [clash_message_json]
                     assert await status_sets_of(redis, "clash") == ["waiting_agent"]
                     assert await get_json(http, f"{base}/workbench/api/sessions/clash") == clash
 

@@ -1,5 +1,7 @@
 """The health endpoint answers on both backends; the first proof the app and Redis start."""
 
+import os
+
 from aiohttp.test_utils import TestClient
 
 
@@ -14,4 +16,5 @@ async def test_health(client: TestClient, backend: str) -> None:
         "components": ["chatbot", "workbench"],
         "streams": 0,
         "insecure": True,
+        "pid": os.getpid(),
     }

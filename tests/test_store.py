@@ -24,6 +24,7 @@ from app.store import (
 )
 from app.store import rules
 from app.store.base import TRANSCRIPT_LIMIT
+from app.store.redis_store import messages_key, session_key
 from tests.processes import free_port
 
 STATUSES = ("bot_active", "waiting_agent", "agent_active", "closed")
@@ -129,7 +130,7 @@ async def assert_consistent(h: Harness, name: str) -> None:
     if h.redis is None:
         return
     stored = await h.store.get(name)
-    raw = await h.redis.get(f"session:{name}")
+    raw = await h.redis.get(session_key(name))
     assert raw is not None
     assert json.loads(raw) == stored
     assert await status_sets_holding(h.redis, name) == [stored["status"]]
@@ -474,7 +475,7 @@ async def test_transcript_capped_at_limit(harness: Harness) -> None:
     assert len(transcript) == TRANSCRIPT_LIMIT
     assert [m["content"] for m in transcript] == [f"m{i}" for i in range(10, TRANSCRIPT_LIMIT + 10)]
     if harness.redis is not None:
-        assert await harness.redis.llen("messages:s1") == TRANSCRIPT_LIMIT
+        assert await harness.redis.llen(messages_key("s1")) == TRANSCRIPT_LIMIT
 
 
 # --------------------------------------------------------------------------------------------
@@ -549,16 +550,16 @@ async def test_redis_key_layout(redis_store: RedisSessionStore, redis: Redis) ->
     store = redis_store
     session = await store.create("s1")
     counter = {"sessions:status_seq": "string"}
-    await assert_keys(redis, {"session:s1": "string", "status:bot_active": "set", **counter})
-    assert json.loads(await redis.get("session:s1")) == session
+    await assert_keys(redis, {session_key("s1"): "string", "status:bot_active": "set", **counter})
+    assert json.loads(await redis.get(session_key("s1"))) == session
     assert await redis.smembers("status:bot_active") == {"s1"}
 
     _, message = await store.add_message("s1", "customer", "hello")
     await assert_keys(
         redis,
-        {"session:s1": "string", "status:bot_active": "set", "messages:s1": "list", **counter},
+        {session_key("s1"): "string", "status:bot_active": "set", messages_key("s1"): "list", **counter},
     )
-    assert [json.loads(m) for m in await redis.lrange("messages:s1", 0, -1)] == [message]
+    assert [json.loads(m) for m in await redis.lrange(messages_key("s1"), 0, -1)] == [message]
 
     steps = [("escalate", None), ("takeover", HOLDER), ("release", HOLDER), ("takeover", OTHER),
              ("close", OTHER)]
@@ -567,9 +568,9 @@ async def test_redis_key_layout(redis_store: RedisSessionStore, redis: Redis) ->
         status = transition.session["status"]
         await assert_keys(
             redis,
-            {"session:s1": "string", f"status:{status}": "set", "messages:s1": "list", **counter},
+            {session_key("s1"): "string", f"status:{status}": "set", messages_key("s1"): "list", **counter},
         )
-        assert json.loads(await redis.get("session:s1")) == transition.session
+        assert json.loads(await redis.get(session_key("s1"))) == transition.session
         assert await redis.smembers(f"status:{status}") == {"s1"}
         assert await status_sets_holding(redis, "s1") == [status]
 
@@ -700,7 +701,7 @@ async def test_concurrent_mixed_actions_stay_consistent(
             committed = [r.session for r in results if isinstance(r, Transition) and r.changed]
 
             stored = await stores[0].get(name)
-            assert json.loads(await redis.get(f"session:{name}")) == stored
+            assert json.loads(await redis.get(session_key(name))) == stored
             assert await status_sets_holding(redis, name) == [stored["status"]]
             # The stored session is the one the last committed transition wrote.
             assert stored in (committed or [initial])

@@ -1,0 +1,163 @@
+"""Redis Cluster broker: sharded pub/sub, so an event travels only to the shard that owns its
+channel's slot instead of to every node (plain PUBLISH is broadcast over the cluster bus).
+
+Each primary gets a RedisBroker of its own, with one pub/sub connection to that node
+(SSUBSCRIBE), sharing the cluster client for scripts and history reads; a subscription is
+handed to the broker of the node that owns its channels. The keys of a channel (its history
+stream, its clock) carry the channel's slot tag in braces, so that the publish script, which
+touches both and SPUBLISHes, runs on one shard. There is one clock per tag, not one for the
+cluster: a single clock key would be one hot key on one shard and could not be updated in the
+same script as a history on another. A stream only ever combines channels of one tag (an
+agent's channel and the broadcast share theirs), so its ids still strictly increase.
+
+What a cluster does not give: no local-only delivery while a shard is away (its publishes
+answer 503: ids come from the shard's clock), and a slot that moves to another node ends the
+streams on it, which then resume on the new owner (the history moves with the slot).
+"""
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisError
+
+from realtime.broker import Broker, BrokerError, History, Subscription
+from realtime.channels import slot_tag
+from realtime.redis_broker import DISCONNECTED, KeyLayout, RedisBroker
+
+logger = logging.getLogger(__name__)
+
+SubscriberFactory = Callable[[str, int], Redis]
+
+
+class ClusterLayout(KeyLayout):
+    """Keys and wire channels named by slot tag: ``history:{tag}``, ``clock:{tag}``."""
+
+    sharded = True
+    publish_command = "SPUBLISH"
+
+    def history_key(self, channel: str) -> str:
+        tag = slot_tag(channel)
+        return f"history:{{{tag}}}" + ("" if tag == channel else channel)
+
+    def clock_key(self, channels: Iterable[str]) -> str:
+        return f"clock:{{{self.tag_of(channels)}}}"
+
+    def wire(self, channel: str) -> str:
+        # A channel that is its own tag hashes like "{channel}" already; the others need the
+        # tag spelled out (SPUBLISH in the script must hash to the script's slot).
+        tag = slot_tag(channel)
+        return channel if tag == channel else f"{{{tag}}}{channel}"
+
+    def logical(self, wire: str) -> str:
+        return wire.partition("}")[2] if wire.startswith("{") else wire
+
+    @staticmethod
+    def tag_of(channels: Iterable[str]) -> str:
+        tags = {slot_tag(channel) for channel in channels}
+        if len(tags) != 1:
+            raise ValueError(f"channels of one subscription must share a slot tag, not {sorted(tags)}")
+        return tags.pop()
+
+
+class ClusterBroker(Broker):
+    name = "redis-cluster"
+
+    def __init__(
+        self,
+        cluster: RedisCluster,
+        subscriber_factory: SubscriberFactory,
+        *,
+        queue_size: int,
+        **node_options: Any,
+    ) -> None:
+        """``subscriber_factory(host, port)`` makes the plain client a node's pub/sub
+        connection comes from; ``node_options`` go to every node's RedisBroker."""
+        super().__init__(queue_size=queue_size)
+        self._cluster = cluster
+        self._subscriber_factory = subscriber_factory
+        self._node_options = {"queue_size": queue_size, **node_options}
+        self._layout = ClusterLayout()
+        self._nodes: dict[str, RedisBroker] = {}
+        self._subscribers: list[Redis] = []
+
+    @property
+    def available(self) -> bool:
+        return bool(self._nodes) and all(node.available for node in self._nodes.values())
+
+    async def start(self, wait: float) -> bool:
+        """Learn the slot map and connect to every primary. Unlike one Redis, a cluster that
+        cannot be reached at start is an error: without its slot map nothing can be routed."""
+        try:
+            async with asyncio.timeout(wait):
+                await self._cluster.initialize()
+        except (RedisError, *DISCONNECTED, TimeoutError) as exc:
+            raise BrokerError(f"Redis Cluster unreachable: {exc!r}") from exc
+        for node in self._cluster.get_primaries():
+            self._node_broker(node.name, node.host, node.port)
+        await asyncio.gather(*(node.wait_available() for node in self._nodes.values()))
+        return self.available
+
+    def _node_broker(self, name: str, host: str, port: int) -> RedisBroker:
+        broker = self._nodes.get(name)
+        if broker is None:
+            subscriber = self._subscriber_factory(host, port)
+            self._subscribers.append(subscriber)
+            broker = RedisBroker(
+                self._cluster, layout=self._layout, subscriber=subscriber, **self._node_options
+            )
+            broker.start_reader()
+            self._nodes[name] = broker
+            logger.info("sharded pub/sub on cluster node %s", name)
+        return broker
+
+    def _owner(self, channels: Iterable[str]) -> RedisBroker:
+        """The broker of the node that owns the channels' slot (as the slot map says now)."""
+        key = self._layout.clock_key(channels)
+        try:
+            node = self._cluster.get_node_from_key(key)
+        except RedisError as exc:
+            raise BrokerError(f"no node owns the slot of {key}: {exc}") from exc
+        return self._node_broker(node.name, node.host, node.port)
+
+    def subscribe(self, *channels: str, resume_from: str | None = None) -> Subscription:
+        return self._owner(channels).subscribe(*channels, resume_from=resume_from)
+
+    async def publish(self, channel: str, event: dict[str, Any]) -> str:
+        return await self._owner((channel,)).publish(channel, event)
+
+    async def position(self, channels: Iterable[str] = ()) -> str:
+        channels = tuple(channels)
+        if not channels:
+            raise ValueError("a cluster has a position per slot tag: name the channels")
+        return await self._owner(channels).position(channels)
+
+    async def history(self, channels: Iterable[str], after: str) -> History:
+        channels = tuple(channels)
+        return await self._owner(channels).history(channels, after)
+
+    def local_subscribers(self, channel: str) -> int:
+        return sum(node.local_subscribers(channel) for node in self._nodes.values())
+
+    @property
+    def local_channels(self) -> int:
+        return sum(node.local_channels for node in self._nodes.values())
+
+    @property
+    def overflows(self) -> int:  # type: ignore[override]
+        return sum(node.overflows for node in self._nodes.values())
+
+    @overflows.setter
+    def overflows(self, value: int) -> None:
+        """Counted by each node's broker; the base class only sets it to zero."""
+
+    def _subscriptions(self) -> set[Subscription]:
+        return {s for node in self._nodes.values() for s in node._subscriptions()}
+
+    async def close(self) -> None:
+        await asyncio.gather(*(node.close() for node in self._nodes.values()))
+        for subscriber in self._subscribers:
+            await subscriber.aclose()
