@@ -95,7 +95,7 @@ OPTIONS = (
     Option("host", "SWITCHBOARD_HOST", str, "listen address"),
     Option("port", "SWITCHBOARD_PORT", int, "listen port"),
     Option("redis_url", "REDIS_URL", str, "Redis URL"),
-    Option("heartbeat", "SWITCHBOARD_HEARTBEAT", float, "idle time before a heartbeat event", "SECONDS"),
+    Option("heartbeat", "SWITCHBOARD_HEARTBEAT", float, "interval between heartbeat events on every stream", "SECONDS"),
     Option("queue_size", "SWITCHBOARD_QUEUE_SIZE", int, "events a stream may fall behind before it is cut off"),
     Option("history_size", "SWITCHBOARD_HISTORY_SIZE", int, "events kept per channel for resuming streams"),
     Option("history_ttl", "SWITCHBOARD_HISTORY_TTL", float, "how long an idle channel keeps its history", "SECONDS"),
