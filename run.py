@@ -1,18 +1,23 @@
 """Command line: ``python run.py [--chatbot] [--workbench] [--port N] ...`` (neither = both)."""
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from aiohttp import web
 
 from app.auth import TokenAuthority
 from app.factory import create_app
 from app.settings import Settings, build_parser, load_settings
+from app.workers import WorkerRole, WorkerSupervisor, die_with_parent, port_in_use
 
 AGENT_TOKEN_TTL = 8 * 3600.0  # a shift
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+UVLOOP_MISSING = "--event-loop uvloop needs uvloop, which is not installed: pip install '.[uvloop]'"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -24,18 +29,33 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = load_settings(args)
     except ValueError as exc:
         parser.error(str(exc))  # exit status 2, with the usage line
+    role = WorkerRole.from_env()
+    if role is not None:
+        die_with_parent(role.supervisor_pid)
     logging.basicConfig(
         level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=LOG_FORMAT if role is None else LOG_FORMAT.replace(
+            "%(name)s", f"[worker {role.index}] %(name)s"
+        ),
     )
     logger = logging.getLogger(__name__)
     try:
+        loop = new_event_loop(settings.event_loop)
+    except ImportError:
+        logger.error("%s", UVLOOP_MISSING)
+        sys.exit(2)
+    if settings.workers > 1:
+        loop.close()
+        sys.exit(supervise(settings, args, logger))
+    try:
         app = create_app(settings)
     except ValueError as exc:
+        loop.close()
         logger.error("%s", exc)
         sys.exit(2)
     logger.info(
-        "serving %s on http://%s:%d", "+".join(settings.components), settings.host, settings.port
+        "serving %s on http://%s:%d (event loop: %s)", "+".join(settings.components),
+        settings.host, settings.port, type(loop).__module__.partition(".")[0],
     )
     web.run_app(
         app,
@@ -45,9 +65,38 @@ def main(argv: Sequence[str] | None = None) -> None:
         # subscription at once instead of at its next failed write. Actions are shielded.
         handler_cancellation=True,
         shutdown_timeout=5.0,
-        print=None,
+        # A supervised worker shares the port with its siblings and says when it listens.
+        reuse_port=True if role is not None else None,
+        print=role.announce_ready if role is not None else None,
         access_log=None,
+        loop=loop,
     )
+
+
+def new_event_loop(name: str) -> asyncio.AbstractEventLoop:
+    """The loop ``--event-loop`` asks for; ImportError if uvloop is asked for but missing."""
+    if name == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+def supervise(settings: Settings, args: list[str], logger: logging.Logger) -> int:
+    """``--workers N``: this process only supervises N copies of itself on the same port."""
+    if settings.port == 0:
+        logger.error("--workers needs a fixed --port: each worker would pick its own with 0")
+        return 2
+    problem = port_in_use(settings.host, settings.port)
+    if problem is not None:
+        logger.error("%s", problem)
+        return 1
+    logger.info(
+        "supervising %d workers serving %s on http://%s:%d", settings.workers,
+        "+".join(settings.components), settings.host, settings.port,
+    )
+    command = [sys.executable, str(Path(__file__).resolve()), *args, "--workers", "1"]
+    return WorkerSupervisor(command, settings.workers).run()
 
 
 def mint_token(argv: Sequence[str]) -> int:
