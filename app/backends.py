@@ -42,8 +42,11 @@ class Backends:
     @property
     def mode(self) -> str:
         """What carries events now: "redis", "redis-cluster", or "memory" (by choice, or while
-        Redis is away)."""
-        if isinstance(self.broker, (RedisBroker, ClusterBroker)) and self.broker.available:
+        one Redis is away; a cluster has no memory fallback: it stays "redis-cluster", and
+        ``degraded`` says that a shard is away)."""
+        if isinstance(self.broker, ClusterBroker):
+            return self.broker.name
+        if isinstance(self.broker, RedisBroker) and self.broker.available:
             return self.broker.name
         return "memory"
 

@@ -30,6 +30,10 @@ class BrokerError(Exception):
     """The broker could not do what was asked (e.g. Redis unreachable)."""
 
 
+class ShardUnavailable(BrokerError):
+    """The Redis Cluster shard that owns the channel cannot be reached."""
+
+
 class SubscriptionClosed(Exception):
     """The subscription ended: the broker closed, or the server is shutting down."""
 

@@ -10,13 +10,18 @@ cluster: a single clock key would be one hot key on one shard and could not be u
 same script as a history on another. A stream only ever combines channels of one tag (an
 agent's channel and the broadcast share theirs), so its ids still strictly increase.
 
-What a cluster does not give: no local-only delivery while a shard is away (its publishes
-answer 503: ids come from the shard's clock), and a slot that moves to another node ends the
-streams on it, which then resume on the new owner (the history moves with the slot).
+While a shard is away, its channels' events cannot get ids (they come from the shard's
+clock), so there is no local-only delivery as on one Redis. A session's state and its events
+share a shard, so a change to a session on a lost shard is refused (503) before anything is
+written. What an accepted change must still publish on another shard that is away (the
+broadcast and agent channels share one) waits in a bounded outbox, in order per tag, and is
+published when the shard answers again. A slot that moves to another node ends the streams on
+it, which then resume on the new owner (the history moves with the slot).
 """
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -24,13 +29,17 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
-from realtime.broker import Broker, BrokerError, History, Subscription
+from realtime.broker import Broker, BrokerError, History, ShardUnavailable, Subscription
 from realtime.channels import slot_tag
+from realtime.events import validated
 from realtime.redis_broker import DISCONNECTED, KeyLayout, RedisBroker
 
 logger = logging.getLogger(__name__)
 
 SubscriberFactory = Callable[[str, int], Redis]
+# Events waiting for their shard, in all: past this, publishes to a lost shard answer 503.
+OUTBOX_LIMIT = 10_000
+OUTBOX_RETRY = (0.1, 2.0)  # seconds between attempts: first, and at most (doubling)
 
 
 class ClusterLayout(KeyLayout):
@@ -83,6 +92,9 @@ class ClusterBroker(Broker):
         self._layout = ClusterLayout()
         self._nodes: dict[str, RedisBroker] = {}
         self._subscribers: list[Redis] = []
+        # Per slot tag, the events waiting for the tag's shard, oldest first.
+        self._outbox: dict[str, deque[tuple[str, dict[str, Any]]]] = {}
+        self._flusher: asyncio.Task[None] | None = None
 
     @property
     def available(self) -> bool:
@@ -127,7 +139,55 @@ class ClusterBroker(Broker):
         return self._owner(channels).subscribe(*channels, resume_from=resume_from)
 
     async def publish(self, channel: str, event: dict[str, Any]) -> str:
-        return await self._owner((channel,)).publish(channel, event)
+        """The event's id; "" when its shard is away and it waits in the outbox (accepted,
+        published when the shard answers)."""
+        if slot_tag(channel) in self._outbox:
+            return self._defer(channel, event)  # behind what already waits for the shard
+        try:
+            return await self._owner((channel,)).publish(channel, event)
+        except ShardUnavailable as exc:
+            logger.warning("%s; the event waits for the shard", exc)
+            return self._defer(channel, event)
+
+    @property
+    def waiting(self) -> int:
+        """Events in the outbox."""
+        return sum(map(len, self._outbox.values()))
+
+    def _defer(self, channel: str, event: dict[str, Any]) -> str:
+        validated(event)  # a bad event is refused now, not found out later
+        if self.waiting >= OUTBOX_LIMIT:
+            raise ShardUnavailable(f"{OUTBOX_LIMIT} events already wait for their shards")
+        self._outbox.setdefault(slot_tag(channel), deque()).append((channel, event))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="cluster-outbox")
+        return ""
+
+    async def _flush(self) -> None:
+        """Publish what waits, oldest first per tag, retrying with backoff until it is out."""
+        delay = OUTBOX_RETRY[0]
+        while self._outbox:
+            published = 0
+            for tag in list(self._outbox):
+                queue = self._outbox[tag]
+                while queue:
+                    channel, event = queue[0]
+                    try:
+                        await self._owner((channel,)).publish(channel, event)
+                    except ShardUnavailable:
+                        break
+                    except BrokerError as exc:
+                        logger.error("dropped an event that waited for its shard on %s: %s", channel, exc)
+                    queue.popleft()
+                    published += 1
+                if not queue:
+                    del self._outbox[tag]
+            if published:
+                logger.info("published %d events that waited for their shards", published)
+                delay = OUTBOX_RETRY[0]
+            elif self._outbox:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, OUTBOX_RETRY[1])
 
     async def position(self, channels: Iterable[str] = ()) -> str:
         channels = tuple(channels)
@@ -158,6 +218,11 @@ class ClusterBroker(Broker):
         return {s for node in self._nodes.values() for s in node._subscriptions()}
 
     async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
+        if self._outbox:
+            logger.error("closing with %d events still waiting for their shards: lost", self.waiting)
         await asyncio.gather(*(node.close() for node in self._nodes.values()))
         for subscriber in self._subscribers:
             await subscriber.aclose()

@@ -31,7 +31,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from realtime import ids
-from realtime.broker import Broker, BrokerError, History, Subscription, merge
+from realtime.broker import Broker, BrokerError, History, ShardUnavailable, Subscription, merge
 from realtime.events import Event, validated
 from schemas.envelope import validate_event
 
@@ -254,7 +254,7 @@ class RedisBroker(Broker):
         except DISCONNECTED as exc:
             if layout.sharded:
                 # Ids come from a clock per slot on the shard: none can be made without it.
-                raise BrokerError(f"publish failed: shard unreachable: {exc}") from exc
+                raise ShardUnavailable(f"publish failed: shard unreachable: {exc}") from exc
             logger.debug("publish on %s reached only this process: %s", channel, exc)
         except RedisError as exc:
             raise BrokerError(f"publish failed: {exc}") from exc
@@ -527,8 +527,11 @@ class RedisBroker(Broker):
         for subscription in subscriptions:
             try:
                 await subscription.catch_up()
-            except (BrokerError, *DISCONNECTED) as exc:
-                logger.warning("could not catch a stream up after reconnecting: %s", exc)
+            except (BrokerError, RedisError, *DISCONNECTED) as exc:
+                # Neither caught up nor live-only: end it, and its client resumes from the
+                # last event it got (by the history, once Redis answers again).
+                logger.warning("could not catch a stream up after reconnecting (%s): ending it", exc)
+                subscription.end_with_gap()
         if subscriptions:
             logger.info("caught up %d streams after reconnecting", len(subscriptions))
 

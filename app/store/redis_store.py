@@ -126,7 +126,7 @@ class RedisSessionStore(SessionStore):
             session = rules.new_session(session_name, await self._redis.incr(STATUS_SEQ_KEY))
             await self._redis.sadd(status_key(session["status"]), session_name)
             if await self._commit(session_name, None, session):
-                await self._redis.sadd(status_key(session["status"]), session_name)
+                await self._after_commit(session_name, session["status"])
                 return session, True
             await self._leave_status(session_name, session["status"])
             return None  # created by somebody else meanwhile: read it
@@ -150,8 +150,7 @@ class RedisSessionStore(SessionStore):
             if not await self._commit(session_name, raw, moved):
                 await self._leave_status(session_name, after)  # lost the race: take it back
                 return None
-            await self._redis.sadd(status_key(after), session_name)  # undo a racing removal
-            await self._leave_status(session_name, before)
+            await self._after_commit(session_name, after, before)
             return Transition(moved, before, True)
 
         return await self._retrying(session_name, transition)
@@ -223,6 +222,18 @@ class RedisSessionStore(SessionStore):
         )
         return bool(written)
 
+    async def _after_commit(self, session_name: str, status: str, left: str | None = None) -> None:
+        """The index work after a commit: add the name to its status again (undoing a racing
+        removal) and drop it from the status it ``left``. The change is made by then, so a
+        failure here (a cluster shard away) is logged, not answered 503: the worst it leaves
+        is a status set naming a session that has moved on, which readers skip."""
+        try:
+            await self._redis.sadd(status_key(status), session_name)
+            if left is not None:
+                await self._leave_status(session_name, left)
+        except RedisError as exc:
+            logger.warning("status index of %r not updated after its change: %r", session_name, exc)
+
     async def _leave_status(self, session_name: str, status: str) -> None:
         """Drop the name from a status set; put it back if the session has that status now
         (a mover added it before our removal and committed before our check)."""
@@ -262,7 +273,7 @@ class RedisSessionStore(SessionStore):
             args=[json.dumps(record), *(json.dumps(m) for m in messages)],
         )
         if written:
-            await self._redis.sadd(status_key(record["status"]), name)
+            await self._after_commit(name, record["status"])
         else:
             await self._leave_status(name, record["status"])
         return bool(written)
