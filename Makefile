@@ -36,9 +36,10 @@ $(VENV)/.installed-bench: $(VENV)/bin/python setup.cfg setup.py
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	touch $@ $(VENV)/.installed
 
-# The tests start their own redis-server on a free loopback port; they only need the binary.
+# The tests start their own redis-server on a free loopback port (and a 3-node Redis Cluster,
+# made with redis-cli); they only need the binaries (Redis 7+, as in Debian 12).
 redis-server:
-	@command -v redis-server >/dev/null || { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server; }
+	@command -v redis-server >/dev/null && command -v redis-cli >/dev/null || { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server redis-tools; }
 
 clean:
 	rm -rf $(VENV) build *.egg-info
