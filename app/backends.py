@@ -5,6 +5,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -90,6 +91,21 @@ def cluster_nodes(url: str) -> tuple[list[tuple[str, int]], str | None, str | No
     return nodes, user or None, password or None
 
 
+class WaitingRedisCluster(RedisCluster):
+    """A cluster client whose commands wait for one of ``in_flight`` places. redis-py's raises
+    MaxConnectionsError when every connection to a node is busy, where the single-Redis
+    BlockingConnectionPool waits: a burst of stream opens on one shard then answered 503 (the
+    benchmark found it). Pipelines do not pass here, so nodes get some connections more."""
+
+    def __init__(self, *args: Any, in_flight: int, **kwargs: Any) -> None:
+        super().__init__(*args, max_connections=2 * in_flight, **kwargs)
+        self._in_flight = asyncio.Semaphore(in_flight)
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        async with self._in_flight:
+            return await super().execute_command(*args, **kwargs)
+
+
 def cluster_clients(settings: Settings) -> tuple[RedisCluster, Callable[[str, int], Redis]]:
     """The cluster client (commands and scripts, routed by slot) and a maker of plain clients
     for each node's pub/sub connection. Few retries without backoff: redis-py's defaults
@@ -99,9 +115,9 @@ def cluster_clients(settings: Settings) -> tuple[RedisCluster, Callable[[str, in
         "socket_connect_timeout": min(1.0, settings.redis_timeout),
         "socket_timeout": settings.redis_timeout,
     }
-    cluster = RedisCluster(
+    cluster = WaitingRedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in nodes],
-        username=user, password=password, max_connections=POOL_SIZE,
+        username=user, password=password, in_flight=POOL_SIZE,
         retry=Retry(NoBackoff(), 1), **timeouts,
     )
 

@@ -132,7 +132,7 @@ class ClusterBroker(Broker):
         try:
             node = self._cluster.get_node_from_key(key)
         except RedisError as exc:
-            raise BrokerError(f"no node owns the slot of {key}: {exc}") from exc
+            raise ShardUnavailable(f"no node owns the slot of {key}: {exc}") from exc
         return self._node_broker(node.name, node.host, node.port)
 
     def subscribe(self, *channels: str, resume_from: str | None = None) -> Subscription:
@@ -178,14 +178,15 @@ class ClusterBroker(Broker):
                         break
                     except BrokerError as exc:
                         logger.error("dropped an event that waited for its shard on %s: %s", channel, exc)
+                    else:
+                        published += 1
                     queue.popleft()
-                    published += 1
                 if not queue:
                     del self._outbox[tag]
             if published:
                 logger.info("published %d events that waited for their shards", published)
                 delay = OUTBOX_RETRY[0]
-            elif self._outbox:
+            if self._outbox and not published:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, OUTBOX_RETRY[1])
 

@@ -26,8 +26,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ClusterDownError, RedisError, SlotNotCoveredError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from realtime import ids
@@ -47,6 +47,11 @@ DISCONNECTED = (RedisConnectionError, RedisTimeoutError, OSError)
 # redis-py tears the pub/sub connection down under a task that is writing to it when the reader
 # fails at the same moment; the writer then meets an AttributeError. Same meaning: connection lost.
 CONNECTION_LOST = (*DISCONNECTED, AttributeError)
+# A Redis Cluster answering that it (or a slot's owner) cannot serve now: a restarted primary
+# says CLUSTERDOWN for its first seconds, and the whole cluster does once it has failed.
+# Also AttributeError: redis-py closes every connection of a cluster client on such errors,
+# under the requests still using them.
+UNAVAILABLE = (*CONNECTION_LOST, ClusterDownError, TryAgainError, SlotNotCoveredError)
 
 # KEYS[1] the channel's history stream, KEYS[2] the event clock; ARGV: channel, data, maxlen,
 # ttl (ms), publish command (PUBLISH, or SPUBLISH on a cluster). The id is max(now, last + 1) on one clock for all channels, so ids are unique and
@@ -251,10 +256,12 @@ class RedisBroker(Broker):
                     int(self._history_ttl * 1000), layout.publish_command,
                 ],
             )
-        except DISCONNECTED as exc:
+        except UNAVAILABLE as exc:
             if layout.sharded:
                 # Ids come from a clock per slot on the shard: none can be made without it.
-                raise ShardUnavailable(f"publish failed: shard unreachable: {exc}") from exc
+                raise ShardUnavailable(f"publish failed: shard unavailable: {exc!r}") from exc
+            if not isinstance(exc, CONNECTION_LOST):
+                raise BrokerError(f"publish failed: {exc}") from exc
             logger.debug("publish on %s reached only this process: %s", channel, exc)
         except RedisError as exc:
             raise BrokerError(f"publish failed: {exc}") from exc
@@ -277,8 +284,8 @@ class RedisBroker(Broker):
             try:
                 key = self._layout.clock_key(channels)
                 current = as_text(await self._position_script(keys=[key]))
-            except DISCONNECTED:
-                pass
+            except UNAVAILABLE:
+                pass  # the newest id this process has seen will do
             else:
                 if ids.is_event_id(current):
                     self._clock.observe(ids.parse(current))
@@ -297,13 +304,16 @@ class RedisBroker(Broker):
                     pipe.xinfo_stream(stream)
                     pipe.xrange(stream, min=f"({after}")
                 replies = await pipe.execute(raise_on_error=False)
-        except DISCONNECTED as exc:
-            logger.warning("history unavailable: %s", exc)
+        except UNAVAILABLE as exc:
+            logger.warning("history unavailable: %r", exc)
             return History([], complete=False)
         per_channel: list[list[Event]] = []
         complete = key >= self._history_floor
         for i, channel in enumerate(channels):
             exists, info, entries = replies[3 * i : 3 * i + 3]
+            if isinstance(entries, UNAVAILABLE):
+                logger.warning("history unavailable: %r", entries)
+                return History([], complete=False)
             if isinstance(entries, Exception):
                 raise BrokerError(f"history read failed: {entries}")
             per_channel.append(self._decode_entries(channel, entries))
