@@ -9,10 +9,10 @@ matplotlib.use("Agg")  # before pyplot: no display here
 import matplotlib.pyplot as plt
 from matplotlib.ticker import FuncFormatter
 
-from bench.results import LAYOUTS, MODES, ScenarioResult
+from bench.results import CLUSTER, LAYOUTS, MODES, ScenarioResult
 
-STYLE = {"switchboard": "tab:blue", "baseline": "tab:orange", "baseline-pool": "tab:red"}
-MARKER = {"switchboard": "o", "baseline": "D", "baseline-pool": "s"}
+STYLE = {"switchboard": "tab:blue", CLUSTER: "tab:green", "baseline": "tab:orange", "baseline-pool": "tab:red"}
+MARKER = {"switchboard": "o", CLUSTER: "^", "baseline": "D", "baseline-pool": "s"}
 
 
 def write_plot(path: Path, sizes: tuple[int, ...], scenarios: list[ScenarioResult]) -> None:
@@ -29,7 +29,8 @@ def write_plot(path: Path, sizes: tuple[int, ...], scenarios: list[ScenarioResul
             ax.grid(True, which="both", alpha=0.3)
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=7, framealpha=0.6)
-    fig.suptitle("switchboard vs baseline (one pub/sub connection per stream); failed points left out")
+    fig.suptitle("switchboard (one Redis; switchboard-cluster: a 3-master cluster, at one N) vs baseline "
+                 "(one pub/sub connection per stream); failed points left out", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

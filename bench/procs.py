@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,11 +81,13 @@ def stop_pid(process: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) ->
 
 
 class RedisProcess:
-    """A redis-server without persistence on a free loopback port."""
+    """A redis-server without persistence on a free loopback port (``extra``: more
+    redis-server flags, such as a cluster node's)."""
 
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.workdir = workdir
+    def __init__(self, workdir: Path, extra: Sequence[str] = (), port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.workdir = workdir.resolve()  # redis-server changes into it: no relative paths
+        self.extra = list(extra)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -96,6 +99,20 @@ class RedisProcess:
         assert self.process is not None
         return self.process.pid
 
+    @property
+    def pids(self) -> list[int]:
+        """The redis-server processes behind ``url`` (one here; a cluster has several)."""
+        return [self.pid]
+
+    def flush(self) -> None:
+        with self.client() as client:
+            client.flushall()
+
+    def connections(self) -> tuple[int, int]:
+        """Connections and pub/sub connections the server holds (see redis_connections)."""
+        with self.client() as client:
+            return redis_connections(client)
+
     def start(self) -> None:
         """Start and wait (bounded) until it answers PING."""
         executable = shutil.which("redis-server")
@@ -105,7 +122,7 @@ class RedisProcess:
         self.process = subprocess.Popen(
             [executable, "--port", str(self.port), "--bind", HOST, "--dir", str(self.workdir),
              "--save", "", "--appendonly", "no",
-             "--logfile", str(self.workdir / "redis.log")],
+             "--logfile", str(self.workdir / f"redis-{self.port}.log"), *self.extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             preexec_fn=die_with_parent,  # noqa: PLW1509 (no other thread runs)
         )
@@ -138,7 +155,7 @@ class ServerProcess:
     def __init__(self, mode: str, redis_url: str, log_dir: Path) -> None:
         self.port = free_port()
         self.mode = mode
-        baseline = mode != "switchboard"
+        baseline = mode.startswith("baseline")
         self.args = [
             sys.executable, "-m", "bench.serve", *(["--baseline"] if baseline else []),
             "--insecure", "--host", HOST, "--port", str(self.port), "--redis-url", redis_url,

@@ -26,13 +26,15 @@ class Receiver:
         self.recorder = Recorder()
 
     async def do_open(
-        self, host: str, port: int, paths: list[str], sessions: list[int], timeout: float
+        self, host: str, port: int, paths: list[str], sessions: list[int], timeout: float,
+        at_once: int = OPEN_CONCURRENCY,
     ) -> dict[str, Any]:
-        """Open one stream per path (stream i belongs to session ``sessions[i]``), each counted
-        open once its ``connected`` event arrived; give up after ``timeout`` seconds overall."""
+        """Open one stream per path (stream i belongs to session ``sessions[i]``), at most
+        ``at_once`` at a time, each counted open once its ``connected`` event arrived; give up
+        after ``timeout`` seconds overall."""
         started = time.monotonic()
         deadline = started + timeout
-        gate = asyncio.Semaphore(OPEN_CONCURRENCY)
+        gate = asyncio.Semaphore(at_once)
         errors: Counter[str] = Counter()
 
         async def open_one(path: str, session: int) -> None:

@@ -8,10 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench import profiling, publish_steps
 from bench.plot import write_plot
 from bench.procs import RedisProcess
 from bench.results import (
     BASELINES,
+    CLUSTER,
     LAYOUTS,
     LOADS,
     MODE_NOTES,
@@ -20,6 +22,7 @@ from bench.results import (
     ratio,
 )
 
+OPEN_AT_ONCE = 100  # as bench.run opens streams (a module the report does not import)
 HEAVY_OTHER_CPU = 25.0  # % of a core used by processes outside the benchmark: say it is noisy
 
 
@@ -57,7 +60,9 @@ def redis_version(redis: RedisProcess) -> str:
 
 
 def write(path: Path, plan: Any, machine: dict[str, Any], opens: list[OpenResult],
-          scenarios: list[ScenarioResult], elapsed: float) -> None:
+          scenarios: list[ScenarioResult], elapsed: float,
+          steps: publish_steps.PublishSteps | None = None,
+          profiles: list[profiling.Profile] | None = None) -> None:
     """The markdown report and, beside it, the PNG plot."""
     path.parent.mkdir(parents=True, exist_ok=True)
     plot = path.with_suffix(".png")
@@ -71,10 +76,13 @@ def write(path: Path, plan: Any, machine: dict[str, Any], opens: list[OpenResult
         _open_table(opens, plan),
         *(_load_table(scenarios, layout, load, plan) for layout in plan.layouts for load in LOADS),
         _ratio_tables(opens, scenarios, plan),
+        _cluster_section(opens, scenarios, plan, machine),
+        publish_steps.markdown(steps) if plan.publish_steps else "",
+        profiling.markdown(profiles, plan.profile_streams),
         f"## Plot\n\n![latency and throughput against N]({plot.name})\n",
         _notes(opens, scenarios, plan),
     ]
-    path.write_text("\n".join(sections))
+    path.write_text("\n".join(section for section in sections if section))
 
 
 def _title(machine: dict[str, Any], elapsed: float, plan: Any) -> str:
@@ -84,7 +92,8 @@ def _title(machine: dict[str, Any], elapsed: float, plan: Any) -> str:
         "# Benchmarks\n\n"
         f"Written by {kind} on {machine['date']} in {elapsed / 60:.1f} minutes; do not edit by "
         "hand, run it again. The modes, all publishing the same way (same Lua script, history "
-        "and ids) and differing only in how they subscribe:\n\n"
+        "and ids; on the cluster with SPUBLISH and a clock per slot tag) and differing in how "
+        "they subscribe:\n\n"
         f"{modes}\n\nEvery figure is from the same run, side by side, with its ratio "
         "switchboard / baseline.\n"
     )
@@ -93,6 +102,7 @@ def _title(machine: dict[str, Any], elapsed: float, plan: Any) -> str:
 def _headline(opens: list[OpenResult], scenarios: list[ScenarioResult], plan: Any) -> str:
     n = 1000 if 1000 in plan.sizes else plan.sizes[-1]
     top = max(plan.sizes)
+    plan = _Modes(plan, [m for m in plan.modes if m != CLUSTER])  # the cluster has its own section
     baselines = [m for m in plan.modes if m in BASELINES]
     head = "| | " + " | ".join([*plan.modes, *(f"switchboard / {m}" for m in baselines)]) + " | issue 5 target |"
     rule = "|---|" + "---:|" * (len(plan.modes) + len(baselines)) + "---|"
@@ -112,6 +122,16 @@ def _headline(opens: list[OpenResult], scenarios: list[ScenarioResult], plan: An
                       "one pub/sub connection"),
     ]
     return f"## Headline\n\n{head}\n{rule}\n" + "\n".join(rows) + "\n"
+
+
+class _Modes:
+    """A plan seen with other modes."""
+
+    def __init__(self, plan: Any, modes: list[str]) -> None:
+        self._plan, self.modes = plan, modes
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._plan, name)
 
 
 def _headline_row(label: str, plan: Any, pick: Callable[[str], Any], attr: str,
@@ -144,15 +164,18 @@ HOW_TO_RUN = """## How to run
 ```sh
 make bench                    # the full matrix; writes docs/benchmarks.md and docs/benchmarks.png
 make bench ARGS=--quick       # smoke run (100 streams, short loads), report in .tmp/bench/quick/
-.venv/bin/python -m bench.run --sizes 100,1000 --modes switchboard   # a subset
+make bench ARGS=--profile     # the same, plus the server under py-spy (1,000 streams, one channel)
+.venv/bin/python -m bench.run --sizes 100,1000 --modes switchboard,switchboard-cluster   # a subset
+.venv/bin/python -m bench.publish_steps [--redis-url redis://127.0.0.1:6379/0]   # publish path only
 ```
 
-It needs `redis-server` on the PATH (`make bench` installs it with apt-get if missing) and the
-`bench` extra (matplotlib). It starts its own redis-server (no persistence) on a free loopback
-port and, for every combination of mode, N and layout, a fresh server process
+It needs `redis-server` and `redis-cli` on the PATH (`make bench` installs them with apt-get
+if missing) and the `bench` extra (matplotlib, py-spy). It starts its own redis-server (no
+persistence) on a free loopback port, a 3-master Redis Cluster on other free ports for
+switchboard-cluster, and, for every combination of mode, N and layout, a fresh server process
 (`python -m bench.serve [--baseline] --insecure ...`), so that memory and connections are
-measured from a clean start. Logs go to `.tmp/bench/logs/`, raw figures to
-`.tmp/bench/results.json`.
+measured from a clean start; every Redis is flushed between combinations. Logs go to
+`.tmp/bench/logs/`, raw figures to `.tmp/bench/results.json`.
 """
 
 
@@ -192,9 +215,12 @@ def _method(plan: Any) -> str:
   minus before, divided by N. **Redis connections**: `CLIENT LIST` with the N streams open
   (the harness's own connection not counted), and in brackets those subscribed to a channel;
   the others are the server's command pool (at most 64 connections, but for baseline-pool),
-  filled by the burst of stream opens.
+  filled by the burst of stream opens. On the cluster: summed over its three nodes (the
+  server's cluster client has a pool of up to 64 per node; the cluster bus between nodes is
+  not counted).
 - **CPU**: utime + stime (/proc/<pid>/stat) over the load (publishing and draining), as % of
-  one core, for the server, Redis, the receiver(s) and the publisher; **machine** is all busy
+  one core, for the server, Redis (on the cluster: its three nodes together), the receiver(s)
+  and the publisher; **machine** is all busy
   CPU on the machine (/proc/stat, 200% = both cores), so the gap to the sum of ours is other work.
 """
 
@@ -305,6 +331,95 @@ def _ratio_tables(opens: list[OpenResult], scenarios: list[ScenarioResult], plan
     return "\n".join(lines)
 
 
+CLUSTER_FIGURES = (
+    ("publish_rps", "publishes/s", 0), ("deliveries_per_s", "deliveries/s", 0), ("p50_ms", "p50 ms", 1),
+    ("p99_ms", "p99 ms", 1), ("missing", "missing", 0), ("server_cpu", "server CPU %", 0),
+    ("redis_cpu", "Redis CPU %", 0),
+)
+CLUSTER_PAIR = ("switchboard", CLUSTER)
+
+
+def _cluster_section(opens: list[OpenResult], scenarios: list[ScenarioResult], plan: Any,
+                     machine: dict[str, Any]) -> str:
+    """switchboard-cluster beside switchboard, at the N the cluster ran, with ratios."""
+    if CLUSTER not in plan.modes:
+        return ""
+    started = machine.get("cluster_start")
+    ready = f", ready in {started:.1f} s" if started else ""
+    sizes = ", ".join(f"{n:,}" for n in plan.cluster_sizes)
+    lines = [
+        "## Redis Cluster\n",
+        ("**switchboard-cluster** is the same server started with `--redis-url "
+        "redis+cluster://127.0.0.1:p1,127.0.0.1:p2,127.0.0.1:p3`: a local cluster of 3 masters, "
+        f"no replicas (`bench/cluster.py`{ready}), sharded pub/sub (SSUBSCRIBE / SPUBLISH), one "
+        "pub/sub connection per primary, commands routed by slot by redis-py's cluster client. "
+        f"It runs at N = {sizes} only, beside **switchboard** on one Redis in the same run. The "
+        "three nodes share the machine's two cores with everything else: this shows what the "
+        "cluster costs the server, not what spreading Redis over machines would gain. Ratio = "
+        "cluster / single Redis (above 1 is better for publishes/s and deliveries/s, below 1 for "
+        "the rest).\n"),
+        "| N | layout | load | mode | " + " | ".join(label for _, label, _ in CLUSTER_FIGURES) + " |",
+        "|---:|---|---|---|" + "---:|" * len(CLUSTER_FIGURES),
+    ]
+    for n in plan.cluster_sizes:
+        for layout in plan.layouts:
+            for load in LOADS:
+                pair = [_scenario(scenarios, mode, n, layout, load) for mode in CLUSTER_PAIR]
+                for mode, s in zip(CLUSTER_PAIR, pair, strict=True):
+                    if s is None:
+                        continue
+                    cells = ([s.failure] + [""] * (len(CLUSTER_FIGURES) - 1) if s.failure else
+                             [f"{getattr(s, a):,.{d}f}" for a, _, d in CLUSTER_FIGURES])
+                    lines.append(f"| {n:,} | {LAYOUTS[layout]} | {LOADS[load]} | {mode} | "
+                                 + " | ".join(cells) + " |")
+                if pair[0] is not None and pair[1] is not None:
+                    cells = ["" if a == "missing" else _ratio_cell(pair[1], pair[0], a)
+                             for a, _, _ in CLUSTER_FIGURES]
+                    lines.append("| | | | *cluster / single* | " + " | ".join(cells) + " |")
+    lines += ["", ("| N | layout | mode | time to open (s) | RSS per stream (KiB) | Redis connections "
+              "(pub/sub), all nodes |"), "|---:|---|---|---:|---:|---:|"]
+    for n in plan.cluster_sizes:
+        for layout in plan.layouts:
+            pair = [_open(opens, mode, n, layout) for mode in CLUSTER_PAIR]
+            for mode, o in zip(CLUSTER_PAIR, pair, strict=True):
+                if o is None:
+                    continue
+                if o.failure:
+                    lines.append(f"| {n:,} | {LAYOUTS[layout]} | {mode} | {o.failure} | | |")
+                    continue
+                lines.append(f"| {n:,} | {LAYOUTS[layout]} | {mode} | {o.open_seconds:.1f} | "
+                             f"{_fmt(o.rss_per_stream_kib, 1)} | {_fmt(o.redis_connections, 0)} "
+                             f"({_fmt(o.pubsub_connections, 0)}) |")
+            if pair[0] is not None and pair[1] is not None:
+                ratios = [_ratio_cell(pair[1], pair[0], a) for a in
+                          ("open_seconds", "rss_per_stream_kib", "redis_connections", "pubsub_connections")]
+                lines.append(f"| | | *cluster / single* | {ratios[0]} | {ratios[1]} | {ratios[2]} ({ratios[3]}) |")
+    retried = _retried_notes(opens)
+    if retried:
+        lines += ["", *retried]
+    return "\n".join(lines) + "\n"
+
+
+def _retried_notes(opens: list[OpenResult]) -> list[str]:
+    """Combinations measured on a second try, opening fewer streams at once."""
+    notes = [f"- {o.mode}, {o.n:,} streams, {LAYOUTS[o.layout]}: opening {OPEN_AT_ONCE} streams at "
+             f"once failed ({o.retried_after.removeprefix('failed: ')}); its figures are from a "
+             f"second try on a fresh server, opening at most {o.at_once} at once."
+             for o in opens if o.retried_after]
+    if any("MaxConnectionsError" in (o.retried_after or "") for o in opens):
+        notes.append(CLUSTER_POOL)
+    return notes
+
+
+CLUSTER_POOL = (
+    "- MaxConnectionsError: the server's Redis Cluster client (`app/backends.py` "
+    "`cluster_clients`, `max_connections=64` per node) raises it when every connection to a "
+    "node is busy, instead of waiting for one as the single-Redis `BlockingConnectionPool` "
+    "does; the session store answers 503. A burst of stream opens on sessions of one node "
+    "(one channel: every stream on one slot) is enough."
+)
+
+
 def _ratio_cell(ours: Any, theirs: Any, attr: str) -> str:
     if ours is None or theirs is None or ours.failure or theirs.failure:
         return "-"
@@ -387,6 +502,7 @@ def _limit_notes(opens: list[OpenResult], scenarios: list[ScenarioResult]) -> li
         notes.append(BASELINE_503)
     notes += [f"- the {o.mode} server with {o.n:,} streams ({LAYOUTS[o.layout]}) {o.stopped}."
               for o in opens if o.stopped]
+    notes += _retried_notes(opens)
     ran = [s for s in scenarios if not s.failure]
     notes += [f"- {_label(s)}: {s.failure}." for s in scenarios if s.failure and not _open_failed(opens, s)]
     notes += _bottleneck_notes(ran)

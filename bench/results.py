@@ -4,18 +4,23 @@ from dataclasses import dataclass, field
 
 import numpy
 
-MODES = ("switchboard", "baseline", "baseline-pool")
-BASELINES = MODES[1:]
+CLUSTER = "switchboard-cluster"
+MODES = ("switchboard", CLUSTER, "baseline", "baseline-pool")
+BASELINES = ("baseline", "baseline-pool")
 # How each mode runs bench.serve, in the report's words.
 MODE_NOTES = {
     "switchboard": "this server: one Redis pub/sub connection per process, fanning out to its streams",
+    CLUSTER: "the same server on a local Redis Cluster of 3 masters (`--redis-url "
+    "redis+cluster://...`): sharded pub/sub (SSUBSCRIBE / SPUBLISH), one pub/sub connection per "
+    "primary, the same publish script with a clock per slot tag; run at one N only (see "
+    "\"Redis Cluster\" below)",
     "baseline": "the original design (`bench/baseline_broker.py`): one Redis pub/sub connection, and "
     "one reader task, per stream, from redis-py's default pool (at most 100 connections)",
     "baseline-pool": "the same baseline with its pools raised to 20,000 connections "
     "(`?max_connections=20000` on the Redis URL, which redis-py applies to every pool built "
     "from that URL), so that it can be measured past 100 streams",
 }
-SHORT = {"switchboard": "s", "baseline": "b", "baseline-pool": "p"}
+SHORT = {"switchboard": "s", CLUSTER: "c", "baseline": "b", "baseline-pool": "p"}
 POOL_QUERY = "?max_connections=20000"
 LAYOUTS = {"one": "one channel", "per10": "one channel per 10 streams"}
 LOADS = {"fixed": "fixed rate", "max": "max rate"}
@@ -37,6 +42,9 @@ class OpenResult:
     pubsub_connections: int | None = None
     failure: str | None = None
     stopped: str = ""  # how the server process ended, when it did not exit cleanly at once
+    at_once: int = 100  # streams being opened at once, at most
+    # Set when this is a second try, opening fewer at once: how the first try failed.
+    retried_after: str | None = None
 
     @property
     def rss_per_stream_kib(self) -> float | None:

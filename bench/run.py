@@ -1,16 +1,20 @@
-"""``python -m bench.run [--quick]`` (``make bench``): the benchmark of issue 5, item 1.
+"""``python -m bench.run [--quick] [--profile]`` (``make bench``): the benchmark of issue 5.
 
-Starts its own redis-server and, for every scenario, a fresh server process in each mode
-(switchboard: one Redis pub/sub connection per process; baseline: one per stream, the original
-design; baseline-pool: the same with redis-py's pools raised past their default 100
-connections), opens N SSE streams from a receiver process, publishes agent messages from a
-publisher process, measures, and writes docs/benchmarks.md and docs/benchmarks.png.
-Everything runs on 127.0.0.1; every process is stopped by its PID; every wait is bounded.
+Starts its own redis-server (and a 3-master Redis Cluster for switchboard-cluster) and, for
+every scenario, a fresh server process in each mode (switchboard: one Redis pub/sub connection
+per process; switchboard-cluster: the same on the cluster, at one N; baseline: one per stream,
+the original design; baseline-pool: the same with redis-py's pools raised past their default
+100 connections), opens N SSE streams from a receiver process, publishes agent messages from a
+publisher process, measures; then the publish path step by step (bench.publish_steps) and,
+with --profile, the server under py-spy (bench.profiling); and writes docs/benchmarks.md and
+docs/benchmarks.png. Everything runs on 127.0.0.1; every process is stopped by its PID; every
+wait is bounded.
 """
 
 import argparse
 import json
 import logging
+import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -19,16 +23,19 @@ from typing import Any
 
 import numpy
 
+from bench import profiling, publish_steps
+from bench.cluster import RedisClusterProcesses
 from bench.procs import (
     ROOT,
     CpuMeter,
     RedisProcess,
     ServerProcess,
     raise_open_files_limit,
-    redis_connections,
     rss_kib,
 )
+from bench.profiling import Profile, Recording
 from bench.results import (
+    CLUSTER,
     LAYOUTS,
     MODES,
     POOL_QUERY,
@@ -45,6 +52,13 @@ WORK_DIR = ROOT / ".tmp" / "bench"
 SETUP_TIMEOUT = 120.0
 CALL_MARGIN = 30.0  # beyond a command's own bound, before the harness gives up on a worker
 STILL_BUSY = 50.0  # server CPU % after a load above which missing events count as late
+OPEN_AT_ONCE = 100  # streams being opened at once (keeps the listen backlog from overflowing)
+# The cluster mode's second try when opening OPEN_AT_ONCE at once met 503s: below the server's
+# cluster client pool (64 connections per node, app/backends.py), which does not wait for a
+# free connection but fails.
+CLUSTER_RETRY_AT_ONCE = 32
+
+RedisLike = RedisProcess | RedisClusterProcesses  # url, pids, flush(), connections()
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +77,11 @@ class Plan:
     settle: float = 1.0  # idle time after opening, before RSS is read
     receivers: int = 1
     quick: bool = False
+    # switchboard-cluster runs at these N only (at the run's largest N if none is in sizes).
+    cluster_sizes: tuple[int, ...] = (1000,)
+    publish_steps: bool = True
+    profile: bool = False
+    profile_streams: int = 1000
 
     def open_timeout(self, n: int) -> float:
         """Longest time to open n streams (past it the mode fails at that size)."""
@@ -70,8 +89,8 @@ class Plan:
 
 
 # At 100 streams baseline-pool is the baseline itself (its default pool suffices): left out.
-QUICK = Plan(sizes=(100,), modes=MODES[:2], fixed_seconds=2.0, max_seconds=1.5, drain=5.0,
-             quiet=1.0, settle=0.5, quick=True)
+QUICK = Plan(sizes=(100,), modes=("switchboard", CLUSTER, "baseline"), fixed_seconds=2.0,
+             max_seconds=1.5, drain=5.0, quiet=1.0, settle=0.5, quick=True, cluster_sizes=(100,))
 
 
 @dataclass(slots=True)
@@ -94,7 +113,7 @@ def session_names(tag: str, mode: str, n: int, layout: str) -> list[str]:
     return [f"{tag}-{SHORT[mode]}{n}{layout}-{i}" for i in range(count)]
 
 
-def start_rig(mode: str, n: int, layout: str, redis: RedisProcess, plan: Plan, tag: str) -> Rig:
+def start_rig(mode: str, n: int, layout: str, redis: RedisLike, plan: Plan, tag: str) -> Rig:
     """A fresh server in ``mode`` and fresh load-generator processes."""
     url = redis.url + (POOL_QUERY if mode == "baseline-pool" else "")
     server = ServerProcess(mode, url, WORK_DIR / "logs")
@@ -116,10 +135,11 @@ def stop_rig(rig: Rig) -> str:
     return ended
 
 
-def open_streams(rig: Rig, n: int, layout: str, mode: str, redis: RedisProcess, plan: Plan) -> OpenResult:
-    """Create and take over the sessions, then open n streams across them and read RSS and
-    Redis connections once they are idle."""
-    result = OpenResult(mode, n, layout)
+def open_streams(rig: Rig, n: int, layout: str, mode: str, redis: RedisLike, plan: Plan,
+                 at_once: int = OPEN_AT_ONCE) -> OpenResult:
+    """Create and take over the sessions, then open n streams across them (at most ``at_once``
+    at a time) and read RSS and Redis connections once they are idle."""
+    result = OpenResult(mode, n, layout, at_once=at_once)
     setup = rig.publisher.call("setup", SETUP_TIMEOUT, base_url=rig.server.url, sessions=rig.sessions)
     if setup["errors"]:
         result.failure = f"failed: session setup ({_describe(setup['errors'])})"
@@ -127,7 +147,7 @@ def open_streams(rig: Rig, n: int, layout: str, mode: str, redis: RedisProcess, 
     time.sleep(plan.settle)
     result.rss_before_kib = rss_kib(rig.server.pid)
     timeout = plan.open_timeout(n)
-    answers = call_all(rig.receivers, "open", timeout + CALL_MARGIN, _open_commands(rig, n, timeout))
+    answers = call_all(rig.receivers, "open", timeout + CALL_MARGIN, _open_commands(rig, n, timeout, at_once))
     result.opened = sum(a["opened"] for a in answers)
     result.open_seconds = max(a["seconds"] for a in answers)
     for answer in answers:
@@ -139,16 +159,17 @@ def open_streams(rig: Rig, n: int, layout: str, mode: str, redis: RedisProcess, 
         return result
     time.sleep(plan.settle)
     result.rss_after_kib = rss_kib(rig.server.pid)
-    with redis.client() as client:
-        result.redis_connections, result.pubsub_connections = redis_connections(client)
+    result.redis_connections, result.pubsub_connections = redis.connections()
     _log_open(result)
     return result
 
 
-def _open_commands(rig: Rig, n: int, timeout: float) -> list[dict[str, Any]]:
-    """Stream i is on session i mod S, and opened by receiver i mod R."""
+def _open_commands(rig: Rig, n: int, timeout: float, at_once: int) -> list[dict[str, Any]]:
+    """Stream i is on session i mod S, and opened by receiver i mod R (each opening at most
+    ``at_once`` at a time)."""
     plan_for: list[dict[str, Any]] = [
-        {"host": "127.0.0.1", "port": rig.server.port, "paths": [], "sessions": [], "timeout": timeout}
+        {"host": "127.0.0.1", "port": rig.server.port, "paths": [], "sessions": [], "timeout": timeout,
+         "at_once": at_once}
         for _ in rig.receivers
     ]
     for i in range(n):
@@ -159,16 +180,27 @@ def _open_commands(rig: Rig, n: int, timeout: float) -> list[dict[str, Any]]:
     return plan_for
 
 
+def _server_log_errors(log_path: Path) -> str:
+    """Why the server answered 503, as its log says (", server log: ..."), or ""."""
+    try:
+        text = log_path.read_text(errors="replace")[-200_000:]
+    except OSError:
+        return ""
+    reasons = sorted({line.partition("answering 503): ")[2].strip()[:120]
+                      for line in text.splitlines() if "answering 503): " in line})
+    return f", server log: {'; '.join(reasons)}" if reasons else ""
+
+
 def _describe(errors: dict[str, int]) -> str:
     return ", ".join(f"{count:,} × {error}" for error, count in sorted(errors.items(), key=lambda e: -e[1])) or "no error"
 
 
-def run_load(rig: Rig, redis: RedisProcess, base: int, load: str, plan: Plan,
+def run_load(rig: Rig, redis: RedisLike, base: int, load: str, plan: Plan,
              result: ScenarioResult) -> int:
     """Publish one load and collect what the streams received; returns the next free
     sequence number."""
     call_all(rig.receivers, "begin", CALL_MARGIN, [{"base": base}] * len(rig.receivers))
-    pids = [*rig.pids, redis.pid]
+    pids = [*rig.pids, *redis.pids]
     before = CpuMeter.take(pids)
     duration = plan.fixed_seconds if load == "fixed" else plan.max_seconds
     published = rig.publisher.call(
@@ -224,16 +256,16 @@ def _fill_receiving(result: ScenarioResult, received: list[dict[str, Any]], star
         setattr(result, key, value)
 
 
-def _fill_cpu(result: ScenarioResult, before: CpuMeter, after: CpuMeter, rig: Rig, redis: RedisProcess) -> None:
+def _fill_cpu(result: ScenarioResult, before: CpuMeter, after: CpuMeter, rig: Rig, redis: RedisLike) -> None:
     result.server_cpu = after.percent_since(before, rig.server.pid)
-    result.redis_cpu = after.percent_since(before, redis.pid)
+    result.redis_cpu = sum(after.percent_since(before, pid) for pid in redis.pids)  # a cluster: all nodes
     result.publisher_cpu = after.percent_since(before, rig.publisher.pid)
     result.receiver_cpu = [after.percent_since(before, w.pid) for w in rig.receivers]
     result.machine_cpu = after.machine_percent_since(before)
 
 
-def run_combination(mode: str, n: int, layout: str, redis: RedisProcess, plan: Plan,
-                    tag: str) -> tuple[OpenResult, list[ScenarioResult]]:
+def run_combination(mode: str, n: int, layout: str, redis: RedisLike, plan: Plan,
+                    tag: str, at_once: int = OPEN_AT_ONCE) -> tuple[OpenResult, list[ScenarioResult]]:
     """One mode, one N, one layout: a fresh server, N streams, then each load (the max rate
     first: it is closed-loop, so it leaves no backlog, where an overloaded fixed rate may)."""
     loads = [ScenarioResult(mode, n, layout, load) for load in ("max", "fixed")]
@@ -241,7 +273,9 @@ def run_combination(mode: str, n: int, layout: str, redis: RedisProcess, plan: P
     rig: Rig | None = None
     try:
         rig = start_rig(mode, n, layout, redis, plan, tag)
-        opened = open_streams(rig, n, layout, mode, redis, plan)
+        opened = open_streams(rig, n, layout, mode, redis, plan, at_once)
+        if opened.failure and mode == CLUSTER:
+            opened.failure += _server_log_errors(rig.server.log_path)
         base = 0
         for result in loads:
             if opened.failure:
@@ -273,21 +307,101 @@ def _log_load(result: ScenarioResult) -> None:
     )
 
 
-def run_matrix(plan: Plan, redis: RedisProcess) -> tuple[list[OpenResult], list[ScenarioResult]]:
-    """Every (N, layout) in every mode, the modes side by side so that noise hits them alike."""
+def run_matrix(plan: Plan, redis: RedisProcess, cluster: RedisClusterProcesses | str | None,
+               ) -> tuple[list[OpenResult], list[ScenarioResult]]:
+    """Every (N, layout) in every mode, the modes side by side so that noise hits them alike;
+    switchboard-cluster at plan.cluster_sizes only, on ``cluster`` (a string: why there is none)."""
     tag = f"b{int(time.time()) % 100000}"
     opens: list[OpenResult] = []
     scenarios: list[ScenarioResult] = []
     for n in plan.sizes:
         for layout in plan.layouts:
             for mode in plan.modes:
-                logger.info("%s: %d streams, %s", mode, n, LAYOUTS[layout])
-                opened, loads = run_combination(mode, n, layout, redis, plan, tag)
+                if mode == CLUSTER and n not in plan.cluster_sizes:
+                    continue
+                backend = cluster if mode == CLUSTER else redis
+                if backend is None or isinstance(backend, str):
+                    opened, loads = _not_run(mode, n, layout, f"failed: {backend or 'no Redis Cluster'}")
+                else:
+                    logger.info("%s: %d streams, %s", mode, n, LAYOUTS[layout])
+                    opened, loads = run_combination(mode, n, layout, backend, plan, tag)
+                    backend.flush()
+                    if mode == CLUSTER and opened.failure and "HTTP 503" in opened.failure:
+                        first = opened.failure
+                        logger.info("%s: %d streams, %s, again, opening at most %d at once", mode,
+                                    n, LAYOUTS[layout], CLUSTER_RETRY_AT_ONCE)
+                        opened, loads = run_combination(mode, n, layout, backend, plan, tag + "r",
+                                                        CLUSTER_RETRY_AT_ONCE)
+                        opened.retried_after = first
+                        backend.flush()
                 opens.append(opened)
                 scenarios.extend(loads)
-                with redis.client() as client:
-                    client.flushall()
     return opens, scenarios
+
+
+def _not_run(mode: str, n: int, layout: str, failure: str) -> tuple[OpenResult, list[ScenarioResult]]:
+    opened = OpenResult(mode, n, layout, failure=failure)
+    return opened, [ScenarioResult(mode, n, layout, load, failure=failure) for load in ("max", "fixed")]
+
+
+def start_cluster(plan: Plan) -> RedisClusterProcesses | str | None:
+    """The Redis Cluster, when the plan has a cluster combination; a string says why it did not
+    start (its combinations then fail, the rest of the run goes on)."""
+    if CLUSTER not in plan.modes or not set(plan.cluster_sizes) & set(plan.sizes):
+        return None
+    cluster = RedisClusterProcesses(WORK_DIR / "cluster")
+    try:
+        cluster.start()
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        logger.warning("Redis Cluster did not start: %s", exc)
+        return f"the Redis Cluster did not start ({str(exc).splitlines()[0]})"
+    return cluster
+
+
+def run_profile(plan: Plan, redis: RedisProcess) -> list[Profile]:
+    """The switchboard server under py-spy during the one-channel loads on a fresh server with
+    plan.profile_streams streams (max rate, then fixed, as in the matrix)."""
+    n = plan.profile_streams
+    loads = [ScenarioResult("switchboard", n, "one", load) for load in ("max", "fixed")]
+    labels = {s.load: f"{n:,} streams, one channel, {'max rate' if s.load == 'max' else 'fixed rate'}"
+              for s in loads}
+    profiles: list[Profile] = []
+    rig: Rig | None = None
+    logger.info("profile: switchboard, %d streams, one channel, under py-spy", n)
+    try:
+        rig = start_rig("switchboard", n, "one", redis, plan, f"prof{int(time.time()) % 100000}")
+        opened = open_streams(rig, n, "one", "switchboard", redis, plan)
+        if opened.failure:
+            return [Profile(labels[s.load], error=opened.failure) for s in loads]
+        base = 0
+        for result in loads:
+            duration = plan.fixed_seconds if result.load == "fixed" else plan.max_seconds
+            recording = Recording(rig.server.pid, WORK_DIR / f"profile-{result.load}.raw", labels[result.load],
+                                  max_seconds=duration + plan.drain + 2 * CALL_MARGIN)
+            recording.start()
+            try:
+                base = run_load(rig, redis, base, result.load, plan, result)
+            finally:
+                profile = recording.stop()
+            profile.figures = (
+                f"The load under the profiler: {result.deliveries_per_s:,.0f} deliveries/s, "
+                f"{result.publish_rps:,.0f} publishes/s, p50 {result.p50_ms:.1f} ms, p99 "
+                f"{result.p99_ms:.1f} ms, server CPU {result.server_cpu:.0f}%"
+                + (f" ({result.failure})" if result.failure else "") + "."
+            )
+            logger.info("  %s: %s", profile.label, profile.error or f"{profile.samples} samples")
+            profiles.append(profile)
+            time.sleep(plan.settle)
+    except (RuntimeError, OSError, EOFError) as exc:
+        logger.warning("profile run failed: %s", exc)
+        done = {p.label for p in profiles}
+        profiles += [Profile(labels[s.load], error=f"the profiled run failed: {exc}")
+                     for s in loads if labels[s.load] not in done]
+    finally:
+        if rig is not None:
+            stop_rig(rig)
+        redis.flush()
+    return profiles
 
 
 def _log_open(opened: OpenResult) -> None:
@@ -300,9 +414,10 @@ def _log_open(opened: OpenResult) -> None:
 
 
 def clear_logs() -> None:
-    """Drop the previous run's server logs (the benchmark's own directory only)."""
-    for log in (WORK_DIR / "logs").glob("server-*.log"):
-        log.unlink()
+    """Drop the previous run's server and Redis logs (the benchmark's own directories only)."""
+    for pattern in ("logs/server-*.log", "redis/redis-*.log", "cluster/redis-*.log"):
+        for log in WORK_DIR.glob(pattern):
+            log.unlink()
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -314,6 +429,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--receivers", type=int, choices=(1, 2), help="receiver processes [1]")
     parser.add_argument("--out", type=Path,
                         help="markdown report [docs/benchmarks.md; quick: .tmp/bench/quick/benchmarks.md]")
+    parser.add_argument("--profile", action="store_true",
+                        help="also sample the server with py-spy during the 1,000-stream one-channel loads")
+    parser.add_argument("--profile-streams", type=int, help="streams for --profile [1000]")
+    parser.add_argument("--no-publish-steps", action="store_true", help="leave out the publish path section")
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
 
@@ -327,7 +446,16 @@ def build_plan(args: argparse.Namespace) -> Plan:
         changes["modes"] = tuple(m for m in MODES if m in args.modes)
     if args.receivers:
         changes["receivers"] = args.receivers
-    return replace(plan, **changes)
+    if args.profile:
+        changes["profile"] = True
+    if args.profile_streams:
+        changes["profile_streams"] = args.profile_streams
+    if args.no_publish_steps:
+        changes["publish_steps"] = False
+    plan = replace(plan, **changes)
+    # The cluster mode at its own N when the run has it, else at the run's largest N.
+    cluster_sizes = tuple(n for n in plan.cluster_sizes if n in plan.sizes) or (max(plan.sizes),)
+    return replace(plan, cluster_sizes=cluster_sizes)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -345,18 +473,39 @@ def main(argv: Sequence[str] | None = None) -> None:
     machine = report.describe_machine(files_limit)
     redis = RedisProcess(WORK_DIR / "redis")
     redis.start()
+    cluster = None
+    steps: publish_steps.PublishSteps | None = None
+    profiles: list[Profile] | None = None
     try:
         machine["redis"] = report.redis_version(redis)
-        opens, scenarios = run_matrix(plan, redis)
+        cluster = start_cluster(plan)
+        if isinstance(cluster, RedisClusterProcesses):
+            machine["cluster_start"] = cluster.start_seconds
+        opens, scenarios = run_matrix(plan, redis, cluster)
+        if isinstance(cluster, RedisClusterProcesses):
+            cluster.stop()
+        if plan.publish_steps:
+            redis.flush()
+            steps = publish_steps.measure(
+                redis.url, publish_steps.QUICK if plan.quick else publish_steps.Config(), WORK_DIR / "logs")
+            redis.flush()
+        if plan.profile:
+            profiles = run_profile(plan, redis)
+            (WORK_DIR / "profile.txt").write_text(profiling.text(profiles))
     finally:
+        if isinstance(cluster, RedisClusterProcesses):
+            cluster.stop()
         redis.stop()
     elapsed = time.monotonic() - started
-    raw = out.with_suffix(".json") if plan.quick else WORK_DIR / "results.json"
+    raw = out.with_suffix(".json") if plan.quick or args.out else WORK_DIR / "results.json"
     raw.parent.mkdir(parents=True, exist_ok=True)
     raw.write_text(json.dumps({"plan": asdict(plan), "machine": machine, "seconds": elapsed,
                                "opens": [asdict(o) for o in opens],
-                               "scenarios": [asdict(s) for s in scenarios]}, indent=1))
-    report.write(out, plan, machine, opens, scenarios, elapsed)
+                               "scenarios": [asdict(s) for s in scenarios],
+                               "publish_steps": asdict(steps) if steps else None,
+                               "profiles": [asdict(p) for p in profiles] if profiles is not None else None},
+                              indent=1))
+    report.write(out, plan, machine, opens, scenarios, elapsed, steps, profiles)
     logger.info("done in %.0f s: %s (raw figures in %s)", elapsed, out, raw)
 
 
