@@ -12,6 +12,7 @@ from app.factory import create_app
 from app.settings import Settings, load_settings
 from app.store import RedisSessionStore
 from bench.baseline_broker import PerStreamRedisBroker
+from run import new_event_loop
 
 logger = logging.getLogger(__name__)
 
@@ -32,10 +33,12 @@ def main(argv: Sequence[str]) -> None:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     factory = open_baseline_backends if baseline else None
     app = create_app(settings, backends_factory=factory) if factory else create_app(settings)
-    logger.info("benchmark server (%s) on port %d", "baseline" if baseline else "switchboard", settings.port)
+    logger.info("benchmark server (%s) on port %d, event loop %s",
+                "baseline" if baseline else "switchboard", settings.port, settings.event_loop)
     web.run_app(
         app, host=settings.host, port=settings.port, handler_cancellation=True,
         shutdown_timeout=5.0, print=None, access_log=None,
+        loop=new_event_loop(settings.event_loop),  # SWITCHBOARD_EVENT_LOOP=uvloop to compare
     )
 
 
