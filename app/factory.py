@@ -17,7 +17,7 @@ from app.backends import Backends, open_backends
 from app.bot import Responder, RuleBasedResponder
 from app.keys import BACKENDS, CANARY, RATE_LIMITER, RESPONDER, SETTINGS, STREAMS, TOKENS
 from app.limits import RateLimiter
-from app.middlewares import error_middleware, shield_middleware
+from app.middlewares import error_middleware
 from app.security import add_security_headers, allow_origins
 from app.settings import Settings
 from app.streams import StreamRegistry
@@ -52,7 +52,7 @@ def create_app(
             "(32+ characters), or pass --insecure for local development"
         )
     app = web.Application(
-        middlewares=[error_middleware, shield_middleware], client_max_size=MAX_BODY
+        middlewares=[error_middleware], client_max_size=MAX_BODY
     )
     app[SETTINGS] = settings
     if settings.secret is not None and not settings.insecure:

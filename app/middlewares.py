@@ -61,8 +61,10 @@ def _from_exception(exc: Exception) -> web.Response | None:
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error a client can cause becomes a JSON 4xx (or 503), never a 500 page; and
+    actions are shielded from their client's departure (see ``shielded``)."""
     try:
-        return await handler(request)
+        return await shielded(request, handler)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -77,16 +79,15 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(500, "internal_error", "internal server error")
 
 
-@web.middleware
-def shield_middleware(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
+def shielded(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
     """Let an action finish even if its client disconnects mid-request.
 
     The server runs with handler_cancellation so that SSE handlers are cancelled the moment
     their client leaves; a state change must not be cut between its store write and its
     events, or an accepted change would be announced to nobody.
 
-    A plain function that returns what aiohttp awaits: as a coroutine it would hold one more
-    suspended frame for every open stream, for nothing.
+    Called by error_middleware rather than being a middleware of its own: every middleware is
+    one more suspended frame for every open stream (two, with aiohttp's sub-app wrapper).
     """
     if request.method in ("GET", "HEAD", "OPTIONS"):
         return handler(request)
