@@ -7,12 +7,12 @@ BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARGS   ?=
 
-.PHONY: run test bench clean redis-server
+.PHONY: run test bench clean redis-server test-packages
 
 run: $(VENV)/.installed
 	$(BIN)/python run.py --insecure $(ARGS)
 
-test: $(VENV)/.installed-test redis-server
+test: $(VENV)/.installed-test redis-server test-packages
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 $(VENV)/bin/python:
@@ -40,6 +40,11 @@ $(VENV)/.installed-bench: $(VENV)/bin/python setup.cfg setup.py
 # made with redis-cli); they only need the binaries (Redis 7+, as in Debian 12).
 redis-server:
 	@command -v redis-server >/dev/null && command -v redis-cli >/dev/null || { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server redis-tools; }
+
+# The browser and proxy tests drive Debian's Chromium (with Playwright, no browser download)
+# and start Debian's nginx on loopback ports.
+test-packages:
+	@command -v chromium >/dev/null && command -v nginx >/dev/null || { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium nginx; }
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -9,6 +9,7 @@ import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 from aiohttp import web
 
@@ -29,6 +30,7 @@ from realtime.channels import canary_channel
 logger = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
+CONSOLE_DIR = Path(__file__).parent / "static"
 READY_TIMEOUT = 2.0
 
 SUBAPPS = {"chatbot": create_chatbot_app, "workbench": create_workbench_app}
@@ -69,6 +71,9 @@ def create_app(
     app[CANARY] = secrets.token_hex(8)
     app.router.add_get("/health", health)
     app.router.add_get("/health/ready", ready)
+    # The browser console: static files, no build step; "/" opens it.
+    app.router.add_static("/console/", CONSOLE_DIR, name="console")
+    app.router.add_get("/", console_index)
     app.on_response_prepare.append(add_security_headers)
     for component in settings.components:
         subapp = SUBAPPS[component]()
@@ -106,6 +111,10 @@ async def _freeze_startup_objects(app: web.Application) -> None:
 
 async def _end_streams(app: web.Application) -> None:
     app[STREAMS].close_all()
+
+
+async def console_index(request: web.Request) -> web.Response:
+    raise web.HTTPFound("/console/index.html")
 
 
 async def health(request: web.Request) -> web.Response:

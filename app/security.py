@@ -8,6 +8,10 @@ from aiohttp import web
 
 # What a cross-origin page may send: the bearer token, JSON bodies, and the resume position.
 CORS_REQUEST_HEADERS = ("Authorization", "Content-Type", "Last-Event-ID", "X-Request-ID")
+CONSOLE_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
 
 
 async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -16,6 +20,9 @@ async def add_security_headers(request: web.Request, response: web.StreamRespons
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "no-referrer")
     response.headers.setdefault("Cache-Control", "no-store")
+    if request.path.startswith("/console/"):
+        # The console's own files only: no inline script, no other origin, no framing.
+        response.headers.setdefault("Content-Security-Policy", CONSOLE_POLICY)
 
 
 def allow_origins(app: web.Application, origins: Sequence[str]) -> None:
