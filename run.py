@@ -12,11 +12,11 @@ from aiohttp import web
 
 from app.auth import TokenAuthority
 from app.factory import create_app
+from app.logs import configure_logging
 from app.settings import Settings, build_parser, load_settings
 from app.workers import WorkerRole, WorkerSupervisor, die_with_parent, port_in_use
 
 AGENT_TOKEN_TTL = 8 * 3600.0  # a shift
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 UVLOOP_MISSING = "--event-loop uvloop needs uvloop, which is not installed: pip install '.[uvloop]'"
 
 
@@ -32,11 +32,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     role = WorkerRole.from_env()
     if role is not None:
         die_with_parent(role.supervisor_pid)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format=LOG_FORMAT if role is None else LOG_FORMAT.replace(
-            "%(name)s", f"[worker {role.index}] %(name)s"
-        ),
+    configure_logging(
+        settings.log_level, settings.log_format,
+        prefix="" if role is None else f"[worker {role.index}] ",
     )
     logger = logging.getLogger(__name__)
     try:

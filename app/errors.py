@@ -4,6 +4,8 @@ from typing import Any
 
 from aiohttp import web
 
+from app.logs import request_id
+
 
 class ApiError(Exception):
     """An error a client caused or must retry; becomes ``{"error": {...}}`` with ``status``."""
@@ -36,4 +38,5 @@ def error_response(
     error: dict[str, Any] = {"code": code, "message": message}
     if fields is not None:
         error["fields"] = fields
+    error["request_id"] = request_id.get()  # the id in the X-Request-ID header and the logs
     return web.json_response({"error": error}, status=status, headers=headers)

@@ -16,9 +16,10 @@ from aiohttp import web
 from app.auth import TokenAuthority
 from app.backends import Backends, open_backends
 from app.bot import Responder, RuleBasedResponder
-from app.keys import BACKENDS, CANARY, RATE_LIMITER, RESPONDER, SETTINGS, STREAMS, TOKENS
+from app.keys import BACKENDS, CANARY, METRICS, RATE_LIMITER, RESPONDER, SETTINGS, STREAMS, TOKENS
 from app.limits import RateLimiter
-from app.middlewares import error_middleware
+from app.metrics import Metrics
+from app.middlewares import request_middleware
 from app.security import add_security_headers, allow_origins
 from app.settings import Settings
 from app.streams import StreamRegistry
@@ -54,7 +55,7 @@ def create_app(
             "(32+ characters), or pass --insecure for local development"
         )
     app = web.Application(
-        middlewares=[error_middleware], client_max_size=MAX_BODY
+        middlewares=[request_middleware], client_max_size=MAX_BODY
     )
     app[SETTINGS] = settings
     if settings.secret is not None and not settings.insecure:
@@ -63,6 +64,7 @@ def create_app(
         logger.warning("running with --insecure: no authentication, anybody can act as anybody")
     app[RATE_LIMITER] = RateLimiter(settings.rate_limit, settings.rate_burst)
     app[STREAMS] = StreamRegistry()
+    app[METRICS] = Metrics()
     app[RESPONDER] = responder if responder is not None else RuleBasedResponder()
     app.cleanup_ctx.append(functools.partial(_backends_ctx, backends_factory))
     app.cleanup_ctx.append(_heartbeats_ctx)
@@ -71,6 +73,7 @@ def create_app(
     app[CANARY] = secrets.token_hex(8)
     app.router.add_get("/health", health)
     app.router.add_get("/health/ready", ready)
+    app.router.add_get("/metrics", metrics)
     # The browser console: static files, no build step; "/" opens it.
     app.router.add_static("/console/", CONSOLE_DIR, name="console")
     app.router.add_get("/", console_index)
@@ -87,6 +90,7 @@ async def _backends_ctx(
 ) -> AsyncIterator[None]:
     backends = await backends_factory(app[SETTINGS])
     app[BACKENDS] = backends
+    app[METRICS].watch(app[STREAMS], backends)
     yield
     await backends.close()
 
@@ -111,6 +115,12 @@ async def _freeze_startup_objects(app: web.Application) -> None:
 
 async def _end_streams(app: web.Application) -> None:
     app[STREAMS].close_all()
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text format (protect it at the proxy: it is for the scraper, not clients)."""
+    body, content_type = request.app[METRICS].exposition()
+    return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 async def console_index(request: web.Request) -> web.Response:

@@ -5,6 +5,7 @@ from aiohttp import web
 from app.auth import TokenAuthority
 from app.backends import Backends
 from app.limits import RateLimiter
+from app.metrics import Metrics
 from app.bot import Responder
 from app.settings import Settings
 from app.streams import StreamRegistry
@@ -22,3 +23,6 @@ CANARY = web.AppKey("canary", str)
 SOURCE = web.AppKey("source", str)
 # Set on each sub-app: "chatbot" or "workbench", for counting its streams.
 COMPONENT = web.AppKey("component", str)
+METRICS = web.AppKey("metrics", Metrics)
+# Set on each request when its answer starts: (status, whether it is an event stream).
+SENT = web.RequestKey("sent", tuple)

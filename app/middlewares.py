@@ -1,13 +1,19 @@
-"""Middlewares: every failure becomes the JSON error shape; actions run to completion."""
+"""The request middleware: a request id for every request, one log line and one latency
+observation when it ends, every failure as the JSON error shape, actions run to completion."""
 
 import asyncio
 import logging
+import re
+import secrets
+import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from marshmallow import ValidationError
 
 from app.errors import ApiError, error_response
+from app.keys import METRICS, SENT
+from app.logs import request_id
 from app.store import SessionExists, SessionNotFound, StoreUnavailable, TransitionRefused
 from realtime.broker import BrokerError
 
@@ -16,6 +22,11 @@ logger = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 RETRY_AFTER = "5"
+REQUEST_ID_HEADER = "X-Request-ID"
+# A client's request id is kept if it is short and plain (it goes into log lines as is).
+ACCEPTED_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}\Z")
+CLIENT_LEFT = 499  # logged for a request whose client went away before any answer
+QUIET_PATHS = ("/health", "/health/ready", "/metrics")  # probes: their lines at DEBUG
 
 # Reasons for HTTP errors raised by aiohttp itself (routing, body size).
 HTTP_CODES = {
@@ -60,23 +71,50 @@ def _from_exception(exc: Exception) -> web.Response | None:
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error a client can cause becomes a JSON 4xx (or 503), never a 500 page; and
-    actions are shielded from their client's departure (see ``shielded``)."""
+async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error a client can cause becomes a JSON 4xx (or 503), never a 500 page; actions
+    are shielded from their client's departure (see ``shielded``); and each request gets an
+    id, a log line and a latency observation. One middleware, not three: each is two
+    suspended frames for every open stream."""
+    claimed = request.headers.get(REQUEST_ID_HEADER, "")
+    request_id.set(claimed if ACCEPTED_REQUEST_ID.match(claimed) else secrets.token_hex(8))
+    started = time.monotonic()
+    response: web.StreamResponse | None = None
     try:
-        return await shielded(request, handler)
+        response = await shielded(request, handler)
     except web.HTTPException as exc:
         if exc.status < 400:
+            response = exc  # a redirect: aiohttp sends it
             raise
         response = _from_exception(exc)
-        assert response is not None
-        return response
     except Exception as exc:
         response = _from_exception(exc)
-        if response is not None:
-            return response
-        logger.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(500, "internal_error", "internal server error")
+        if response is None:
+            logger.exception("unhandled error on %s %s", request.method, request.path)
+            response = error_response(500, "internal_error", "internal server error")
+    finally:
+        _finished(request, response, time.monotonic() - started)
+    assert response is not None
+    return response
+
+
+def _finished(request: web.Request, response: web.StreamResponse | None, seconds: float) -> None:
+    """The request's log line (path without its query: tokens travel there) and, unless it
+    was an event stream (whose duration is its client's stay), its latency."""
+    # A stream's answer was sent long ago (SENT); others are sent after this returns.
+    status, streamed = request.get(SENT, (CLIENT_LEFT, False))
+    if response is not None and SENT not in request:
+        status = response.status
+    route = request.match_info.route.resource
+    template = route.canonical if route is not None else "unmatched"
+    level = logging.DEBUG if request.path in QUIET_PATHS else logging.INFO
+    logger.log(
+        level, "%s %s %d %.1f ms", request.method, request.path, status, seconds * 1000,
+        extra={"method": request.method, "path": request.path, "route": template,
+               "status": status, "ms": round(seconds * 1000, 1)},
+    )
+    if not streamed:
+        request.config_dict[METRICS].observe_request(request.method, template, status, seconds)
 
 
 def shielded(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:

@@ -9,6 +9,8 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from app.logs import LOG_FORMATS
+
 COMPONENTS = ("chatbot", "workbench")
 EVENT_LOOPS = ("asyncio", "uvloop")
 CLUSTER_SCHEME = "redis+cluster://"
@@ -29,6 +31,7 @@ class Settings:
     history_ttl: float = 3600.0
     redis_timeout: float = 5.0
     log_level: str = "INFO"
+    log_format: str = "text"
     # Origins whose pages may call the API from a browser (CORS); none by default.
     cors_origins: tuple[str, ...] = ()
     # Limits, each answered with a clear JSON error.
@@ -65,6 +68,8 @@ class Settings:
                 raise ValueError(f"{name} must be at least 1")
         if not 1 <= self.max_message <= 4000:
             raise ValueError("max_message must be between 1 and 4000 characters")
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(f"log_format must be one of {', '.join(LOG_FORMATS)}")
         if self.event_loop not in EVENT_LOOPS:
             raise ValueError(f"event_loop must be one of {', '.join(EVENT_LOOPS)}")
         if self.workers > 1 and not self.use_redis:
@@ -108,6 +113,7 @@ OPTIONS = (
     Option("secret", "SWITCHBOARD_SECRET", str, "token signing secret, 32+ characters (required)"),
     Option("session_token_ttl", "SWITCHBOARD_SESSION_TOKEN_TTL", float, "lifetime of customer tokens", "SECONDS"),
     Option("log_level", "SWITCHBOARD_LOG_LEVEL", str, "standard logging level"),
+    Option("log_format", "SWITCHBOARD_LOG_FORMAT", str, "text, or json for one JSON object per line"),
     Option("workers", "SWITCHBOARD_WORKERS", int, "processes sharing the port (SO_REUSEPORT); needs Redis"),
     Option("event_loop", "SWITCHBOARD_EVENT_LOOP", str, "asyncio or uvloop (pip install '.[uvloop]')"),
 )

@@ -12,6 +12,7 @@ a client that leaves cancels its handler at once and the ``async with`` releases
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -23,7 +24,7 @@ from app.auth import Principal
 from app.errors import ApiError
 from app.keys import BACKENDS, COMPONENT, SETTINGS, STREAMS
 from app.streams import OpenStream, StreamRegistry
-from realtime.broker import SubscriptionClosed, SubscriptionOverflow
+from realtime.broker import SubscriptionClosed, SubscriptionGap, SubscriptionOverflow
 from realtime.events import Event, encode, envelope, http_chunk, sse_frame
 
 logger = logging.getLogger(__name__)
@@ -182,7 +183,11 @@ async def _serve(
             stream = OpenStream(frames, subscription, request.app[COMPONENT])
             registry.add(stream)
             where = ",".join(channels)
-            logger.debug("stream opened on %s at %s", where, subscription.position)
+            logger.info(
+                "stream opened on %s at %s (recovered: %s)", where, subscription.position,
+                subscription.recovered, extra={"channels": where, "stream": "open"},
+            )
+            opened, ended = time.monotonic(), "client left"
             payload = {**connected, "recovered": subscription.recovered}
             try:
                 # Through aiohttp: the first write carries the response headers with it.
@@ -192,17 +197,26 @@ async def _serve(
                 while True:
                     events = await subscription.batch()
                     await frames.write(b"".join(map(frames.bytes_of, events)))
-            except (ConnectionResetError, TimeoutError):
-                pass  # the client went away or stalled: nothing more to send
+            except (ConnectionResetError, TimeoutError) as exc:
+                # The client went away or stalled: nothing more to send.
+                ended = "client stalled" if isinstance(exc, TimeoutError) else "client left"
             except SubscriptionOverflow:
-                logger.warning("stream on %s cut off: client too slow", where)
+                ended = "client too slow: cut off"
                 await _hint_retry(frames)
-            except SubscriptionClosed:
-                await _hint_retry(frames)  # a gap, or the server ends the stream (shutdown)
+            except SubscriptionClosed as exc:
+                # A gap the history cannot fill, or the server ends the stream (shutdown).
+                ended = "gap: resume" if isinstance(exc, SubscriptionGap) else "server ended it"
+                await _hint_retry(frames)
             finally:
                 subscription.write_through(None)
                 registry.discard(stream)
-                logger.debug("stream closed on %s", where)
+                seconds = time.monotonic() - opened
+                logger.log(
+                    logging.WARNING if ended.startswith("client too slow") else logging.INFO,
+                    "stream closed on %s after %.1f s: %s", where, seconds, ended,
+                    extra={"channels": where, "stream": "closed", "seconds": round(seconds, 1),
+                           "reason": ended},
+                )
         return response
     finally:
         registry.release(owner)

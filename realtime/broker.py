@@ -20,6 +20,7 @@ from typing import Any, Final, Self
 
 from realtime import ids
 from realtime.events import Event, envelope
+from realtime.stats import BrokerStats
 
 logger = logging.getLogger(__name__)
 
@@ -160,10 +161,12 @@ class Subscription:
             self._release_held()
         if not history.complete:
             logger.warning("events lost on %s: ending the stream", ",".join(self.channels))
-            self._end(SubscriptionGap)
+            self.end_with_gap()
 
     def end_with_gap(self) -> None:
         """End the subscription so that its consumer reconnects and resumes."""
+        if self._ended is None:
+            self._broker.stats.gaps += 1
         self._end(SubscriptionGap)
 
     def _release_held(self) -> None:
@@ -267,6 +270,8 @@ class Subscription:
         if key <= self._last:
             return  # already queued (history and live overlap) or before the start position
         self._last = key
+        if replayed:
+            self._broker.stats.replayed += 1
         if not self._items and self._writer is not None and self._writer(event):
             return
         if replayed:
@@ -286,7 +291,7 @@ class Subscription:
         self._items = []
         self._replayed = 0
         self._held = [] if self._held is not None else None
-        self._broker.overflows += 1
+        self._broker.stats.slow_consumers += 1
         self._end(SubscriptionOverflow)
 
     def _end(self, reason: type[SubscriptionClosed]) -> None:
@@ -300,10 +305,17 @@ class Broker(ABC):
 
     name: str
 
-    def __init__(self, *, queue_size: int = DEFAULT_QUEUE_SIZE) -> None:
+    def __init__(
+        self, *, queue_size: int = DEFAULT_QUEUE_SIZE, stats: BrokerStats | None = None
+    ) -> None:
         self._queue_size = queue_size
         self._local: dict[str, set[Subscription]] = {}
-        self.overflows = 0
+        self.stats = stats if stats is not None else BrokerStats()
+
+    @property
+    def overflows(self) -> int:
+        """Subscriptions cut off as slow consumers."""
+        return self.stats.slow_consumers
 
     @property
     def available(self) -> bool:
@@ -381,7 +393,11 @@ class Broker(ABC):
                 del self._local[channel]
 
     def _fan_out(self, event: Event) -> None:
-        for subscription in tuple(self._local.get(event.channel, ())):
+        subscriptions = self._local.get(event.channel)
+        if not subscriptions:
+            return
+        self.stats.fanned_out(event.envelope["type"], event.key[0], len(subscriptions))
+        for subscription in tuple(subscriptions):
             subscription.deliver(event)
 
 

@@ -119,7 +119,8 @@ class ClusterBroker(Broker):
             subscriber = self._subscriber_factory(host, port)
             self._subscribers.append(subscriber)
             broker = RedisBroker(
-                self._cluster, layout=self._layout, subscriber=subscriber, **self._node_options
+                self._cluster, layout=self._layout, subscriber=subscriber, stats=self.stats,
+                **self._node_options,
             )
             broker.start_reader()
             self._nodes[name] = broker
@@ -206,14 +207,6 @@ class ClusterBroker(Broker):
     @property
     def local_channels(self) -> int:
         return sum(node.local_channels for node in self._nodes.values())
-
-    @property
-    def overflows(self) -> int:  # type: ignore[override]
-        return sum(node.overflows for node in self._nodes.values())
-
-    @overflows.setter
-    def overflows(self, value: int) -> None:
-        """Counted by each node's broker; the base class only sets it to zero."""
 
     def _subscriptions(self) -> set[Subscription]:
         return {s for node in self._nodes.values() for s in node._subscriptions()}

@@ -50,6 +50,7 @@ class MemoryBroker(Broker):
     async def publish(self, channel: str, event: dict[str, Any]) -> str:
         data = validated(event)
         item = Event.build(self._clock.next(), channel, event, data)
+        self.stats.published[event["type"]] += 1
         self._record(item)
         self._fan_out(item)
         return item.id

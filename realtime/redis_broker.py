@@ -189,13 +189,16 @@ class RedisBroker(Broker):
         self._reader: asyncio.Task[None] | None = None
         self._recoveries: set[asyncio.Task[None]] = set()
         self._closed = False
-        self.dropped = 0
-        self.reconnects = 0
         self.local_only_publishes = 0
 
     @property
     def available(self) -> bool:
         return self._up.is_set()
+
+    @property
+    def dropped(self) -> int:
+        """Messages from Redis dropped as unreadable or forged."""
+        return self.stats.malformed
 
     async def start(self, wait: float = 0.0) -> bool:
         """Start the reader; wait up to ``wait`` seconds for Redis. Returns whether it is up.
@@ -267,6 +270,7 @@ class RedisBroker(Broker):
             raise BrokerError(f"publish failed: {exc}") from exc
         else:
             event_id = as_text(result)
+            self.stats.published[event["type"]] += 1
             self._clock.observe(ids.parse(event_id))
             if not self.available:
                 # The reader is not back yet: the catch-up after it would deliver this too;
@@ -275,6 +279,7 @@ class RedisBroker(Broker):
             return event_id
         # Redis is away: this process's own subscribers still get the event.
         self.local_only_publishes += 1
+        self.stats.published[event["type"]] += 1
         item = Event.build(self._clock.next(), channel, event, data)
         self._fan_out(item)
         return item.id
@@ -522,7 +527,7 @@ class RedisBroker(Broker):
             if channels:
                 await self._subscribe(channels)
             confirmations = list(self._live.values())
-        self.reconnects += 1
+        self.stats.reconnects += 1
         self._up.set()
         logger.info("Redis pub/sub connected: %d channels subscribed", len(channels))
         task = asyncio.create_task(self._catch_up_all(confirmations), name="redis-catch-up")
@@ -580,7 +585,7 @@ class RedisBroker(Broker):
                 self._on_message(message)
             except Exception:
                 # Nothing one message holds may stop the reader: every stream depends on it.
-                self.dropped += 1
+                self.stats.malformed += 1
                 logger.exception("dropped a message that could not be handled")
 
     def _backoff(self, failures: int) -> float:
@@ -610,12 +615,12 @@ class RedisBroker(Broker):
                 text = as_text(raw)
             except UnicodeDecodeError:
                 logger.warning("dropped a message that is not UTF-8 on %s", channel)
-                self.dropped += 1
+                self.stats.malformed += 1
                 return
             event_id, _, data = text.partition(" ")
             event = self._decode(channel, event_id, data)
             if event is None:
-                self.dropped += 1
+                self.stats.malformed += 1
                 return
             self._clock.observe(event.key)
             self._fan_out(event)

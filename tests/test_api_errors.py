@@ -450,7 +450,6 @@ async def test_unknown_session(client: TestClient, redis: Redis) -> None:
 
 
 UNKNOWN_ROUTES: list[Call] = [
-    Call("GET", "/"),
     Call("GET", "/nope"),
     Call("GET", "/chatbot"),
     Call("GET", "/chatbot/api/nope"),

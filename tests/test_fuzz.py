@@ -461,7 +461,7 @@ def assert_error_shape(body: Any, what: str) -> None:
     assert isinstance(error, dict), f"{what}: {body!r}"
     assert isinstance(error.get("code"), str) and error["code"], f"{what}: {body!r}"
     assert isinstance(error.get("message"), str), f"{what}: {body!r}"
-    assert set(error) <= {"code", "message", "fields"}, f"{what}: {body!r}"
+    assert set(error) <= {"code", "message", "fields", "request_id"}, f"{what}: {body!r}"
     if "fields" in error:
         assert isinstance(error["fields"], dict), f"{what}: {body!r}"
 

@@ -1,0 +1,130 @@
+"""``GET /metrics``: Prometheus metrics of this process, in its own registry.
+
+Request latency is observed by the request middleware (a histogram per route). Everything on
+the event path is counted with plain integers where it happens (realtime.stats.BrokerStats,
+the stream registry) and read when Prometheus scrapes, so that counting costs the fan-out
+nothing it would notice.
+"""
+
+from collections.abc import Iterator
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from app.backends import Backends
+from app.streams import StreamRegistry
+from realtime.cluster_broker import ClusterBroker
+
+REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BROKER_MODES = ("redis", "redis-cluster", "memory")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._requests = Histogram(
+            "switchboard_request_duration_seconds",
+            "Time to answer a request (event streams excluded: they last as long as their client).",
+            ("method", "route", "status"),
+            buckets=REQUEST_BUCKETS,
+            registry=self.registry,
+        )
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        self._requests.labels(method, route, str(status)).observe(seconds)
+
+    def watch(self, streams: StreamRegistry, backends: Backends) -> None:
+        """Export what the streams and the broker count (once the backends are open)."""
+        self.registry.register(_EventPathCollector(streams, backends))
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The text format, and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class _EventPathCollector(Collector):
+    def __init__(self, streams: StreamRegistry, backends: Backends) -> None:
+        self._streams = streams
+        self._backends = backends
+
+    def collect(self) -> Iterator[object]:
+        broker = self._backends.broker
+        stats = broker.stats
+        streams = GaugeMetricFamily(
+            "switchboard_streams_open", "Open SSE streams, by sub-app.", labels=("component",)
+        )
+        for component, count in sorted(self._streams.by_component().items()):
+            streams.add_metric((component,), count)
+        yield streams
+        yield CounterMetricFamily(
+            "switchboard_streams_opened", "SSE streams opened since start.",
+            value=self._streams.opened_total,
+        )
+        published = CounterMetricFamily(
+            "switchboard_events_published", "Events this process published, by type.",
+            labels=("type",),
+        )
+        for event_type, count in sorted(stats.published.items()):
+            published.add_metric((event_type,), count)
+        yield published
+        delivered = CounterMetricFamily(
+            "switchboard_events_delivered",
+            "Events handed to this process's open streams (one per stream), by type.",
+            labels=("type",),
+        )
+        for event_type, count in sorted(stats.delivered.items()):
+            delivered.add_metric((event_type,), count)
+        yield delivered
+        dropped = CounterMetricFamily(
+            "switchboard_events_dropped",
+            "Events or streams given up, by reason: slow_consumer (a stream cut off with its "
+            "queue), stream_gap (a stream ended because the history could not fill a gap), "
+            "malformed (an unreadable or forged message from Redis).",
+            labels=("reason",),
+        )
+        dropped.add_metric(("slow_consumer",), stats.slow_consumers)
+        dropped.add_metric(("stream_gap",), stats.gaps)
+        dropped.add_metric(("malformed",), stats.malformed)
+        yield dropped
+        yield CounterMetricFamily(
+            "switchboard_events_replayed",
+            "Events delivered from the history (resumed streams, catch-ups after a reconnect).",
+            value=stats.replayed,
+        )
+        yield CounterMetricFamily(
+            "switchboard_slow_consumer_disconnects",
+            "Streams cut off because their client did not keep up.",
+            value=stats.slow_consumers,
+        )
+        yield CounterMetricFamily(
+            "switchboard_redis_reconnects",
+            "Redis pub/sub connections (re)established (one per shard on a cluster).",
+            value=stats.reconnects,
+        )
+        mode = GaugeMetricFamily(
+            "switchboard_broker_mode", "What carries events now (1 for the current mode).",
+            labels=("mode",),
+        )
+        for name in BROKER_MODES:
+            mode.add_metric((name,), 1 if self._backends.mode == name else 0)
+        yield mode
+        yield GaugeMetricFamily(
+            "switchboard_degraded", "1 while Redis is configured but cannot be used.",
+            value=1 if self._backends.degraded else 0,
+        )
+        if isinstance(broker, ClusterBroker):
+            yield GaugeMetricFamily(
+                "switchboard_cluster_outbox_events",
+                "Events accepted while their Redis Cluster shard is away, waiting to be published.",
+                value=broker.waiting,
+            )
+        latency = stats.latency
+        yield HistogramMetricFamily(
+            "switchboard_publish_to_delivery_seconds",
+            "From an event's id (the Redis clock when it was published) to its fan-out to this "
+            "process's streams; once per event and process.",
+            buckets=latency.cumulative(),
+            sum_value=latency.total,
+        )
+

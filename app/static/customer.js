@@ -1,0 +1,237 @@
+/**
+ * The customer page: start a conversation, chat with the bot, ask for a human, talk to the
+ * agent, live over the session's stream. The conversation (name, token, last event id) is
+ * kept in sessionStorage, so a reload resumes it.
+ */
+import { ApiError, createApi, LiveStream, seg } from './switchboard.js';
+import { byId, randomName, showConnection, showError, Transcript } from './ui.js';
+
+const STORAGE_KEY = 'switchboard.customer';
+const NAME = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** @type {{name: string, token: string|null, lastEventId: string|null}|null} */
+let current = null;
+/** @type {LiveStream|null} */
+let stream = null;
+let session = null;
+
+const api = createApi({ token: () => current?.token });
+const dom = {
+  connection: byId('connection'),
+  error: byId('error'),
+  start: byId('start'),
+  startForm: byId('start-form'),
+  nameInput: byId('session-name'),
+  generate: byId('generate'),
+  startButton: byId('start-button'),
+  chat: byId('chat'),
+  title: byId('chat-title'),
+  status: byId('status'),
+  list: byId('transcript'),
+  chatForm: byId('chat-form'),
+  message: byId('message'),
+  send: byId('send'),
+  escalate: byId('escalate'),
+  newChat: byId('new-chat'),
+};
+
+const transcript = new Transcript(dom.list, (message) => {
+  if (message.role === 'customer') return 'You';
+  if (message.role === 'bot') return 'Bot';
+  return message.agent_id ? `Agent ${message.agent_id}` : 'Agent';
+});
+
+const sessionPath = () => `/chatbot/api/sessions/${seg(current.name)}`;
+
+function save() {
+  if (current) sessionStorage.setItem(STORAGE_KEY, JSON.stringify(current));
+  else sessionStorage.removeItem(STORAGE_KEY);
+}
+
+function load() {
+  try {
+    const saved = JSON.parse(sessionStorage.getItem(STORAGE_KEY) || 'null');
+    return saved && NAME.test(saved.name) ? saved : null;
+  } catch {
+    return null;
+  }
+}
+
+/** What the customer is told about the session's state. */
+function statusText(s) {
+  switch (s.status) {
+    case 'bot_active': return 'You are chatting with the bot.';
+    case 'waiting_agent': return 'Waiting for an agent…';
+    case 'agent_active': return `You are talking to ${s.agent_id || 'an agent'}.`;
+    case 'closed': return 'This conversation is closed.';
+    default: return s.status;
+  }
+}
+
+function applySession(next) {
+  session = next;
+  dom.status.textContent = statusText(next);
+  dom.status.dataset.status = next.status;
+  dom.status.dataset.agent = next.agent_id || '';
+  const closed = next.status === 'closed';
+  dom.message.disabled = closed;
+  dom.send.disabled = closed;
+  dom.escalate.disabled = next.status !== 'bot_active';
+}
+
+/** Rebuild the view from the API: at the first connection and after `recovered: false`. */
+async function resync() {
+  const [state, history] = await Promise.all([
+    api.get(sessionPath()),
+    api.get(`${sessionPath()}/messages`),
+  ]);
+  transcript.clear();
+  for (const message of history.messages) transcript.add(message);
+  applySession(state);
+}
+
+function onEvent(event) {
+  if (event.id && current) {
+    current.lastEventId = event.id;
+    save();
+  }
+  const p = event.payload || {};
+  switch (event.type) {
+    case 'new_message':
+      transcript.add(p.message);
+      break;
+    case 'status_change':
+      applySession({ ...(session || {}), status: p.status, agent_id: p.agent_id });
+      if (p.status === 'waiting_agent') transcript.notice('Waiting for an agent…', 'waiting');
+      if (p.status === 'closed') transcript.notice('The conversation was closed.', 'closed');
+      break;
+    case 'agent_joined':
+      transcript.notice(`${p.agent_id} joined the conversation.`, 'joined');
+      break;
+    case 'agent_left':
+      transcript.notice(`${p.agent_id} left: you are back to the bot.`, 'left');
+      break;
+    default:
+      break; // connected, heartbeat, and types a later version may add
+  }
+}
+
+function openStream() {
+  stream?.close();
+  stream = new LiveStream(`${sessionPath()}/events`, {
+    token: current.token,
+    lastEventId: current.lastEventId,
+    onEvent,
+    onResync: resync,
+    onState: (state, s) => {
+      showConnection(dom.connection, s);
+      if (state === 'failed') showError(dom.error, s.error);
+    },
+    probe: () => api.get(sessionPath()),
+  });
+  showConnection(dom.connection, stream);
+  stream.start();
+}
+
+function enter(name, token, lastEventId = null) {
+  current = { name, token: token || null, lastEventId };
+  save();
+  dom.title.textContent = `Conversation ${name}`;
+  dom.start.hidden = true;
+  dom.chat.hidden = false;
+  transcript.clear();
+  openStream();
+  dom.message.focus();
+}
+
+async function start(event) {
+  event.preventDefault();
+  showError(dom.error, null);
+  const name = dom.nameInput.value.trim();
+  if (name && !NAME.test(name)) {
+    showError(dom.error, new Error('Use 1 to 64 letters, digits, _ or -.'));
+    return;
+  }
+  dom.startButton.disabled = true;
+  try {
+    const created = await api.post('/chatbot/api/sessions', name ? { session_name: name } : {});
+    enter(created.session_name, created.token);
+  } catch (error) {
+    if (error instanceof ApiError && error.code === 'session_exists') {
+      // Rejoin it if this deployment lets us read it (no authentication); else pick another.
+      try {
+        current = { name, token: null, lastEventId: null };
+        await api.get(sessionPath());
+        enter(name, null);
+        return;
+      } catch {
+        current = null;
+        showError(dom.error, new Error(`"${name}" is taken: choose another name.`));
+        return;
+      }
+    }
+    showError(dom.error, error);
+  } finally {
+    dom.startButton.disabled = false;
+  }
+}
+
+async function sendMessage(event) {
+  event.preventDefault();
+  const content = dom.message.value.trim();
+  if (!content || !current) return;
+  dom.send.disabled = true;
+  showError(dom.error, null);
+  try {
+    const answer = await api.post('/chatbot/api/chat', { session_name: current.name, content });
+    dom.message.value = '';
+    transcript.add(answer.message, { local: true });
+    if (answer.reply) transcript.add(answer.reply, { local: true });
+    applySession(answer.session);
+  } catch (error) {
+    showError(dom.error, error);
+  } finally {
+    dom.send.disabled = session?.status === 'closed';
+    dom.message.focus();
+  }
+}
+
+async function escalate() {
+  dom.escalate.disabled = true;
+  showError(dom.error, null);
+  try {
+    applySession(await api.post('/chatbot/api/manual/escalate', { session_name: current.name }));
+  } catch (error) {
+    showError(dom.error, error);
+    if (session) applySession(session);
+  }
+}
+
+function newConversation() {
+  stream?.close();
+  stream = null;
+  current = null;
+  session = null;
+  save();
+  transcript.clear();
+  dom.chat.hidden = true;
+  dom.start.hidden = false;
+  dom.connection.textContent = 'Not connected';
+  dom.connection.dataset.state = 'idle';
+  showError(dom.error, null);
+  dom.nameInput.value = '';
+  dom.nameInput.focus();
+}
+
+dom.startForm.addEventListener('submit', start);
+dom.generate.addEventListener('click', () => { dom.nameInput.value = randomName('web-'); });
+dom.chatForm.addEventListener('submit', sendMessage);
+dom.escalate.addEventListener('click', escalate);
+dom.newChat.addEventListener('click', newConversation);
+window.addEventListener('pagehide', () => stream?.close());
+window.addEventListener('pageshow', (event) => {
+  if (event.persisted && current) openStream(); // back from the back/forward cache
+});
+
+const saved = load();
+if (saved) enter(saved.name, saved.token, saved.lastEventId);

@@ -1,0 +1,132 @@
+/**
+ * DOM helpers shared by the console pages. Text goes in with `textContent` only: nothing a
+ * client or the server sends is ever parsed as HTML.
+ * @module ui
+ */
+
+/** @param {string} id @returns {HTMLElement} */
+export const byId = (id) => document.getElementById(id);
+
+/**
+ * Create an element.
+ * @param {string} tag
+ * @param {{class?: string, text?: string, attrs?: Object<string, string>}} [props]
+ * @param {Array<Node|string>} [children]
+ * @returns {HTMLElement}
+ */
+export function el(tag, props = {}, children = []) {
+  const node = document.createElement(tag);
+  if (props.class) node.className = props.class;
+  if (props.text !== undefined) node.textContent = props.text;
+  for (const [name, value] of Object.entries(props.attrs || {})) node.setAttribute(name, value);
+  for (const child of children) node.append(child);
+  return node;
+}
+
+/** `HH:MM` of unix seconds, in the reader's time zone. */
+export function clock(seconds) {
+  const date = new Date(seconds * 1000);
+  return date.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+}
+
+/** A random, valid session name (the server also makes one when none is given). */
+export function randomName(prefix) {
+  const bytes = crypto.getRandomValues(new Uint8Array(6));
+  return prefix + Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+/** Show an error (or clear it with null) in a role="alert" element. */
+export function showError(node, error) {
+  node.textContent = error ? error.message || String(error) : '';
+  node.hidden = !error;
+}
+
+const STATE_TEXT = {
+  connecting: 'Connecting…',
+  connected: 'Live',
+  reconnecting: 'Reconnecting…',
+  failed: 'Disconnected',
+  closed: 'Offline',
+};
+
+/**
+ * Mirror a LiveStream's state in an element: its text, and `data-state`, `data-connects`
+ * and `data-resyncs` attributes (which the browser test reads).
+ * @param {HTMLElement} node
+ * @param {import('./switchboard.js').LiveStream} stream
+ * @param {string} [what] What the stream is, for the text ("Conversation").
+ */
+export function showConnection(node, stream, what = '') {
+  const prefix = what ? `${what}: ` : '';
+  let text = STATE_TEXT[stream.state] || stream.state;
+  if (stream.state === 'connected' && stream.connects > 1) {
+    text = stream.resyncs > 1 ? 'Live (reconnected, refreshed)' : 'Live (reconnected)';
+  }
+  if (stream.state === 'failed' && stream.error) text += ` (${stream.error.message})`;
+  node.textContent = prefix + text;
+  node.dataset.state = stream.state;
+  node.dataset.connects = String(stream.connects);
+  node.dataset.resyncs = String(stream.resyncs);
+}
+
+/**
+ * A conversation on screen: messages de-duplicated by id, in the order of the session's
+ * stream, plus notices (status changes).
+ *
+ * A message shown from an API answer before its event arrives (`local`) stays last until its
+ * echo comes: events are in transcript order, so anything the stream brings meanwhile is older
+ * and goes before it.
+ */
+export class Transcript {
+  /**
+   * @param {HTMLElement} list An <ol> with role="log".
+   * @param {function(Object): string} who The label of a message's author.
+   */
+  constructor(list, who) {
+    this.list = list;
+    this.who = who;
+    /** @type {Map<string, {node: HTMLElement, local: boolean}>} */
+    this.items = new Map();
+  }
+
+  clear() {
+    this.items.clear();
+    this.list.replaceChildren();
+  }
+
+  /** Add a message unless it is on screen; `local`: from an API answer, not the stream. */
+  add(message, { local = false } = {}) {
+    const known = this.items.get(message.id);
+    if (known) {
+      if (!local && known.local) {
+        known.local = false;
+        delete known.node.dataset.local;
+      }
+      return false;
+    }
+    const node = el('li', {
+      class: `msg msg-${message.role}`,
+      attrs: { 'data-message-id': message.id, 'data-role': message.role },
+    }, [
+      el('span', { class: 'msg-who', text: this.who(message) }),
+      el('p', { class: 'msg-text', text: message.content }),
+      el('time', { class: 'msg-time', text: clock(message.created_at),
+        attrs: { datetime: new Date(message.created_at * 1000).toISOString() } }),
+    ]);
+    if (local) node.dataset.local = 'true';
+    this.items.set(message.id, { node, local });
+    this._place(node, local);
+    return true;
+  }
+
+  /** A line about the conversation (someone joined, back to the bot). */
+  notice(text, kind = '') {
+    this._place(el('li', { class: 'notice', text, attrs: { 'data-notice': kind } }), false);
+  }
+
+  _place(node, local) {
+    const waiting = local ? null : this.list.querySelector('[data-local]');
+    this.list.insertBefore(node, waiting);
+    this.list.scrollTop = this.list.scrollHeight;
+  }
+}
