@@ -19,11 +19,11 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV) || { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
 
-$(VENV)/.installed: $(VENV)/bin/python setup.cfg setup.py
+$(VENV)/.installed: $(VENV)/bin/python setup.cfg setup.py pyproject.toml
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/bin/python setup.cfg setup.py
+$(VENV)/.installed-test: $(VENV)/bin/python setup.cfg setup.py pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@ $(VENV)/.installed
 
@@ -32,7 +32,7 @@ $(VENV)/.installed-test: $(VENV)/bin/python setup.cfg setup.py
 bench: $(VENV)/.installed-bench redis-server
 	$(BIN)/python -m bench.run $(ARGS)
 
-$(VENV)/.installed-bench: $(VENV)/bin/python setup.cfg setup.py
+$(VENV)/.installed-bench: $(VENV)/bin/python setup.cfg setup.py pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	touch $@ $(VENV)/.installed
 
