@@ -20,6 +20,7 @@ from app.keys import BACKENDS, CANARY, METRICS, RATE_LIMITER, RESPONDER, SETTING
 from app.limits import RateLimiter
 from app.metrics import Metrics
 from app.middlewares import request_middleware
+from app.openapi import setup_openapi
 from app.security import add_security_headers, allow_origins
 from app.settings import Settings
 from app.streams import StreamRegistry
@@ -74,6 +75,7 @@ def create_app(
     app.router.add_get("/health", health)
     app.router.add_get("/health/ready", ready)
     app.router.add_get("/metrics", metrics)
+    setup_openapi(app)  # GET /openapi.json: the document of the sub-apps this process runs
     # The browser console: static files, no build step; "/" opens it.
     app.router.add_static("/console/", CONSOLE_DIR, name="console")
     app.router.add_get("/", console_index)

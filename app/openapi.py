@@ -396,7 +396,7 @@ class Answer:
     description: str
     schema: str | None = None  # a components/schemas name, for application/json
     examples: tuple[str, ...] = ()  # RESPONSE_EXAMPLES names
-    media: str = "application/json"
+    media: str | None = "application/json"  # None: no body
     headers: tuple[str, ...] = ()  # components/headers names
     example: str | None = None  # a literal example (non-JSON media)
 
@@ -420,8 +420,8 @@ TOKEN_ERRORS = ("error.unauthorized", "error.unauthorized.expired")
 CUSTOMER_ERRORS = (*TOKEN_ERRORS, "error.forbidden.session")
 AGENT_ERRORS = (*TOKEN_ERRORS, "error.forbidden.workbench")
 STREAM_ERRORS = ("error.too_many_streams.token", "error.too_many_streams.process", "error.unavailable")
-SESSION_STREAM_ANSWER = Answer(200, "The session's event stream (see below).")
-AGENT_STREAM_ANSWER = Answer(200, "The agent's event stream (see below).")
+SESSION_STREAM_ANSWER = Answer(200, "The session's event stream.")
+AGENT_STREAM_ANSWER = Answer(200, "The agent's event stream.")
 
 
 def _session_read(component: str) -> dict[tuple[str, str], Operation]:
@@ -489,7 +489,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/"): Operation(
         "console", "Open the console",
         "Redirects to the browser console (`/console/index.html`, static files).",
-        (Answer(302, "To the console.", media="", headers=("Location",)),),
+        (Answer(302, "To the console.", media=None, headers=("Location",)),),
     ),
     # -- chatbot -------------------------------------------------------------------------
     ("POST", "/chatbot/api/sessions"): Operation(
@@ -634,6 +634,15 @@ def _ecma_pattern(self: Any, field: fields.Field, **kwargs: Any) -> dict[str, An
             if not pattern.startswith("^"):
                 pattern = "^" + pattern
             return {"pattern": pattern}
+    return {}
+
+
+def _exact_null(self: Any, field: fields.Field, ret: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """apispec writes a nullable nested schema as ``anyOf: [{type: object, nullable: true},
+    {$ref}]``, whose first branch admits any object; ``enum: [null]`` makes it admit null only."""
+    for branch in ret.get("anyOf", ()):
+        if branch == {"type": "object", "nullable": True}:
+            branch["enum"] = [None]
     return {}
 
 
@@ -819,12 +828,12 @@ def _answer(answer: Answer, op: Operation, insecure: bool) -> dict[str, Any]:
         union = "SessionStreamEvent" if op.stream == "session" else "AgentStreamEvent"
         response["description"] = (
             f"{answer.description} Each event is an `id:` line (none on heartbeats) and a "
-            "`data:` line holding one envelope (the `{union}` schema), then a blank line; no "
+            f"`data:` line holding one envelope (the `{union}` schema), then a blank line; no "
             "`event:` line, so browsers read them with `onmessage` and switch on `data.type`. A "
             "stream the server ends (shutdown, a client too slow, a gap the history cannot "
             "fill) gets a `retry: <1000..3000>` line first. On the wire:\n\n"
             f"```text\n{wire_text(names)}```"
-        ).replace("{union}", union)
+        )
         headers.update({h: ref("headers", h) for h in ("Cache-Control", "X-Accel-Buffering")})
         response["content"] = {
             "text/event-stream": {
@@ -837,8 +846,8 @@ def _answer(answer: Answer, op: Operation, insecure: bool) -> dict[str, Any]:
         examples = _examples(answer.examples, RESPONSE_EXAMPLES, insecure)
         if examples:
             media["examples"] = examples
-        response["content"] = {answer.media: media}
-    elif answer.media:
+        response["content"] = {answer.media or "application/json": media}
+    elif answer.media is not None:
         response["content"] = {answer.media: {"schema": {"type": "string"}, "example": answer.example}}
     return response
 
@@ -964,6 +973,7 @@ def build_spec(
     )
     assert plugin.converter is not None
     plugin.converter.add_attribute_function(_ecma_pattern)
+    plugin.converter.add_attribute_function(_exact_null)
     schemas = documented_schemas(insecure)
 
     event_types = {event_component(t): t for t in EVENT_TYPES}

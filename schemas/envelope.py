@@ -48,6 +48,7 @@ class ConnectedPayload(Schema):
     channels = fields.List(fields.String(), required=True)
     session_name = Name()
     agent_id = Name()
+    recovered = fields.Boolean()  # whether a resume got every missed event
 
 
 class StatusChangePayload(Schema):

@@ -1,0 +1,283 @@
+"""What the API answers: documentation schemas for the OpenAPI document (app/openapi.py),
+also used by the tests to check real answers against what the document says.
+
+Every schema here keeps marshmallow's default ``unknown=RAISE``, so validating an answer with
+one of them fails on a key the documentation does not know about (that keeps the docs honest).
+The published document still lets these objects grow: each schema with a ``Meta.description``
+is emitted without ``additionalProperties: false`` (API.md: clients ignore keys they do not
+know). Event envelopes are the exception: their four keys are fixed, so the ``*EventSchema``
+classes carry no ``Meta.description`` and are emitted closed.
+"""
+
+from marshmallow import Schema, fields, validate
+
+from schemas import envelope
+from schemas.envelope import ALLOWED_SOURCES, EVENT_TYPES
+from schemas.fields import MAX_REASON, Name, Status, UnixTime
+
+COMPONENTS = ("chatbot", "workbench")
+BROKER_MODES = ("redis", "redis-cluster", "memory")
+HEALTH_STATUSES = ("ok", "degraded")
+
+# Every ``error.code`` the server answers with (API.md, "Error codes"; app/middlewares.py):
+# ``bad_request`` and ``http_error`` are aiohttp's own 400 and other HTTP errors.
+ERROR_CODES = (
+    "bad_json",
+    "bad_request",
+    "body_too_large",
+    "conflict",
+    "forbidden",
+    "http_error",
+    "internal_error",
+    "invalid_name",
+    "method_not_allowed",
+    "not_found",
+    "rate_limited",
+    "session_exists",
+    "session_not_found",
+    "too_many_channels",
+    "too_many_streams",
+    "unauthorized",
+    "unavailable",
+    "unsupported_media_type",
+    "validation_error",
+)
+
+
+# -- sessions and messages ----------------------------------------------------------------
+
+
+class SessionSchema(Schema):
+    class Meta:
+        description = (
+            "A conversation's state. Times are integer unix seconds; `status_seq` orders the "
+            "queue (it increases every time any session enters a status)."
+        )
+
+    session_name = Name(required=True, metadata={"example": "demo"})
+    status = Status(required=True)
+    agent_id = Name(
+        required=True, allow_none=True,
+        metadata={"description": "the agent holding the session (`agent_active`), else null"},
+    )
+    created_at = UnixTime(required=True)
+    updated_at = UnixTime(required=True)
+    escalation_reason = fields.String(
+        required=True, allow_none=True, validate=validate.Length(max=MAX_REASON),
+        metadata={"description": "why the session was escalated; null when not given"},
+    )
+    status_seq = fields.Integer(strict=True, required=True, validate=validate.Range(min=0))
+
+
+class SessionCreatedSchema(SessionSchema):
+    class Meta:
+        description = (
+            "The session just created. `token` (a JWT bound to this session) is present unless "
+            "the process runs with `--insecure`; the customer sends it as `Authorization: "
+            "Bearer <token>` (or `?token=` on the event stream)."
+        )
+
+    token = fields.String(metadata={"description": "the session's customer token (JWT)"})
+
+
+class MessageSchema(envelope.MessageSchema):
+    class Meta:
+        description = (
+            "One transcript message. `agent_id` is set on agent messages only; ids are 16 "
+            "hex digits."
+        )
+
+
+class ChatResponseSchema(Schema):
+    class Meta:
+        description = (
+            "The customer's message, the session after it, and the bot's reply (null when the "
+            "bot did not answer: an agent holds or is awaited). `token` only when this chat "
+            "created the session on a process that requires tokens."
+        )
+
+    session = fields.Nested(SessionSchema, required=True)
+    message = fields.Nested(MessageSchema, required=True)
+    reply = fields.Nested(MessageSchema, required=True, allow_none=True)
+    token = fields.String(metadata={"description": "the new session's customer token (JWT)"})
+
+
+class AgentMessageResponseSchema(Schema):
+    class Meta:
+        description = "The agent's message and the session it was added to."
+
+    session = fields.Nested(SessionSchema, required=True)
+    message = fields.Nested(MessageSchema, required=True)
+
+
+class SessionListSchema(Schema):
+    class Meta:
+        description = "Sessions in one status, in the order they entered it (first come, first served)."
+
+    sessions = fields.List(fields.Nested(SessionSchema), required=True)
+
+
+class TranscriptSchema(Schema):
+    class Meta:
+        description = "A session's transcript, oldest first (the last 500 messages)."
+
+    session_name = Name(required=True)
+    messages = fields.List(fields.Nested(MessageSchema), required=True)
+
+
+# -- errors --------------------------------------------------------------------------------
+
+
+class ErrorDetailSchema(Schema):
+    class Meta:
+        description = (
+            "`code` is machine-readable, `message` is for people. `fields` (validation "
+            "errors, bad names) maps each offending field to its messages."
+        )
+
+    code = fields.String(required=True, validate=validate.OneOf(ERROR_CODES))
+    message = fields.String(required=True)
+    fields_ = fields.Dict(
+        data_key="fields", keys=fields.String(), values=fields.Raw(),
+        metadata={"description": "offending field -> list of messages (nested for nested fields)"},
+    )
+    request_id = fields.String(
+        metadata={"description": "the request's id, as in the X-Request-ID header and the logs"}
+    )
+
+
+class ErrorSchema(Schema):
+    class Meta:
+        description = "Every error answer: `{\"error\": {\"code\", \"message\", \"fields\"?}}`."
+
+    error = fields.Nested(ErrorDetailSchema, required=True)
+
+
+# -- process endpoints ---------------------------------------------------------------------
+
+
+class HealthSchema(Schema):
+    class Meta:
+        description = "Liveness and mode of the process that answered."
+
+    status = fields.String(required=True, validate=validate.OneOf(HEALTH_STATUSES))
+    broker = fields.String(required=True, validate=validate.OneOf(BROKER_MODES))
+    degraded = fields.Boolean(
+        required=True,
+        metadata={"description": "Redis is configured but unusable now: events stay in this process"},
+    )
+    components = fields.List(
+        fields.String(validate=validate.OneOf(COMPONENTS)), required=True,
+        metadata={"description": "the sub-apps this process serves"},
+    )
+    streams = fields.Integer(strict=True, required=True, validate=validate.Range(min=0))
+    insecure = fields.Boolean(required=True, metadata={"description": "runs without authentication"})
+    pid = fields.Integer(strict=True, required=True, validate=validate.Range(min=1))
+
+
+class ReadySchema(Schema):
+    class Meta:
+        description = "Readiness: whether a canary event went through the broker and came back."
+
+    ready = fields.Boolean(required=True)
+    broker = fields.String(required=True, validate=validate.OneOf(BROKER_MODES))
+    degraded = fields.Boolean(required=True)
+    canary_ms = fields.Float(
+        required=True, validate=validate.Range(min=0),
+        metadata={"description": "milliseconds the probe took"},
+    )
+
+
+# -- events (documentation of the envelope and each payload) -------------------------------
+
+
+class ConnectedPayloadSchema(envelope.ConnectedPayload):
+    class Meta:
+        description = (
+            "First event of every stream: its channels, and `session_name` (session stream) or "
+            "`agent_id` (agent stream). `recovered` says whether a resumed stream got every "
+            "missed event (false on a fresh stream)."
+        )
+
+    recovered = fields.Boolean(required=True)
+
+
+class StatusChangePayloadSchema(envelope.StatusChangePayload):
+    class Meta:
+        description = "A session changed status; `agent_id` is the holder after it (null when none)."
+
+
+class TransferRequestPayloadSchema(envelope.TransferRequestPayload):
+    class Meta:
+        description = "A session asks for a human (broadcast to every agent)."
+
+
+class NewMessagePayloadSchema(envelope.NewMessagePayload):
+    class Meta:
+        description = "A message was added to a session's transcript."
+
+    message = fields.Nested(MessageSchema, required=True)
+
+
+class AgentPresencePayloadSchema(envelope.AgentPresencePayload):
+    class Meta:
+        description = "An agent joined (took over) or left (released) a session."
+
+
+class HeartbeatPayloadSchema(envelope.HeartbeatPayload):
+    class Meta:
+        description = "Always empty."
+
+
+PAYLOAD_SCHEMAS: dict[str, type[Schema]] = {
+    "connected": ConnectedPayloadSchema,
+    "status_change": StatusChangePayloadSchema,
+    "transfer_request": TransferRequestPayloadSchema,
+    "new_message": NewMessagePayloadSchema,
+    "agent_joined": AgentPresencePayloadSchema,
+    "agent_left": AgentPresencePayloadSchema,
+    "heartbeat": HeartbeatPayloadSchema,
+}
+
+
+def _event_schema(type_: str) -> type[Schema]:
+    """The envelope of one event type: ``type`` fixed, its payload, the sources that say it."""
+    class_name = "".join(part.title() for part in type_.split("_")) + "EventSchema"
+    attrs = {
+        "type": fields.String(required=True, validate=validate.OneOf([type_])),
+        "payload": fields.Nested(PAYLOAD_SCHEMAS[type_], required=True),
+        "timestamp": UnixTime(required=True, metadata={"description": "unix seconds, set by the server"}),
+        "source": fields.String(
+            required=True, validate=validate.OneOf(sorted(ALLOWED_SOURCES[type_])),
+            metadata={"description": "the sub-app that published it (`system`: the stream itself)"},
+        ),
+    }
+    return type(class_name, (Schema,), attrs)
+
+
+EVENT_SCHEMAS: dict[str, type[Schema]] = {type_: _event_schema(type_) for type_ in EVENT_TYPES}
+
+# Which events each kind of stream carries (handlers/announce.py, handlers/sse.py).
+SESSION_STREAM_EVENTS = (
+    "connected", "status_change", "new_message", "agent_joined", "agent_left", "heartbeat",
+)
+AGENT_STREAM_EVENTS = ("connected", "status_change", "transfer_request", "new_message", "heartbeat")
+
+__all__ = [
+    "AGENT_STREAM_EVENTS",
+    "ERROR_CODES",
+    "EVENT_SCHEMAS",
+    "PAYLOAD_SCHEMAS",
+    "SESSION_STREAM_EVENTS",
+    "AgentMessageResponseSchema",
+    "ChatResponseSchema",
+    "ErrorDetailSchema",
+    "ErrorSchema",
+    "HealthSchema",
+    "MessageSchema",
+    "ReadySchema",
+    "SessionCreatedSchema",
+    "SessionListSchema",
+    "SessionSchema",
+    "TranscriptSchema",
+]
