@@ -92,7 +92,7 @@ async def _backends_ctx(
 ) -> AsyncIterator[None]:
     backends = await backends_factory(app[SETTINGS])
     app[BACKENDS] = backends
-    app[METRICS].watch(app[STREAMS], backends)
+    app[METRICS].watch(app[STREAMS], backends, app[SETTINGS].components)
     yield
     await backends.close()
 

@@ -6,7 +6,7 @@ the stream registry) and read when Prometheus scrapes, so that counting costs th
 nothing it would notice.
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -34,9 +34,9 @@ class Metrics:
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self._requests.labels(method, route, str(status)).observe(seconds)
 
-    def watch(self, streams: StreamRegistry, backends: Backends) -> None:
+    def watch(self, streams: StreamRegistry, backends: Backends, components: Sequence[str]) -> None:
         """Export what the streams and the broker count (once the backends are open)."""
-        self.registry.register(_EventPathCollector(streams, backends))
+        self.registry.register(_EventPathCollector(streams, backends, components))
 
     def exposition(self) -> tuple[bytes, str]:
         """The text format, and its content type."""
@@ -44,9 +44,10 @@ class Metrics:
 
 
 class _EventPathCollector(Collector):
-    def __init__(self, streams: StreamRegistry, backends: Backends) -> None:
+    def __init__(self, streams: StreamRegistry, backends: Backends, components: Sequence[str]) -> None:
         self._streams = streams
         self._backends = backends
+        self._components = tuple(components)
 
     def collect(self) -> Iterator[object]:
         broker = self._backends.broker
@@ -54,8 +55,9 @@ class _EventPathCollector(Collector):
         streams = GaugeMetricFamily(
             "switchboard_streams_open", "Open SSE streams, by sub-app.", labels=("component",)
         )
-        for component, count in sorted(self._streams.by_component().items()):
-            streams.add_metric((component,), count)
+        counts = self._streams.by_component()
+        for component in self._components:  # 0, not absent, for a sub-app without streams
+            streams.add_metric((component,), counts.get(component, 0))
         yield streams
         yield CounterMetricFamily(
             "switchboard_streams_opened", "SSE streams opened since start.",
@@ -78,15 +80,21 @@ class _EventPathCollector(Collector):
         yield delivered
         dropped = CounterMetricFamily(
             "switchboard_events_dropped",
-            "Events or streams given up, by reason: slow_consumer (a stream cut off with its "
-            "queue), stream_gap (a stream ended because the history could not fill a gap), "
-            "malformed (an unreadable or forged message from Redis).",
-            labels=("reason",),
+            "Events given up, by reason and type: slow_consumer (queued for a stream that was "
+            "cut off; its client resumes and gets them from the history), malformed (an "
+            "unreadable or forged message from Redis; its type is unknown).",
+            labels=("reason", "type"),
         )
-        dropped.add_metric(("slow_consumer",), stats.slow_consumers)
-        dropped.add_metric(("stream_gap",), stats.gaps)
-        dropped.add_metric(("malformed",), stats.malformed)
+        for event_type, count in sorted(stats.discarded.items()):
+            dropped.add_metric(("slow_consumer", event_type), count)
+        dropped.add_metric(("malformed", "unknown"), stats.malformed)
         yield dropped
+        yield CounterMetricFamily(
+            "switchboard_stream_gaps",
+            "Streams ended because the history could not fill a gap (their clients resume "
+            "with recovered: false).",
+            value=stats.gaps,
+        )
         yield CounterMetricFamily(
             "switchboard_events_replayed",
             "Events delivered from the history (resumed streams, catch-ups after a reconnect).",

@@ -90,7 +90,7 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
     except Exception as exc:
         response = _from_exception(exc)
         if response is None:
-            logger.exception("unhandled error on %s %s", request.method, request.path)
+            logger.exception("unhandled error on %s %s", request.method, request.rel_url.raw_path)
             response = error_response(500, "internal_error", "internal server error")
     finally:
         _finished(request, response, time.monotonic() - started)
@@ -107,10 +107,12 @@ def _finished(request: web.Request, response: web.StreamResponse | None, seconds
         status = response.status
     route = request.match_info.route.resource
     template = route.canonical if route is not None else "unmatched"
+    # Still percent-encoded: a decoded path could carry a newline and forge a log line.
+    path = request.rel_url.raw_path
     level = logging.DEBUG if request.path in QUIET_PATHS else logging.INFO
     logger.log(
-        level, "%s %s %d %.1f ms", request.method, request.path, status, seconds * 1000,
-        extra={"method": request.method, "path": request.path, "route": template,
+        level, "%s %s %d %.1f ms", request.method, path, status, seconds * 1000,
+        extra={"method": request.method, "path": path, "route": template,
                "status": status, "ms": round(seconds * 1000, 1)},
     )
     if not streamed:

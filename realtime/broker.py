@@ -257,7 +257,7 @@ class Subscription:
     def deliver(self, event: Event) -> None:
         if self._held is not None:
             if len(self._held) >= self._maxsize:
-                self._overflow()
+                self._overflow(event)
             else:
                 self._held.append(event)
             return
@@ -278,16 +278,20 @@ class Subscription:
             self._items.append(_Replayed(event))
             self._replayed += 1
         elif len(self._items) - self._replayed >= self._maxsize:
-            self._overflow()
+            self._overflow(event)
             return
         else:
             self._items.append(event)
         self._wake()
 
-    def _overflow(self) -> None:
+    def _overflow(self, refused: Event) -> None:
         logger.warning(
             "slow consumer cut off: %d events queued on %s", self._maxsize, ",".join(self.channels)
         )
+        stats = self._broker.stats
+        for item in (*self._items, *(self._held or ()), refused):
+            event = item.event if isinstance(item, _Replayed) else item
+            stats.discarded[event.envelope["type"]] += 1
         self._items = []
         self._replayed = 0
         self._held = [] if self._held is not None else None

@@ -40,6 +40,7 @@ class BrokerStats:
     delivered: Counter[str] = field(default_factory=Counter)  # handed to local streams, by type
     replayed: int = 0  # delivered from the history (resumes, catch-ups)
     slow_consumers: int = 0  # subscriptions cut off because their queue filled
+    discarded: Counter[str] = field(default_factory=Counter)  # their queued events, by type
     gaps: int = 0  # subscriptions ended because the history could not fill a gap
     malformed: int = 0  # messages from Redis dropped as unreadable or forged
     reconnects: int = 0  # pub/sub connections (re)established
