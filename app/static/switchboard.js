@@ -127,7 +127,7 @@ export function compareIds(a, b) {
  * - calls `onResync` at the first `connected` and whenever `connected` says
  *   `"recovered": false`: the view must then be rebuilt from the API. Events that arrive while
  *   the promise it returns is pending are held and delivered after it, so they apply on top of
- *   the refetched state; a rejected resync is retried;
+ *   the refetched state; a resync that fails is retried (unless the API answered 4xx);
  * - reopens a stream that has been silent longer than `staleAfter` (the server sends a
  *   heartbeat every 30 s by default), which catches a dead connection nobody reported;
  * - with `probe`, asks the API before reopening after a failure: a 4xx answer (unknown session,
@@ -231,11 +231,11 @@ export class LiveStream {
       this.connects += 1;
       this._attempts = 0;
       this.error = null;
-      this._setState('connected');
       const recovered = data.payload?.recovered !== false;
-      if (this.resyncs === 0 || !recovered) {
-        this._resync({ initial: this.resyncs === 0, recovered });
-      }
+      const initial = this.resyncs === 0;
+      if (initial || !recovered) this.resyncs += 1;
+      this._setState('connected', true);
+      if (initial || !recovered) this._resync({ initial, recovered });
     }
     this._deliver(event);
   }
@@ -246,7 +246,6 @@ export class LiveStream {
   }
 
   async _resync(info) {
-    this.resyncs += 1;
     this._resyncWanted = info;
     if (this._held) return; // a resync is running: it will run again with this request
     this._held = [];
@@ -257,7 +256,13 @@ export class LiveStream {
       this._held = []; // the refetched state includes whatever was held so far
       try {
         await this.options.onResync?.(wanted);
-      } catch {
+      } catch (error) {
+        if (error instanceof ApiError && !error.transient) {
+          this.error = error; // 4xx: refetching again cannot help
+          this._shut();
+          this._setState('failed');
+          break;
+        }
         this._resyncWanted = wanted;
         await new Promise((resolve) => setTimeout(resolve, delay));
         delay = Math.min(delay * 2, this.options.maxDelay);
@@ -265,7 +270,7 @@ export class LiveStream {
     }
     const held = this._held;
     this._held = null;
-    if (this.state === 'closed') return;
+    if (this.state === 'closed' || this.state === 'failed') return;
     for (const event of held) this.options.onEvent?.(event);
   }
 
@@ -318,9 +323,8 @@ export class LiveStream {
     }
   }
 
-  _setState(state) {
-    if (this.state === state) return;
-    if (this.state === 'closed') return;
+  _setState(state, always = false) {
+    if (this.state === 'closed' || (this.state === state && !always)) return;
     this.state = state;
     this.options.onState?.(state, this);
   }

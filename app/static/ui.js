@@ -87,11 +87,23 @@ export class Transcript {
     this.who = who;
     /** @type {Map<string, {node: HTMLElement, local: boolean}>} */
     this.items = new Map();
+    // Follow the newest message unless the reader has scrolled up to read older ones.
+    this.follow = true;
+    this.height = list.clientHeight;
+    list.addEventListener('scroll', () => {
+      if (list.clientHeight !== this.height) return; // a resize scrolled it, not the reader
+      this.follow = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+    });
+    new ResizeObserver(() => {
+      this.height = list.clientHeight;
+      this._follow();
+    }).observe(list);
   }
 
   clear() {
     this.items.clear();
     this.list.replaceChildren();
+    this.follow = true;
   }
 
   /** Add a message unless it is on screen; `local`: from an API answer, not the stream. */
@@ -127,6 +139,10 @@ export class Transcript {
   _place(node, local) {
     const waiting = local ? null : this.list.querySelector('[data-local]');
     this.list.insertBefore(node, waiting);
-    this.list.scrollTop = this.list.scrollHeight;
+    this._follow();
+  }
+
+  _follow() {
+    if (this.follow) this.list.scrollTop = this.list.scrollHeight;
   }
 }

@@ -1,0 +1,570 @@
+"""The browser console for real: Debian's Chromium driven by Playwright against real ``run.py``
+processes and a real redis-server with AOF, all on 127.0.0.1. Nothing is mocked.
+
+What these tests prove (the console issue):
+
+- the pages under ``/console/`` (``/`` opens them) are served with their CSP, load nothing from
+  another origin, and hold no inline script or style and no HTML built from strings;
+- a customer page and an agent page, in two browser contexts, play the whole handoff live over
+  EventSource: the bot answers, "talk to a human", the agent's queue updated live, take over,
+  messages both ways, release back to the bot, close (that session, and another from the queue);
+- when Redis (killed, AOF) and the server process are both restarted under the open pages, each
+  page's EventSource reconnects by itself sending Last-Event-ID, the events published while it was
+  away arrive from the replay without any refetch, and the transcript on screen is exactly the
+  server's, each message once;
+- when a resume cannot be honoured (the browser's reconnection refused with 503, then the
+  client's own reopening with a position the server never gave out), ``"recovered": false`` makes
+  every view refetch its state and say so;
+- under authentication the customer page keeps its conversation's token (and a reload resumes
+  from ``?last_event_id=``), and the agent page works with a minted agent token;
+- both pages fit a 375x667 phone; the end of the story is played at that size.
+
+Screenshots of both pages, desktop and phone, are written to docs/img/ (never compared).
+"""
+
+import asyncio
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import aiohttp
+import pytest
+import redis
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Page,
+    Response,
+    Route,
+    async_playwright,
+    expect,
+)
+from playwright.async_api import Error as PlaywrightError
+
+from tests.processes import ROOT, ServerProcess
+from tests.redis_server import RedisServer
+
+pytestmark = pytest.mark.timeout(90)
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# The machine's network is closed: without these, Chromium keeps trying to reach Google.
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+WAIT_MS = 10_000  # every Playwright wait is bounded by this
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 375, "height": 667}
+IMAGES = ROOT / "docs" / "img"
+REDIS_ON = {"USE_REDIS_SSE": "true"}
+# Event streams only (not the JSON API), whatever the query string.
+STREAMS = re.compile(r"/events(\?|$)")
+expect.set_options(timeout=WAIT_MS)
+
+CUSTOMER = "browser-demo"
+SECOND = "second-customer"
+AGENT = "alice"
+
+
+# --- fixtures --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def aof_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server with AOF that the test kills and starts again on the same port; every
+    write is fsynced (``appendfsync always``), so a SIGKILL right after a message loses nothing."""
+    server = RedisServer(tmp_path / "redis-aof", appendonly=True)
+    server.start()
+    client = redis.Redis(host="127.0.0.1", port=server.port)
+    try:
+        client.config_set("appendfsync", "always")
+    finally:
+        client.close()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    assert Path(CHROMIUM).exists(), "Chromium is not installed (make test installs it)"
+    async with async_playwright() as playwright:
+        instance = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield instance
+        finally:
+            await instance.close()
+
+
+class Problems:
+    """What a page must never do: throw, or break the CSP. Failed requests are expected only
+    while the server is away (EventSource retries), so they are recorded, not refused."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self.network: list[str] = []
+
+    def watch(self, page: Page, label: str) -> None:
+        page.on("pageerror", lambda error: self.errors.append(f"{label}: {error}"))
+        page.on("console", lambda message: self._console(label, message))
+
+    def _console(self, label: str, message: ConsoleMessage) -> None:
+        if message.type != "error":
+            return
+        text = message.text
+        if "net::ERR_" in text or "Failed to load resource" in text:
+            self.network.append(f"{label}: {text}")
+        else:
+            self.errors.append(f"{label}: {text}")
+
+
+class StreamOpenings:
+    """Every event-stream response a page got: its path and the resume position it asked for
+    (the ``Last-Event-ID`` header EventSource sends on its own reconnects, or the
+    ``?last_event_id=`` query the client uses when it reopens a stream itself)."""
+
+    def __init__(self, page: Page) -> None:
+        self.seen: list[dict[str, Any]] = []
+        page.on("response", self._response)
+
+    async def _response(self, response: Response) -> None:
+        if not STREAMS.search(response.url):
+            return
+        try:
+            headers = await response.request.all_headers()
+        except PlaywrightError:  # the page closed meanwhile
+            return
+        url = urlsplit(response.url)
+        self.seen.append({
+            "path": url.path,
+            "status": response.status,
+            "header": headers.get("last-event-id"),
+            "query": parse_qs(url.query).get("last_event_id", [None])[0],
+        })
+
+    def of(self, path_end: str) -> list[dict[str, Any]]:
+        return [opening for opening in self.seen if opening["path"].endswith(path_end)]
+
+
+async def new_page(browser: Browser, problems: Problems, label: str) -> tuple[BrowserContext, Page]:
+    context = await browser.new_context(viewport=DESKTOP)
+    context.set_default_timeout(WAIT_MS)
+    page = await context.new_page()
+    problems.watch(page, label)
+    return context, page
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+async def run(blocking: Any, *args: Any, **kwargs: Any) -> Any:
+    """Process control blocks (it polls /health, waits for exit): keep it off the loop that
+    talks to the browser."""
+    return await asyncio.to_thread(blocking, *args, **kwargs)
+
+
+async def server_transcript(base: str, name: str) -> list[dict[str, Any]]:
+    async with aiohttp.ClientSession() as http:
+        async with asyncio.timeout(10):
+            async with http.get(f"{base}/chatbot/api/sessions/{name}/messages") as response:
+                assert response.status == 200, await response.text()
+                body = await response.json()
+    return body["messages"]  # type: ignore[no-any-return]
+
+
+async def screen_ids(page: Page, transcript: str) -> list[str]:
+    return await page.eval_on_selector_all(  # type: ignore[no-any-return]
+        f"{transcript} [data-message-id]", "nodes => nodes.map(n => n.dataset.messageId)"
+    )
+
+
+async def assert_same_transcript(page: Page, transcript: str, expected: list[dict[str, Any]]) -> None:
+    """The messages on screen are the server's transcript: same ids, same order, each once,
+    none still waiting for its echo from the stream."""
+    ids = await screen_ids(page, transcript)
+    assert len(ids) == len(set(ids)), f"a message is on screen twice: {ids}"
+    assert ids == [message["id"] for message in expected], (ids, expected)
+    texts = await page.locator(f"{transcript} [data-message-id] .msg-text").all_inner_texts()
+    assert texts == [message["content"] for message in expected]
+    await expect(page.locator(f"{transcript} [data-local]")).to_have_count(0)
+
+
+async def connection(page: Page, selector: str) -> dict[str, str]:
+    return await page.eval_on_selector(  # type: ignore[no-any-return]
+        selector, "n => ({state: n.dataset.state, connects: n.dataset.connects, resyncs: n.dataset.resyncs})"
+    )
+
+
+async def fits_width(page: Page) -> None:
+    overflow = await page.evaluate(
+        "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert overflow <= 0, f"{page.url} scrolls sideways by {overflow}px"
+
+
+async def shoot(page: Page, name: str, *, full_page: bool = False) -> None:
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(IMAGES / f"{name}.png"), full_page=full_page, animations="disabled")
+
+
+async def say(page: Page, field: str, button: str, text: str) -> None:
+    await page.fill(field, text)
+    await page.click(button)
+    await expect(page.locator(field)).to_have_value("")
+
+
+# --- tests -----------------------------------------------------------------------------------
+
+
+async def test_console_is_static_and_self_contained(
+    server_process: Any, browser: Browser
+) -> None:
+    """/ opens the console; every page carries the CSP and loads only its own origin's files;
+    the static files hold no inline script or style and no external URL."""
+    server: ServerProcess = await run(server_process, "--insecure", "--no-redis")
+    problems = Problems()
+    context, page = await new_page(browser, problems, "home")
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    try:
+        for path in ("/console/index.html", "/console/customer.html", "/console/agent.html"):
+            response = await page.goto(server.url + path)
+            assert response is not None and response.status == 200, path
+            csp = response.headers.get("content-security-policy", "")
+            assert "script-src 'self'" in csp and "style-src 'self'" in csp, (path, csp)
+            await page.wait_for_load_state("load")
+        await page.goto(server.url + "/")
+        assert page.url == f"{server.url}/console/index.html"
+        await expect(page.get_by_role("link", name=re.compile("Customer"))).to_be_visible()
+        await expect(page.get_by_role("link", name=re.compile("Agent workbench"))).to_be_visible()
+    finally:
+        await context.close()
+    assert requested and all(url.startswith(server.url) for url in requested), requested
+    assert not problems.errors and not problems.network, problems.__dict__
+    static = ROOT / "app" / "static"
+    for file in static.iterdir():
+        if file.suffix in {".html", ".js", ".css"}:
+            text = file.read_text()
+            assert not re.search(r"https?://", text), f"{file.name} names another origin"
+            assert "innerHTML" not in text and "insertAdjacentHTML" not in text, file.name
+            if file.suffix == ".html":
+                assert not re.search(r"<script(?![^>]*\bsrc=)", text), f"inline script in {file.name}"
+                assert "style=" not in text and "<style" not in text, f"inline style in {file.name}"
+
+
+async def test_handoff_live_and_across_a_redis_and_server_restart(
+    server_process: Any, aof_redis: RedisServer, browser: Browser
+) -> None:
+    started = time.monotonic()
+    server: ServerProcess = await run(
+        server_process, "--insecure", "--redis-url", aof_redis.url, env=REDIS_ON
+    )
+    base = server.url
+    problems = Problems()
+    customer_ctx, customer = await new_page(browser, problems, "customer")
+    agent_ctx, agent = await new_page(browser, problems, "agent")
+    cu_log, ag_log = "#transcript", "#conv-transcript"
+    cu_streams, ag_streams = StreamOpenings(customer), StreamOpenings(agent)
+
+    # --- 1. the handoff, live ---------------------------------------------------------------
+    # The customer arrives through / and the index page.
+    await customer.goto(base + "/")
+    await customer.get_by_role("link", name=re.compile("Customer")).click()
+    await expect(customer).to_have_url(f"{base}/console/customer.html")
+    await customer.get_by_label("Conversation name").fill(CUSTOMER)
+    await customer.get_by_role("button", name="Start chat").click()
+    await expect(customer.locator("#connection")).to_have_attribute("data-state", "connected")
+    await expect(customer.locator("#status")).to_have_attribute("data-status", "bot_active")
+
+    await agent.goto(f"{base}/console/agent.html")
+    await agent.get_by_label("Agent id").fill(AGENT)
+    await agent.get_by_role("button", name="Open the workbench").click()
+    await expect(agent.locator("#connection")).to_have_attribute("data-state", "connected")
+    await expect(agent.locator("#queue-count")).to_have_text("0")
+
+    await say(customer, "#message", "#send", "Hello")
+    await expect(customer.locator(f"{cu_log} [data-role=bot]")).to_have_count(1)
+    await expect(customer.locator(f"{cu_log} [data-role=bot]")).to_contain_text("How can I help")
+
+    await customer.get_by_role("button", name="Talk to a human").click()
+    await expect(customer.locator("#status")).to_have_attribute("data-status", "waiting_agent")
+    await expect(customer.locator("#status")).to_have_text("Waiting for an agent…")
+    await expect(customer.get_by_role("button", name="Talk to a human")).to_be_disabled()
+
+    # The agent's queue shows it live (the agent stream's transfer_request), no reload.
+    queued = agent.locator(f"#queue li[data-session={CUSTOMER}]")
+    await expect(queued).to_be_visible()
+    await expect(agent.locator("#queue-count")).to_have_text("1")
+    await queued.get_by_role("button", name="Take over").click()
+    await expect(agent.locator("#conv-status")).to_have_attribute("data-status", "agent_active")
+    await expect(agent.locator("#queue-count")).to_have_text("0")
+    await expect(agent.locator(f"#mine li[data-session={CUSTOMER}]")).to_be_visible()
+    await expect(agent.locator(f"{ag_log} [data-role=bot]")).to_have_count(1)  # the history
+
+    await expect(customer.locator("#status")).to_have_attribute("data-status", "agent_active")
+    await expect(customer.locator(f"{cu_log} [data-notice=joined]")).to_have_text(
+        f"{AGENT} joined the conversation."
+    )
+
+    await say(agent, "#reply", "#send", "Hi, this is Alice. How can I help?")
+    await expect(customer.locator(f"{cu_log} [data-role=agent]")).to_have_text(
+        re.compile("Hi, this is Alice")
+    )
+    await say(customer, "#message", "#send", "My order is late.")
+    await expect(agent.locator(f"{ag_log} [data-role=customer]").last).to_contain_text(
+        "My order is late."
+    )
+
+    # --- 2. Redis and the server restart under the open pages --------------------------------
+    before = {
+        "customer": await connection(customer, "#connection"),
+        "agent": await connection(agent, "#connection"),
+        "conversation": await connection(agent, "#conv-connection"),
+    }
+    assert {c["connects"] for c in before.values()} == {"1"}, before
+    # The last event id each page saw (the pages keep it in sessionStorage); the agent's open
+    # conversation is the customer's session channel, so its last id is the customer's.
+    positions = {
+        "customer": await customer.evaluate(
+            "() => JSON.parse(sessionStorage.getItem('switchboard.customer')).lastEventId"
+        ),
+        "agent": await agent.evaluate(
+            "() => JSON.parse(sessionStorage.getItem('switchboard.agent')).lastEventId"
+        ),
+    }
+    # Hold the pages' reconnections back until the messages below are published, so that they
+    # can reach the pages only by the resume from Last-Event-ID.
+    for context in (customer_ctx, agent_ctx):
+        await context.route(STREAMS, lambda route: route.abort())
+
+    await run(aof_redis.kill)
+    assert await run(server.stop) == 0
+    for page, selector in ((customer, "#connection"), (agent, "#connection"), (agent, "#conv-connection")):
+        await expect(page.locator(selector)).to_have_attribute("data-state", "reconnecting")
+    await run(aof_redis.start)
+    await run(server.start)  # the same port
+    async with aiohttp.ClientSession() as http, http.get(f"{base}/health") as response:
+        health = await response.json()
+    assert health["broker"] == "redis" and not health["degraded"], health
+
+    # Both sides write while their pages' streams are still away.
+    await say(customer, "#message", "#send", "Are you still there?")
+    await say(agent, "#reply", "#send", "Yes, checking your order now.")
+    # Each sees its own message at once (from the API answer), not the other's yet.
+    await expect(customer.locator(f"{cu_log} [data-local]")).to_have_count(1)
+    await expect(agent.locator(f"{ag_log} [data-local]")).to_have_count(1)
+    await expect(customer.locator(f"{cu_log} [data-role=agent]")).to_have_count(1)
+    await expect(agent.locator(f"{ag_log} [data-role=customer]")).to_have_count(2)
+
+    for context in (customer_ctx, agent_ctx):
+        await context.unroute(STREAMS)
+    # Each EventSource reconnects by itself, resumed: recovered, nothing refetched.
+    for page, selector in ((customer, "#connection"), (agent, "#connection"), (agent, "#conv-connection")):
+        await expect(page.locator(selector)).to_have_attribute("data-connects", "2")
+        await expect(page.locator(selector)).to_have_attribute("data-state", "connected")
+        await expect(page.locator(selector)).to_have_attribute("data-resyncs", "1")
+    # What was published while they were away arrives from the replay.
+    await expect(customer.locator(f"{cu_log} [data-role=agent]").last).to_have_text(
+        re.compile("Yes, checking your order now.")
+    )
+    await expect(agent.locator(f"{ag_log} [data-role=customer]").last).to_contain_text(
+        "Are you still there?"
+    )
+    # The streams were resumed by the browser's own reconnection (EventSource), which sent
+    # the last id each page had seen as Last-Event-ID.
+    resumed = {
+        f"/chatbot/api/sessions/{CUSTOMER}/events": (cu_streams, positions["customer"]),
+        f"/workbench/api/agents/{AGENT}/events": (ag_streams, positions["agent"]),
+        f"/workbench/api/sessions/{CUSTOMER}/events": (ag_streams, positions["customer"]),
+    }
+    for path, (openings, position) in resumed.items():
+        opened = [o for o in openings.of(path) if o["status"] == 200]
+        assert len(opened) == 2, (path, openings.seen)
+        assert opened[0]["header"] is None and opened[0]["query"] is None, opened
+        assert position and opened[1]["header"] == position, (path, position, opened)
+    # And new messages flow live both ways.
+    await say(agent, "#reply", "#send", "Found it: it ships tomorrow.")
+    await expect(customer.locator(f"{cu_log} [data-role=agent]").last).to_contain_text(
+        "it ships tomorrow"
+    )
+    await say(customer, "#message", "#send", "Great, thank you!")
+    await expect(agent.locator(f"{ag_log} [data-role=customer]").last).to_contain_text(
+        "Great, thank you!"
+    )
+    expected = await server_transcript(base, CUSTOMER)
+    assert len(expected) == 8, expected
+    await assert_same_transcript(customer, cu_log, expected)
+    await assert_same_transcript(agent, ag_log, expected)
+
+    # --- 3. screenshots: a held conversation, another customer waiting in the queue ----------
+    async with aiohttp.ClientSession() as http, http.post(
+        f"{base}/chatbot/api/chat",
+        json={"session_name": SECOND, "content": "Can I talk to a person, please?"},
+    ) as response:
+        assert response.status == 200, await response.text()
+    await expect(agent.locator(f"#queue li[data-session={SECOND}]")).to_be_visible()
+    await shoot(customer, "console-customer")
+    await shoot(agent, "console-agent")
+    for page in (customer, agent):
+        await page.set_viewport_size(PHONE)
+        await fits_width(page)
+    await shoot(customer, "console-customer-phone")
+    await shoot(agent, "console-agent-phone", full_page=True)
+
+    # --- 4. a resume the server cannot honour: "recovered": false, and the pages refetch -----
+    # The server restarts again. When it is back, the browser's own reconnection is answered
+    # 503 (EventSource then gives up for good), so the client reopens the stream itself with
+    # ?last_event_id=; that position is replaced by one the server never gave out, which it
+    # answers with a fresh stream and "recovered": false.
+    mode = {"streams": "abort"}
+
+    async def streams_route(route: Route) -> None:
+        url = urlsplit(route.request.url)
+        query = parse_qs(url.query)
+        if mode["streams"] == "abort":
+            await route.abort()
+        elif "last_event_id" not in query:  # the browser's reconnection
+            await route.fulfill(
+                status=503, content_type="application/json", headers={"Retry-After": "1"},
+                body='{"error": {"code": "unavailable", "message": "try again"}}',
+            )
+        else:  # the client's own reopening
+            query["last_event_id"] = ["not-an-id"]
+            forged = url._replace(query=urlencode(query, doseq=True)).geturl()
+            await route.continue_(url=forged)
+
+    for context in (customer_ctx, agent_ctx):
+        await context.route(STREAMS, streams_route)
+    assert await run(server.stop) == 0
+    for page, selector in ((customer, "#connection"), (agent, "#connection"), (agent, "#conv-connection")):
+        await expect(page.locator(selector)).to_have_attribute("data-state", "reconnecting")
+    await run(server.start)
+    await say(customer, "#message", "#send", "Can you send it express?")
+    mode["streams"] = "refuse"
+    for page, selector in ((customer, "#connection"), (agent, "#connection"), (agent, "#conv-connection")):
+        await expect(page.locator(selector)).to_have_attribute("data-connects", "3")
+        await expect(page.locator(selector)).to_have_attribute("data-resyncs", "2")
+        await expect(page.locator(selector)).to_contain_text("refreshed")
+    for context in (customer_ctx, agent_ctx):
+        await context.unroute(STREAMS)
+    for openings, path in (
+        (cu_streams, f"/chatbot/api/sessions/{CUSTOMER}/events"),
+        (ag_streams, f"/workbench/api/agents/{AGENT}/events"),
+        (ag_streams, f"/workbench/api/sessions/{CUSTOMER}/events"),
+    ):
+        statuses = [o["status"] for o in openings.of(path)]
+        assert statuses[:2] == [200, 200] and 503 in statuses[2:], (path, openings.seen)
+        assert statuses[-1] == 200 and openings.of(path)[-1]["query"] == "not-an-id", openings.seen
+    # Not in any replay: the agent sees it because the page refetched the transcript.
+    await expect(agent.locator(f"{ag_log} [data-role=customer]").last).to_contain_text("express")
+    await expect(agent.locator(f"#queue li[data-session={SECOND}]")).to_be_visible()
+    await say(agent, "#reply", "#send", "Sure, upgraded to express.")
+    await expect(customer.locator(f"{cu_log} [data-role=agent]").last).to_contain_text("express")
+    expected = await server_transcript(base, CUSTOMER)
+    assert len(expected) == 10, expected
+    await assert_same_transcript(customer, cu_log, expected)
+    await assert_same_transcript(agent, ag_log, expected)
+
+    # --- 5. at phone size: release, back to the bot, close ------------------------------------
+    await agent.get_by_role("button", name="Release to bot").click()
+    await expect(agent.locator("#conv-status")).to_have_attribute("data-status", "bot_active")
+    await expect(agent.locator("#mine li")).to_have_count(0)
+    await expect(customer.locator("#status")).to_have_attribute("data-status", "bot_active")
+    await expect(customer.locator(f"{cu_log} [data-notice=left]")).to_contain_text("back to the bot")
+    await expect(customer.get_by_role("button", name="Talk to a human")).to_be_enabled()
+    await say(customer, "#message", "#send", "Thanks, bye")
+    await expect(customer.locator(f"{cu_log} [data-role=bot]")).to_have_count(2)
+    await expect(agent.locator(f"{ag_log} [data-role=bot]").last).to_contain_text("Thanks, noted")
+    await expect(agent.locator("#reply")).to_be_disabled()
+
+    # The agent closes it from the conversation still open (nobody holds it now).
+    await agent.get_by_role("button", name="Close").click()
+    await expect(agent.locator("#conv-status")).to_have_attribute("data-status", "closed")
+    await expect(customer.locator("#status")).to_have_attribute("data-status", "closed")
+    await expect(customer.locator(f"{cu_log} [data-notice=closed]")).to_be_visible()
+    await expect(customer.locator("#message")).to_be_disabled()
+
+    # The other customer: viewed from the queue and closed without taking it over.
+    await agent.locator(f"#queue li[data-session={SECOND}]").get_by_role("button", name="View").click()
+    await expect(agent.locator("#conv-title")).to_have_text(f"Conversation {SECOND}")
+    await expect(agent.locator("#conv-status")).to_have_attribute("data-status", "waiting_agent")
+    await expect(agent.locator(f"{ag_log} [data-role=customer]")).to_have_count(1)
+    await agent.get_by_role("button", name="Close").click()
+    await expect(agent.locator("#conv-status")).to_have_attribute("data-status", "closed")
+    await expect(agent.locator("#queue-count")).to_have_text("0")
+
+    final = await server_transcript(base, CUSTOMER)
+    await assert_same_transcript(customer, cu_log, final)
+    for context in (customer_ctx, agent_ctx):
+        await context.close()
+    assert not problems.errors, problems.errors
+    assert time.monotonic() - started < 80
+
+
+async def test_pages_with_tokens_and_a_reload(server_process: Any, browser: Browser) -> None:
+    """Under authentication: the customer page keeps the token its conversation got (Bearer on
+    the API, ?token= on the stream) and resumes after a reload with ?last_event_id=; the agent
+    page works with a token from ``run.py token --agent`` (the agent id read from it)."""
+    secret = secrets.token_urlsafe(32)
+    env = {"SWITCHBOARD_INSECURE": "", "SWITCHBOARD_SECRET": secret}
+    server: ServerProcess = await run(server_process, "--no-redis", env=env)
+    minted = await run(
+        subprocess.run, [sys.executable, str(ROOT / "run.py"), "token", "--agent", AGENT],
+        env={**os.environ, **env}, cwd=ROOT, capture_output=True, text=True, timeout=20,
+    )
+    assert minted.returncode == 0, minted.stderr
+    problems = Problems()
+    customer_ctx, customer = await new_page(browser, problems, "customer")
+    agent_ctx, agent = await new_page(browser, problems, "agent")
+    cu_streams = StreamOpenings(customer)
+    cu_log, ag_log = "#transcript", "#conv-transcript"
+    try:
+        await customer.goto(f"{server.url}/console/customer.html")
+        await customer.get_by_role("button", name="Generate").click()
+        name = await customer.get_by_label("Conversation name").input_value()
+        assert re.fullmatch(r"web-[0-9a-f]{12}", name), name
+        await customer.get_by_role("button", name="Start chat").click()
+        await expect(customer.locator("#connection")).to_have_attribute("data-state", "connected")
+        saved = await customer.evaluate("() => JSON.parse(sessionStorage.getItem('switchboard.customer'))")
+        assert saved["name"] == name and saved["token"], saved
+
+        await agent.goto(f"{server.url}/console/agent.html")
+        await agent.get_by_label("Token").fill(minted.stdout.strip())
+        await agent.get_by_role("button", name="Open the workbench").click()
+        await expect(agent.locator("#whoami")).to_have_text(AGENT)
+        await expect(agent.locator("#connection")).to_have_attribute("data-state", "connected")
+
+        # Asking the bot for a person escalates (the bot says so, then the queue has it).
+        await say(customer, "#message", "#send", "I want to talk to a human")
+        await expect(customer.locator("#status")).to_have_attribute("data-status", "waiting_agent")
+        await agent.locator(f"#queue li[data-session={name}]").get_by_role("button", name="Take over").click()
+        await expect(customer.locator("#status")).to_have_attribute("data-status", "agent_active")
+        await say(agent, "#reply", "#send", "Hello from a signed-in agent.")
+        await expect(customer.locator(f"{cu_log} [data-role=agent]")).to_contain_text("signed-in agent")
+
+        # A reload resumes the same conversation, from the last event id the page saw.
+        position = await customer.evaluate(
+            "() => JSON.parse(sessionStorage.getItem('switchboard.customer')).lastEventId"
+        )
+        await customer.reload()
+        await expect(customer.locator("#connection")).to_have_attribute("data-state", "connected")
+        await expect(customer.locator("#chat-title")).to_have_text(f"Conversation {name}")
+        await expect(customer.locator(f"{cu_log} [data-message-id]")).to_have_count(3)
+        await say(customer, "#message", "#send", "Still here after a reload.")
+        await expect(agent.locator(f"{ag_log} [data-role=customer]").last).to_contain_text("reload")
+        reopened = cu_streams.of(f"/chatbot/api/sessions/{name}/events")[-1]
+        assert reopened["status"] == 200 and reopened["query"] == position, cu_streams.seen
+        ids = await screen_ids(customer, cu_log)
+        assert ids == await screen_ids(agent, ag_log) and len(ids) == len(set(ids)) == 4, ids
+    finally:
+        for context in (customer_ctx, agent_ctx):
+            await context.close()
+    assert not problems.errors and not problems.network, problems.__dict__
