@@ -171,6 +171,16 @@ RESPONSE_EXAMPLES: dict[str, Example] = {
         "The conversation so far",
         {"session_name": "demo", "messages": [M_HELLO, M_HELLO_BOT, M_HUMAN, M_HUMAN_BOT, M_LATE, M_AGENT]},
     ),
+    "stream_health.customer_here": Example(
+        "The customer's page is open; an agent's view of it is open in another process",
+        {"session_name": "demo", "subscribed_processes": 2, "streams_in_this_process": 1,
+         "customer_connected": True, "last_event": {"id": "1732867200000-0", "time": 1732867200.0}},
+    ),
+    "stream_health.customer_gone": Example(
+        "The customer has left",
+        {"session_name": "demo", "subscribed_processes": 1, "streams_in_this_process": 1,
+         "customer_connected": False, "last_event": {"id": "1732867200000-0", "time": 1732867200.0}},
+    ),
     "health.ok": Example(
         "Serving on Redis",
         {"status": "ok", "broker": "redis", "degraded": False, "components": ["chatbot", "workbench"],
@@ -572,6 +582,17 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
          "error.conflict.held", "error.rate_limited", "error.unavailable"),
         body="AgentActionRequest", body_examples=("request.agent_action", "request.agent_action.token"),
     ),
+    ("GET", "/workbench/api/sessions/{session_name}/stream"): Operation(
+        "workbench", "Who is listening to a session",
+        "How many processes hold a stream of the session (PUBSUB NUMSUB; in memory, this "
+        "process), how many streams of it this process holds, whether the customer side has "
+        "one open anywhere (every customer stream also subscribes a presence channel whose "
+        "subscribers are counted), and the session's newest event. Lets an agent see that the "
+        "customer has left before typing an answer. Token: an agent token.",
+        (Answer(200, "The session's listeners.", "StreamHealth",
+                ("stream_health.customer_here", "stream_health.customer_gone")),),
+        "agent", ("error.invalid_name.session", *AGENT_ERRORS, "error.session_not_found", "error.unavailable"),
+    ),
     ("POST", "/workbench/api/sessions/{session_name}/messages"): Operation(
         "workbench", "Send an agent message",
         "The holder's message to the customer (the session must be `agent_active` and held by "
@@ -658,6 +679,7 @@ def documented_schemas(insecure: bool = False) -> dict[str, Schema]:
         "AgentMessageResponse": rs.AgentMessageResponseSchema(),
         "SessionList": rs.SessionListSchema(),
         "Transcript": rs.TranscriptSchema(),
+        "StreamHealth": rs.StreamHealthSchema(),
         "ErrorDetail": rs.ErrorDetailSchema(),
         "Error": rs.ErrorSchema(),
         "Health": rs.HealthSchema(),

@@ -38,7 +38,7 @@ class PerStreamRedisBroker(RedisBroker):
         self._add_local(subscription)  # for close() and counting only: no shared fan-out
         pubsub = self._subscriber_redis.pubsub(ignore_subscribe_messages=True)
         try:
-            await pubsub.subscribe(*subscription.channels)
+            await pubsub.subscribe(*subscription.subscribed)
         except DISCONNECTED as exc:
             self._remove_local(subscription)
             await pubsub.aclose()

@@ -8,10 +8,10 @@ from marshmallow import Schema, ValidationError
 
 from app.backends import Backends
 from app.errors import ApiError
-from app.keys import BACKENDS, SETTINGS, SOURCE
+from app.keys import BACKENDS, COMPONENT, SETTINGS, SOURCE
 from handlers.access import require_reader
 from handlers.sse import stream_events
-from realtime.channels import session_channel
+from realtime.channels import presence_channel, session_channel
 from realtime.events import envelope
 from schemas import is_valid_name
 
@@ -91,8 +91,11 @@ async def session_events(request: web.Request) -> web.StreamResponse:
     principal = require_reader(request, name, query_ok=True)
     await backends(request).store.get(name)  # 404 before any stream opens
     channel = session_channel(name)
+    # The customer's own streams say, to every process, that the customer is connected.
+    customer_side = request.app[COMPONENT] == "chatbot"
     return await stream_events(
-        request, (channel,), {"channels": [channel], "session_name": name}, principal
+        request, (channel,), {"channels": [channel], "session_name": name}, principal,
+        presence=presence_channel(name) if customer_side else None,
     )
 
 

@@ -141,6 +141,7 @@ def stream_events(
     channels: tuple[str, ...],
     connected: dict[str, Any],
     principal: Principal | None,
+    presence: str | None = None,
 ) -> Coroutine[Any, Any, web.StreamResponse]:
     """Check the limits and take the stream's place, then give the handler the stream to
     await. Not a coroutine itself: a suspended frame per open stream is memory per stream, so
@@ -161,7 +162,7 @@ def stream_events(
             429, "too_many_streams", "this token holds as many streams as it may; close one first",
             headers={"Retry-After": "5"},
         )
-    return _serve(request, channels, connected, owner)
+    return _serve(request, channels, connected, owner, presence)
 
 
 async def _serve(
@@ -169,13 +170,17 @@ async def _serve(
     channels: tuple[str, ...],
     connected: dict[str, Any],
     owner: str | None,
+    presence: str | None,
 ) -> web.StreamResponse:
     registry = request.config_dict[STREAMS]
     try:
         broker = request.config_dict[BACKENDS].broker
         # Entering the subscription makes it live, then reads the history after the resumed
         # id (if any): nothing falls between the replay and the live events.
-        async with broker.subscribe(*channels, resume_from=resume_position(request)) as subscription:
+        subscribing = broker.subscribe(
+            *channels, resume_from=resume_position(request), presence=presence
+        )
+        async with subscribing as subscription:
             response = EventStreamResponse()
             writer = await response.prepare(request)
             assert writer is not None

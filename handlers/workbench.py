@@ -1,5 +1,7 @@
 """Agent side, mounted at /workbench: the queue, takeover, live replies, release and close."""
 
+import asyncio
+
 from aiohttp import web
 
 from app.keys import COMPONENT, SOURCE
@@ -16,7 +18,8 @@ from handlers.common import (
     path_name,
 )
 from handlers.sse import stream_events
-from realtime.channels import BROADCAST, agent_channel
+from realtime import ids
+from realtime.channels import BROADCAST, agent_channel, presence_channel, session_channel
 from schemas import AgentActionSchema, AgentMessageSchema, SessionListQuerySchema
 
 routes = web.RouteTableDef()
@@ -73,6 +76,33 @@ async def agent_message(request: web.Request) -> web.Response:
     )
     await announce_message(request, session, message)
     return web.json_response({"session": session, "message": message})
+
+
+@routes.get("/api/sessions/{session_name}/stream")
+async def stream_health(request: web.Request) -> web.Response:
+    """Who is listening to a session, across every process: so that an agent sees that the
+    customer has left before typing an answer."""
+    require_agent(request)
+    name = path_name(request, "session_name")
+    await backends(request).store.get(name)  # 404 for an unknown session
+    broker = backends(request).broker
+    channel = session_channel(name)
+    processes, customer_processes, last_id = await asyncio.gather(
+        broker.subscribed_processes(channel),
+        broker.subscribed_processes(presence_channel(name)),
+        broker.last_event_id(channel),
+    )
+    last_event = None
+    if last_id is not None:
+        last_event = {"id": last_id, "time": ids.parse(last_id)[0] / 1000}
+    return web.json_response({
+        "session_name": name,
+        # Redis counts pub/sub connections: one per process, whatever its number of streams.
+        "subscribed_processes": processes,
+        "streams_in_this_process": broker.local_subscribers(channel),
+        "customer_connected": customer_processes > 0,
+        "last_event": last_event,
+    })
 
 
 @routes.get("/api/agents/{agent_id}/events")

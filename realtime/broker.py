@@ -78,7 +78,7 @@ class Subscription:
     """
 
     __slots__ = (
-        "channels", "position", "recovered", "_resume_from", "_broker", "_items", "_replayed",
+        "channels", "subscribed", "position", "recovered", "_resume_from", "_broker", "_items", "_replayed",
         "_waiter", "_maxsize", "_active", "_ended", "_last", "_held", "_writer",
     )
 
@@ -88,10 +88,14 @@ class Subscription:
         channels: tuple[str, ...],
         maxsize: int,
         resume_from: str | None = None,
+        presence: str | None = None,
     ) -> None:
+        """``presence``: one more channel to hold a subscription on, silently (no events, no
+        history, no position): its subscriber count across processes tells who is there."""
         if not channels:
             raise ValueError("subscribe needs at least one channel")
         self.channels = channels
+        self.subscribed = channels if presence is None else (*channels, presence)
         self.position = ids.ZERO
         self.recovered = True
         self._resume_from = resume_from
@@ -341,9 +345,21 @@ class Broker(ABC):
         """Events of ``channels`` with ids after ``after``, oldest first, and whether the
         history still reached back to ``after`` on every channel."""
 
-    def subscribe(self, *channels: str, resume_from: str | None = None) -> Subscription:
+    async def subscribed_processes(self, channel: str) -> int:
+        """How many processes hold subscriptions to ``channel`` (PUBSUB NUMSUB: Redis counts
+        pub/sub connections, one per process); in memory, this process alone."""
+        return 1 if self.local_subscribers(channel) else 0
+
+    @abstractmethod
+    async def last_event_id(self, channel: str) -> str | None:
+        """The id of the newest event the channel's history holds, if any."""
+
+    def subscribe(
+        self, *channels: str, resume_from: str | None = None, presence: str | None = None
+    ) -> Subscription:
         return Subscription(
-            self, tuple(dict.fromkeys(channels)), self._queue_size, resume_from=resume_from
+            self, tuple(dict.fromkeys(channels)), self._queue_size,
+            resume_from=resume_from, presence=presence,
         )
 
     async def close(self) -> None:
@@ -384,11 +400,11 @@ class Broker(ABC):
         self._remove_local(subscription)
 
     def _add_local(self, subscription: Subscription) -> None:
-        for channel in subscription.channels:
+        for channel in subscription.subscribed:
             self._local.setdefault(channel, set()).add(subscription)
 
     def _remove_local(self, subscription: Subscription) -> None:
-        for channel in subscription.channels:
+        for channel in subscription.subscribed:
             subscribers = self._local.get(channel)
             if subscribers is None:
                 continue

@@ -5,6 +5,9 @@ from schemas.fields import is_valid_name
 SESSION_PREFIX = "sse:session:"
 AGENT_PREFIX = "sse:agent:"
 CANARY_PREFIX = "sse:canary:"
+# Subscribed by every customer-side stream of a session, published to by nobody: its
+# subscriber count, across processes, says whether the customer is connected.
+PRESENCE_PREFIX = "sse:presence:"
 BROADCAST = "sse:broadcast"
 
 
@@ -22,6 +25,10 @@ def agent_channel(agent_id: str) -> str:
     return AGENT_PREFIX + _checked(agent_id)
 
 
+def presence_channel(session_name: str) -> str:
+    return PRESENCE_PREFIX + _checked(session_name)
+
+
 def canary_channel(process_token: str) -> str:
     return CANARY_PREFIX + _checked(process_token)
 
@@ -36,8 +43,9 @@ WORKBENCH_TAG = "sse:workbench"
 
 
 def slot_tag(channel: str) -> str:
-    if channel.startswith(SESSION_PREFIX):
-        return channel[len(SESSION_PREFIX):]
+    for prefix in (SESSION_PREFIX, PRESENCE_PREFIX):
+        if channel.startswith(prefix):
+            return channel[len(prefix):]
     if channel == BROADCAST or channel.startswith(AGENT_PREFIX):
         return WORKBENCH_TAG
     return channel

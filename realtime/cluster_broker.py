@@ -136,8 +136,11 @@ class ClusterBroker(Broker):
             raise ShardUnavailable(f"no node owns the slot of {key}: {exc}") from exc
         return self._node_broker(node.name, node.host, node.port)
 
-    def subscribe(self, *channels: str, resume_from: str | None = None) -> Subscription:
-        return self._owner(channels).subscribe(*channels, resume_from=resume_from)
+    def subscribe(
+        self, *channels: str, resume_from: str | None = None, presence: str | None = None
+    ) -> Subscription:
+        everything = channels if presence is None else (*channels, presence)
+        return self._owner(everything).subscribe(*channels, resume_from=resume_from, presence=presence)
 
     async def publish(self, channel: str, event: dict[str, Any]) -> str:
         """The event's id; "" when its shard is away and it waits in the outbox (accepted,
@@ -196,6 +199,12 @@ class ClusterBroker(Broker):
         if not channels:
             raise ValueError("a cluster has a position per slot tag: name the channels")
         return await self._owner(channels).position(channels)
+
+    async def subscribed_processes(self, channel: str) -> int:
+        return await self._owner((channel,)).subscribed_processes(channel)
+
+    async def last_event_id(self, channel: str) -> str | None:
+        return await self._owner((channel,)).last_event_id(channel)
 
     async def history(self, channels: Iterable[str], after: str) -> History:
         channels = tuple(channels)

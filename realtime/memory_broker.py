@@ -58,6 +58,10 @@ class MemoryBroker(Broker):
     async def position(self, channels: Iterable[str] = ()) -> str:
         return self._clock.current
 
+    async def last_event_id(self, channel: str) -> str | None:
+        history = self._histories.get(channel)
+        return history.events[-1].id if history is not None and history.events else None
+
     async def history(self, channels: Iterable[str], after: str) -> History:
         self._forget_idle()
         key = ids.parse(after)

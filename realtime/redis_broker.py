@@ -171,7 +171,9 @@ class RedisBroker(Broker):
         self._publish_script = redis.register_script(PUBLISH_SCRIPT)
         self._advance_clock_script = redis.register_script(ADVANCE_CLOCK_SCRIPT)
         self._position_script = redis.register_script(POSITION_SCRIPT)
-        self._pubsub = (subscriber or redis).pubsub()
+        # PUBSUB NUMSUB / SHARDNUMSUB go to the node whose subscribers they count.
+        self._pubsub_node = subscriber or redis
+        self._pubsub = self._pubsub_node.pubsub()
         self._lock = asyncio.Lock()
         # Channels we have sent SUBSCRIBE for, each with the future its confirmation resolves.
         self._live: dict[str, asyncio.Future[None]] = {}
@@ -296,6 +298,25 @@ class RedisBroker(Broker):
                     self._clock.observe(ids.parse(current))
         return self._clock.current
 
+    async def subscribed_processes(self, channel: str) -> int:
+        if not self.available:
+            return await super().subscribed_processes(channel)
+        wire = self._layout.wire(channel)
+        command = "SHARDNUMSUB" if self._layout.sharded else "NUMSUB"
+        try:
+            reply = await self._pubsub_node.execute_command("PUBSUB", command, wire)
+        except UNAVAILABLE as exc:
+            raise BrokerError(f"subscriber count unavailable: {exc!r}") from exc
+        # redis-py parses NUMSUB into [(channel, count)]; SHARDNUMSUB comes raw: [channel, count]
+        return int(reply[0][1] if reply and isinstance(reply[0], (list, tuple)) else reply[1])
+
+    async def last_event_id(self, channel: str) -> str | None:
+        try:
+            newest = await self._redis.xrevrange(self._layout.history_key(channel), count=1)
+        except UNAVAILABLE as exc:
+            raise BrokerError(f"history unavailable: {exc!r}") from exc
+        return as_text(newest[0][0]) if newest else None
+
     async def history(self, channels: Iterable[str], after: str) -> History:
         channels = list(dict.fromkeys(channels))
         key = ids.parse(after)
@@ -369,8 +390,8 @@ class RedisBroker(Broker):
         if not self.available:
             return  # served locally; re-subscribed and caught up when Redis is back
         try:
-            await self._reconcile(subscription.channels)
-            confirmations = [self._live[c] for c in subscription.channels if c in self._live]
+            await self._reconcile(subscription.subscribed)
+            confirmations = [self._live[c] for c in subscription.subscribed if c in self._live]
             # asyncio.wait, not gather: the futures are shared with other joiners of the same
             # channels, and a cancelled or timed-out waiter must not cancel them for everyone.
             if confirmations:
@@ -381,7 +402,7 @@ class RedisBroker(Broker):
             self._mark_down(exc)  # keep the subscription: it is caught up when Redis is back
         except BaseException as exc:
             self._remove_local(subscription)
-            await asyncio.shield(self._reconcile_quietly(subscription.channels))
+            await asyncio.shield(self._reconcile_quietly(subscription.subscribed))
             if isinstance(exc, (RedisError, TimeoutError)):
                 raise BrokerError(f"subscribe failed: {exc!r}") from exc
             raise
@@ -389,7 +410,7 @@ class RedisBroker(Broker):
     async def _detach(self, subscription: Subscription) -> None:
         self._remove_local(subscription)
         # Shielded: a stream cancelled while leaving must still release its channels.
-        await asyncio.shield(self._reconcile_quietly(subscription.channels))
+        await asyncio.shield(self._reconcile_quietly(subscription.subscribed))
 
     async def _reconcile_quietly(self, channels: Iterable[str]) -> None:
         try:

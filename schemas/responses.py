@@ -125,6 +125,31 @@ class TranscriptSchema(Schema):
     messages = fields.List(fields.Nested(MessageSchema), required=True)
 
 
+class LastEventSchema(Schema):
+    id = fields.String(required=True, metadata={"description": "Its event id (`ms-seq`)"})
+    time = fields.Float(required=True, metadata={"description": "When it was published (unix seconds)"})
+
+
+class StreamHealthSchema(Schema):
+    class Meta:
+        description = (
+            "Who listens to a session. Redis counts pub/sub connections, one per process, so "
+            "the counts are of processes, across all of them; in memory, this process alone."
+        )
+
+    session_name = Name(required=True)
+    subscribed_processes = fields.Integer(
+        required=True, metadata={"description": "Processes with at least one stream of the session open"}
+    )
+    streams_in_this_process = fields.Integer(
+        required=True, metadata={"description": "The session's open streams in the process that answered"}
+    )
+    customer_connected = fields.Boolean(
+        required=True, metadata={"description": "Whether the customer side has a stream of it open anywhere"}
+    )
+    last_event = fields.Nested(LastEventSchema, required=True, allow_none=True)
+
+
 # -- errors --------------------------------------------------------------------------------
 
 

@@ -552,6 +552,11 @@ async def test_a_real_flow_matches_the_document(
         await c(w, "POST", action + "messages", path=f"{WORKBENCH}/sessions/demo/messages",
                 status=409, body={"agent_id": "bob", "content": "Me too"})
         await c(w, "POST", f"{CHATBOT}/manual/escalate", status=409, body={"session_name": "demo"})
+        health = await c(w, "GET", WORKBENCH + "/sessions/{session_name}/stream",
+                         path=f"{WORKBENCH}/sessions/demo/stream", status=200)
+        assert health["last_event"] is not None
+        await c(w, "GET", WORKBENCH + "/sessions/{session_name}/stream",
+                path=f"{WORKBENCH}/sessions/nobody/stream", status=404)
         for sub in (CHATBOT, WORKBENCH):
             read = sub + "/sessions/{session_name}"
             await c(w, "GET", read, path=f"{sub}/sessions/demo", status=200)

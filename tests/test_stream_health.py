@@ -1,0 +1,105 @@
+"""GET /workbench/api/sessions/{name}/stream: who listens to a session, across processes.
+
+Against a split deployment on a real Redis (and on the Redis Cluster), with real streams:
+the counts are of processes (Redis counts pub/sub connections, one per process), the
+customer's presence is seen from the other process, and it goes when the customer leaves."""
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient
+
+from tests.processes import ServerProcess
+from tests.sse import open_stream
+from tests.test_resume import CHATBOT, REDIS_ON, WORKBENCH, call, chat, create
+
+SETTLE = 5.0  # longest wait for a subscription change to show in Redis
+
+StartServer = Callable[..., ServerProcess]
+
+
+async def health_of(http: Any, name: str, base: str = "") -> dict[str, Any]:
+    return await call(http, "GET", f"{base}{WORKBENCH}/sessions/{name}/stream")  # type: ignore[no-any-return]
+
+
+async def until(
+    read: Callable[[], Awaitable[dict[str, Any]]], done: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    deadline = time.monotonic() + SETTLE
+    while True:
+        body = await read()
+        if done(body) or time.monotonic() > deadline:
+            return body
+        await asyncio.sleep(0.05)
+
+
+async def test_in_one_process(client: TestClient, backend: str) -> None:
+    """Memory or Redis, one process: streams counted here; the last event is the newest."""
+    await create(client, "h1")
+    quiet = await health_of(client, "h1")
+    assert quiet == {"session_name": "h1", "subscribed_processes": 0,
+                     "streams_in_this_process": 0, "customer_connected": False, "last_event": None}
+    async with open_stream(client, f"{WORKBENCH}/sessions/h1/events"):
+        agent_only = await until(lambda: health_of(client, "h1"), lambda b: b["subscribed_processes"] == 1)
+        assert agent_only["streams_in_this_process"] == 1
+        assert agent_only["customer_connected"] is False  # an agent's view is not the customer
+        async with open_stream(client, f"{CHATBOT}/sessions/h1/events") as (stream, _):
+            answer = await chat(client, "h1", "hello")
+            said = await stream.next_of("new_message")
+            await stream.next_of("new_message")  # the bot's answer
+            both = await until(lambda: health_of(client, "h1"), lambda b: b["customer_connected"])
+            assert both["customer_connected"] is True
+            assert both["subscribed_processes"] == 1  # one process, whatever its streams
+            assert both["streams_in_this_process"] == 2
+            assert said.payload["message"]["id"] == answer["message"]["id"]
+            newest = both["last_event"]
+            assert newest is not None and newest["time"] == pytest.approx(time.time(), abs=30)
+        gone = await until(lambda: health_of(client, "h1"), lambda b: not b["customer_connected"])
+        assert gone["customer_connected"] is False and gone["streams_in_this_process"] == 1
+    assert (await until(lambda: health_of(client, "h1"),
+                        lambda b: b["subscribed_processes"] == 0))["subscribed_processes"] == 0
+    missing = await call(client, "GET", f"{WORKBENCH}/sessions/nobody/stream", status=404)
+    assert missing["error"]["code"] == "session_not_found"
+
+
+async def split_deployment(server_process: StartServer, redis_url: str) -> tuple[str, str]:
+    chatbot = server_process("--chatbot", "--redis-url", redis_url, env=REDIS_ON)
+    workbench = server_process("--workbench", "--redis-url", redis_url, env=REDIS_ON)
+    return chatbot.url, workbench.url
+
+
+async def test_across_a_split_deployment(server_process: StartServer, redis_url: str) -> None:
+    await check_split_deployment(server_process, redis_url)
+
+
+async def test_across_a_split_deployment_on_a_cluster(
+    server_process: StartServer, cluster_url: str
+) -> None:
+    """The same on the Redis Cluster: PUBSUB SHARDNUMSUB on the shard of the session."""
+    await check_split_deployment(server_process, cluster_url)
+
+
+async def check_split_deployment(server_process: StartServer, url: str) -> None:
+    """The workbench process sees the customer's stream, held by the chatbot process, come and
+    go; both processes holding streams count as two."""
+    customer_side, agent_side = await split_deployment(server_process, url)
+    async with aiohttp.ClientSession() as http:
+        await create(http, "split", customer_side)
+        read = lambda: health_of(http, "split", agent_side)  # noqa: E731
+        assert (await read())["customer_connected"] is False
+        async with open_stream(http, f"{customer_side}{CHATBOT}/sessions/split/events"):
+            here = await until(read, lambda b: b["customer_connected"])
+            assert here["customer_connected"] is True
+            assert here["subscribed_processes"] == 1 and here["streams_in_this_process"] == 0
+            async with open_stream(http, f"{agent_side}{WORKBENCH}/sessions/split/events"):
+                two = await until(read, lambda b: b["subscribed_processes"] == 2)
+                assert two["subscribed_processes"] == 2 and two["streams_in_this_process"] == 1
+                await chat(http, "split", "anyone?", customer_side)
+                fresh = await until(read, lambda b: b["last_event"] is not None)
+                assert fresh["last_event"] is not None
+        left = await until(read, lambda b: not b["customer_connected"] and b["subscribed_processes"] == 0)
+        assert left["customer_connected"] is False and left["subscribed_processes"] == 0
