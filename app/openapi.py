@@ -240,6 +240,9 @@ ERROR_EXAMPLES: dict[str, ErrorExample] = {
         400, "validation_error", "invalid request",
         {"status": ["Must be one of: bot_active, waiting_agent, agent_active, closed."]},
     ),
+    "error.validation.sessions": ErrorExample(
+        400, "validation_error", "invalid request", {"sessions": {"0": [NAME_MESSAGE]}}
+    ),
     "error.validation.unknown_query": ErrorExample(
         400, "validation_error", "invalid request", {"limit": ["Unknown field."]}
     ),
@@ -605,6 +608,23 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
          "error.rate_limited", "error.unavailable"),
         body="AgentMessageRequest",
         body_examples=("request.agent_message", "request.agent_message.token"),
+    ),
+    ("GET", "/workbench/api/events"): Operation(
+        "workbench", "Stream every session's events (supervisor)",
+        "Server-Sent Events of every session channel, for a wall board or an audit: one "
+        "pattern subscription (`PSUBSCRIBE sse:session:*`) on the process's pub/sub connection; "
+        "on a Redis Cluster (no patterns in sharded pub/sub) the `sse:sessions` feed, to which "
+        "every session event is also published, with its own ids. Resume with `Last-Event-ID` "
+        "like any stream. Filters: `status` (sessions in that status: those in it when the "
+        "stream opens, then following the `status_change` events, whose moves into and out of "
+        "the status are shown) and `sessions` (comma-separated, or `session` repeated; at most "
+        "100). Token: an agent's, as a header or as `?token=`.",
+        (SESSION_STREAM_ANSWER,),
+        "agent",
+        ("error.validation.status", "error.validation.sessions", "error.validation.unknown_query",
+         *AGENT_ERRORS, *STREAM_ERRORS),
+        query=rq.SupervisorQuerySchema,
+        stream="session",
     ),
     ("GET", "/workbench/api/agents/{agent_id}/events"): Operation(
         "workbench", "Stream an agent's events",

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
@@ -142,6 +142,7 @@ def stream_events(
     connected: dict[str, Any],
     principal: Principal | None,
     presence: str | None = None,
+    accepts: Callable[[Event], bool] | None = None,
 ) -> Coroutine[Any, Any, web.StreamResponse]:
     """Check the limits and take the stream's place, then give the handler the stream to
     await. Not a coroutine itself: a suspended frame per open stream is memory per stream, so
@@ -162,7 +163,7 @@ def stream_events(
             429, "too_many_streams", "this token holds as many streams as it may; close one first",
             headers={"Retry-After": "5"},
         )
-    return _serve(request, channels, connected, owner, presence)
+    return _serve(request, channels, connected, owner, presence, accepts)
 
 
 async def _serve(
@@ -171,6 +172,7 @@ async def _serve(
     connected: dict[str, Any],
     owner: str | None,
     presence: str | None,
+    accepts: Callable[[Event], bool] | None,
 ) -> web.StreamResponse:
     registry = request.config_dict[STREAMS]
     try:
@@ -178,7 +180,7 @@ async def _serve(
         # Entering the subscription makes it live, then reads the history after the resumed
         # id (if any): nothing falls between the replay and the live events.
         subscribing = broker.subscribe(
-            *channels, resume_from=resume_position(request), presence=presence
+            *channels, resume_from=resume_position(request), presence=presence, accepts=accepts
         )
         async with subscribing as subscription:
             response = EventStreamResponse()

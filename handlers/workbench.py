@@ -1,6 +1,7 @@
 """Agent side, mounted at /workbench: the queue, takeover, live replies, release and close."""
 
 import asyncio
+import functools
 
 from aiohttp import web
 
@@ -19,8 +20,20 @@ from handlers.common import (
 )
 from handlers.sse import stream_events
 from realtime import ids
-from realtime.channels import BROADCAST, agent_channel, presence_channel, session_channel
-from schemas import AgentActionSchema, AgentMessageSchema, SessionListQuerySchema
+from realtime.channels import (
+    BROADCAST,
+    SESSION_PATTERN,
+    agent_channel,
+    presence_channel,
+    session_channel,
+)
+from realtime.events import Event
+from schemas import (
+    AgentActionSchema,
+    AgentMessageSchema,
+    SessionListQuerySchema,
+    SupervisorQuerySchema,
+)
 
 routes = web.RouteTableDef()
 
@@ -103,6 +116,54 @@ async def stream_health(request: web.Request) -> web.Response:
         "customer_connected": customer_processes > 0,
         "last_event": last_event,
     })
+
+
+@routes.get("/api/events")
+async def supervisor_events(request: web.Request) -> web.StreamResponse:
+    """Every session's events, for a supervisor's wall board or an audit: one pattern
+    subscription (PSUBSCRIBE sse:session:*) on the process's pub/sub connection (on a Redis
+    Cluster, the sessions feed), with the framing, heartbeats, slow-consumer cut-off and
+    resume of every stream."""
+    principal = require_agent(request, query_ok=True)
+    query = dict(request.query)
+    names = [*request.query.getall("session", []), *query.pop("sessions", "").split(",")]
+    for stream_parameter in ("session", "token", "last_event_id"):
+        query.pop(stream_parameter, None)
+    wanted = SupervisorQuerySchema().load({**query, "sessions": [n for n in names if n]})
+    status, sessions = wanted["status"], set(wanted["sessions"])
+    accepts = None
+    if status is not None or sessions:
+        members = None
+        if status is not None:
+            listed = await backends(request).store.list_sessions(status)
+            members = {s["session_name"] for s in listed}
+        accepts = functools.partial(_supervised, status, sessions, members)
+    connected = {
+        "channels": [SESSION_PATTERN],
+        "filter": {"status": status, "sessions": sorted(sessions)},
+    }
+    return await stream_events(request, (SESSION_PATTERN,), connected, principal, accepts=accepts)
+
+
+def _supervised(
+    status: str | None, sessions: set[str], members: set[str] | None, event: Event
+) -> bool:
+    """Whether a supervisor stream passes ``event``. ``members`` (the sessions in ``status``,
+    from the queue when the stream opened) follows the status changes that pass by; a
+    session's change into or out of the status is shown."""
+    name = event.envelope["payload"].get("session_name")
+    if sessions and name not in sessions:
+        return False
+    if members is None:
+        return True
+    if event.envelope["type"] == "status_change":
+        was = name in members
+        if event.envelope["payload"].get("status") == status:
+            members.add(name)
+        else:
+            members.discard(name)
+        return was or name in members
+    return name in members
 
 
 @routes.get("/api/agents/{agent_id}/events")

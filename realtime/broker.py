@@ -13,6 +13,7 @@ on a resume, after a Redis reconnect, or when a stream opens.
 import asyncio
 import logging
 from abc import ABC, abstractmethod
+from fnmatch import fnmatchcase
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
@@ -79,7 +80,7 @@ class Subscription:
 
     __slots__ = (
         "channels", "subscribed", "position", "recovered", "_resume_from", "_broker", "_items", "_replayed",
-        "_waiter", "_maxsize", "_active", "_ended", "_last", "_held", "_writer",
+        "_waiter", "_maxsize", "_active", "_ended", "_last", "_held", "_writer", "_accepts",
     )
 
     def __init__(
@@ -89,9 +90,11 @@ class Subscription:
         maxsize: int,
         resume_from: str | None = None,
         presence: str | None = None,
+        accepts: Callable[[Event], bool] | None = None,
     ) -> None:
         """``presence``: one more channel to hold a subscription on, silently (no events, no
-        history, no position): its subscriber count across processes tells who is there."""
+        history, no position): its subscriber count across processes tells who is there.
+        ``accepts``: a filter; events it refuses are skipped (history and live alike)."""
         if not channels:
             raise ValueError("subscribe needs at least one channel")
         self.channels = channels
@@ -112,6 +115,7 @@ class Subscription:
         # While the start position or a history read is pending, live events wait here.
         self._held: list[Event] | None = None
         self._writer: Callable[[Event], bool] | None = None
+        self._accepts = accepts
 
     @property
     def active(self) -> bool:
@@ -274,6 +278,8 @@ class Subscription:
         if key <= self._last:
             return  # already queued (history and live overlap) or before the start position
         self._last = key
+        if self._accepts is not None and not self._accepts(event):
+            return
         if replayed:
             self._broker.stats.replayed += 1
         if not self._items and self._writer is not None and self._writer(event):
@@ -355,11 +361,17 @@ class Broker(ABC):
         """The id of the newest event the channel's history holds, if any."""
 
     def subscribe(
-        self, *channels: str, resume_from: str | None = None, presence: str | None = None
+        self,
+        *channels: str,
+        resume_from: str | None = None,
+        presence: str | None = None,
+        accepts: Callable[[Event], bool] | None = None,
     ) -> Subscription:
+        """``channels`` may be one pattern (``realtime.channels.SESSION_PATTERN``): every
+        matching channel's events, resumable from the pattern's own history."""
         return Subscription(
             self, tuple(dict.fromkeys(channels)), self._queue_size,
-            resume_from=resume_from, presence=presence,
+            resume_from=resume_from, presence=presence, accepts=accepts,
         )
 
     async def close(self) -> None:
@@ -412,13 +424,22 @@ class Broker(ABC):
             if not subscribers:
                 del self._local[channel]
 
-    def _fan_out(self, event: Event) -> None:
-        subscriptions = self._local.get(event.channel)
+    def _fan_out(self, event: Event, to: str | None = None) -> None:
+        """To the subscriptions of the event's channel, or of pattern ``to`` that it matched."""
+        subscriptions = self._local.get(event.channel if to is None else to)
         if not subscriptions:
             return
         self.stats.fanned_out(event.envelope["type"], event.key[0], len(subscriptions))
         for subscription in tuple(subscriptions):
             subscription.deliver(event)
+
+    def _fan_out_here(self, event: Event) -> None:
+        """Channel and pattern subscriptions of this process, for events that do not come
+        back through Redis (memory broker; Redis away)."""
+        self._fan_out(event)
+        for name in [n for n in self._local if "*" in n]:
+            if fnmatchcase(event.channel, name):
+                self._fan_out(event, to=name)
 
 
 def merge(per_channel: Iterable[list[Event]]) -> list[Event]:

@@ -25,6 +25,19 @@ def agent_channel(agent_id: str) -> str:
     return AGENT_PREFIX + _checked(agent_id)
 
 
+# Every session's events: a pattern subscription (PSUBSCRIBE) on one Redis. A Redis Cluster's
+# sharded pub/sub has no patterns: there every session event is also published to the feed.
+SESSION_PATTERN = SESSION_PREFIX + "*"
+SESSIONS_FEED = "sse:sessions"
+# The history of every session together keeps this many times a channel's history size.
+PATTERN_HISTORY_FACTOR = 10
+
+
+def is_pattern(name: str) -> bool:
+    """Channel names are validated names: only a pattern holds a "*"."""
+    return "*" in name
+
+
 def presence_channel(session_name: str) -> str:
     return PRESENCE_PREFIX + _checked(session_name)
 

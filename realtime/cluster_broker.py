@@ -30,8 +30,8 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from realtime.broker import Broker, BrokerError, History, ShardUnavailable, Subscription
-from realtime.channels import slot_tag
-from realtime.events import validated
+from realtime.channels import SESSION_PATTERN, SESSION_PREFIX, SESSIONS_FEED, slot_tag
+from realtime.events import Event, validated
 from realtime.redis_broker import DISCONNECTED, KeyLayout, RedisBroker
 
 logger = logging.getLogger(__name__)
@@ -63,6 +63,9 @@ class ClusterLayout(KeyLayout):
 
     def logical(self, wire: str) -> str:
         return wire.partition("}")[2] if wire.startswith("{") else wire
+
+    def pattern_history_key(self, channel: str) -> str | None:
+        return None  # no patterns in sharded pub/sub: the feed channel has its own history
 
     @staticmethod
     def tag_of(channels: Iterable[str]) -> str:
@@ -137,14 +140,29 @@ class ClusterBroker(Broker):
         return self._node_broker(node.name, node.host, node.port)
 
     def subscribe(
-        self, *channels: str, resume_from: str | None = None, presence: str | None = None
+        self,
+        *channels: str,
+        resume_from: str | None = None,
+        presence: str | None = None,
+        accepts: Callable[[Event], bool] | None = None,
     ) -> Subscription:
+        if channels == (SESSION_PATTERN,):
+            channels = (SESSIONS_FEED,)  # sharded pub/sub has no patterns: see publish
         everything = channels if presence is None else (*channels, presence)
-        return self._owner(everything).subscribe(*channels, resume_from=resume_from, presence=presence)
+        return self._owner(everything).subscribe(
+            *channels, resume_from=resume_from, presence=presence, accepts=accepts
+        )
 
     async def publish(self, channel: str, event: dict[str, Any]) -> str:
         """The event's id; "" when its shard is away and it waits in the outbox (accepted,
-        published when the shard answers)."""
+        published when the shard answers). A session's event also goes to the sessions
+        feed, what a pattern subscription is on one Redis (with ids of the feed's clock)."""
+        event_id = await self._publish_once(channel, event)
+        if channel.startswith(SESSION_PREFIX):
+            await self._publish_once(SESSIONS_FEED, event)
+        return event_id
+
+    async def _publish_once(self, channel: str, event: dict[str, Any]) -> str:
         if slot_tag(channel) in self._outbox:
             return self._defer(channel, event)  # behind what already waits for the shard
         try:

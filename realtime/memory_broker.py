@@ -13,6 +13,7 @@ from typing import Any
 
 from realtime import ids
 from realtime.broker import Broker, History, merge
+from realtime.channels import PATTERN_HISTORY_FACTOR, SESSION_PATTERN, SESSION_PREFIX, is_pattern
 from realtime.events import Event, validated
 
 
@@ -51,8 +52,10 @@ class MemoryBroker(Broker):
         data = validated(event)
         item = Event.build(self._clock.next(), channel, event, data)
         self.stats.published[event["type"]] += 1
-        self._record(item)
-        self._fan_out(item)
+        self._record(item, item.channel)
+        if item.channel.startswith(SESSION_PREFIX):
+            self._record(item, SESSION_PATTERN)  # the pattern's own history, for resumes
+        self._fan_out_here(item)
         return item.id
 
     async def position(self, channels: Iterable[str] = ()) -> str:
@@ -78,12 +81,13 @@ class MemoryBroker(Broker):
         """Nothing can have been forgotten before the process was idle-limit old."""
         return time.monotonic() - self._started < self._history_ttl
 
-    def _record(self, event: Event) -> None:
-        history = self._histories.pop(event.channel, None)
+    def _record(self, event: Event, key: str) -> None:
+        history = self._histories.pop(key, None)
         if history is None:
-            history = ChannelHistory(deque(maxlen=self._history_size))
+            factor = PATTERN_HISTORY_FACTOR if is_pattern(key) else 1
+            history = ChannelHistory(deque(maxlen=self._history_size * factor))
         history.add(event)
-        self._histories[event.channel] = history  # moved to the newest end
+        self._histories[key] = history  # moved to the newest end
         self._forget_idle()
 
     def _forget_idle(self) -> None:

@@ -32,6 +32,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from realtime import ids
 from realtime.broker import Broker, BrokerError, History, ShardUnavailable, Subscription, merge
+from realtime.channels import PATTERN_HISTORY_FACTOR, SESSION_PATTERN, SESSION_PREFIX, is_pattern
 from realtime.events import Event, validated
 from schemas.envelope import validate_event
 
@@ -53,8 +54,9 @@ CONNECTION_LOST = (*DISCONNECTED, AttributeError)
 # under the requests still using them.
 UNAVAILABLE = (*CONNECTION_LOST, ClusterDownError, TryAgainError, SlotNotCoveredError)
 
-# KEYS[1] the channel's history stream, KEYS[2] the event clock; ARGV: channel, data, maxlen,
-# ttl (ms), publish command (PUBLISH, or SPUBLISH on a cluster). The id is max(now, last + 1) on one clock for all channels, so ids are unique and
+# KEYS[1] the channel's history stream, KEYS[2] the event clock, KEYS[3] (optional) the history
+# of a pattern the channel matches; ARGV: channel, data, maxlen, ttl (ms), publish command
+# (PUBLISH, or SPUBLISH on a cluster), the pattern history's maxlen. The id is max(now, last + 1) on one clock for all channels, so ids are unique and
 # increasing across channels (a stream of several channels sees them in order). Should a
 # history hold a larger id than the clock (the clock key was lost), XADD picks the id itself
 # and the clock catches up, rather than the event being refused.
@@ -78,6 +80,10 @@ if type(added) == 'table' and added.err then
 end
 redis.call('SET', KEYS[2], id)
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
+if KEYS[3] then
+  redis.pcall('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], id, 'd', ARGV[2])
+  redis.call('PEXPIRE', KEYS[3], ARGV[4])
+end
 redis.call(ARGV[5], ARGV[1], id .. ' ' .. ARGV[2])
 return id
 """
@@ -136,6 +142,11 @@ class KeyLayout:
     def wire(self, channel: str) -> str:
         """The Redis pub/sub channel that carries ``channel``."""
         return channel
+
+    def pattern_history_key(self, channel: str) -> str | None:
+        """The history of the pattern ``channel`` matches, written with it (so that a
+        pattern subscription resumes like any other); None if it matches none."""
+        return self.history_key(SESSION_PATTERN) if channel.startswith(SESSION_PREFIX) else None
 
     def logical(self, wire: str) -> str:
         return wire
@@ -253,12 +264,17 @@ class RedisBroker(Broker):
         other processes) and is handed to this process's subscribers directly."""
         data = validated(event)
         layout = self._layout
+        keys = [layout.history_key(channel), layout.clock_key((channel,))]
+        pattern_history = layout.pattern_history_key(channel)
+        if pattern_history is not None:
+            keys.append(pattern_history)
         try:
             result = await self._publish_script(
-                keys=[layout.history_key(channel), layout.clock_key((channel,))],
+                keys=keys,
                 args=[
                     layout.wire(channel), data, self._history_maxlen,
                     int(self._history_ttl * 1000), layout.publish_command,
+                    self._history_maxlen * PATTERN_HISTORY_FACTOR,
                 ],
             )
         except UNAVAILABLE as exc:
@@ -277,13 +293,13 @@ class RedisBroker(Broker):
             if not self.available:
                 # The reader is not back yet: the catch-up after it would deliver this too;
                 # delivering it now is not a duplicate, subscriptions drop ids already seen.
-                self._fan_out(Event.build(event_id, channel, event, data))
+                self._fan_out_here(Event.build(event_id, channel, event, data))
             return event_id
         # Redis is away: this process's own subscribers still get the event.
         self.local_only_publishes += 1
         self.stats.published[event["type"]] += 1
         item = Event.build(self._clock.next(), channel, event, data)
-        self._fan_out(item)
+        self._fan_out_here(item)
         return item.id
 
     async def position(self, channels: Iterable[str] = ()) -> str:
@@ -453,17 +469,25 @@ class RedisBroker(Broker):
             raise
 
     async def _subscribe_command(self, *wires: str) -> None:
-        if self._layout.sharded:
-            await self._pubsub.ssubscribe(*wires)
-        else:
-            await self._pubsub.subscribe(*wires)
+        patterns = [w for w in wires if is_pattern(w)]
+        channels = [w for w in wires if not is_pattern(w)]
+        if patterns:
+            await self._pubsub.psubscribe(*patterns)
+        if channels and self._layout.sharded:
+            await self._pubsub.ssubscribe(*channels)
+        elif channels:
+            await self._pubsub.subscribe(*channels)
 
     async def _unsubscribe_command(self, *wires: str) -> None:
-        if self._layout.sharded:
-            self._leaving.update(map(self._layout.logical, wires))
-            await self._pubsub.sunsubscribe(*wires)
-        else:
-            await self._pubsub.unsubscribe(*wires)
+        patterns = [w for w in wires if is_pattern(w)]
+        channels = [w for w in wires if not is_pattern(w)]
+        if patterns:
+            await self._pubsub.punsubscribe(*patterns)
+        if channels and self._layout.sharded:
+            self._leaving.update(map(self._layout.logical, channels))
+            await self._pubsub.sunsubscribe(*channels)
+        elif channels:
+            await self._pubsub.unsubscribe(*channels)
 
     def _forget(self, channel: str, exc: BaseException) -> None:
         confirmation = self._live.pop(channel, None)
@@ -629,7 +653,7 @@ class RedisBroker(Broker):
 
     def _on_message(self, message: dict[str, Any]) -> None:
         kind = message["type"]
-        if kind in ("message", "smessage"):
+        if kind in ("message", "smessage", "pmessage"):
             channel = self._layout.logical(as_text(message["channel"]))
             raw = message["data"]
             try:
@@ -644,9 +668,13 @@ class RedisBroker(Broker):
                 self.stats.malformed += 1
                 return
             self._clock.observe(event.key)
-            self._fan_out(event)
+            # A pattern's message goes to that pattern's subscriptions only: the channel's
+            # own subscriptions get the same event as a plain message.
+            self._fan_out(event, to=as_text(message["pattern"]) if kind == "pmessage" else None)
         elif kind in ("subscribe", "ssubscribe"):
             self._confirm(self._layout.logical(as_text(message["channel"])))
+        elif kind == "psubscribe":
+            self._confirm(as_text(message["channel"]))
         elif kind == "sunsubscribe":
             self._dropped_by_server(self._layout.logical(as_text(message["channel"])))
 

@@ -13,6 +13,7 @@ from schemas.requests import (
     CreateSessionSchema,
     EscalateSchema,
     SessionListQuerySchema,
+    SupervisorQuerySchema,
 )
 from schemas.fields import NAME_PATTERN, is_valid_name
 
@@ -27,6 +28,7 @@ __all__ = [
     "EnvelopeSchema",
     "EscalateSchema",
     "SessionListQuerySchema",
+    "SupervisorQuerySchema",
     "is_valid_name",
     "validate_event",
 ]

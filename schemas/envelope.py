@@ -49,6 +49,7 @@ class ConnectedPayload(Schema):
     session_name = Name()
     agent_id = Name()
     recovered = fields.Boolean()  # whether a resume got every missed event
+    filter = fields.Dict(keys=fields.String())  # a supervisor stream's filters
 
 
 class StatusChangePayload(Schema):

@@ -34,3 +34,11 @@ class AgentMessageSchema(Schema):
 
 class SessionListQuerySchema(Schema):
     status = Status(load_default="waiting_agent")
+
+
+class SupervisorQuerySchema(Schema):
+    """The supervisor stream's filters: sessions now in a status, and/or named sessions
+    (``?session=a&session=b`` or ``?sessions=a,b``)."""
+
+    status = Status(load_default=None)
+    sessions = fields.List(Name(), load_default=list, validate=validate.Length(max=100))

@@ -335,6 +335,7 @@ def test_sse_endpoints_are_documented_as_event_streams() -> None:
         "/chatbot/api/sessions/{session_name}/events",
         "/workbench/api/sessions/{session_name}/events",
         "/workbench/api/agents/{agent_id}/events",
+        "/workbench/api/events",
     }
     for path, operation in streams.items():
         ok = operation["responses"]["200"]
@@ -494,6 +495,7 @@ def check_events(contract: Contract, union: str, events: list[SSEEvent]) -> None
 SESSION_EVENTS = "/chatbot/api/sessions/{session_name}/events"
 WB_SESSION_EVENTS = "/workbench/api/sessions/{session_name}/events"
 AGENT_EVENTS = "/workbench/api/agents/{agent_id}/events"
+SUPERVISOR_EVENTS = "/workbench/api/events"
 
 
 async def test_a_real_flow_matches_the_document(
@@ -525,7 +527,9 @@ async def test_a_real_flow_matches_the_document(
             contract, stack, w, WB_SESSION_EVENTS, "/workbench/api/sessions/demo/events",
             headers={"Last-Event-ID": "1-0"},
         )
-        assert customer and agent and watcher
+        board = await open_events(contract, stack, w, SUPERVISOR_EVENTS, "/workbench/api/events?status=waiting_agent")
+        assert customer and agent and watcher and board
+        check_events(contract, "SessionStreamEvent", [await board.next()])
         check_events(contract, "SessionStreamEvent", [await customer.next()])
         check_events(contract, "AgentStreamEvent", [await agent.next()])
         check_events(contract, "SessionStreamEvent", [await watcher.next()])
@@ -594,6 +598,7 @@ async def test_a_real_flow_matches_the_document(
         await open_events(contract, stack, w, SESSION_EVENTS, "/chatbot/api/sessions/nobody/events", status=404)
         await open_events(contract, stack, w, WB_SESSION_EVENTS, "/workbench/api/sessions/bad!x/events", status=400)
         await open_events(contract, stack, w, AGENT_EVENTS, "/workbench/api/agents/bad!x/events", status=400)
+        await open_events(contract, stack, w, SUPERVISOR_EVENTS, "/workbench/api/events?sessions=bad!x", status=400)
         await c(w, "POST", chat, status=400, data=b"{not json", headers={"Content-Type": "application/json"})
         await c(w, "POST", chat, status=415, data=b"hello", headers={"Content-Type": "text/plain"})
         await c(w, "POST", chat, status=413, data=b"x" * 70_000, headers={"Content-Type": "application/json"})
