@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARGS   ?=
 
-.PHONY: run test bench clean redis-server test-packages
+.PHONY: run test bench clean redis-server test-packages screenshots
 
 run: $(VENV)/.installed
 	$(BIN)/python run.py --insecure $(ARGS)
@@ -26,6 +26,10 @@ $(VENV)/.installed: $(VENV)/bin/python setup.cfg setup.py pyproject.toml
 $(VENV)/.installed-test: $(VENV)/bin/python setup.cfg setup.py pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@ $(VENV)/.installed
+
+# The console screenshots in docs/img/, taken by the browser test.
+screenshots: $(VENV)/.installed-test redis-server test-packages
+	SWITCHBOARD_SCREENSHOTS=docs/img $(BIN)/python -m pytest tests/test_browser.py -q
 
 # The benchmark (bench/run.py) starts its own redis-server and server processes on loopback
 # ports and writes docs/benchmarks.md and docs/benchmarks.png. `make bench ARGS=--quick`: smoke run.

@@ -19,7 +19,9 @@ What these tests prove (the console issue):
   from ``?last_event_id=``), and the agent page works with a minted agent token;
 - both pages fit a 375x667 phone; the end of the story is played at that size.
 
-Screenshots of both pages, desktop and phone, are written to docs/img/ (never compared).
+Screenshots of both pages, desktop and phone, are taken every run (never compared) and
+written to the directory ``SWITCHBOARD_SCREENSHOTS`` names (``make screenshots``: docs/img/),
+else to the test's temporary directory, so that a test run leaves the checkout unchanged.
 """
 
 import asyncio
@@ -29,6 +31,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -64,7 +67,7 @@ CHROMIUM_ARGS = [
 WAIT_MS = 10_000  # every Playwright wait is bounded by this
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 375, "height": 667}
-IMAGES = ROOT / "docs" / "img"
+IMAGES = Path(os.environ.get("SWITCHBOARD_SCREENSHOTS") or tempfile.mkdtemp(prefix="screens-"))
 REDIS_ON = {"USE_REDIS_SSE": "true"}
 # Event streams only (not the JSON API), whatever the query string.
 STREAMS = re.compile(r"/events(\?|$)")
