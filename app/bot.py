@@ -1,8 +1,27 @@
-"""The bot behind POST /chatbot/api/chat: a small pluggable responder, no model download."""
+"""The bot behind POST /chatbot/api/chat and /chat/stream: a small pluggable responder, no
+model download.
 
+A responder answers in one of two forms, and gets the other for free by subclassing
+``Responder``:
+
+- one-shot: ``async reply(session, message) -> BotReply``, the whole answer at once;
+- streamed: ``stream(session, message)``, an async iterator of the answer's text pieces as
+  they are produced (an async generator), optionally with a ``Handoff`` among them to ask for
+  a human once the answer is complete.
+
+``/api/chat`` waits for the complete answer; ``/api/chat/stream`` forwards each piece to its
+client as it comes. Either way the stored and published bot message is the concatenation of
+the pieces, and a ``Handoff`` escalates the session after it, as ``BotReply.escalate`` does.
+An object that is not a ``Responder`` but has either method works too (``reply_of`` and
+``stream_of`` adapt it), so responders written against the earlier one-shot protocol keep
+working unchanged.
+"""
+
+import asyncio
 import re
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any
 
 from app.store import Message, Session
 
@@ -17,12 +36,96 @@ class BotReply:
     reason: str | None = None
 
 
-class Responder(Protocol):
-    async def reply(self, session: Session, message: Message) -> BotReply: ...
+@dataclass(frozen=True, slots=True)
+class Handoff:
+    """Yielded by a streamed answer: ask for a human once the answer is complete (at most one
+    counts; the last one's reason wins). Its position among the text pieces does not matter."""
+
+    reason: str | None = None
 
 
-class RuleBasedResponder:
-    """Answers in one line; hands off when the customer asks for a person."""
+ReplyPart = str | Handoff
+
+
+class Responder:
+    """Base class of bots: override ``reply`` or ``stream`` (or both); each defaults to the
+    other, so a one-shot bot can be streamed (in one piece) and a streaming bot asked for its
+    complete answer."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.reply is Responder.reply and cls.stream is Responder.stream:
+            raise TypeError(f"{cls.__name__} must override reply() or stream()")
+
+    async def reply(self, session: Session, message: Message) -> BotReply:
+        """The complete answer: the streamed pieces, collected."""
+        return await collect(self.stream(session, message))
+
+    async def stream(self, session: Session, message: Message) -> AsyncIterator[ReplyPart]:
+        """The answer in pieces: the one-shot reply as a single piece (and its hand-off)."""
+        answer = await self.reply(session, message)
+        yield answer.text
+        if answer.escalate:
+            yield Handoff(answer.reason)
+
+
+async def collect(
+    parts: AsyncIterator[ReplyPart], on_text: Callable[[str], Awaitable[None]] | None = None
+) -> BotReply:
+    """The complete answer of a streamed one; ``on_text`` sees each non-empty text piece as it
+    arrives (the streaming endpoint forwards it to its client)."""
+    texts: list[str] = []
+    handoff: Handoff | None = None
+    async for part in parts:
+        if isinstance(part, Handoff):
+            handoff = part
+        elif part:
+            texts.append(part)
+            if on_text is not None:
+                await on_text(part)
+    if handoff is None:
+        return BotReply("".join(texts))
+    return BotReply("".join(texts), escalate=True, reason=handoff.reason)
+
+
+async def reply_of(responder: Any, session: Session, message: Message) -> BotReply:
+    """The one-shot answer of any responder: its ``reply``, else its collected ``stream``."""
+    if callable(getattr(responder, "reply", None)):
+        return await responder.reply(session, message)  # type: ignore[no-any-return]
+    return await collect(responder.stream(session, message))
+
+
+def stream_of(responder: Any, session: Session, message: Message) -> AsyncIterator[ReplyPart]:
+    """The streamed answer of any responder: its ``stream``, else its ``reply`` in one piece."""
+    if callable(getattr(responder, "stream", None)):
+        return responder.stream(session, message)  # type: ignore[no-any-return]
+    return _in_one_piece(responder, session, message)
+
+
+async def _in_one_piece(responder: Any, session: Session, message: Message) -> AsyncIterator[ReplyPart]:
+    answer: BotReply = await responder.reply(session, message)
+    yield answer.text
+    if answer.escalate:
+        yield Handoff(answer.reason)
+
+
+# A phrase: up to and including its punctuation and the spaces after it (or the end).
+PHRASE = re.compile(r"[^,.!?;:，。！？；：]*(?:[,.!?;:，。！？；：]+\s*|$)")
+
+
+def phrases(text: str) -> list[str]:
+    """``text`` cut after its punctuation, e.g. ``["Hello! ", "How can I help you today?"]``;
+    the pieces concatenate to ``text`` exactly."""
+    pieces = [piece for piece in PHRASE.findall(text) if piece]
+    return pieces if "".join(pieces) == text else [text]
+
+
+class RuleBasedResponder(Responder):
+    """Answers in one line, streamed a phrase at a time; hands off when the customer asks for
+    a person.
+
+    ``pace``: seconds between pieces (0 by default: each piece is still a separate step of the
+    event loop, so a streaming client gets it on its own, with no real delay)."""
 
     HANDOFF = re.compile(
         r"\b(human|agent|person|operator|representative|real person)\b|人工|转人工|客服",
@@ -30,8 +133,13 @@ class RuleBasedResponder:
     )
     GREETING = re.compile(r"^\s*(hi|hello|hey|good (morning|afternoon|evening))\b|你好", re.IGNORECASE)
 
-    async def reply(self, session: Session, message: Message) -> BotReply:
-        text = message["content"]
+    def __init__(self, pace: float = 0.0) -> None:
+        if pace < 0:
+            raise ValueError("pace must be >= 0")
+        self.pace = pace
+
+    def answer(self, text: str) -> BotReply:
+        """The whole answer to the customer's ``text`` (deterministic, no model)."""
         if self.HANDOFF.search(text):
             return BotReply(
                 "I'm connecting you with a human agent. Please stay here.",
@@ -46,3 +154,12 @@ class RuleBasedResponder:
                 "type 'human' at any time to talk to a person."
             )
         return BotReply("Thanks, noted. Type 'human' at any time to talk to a person.")
+
+    async def stream(self, session: Session, message: Message) -> AsyncIterator[ReplyPart]:
+        answer = self.answer(message["content"])
+        for index, piece in enumerate(phrases(answer.text)):
+            if index:
+                await asyncio.sleep(self.pace)
+            yield piece
+        if answer.escalate:
+            yield Handoff(answer.reason)

@@ -33,6 +33,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import Schema, fields
 
 from app.keys import SETTINGS, TOKENS
+from handlers.chatbot import chat_frame
 from realtime.events import encode, sse_frame
 from schemas import requests as rq
 from schemas import responses as rs
@@ -393,6 +394,16 @@ def wire_text(names: Sequence[str]) -> str:
     return "".join(frames)
 
 
+CHAT_STREAM_EXAMPLE = "".join(
+    chat_frame(event, data).decode()
+    for event, data in (
+        ("chunk", {"session_name": "demo", "index": 0, "text": "I'm connecting you with a human agent. "}),
+        ("chunk", {"session_name": "demo", "index": 1, "text": "Please stay here."}),
+        ("done", {"session": S_WAITING, "message": M_HUMAN, "reply": M_HUMAN_BOT}),
+    )
+)
+
+
 # ---------------------------------------------------------------------------------------
 # The operation table: one entry per (method, path) the server may route.
 # ---------------------------------------------------------------------------------------
@@ -526,6 +537,27 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "session's token (401).",
         (Answer(200, "The message, the bot's reply and the session after them.", "ChatResponse",
                 ("chat.bot_reply", "chat.escalated", "chat.agent_holds", "chat.new_session")),),
+        "optional",
+        ("error.validation.chat", *BODY_ERRORS, *CUSTOMER_ERRORS, "error.session_not_found",
+         "error.conflict.closed", "error.rate_limited", "error.unavailable"),
+        body="ChatRequest", body_examples=("request.chat.hello", "request.chat.human"),
+    ),
+    ("POST", "/chatbot/api/chat/stream"): Operation(
+        "chatbot", "Send a customer message; stream the bot's reply",
+        "Takes the body of `POST /chatbot/api/chat` and checks it the same way (same tokens, rate "
+        "limit and errors, answered as JSON before any stream starts). Once the customer's message "
+        "is stored and published it answers `text/event-stream`: `chunk` events with the bot's "
+        "reply as the responder produces it (`{session_name, index, text}`), then one `done` event "
+        "holding exactly what `/api/chat` answers (`{session, message, reply}`, plus `token` when "
+        "the chat created the session), or an `error` event holding the JSON error body if the "
+        "reply fails midway; then the response ends. Frames have an `event:` line and no `id:`: "
+        "they answer one request and are not the pub/sub envelope (chunks are never published; "
+        "the session channel gets the same `new_message` events as with `/api/chat`). No chunks "
+        "when the bot does not hold the session (`reply` null). A client that leaves mid-reply "
+        "does not stop the reply from being stored and published.",
+        (Answer(200, "The reply as the bot writes it, then the stored messages.",
+                media="text/event-stream", headers=("Cache-Control", "X-Accel-Buffering"),
+                example=CHAT_STREAM_EXAMPLE),),
         "optional",
         ("error.validation.chat", *BODY_ERRORS, *CUSTOMER_ERRORS, "error.session_not_found",
          "error.conflict.closed", "error.rate_limited", "error.unavailable"),

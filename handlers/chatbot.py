@@ -1,22 +1,36 @@
 """Customer side, mounted at /chatbot: sessions, chat with the bot, asking for a human."""
 
+import asyncio
+import json
 import logging
 import secrets
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http import StreamWriter
 
-from app.errors import ApiError
+from app.bot import collect, reply_of, stream_of
+from app.errors import ApiError, error_response
 from app.keys import COMPONENT, RESPONDER, SETTINGS, SOURCE, TOKENS
+from app.middlewares import _from_exception
 from app.store import SessionExists, TransitionRefused
 from handlers.access import CHALLENGE, check_session, limit_actions, who
 from handlers.announce import announce_message, announce_transition
 from handlers.common import add_session_read_routes, backends, checked_content, load_body
+from handlers.sse import SEND_TIMEOUT
+from realtime.events import encode
 from schemas import ChatSchema, CreateSessionSchema, EscalateSchema
 
 logger = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
+
+# /api/chat/stream's answer: an event stream that no proxy buffers and nobody caches.
+STREAM_HEADERS = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
 
 
 def _session_token(request: web.Request, session_name: str) -> dict[str, str]:
@@ -37,8 +51,10 @@ async def create_session(request: web.Request) -> web.Response:
     return web.json_response({**session, **_session_token(request, name)}, status=201)
 
 
-@routes.post("/api/chat")
-async def chat(request: web.Request) -> web.Response:
+async def _accept_chat(request: web.Request) -> tuple[str, str, dict[str, str]]:
+    """What /api/chat and /api/chat/stream check before anything is stored: token, rate limit,
+    body, content limit, and the session (created if new: without a token only a new one, whose
+    token comes back). Returns the name, the content and ``{"token"}`` if one was issued."""
     principal = who(request, required=False)
     limit_actions(request, principal)
     body = await load_body(request, ChatSchema())
@@ -57,19 +73,134 @@ async def chat(request: web.Request) -> web.Response:
         issued = _session_token(request, name)
     else:
         await store.get_or_create(name)
+    return name, content, issued
+
+
+@routes.post("/api/chat")
+async def chat(request: web.Request) -> web.Response:
+    name, content, issued = await _accept_chat(request)
     response = await _converse(request, name, content)
     return web.json_response({**response, **issued})
 
 
-async def _converse(request: web.Request, name: str, content: str) -> dict[str, Any]:
-    """The customer's message, and the bot's answer while the bot holds the conversation."""
+@routes.post("/api/chat/stream")
+async def chat_stream(request: web.Request) -> web.StreamResponse:
+    """/api/chat whose answer is an event stream: ``chunk`` events with the bot's reply as the
+    responder produces it, then ``done`` with what /api/chat answers (or ``error``). Anything
+    refused before the customer's message is stored is the usual JSON error."""
+    name, content, issued = await _accept_chat(request)
+    reply = ReplyStream(request, name)
+    try:
+        result = await _converse(request, name, content, reply)
+    except Exception as exc:
+        if not reply.started:
+            raise  # nothing stored: the JSON error of /api/chat
+        await reply.fail(exc)
+    else:
+        await reply.send("done", {**result, **issued})
+    return await reply.finish()
+
+
+def chat_frame(event: str, data: dict[str, Any]) -> bytes:
+    """One frame of /api/chat/stream: a named SSE event (``chunk``, ``done`` or ``error``) with
+    one line of compact JSON, and no ``id:``."""
+    return f"event: {event}\ndata: {encode(data)}\n\n".encode()
+
+
+class ReplyStream:
+    """The answer of /api/chat/stream: SSE frames with an ``event:`` name and no ``id:`` (a
+    response to one request, not a channel's events: nothing to resume).
+
+    Frames are handed to the socket without waiting for the client (``drain=False``): a reply
+    is a few kilobytes, so the buffer stays small, and a slow or departed client never holds
+    up storing and publishing the reply. A failed write means the client has left: the stream
+    stops writing and the conversation goes on (the handler runs shielded, see
+    ``app.middlewares.shielded``)."""
+
+    def __init__(self, request: web.Request, session_name: str) -> None:
+        self.response = web.StreamResponse(headers=STREAM_HEADERS)
+        self._request = request
+        self._session_name = session_name
+        self._writer: StreamWriter | None = None
+        self._chunks = 0
+        self.started = False  # the customer's message is in: errors are events from here on
+        self.gone = False  # the client has left: nothing more is written
+
+    async def start(self) -> None:
+        """Send the 200 and the headers: the customer's message is stored and published."""
+        self.started = True
+        try:
+            writer = await self.response.prepare(self._request)
+        except OSError as exc:  # gone before the headers: the conversation goes on regardless
+            self._left(exc)
+            return
+        assert isinstance(writer, StreamWriter)
+        self._writer = writer
+
+    def _left(self, exc: BaseException) -> None:
+        logger.debug("chat stream: the client has left: %r", exc)
+        self.gone = True
+
+    async def chunk(self, text: str) -> None:
+        """One piece of the bot's reply, as the responder produced it."""
+        await self.send("chunk", {"session_name": self._session_name, "index": self._chunks, "text": text})
+        self._chunks += 1
+
+    async def fail(self, exc: Exception) -> None:
+        """The reply failed after the stream started: an ``error`` event with the JSON error
+        body /api/chat would have answered (logged as the middleware logs it)."""
+        response = _from_exception(exc)
+        if response is None:
+            request = self._request
+            logger.exception("unhandled error on %s %s", request.method, request.rel_url.raw_path)
+            response = error_response(500, "internal_error", "internal server error")
+        assert response.text is not None
+        await self.send("error", json.loads(response.text))
+
+    async def send(self, event: str, data: dict[str, Any]) -> None:
+        if self.gone or self._writer is None:
+            return
+        frame = chat_frame(event, data)
+        try:
+            # drain=False: written (and chunk-framed) at once, never waiting for the client.
+            await self._writer.write(frame, drain=False)
+        except OSError as exc:  # ClientConnectionResetError: the client has left
+            self._left(exc)
+
+    async def finish(self) -> web.StreamResponse:
+        """End the response (waiting for the client at most SEND_TIMEOUT)."""
+        if self._writer is not None and not self.gone:
+            try:
+                async with asyncio.timeout(SEND_TIMEOUT):
+                    await self.response.write_eof()
+            except (OSError, TimeoutError) as exc:
+                logger.debug("chat stream: could not end the response: %r", exc)
+                if self._request.transport is not None:
+                    self._request.transport.abort()
+        return self.response
+
+
+async def _converse(
+    request: web.Request, name: str, content: str, stream: ReplyStream | None = None
+) -> dict[str, Any]:
+    """The customer's message, and the bot's answer while the bot holds the conversation.
+
+    With ``stream`` (/api/chat/stream), the stream starts once the customer's message is stored
+    and published, and the reply's pieces go to it as the responder produces them; everything
+    stored and published is the same as without it."""
     store = backends(request).store
     session, message = await store.add_message(name, "customer", content)
     await announce_message(request, session, message, to_holder=True)
+    if stream is not None:
+        await stream.start()
     if session["status"] != "bot_active":
         return {"session": session, "message": message, "reply": None}
 
-    answer = await request.config_dict[RESPONDER].reply(session, message)
+    responder = request.config_dict[RESPONDER]
+    if stream is None:
+        answer = await reply_of(responder, session, message)
+    else:
+        answer = await collect(stream_of(responder, session, message), stream.chunk)
     try:
         session, reply = await store.add_message(name, "bot", answer.text)
     except TransitionRefused:

@@ -945,9 +945,10 @@ NAME = r"[A-Za-z0-9_-]{1,64}"
 SAFE_KEY = re.compile(
     rf"(?:(?:session|messages):\{{{NAME}\}}|(?:history:sse:session|history:sse:agent):{NAME}"
     rf"|status:(?:bot_active|waiting_agent|agent_active|closed)"
-    rf"|history:sse:broadcast|history:sse:canary:{NAME}|events:clock|sessions:status_seq)\Z"
+    rf"|history:sse:broadcast|history:sse:canary:{NAME}|history:sse:session:\*"
+    rf"|events:clock|sessions:status_seq)\Z"
 )
-SAFE_CHANNEL = re.compile(rf"(?:sse:(?:session|agent|canary):{NAME}|sse:broadcast)\Z")
+SAFE_CHANNEL = re.compile(rf"(?:sse:(?:session|agent|canary|presence):{NAME}|sse:broadcast)\Z")
 
 
 def segment(name: str) -> str:

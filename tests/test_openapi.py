@@ -384,7 +384,7 @@ def test_every_example_validates(insecure: bool) -> None:
                 assert not schema_errors(doc, media["schema"], value), (name, schema_errors(doc, media["schema"], value))
         for status, response in operation["responses"].items():
             for media_type, media in resolve(doc, response).get("content", {}).items():
-                if media_type == "text/event-stream":
+                if media_type == "text/event-stream" and "examples" in media:
                     union = ref_name(media["schema"])
                     for name, example in media["examples"].items():
                         used.add(ref_name(example))
@@ -577,6 +577,8 @@ async def test_a_real_flow_matches_the_document(
         await c(w, "POST", action + "close", path=f"{WORKBENCH}/sessions/demo/close",
                 status=409, body={"agent_id": "alice"})
         await c(w, "POST", chat, status=409, body={"session_name": "demo", "content": "Hello?"})
+        await c(w, "POST", f"{CHATBOT}/chat/stream", status=409,
+                body={"session_name": "demo", "content": "Hello?"})
 
         # Everything the streams carried (heartbeats included) is documented.
         check_events(contract, "SessionStreamEvent", await customer.take(12))
@@ -587,6 +589,8 @@ async def test_a_real_flow_matches_the_document(
             "transfer_request", "status_change", "new_message", "status_change", "status_change",
         ]
         check_events(contract, "SessionStreamEvent", [await customer.next_of("heartbeat")])
+        await c(w, "POST", f"{CHATBOT}/chat/stream", status=200,
+                body={"session_name": "streamed", "content": "Hello"})
 
         # Errors.
         await c(w, "POST", f"{CHATBOT}/sessions", status=409, body={"session_name": "demo"})

@@ -517,9 +517,11 @@ async def test_thousand_streams_share_one_pubsub_connection(
     """1,000 open streams on one process hold exactly one Redis pub/sub connection.
 
     Layout: 400 sessions x 2 streams (one through /chatbot, one through /workbench) plus
-    200 agent streams = 1,000 streams on 601 channels (400 session, 200 agent, broadcast).
+    200 agent streams = 1,000 streams on 1,001 channels (400 session, 400 presence: the
+    customer streams' silent subscription that says the customer is connected, 200 agent,
+    broadcast).
     Measured (2 CPUs, 20 runs): 1,000 streams open in 0.4-0.7 s; exactly 1 connection with
-    subscriptions (sub=601); the server process held 64 Redis connections in all, i.e. its
+    subscriptions (sub=1001; 601 before presence); the server process held 64 Redis connections in all, i.e. its
     whole BlockingConnectionPool (POOL_SIZE=64, the pub/sub connection included), saturated
     by opening 100 streams at a time. Logged per run (logger tests.test_processes, INFO).
     """
@@ -567,7 +569,9 @@ async def test_thousand_streams_share_one_pubsub_connection(
                 clients = await probe.client_list()
                 server_clients = [c for c in clients if c.get("name") != PROBE_NAME]
                 subscribers = [c for c in server_clients if int(c.get("sub", 0)) > 0]
-                expected_channels = len(sessions) + len(agents) + 1
+                # Each session's channel, and its presence channel (held by the customer's
+                # streams, which say that the customer is connected); the agents'; broadcast.
+                expected_channels = 2 * len(sessions) + len(agents) + 1
                 logger.info(
                     "%d streams opened in %.1f s; Redis clients: %d in total, %d of the "
                     "server process, %d with pub/sub subscriptions (sub=%s)",
