@@ -4,9 +4,17 @@
  *
  *     import { createApi, LiveStream } from '/console/switchboard.js';
  *
- * The wire contract is docs/api.md; what a resumed stream promises is docs/delivery.md.
+ * It also runs unchanged in Node.js with `--experimental-eventsource` (global `EventSource`,
+ * `fetch` and `URL`); outside a page, give absolute URLs or the `base` option.
+ *
+ * The wire contract is docs/api.md; what a resumed stream promises is docs/delivery.md; how to
+ * use this module (and the same from Python or curl) is docs/clients.md.
  * @module switchboard
  */
+
+// EventSource.readyState values (the spec's numbers, so that no global is needed to read them).
+const CONNECTING = 0;
+const CLOSED = 2;
 
 /** An error answered by the API in its JSON shape `{"error": {"code", "message", "fields"}}`. */
 export class ApiError extends Error {
@@ -129,7 +137,8 @@ export function compareIds(a, b) {
  *   the promise it returns is pending are held and delivered after it, so they apply on top of
  *   the refetched state; a resync that fails is retried (unless the API answered 4xx);
  * - reopens a stream that has been silent longer than `staleAfter` (the server sends a
- *   heartbeat every 30 s by default), which catches a dead connection nobody reported;
+ *   heartbeat every 30 s by default, so 75 s is 2.5 intervals), which catches a dead
+ *   connection nobody reported;
  * - with `probe`, asks the API before reopening after a failure: a 4xx answer (unknown session,
  *   expired token) stops the stream in state `failed` instead of retrying forever.
  */
@@ -137,6 +146,8 @@ export class LiveStream {
   /**
    * @param {string} url Stream URL, e.g. `/chatbot/api/sessions/demo/events`.
    * @param {Object} [options]
+   * @param {string|null} [options.base] Base for a relative `url`; defaults to the page's
+   *   location (needed outside a page, e.g. in Node.js: the server's origin).
    * @param {string|null} [options.token] Sent as `?token=` (EventSource cannot set headers).
    * @param {string|null} [options.lastEventId] Resume from here (a reopened page).
    * @param {function(SwitchboardEvent): void} [options.onEvent]
@@ -188,7 +199,8 @@ export class LiveStream {
   }
 
   _open() {
-    const url = new URL(this.url, window.location.href);
+    const base = this.options.base || globalThis.location?.href;
+    const url = base ? new URL(this.url, base) : new URL(this.url);
     if (this.options.token) url.searchParams.set('token', this.options.token);
     if (this.lastEventId) url.searchParams.set('last_event_id', this.lastEventId);
     const source = new EventSource(url);
@@ -276,20 +288,31 @@ export class LiveStream {
 
   _failed(source) {
     if (source !== this._source || this.state === 'closed') return;
-    if (source.readyState === EventSource.CONNECTING) {
-      this._setState('reconnecting'); // the browser retries by itself, sending Last-Event-ID
+    this._setState('reconnecting');
+    if (source.readyState === CONNECTING) {
+      // The browser retries by itself, sending Last-Event-ID. Node's EventSource reports
+      // CONNECTING too when a connection is refused, then closes for good: look again once
+      // this event has been handled.
+      setTimeout(() => this._gaveUp(source), 0);
       return;
     }
-    // CLOSED: the browser gave up (an HTTP error status); reopen with ?last_event_id=.
+    this._gaveUp(source);
+  }
+
+  /** The EventSource stopped retrying (an HTTP error status): reopen with ?last_event_id=. */
+  _gaveUp(source) {
+    if (source !== this._source || this.state === 'closed' || source.readyState !== CLOSED) return;
     this._shut();
     this._setState('reconnecting');
     this._scheduleReopen();
   }
 
-  _scheduleReopen() {
+  _scheduleReopen(retryAfter = null) {
     const { minDelay, maxDelay } = this.options;
     const base = Math.min(maxDelay, minDelay * 2 ** this._attempts);
-    const delay = base / 2 + Math.random() * (base / 2);
+    // Jittered (half to all of the step), so that clients do not all come back at once, and
+    // never sooner than a Retry-After the API answered.
+    const delay = Math.max(base / 2 + Math.random() * (base / 2), (retryAfter || 0) * 1000);
     this._attempts += 1;
     this._timer = setTimeout(() => this._reopen(), delay);
   }
@@ -307,7 +330,7 @@ export class LiveStream {
           this._setState('failed');
           return;
         }
-        this._scheduleReopen();
+        this._scheduleReopen(error instanceof ApiError ? error.retryAfter : null);
         return;
       }
     }
@@ -316,6 +339,10 @@ export class LiveStream {
 
   _checkStale() {
     if (!this._source || this.state === 'closed') return;
+    if (this._source.readyState === CLOSED) {
+      this._gaveUp(this._source); // closed without a word: reopen it
+      return;
+    }
     if (Date.now() - this._heardAt > this.options.staleAfter) {
       this._shut();
       this._setState('reconnecting');
