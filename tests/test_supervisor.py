@@ -97,8 +97,9 @@ async def test_filters_by_session_and_by_status(client: TestClient, backend: str
 async def test_split_deployment_one_pattern_subscription(
     server_process: StartServer, redis_url: str
 ) -> None:
-    """Sessions created and driven on the chatbot process reach a supervisor on the workbench
-    process, through one PSUBSCRIBE on its one pub/sub connection."""
+    """Sessions created and driven on the chatbot process, and taken over on the workbench
+    process, reach supervisors on the workbench process through one PSUBSCRIBE on its one
+    pub/sub connection."""
     chatbot = server_process("--chatbot", "--redis-url", redis_url, env=REDIS_ON)
     workbench = server_process("--workbench", "--redis-url", redis_url, env=REDIS_ON)
     async with aiohttp.ClientSession() as http:
@@ -106,9 +107,16 @@ async def test_split_deployment_one_pattern_subscription(
                 open_stream(http, workbench.url + SUPERVISOR) as (second, _):
             await create(http, "split", chatbot.url)
             await chat(http, "split", "hello", chatbot.url)
+            # ... and what happens on the workbench process (the takeover, the agent's words).
+            await act(http, "split", "takeover", "alice", workbench.url)
+            await call(http, "POST", f"{workbench.url}{WORKBENCH}/sessions/split/messages",
+                       {"agent_id": "alice", "content": "Alice here"})
             for stream in (board, second):
-                events = await take_sessions_events(stream, 2)
-                assert [session_of(e) for e in events] == ["split", "split"]
+                events = await take_sessions_events(stream, 5)
+                assert [session_of(e) for e in events] == ["split"] * 5
+                assert [e.type for e in events] == [
+                    "new_message", "new_message", "agent_joined", "status_change", "new_message"]
+                assert events[-1].payload["message"]["content"] == "Alice here"
             admin = Redis.from_url(redis_url)
             try:
                 assert int(await admin.execute_command("PUBSUB", "NUMPAT")) == 1
