@@ -24,5 +24,5 @@ SOURCE = web.AppKey("source", str)
 # Set on each sub-app: "chatbot" or "workbench", for counting its streams.
 COMPONENT = web.AppKey("component", str)
 METRICS = web.AppKey("metrics", Metrics)
-# Set on each request when its answer starts: (status, whether it is an event stream).
+# Set by an event stream when it ends: (its status, True), for the request's log line.
 SENT = web.RequestKey("sent", tuple)

@@ -101,10 +101,11 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
 def _finished(request: web.Request, response: web.StreamResponse | None, seconds: float) -> None:
     """The request's log line (path without its query: tokens travel there) and, unless it
     was an event stream (whose duration is its client's stay), its latency."""
-    # A stream's answer was sent long ago (SENT); others are sent after this returns.
+    # A stream notes what it answered when it ends (SENT); others are sent after this returns.
     status, streamed = request.get(SENT, (CLIENT_LEFT, False))
     if response is not None and SENT not in request:
         status = response.status
+        streamed = response.content_type == "text/event-stream"
     route = request.match_info.route.resource
     template = route.canonical if route is not None else "unmatched"
     # Still percent-encoded: a decoded path could carry a newline and forge a log line.

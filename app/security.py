@@ -6,7 +6,6 @@ from collections.abc import Sequence
 import aiohttp_cors
 from aiohttp import web
 
-from app.keys import SENT
 from app.logs import request_id
 from app.middlewares import REQUEST_ID_HEADER
 
@@ -21,9 +20,8 @@ CONSOLE_POLICY = (
 async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
     """on_response_prepare: no MIME sniffing anywhere; API answers are never cached (SSE
     responses already say ``no-cache``, which aiohttp-sse sets); the request id goes back to
-    the client; and the request notes what it answered, for its log line."""
+    the client."""
     response.headers.setdefault(REQUEST_ID_HEADER, request_id.get())
-    request[SENT] = (response.status, response.content_type == "text/event-stream")
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "no-referrer")
     response.headers.setdefault("Cache-Control", "no-store")

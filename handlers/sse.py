@@ -22,9 +22,9 @@ from aiohttp_sse import EventSourceResponse
 
 from app.auth import Principal
 from app.errors import ApiError
-from app.keys import BACKENDS, COMPONENT, SETTINGS, STREAMS
+from app.keys import BACKENDS, COMPONENT, SENT, SETTINGS, STREAMS
 from app.streams import OpenStream, StreamRegistry
-from realtime.broker import SubscriptionClosed, SubscriptionGap, SubscriptionOverflow
+from realtime.broker import Subscription, SubscriptionClosed, SubscriptionGap, SubscriptionOverflow
 from realtime.events import Event, encode, envelope, http_chunk, sse_frame
 
 logger = logging.getLogger(__name__)
@@ -189,16 +189,18 @@ async def _serve(
             frames = FrameWriter(writer, request, SEND_TIMEOUT)
             stream = OpenStream(frames, subscription, request.app[COMPONENT])
             registry.add(stream)
-            where = ",".join(channels)
-            logger.info(
-                "stream opened on %s at %s (recovered: %s)", where, subscription.position,
-                subscription.recovered, extra={"channels": where, "stream": "open"},
-            )
+            _log_open(subscription)
             opened, ended = time.monotonic(), "client left"
-            payload = {**connected, "recovered": subscription.recovered}
+            # Nothing the stream no longer needs stays referenced from this frame: every
+            # byte here is memory per open stream.
+            hello = system_frame(
+                "connected", {**connected, "recovered": subscription.recovered}, subscription.position
+            )
+            del connected
             try:
                 # Through aiohttp: the first write carries the response headers with it.
-                await response.write(system_frame("connected", payload, subscription.position))
+                await response.write(hello)
+                del hello
                 subscription.write_through(frames.offer)
                 # What the write-through could not take: all queued events in one write.
                 while True:
@@ -217,16 +219,28 @@ async def _serve(
             finally:
                 subscription.write_through(None)
                 registry.discard(stream)
-                seconds = time.monotonic() - opened
-                logger.log(
-                    logging.WARNING if ended.startswith("client too slow") else logging.INFO,
-                    "stream closed on %s after %.1f s: %s", where, seconds, ended,
-                    extra={"channels": where, "stream": "closed", "seconds": round(seconds, 1),
-                           "reason": ended},
-                )
+                request[SENT] = (response.status, True)  # for the request's log line
+                _log_close(subscription, time.monotonic() - opened, ended)
         return response
     finally:
         registry.release(owner)
+
+
+def _log_open(subscription: Subscription) -> None:
+    where = ",".join(subscription.channels)
+    logger.info(
+        "stream opened on %s at %s (recovered: %s)", where, subscription.position,
+        subscription.recovered, extra={"channels": where, "stream": "open"},
+    )
+
+
+def _log_close(subscription: Subscription, seconds: float, ended: str) -> None:
+    where = ",".join(subscription.channels)
+    logger.log(
+        logging.WARNING if ended.startswith("client too slow") else logging.INFO,
+        "stream closed on %s after %.1f s: %s", where, seconds, ended,
+        extra={"channels": where, "stream": "closed", "seconds": round(seconds, 1), "reason": ended},
+    )
 
 
 async def _hint_retry(frames: FrameWriter) -> None:
