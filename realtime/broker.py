@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Any, Final, Self
 
 from realtime import ids
+from realtime.channels import is_pattern
 from realtime.events import Event, envelope
 from realtime.stats import BrokerStats
 
@@ -323,7 +324,8 @@ class Broker(ABC):
         self, *, queue_size: int = DEFAULT_QUEUE_SIZE, stats: BrokerStats | None = None
     ) -> None:
         self._queue_size = queue_size
-        self._local: dict[str, set[Subscription]] = {}
+        self._local: dict[str, set[Subscription]] = {}  # by channel or pattern
+        self._patterns: set[str] = set()  # the patterns among them
         self.stats = stats if stats is not None else BrokerStats()
 
     @property
@@ -414,6 +416,8 @@ class Broker(ABC):
     def _add_local(self, subscription: Subscription) -> None:
         for channel in subscription.subscribed:
             self._local.setdefault(channel, set()).add(subscription)
+            if is_pattern(channel):
+                self._patterns.add(channel)
 
     def _remove_local(self, subscription: Subscription) -> None:
         for channel in subscription.subscribed:
@@ -423,6 +427,7 @@ class Broker(ABC):
             subscribers.discard(subscription)
             if not subscribers:
                 del self._local[channel]
+                self._patterns.discard(channel)
 
     def _fan_out(self, event: Event, to: str | None = None) -> None:
         """To the subscriptions of the event's channel, or of pattern ``to`` that it matched."""
@@ -437,9 +442,9 @@ class Broker(ABC):
         """Channel and pattern subscriptions of this process, for events that do not come
         back through Redis (memory broker; Redis away)."""
         self._fan_out(event)
-        for name in [n for n in self._local if "*" in n]:
-            if fnmatchcase(event.channel, name):
-                self._fan_out(event, to=name)
+        for pattern in tuple(self._patterns):
+            if fnmatchcase(event.channel, pattern):
+                self._fan_out(event, to=pattern)
 
 
 def merge(per_channel: Iterable[list[Event]]) -> list[Event]:
