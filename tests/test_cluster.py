@@ -33,6 +33,7 @@ What these tests prove:
 """
 
 import asyncio
+import functools
 import itertools
 import json
 import logging
@@ -52,11 +53,11 @@ from app.backends import Backends, cluster_clients, open_backends
 from app.settings import Settings
 from app.store import RedisSessionStore, Transition, TransitionRefused
 from app.store.redis_store import messages_key, session_key
-from realtime.broker import Subscription
 from realtime.channels import BROADCAST, agent_channel, session_channel
 from realtime.cluster_broker import OUTBOX_RETRY, ClusterLayout
-from realtime.events import Event, envelope
 from tests.processes import ServerProcess
+from tests.test_broker_contract import assert_quiet, event
+from tests.test_broker_contract import take as contract_take
 from tests.redis_cluster import RedisCluster
 from tests.sse import SSEEvent, open_stream
 from tests.test_outages import Collector
@@ -177,25 +178,8 @@ def sessions_per_node(admin: ClusterClient, prefix: str, per_node: int = 1) -> d
     raise AssertionError(f"not {per_node} names on every node: {found}")
 
 
-def event(n: int, session: str = "s1") -> dict[str, Any]:
-    """A valid envelope; ``n`` goes into the agent id so events can be told apart."""
-    return envelope("agent_joined", {"session_name": session, "agent_id": f"a{n}"}, "agent_workbench")
-
-
-async def take(subscription: Subscription, count: int, timeout: float = SETTLE) -> list[Event]:
-    """Exactly ``count`` events, failing if they do not come in time."""
-    received: list[Event] = []
-    async with asyncio.timeout(timeout):
-        while len(received) < count:
-            item = await subscription.get()
-            assert item is not None
-            received.append(item)
-    return received
-
-
-async def assert_quiet(subscription: Subscription, timeout: float = QUIET) -> None:
-    item = await subscription.get(timeout=timeout)
-    assert item is None, f"unexpected event {item!r}"
+# The broker contract's helpers, with the cluster's own bound for "soon".
+take = functools.partial(contract_take, timeout=SETTLE)
 
 
 async def poll(fetch: Callable[[], Awaitable[Any]], done: Callable[[Any], bool],
