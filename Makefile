@@ -6,39 +6,63 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARGS   ?=
+PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+RUN_LOCK := requirements/run.txt
+DEV_LOCK := requirements/dev.txt
+UV_VERSION := 0.13.9
+LOCK   := $(BIN)/uv pip compile --quiet --upgrade --generate-hashes --python-version 3.11 \
+	--custom-compile-command 'make lock' setup.cfg requirements/build.in --output-file
 
-.PHONY: run test bench clean redis-server test-packages screenshots
+.PHONY: run test test-fast check lock bench clean redis-server test-packages screenshots
 
 run: $(VENV)/.installed
 	$(BIN)/python run.py --insecure $(ARGS)
 
-test: $(VENV)/.installed-test redis-server test-packages
+# The whole suite (every tier).
+test: $(VENV)/.installed-dev redis-server test-packages
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The fast tier: no browser, nginx, Redis Cluster or multi-process tests (see setup.cfg's markers).
+test-fast: $(VENV)/.installed-dev redis-server
+	$(BIN)/python -m pytest -m 'not slow' $(PYTEST_ARGS)
+
+# Static checks: ruff (lint and format) and mypy, as configured in pyproject.toml.
+check: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV) || { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); }
-	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
 
-$(VENV)/.installed: $(VENV)/bin/python setup.cfg setup.py pyproject.toml
-	$(BIN)/python -m pip install --quiet -e .
+# Every package comes from a lock with hashes (requirements/, written by `make lock` only), so
+# every machine runs the same program; the project itself is then installed without resolving.
+$(VENV)/.installed: $(VENV)/bin/python $(RUN_LOCK) setup.cfg setup.py pyproject.toml
+	$(PIP) --require-hashes -r $(RUN_LOCK)
+	$(PIP) --no-deps --no-build-isolation -e .
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/bin/python setup.cfg setup.py pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+$(VENV)/.installed-dev: $(VENV)/bin/python $(DEV_LOCK) setup.cfg setup.py pyproject.toml
+	$(PIP) --require-hashes -r $(DEV_LOCK)
+	$(PIP) --no-deps --no-build-isolation -e .
 	touch $@ $(VENV)/.installed
 
+# Re-resolve both locks to the newest releases setup.cfg allows (the only way they change):
+# the development lock first (runtime, test, bench and lint extras, and the build backend),
+# then the runtime lock within it, so the two never name different versions.
+lock: $(VENV)/bin/python
+	$(PIP) 'uv==$(UV_VERSION)'
+	$(LOCK) $(DEV_LOCK) --extra test --extra bench --extra lint
+	$(LOCK) $(RUN_LOCK) --constraint $(DEV_LOCK)
+
 # The console screenshots in docs/img/, taken by the browser test.
-screenshots: $(VENV)/.installed-test redis-server test-packages
+screenshots: $(VENV)/.installed-dev redis-server test-packages
 	SWITCHBOARD_SCREENSHOTS=docs/img $(BIN)/python -m pytest tests/test_browser.py -q
 
 # The benchmark (bench/run.py) starts its own redis-server and server processes on loopback
 # ports and writes docs/benchmarks.md and docs/benchmarks.png. `make bench ARGS=--quick`: smoke run.
-bench: $(VENV)/.installed-bench redis-server
+bench: $(VENV)/.installed-dev redis-server
 	$(BIN)/python -m bench.run $(ARGS)
-
-$(VENV)/.installed-bench: $(VENV)/bin/python setup.cfg setup.py pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[bench]'
-	touch $@ $(VENV)/.installed
 
 # The tests start their own redis-server on a free loopback port (and a 3-node Redis Cluster,
 # made with redis-cli); they only need the binaries (Redis 7+, as in Debian 12).

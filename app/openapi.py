@@ -175,12 +175,14 @@ RESPONSE_EXAMPLES: dict[str, Example] = {
     "stream_health.customer_here": Example(
         "The customer's page is open; an agent's view of it is open in another process",
         {"session_name": "demo", "subscribed_processes": 2, "streams_in_this_process": 1,
-         "customer_connected": True, "last_event": {"id": "1732867200000-0", "time": 1732867200.0}},
+         "customer_connected": True, "last_event": {"id": "1732867200000-0", "time": 1732867200.0},
+         "scope": "deployment"},
     ),
     "stream_health.customer_gone": Example(
         "The customer has left",
         {"session_name": "demo", "subscribed_processes": 1, "streams_in_this_process": 1,
-         "customer_connected": False, "last_event": {"id": "1732867200000-0", "time": 1732867200.0}},
+         "customer_connected": False, "last_event": {"id": "1732867200000-0", "time": 1732867200.0},
+         "scope": "deployment"},
     ),
     "health.ok": Example(
         "Serving on Redis",

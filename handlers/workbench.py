@@ -20,6 +20,7 @@ from handlers.common import (
 )
 from handlers.sse import stream_events
 from realtime import ids
+from realtime.broker import BrokerError
 from realtime.channels import (
     BROADCAST,
     SESSION_PATTERN,
@@ -94,17 +95,25 @@ async def agent_message(request: web.Request) -> web.Response:
 @routes.get("/api/sessions/{session_name}/stream")
 async def stream_health(request: web.Request) -> web.Response:
     """Who is listening to a session, across every process: so that an agent sees that the
-    customer has left before typing an answer."""
+    customer has left before typing an answer. Without Redis (in memory, or while it is away)
+    it answers from what this process knows, and says so in ``scope``."""
     require_agent(request)
     name = path_name(request, "session_name")
     await backends(request).store.get(name)  # 404 for an unknown session
     broker = backends(request).broker
-    channel = session_channel(name)
-    processes, customer_processes, last_id = await asyncio.gather(
-        broker.subscribed_processes(channel),
-        broker.subscribed_processes(presence_channel(name)),
-        broker.last_event_id(channel),
-    )
+    channel, presence = session_channel(name), presence_channel(name)
+    scope = "process" if backends(request).mode == "memory" else "deployment"
+    try:
+        processes, customer_processes, last_id = await asyncio.gather(
+            broker.subscribed_processes(channel),
+            broker.subscribed_processes(presence),
+            broker.last_event_id(channel),
+        )
+    except BrokerError:
+        # Redis went away between the mode check and the counts: this process's view.
+        scope, last_id = "process", None
+        processes = 1 if broker.local_subscribers(channel) else 0
+        customer_processes = broker.local_subscribers(presence)
     last_event = None
     if last_id is not None:
         last_event = {"id": last_id, "time": ids.parse(last_id)[0] / 1000}
@@ -115,6 +124,7 @@ async def stream_health(request: web.Request) -> web.Response:
         "streams_in_this_process": broker.local_subscribers(channel),
         "customer_connected": customer_processes > 0,
         "last_event": last_event,
+        "scope": scope,
     })
 
 

@@ -327,6 +327,8 @@ class RedisBroker(Broker):
         return int(reply[0][1] if reply and isinstance(reply[0], (list, tuple)) else reply[1])
 
     async def last_event_id(self, channel: str) -> str | None:
+        if not self.available:
+            return None  # the history is in Redis: nothing to say while it is away
         try:
             newest = await self._redis.xrevrange(self._layout.history_key(channel), count=1)
         except UNAVAILABLE as exc:

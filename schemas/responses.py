@@ -148,6 +148,14 @@ class StreamHealthSchema(Schema):
         required=True, metadata={"description": "Whether the customer side has a stream of it open anywhere"}
     )
     last_event = fields.Nested(LastEventSchema, required=True, allow_none=True)
+    scope = fields.String(
+        required=True, validate=validate.OneOf(["deployment", "process"]),
+        metadata={"description": (
+            "`deployment`: counted by Redis across every process; `process`: in memory, or while "
+            "Redis is away, what this process alone knows (its own streams; `last_event` from "
+            "its own history in memory, null while Redis is away)"
+        )},
+    )
 
 
 # -- errors --------------------------------------------------------------------------------

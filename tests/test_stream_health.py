@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.processes import ServerProcess
+from tests.processes import ServerProcess, free_port
 from tests.sse import open_stream
 from tests.test_resume import CHATBOT, REDIS_ON, WORKBENCH, call, chat, create
 
@@ -42,7 +42,8 @@ async def test_in_one_process(client: TestClient, backend: str) -> None:
     await create(client, "h1")
     quiet = await health_of(client, "h1")
     assert quiet == {"session_name": "h1", "subscribed_processes": 0,
-                     "streams_in_this_process": 0, "customer_connected": False, "last_event": None}
+                     "streams_in_this_process": 0, "customer_connected": False, "last_event": None,
+                     "scope": "process" if backend == "memory" else "deployment"}
     async with open_stream(client, f"{WORKBENCH}/sessions/h1/events"):
         agent_only = await until(lambda: health_of(client, "h1"), lambda b: b["subscribed_processes"] == 1)
         assert agent_only["streams_in_this_process"] == 1
@@ -64,6 +65,24 @@ async def test_in_one_process(client: TestClient, backend: str) -> None:
                         lambda b: b["subscribed_processes"] == 0))["subscribed_processes"] == 0
     missing = await call(client, "GET", f"{WORKBENCH}/sessions/nobody/stream", status=404)
     assert missing["error"]["code"] == "session_not_found"
+
+
+async def test_while_redis_is_away_answers_for_this_process(server_process: StartServer) -> None:
+    """`make run` with no Redis answering (memory, degraded): the README tour's step answers
+    200 from what this process knows, and says so; it does not ask the absent Redis."""
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"
+    base = server_process("--redis-url", nowhere, env=REDIS_ON).url
+    async with aiohttp.ClientSession() as http:
+        await create(http, "away", base)
+        await chat(http, "away", "hello", base)
+        alone = await health_of(http, "away", base)
+        assert alone == {"session_name": "away", "subscribed_processes": 0,
+                         "streams_in_this_process": 0, "customer_connected": False,
+                         "last_event": None, "scope": "process"}
+        async with open_stream(http, f"{base}{CHATBOT}/sessions/away/events"):
+            here = await until(lambda: health_of(http, "away", base), lambda b: b["customer_connected"])
+        assert here["customer_connected"] is True and here["scope"] == "process"
+        assert here["subscribed_processes"] == 1 and here["streams_in_this_process"] == 1
 
 
 async def split_deployment(server_process: StartServer, redis_url: str) -> tuple[str, str]:
