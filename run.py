@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import sys
@@ -10,11 +11,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-from app.auth import TokenAuthority
+from app.domain.auth import TokenAuthority
 from app.factory import create_app
-from app.logs import configure_logging
-from app.settings import Settings, build_parser, load_settings
-from app.workers import WorkerRole, WorkerSupervisor, die_with_parent, port_in_use
+from app.process.logs import configure_logging
+from app.process.settings import Settings, build_parser, load_settings
+from app.process.workers import WorkerRole, WorkerSupervisor, die_with_parent, port_in_use
 
 AGENT_TOKEN_TTL = 8 * 3600.0  # a shift
 UVLOOP_MISSING = "--event-loop uvloop needs uvloop, which is not installed: pip install '.[uvloop]'"
@@ -51,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         loop.close()
         logger.error("%s", exc)
         sys.exit(2)
+    app.on_startup.append(freeze_startup_objects)
     logger.info(
         "serving %s on http://%s:%d (event loop: %s)", "+".join(settings.components),
         settings.host, settings.port, type(loop).__module__.partition(".")[0],
@@ -69,6 +71,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         access_log=None,
         loop=loop,
     )
+
+
+async def freeze_startup_objects(app: web.Application) -> None:
+    """Move everything alive after start-up (modules, routes, clients) out of the collector's
+    sight: a full collection then scans only what streams and requests made, which keeps its
+    pauses short at thousands of open streams (see docs/benchmarks.md, profile). A process
+    matter, so it is done here, after the app's own start-up, and not by the app factory."""
+    gc.collect()
+    gc.freeze()
 
 
 def new_event_loop(name: str) -> asyncio.AbstractEventLoop:

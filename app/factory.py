@@ -3,7 +3,6 @@
 import asyncio
 import contextlib
 import functools
-import gc
 import logging
 import os
 import secrets
@@ -13,17 +12,17 @@ from pathlib import Path
 
 from aiohttp import web
 
-from app.auth import TokenAuthority
+from app.domain.auth import TokenAuthority
 from app.backends import Backends, open_backends
-from app.bot import Responder, RuleBasedResponder
+from app.domain.bot import Responder, RuleBasedResponder
 from app.keys import BACKENDS, CANARY, METRICS, RATE_LIMITER, RESPONDER, SETTINGS, STREAMS, TOKENS
-from app.limits import RateLimiter
-from app.metrics import Metrics
-from app.middlewares import request_middleware
-from app.openapi import setup_openapi
-from app.security import add_security_headers, allow_origins
-from app.settings import Settings
-from app.streams import StreamRegistry
+from app.web.limits import RateLimiter
+from app.web.metrics import Metrics
+from app.web.middlewares import request_middleware
+from app.web.openapi import setup_openapi
+from app.web.security import add_security_headers, allow_origins
+from app.process.settings import Settings
+from handlers.sse import StreamRegistry
 from handlers.chatbot import create_chatbot_app
 from handlers.sse import send_heartbeats
 from handlers.workbench import create_workbench_app
@@ -69,7 +68,6 @@ def create_app(
     app[RESPONDER] = responder if responder is not None else RuleBasedResponder()
     app.cleanup_ctx.append(functools.partial(_backends_ctx, backends_factory))
     app.cleanup_ctx.append(_heartbeats_ctx)
-    app.on_startup.append(_freeze_startup_objects)
     app.on_shutdown.append(_end_streams)
     app[CANARY] = secrets.token_hex(8)
     app.router.add_get("/health", health)
@@ -105,14 +103,6 @@ async def _heartbeats_ctx(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-
-
-async def _freeze_startup_objects(app: web.Application) -> None:
-    """Move everything alive after start-up (modules, routes, clients) out of the collector's
-    sight: a full collection then scans only what streams and requests made, which keeps its
-    pauses short at thousands of open streams (see docs/benchmarks.md, profile)."""
-    gc.collect()
-    gc.freeze()
 
 
 async def _end_streams(app: web.Application) -> None:

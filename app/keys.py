@@ -1,28 +1,36 @@
-"""Every object shared through an aiohttp app, as a typed AppKey, in one place."""
+"""Every object shared through an aiohttp app, as a typed AppKey, in one place.
+
+A leaf: the types are imported for the type checker only, so any module may import the keys
+without importing what they hold."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from app.auth import TokenAuthority
-from app.backends import Backends
-from app.limits import RateLimiter
-from app.metrics import Metrics
-from app.bot import Responder
-from app.settings import Settings
-from app.streams import StreamRegistry
+if TYPE_CHECKING:
+    from app.backends import Backends
+    from app.domain.auth import TokenAuthority
+    from app.domain.bot import Responder
+    from app.process.settings import Settings
+    from app.web.limits import RateLimiter
+    from app.web.metrics import Metrics
+    from handlers.sse import StreamRegistry
 
-SETTINGS = web.AppKey("settings", Settings)
-BACKENDS = web.AppKey("backends", Backends)
-STREAMS = web.AppKey("streams", StreamRegistry)
-RESPONDER = web.AppKey("responder", Responder)
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
+BACKENDS: web.AppKey[Backends] = web.AppKey("backends")
+STREAMS: web.AppKey[StreamRegistry] = web.AppKey("streams")
+RESPONDER: web.AppKey[Responder] = web.AppKey("responder")
 # Set only when tokens are required (not under --insecure).
-TOKENS = web.AppKey("tokens", TokenAuthority)
-RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
+TOKENS: web.AppKey[TokenAuthority] = web.AppKey("tokens")
+RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("rate_limiter")
 # This process's private channel for the readiness canary.
-CANARY = web.AppKey("canary", str)
+CANARY: web.AppKey[str] = web.AppKey("canary")
 # Set on each sub-app: the envelope "source" of everything that sub-app publishes.
-SOURCE = web.AppKey("source", str)
+SOURCE: web.AppKey[str] = web.AppKey("source")
 # Set on each sub-app: "chatbot" or "workbench", for counting its streams.
-COMPONENT = web.AppKey("component", str)
-METRICS = web.AppKey("metrics", Metrics)
+COMPONENT: web.AppKey[str] = web.AppKey("component")
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 # Set by an event stream when it ends: (its status, True), for the request's log line.
-SENT = web.RequestKey("sent", tuple)
+SENT: web.RequestKey[tuple[int, bool]] = web.RequestKey("sent")

@@ -135,7 +135,7 @@ async def _time_steps(redis_url: str, name: str, config: Config) -> PublishSteps
 
     from app.backends import open_backends
     from app.keys import SETTINGS
-    from app.settings import Settings
+    from app.process.settings import Settings
     from handlers.access import acting_agent, limit_actions, require_agent
     from handlers.common import checked_content, load_body, path_name
     from realtime.channels import session_channel

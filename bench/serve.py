@@ -9,8 +9,8 @@ from aiohttp import web
 
 from app.backends import Backends, redis_broker_options, redis_client
 from app.factory import create_app
-from app.settings import Settings, load_settings
-from app.store import RedisSessionStore
+from app.process.settings import Settings, load_settings
+from app.domain.store import RedisSessionStore
 from bench.baseline_broker import PerStreamRedisBroker
 from run import new_event_loop
 

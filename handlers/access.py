@@ -4,8 +4,8 @@ per-token rate limit on actions. Under ``--insecure`` every check passes (and sa
 from aiohttp import web
 from marshmallow import ValidationError
 
-from app.auth import Principal, TokenError
-from app.errors import ApiError
+from app.domain.auth import Principal, TokenError
+from app.web.errors import ApiError
 from app.keys import COMPONENT, RATE_LIMITER, TOKENS
 
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="switchboard"'}

@@ -1,11 +1,11 @@
-"""Which events a state change publishes, in which order (API.md, "Events each action
+"""Which events a state change publishes, in which order (docs/api.md, "Events each action
 publishes"). Both sub-apps announce transitions through here, so the table lives once."""
 
 from typing import Any
 
 from aiohttp import web
 
-from app.store import Action, Message, Session, Transition
+from app.domain.store import Action, Message, Session, Transition
 from handlers.common import publish
 from realtime.channels import BROADCAST, agent_channel, session_channel
 

@@ -9,16 +9,16 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http import StreamWriter
 
-from app.bot import collect, reply_of, stream_of
-from app.errors import ApiError, error_response
+from app.domain.bot import collect, reply_of, stream_of
+from app.web.errors import ApiError, error_response
 from app.keys import COMPONENT, RESPONDER, SETTINGS, SOURCE, TOKENS
-from app.middlewares import _from_exception
-from app.store import SessionExists, TransitionRefused
+from app.web.middlewares import _from_exception
+from app.domain.store import SessionExists, TransitionRefused
 from handlers.access import CHALLENGE, check_session, limit_actions, who
 from handlers.announce import announce_message, announce_transition
 from handlers.common import add_session_read_routes, backends, checked_content, load_body
 from handlers.sse import SEND_TIMEOUT
-from realtime.events import encode
+from realtime.events import named_frame
 from schemas import ChatSchema, CreateSessionSchema, EscalateSchema
 
 logger = logging.getLogger(__name__)
@@ -101,12 +101,6 @@ async def chat_stream(request: web.Request) -> web.StreamResponse:
     return await reply.finish()
 
 
-def chat_frame(event: str, data: dict[str, Any]) -> bytes:
-    """One frame of /api/chat/stream: a named SSE event (``chunk``, ``done`` or ``error``) with
-    one line of compact JSON, and no ``id:``."""
-    return f"event: {event}\ndata: {encode(data)}\n\n".encode()
-
-
 class ReplyStream:
     """The answer of /api/chat/stream: SSE frames with an ``event:`` name and no ``id:`` (a
     response to one request, not a channel's events: nothing to resume).
@@ -115,7 +109,7 @@ class ReplyStream:
     is a few kilobytes, so the buffer stays small, and a slow or departed client never holds
     up storing and publishing the reply. A failed write means the client has left: the stream
     stops writing and the conversation goes on (the handler runs shielded, see
-    ``app.middlewares.shielded``)."""
+    ``app.web.middlewares.shielded``)."""
 
     def __init__(self, request: web.Request, session_name: str) -> None:
         self.response = web.StreamResponse(headers=STREAM_HEADERS)
@@ -160,7 +154,7 @@ class ReplyStream:
     async def send(self, event: str, data: dict[str, Any]) -> None:
         if self.gone or self._writer is None:
             return
-        frame = chat_frame(event, data)
+        frame = named_frame(event, data)
         try:
             # drain=False: written (and chunk-framed) at once, never waiting for the client.
             await self._writer.write(frame, drain=False)

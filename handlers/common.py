@@ -7,7 +7,7 @@ from aiohttp import web
 from marshmallow import Schema, ValidationError
 
 from app.backends import Backends
-from app.errors import ApiError
+from app.web.errors import ApiError
 from app.keys import BACKENDS, COMPONENT, SETTINGS, SOURCE
 from handlers.access import require_reader
 from handlers.sse import stream_events

@@ -6,9 +6,9 @@ import functools
 from aiohttp import web
 
 from app.keys import COMPONENT, SOURCE
-from app.store import Action
-from app.auth import Principal
-from app.errors import ApiError
+from app.domain.store import Action
+from app.domain.auth import Principal
+from app.web.errors import ApiError
 from handlers.access import acting_agent, limit_actions, require_agent
 from handlers.announce import announce_message, announce_transition
 from handlers.common import (

@@ -49,7 +49,7 @@ def canary_channel(process_token: str) -> str:
 # On a Redis Cluster, a stream's channels must share a slot (one clock orders a stream's
 # events). The agent channels and the broadcast, which agent streams combine, share one tag. A
 # session channel's tag is the session name, the hash tag of the session's store keys too
-# (app/store/redis_store.py), so that a session's state and its events live on one shard: a
+# (app/domain/store/redis_store.py), so that a session's state and its events live on one shard: a
 # shard that is away then refuses the change before anything is written. Other channels are
 # their own tag. (Names cannot contain ":", so no session name is the workbench tag.)
 WORKBENCH_TAG = "sse:workbench"

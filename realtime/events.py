@@ -23,6 +23,12 @@ def sse_frame(data: str, event_id: str | None = None) -> bytes:
     return f"{head}data: {data}\n\n".encode()
 
 
+def named_frame(event: str, data: dict[str, Any]) -> bytes:
+    """A named SSE event (``event:``) with one line of compact JSON and no ``id:``: the frames
+    of a response that is not a channel's events (a streamed bot reply: nothing to resume)."""
+    return f"event: {event}\ndata: {encode(data)}\n\n".encode()
+
+
 def http_chunk(frame: bytes) -> bytes:
     """``frame`` as one HTTP/1.1 chunk: made once per event, so that a stream's write is one
     ``transport.write`` of shared bytes, with no per-stream framing or copying."""

@@ -1,10 +1,10 @@
-"""What the API answers: documentation schemas for the OpenAPI document (app/openapi.py),
+"""What the API answers: documentation schemas for the OpenAPI document (app/web/openapi.py),
 also used by the tests to check real answers against what the document says.
 
 Every schema here keeps marshmallow's default ``unknown=RAISE``, so validating an answer with
 one of them fails on a key the documentation does not know about (that keeps the docs honest).
 The published document still lets these objects grow: each schema with a ``Meta.description``
-is emitted without ``additionalProperties: false`` (API.md: clients ignore keys they do not
+is emitted without ``additionalProperties: false`` (docs/api.md: clients ignore keys they do not
 know). Event envelopes are the exception: their four keys are fixed, so the ``*EventSchema``
 classes carry no ``Meta.description`` and are emitted closed.
 """
@@ -19,7 +19,7 @@ COMPONENTS = ("chatbot", "workbench")
 BROKER_MODES = ("redis", "redis-cluster", "memory")
 HEALTH_STATUSES = ("ok", "degraded")
 
-# Every ``error.code`` the server answers with (API.md, "Error codes"; app/middlewares.py):
+# Every ``error.code`` the server answers with (docs/api.md, "Error codes"; app/web/middlewares.py):
 # ``bad_request`` and ``http_error`` are aiohttp's own 400 and other HTTP errors.
 ERROR_CODES = (
     "bad_json",

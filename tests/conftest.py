@@ -10,7 +10,7 @@ from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from app.factory import create_app
-from app.settings import Settings
+from app.process.settings import Settings
 from tests.processes import ServerProcess
 from tests.redis_cluster import RedisCluster
 from tests.redis_server import RedisServer

@@ -1,4 +1,4 @@
-"""Every error of API.md on both backends: the JSON error shape with the right status, never a
+"""Every error of docs/api.md on both backends: the JSON error shape with the right status, never a
 500, and a failed request changes no state and publishes nothing (an open session stream and
 agent streams stay quiet, and a re-read of the state finds it unchanged)."""
 
@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 from yarl import URL
 
-from app.settings import Settings
+from app.process.settings import Settings
 from tests.sse import open_stream
 
 CHATBOT = "/chatbot/api"
@@ -526,7 +526,7 @@ CONFLICTS: dict[str, tuple[str, Call]] = {
 
 @pytest.mark.parametrize("case", CONFLICTS)
 async def test_forbidden_transition(client: TestClient, case: str) -> None:
-    """Each transition API.md forbids, and creating an existing session, is a 409 that changes
+    """Each transition docs/api.md forbids, and creating an existing session, is a 409 that changes
     nothing and publishes nothing."""
     status, call = CONFLICTS[case]
     await in_status(client, S, status)

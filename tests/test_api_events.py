@@ -1,4 +1,4 @@
-"""Every endpoint of API.md on both backends: its response, and the events it publishes (type,
+"""Every endpoint of docs/api.md on both backends: its response, and the events it publishes (type,
 payload, order, source, id) as a client reads them on the session stream and on the agent
 stream (the agent's own channel plus the broadcast)."""
 
@@ -13,7 +13,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
-from app.settings import Settings
+from app.process.settings import Settings
 from tests.sse import SSEEvent, SSEStream, open_stream
 
 CHATBOT = "/chatbot/api"

@@ -27,9 +27,9 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 from yarl import URL
 
-from app.auth import Principal, TokenAuthority
+from app.domain.auth import Principal, TokenAuthority
 from app.factory import create_app
-from app.settings import Settings
+from app.process.settings import Settings
 from tests.processes import ROOT, ServerProcess, free_port
 from tests.sse import SSEEvent, SSEStream, open_stream
 

@@ -2,11 +2,11 @@
 
 import pytest
 
-from app.bot import BotReply, Responder, RuleBasedResponder
-from app.store import rules
+from app.domain.bot import BotReply, Responder, RuleBasedResponder
+from app.domain.store import rules
 
-MAX_CONTENT = 4000  # API.md: content is 1 to 4,000 characters
-MAX_REASON = 500  # API.md: reason at most 500
+MAX_CONTENT = 4000  # docs/api.md: content is 1 to 4,000 characters
+MAX_REASON = 500  # docs/api.md: reason at most 500
 BRIEF = 300  # a brief answer: one line, at most this many characters
 
 HANDOFF_REQUESTS = [

@@ -18,9 +18,9 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
-from app.auth import TokenAuthority
+from app.domain.auth import TokenAuthority
 from app.backends import Backends, open_backends
-from app.bot import (
+from app.domain.bot import (
     HANDOFF_REASON,
     BotReply,
     Handoff,
@@ -33,8 +33,8 @@ from app.bot import (
     stream_of,
 )
 from app.factory import create_app
-from app.settings import Settings
-from app.store import Message, Session, rules
+from app.process.settings import Settings
+from app.domain.store import Message, Session, rules
 from tests.sse import SSEEvent, SSEStream, open_stream
 
 CHATBOT = "/chatbot/api"
@@ -560,14 +560,14 @@ async def test_client_leaving_mid_reply_does_not_stop_the_reply(
     response closed) while the bot is still answering; the server notices (the handler is
     cancelled, as run.py configures it), yet the reply is stored and published once complete,
     the escalation after it too, and nothing is logged as an error."""
-    caplog.set_level(logging.INFO, logger="app.middlewares")
+    caplog.set_level(logging.INFO, logger="app.web.middlewares")
     bot = GatedResponder()
     client = await app_client(bot)
     await create(client, "leaver")
     body = {"session_name": "leaver", "content": "I want a human"}
 
     def request_logged() -> bool:
-        return any(r.name == "app.middlewares" and STREAM in r.getMessage() for r in caplog.records)
+        return any(r.name == "app.web.middlewares" and STREAM in r.getMessage() for r in caplog.records)
 
     async with AsyncExitStack() as stack:
         on_session, _ = await stack.enter_async_context(open_stream(client, session_events("leaver")))
@@ -635,7 +635,7 @@ async def test_client_leaving_before_the_stream_starts(
 ) -> None:
     """The client leaves while its message is being stored, before any answer: the message is
     stored and published, the bot answers as usual, and nothing is logged as an error."""
-    caplog.set_level(logging.INFO, logger="app.middlewares")
+    caplog.set_level(logging.INFO, logger="app.web.middlewares")
     stores: list[GatedStore] = []
 
     async def gated_backends(settings: Settings) -> Backends:
@@ -655,7 +655,7 @@ async def test_client_leaving_before_the_stream_starts(
         leave(sock, "reset")
 
         async def noticed() -> bool:
-            return any(STREAM in r.getMessage() for r in caplog.records if r.name == "app.middlewares")
+            return any(STREAM in r.getMessage() for r in caplog.records if r.name == "app.web.middlewares")
 
         await wait_for(noticed, "the server to notice the client left")
         store.gate.set()

@@ -50,9 +50,9 @@ from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.cluster import RedisCluster as ClusterClient
 
 from app.backends import Backends, cluster_clients, open_backends
-from app.settings import Settings
-from app.store import RedisSessionStore, Transition, TransitionRefused
-from app.store.redis_store import messages_key, session_key
+from app.process.settings import Settings
+from app.domain.store import RedisSessionStore, Transition, TransitionRefused
+from app.domain.store.redis_store import messages_key, session_key
 from realtime.channels import BROADCAST, agent_channel, session_channel
 from realtime.cluster_broker import OUTBOX_RETRY, ClusterLayout
 from tests.processes import ServerProcess

@@ -57,7 +57,7 @@ from hypothesis.configuration import set_hypothesis_home_dir
 from yarl import URL
 
 from app.keys import BACKENDS
-from app.settings import Settings
+from app.process.settings import Settings
 from schemas import is_valid_name
 from tests.sse import SSEEvent, SSEStream
 

@@ -35,9 +35,9 @@ import yarl
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.auth import TokenAuthority
-from app.logs import TEXT_FORMAT, JsonFormatter, RequestIdFilter
-from app.settings import Settings
+from app.domain.auth import TokenAuthority
+from app.process.logs import TEXT_FORMAT, JsonFormatter, RequestIdFilter
+from app.process.settings import Settings
 from tests.processes import ROOT, ServerProcess, free_port
 from tests.sse import SSEEvent, SSEStream, open_stream
 
@@ -64,7 +64,7 @@ SLOW_BATCH = 5
 SLOW_MAX_CHATS = 200
 SLOW_DEADLINE = 15.0
 GENERATED_ID = re.compile(r"[0-9a-f]{16}\Z")
-REQUEST_LOGGER = "app.middlewares"
+REQUEST_LOGGER = "app.web.middlewares"
 STREAM_LOGGER = "handlers.sse"
 
 
@@ -816,7 +816,7 @@ TEXT_LINE = re.compile(
     r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+ "
     r"\[([A-Za-z0-9._:-]{1,128})\]: [^\x00-\x1f\x7f]*\Z"
 )
-FORGED = "2030-01-01 00:00:00,000 INFO app.middlewares [forged-id]: POST /forged 200 0.1 ms"
+FORGED = "2030-01-01 00:00:00,000 INFO app.web.middlewares [forged-id]: POST /forged 200 0.1 ms"
 
 
 async def test_a_request_cannot_forge_log_lines(server_process: StartServer) -> None:

@@ -15,9 +15,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from app.auth import TokenAuthority
+from app.domain.auth import TokenAuthority
 from app.factory import create_app
-from app.openapi import (
+from app.web.openapi import (
     ERROR_EXAMPLES,
     EVENT_EXAMPLES,
     OPENAPI_DOCUMENT,
@@ -26,7 +26,7 @@ from app.openapi import (
     documented_schemas,
     setup_openapi,
 )
-from app.settings import Settings
+from app.process.settings import Settings
 from schemas import responses as rs
 from schemas.envelope import validate_event
 from tests.sse import SSEEvent, SSEStream
@@ -73,7 +73,7 @@ def openapi_client(aiohttp_client: Callable[..., Any]) -> ClientFactory:
 
 
 def served_routes(app: web.Application) -> set[tuple[str, str]]:
-    """What the router serves, walked here (not with app.openapi's own walk): aiohttp's
+    """What the router serves, walked here (not with app.web.openapi's own walk): aiohttp's
     ``{name}`` templates are OpenAPI's; HEAD/OPTIONS and the console's static files aside."""
     routes = set()
     for route in app.router.routes():
@@ -294,7 +294,7 @@ async def test_every_route_is_documented(
     operation_ids = []
     for method, path, operation in operations(doc):
         where = f"{method} {path}"
-        assert not operation.get("x-undocumented"), f"{where} has no entry in app/openapi.py OPERATIONS"
+        assert not operation.get("x-undocumented"), f"{where} has no entry in app/web/openapi.py OPERATIONS"
         assert operation.get("description") and operation.get("summary"), where
         assert operation["tags"] and set(operation["tags"]) <= {t["name"] for t in doc["tags"]}, where
         assert operation["responses"], where
@@ -323,7 +323,7 @@ async def test_document_is_built_once_per_app(openapi_client: ClientFactory) -> 
     async with client.get(OPENAPI_PATH) as first, client.get(OPENAPI_PATH) as second:
         assert await first.read() == await second.read()
     holder = client.app.get(OPENAPI_DOCUMENT)
-    assert holder is not None, "route /openapi.json with app.openapi.setup_openapi(app): it keeps the document"
+    assert holder is not None, "route /openapi.json with app.web.openapi.setup_openapi(app): it keeps the document"
     async with client.get(OPENAPI_PATH) as third:
         assert holder.body == await third.read()
 

@@ -30,7 +30,7 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from app.store.redis_store import messages_key, session_key
+from app.domain.store.redis_store import messages_key, session_key
 from realtime import ids
 from tests.processes import ServerProcess
 from tests.redis_server import RedisServer
@@ -44,7 +44,7 @@ StartServer = Callable[..., ServerProcess]
 # Explicit, so a developer's USE_REDIS_SSE=false in the environment cannot change these tests.
 REDIS_ON = {"USE_REDIS_SSE": "true"}
 HEARTBEAT = "0.5"  # seconds: an idle stream shows it is alive twice a second
-UNAVAILABLE_BOUND = 5.0  # API.md: during an outage a store request answers 503 within 5 s
+UNAVAILABLE_BOUND = 5.0  # docs/api.md: during an outage a store request answers 503 within 5 s
 RECOVERY_BOUND = 15.0  # issue 3: back to normal within 15 s of Redis returning
 READY_BOUND = 5.0  # the canary waits 2 s: a readiness answer comes well within this
 STREAM_COUNT = 1000

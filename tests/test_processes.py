@@ -638,7 +638,7 @@ async def test_ids_increase_across_channels_of_one_stream(
 ) -> None:
     """On an agent stream (agent channel + broadcast) every event id is larger than the last.
 
-    API.md: "Event ids are opaque strings, increasing within a stream", and an id is the
+    docs/api.md: "Event ids are opaque strings, increasing within a stream", and an id is the
     position a client resumes from, so two events of one stream must never share an id.
     Events are published on the stream's two channels at the same moment, in rounds.
     """

@@ -29,7 +29,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
-from app.settings import Settings
+from app.process.settings import Settings
 from realtime import ids
 from tests.processes import ServerProcess
 from tests.sse import DEFAULT_TIMEOUT, SSEEvent, SSEStream, open_stream

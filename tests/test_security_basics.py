@@ -13,7 +13,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
-from app.settings import Settings, load_settings
+from app.process.settings import Settings, load_settings
 from tests.sse import SSEStream, open_stream
 
 CHATBOT = "/chatbot/api"

@@ -1,4 +1,4 @@
-"""Settings (API.md, "Processes"): defaults, flags, environment variables, and which wins."""
+"""Settings (docs/api.md, "Processes"): defaults, flags, environment variables, and which wins."""
 
 import dataclasses
 import math
@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from app.settings import Settings, load_settings
+from app.process.settings import Settings, load_settings
 
 BOTH = ("chatbot", "workbench")
 

@@ -1,4 +1,4 @@
-"""The session store (API.md, "Session state (Redis keys)"): the same contract on memory and on
+"""The session store (docs/api.md, "Session state (Redis keys)"): the same contract on memory and on
 a real redis-server, the Redis key layout, atomic transitions under contention, and outages."""
 
 import asyncio
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from app.store import (
+from app.domain.store import (
     MemorySessionStore,
     RedisSessionStore,
     SessionExists,
@@ -22,9 +22,9 @@ from app.store import (
     Transition,
     TransitionRefused,
 )
-from app.store import rules
-from app.store.base import TRANSCRIPT_LIMIT
-from app.store.redis_store import messages_key, session_key
+from app.domain.store import rules
+from app.domain.store.base import TRANSCRIPT_LIMIT
+from app.domain.store.redis_store import messages_key, session_key
 from tests.processes import free_port
 
 STATUSES = ("bot_active", "waiting_agent", "agent_active", "closed")
@@ -37,7 +37,7 @@ SESSION_KEYS = {
 }
 MESSAGE_KEYS = {"id", "role", "content", "agent_id", "created_at"}
 CONCURRENCY = 20
-OUTAGE_BOUND = 5.0  # API.md: a store outage answers 503 within 5 s
+OUTAGE_BOUND = 5.0  # docs/api.md: a store outage answers 503 within 5 s
 
 
 # --------------------------------------------------------------------------------------------
@@ -157,7 +157,7 @@ async def snapshot(h: Harness, name: str) -> Any:
 
 
 def assert_session_shape(session: Any, name: str) -> None:
-    """``session`` has the API.md keys with the right types (integer unix seconds)."""
+    """``session`` has the docs/api.md keys with the right types (integer unix seconds)."""
     assert SESSION_KEYS <= set(session)
     assert session["session_name"] == name
     assert session["status"] in STATUSES
@@ -250,7 +250,7 @@ async def test_create_after_get_or_create_raises(store: SessionStore) -> None:
 
 
 def _allowed() -> dict[tuple[str, str, str | None], tuple[str, str | None]]:
-    """(action, starting status, actor) -> (new status, new holder), per API.md."""
+    """(action, starting status, actor) -> (new status, new holder), per docs/api.md."""
     table: dict[tuple[str, str, str | None], tuple[str, str | None]] = {}
     for actor in ACTORS:
         table["escalate", "bot_active", actor] = ("waiting_agent", None)
@@ -388,7 +388,7 @@ async def test_full_lifecycle_keeps_state_consistent(harness: Harness) -> None:
 
 
 def _speak_cases() -> Iterator[tuple[str, str, str | None, bool]]:
-    """(role, status, agent_id, allowed) for every role in every status, per API.md."""
+    """(role, status, agent_id, allowed) for every role in every status, per docs/api.md."""
     for status in STATUSES:
         yield "customer", status, None, status != "closed"
         yield "bot", status, None, status == "bot_active"

@@ -3,7 +3,7 @@ TRANSCRIPT_LIMIT), in one hash slot per session (the braces are a Redis Cluster 
 ``status:<status>`` sets index the sessions by status, and one counter,
 ``sessions:status_seq``, orders the queue.
 
-Every change reads the session, applies the pure rules of app.store.rules, and commits with a
+Every change reads the session, applies the pure rules of app.domain.store.rules, and commits with a
 compare-and-set script: the write happens only if the session is still what was read. Of many
 concurrent takeovers exactly one commits, the others read again, see the session held, and
 get 409. A script, not WATCH/MULTI: it runs on one shard of a cluster as on one Redis, and
@@ -29,9 +29,9 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
-from app.store import rules
+from app.domain.store import rules
 from realtime.redis_broker import as_text
-from app.store.base import (
+from app.domain.store.base import (
     TRANSCRIPT_LIMIT,
     Action,
     Message,

@@ -1,6 +1,6 @@
 """Session state: status, holder and transcript, in Redis or in memory."""
 
-from app.store.base import (
+from app.domain.store.base import (
     Action,
     Role,
     Status,
@@ -13,8 +13,8 @@ from app.store.base import (
     Transition,
     TransitionRefused,
 )
-from app.store.memory import MemorySessionStore
-from app.store.redis_store import RedisSessionStore
+from app.domain.store.memory import MemorySessionStore
+from app.domain.store.redis_store import RedisSessionStore
 
 __all__ = [
     "Action",

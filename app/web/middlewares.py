@@ -11,10 +11,10 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from marshmallow import ValidationError
 
-from app.errors import ApiError, error_response
+from app.web.errors import ApiError, error_response
 from app.keys import METRICS, SENT
-from app.logs import request_id
-from app.store import SessionExists, SessionNotFound, StoreUnavailable, TransitionRefused
+from app.process.logs import request_id
+from app.domain.store import SessionExists, SessionNotFound, StoreUnavailable, TransitionRefused
 from realtime.broker import BrokerError
 
 logger = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ def shielded(request: web.Request, handler: Handler) -> Awaitable[web.StreamResp
     their client leaves; a state change must not be cut between its store write and its
     events, or an accepted change would be announced to nobody.
 
-    Called by error_middleware rather than being a middleware of its own: every middleware is
+    Called by request_middleware rather than being a middleware of its own: every middleware is
     one more suspended frame for every open stream (two, with aiohttp's sub-app wrapper).
     """
     if request.method in ("GET", "HEAD", "OPTIONS"):

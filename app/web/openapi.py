@@ -33,8 +33,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import Schema, fields
 
 from app.keys import SETTINGS, TOKENS
-from handlers.chatbot import chat_frame
-from realtime.events import encode, sse_frame
+from realtime.events import encode, named_frame, sse_frame
 from schemas import requests as rq
 from schemas import responses as rs
 from schemas.envelope import EVENT_TYPES
@@ -397,7 +396,7 @@ def wire_text(names: Sequence[str]) -> str:
 
 
 CHAT_STREAM_EXAMPLE = "".join(
-    chat_frame(event, data).decode()
+    named_frame(event, data).decode()
     for event, data in (
         ("chunk", {"session_name": "demo", "index": 0, "text": "I'm connecting you with a human agent. "}),
         ("chunk", {"session_name": "demo", "index": 1, "text": "Please stay here."}),
@@ -1009,7 +1008,7 @@ def _undocumented(method: str, path: str) -> dict[str, Any]:
     return {
         "tags": [tag if tag in TAGS else "process"],
         "summary": "Undocumented",
-        "description": "This route has no entry in app/openapi.py OPERATIONS yet.",
+        "description": "This route has no entry in app/web/openapi.py OPERATIONS yet.",
         "operationId": _operation_id(method, path),
         "parameters": re.findall(r"{(\w+)}", path),
         "responses": {"default": {"description": "Not documented."}},

@@ -7,14 +7,17 @@ nothing it would notice.
 """
 
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from app.backends import Backends
-from app.streams import StreamRegistry
 from realtime.cluster_broker import ClusterBroker
+
+if TYPE_CHECKING:
+    from handlers.sse import StreamRegistry  # the registry lives with the SSE writer
 
 REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BROKER_MODES = ("redis", "redis-cluster", "memory")
@@ -34,7 +37,7 @@ class Metrics:
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self._requests.labels(method, route, str(status)).observe(seconds)
 
-    def watch(self, streams: StreamRegistry, backends: Backends, components: Sequence[str]) -> None:
+    def watch(self, streams: "StreamRegistry", backends: Backends, components: Sequence[str]) -> None:
         """Export what the streams and the broker count (once the backends are open)."""
         self.registry.register(_EventPathCollector(streams, backends, components))
 
@@ -44,7 +47,7 @@ class Metrics:
 
 
 class _EventPathCollector(Collector):
-    def __init__(self, streams: StreamRegistry, backends: Backends, components: Sequence[str]) -> None:
+    def __init__(self, streams: "StreamRegistry", backends: Backends, components: Sequence[str]) -> None:
         self._streams = streams
         self._backends = backends
         self._components = tuple(components)

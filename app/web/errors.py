@@ -1,10 +1,10 @@
-"""The JSON error shape of API.md, and the exception handlers raise to produce it."""
+"""The JSON error shape of docs/api.md, and the exception handlers raise to produce it."""
 
 from typing import Any
 
 from aiohttp import web
 
-from app.logs import request_id
+from app.process.logs import request_id
 
 
 class ApiError(Exception):

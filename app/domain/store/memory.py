@@ -4,8 +4,8 @@ is atomic on the event loop without a lock."""
 import itertools
 from collections import deque
 
-from app.store import rules
-from app.store.base import (
+from app.domain.store import rules
+from app.domain.store.base import (
     TRANSCRIPT_LIMIT,
     Action,
     Message,

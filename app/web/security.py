@@ -6,8 +6,8 @@ from collections.abc import Sequence
 import aiohttp_cors
 from aiohttp import web
 
-from app.logs import request_id
-from app.middlewares import REQUEST_ID_HEADER
+from app.process.logs import request_id
+from app.web.middlewares import REQUEST_ID_HEADER
 
 # What a cross-origin page may send: the bearer token, JSON bodies, and the resume position.
 CORS_REQUEST_HEADERS = ("Authorization", "Content-Type", "Last-Event-ID", "X-Request-ID")

@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from app.store import Message, Session
+from app.domain.store import Message, Session
 
 HANDOFF_REASON = "customer asked for a human"
 

@@ -85,7 +85,7 @@ class SessionStore(ABC):
     async def apply(
         self, session_name: str, action: Action, agent_id: str | None = None, reason: str | None = None
     ) -> Transition:
-        """Apply a state transition (see app.store.rules); raises SessionNotFound,
+        """Apply a state transition (see app.domain.store.rules); raises SessionNotFound,
         TransitionRefused."""
 
     @abstractmethod

@@ -9,9 +9,9 @@ Redis. Calls made while the sessions move wait for the move, so none lands in th
 import asyncio
 import logging
 
-from app.store.base import Action, Message, Role, Session, SessionStore, Status, Transition
-from app.store.memory import MemorySessionStore
-from app.store.redis_store import RedisSessionStore
+from app.domain.store.base import Action, Message, Role, Session, SessionStore, Status, Transition
+from app.domain.store.memory import MemorySessionStore
+from app.domain.store.redis_store import RedisSessionStore
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Settings: a frozen object built from command-line flags and the environment.
 
-A flag beats its environment variable, which beats the default (API.md, "Processes").
+A flag beats its environment variable, which beats the default (docs/api.md, "Processes").
 """
 
 import argparse
@@ -9,7 +9,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from app.logs import LOG_FORMATS
+from app.process.logs import LOG_FORMATS
 
 COMPONENTS = ("chatbot", "workbench")
 EVENT_LOOPS = ("asyncio", "uvloop")

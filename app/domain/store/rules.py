@@ -1,4 +1,4 @@
-"""The state machine of API.md, as pure functions shared by both stores.
+"""The state machine of docs/api.md, as pure functions shared by both stores.
 
 Each store runs these inside its own atomic step (a WATCH/MULTI transaction on Redis), so the
 rules live in one place and cannot drift between the Redis and memory implementations.
@@ -7,7 +7,7 @@ rules live in one place and cannot drift between the Redis and memory implementa
 import secrets
 import time
 
-from app.store.base import Action, Message, Role, Session, TransitionRefused
+from app.domain.store.base import Action, Message, Role, Session, TransitionRefused
 
 
 def now() -> int:
