@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Literal
 from pathlib import Path
 
 from aiohttp import web
@@ -120,7 +121,7 @@ def mint_token(argv: Sequence[str]) -> int:
     secret = args.secret or os.environ.get("SWITCHBOARD_SECRET")
     if not secret:
         parser.error("no secret: pass --secret or set SWITCHBOARD_SECRET")
-    kind = "agent" if args.agent else "session"
+    kind: Literal["session", "agent"] = "agent" if args.agent else "session"
     default_ttl = AGENT_TOKEN_TTL if kind == "agent" else Settings().session_token_ttl
     ttl = default_ttl if args.ttl is None else args.ttl
     if ttl < 1:

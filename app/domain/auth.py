@@ -59,6 +59,6 @@ class TokenAuthority:
         except jwt.InvalidTokenError:
             raise TokenError("invalid token") from None
         kind, subject = claims.get("typ"), claims.get("sub")
-        if kind not in KINDS or not is_valid_name(subject):
+        if kind not in KINDS or not isinstance(subject, str) or not is_valid_name(subject):
             raise TokenError("invalid token")
         return Principal(kind, subject)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from app.backends import Backends
@@ -52,7 +53,7 @@ class _EventPathCollector(Collector):
         self._backends = backends
         self._components = tuple(components)
 
-    def collect(self) -> Iterator[object]:
+    def collect(self) -> Iterator[Metric]:
         broker = self._backends.broker
         stats = broker.stats
         streams = GaugeMetricFamily(

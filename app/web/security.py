@@ -35,7 +35,7 @@ def allow_origins(app: web.Application, origins: Sequence[str]) -> None:
     origins, CORS stays closed and browsers refuse cross-origin calls."""
     if not origins:
         return
-    options = aiohttp_cors.ResourceOptions(
+    options = aiohttp_cors.ResourceOptions(  # type: ignore[no-untyped-call]  # aiohttp-cors has no hints
         allow_credentials=False,  # tokens travel in Authorization or ?token=, never cookies
         allow_headers=CORS_REQUEST_HEADERS,
         expose_headers=("Retry-After", "X-Request-ID"),

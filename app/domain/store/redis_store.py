@@ -178,16 +178,17 @@ class RedisSessionStore(SessionStore):
         return sorted((s for s in sessions if s["status"] == status), key=queue_order)
 
     async def messages(self, session_name: str) -> list[Message]:
-        async def read() -> list[object]:
+        async def read() -> tuple[int, list[bytes]]:
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.exists(session_key(session_name))
                 pipe.lrange(messages_key(session_name), 0, -1)
-                return await pipe.execute()  # type: ignore[no-any-return]
+                exists, raws = await pipe.execute()
+            return exists, raws
 
         exists, raws = await self._call(read)
         if not exists:
             raise SessionNotFound(session_name)
-        return [json.loads(raw) for raw in raws]  # type: ignore[union-attr]
+        return [json.loads(raw) for raw in raws]
 
     async def _get_all(self, keys: list[str]) -> list[bytes | None]:
         """GET of many sessions; a pipeline, not MGET, whose keys must share a slot on a
@@ -195,9 +196,9 @@ class RedisSessionStore(SessionStore):
         async with self._redis.pipeline(transaction=False) as pipe:
             for key in keys:
                 pipe.get(key)
-            return await pipe.execute()  # type: ignore[no-any-return]
+            return await pipe.execute()
 
-    async def _load(self, session_name: str) -> tuple[bytes, Session]:
+    async def _load(self, session_name: str) -> tuple[bytes | str, Session]:
         raw = await self._redis.get(session_key(session_name))
         if raw is None:
             raise SessionNotFound(session_name)
@@ -206,7 +207,7 @@ class RedisSessionStore(SessionStore):
     async def _commit(
         self,
         session_name: str,
-        read: bytes | None,
+        read: bytes | str | None,
         session: Session | None,
         message: Message | None = None,
     ) -> bool:
@@ -266,7 +267,7 @@ class RedisSessionStore(SessionStore):
     async def _adopt(self, session: Session, messages: list[Message]) -> bool:
         name = session["session_name"]
         # A fresh place in the queue order of this Redis, in the order the sessions had.
-        record = dict(session, status_seq=await self._redis.incr(STATUS_SEQ_KEY))
+        record: Session = {**session, "status_seq": await self._redis.incr(STATUS_SEQ_KEY)}
         await self._redis.sadd(status_key(record["status"]), name)
         written = await self._adopt_script(
             keys=[session_key(name), messages_key(name)],
