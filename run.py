@@ -7,8 +7,8 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import Literal
 from pathlib import Path
+from typing import Literal
 
 from aiohttp import web
 

@@ -12,9 +12,9 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 
-from app.process.settings import Settings
 from app.domain.store import MemorySessionStore, RedisSessionStore, SessionStore, StoreUnavailable
 from app.domain.store.fallback import StartupFallbackStore
+from app.process.settings import Settings
 from realtime.broker import Broker
 from realtime.cluster_broker import ClusterBroker
 from realtime.memory_broker import MemoryBroker

@@ -12,19 +12,18 @@ from pathlib import Path
 
 from aiohttp import web
 
-from app.domain.auth import TokenAuthority
 from app.backends import Backends, open_backends
+from app.domain.auth import TokenAuthority
 from app.domain.bot import Responder, RuleBasedResponder
 from app.keys import BACKENDS, CANARY, METRICS, RATE_LIMITER, RESPONDER, SETTINGS, STREAMS, TOKENS
+from app.process.settings import Settings
 from app.web.limits import RateLimiter
 from app.web.metrics import Metrics
 from app.web.middlewares import request_middleware
 from app.web.openapi import setup_openapi
 from app.web.security import add_security_headers, allow_origins
-from app.process.settings import Settings
-from handlers.sse import StreamRegistry
 from handlers.chatbot import create_chatbot_app
-from handlers.sse import send_heartbeats
+from handlers.sse import StreamRegistry, send_heartbeats
 from handlers.workbench import create_workbench_app
 from realtime.channels import canary_channel
 

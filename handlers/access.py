@@ -5,8 +5,8 @@ from aiohttp import web
 from marshmallow import ValidationError
 
 from app.domain.auth import Principal, TokenError
-from app.web.errors import ApiError
 from app.keys import COMPONENT, RATE_LIMITER, TOKENS
+from app.web.errors import ApiError
 
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="switchboard"'}
 

@@ -10,10 +10,10 @@ from aiohttp import web
 from aiohttp.http import StreamWriter
 
 from app.domain.bot import collect, reply_of, stream_of
-from app.web.errors import ApiError, error_response
-from app.keys import COMPONENT, RESPONDER, SETTINGS, SOURCE, TOKENS
-from app.web.middlewares import _from_exception
 from app.domain.store import SessionExists, TransitionRefused
+from app.keys import COMPONENT, RESPONDER, SETTINGS, SOURCE, TOKENS
+from app.web.errors import ApiError, error_response
+from app.web.middlewares import _from_exception
 from handlers.access import CHALLENGE, check_session, limit_actions, who
 from handlers.announce import announce_message, announce_transition
 from handlers.common import add_session_read_routes, backends, checked_content, load_body

@@ -7,8 +7,8 @@ from aiohttp import web
 from marshmallow import Schema, ValidationError
 
 from app.backends import Backends
-from app.web.errors import ApiError
 from app.keys import BACKENDS, COMPONENT, SETTINGS, SOURCE
+from app.web.errors import ApiError
 from handlers.access import require_reader
 from handlers.sse import stream_events
 from realtime.channels import presence_channel, session_channel

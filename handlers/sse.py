@@ -11,6 +11,7 @@ a client that leaves cancels its handler at once and the ``async with`` releases
 """
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -24,8 +25,8 @@ from aiohttp.abc import AbstractStreamWriter
 from aiohttp_sse import EventSourceResponse
 
 from app.domain.auth import Principal
-from app.web.errors import ApiError
 from app.keys import BACKENDS, COMPONENT, SENT, SETTINGS, STREAMS
+from app.web.errors import ApiError
 from realtime.broker import Subscription, SubscriptionClosed, SubscriptionGap, SubscriptionOverflow
 from realtime.events import Event, encode, envelope, http_chunk, sse_frame
 
@@ -55,7 +56,7 @@ class EventStreamResponse(EventSourceResponse):
 class FrameWriter:
     """Writes frames to one stream's socket; ``offer`` never waits, ``write`` may."""
 
-    __slots__ = ("_writer", "_protocol", "_chunked", "_send_timeout")
+    __slots__ = ("_chunked", "_protocol", "_send_timeout", "_writer")
 
     def __init__(self, writer: AbstractStreamWriter, request: web.Request, send_timeout: float) -> None:
         self._writer = writer
@@ -310,7 +311,5 @@ def _log_close(subscription: Subscription, seconds: float, ended: str) -> None:
 
 
 async def _hint_retry(frames: FrameWriter) -> None:
-    try:
+    with contextlib.suppress(ConnectionResetError, TimeoutError, RuntimeError):
         await frames.write(frames.wire(_retry_frame()))
-    except (ConnectionResetError, TimeoutError, RuntimeError):
-        pass

@@ -5,9 +5,9 @@ import functools
 
 from aiohttp import web
 
-from app.keys import COMPONENT, SOURCE
-from app.domain.store import Action
 from app.domain.auth import Principal
+from app.domain.store import Action
+from app.keys import COMPONENT, SOURCE
 from app.web.errors import ApiError
 from handlers.access import acting_agent, limit_actions, require_agent
 from handlers.announce import announce_message, announce_transition

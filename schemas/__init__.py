@@ -6,6 +6,7 @@ from schemas.envelope import (
     EnvelopeSchema,
     validate_event,
 )
+from schemas.fields import NAME_PATTERN, is_valid_name
 from schemas.requests import (
     AgentActionSchema,
     AgentMessageSchema,
@@ -15,12 +16,11 @@ from schemas.requests import (
     SessionListQuerySchema,
     SupervisorQuerySchema,
 )
-from schemas.fields import NAME_PATTERN, is_valid_name
 
 __all__ = [
     "EVENT_TYPES",
-    "SOURCES",
     "NAME_PATTERN",
+    "SOURCES",
     "AgentActionSchema",
     "AgentMessageSchema",
     "ChatSchema",

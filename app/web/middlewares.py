@@ -11,10 +11,10 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from marshmallow import ValidationError
 
-from app.web.errors import ApiError, error_response
+from app.domain.store import SessionExists, SessionNotFound, StoreUnavailable, TransitionRefused
 from app.keys import METRICS, SENT
 from app.process.logs import request_id
-from app.domain.store import SessionExists, SessionNotFound, StoreUnavailable, TransitionRefused
+from app.web.errors import ApiError, error_response
 from realtime.broker import BrokerError
 
 logger = logging.getLogger(__name__)

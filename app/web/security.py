@@ -41,6 +41,6 @@ def allow_origins(app: web.Application, origins: Sequence[str]) -> None:
         expose_headers=("Retry-After", "X-Request-ID"),
         max_age=600,
     )
-    cors = aiohttp_cors.setup(app, defaults={origin: options for origin in origins})
+    cors = aiohttp_cors.setup(app, defaults=dict.fromkeys(origins, options))
     for route in list(app.router.routes()):
         cors.add(route)

@@ -2,13 +2,13 @@
 
 from app.domain.store.base import (
     Action,
-    Role,
-    Status,
     Message,
+    Role,
     Session,
     SessionExists,
     SessionNotFound,
     SessionStore,
+    Status,
     StoreUnavailable,
     Transition,
     TransitionRefused,
@@ -18,15 +18,15 @@ from app.domain.store.redis_store import RedisSessionStore
 
 __all__ = [
     "Action",
-    "Role",
-    "Status",
     "MemorySessionStore",
     "Message",
     "RedisSessionStore",
+    "Role",
     "Session",
     "SessionExists",
     "SessionNotFound",
     "SessionStore",
+    "Status",
     "StoreUnavailable",
     "Transition",
     "TransitionRefused",

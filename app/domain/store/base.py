@@ -102,7 +102,7 @@ class SessionStore(ABC):
     async def messages(self, session_name: str) -> list[Message]:
         """The transcript, oldest first, at most TRANSCRIPT_LIMIT messages."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027  # a hook: only the Redis store has connections
         """Release connections (the memory store has none)."""
 
 

@@ -30,7 +30,6 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from app.domain.store import rules
-from realtime.redis_broker import as_text
 from app.domain.store.base import (
     TRANSCRIPT_LIMIT,
     Action,
@@ -45,6 +44,7 @@ from app.domain.store.base import (
     Transition,
     queue_order,
 )
+from realtime.redis_broker import as_text
 
 logger = logging.getLogger(__name__)
 
