@@ -17,7 +17,7 @@ from app.domain.auth import TokenAuthority
 from app.domain.bot import Responder, RuleBasedResponder
 from app.keys import BACKENDS, CANARY, METRICS, RATE_LIMITER, RESPONDER, SETTINGS, STREAMS, TOKENS
 from app.process.settings import Settings
-from app.web.limits import RateLimiter
+from app.web.limits import MAX_BODY, READY_TIMEOUT, RateLimiter
 from app.web.metrics import Metrics
 from app.web.middlewares import request_middleware
 from app.web.openapi import setup_openapi
@@ -29,9 +29,7 @@ from realtime.channels import canary_channel
 
 logger = logging.getLogger(__name__)
 
-MAX_BODY = 64 * 1024
 CONSOLE_DIR = Path(__file__).parent / "static"
-READY_TIMEOUT = 2.0
 
 SUBAPPS = {"chatbot": create_chatbot_app, "workbench": create_workbench_app}
 

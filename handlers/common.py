@@ -14,6 +14,7 @@ from handlers.sse import stream_events
 from realtime.channels import presence_channel, session_channel
 from realtime.events import envelope
 from schemas import is_valid_name
+from schemas.fields import NAME_ERROR
 
 JSON_TYPES = frozenset({"application/json"})
 
@@ -28,7 +29,7 @@ def path_name(request: web.Request, key: str) -> str:
     if not is_valid_name(value):
         raise ApiError(
             400, "invalid_name", f"invalid {key}",
-            fields={key: ["must match ^[A-Za-z0-9_-]{1,64}$ (letters, digits, _ and -)"]},
+            fields={key: [NAME_ERROR]},
         )
     return value
 

@@ -28,13 +28,18 @@ from app.domain.auth import Principal
 from app.keys import BACKENDS, COMPONENT, SENT, SETTINGS, STREAMS
 from app.web.errors import ApiError
 from realtime.broker import Subscription, SubscriptionClosed, SubscriptionGap, SubscriptionOverflow
-from realtime.events import Event, encode, envelope, http_chunk, sse_frame
+from realtime.events import (
+    RETRY_MAX_MS,
+    RETRY_MIN_MS,
+    Event,
+    encode,
+    envelope,
+    http_chunk,
+    sse_frame,
+)
 
 logger = logging.getLogger(__name__)
 
-# The reconnection delay suggested to a client whose stream the server ends.
-RETRY_MIN_MS = 1000
-RETRY_MAX_MS = 3000
 # A client whose socket stays full this long is dropped (also by the kernel: TCP_USER_TIMEOUT).
 SEND_TIMEOUT = EventSourceResponse.DEFAULT_SEND_TIMEOUT or 120.0
 # Streams written per loop iteration by the heartbeat ticker, so requests interleave.

@@ -8,6 +8,11 @@ from typing import Any
 from realtime import ids
 from schemas.envelope import check_event
 
+# The reconnection delay (an SSE ``retry:`` line) suggested to a client whose stream the server
+# ends, in milliseconds: a random one between these.
+RETRY_MIN_MS = 1000
+RETRY_MAX_MS = 3000
+
 
 def envelope(type_: str, payload: dict[str, Any], source: str) -> dict[str, Any]:
     return {"type": type_, "payload": payload, "timestamp": int(time.time()), "source": source}

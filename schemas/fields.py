@@ -7,6 +7,8 @@ from marshmallow import fields, validate
 # \Z, not $: "$" also matches before a trailing newline, which would let "abc\n" through
 # into a channel or key name.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
+# What a client is told of a bad name (a body field, or a name in the URL).
+NAME_ERROR = "must match ^[A-Za-z0-9_-]{1,64}$ (letters, digits, _ and -)"
 
 SESSION_STATUSES = ("bot_active", "waiting_agent", "agent_active", "closed")
 MESSAGE_ROLES = ("customer", "bot", "agent")
@@ -21,8 +23,9 @@ def is_valid_name(value: object) -> bool:
 def Name(**kwargs: object) -> fields.String:
     """A session name or agent id: safe to embed in a Redis key or channel name."""
     return fields.String(
+        # Regexp formats its error (str.format): the pattern's braces are escaped.
         validate=validate.Regexp(
-            NAME_PATTERN, error="must match ^[A-Za-z0-9_-]{{1,64}}$ (letters, digits, _ and -)"
+            NAME_PATTERN, error=NAME_ERROR.replace("{", "{{").replace("}", "}}")
         ),
         **kwargs,  # type: ignore[arg-type]
     )

@@ -4,6 +4,9 @@ from marshmallow import Schema, fields, validate
 
 from schemas.fields import MAX_REASON, Content, Name, Status
 
+# The most sessions a supervisor stream may name.
+MAX_SUPERVISED_SESSIONS = 100
+
 
 class CreateSessionSchema(Schema):
     session_name = Name(load_default=None, allow_none=True)
@@ -41,4 +44,4 @@ class SupervisorQuerySchema(Schema):
     (``?session=a&session=b`` or ``?sessions=a,b``)."""
 
     status = Status(load_default=None)
-    sessions = fields.List(Name(), load_default=list, validate=validate.Length(max=100))
+    sessions = fields.List(Name(), load_default=list, validate=validate.Length(max=MAX_SUPERVISED_SESSIONS))

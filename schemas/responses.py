@@ -1,4 +1,4 @@
-"""What the API answers: documentation schemas for the OpenAPI document (app/web/openapi.py),
+"""What the API answers: documentation schemas for the OpenAPI document (app/web/openapi/),
 also used by the tests to check real answers against what the document says.
 
 Every schema here keeps marshmallow's default ``unknown=RAISE``, so validating an answer with

@@ -1,8 +1,14 @@
-"""Rate limits: a token bucket per principal, in memory (per process)."""
+"""Limits of the web layer: the largest request body, the readiness probe's wait, and rate
+limits (a token bucket per principal, in memory, per process)."""
 
 import math
 import time
 from collections import OrderedDict
+
+# The largest request body, in bytes (aiohttp answers 413 past it).
+MAX_BODY = 64 * 1024
+# How long GET /health/ready waits for its canary to come back, in seconds.
+READY_TIMEOUT = 2.0
 
 
 class RateLimiter:

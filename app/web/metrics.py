@@ -20,6 +20,13 @@ from realtime.cluster_broker import ClusterBroker
 if TYPE_CHECKING:
     from handlers.sse import StreamRegistry  # the registry lives with the SSE writer
 
+# Names and help texts of the metrics that the OpenAPI document shows as its example.
+STREAMS_OPEN = "switchboard_streams_open"
+STREAMS_OPEN_HELP = "Open SSE streams, by sub-app."
+REQUEST_DURATION = "switchboard_request_duration_seconds"
+REQUEST_DURATION_HELP = (
+    "Time to answer a request (event streams excluded: they last as long as their client)."
+)
 REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BROKER_MODES = ("redis", "redis-cluster", "memory")
 
@@ -28,8 +35,8 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._requests = Histogram(
-            "switchboard_request_duration_seconds",
-            "Time to answer a request (event streams excluded: they last as long as their client).",
+            REQUEST_DURATION,
+            REQUEST_DURATION_HELP,
             ("method", "route", "status"),
             buckets=REQUEST_BUCKETS,
             registry=self.registry,
@@ -56,9 +63,7 @@ class _EventPathCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         broker = self._backends.broker
         stats = broker.stats
-        streams = GaugeMetricFamily(
-            "switchboard_streams_open", "Open SSE streams, by sub-app.", labels=("component",)
-        )
+        streams = GaugeMetricFamily(STREAMS_OPEN, STREAMS_OPEN_HELP, labels=("component",))
         counts = self._streams.by_component()
         for component in self._components:  # 0, not absent, for a sub-app without streams
             streams.add_metric((component,), counts.get(component, 0))

@@ -1,0 +1,412 @@
+"""The document's examples: one timeline (session "demo", agent "alice") that every operation
+reuses, so the requests, answers, errors and events shown tell one story.
+
+Each example is checked by the test suite against the schemas the server validates with. What
+the server defines elsewhere (limits, the name rule, channel names, metric names, the reconnect
+delay, error messages its own exceptions make) is taken from there, not repeated.
+"""
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from app.domain.store import SessionExists, SessionNotFound
+from app.process.settings import COMPONENTS
+from app.web.limits import READY_TIMEOUT
+from app.web.metrics import (
+    REQUEST_DURATION,
+    REQUEST_DURATION_HELP,
+    STREAMS_OPEN,
+    STREAMS_OPEN_HELP,
+)
+from app.web.openapi.security_schemes import TOKEN_STATUSES
+from realtime import ids
+from realtime.channels import BROADCAST, agent_channel, session_channel
+from realtime.events import encode, named_frame, sse_frame
+from schemas.fields import MAX_CONTENT, MAX_REASON, NAME_ERROR, SESSION_STATUSES
+
+# ---------------------------------------------------------------------------------------
+# The timeline.
+# ---------------------------------------------------------------------------------------
+
+T0 = 1703246400
+SESSION = "demo"
+AGENT = "alice"
+SESSION_TOKEN = (
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ0eXAiOiJzZXNzaW9uIiwic3ViIjoiZGVtbyIsImlhdCI6MTcw"
+    "MzI0NjQwMCwiZXhwIjoxNzAzMjUzNjAwfQ.FRNBMKoEitDGYDE6MrjnZmG-780QY_41J8Am381FZJs"
+)
+REQUEST_ID = "7f3a9c1e2b4d6058"
+HANDOFF = "customer asked for a human"
+
+
+def event_id(second: int, ms: int = 0, seq: int = 0) -> str:
+    """An event id (``<milliseconds>-<sequence>``) ``ms`` milliseconds into ``second``."""
+    return ids.render((second * 1000 + ms, seq))
+
+
+# Where a reconnecting client resumes in the examples: after the escalation's status_change.
+RESUME_ID = event_id(T0 + 20, 151)
+
+
+def _session(status: str, agent_id: str | None, updated: int, seq: int, reason: str | None) -> dict[str, Any]:
+    return {
+        "session_name": SESSION, "status": status, "agent_id": agent_id, "created_at": T0,
+        "updated_at": updated, "escalation_reason": reason, "status_seq": seq,
+    }
+
+
+def _message(id_: str, role: str, content: str, at: int, agent_id: str | None = None) -> dict[str, Any]:
+    return {"id": id_, "role": role, "content": content, "agent_id": agent_id, "created_at": at}
+
+
+S_NEW = _session("bot_active", None, T0, 1, None)
+S_WAITING = _session("waiting_agent", None, T0 + 20, 2, HANDOFF)
+S_HELD = _session("agent_active", AGENT, T0 + 60, 3, HANDOFF)
+S_RELEASED = _session("bot_active", None, T0 + 300, 4, HANDOFF)
+S_CLOSED = _session("closed", None, T0 + 400, 5, HANDOFF)
+M_HELLO = _message("3f9c1a7e5b2d4c60", "customer", "Hello", T0 + 5)
+M_HELLO_BOT = _message(
+    "8a1e2b3c4d5f6a7b", "bot", "Hello! I'm the Switchboard assistant. How can I help you today?", T0 + 5
+)
+M_HUMAN = _message("c0ffee1234abcd56", "customer", "I want a human", T0 + 20)
+M_HUMAN_BOT = _message(
+    "5e6f7a8b9c0d1e2f", "bot", "I'm connecting you with a human agent. Please stay here.", T0 + 20
+)
+M_LATE = _message("0a1b2c3d4e5f6071", "customer", "My order is late", T0 + 70)
+M_AGENT = _message("9f8e7d6c5b4a3928", "agent", "Let me check that for you.", T0 + 80, AGENT)
+
+# The newest event of a session, as GET .../stream reports it (its time is its id's).
+LAST_EVENT_ID = event_id(1732867200)
+LAST_EVENT = {"id": LAST_EVENT_ID, "time": ids.parse(LAST_EVENT_ID)[0] / 1000}
+
+
+# ---------------------------------------------------------------------------------------
+# Request bodies and JSON answers.
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    """A request body or JSON answer, with the summary shown next to it."""
+
+    summary: str
+    value: Any
+    token_only: bool = False  # only true of a process that requires tokens
+
+
+# Request bodies (validated by the request schemas in the test suite).
+REQUEST_EXAMPLES: dict[str, Example] = {
+    "request.create_session.named": Example("Create a session with a name", {"session_name": SESSION}),
+    "request.create_session.generated": Example("Let the server name it (s- and 16 hex digits)", {}),
+    "request.chat.hello": Example("A greeting: the bot answers", {"session_name": SESSION, "content": "Hello"}),
+    "request.chat.human": Example(
+        "Asking for a person: the bot answers, then escalates",
+        {"session_name": SESSION, "content": "I want a human"},
+    ),
+    "request.escalate.reason": Example(
+        "Ask for a human, with a reason", {"session_name": SESSION, "reason": "billing question"}
+    ),
+    "request.escalate.plain": Example("Ask for a human (reason null)", {"session_name": SESSION}),
+    "request.agent_action": Example("As agent alice", {"agent_id": AGENT}),
+    "request.agent_action.token": Example(
+        "With an agent token: the token says who acts", {}, token_only=True
+    ),
+    "request.agent_message": Example(
+        "Alice answers", {"agent_id": AGENT, "content": "Let me check that for you."}
+    ),
+    "request.agent_message.token": Example(
+        "With an agent token (agent_id, if given, must be the token's)",
+        {"content": "Let me check that for you."}, token_only=True,
+    ),
+}
+
+# JSON answers (validated by the response schemas in the test suite).
+RESPONSE_EXAMPLES: dict[str, Example] = {
+    "session.created": Example(
+        "A new session and its customer token", {**S_NEW, "token": SESSION_TOKEN}, token_only=True
+    ),
+    "session.created.insecure": Example("A new session (--insecure: no token)", S_NEW),
+    "session.bot_active": Example("The bot holds the conversation", S_NEW),
+    "session.waiting_agent": Example("Waiting for an agent", S_WAITING),
+    "session.agent_active": Example("Held by agent alice", S_HELD),
+    "session.released": Example("Handed back to the bot", S_RELEASED),
+    "session.closed": Example("Closed", S_CLOSED),
+    "chat.bot_reply": Example(
+        "The bot answers", {"session": S_NEW, "message": M_HELLO, "reply": M_HELLO_BOT}
+    ),
+    "chat.escalated": Example(
+        "The bot answers, then the session waits for an agent",
+        {"session": S_WAITING, "message": M_HUMAN, "reply": M_HUMAN_BOT},
+    ),
+    "chat.agent_holds": Example(
+        "An agent holds the session: no bot reply", {"session": S_HELD, "message": M_LATE, "reply": None}
+    ),
+    "chat.new_session": Example(
+        "The chat created the session: its token comes with the answer",
+        {"session": S_NEW, "message": M_HELLO, "reply": M_HELLO_BOT, "token": SESSION_TOKEN},
+        token_only=True,
+    ),
+    "agent_message.sent": Example("Alice's message", {"session": S_HELD, "message": M_AGENT}),
+    "session_list.waiting": Example("The queue, oldest first", {"sessions": [S_WAITING]}),
+    "session_list.empty": Example("Nobody waiting", {"sessions": []}),
+    "transcript.demo": Example(
+        "The conversation so far",
+        {"session_name": SESSION, "messages": [M_HELLO, M_HELLO_BOT, M_HUMAN, M_HUMAN_BOT, M_LATE, M_AGENT]},
+    ),
+    "stream_health.customer_here": Example(
+        "The customer's page is open; an agent's view of it is open in another process",
+        {"session_name": SESSION, "subscribed_processes": 2, "streams_in_this_process": 1,
+         "customer_connected": True, "last_event": LAST_EVENT, "scope": "deployment"},
+    ),
+    "stream_health.customer_gone": Example(
+        "The customer has left",
+        {"session_name": SESSION, "subscribed_processes": 1, "streams_in_this_process": 1,
+         "customer_connected": False, "last_event": LAST_EVENT, "scope": "deployment"},
+    ),
+    "health.ok": Example(
+        "Serving on Redis",
+        {"status": "ok", "broker": "redis", "degraded": False, "components": list(COMPONENTS),
+         "streams": 3, "insecure": False, "pid": 4242},
+    ),
+    "health.degraded": Example(
+        "Redis is away: serving from memory",
+        {"status": "degraded", "broker": "memory", "degraded": True, "components": list(COMPONENTS),
+         "streams": 3, "insecure": False, "pid": 4242},
+    ),
+    "ready.yes": Example(
+        "The canary came back", {"ready": True, "broker": "redis", "degraded": False, "canary_ms": 1.4}
+    ),
+    "ready.no": Example(
+        f"The canary did not come back in {READY_TIMEOUT:g} s",
+        {"ready": False, "broker": "redis", "degraded": True,
+         "canary_ms": round(READY_TIMEOUT * 1000 + 1.7, 1)},
+    ),
+}
+
+
+# ---------------------------------------------------------------------------------------
+# Error answers.
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorExample:
+    """An error answer: its status, and the body the server would send (``body()``)."""
+
+    status: int
+    code: str
+    message: str
+    fields: Mapping[str, Any] | None = None
+
+    @property
+    def token_only(self) -> bool:
+        """Only a process that requires tokens answers this status."""
+        return self.status in TOKEN_STATUSES
+
+    def body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.fields is not None:
+            error["fields"] = dict(self.fields)
+        error["request_id"] = REQUEST_ID
+        return {"error": error}
+
+
+# marshmallow's messages for the limits of schemas.fields.
+TOO_LONG_REASON = f"Longer than maximum length {MAX_REASON}."
+CONTENT_LENGTH = f"Length must be between 1 and {MAX_CONTENT}."
+NOT_A_STATUS = f"Must be one of: {', '.join(SESSION_STATUSES)}."
+
+ERROR_EXAMPLES: dict[str, ErrorExample] = {
+    "error.bad_json": ErrorExample(
+        400, "bad_json", "request body is not valid JSON: Expecting value: line 1 column 1 (char 0)"
+    ),
+    "error.validation.create_session": ErrorExample(
+        400, "validation_error", "invalid request", {"session_name": [NAME_ERROR]}
+    ),
+    "error.validation.chat": ErrorExample(
+        400, "validation_error", "invalid request", {"content": ["Missing data for required field."]}
+    ),
+    "error.validation.escalate": ErrorExample(
+        400, "validation_error", "invalid request", {"reason": [TOO_LONG_REASON]}
+    ),
+    "error.validation.agent_action": ErrorExample(
+        400, "validation_error", "invalid request", {"agent_id": [NAME_ERROR]}
+    ),
+    "error.validation.agent_message": ErrorExample(
+        400, "validation_error", "invalid request", {"content": [CONTENT_LENGTH]}
+    ),
+    "error.validation.status": ErrorExample(
+        400, "validation_error", "invalid request", {"status": [NOT_A_STATUS]},
+    ),
+    "error.validation.sessions": ErrorExample(
+        400, "validation_error", "invalid request", {"sessions": {"0": [NAME_ERROR]}}
+    ),
+    "error.validation.unknown_query": ErrorExample(
+        400, "validation_error", "invalid request", {"limit": ["Unknown field."]}
+    ),
+    "error.invalid_name.session": ErrorExample(
+        400, "invalid_name", "invalid session_name", {"session_name": [NAME_ERROR]}
+    ),
+    "error.invalid_name.agent": ErrorExample(
+        400, "invalid_name", "invalid agent_id", {"agent_id": [NAME_ERROR]}
+    ),
+    "error.unauthorized": ErrorExample(401, "unauthorized", "a token is required"),
+    "error.unauthorized.expired": ErrorExample(401, "unauthorized", "token expired"),
+    "error.forbidden.session": ErrorExample(
+        403, "forbidden", "this token does not grant access to that session"
+    ),
+    "error.forbidden.workbench": ErrorExample(403, "forbidden", "the workbench needs an agent token"),
+    "error.forbidden.agent_stream": ErrorExample(403, "forbidden", "an agent's stream is its own"),
+    "error.forbidden.agent_mismatch": ErrorExample(403, "forbidden", "agent_id does not match the token"),
+    "error.session_not_found": ErrorExample(404, "session_not_found", str(SessionNotFound(SESSION))),
+    "error.session_exists": ErrorExample(409, "session_exists", str(SessionExists(SESSION))),
+    "error.conflict.closed": ErrorExample(409, "conflict", "session is closed"),
+    "error.conflict.held": ErrorExample(409, "conflict", "session is held by agent bob"),
+    "error.conflict.escalate": ErrorExample(
+        409, "conflict", "cannot escalate a session that is agent_active"
+    ),
+    "error.conflict.release": ErrorExample(409, "conflict", "cannot release a session that is bot_active"),
+    "error.conflict.already_closed": ErrorExample(409, "conflict", "session is already closed"),
+    "error.conflict.agent_message": ErrorExample(
+        409, "conflict", "cannot send messages to a session that is waiting_agent"
+    ),
+    "error.body_too_large": ErrorExample(413, "body_too_large", "request body is larger than the limit"),
+    "error.unsupported_media_type": ErrorExample(
+        415, "unsupported_media_type", "request body must be application/json"
+    ),
+    "error.rate_limited": ErrorExample(429, "rate_limited", "too many requests; slow down"),
+    "error.too_many_streams.token": ErrorExample(
+        429, "too_many_streams", "this token holds as many streams as it may; close one first"
+    ),
+    "error.too_many_streams.process": ErrorExample(
+        503, "too_many_streams", "this process holds as many streams as it may; retry shortly"
+    ),
+    "error.unavailable": ErrorExample(503, "unavailable", "state store unavailable; retry shortly"),
+}
+
+
+# ---------------------------------------------------------------------------------------
+# Events: (summary, id on the wire or None, envelope), validated by
+# schemas.envelope.validate_event in the test suite.
+# ---------------------------------------------------------------------------------------
+
+EVENT_EXAMPLES: dict[str, tuple[str, str | None, dict[str, Any]]] = {
+    "event.connected.session": (
+        "First event of a session stream", event_id(T0),
+        {"type": "connected", "payload": {"channels": [session_channel(SESSION)], "session_name": SESSION,
+                                          "recovered": False}, "timestamp": T0, "source": "system"},
+    ),
+    "event.connected.agent": (
+        "First event of an agent stream", event_id(T0),
+        {"type": "connected", "payload": {"channels": [agent_channel(AGENT), BROADCAST],
+                                          "agent_id": AGENT, "recovered": False},
+         "timestamp": T0, "source": "system"},
+    ),
+    "event.new_message.customer": (
+        "The customer wrote", event_id(T0 + 20, 117),
+        {"type": "new_message", "payload": {"session_name": SESSION, "message": M_HUMAN},
+         "timestamp": T0 + 20, "source": "ai_chatbot"},
+    ),
+    "event.new_message.bot": (
+        "The bot answered", event_id(T0 + 20, 142),
+        {"type": "new_message", "payload": {"session_name": SESSION, "message": M_HUMAN_BOT},
+         "timestamp": T0 + 20, "source": "ai_chatbot"},
+    ),
+    "event.status_change.escalated": (
+        "The session now waits for an agent", RESUME_ID,
+        {"type": "status_change", "payload": {"session_name": SESSION, "status": "waiting_agent",
+                                              "previous_status": "bot_active", "agent_id": None},
+         "timestamp": T0 + 20, "source": "ai_chatbot"},
+    ),
+    "event.transfer_request": (
+        "A session asks for a human (broadcast)", event_id(T0 + 20, 152),
+        {"type": "transfer_request", "payload": {"session_name": SESSION, "status": "waiting_agent",
+                                                 "reason": HANDOFF},
+         "timestamp": T0 + 20, "source": "ai_chatbot"},
+    ),
+    "event.agent_joined": (
+        "Alice took the session over", event_id(T0 + 60, 310),
+        {"type": "agent_joined", "payload": {"session_name": SESSION, "agent_id": AGENT},
+         "timestamp": T0 + 60, "source": "agent_workbench"},
+    ),
+    "event.status_change.takeover": (
+        "Held by alice now", event_id(T0 + 60, 311),
+        {"type": "status_change", "payload": {"session_name": SESSION, "status": "agent_active",
+                                              "previous_status": "waiting_agent", "agent_id": AGENT},
+         "timestamp": T0 + 60, "source": "agent_workbench"},
+    ),
+    "event.new_message.held": (
+        "A customer message of a session alice holds (her agent channel)", event_id(T0 + 70, 20),
+        {"type": "new_message", "payload": {"session_name": SESSION, "message": M_LATE},
+         "timestamp": T0 + 70, "source": "ai_chatbot"},
+    ),
+    "event.new_message.agent": (
+        "Alice answered", event_id(T0 + 80, 505),
+        {"type": "new_message", "payload": {"session_name": SESSION, "message": M_AGENT},
+         "timestamp": T0 + 80, "source": "agent_workbench"},
+    ),
+    "event.agent_left": (
+        "Alice handed the session back", event_id(T0 + 300, 1),
+        {"type": "agent_left", "payload": {"session_name": SESSION, "agent_id": AGENT},
+         "timestamp": T0 + 300, "source": "agent_workbench"},
+    ),
+    "event.status_change.released": (
+        "The bot holds the session again", event_id(T0 + 300, 2),
+        {"type": "status_change", "payload": {"session_name": SESSION, "status": "bot_active",
+                                              "previous_status": "agent_active", "agent_id": None},
+         "timestamp": T0 + 300, "source": "agent_workbench"},
+    ),
+    "event.heartbeat": (
+        "Every heartbeat interval (no id)", None,
+        {"type": "heartbeat", "payload": {}, "timestamp": T0 + 30, "source": "system"},
+    ),
+}
+
+# What each kind of stream shows in its examples, in wire order.
+SESSION_STREAM_EXAMPLES = (
+    "event.connected.session", "event.new_message.customer", "event.new_message.bot",
+    "event.status_change.escalated", "event.heartbeat", "event.agent_joined",
+    "event.status_change.takeover", "event.new_message.agent", "event.agent_left",
+    "event.status_change.released",
+)
+AGENT_STREAM_EXAMPLES = (
+    "event.connected.agent", "event.transfer_request", "event.heartbeat",
+    "event.status_change.takeover", "event.new_message.held",
+)
+STREAM_EXAMPLES = {"session": SESSION_STREAM_EXAMPLES, "agent": AGENT_STREAM_EXAMPLES}
+
+
+def wire_text(names: Sequence[str]) -> str:
+    """The events as they travel, framed by the same code that writes the streams."""
+    frames = []
+    for name in names:
+        _, id_, event = EVENT_EXAMPLES[name]
+        frames.append(sse_frame(encode(event), id_).decode())
+    return "".join(frames)
+
+
+# ---------------------------------------------------------------------------------------
+# Answers that are not JSON.
+# ---------------------------------------------------------------------------------------
+
+METRICS_EXAMPLE = f"""\
+# HELP {STREAMS_OPEN} {STREAMS_OPEN_HELP}
+# TYPE {STREAMS_OPEN} gauge
+{STREAMS_OPEN}{{component="chatbot"}} 3.0
+{STREAMS_OPEN}{{component="workbench"}} 1.0
+# HELP {REQUEST_DURATION} {REQUEST_DURATION_HELP}
+# TYPE {REQUEST_DURATION} histogram
+{REQUEST_DURATION}_bucket{{le="0.005",method="POST",route="/chatbot/api/chat",status="200"}} 41.0
+{REQUEST_DURATION}_count{{method="POST",route="/chatbot/api/chat",status="200"}} 42.0
+{REQUEST_DURATION}_sum{{method="POST",route="/chatbot/api/chat",status="200"}} 0.097
+"""
+
+CHAT_STREAM_EXAMPLE = "".join(
+    named_frame(event, data).decode()
+    for event, data in (
+        ("chunk", {"session_name": SESSION, "index": 0, "text": "I'm connecting you with a human agent. "}),
+        ("chunk", {"session_name": SESSION, "index": 1, "text": "Please stay here."}),
+        ("done", {"session": S_WAITING, "message": M_HUMAN, "reply": M_HUMAN_BOT}),
+    )
+)
