@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import profiling, publish_steps
+from bench import previous, profiling, publish_steps
 from bench.plot import write_plot
 from bench.procs import RedisProcess
 from bench.results import (
@@ -63,13 +63,17 @@ def write(path: Path, plan: Any, machine: dict[str, Any], opens: list[OpenResult
           scenarios: list[ScenarioResult], elapsed: float,
           steps: publish_steps.PublishSteps | None = None,
           profiles: list[profiling.Profile] | None = None) -> None:
-    """The markdown report and, beside it, the PNG plot."""
+    """The markdown report and, beside it, the PNG plot and the key figures (JSON) that the
+    next run compares itself with."""
     path.parent.mkdir(parents=True, exist_ok=True)
     plot = path.with_suffix(".png")
     write_plot(plot, plan.sizes, scenarios)
+    figures_path = path.with_suffix(".json")
+    measured = previous.figures(opens, scenarios, steps)
     sections = [
         _title(machine, elapsed, plan),
         _headline(opens, scenarios, plan),
+        previous.markdown(previous.load(figures_path), machine["date"], measured),
         _machine_table(machine),
         HOW_TO_RUN,
         _method(plan),
@@ -83,6 +87,7 @@ def write(path: Path, plan: Any, machine: dict[str, Any], opens: list[OpenResult
         _notes(opens, scenarios, plan),
     ]
     path.write_text("\n".join(section for section in sections if section))
+    previous.save(figures_path, machine["date"], measured)
 
 
 def _title(machine: dict[str, Any], elapsed: float, plan: Any) -> str:
