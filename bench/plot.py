@@ -7,6 +7,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # before pyplot: no display here
 import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
 from matplotlib.ticker import FuncFormatter
 
 from bench.results import CLUSTER, LAYOUTS, MODES, ScenarioResult
@@ -42,7 +43,7 @@ def _points(scenarios: list[ScenarioResult], mode: str, layout: str, load: str, 
     return [s.n for s in chosen], [getattr(s, attr) for s in chosen]
 
 
-def _latency_panel(ax: plt.Axes, layout: str, scenarios: list[ScenarioResult]) -> None:
+def _latency_panel(ax: Axes, layout: str, scenarios: list[ScenarioResult]) -> None:
     for mode in MODES:
         for attr, style in (("p50_ms", "--"), ("p99_ms", "-")):
             xs, ys = _points(scenarios, mode, layout, "fixed", attr)
@@ -55,7 +56,7 @@ def _latency_panel(ax: plt.Axes, layout: str, scenarios: list[ScenarioResult]) -
     ax.set_title(f"{LAYOUTS[layout]}: latency at the fixed rate")
 
 
-def _plain_log_labels(ax: plt.Axes) -> None:
+def _plain_log_labels(ax: Axes) -> None:
     """Log-scale labels as plain numbers; minor ticks labelled too on a short range, only the
     2s and 5s on a long one."""
     low, high = ax.get_ylim()
@@ -70,7 +71,7 @@ def _plain_log_labels(ax: plt.Axes) -> None:
     ax.tick_params(axis="y", which="minor", labelsize=7)
 
 
-def _throughput_panel(ax: plt.Axes, layout: str, scenarios: list[ScenarioResult]) -> None:
+def _throughput_panel(ax: Axes, layout: str, scenarios: list[ScenarioResult]) -> None:
     for mode in MODES:
         xs, ys = _points(scenarios, mode, layout, "max", "deliveries_per_s")
         if xs:

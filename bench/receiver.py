@@ -22,7 +22,7 @@ class Receiver:
 
     def __init__(self) -> None:
         self.streams: list[StreamState] = []
-        self.transports: list[asyncio.BaseTransport] = []
+        self.transports: list[asyncio.Transport] = []
         self.recorder = Recorder()
 
     async def do_open(
@@ -57,7 +57,7 @@ class Receiver:
             stream.fail("open timeout")
             return stream.error
         request = request_bytes(host, port, path)
-        transport: asyncio.BaseTransport | None = None
+        transport: asyncio.Transport | None = None
         try:
             async with asyncio.timeout(remaining):
                 transport, _ = await loop.create_connection(

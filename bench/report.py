@@ -328,8 +328,8 @@ def _ratio_tables(opens: list[OpenResult], scenarios: list[ScenarioResult], plan
                   "|---|---:|" + "---:|" * len(OPEN_FIGURES)]
         for layout in plan.layouts:
             for n in plan.sizes:
-                ours, theirs = _open(opens, "switchboard", n, layout), _open(opens, baseline, n, layout)
-                cells = [_ratio_cell(ours, theirs, attr) for attr, _ in OPEN_FIGURES]
+                our_open, their_open = _open(opens, "switchboard", n, layout), _open(opens, baseline, n, layout)
+                cells = [_ratio_cell(our_open, their_open, attr) for attr, _ in OPEN_FIGURES]
                 if any(c != "-" for c in cells):
                     lines.append(f"| {LAYOUTS[layout]} | {n:,} | " + " | ".join(cells) + " |")
         lines.append("")
@@ -385,8 +385,8 @@ def _cluster_section(opens: list[OpenResult], scenarios: list[ScenarioResult], p
               "(pub/sub), all nodes |"), "|---:|---|---|---:|---:|---:|"]
     for n in plan.cluster_sizes:
         for layout in plan.layouts:
-            pair = [_open(opens, mode, n, layout) for mode in CLUSTER_PAIR]
-            for mode, o in zip(CLUSTER_PAIR, pair, strict=True):
+            opened = [_open(opens, mode, n, layout) for mode in CLUSTER_PAIR]
+            for mode, o in zip(CLUSTER_PAIR, opened, strict=True):
                 if o is None:
                     continue
                 if o.failure:
@@ -395,8 +395,8 @@ def _cluster_section(opens: list[OpenResult], scenarios: list[ScenarioResult], p
                 lines.append(f"| {n:,} | {LAYOUTS[layout]} | {mode} | {o.open_seconds:.1f} | "
                              f"{_fmt(o.rss_per_stream_kib, 1)} | {_fmt(o.redis_connections, 0)} "
                              f"({_fmt(o.pubsub_connections, 0)}) |")
-            if pair[0] is not None and pair[1] is not None:
-                ratios = [_ratio_cell(pair[1], pair[0], a) for a in
+            if opened[0] is not None and opened[1] is not None:
+                ratios = [_ratio_cell(opened[1], opened[0], a) for a in
                           ("open_seconds", "rss_per_stream_kib", "redis_connections", "pubsub_connections")]
                 lines.append(f"| | | *cluster / single* | {ratios[0]} | {ratios[1]} | {ratios[2]} ({ratios[3]}) |")
     retried = _retried_notes(opens)

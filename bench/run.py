@@ -222,7 +222,7 @@ def run_load(rig: Rig, redis: RedisLike, base: int, load: str, plan: Plan,
         result.failure = f"failed: no publish succeeded ({_describe(result.publish_errors)})"
     if not rig.server.alive():
         result.failure = "failed: the server exited during the run"
-    return base + published["attempted"] + 1
+    return base + int(published["attempted"]) + 1
 
 
 def _busy_after(pid: int) -> float:
