@@ -24,7 +24,7 @@ test: $(VENV)/.installed-dev redis-server test-packages
 
 # The fast tier: no browser, nginx, Redis Cluster or multi-process tests (see setup.cfg's markers).
 test-fast: $(VENV)/.installed-dev redis-server
-	$(BIN)/python -m pytest -m 'not slow' $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m 'not (processes or cluster or browser or nginx or js or packaging or workers)' $(PYTEST_ARGS)
 
 # Static checks: ruff (lint and format) and mypy, as configured in pyproject.toml.
 check: $(VENV)/.installed-dev

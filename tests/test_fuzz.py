@@ -59,20 +59,18 @@ from yarl import URL
 from app.keys import BACKENDS
 from app.process.settings import Settings
 from schemas import is_valid_name
-from tests.sse import SSEEvent, SSEStream
+from tests.support.api import CHATBOT, STATUSES, WORKBENCH
+from tests.support.sse import SSEEvent, SSEStream
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 MakeClient = Callable[..., Any]
 
-CHATBOT = "/chatbot/api"
-WORKBENCH = "/workbench/api"
 SECRET = "fuzz-secret-" + "s" * 40
 OTHER_SECRET = "fuzz-other-" + "o" * 40
 HOLDER = "agent-1"  # holds the "held" session
 OTHER = "agent-2"
-STATUSES = ("bot_active", "waiting_agent", "agent_active", "closed")
 # One live session of each kind is kept; examples refer to them by kind.
 KINDS = ("bot", "waiting", "held", "closed")
 EXPECTED = {
