@@ -39,6 +39,7 @@ import base64
 import concurrent.futures
 import json
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
@@ -93,6 +94,9 @@ HEADER_EXAMPLES = 1500
 QUERY_EXAMPLES = 1000
 REDIS_BODY_EXAMPLES = 200
 REDIS_RESUME_EXAMPLES = 150
+# The fast tier (make test-fast sets SWITCHBOARD_FUZZ_TIER=fast) runs a tenth of each number
+# above; the whole suite (make test, CI) runs them all.
+FAST_TIER_SHARE = 10
 
 POST_ENDPOINTS = (
     f"{CHATBOT}/sessions",
@@ -263,6 +267,8 @@ class Harness:
         shrinks a failure); the number of cases run, also added to the module's totals under
         ``group`` (default: ``target``)."""
         count = 0
+        if os.environ.get("SWITCHBOARD_FUZZ_TIER") == "fast":
+            examples = max(1, examples // FAST_TIER_SHARE)
 
         @fuzz_settings(
             max_examples=examples,
