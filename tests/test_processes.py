@@ -18,7 +18,7 @@ import pytest
 from redis.asyncio import Redis
 
 from app.backends import POOL_SIZE
-from tests.support.api import assert_json_error, call, health, streams_open
+from tests.support.api import assert_json_error, call, chat, create, health, streams_open
 from tests.support.checks import check_ids
 from tests.support.handoff import check_message, run_handoff
 from tests.support.processes import REDIS_ON, ServerProcess, free_port, raise_open_file_limit
@@ -116,13 +116,11 @@ async def test_redis_switched_off_is_memory_and_not_degraded(
         assert body["broker"] == "memory", body
         assert body["degraded"] is False, body
 
-        await call(http, "POST", f"{process.url}/chatbot/api/sessions", {"session_name": "m1"}, status=201)
+        await create(http, "m1", base=process.url)
         async with open_stream(http, f"{process.url}/chatbot/api/sessions/m1/events") as (
             stream, _connected
         ):
-            await call(
-                http, "POST", f"{process.url}/chatbot/api/chat", {"session_name": "m1", "content": "hi"}
-            )
+            await chat(http, "m1", "hi", base=process.url)
             said, _bot = await stream.take(2)
             check_message(said, "m1", "customer", "ai_chatbot", "hi")
     # Nothing about Redis is worth a warning (--insecure, which these processes run with, is).

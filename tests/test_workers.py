@@ -23,7 +23,7 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from tests.support.api import call
+from tests.support.api import call, chat, create
 from tests.support.processes import REDIS_ON, ServerProcess
 from tests.support.sse import SSEStream, open_stream
 from tests.support.wait import eventually
@@ -310,13 +310,11 @@ async def test_uvloop_serves_a_session_and_its_stream(
     server = server_process("--event-loop", "uvloop", "--redis-url", redis_url, env=REDIS_ON)
     assert "(event loop: uvloop)" in server.log(), server.log()
     async with aiohttp.ClientSession(timeout=REQUEST_TIMEOUT) as http:
-        await call(http, "POST", f"{server.url}/chatbot/api/sessions", {"session_name": "uv"}, status=201)
+        await create(http, "uv", base=server.url)
         async with open_stream(http, f"{server.url}/chatbot/api/sessions/uv/events") as (
             stream, _connected
         ):
-            await call(
-                http, "POST", f"{server.url}/chatbot/api/chat", {"session_name": "uv", "content": "hi"}
-            )
+            await chat(http, "uv", "hi", base=server.url)
             said, bot = await stream.take(2)
     assert said.type == "new_message" and said.payload["message"]["content"] == "hi", said
     assert bot.type == "new_message" and bot.payload["message"]["role"] == "bot", bot
