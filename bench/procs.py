@@ -1,38 +1,35 @@
 """The processes the benchmark owns (a redis-server and the server under test), each started on
-a free loopback port and stopped by its PID, and what /proc says about a process."""
+a free loopback port and stopped by its PID, and what /proc says about a process. Starting,
+waiting for and stopping a process is the test suite's harness (tests/support)."""
 
 import ctypes
 import logging
 import os
 import resource
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import redis
 
+from tests.support.processes import (
+    HOST,
+    ROOT,
+    STOP_TIMEOUT,
+    free_port,
+    stop_process,
+    wait_until_serving,
+)
+from tests.support.redis_server import RedisServer
+
 logger = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent
-HOST = "127.0.0.1"
 START_TIMEOUT = 20.0
-STOP_TIMEOUT = 10.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    """A TCP port free on the loopback interface right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
 
 _PRCTL = getattr(ctypes.CDLL(None), "prctl", None)  # looked up before any fork
 PR_SET_PDEATHSIG = 1
@@ -60,39 +57,27 @@ def raise_open_files_limit() -> int:
     return soft
 
 
-def stop_pid(process: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> str:
+def stop_pid(process: "subprocess.Popen[bytes]", timeout: float = STOP_TIMEOUT) -> str:
     """SIGTERM the process by its PID, then SIGKILL if it has not exited within ``timeout``;
-    returns how it ended ("" for a clean exit)."""
-    if process.poll() is not None:
-        return f"had exited with status {process.returncode}" if process.returncode else ""
-    os.kill(process.pid, signal.SIGTERM)
-    started = time.monotonic()
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        logger.warning("pid %d still running %.0f s after SIGTERM: SIGKILL", process.pid, timeout)
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout)
+    returns how it ended ("" for a clean and prompt exit)."""
+    stopped = stop_process(process, timeout)
+    if stopped.already:
+        return f"had exited with status {stopped.returncode}" if stopped.returncode else ""
+    if stopped.killed:
         return f"still running {timeout:.0f} s after SIGTERM: killed"
-    took = time.monotonic() - started
-    if process.returncode:
-        return f"exited with status {process.returncode} after SIGTERM"
-    return f"took {took:.1f} s to stop" if took > 2 else ""
+    if stopped.returncode:
+        return f"exited with status {stopped.returncode} after SIGTERM"
+    return f"took {stopped.seconds:.1f} s to stop" if stopped.seconds > 2 else ""
 
 
-class RedisProcess:
+class RedisProcess(RedisServer):
     """A redis-server without persistence on a free loopback port (``extra``: more
-    redis-server flags, such as a cluster node's)."""
+    redis-server flags, such as a cluster node's), which dies with the harness."""
+
+    start_timeout = START_TIMEOUT
 
     def __init__(self, workdir: Path, extra: Sequence[str] = (), port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.workdir = workdir.resolve()  # redis-server changes into it: no relative paths
-        self.extra = list(extra)
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://{HOST}:{self.port}/0"
+        super().__init__(workdir, port=port, extra=extra, preexec_fn=die_with_parent)
 
     @property
     def pid(self) -> int:
@@ -115,35 +100,17 @@ class RedisProcess:
 
     def start(self) -> None:
         """Start and wait (bounded) until it answers PING."""
-        executable = shutil.which("redis-server")
-        if executable is None:
-            raise RuntimeError("redis-server is not installed (make bench installs it)")
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            [executable, "--port", str(self.port), "--bind", HOST, "--dir", str(self.workdir),
-             "--save", "", "--appendonly", "no",
-             "--logfile", str(self.workdir / f"redis-{self.port}.log"), *self.extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            preexec_fn=die_with_parent,  # noqa: PLW1509 (no other thread runs)
-        )
-        client = self.client()
         try:
-            deadline = time.monotonic() + START_TIMEOUT
-            while time.monotonic() < deadline:
-                try:
-                    if client.ping():
-                        return
-                except redis.exceptions.RedisError:
-                    time.sleep(0.05)
-        finally:
-            client.close()
-        self.stop()
-        raise RuntimeError(f"redis-server on port {self.port} did not answer in {START_TIMEOUT:.0f} s")
+            super().start()
+        except BaseException:
+            self.stop()
+            raise
 
     def client(self) -> redis.Redis:
         return redis.Redis(host=HOST, port=self.port, socket_connect_timeout=1, socket_timeout=10)
 
     def stop(self) -> None:
+        """SIGTERM (a clean shutdown), SIGKILL if it does not go."""
         if self.process is not None:
             stop_pid(self.process)
             self.process = None
@@ -187,18 +154,13 @@ class ServerProcess:
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
                 preexec_fn=die_with_parent,  # noqa: PLW1509 (no other thread runs)
             )
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if not self.alive():
-                raise RuntimeError(f"server exited at start; see {self.log_path}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"server did not answer /health in {START_TIMEOUT:.0f} s")
+        try:
+            serving = wait_until_serving(self.url, self.process, START_TIMEOUT)
+        except RuntimeError:
+            raise RuntimeError(f"server exited at start; see {self.log_path}") from None
+        if not serving:
+            self.stop()
+            raise RuntimeError(f"server did not answer /health in {START_TIMEOUT:.0f} s")
 
     def stop(self) -> str:
         """Stop it; how it ended ("" for a clean and prompt exit)."""

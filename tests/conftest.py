@@ -1,21 +1,65 @@
 """Fixtures: a real redis-server (pytest-redis, started once per session on a free loopback
-port and flushed before each test), settings for either backend, and the real app."""
+port and flushed before each test), settings for either backend, and the real app; and the
+tiers: each test is marked by what it starts (setup.cfg lists the markers; ``make test-fast``
+leaves the slow tiers out)."""
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from app.factory import create_app
 from app.process.settings import Settings
-from tests.processes import ServerProcess
-from tests.redis_cluster import RedisCluster
-from tests.redis_server import RedisServer
+from tests.support.app_server import CancellingTestServer, cancels_handlers
+from tests.support.processes import ServerProcess, run_py as run_py_to_end
+from tests.support.redis_cluster import RedisCluster
+from tests.support.redis_server import RedisServer
 
 BACKENDS = ("memory", "redis")
+
+# Tiers by what a test starts: a fixture that starts it marks every test using it...
+FIXTURE_MARKERS = {
+    "server_process": "processes",
+    "run_py": "processes",
+    "redis_cluster": "cluster",
+    "cluster_url": "cluster",
+}
+# ...and a module that is all of one kind marks each of its tests.
+MODULE_MARKERS = {
+    "test_browser": ("browser", "processes"),
+    "test_nginx": ("nginx", "processes"),
+    "test_js_client": ("js", "processes"),
+    "test_packaging": ("packaging", "processes"),
+    "test_workers": ("workers", "processes"),
+    "test_redis_cluster_harness": ("cluster",),
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--shard", default="1/1", help="run shard I of N (I/N): every Nth test, "
+                     "from the I-th; make test-fast runs its shards side by side")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    index, _, count = str(config.getoption("shard")).partition("/")
+    if count != "1":
+        chosen = items[int(index) - 1::int(count)]
+        config.hook.pytest_deselected(items=[item for item in items if item not in chosen])
+        items[:] = chosen
+    for item in items:
+        module = getattr(item, "module", None)
+        fixtures = set(getattr(item, "fixturenames", ()))
+        wanted = {marker for fixture, marker in FIXTURE_MARKERS.items() if fixture in fixtures}
+        if module is not None:
+            wanted.update(MODULE_MARKERS.get(module.__name__.rpartition(".")[2], ()))
+        for marker in sorted(wanted):
+            item.add_marker(marker)
 
 
 @pytest.fixture
@@ -50,54 +94,74 @@ def settings(backend: str, request: pytest.FixtureRequest) -> Settings:
 
 
 @pytest.fixture
-def make_client(aiohttp_client: Callable[..., object]) -> Callable[..., object]:
+def serve_app(aiohttp_client: Callable[..., Awaitable[TestClient]]) -> Callable[[web.Application], Awaitable[TestClient]]:
+    """``await serve_app(app)``: ``app`` behind a real test server that, like run.py, cancels a
+    handler when its client leaves (tests/support/app_server.py)."""
+
+    async def serve(app: web.Application) -> TestClient:
+        client = await aiohttp_client(CancellingTestServer(app))
+        assert cancels_handlers(client), "the test server does not cancel handlers as run.py does"
+        return client
+
+    return serve
+
+
+@pytest.fixture
+def make_client(serve_app: Callable[[web.Application], Awaitable[TestClient]]) -> Callable[..., Awaitable[TestClient]]:
     """``await make_client(settings, **changes)``: the real app, behind a real test server."""
 
-    async def make(settings: Settings, **changes: object) -> TestClient:
-        return await aiohttp_client(create_app(replace(settings, **changes)))  # type: ignore[misc, no-any-return]
+    async def make(settings: Settings, **changes: Any) -> TestClient:
+        return await serve_app(create_app(replace(settings, **changes)))
 
     return make
 
 
 @pytest.fixture
-async def client(make_client: Callable[..., object], settings: Settings) -> TestClient:
-    return await make_client(settings)  # type: ignore[misc, no-any-return]
+async def client(make_client: Callable[..., Awaitable[TestClient]], settings: Settings) -> TestClient:
+    return await make_client(settings)
 
 
 @pytest.fixture
-def server_process(tmp_path: object) -> "Callable[..., ServerProcess]":
+def server_process(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     """Start real ``run.py`` processes; every one is stopped by PID at the end of the test."""
     started: list[ServerProcess] = []
 
     def start(*args: str, env: dict[str, str] | None = None) -> ServerProcess:
-        process = ServerProcess(list(args), env=env, log_dir=tmp_path)  # type: ignore[arg-type]
+        process = ServerProcess(list(args), env=env, log_dir=tmp_path)
         started.append(process)
         process.start()
         return process
 
-    yield start  # type: ignore[misc]
+    yield start
     for process in started:
         process.stop()
 
 
 @pytest.fixture
-def redis_server(tmp_path: object) -> "Iterator[RedisServer]":
+def run_py() -> Callable[..., Any]:
+    """``run_py(*args, env=...)``: ``python run.py *args`` run to its end (a command, or a start
+    that must be refused); a test that takes it is in the ``processes`` tier."""
+    return run_py_to_end
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A redis-server of this test's own, which the test may kill and restart."""
-    server = RedisServer(tmp_path / "redis")  # type: ignore[operator]
+    server = RedisServer(tmp_path / "redis")
     server.start()
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="session")
-def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> "Iterator[RedisCluster]":
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
     """A 3-master Redis Cluster on loopback ports, started once for the session (2-5 s)."""
     with RedisCluster(tmp_path_factory.mktemp("redis-cluster")) as cluster:
         yield cluster
 
 
 @pytest.fixture
-def cluster_url(redis_cluster: "RedisCluster") -> str:
+def cluster_url(redis_cluster: RedisCluster) -> str:
     """The cluster, emptied: every primary flushed before the test."""
     for port in redis_cluster.ports:
         client = SyncRedis(host="127.0.0.1", port=port)

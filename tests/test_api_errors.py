@@ -17,11 +17,9 @@ from redis.asyncio import Redis
 from yarl import URL
 
 from app.process.settings import Settings
-from tests.sse import open_stream
+from tests.support.api import CHATBOT, STATUSES, WORKBENCH
+from tests.support.sse import open_stream
 
-CHATBOT = "/chatbot/api"
-WORKBENCH = "/workbench/api"
-STATUSES = ("bot_active", "waiting_agent", "agent_active", "closed")
 MAX_BODY = 65_536
 MAX_CONTENT = 4_000
 MAX_REASON = 500

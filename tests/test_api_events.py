@@ -5,8 +5,9 @@ stream (the agent's own channel plus the broadcast)."""
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from functools import partial
 from typing import Any
 
 import pytest
@@ -14,70 +15,43 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from app.process.settings import Settings
-from tests.sse import SSEEvent, SSEStream, open_stream
+from tests.support import api
+from tests.support.api import (
+    CHATBOT,
+    STATUSES,
+    WORKBENCH,
+    act,
+    agent_events,
+    agent_say,
+    call,
+    chat,
+    create,
+    escalate,
+    get_session,
+    session_events,
+    streams_open,
+    transcript,
+)
+from tests.support.checks import ENVELOPE_KEYS
+from tests.support.sse import SSEEvent, SSEStream, open_stream
+from tests.support.sse import open_streams as streams
+from tests.support.wait import wait_for
 
-CHATBOT = "/chatbot/api"
-WORKBENCH = "/workbench/api"
 NAME = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
 FROM_CHATBOT = "ai_chatbot"
 FROM_WORKBENCH = "agent_workbench"
-ENVELOPE_KEYS = {"type", "payload", "timestamp", "source"}
 SESSION_KEYS = {"session_name", "status", "agent_id", "created_at", "updated_at",
                 "escalation_reason"}
 MESSAGE_KEYS = {"id", "role", "content", "agent_id", "created_at"}
-STATUSES = ("bot_active", "waiting_agent", "agent_active", "closed")
 # How long a stream must stay silent to prove an action published nothing on it.
 QUIET = 0.25
 DISCONNECT_DEADLINE = 3.0
 
+# A session brought to a status through the API (held by agent-0 when agent_active).
+in_status = partial(api.in_status, agent_id="agent-0")
+
 
 # --- requests ----------------------------------------------------------------------------------
-
-async def call(
-    client: TestClient, method: str, path: str, body: Any = None, *, status: int = 200
-) -> Any:
-    """Send ``body`` as JSON (no body when None); assert the status and return the JSON reply."""
-    response = await client.request(method, path, json=body)
-    text = await response.text()
-    assert response.status == status, f"{method} {path} -> {response.status}: {text}"
-    assert response.content_type == "application/json", response.headers
-    return await response.json()
-
-
-async def create(client: TestClient, name: str) -> dict[str, Any]:
-    return await call(client, "POST", f"{CHATBOT}/sessions", {"session_name": name}, status=201)
-
-
-async def chat(client: TestClient, name: str, content: str) -> dict[str, Any]:
-    return await call(client, "POST", f"{CHATBOT}/chat", {"session_name": name, "content": content})
-
-
-async def escalate(client: TestClient, name: str, reason: str | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"session_name": name}
-    if reason is not None:
-        body["reason"] = reason
-    return await call(client, "POST", f"{CHATBOT}/manual/escalate", body)
-
-
-async def act(client: TestClient, name: str, action: str, agent_id: str) -> dict[str, Any]:
-    """takeover / release / close by ``agent_id``."""
-    path = f"{WORKBENCH}/sessions/{name}/{action}"
-    return await call(client, "POST", path, {"agent_id": agent_id})
-
-
-async def agent_say(client: TestClient, name: str, agent_id: str, content: str) -> dict[str, Any]:
-    path = f"{WORKBENCH}/sessions/{name}/messages"
-    return await call(client, "POST", path, {"agent_id": agent_id, "content": content})
-
-
-async def get_session(client: TestClient, name: str, sub: str = "chatbot") -> dict[str, Any]:
-    return await call(client, "GET", f"/{sub}/api/sessions/{name}")
-
-
-async def transcript(client: TestClient, name: str, sub: str = "chatbot") -> list[dict[str, Any]]:
-    body = await call(client, "GET", f"/{sub}/api/sessions/{name}/messages")
-    assert body["session_name"] == name
-    return body["messages"]  # type: ignore[no-any-return]
 
 
 async def queue(client: TestClient, status: str | None = None) -> list[str]:
@@ -89,35 +63,7 @@ async def queue(client: TestClient, status: str | None = None) -> list[str]:
     return [session["session_name"] for session in body["sessions"]]
 
 
-async def in_status(client: TestClient, name: str, status: str) -> dict[str, Any]:
-    """A session brought to ``status`` through the API (held by agent-0 when agent_active)."""
-    await create(client, name)
-    if status == "waiting_agent":
-        await escalate(client, name)
-    elif status == "agent_active":
-        await act(client, name, "takeover", "agent-0")
-    elif status == "closed":
-        await act(client, name, "close", "agent-0")
-    return await get_session(client, name)
-
-
 # --- streams -----------------------------------------------------------------------------------
-
-def session_events(name: str, sub: str = "chatbot") -> str:
-    return f"/{sub}/api/sessions/{name}/events"
-
-
-def agent_events(agent_id: str) -> str:
-    return f"{WORKBENCH}/agents/{agent_id}/events"
-
-
-@asynccontextmanager
-async def streams(client: TestClient, *urls: str) -> AsyncIterator[list[SSEStream]]:
-    """Open every stream in ``urls`` (each has seen ``connected``); close them all at the end."""
-    async with AsyncExitStack() as stack:
-        opened = [(await stack.enter_async_context(open_stream(client, url)))[0] for url in urls]
-        yield opened
-
 
 async def all_quiet(*opened: SSEStream) -> None:
     await asyncio.gather(*(stream.assert_quiet(QUIET) for stream in opened))
@@ -606,11 +552,6 @@ async def test_concurrent_takeovers_have_one_winner(client: TestClient) -> None:
         await all_quiet(session_stream, agent)
 
 
-async def open_streams_count(client: TestClient) -> int:
-    body = await call(client, "GET", "/health")
-    return body["streams"]  # type: ignore[no-any-return]
-
-
 async def subscribers(redis: Redis | None, channels: list[str]) -> int:
     """Redis subscribers over ``channels`` (0 on the memory backend, which has no Redis)."""
     if redis is None:
@@ -631,12 +572,12 @@ async def test_disconnect_releases_the_stream(
     else:
         url, channels = agent_events("agent-4"), ["sse:agent:agent-4", "sse:broadcast"]
     async with open_stream(client, url):
-        assert await open_streams_count(client) == 1
+        assert await streams_open(client) == 1
         assert await subscribers(watched, channels) == (len(channels) if watched else 0)
-    deadline = time.monotonic() + DISCONNECT_DEADLINE
-    while True:
-        left = (await open_streams_count(client), await subscribers(watched, channels))
-        if left == (0, 0) or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.05)
-    assert left == (0, 0), "streams open, Redis subscribers"
+
+    async def left() -> tuple[int, int]:
+        return await streams_open(client), await subscribers(watched, channels)
+
+    assert await wait_for(left, (0, 0), timeout=DISCONNECT_DEADLINE) == (0, 0), (
+        "streams open, Redis subscribers"
+    )

@@ -10,10 +10,8 @@ accepts; unsafe names never reach Redis; and tokens never reach the logs.
 """
 
 import asyncio
-import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -30,11 +28,11 @@ from yarl import URL
 from app.domain.auth import Principal, TokenAuthority
 from app.factory import create_app
 from app.process.settings import Settings
-from tests.processes import ROOT, ServerProcess, free_port
-from tests.sse import SSEEvent, SSEStream, open_stream
+from tests.support import api
+from tests.support.api import CHATBOT, WORKBENCH, Reply, bearer, call, exchange
+from tests.support.processes import ServerProcess, clean_env, free_port
+from tests.support.sse import SSEEvent, SSEStream, open_stream
 
-CHATBOT = "/chatbot/api"
-WORKBENCH = "/workbench/api"
 SECRET = "switchboard-test-secret-0123456789-abcdefghij"  # 45 characters
 OTHER_SECRET = "a-different-secret-that-signs-nothing-here-0123"
 TARGET = "target"  # the session every refused request aims at
@@ -45,47 +43,20 @@ BOB = "bob"  # another agent
 REQUEST_DEADLINE = 5.0
 # How long a stream must stay silent to show that a refused request published nothing.
 QUIET = 0.2
-# Bounded waits for a limit to recover and for a subprocess to finish.
+# Bounded wait for a limit to recover (a subprocess is bounded by tests.support.processes).
 RECOVER_DEADLINE = 5.0
-PROCESS_DEADLINE = 20.0
 AGENT_TOKEN_TTL = 8 * 3600
 
 MakeClient = Callable[..., Any]
 StartServer = Callable[..., ServerProcess]
+RunPy = Callable[..., subprocess.CompletedProcess[str]]
 
 
 # --- requests ----------------------------------------------------------------------------------
 
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
 
 def with_token(path: str, token: str) -> str:
     return f"{path}?token={token}"
-
-
-async def call(
-    client: TestClient,
-    method: str,
-    path: str | URL,
-    body: Any = None,
-    *,
-    status: int,
-    headers: Mapping[str, str] | None = None,
-    what: str = "",
-) -> tuple[aiohttp.ClientResponse, Any]:
-    """Send ``body`` as JSON (none when None); assert the status and a JSON reply, in bounded
-    time (an event stream opened by mistake fails the test instead of hanging it)."""
-    async with asyncio.timeout(REQUEST_DEADLINE):
-        async with client.request(method, path, json=body, headers=headers) as response:
-            text = await response.text()
-            assert response.status == status, (
-                f"{what} {method} {path} -> {response.status}, wanted {status}: {text[:300]}"
-            )
-            assert response.content_type == "application/json", (
-                what, method, path, dict(response.headers)
-            )
-            return response, await response.json()
 
 
 async def refused(
@@ -98,17 +69,15 @@ async def refused(
     code: str,
     headers: Mapping[str, str] | None = None,
     what: str = "",
-) -> aiohttp.ClientResponse:
+) -> Reply:
     """The request fails with ``status`` and the JSON error ``code``; a 401 carries the Bearer
     challenge."""
-    response, answer = await call(
-        client, method, path, body, status=status, headers=headers, what=what
-    )
-    assert answer["error"]["code"] == code, (what, method, path, answer)
+    reply = await exchange(client, method, path, body, status=status, headers=headers, what=what)
+    assert reply.body["error"]["code"] == code, (what, method, path, reply.body)
     if status == 401:
-        challenge = response.headers.get("WWW-Authenticate", "")
-        assert challenge.startswith("Bearer"), (what, method, path, dict(response.headers))
-    return response
+        challenge = reply.headers.get("WWW-Authenticate", "")
+        assert challenge.startswith("Bearer"), (what, method, path, dict(reply.headers))
+    return reply
 
 
 def forge(
@@ -149,7 +118,7 @@ class World:
 
 async def create(client: TestClient, name: str) -> str:
     """Create session ``name`` without a token; return the session token the app hands out."""
-    _, body = await call(client, "POST", f"{CHATBOT}/sessions", {"session_name": name}, status=201)
+    body = await api.create(client, name)
     assert body["session_name"] == name
     return body["token"]  # type: ignore[no-any-return]
 
@@ -187,12 +156,12 @@ async def bring_to(world: World, status: str) -> None:
 async def snapshot(world: World, name: str = TARGET) -> dict[str, Any]:
     """The session, its transcript and the queue, read with valid tokens."""
     client = world.client
-    _, session = await call(client, "GET", f"{WORKBENCH}/sessions/{name}", status=200,
-                            headers=bearer(world.alice))
-    _, messages = await call(client, "GET", f"{WORKBENCH}/sessions/{name}/messages", status=200,
-                             headers=bearer(world.alice))
-    _, queue = await call(client, "GET", f"{WORKBENCH}/sessions", status=200,
+    session = await call(client, "GET", f"{WORKBENCH}/sessions/{name}", status=200,
+                         headers=bearer(world.alice))
+    messages = await call(client, "GET", f"{WORKBENCH}/sessions/{name}/messages", status=200,
                           headers=bearer(world.alice))
+    queue = await call(client, "GET", f"{WORKBENCH}/sessions", status=200,
+                       headers=bearer(world.alice))
     return {"session": session, "messages": messages["messages"], "queue": queue["sessions"]}
 
 
@@ -217,9 +186,9 @@ async def assert_only_markers(
     the broadcast) and check that they are the first events each stream sees: nothing was
     published before them. Faster than waiting for silence, and just as strict."""
     client = world.client
-    _, sent = await call(client, "POST", f"{CHATBOT}/chat",
-                         {"session_name": TARGET, "content": marker}, status=200,
-                         headers=bearer(world.customer))
+    sent = await call(client, "POST", f"{CHATBOT}/chat",
+                      {"session_name": TARGET, "content": marker}, status=200,
+                      headers=bearer(world.customer))
     held_by_alice = (sent["session"]["status"], sent["session"]["agent_id"]) == (
         "agent_active", ALICE
     )
@@ -418,7 +387,7 @@ async def test_created_session_token_works(make_client: MakeClient, settings: Se
     claims = claims_of(token)
     assert claims["exp"] - claims["iat"] == 120
 
-    _, unnamed = await call(client, "POST", f"{CHATBOT}/sessions", status=201)
+    unnamed = await call(client, "POST", f"{CHATBOT}/sessions", status=201)
     assert TokenAuthority(SECRET).verify(unnamed["token"]) == Principal(
         "session", unnamed["session_name"]
     )
@@ -435,11 +404,11 @@ async def test_created_session_token_works(make_client: MakeClient, settings: Se
             for stream in (by_query, by_header):
                 kinds = [event.type for event in await stream.take(3)]
                 assert kinds == ["new_message", "new_message", "status_change"], kinds
-    _, session = await call(client, "GET", f"{CHATBOT}/sessions/s1", status=200,
-                            headers=bearer(token))
+    session = await call(client, "GET", f"{CHATBOT}/sessions/s1", status=200,
+                         headers=bearer(token))
     assert session["status"] == "waiting_agent"
-    _, transcript = await call(client, "GET", f"{CHATBOT}/sessions/s1/messages", status=200,
-                               headers=bearer(token))
+    transcript = await call(client, "GET", f"{CHATBOT}/sessions/s1/messages", status=200,
+                            headers=bearer(token))
     assert [m["role"] for m in transcript["messages"]] == ["customer", "bot"]
 
 
@@ -449,8 +418,8 @@ async def test_chat_without_token_only_starts_a_conversation(
     """POST /chat without a token creates a new session and returns its token; for an existing
     session it is a 401 that stores nothing."""
     client = await secure_client(make_client, settings)
-    _, started = await call(client, "POST", f"{CHATBOT}/chat",
-                            {"session_name": "new-one", "content": "hello"}, status=200)
+    started = await call(client, "POST", f"{CHATBOT}/chat",
+                         {"session_name": "new-one", "content": "hello"}, status=200)
     token = started["token"]
     assert TokenAuthority(SECRET).verify(token) == Principal("session", "new-one")
     assert started["session"]["session_name"] == "new-one"
@@ -459,15 +428,15 @@ async def test_chat_without_token_only_starts_a_conversation(
     made = await create(client, "made")
     for name, reader in (("new-one", token), ("made", made)):
         transcript_path = f"{CHATBOT}/sessions/{name}/messages"
-        _, before = await call(client, "GET", transcript_path, status=200, headers=bearer(reader))
+        before = await call(client, "GET", transcript_path, status=200, headers=bearer(reader))
         await refused(client, "POST", f"{CHATBOT}/chat", {"session_name": name, "content": "me?"},
                       status=401, code="unauthorized", what=name)
-        _, after = await call(client, "GET", transcript_path, status=200, headers=bearer(reader))
+        after = await call(client, "GET", transcript_path, status=200, headers=bearer(reader))
         assert after == before, name
 
-    _, more = await call(client, "POST", f"{CHATBOT}/chat",
-                         {"session_name": "new-one", "content": "hello again"}, status=200,
-                         headers=bearer(token))
+    more = await call(client, "POST", f"{CHATBOT}/chat",
+                      {"session_name": "new-one", "content": "hello again"}, status=200,
+                      headers=bearer(token))
     assert "token" not in more
     assert more["session"]["session_name"] == "new-one"
 
@@ -514,14 +483,14 @@ async def test_agent_token_works_on_the_workbench(
     world = await make_world(make_client, settings)
     client, alice, bob = world.client, bearer(world.alice), bearer(world.bob)
     await bring_to(world, "waiting_agent")
-    _, queue = await call(client, "GET", f"{WORKBENCH}/sessions", status=200, headers=alice)
+    queue = await call(client, "GET", f"{WORKBENCH}/sessions", status=200, headers=alice)
     assert [s["session_name"] for s in queue["sessions"]] == [TARGET]
     base = f"{WORKBENCH}/sessions/{TARGET}"
 
-    _, held = await call(client, "POST", f"{base}/takeover", status=200, headers=alice)
+    held = await call(client, "POST", f"{base}/takeover", status=200, headers=alice)
     assert (held["status"], held["agent_id"]) == ("agent_active", ALICE)
-    _, said = await call(client, "POST", f"{base}/messages", {"content": "hi, Alice here"},
-                         status=200, headers=alice)
+    said = await call(client, "POST", f"{base}/messages", {"content": "hi, Alice here"},
+                      status=200, headers=alice)
     assert (said["message"]["role"], said["message"]["agent_id"]) == ("agent", ALICE)
     for path in (base, f"{base}/messages", f"{WORKBENCH}/sessions?status=agent_active"):
         await call(client, "GET", path, status=200, headers=bob)
@@ -529,12 +498,12 @@ async def test_agent_token_works_on_the_workbench(
     await refused(client, "POST", f"{base}/messages", {"content": "me too"}, status=409,
                   code="conflict", headers=bob)
     await refused(client, "POST", f"{base}/release", status=409, code="conflict", headers=bob)
-    _, released = await call(client, "POST", f"{base}/release", {}, status=200, headers=alice)
+    released = await call(client, "POST", f"{base}/release", {}, status=200, headers=alice)
     assert (released["status"], released["agent_id"]) == ("bot_active", None)
     await call(client, "POST", f"{base}/takeover", {"agent_id": ALICE}, status=200, headers=alice)
-    _, closed = await call(client, "POST", f"{base}/close", status=200, headers=alice)
+    closed = await call(client, "POST", f"{base}/close", status=200, headers=alice)
     assert closed["status"] == "closed"
-    _, transcript = await call(client, "GET", f"{base}/messages", status=200, headers=alice)
+    transcript = await call(client, "GET", f"{base}/messages", status=200, headers=alice)
     assert [m["content"] for m in transcript["messages"]] == ["hi, Alice here"]
 
 
@@ -556,8 +525,8 @@ async def test_body_agent_id_must_match_the_token(
                       code="forbidden", headers=bearer(world.alice))
         assert await snapshot(world) == before
         await assert_only_markers(world, session_stream, agent_stream, "marker")
-    _, done = await call(world.client, endpoint.method, endpoint.url, endpoint.body, status=200,
-                         headers=bearer(world.alice))
+    done = await call(world.client, endpoint.method, endpoint.url, endpoint.body, status=200,
+                      headers=bearer(world.alice))
     assert done != before["session"]
 
 
@@ -608,13 +577,13 @@ async def test_handoff_end_to_end_with_tokens(make_client: MakeClient, settings:
     client = await secure_client(make_client, settings)
     authority = TokenAuthority(SECRET)
     alice, bob = authority.mint("agent", ALICE, 600), authority.mint("agent", BOB, 600)
-    _, started = await call(client, "POST", f"{CHATBOT}/chat",
-                            {"session_name": "handoff", "content": "hello"}, status=200)
+    started = await call(client, "POST", f"{CHATBOT}/chat",
+                         {"session_name": "handoff", "content": "hello"}, status=200)
     customer = started["token"]
     chat_path, base = f"{CHATBOT}/chat", f"{WORKBENCH}/sessions/handoff"
 
     async def customer_says(content: str) -> dict[str, Any]:
-        _, body = await call(client, "POST", chat_path, {"session_name": "handoff",
+        body = await call(client, "POST", chat_path, {"session_name": "handoff",
                                                          "content": content},
                              status=200, headers=bearer(customer))
         return body  # type: ignore[no-any-return]
@@ -640,10 +609,10 @@ async def test_handoff_end_to_end_with_tokens(make_client: MakeClient, settings:
             assert transfer.payload["session_name"] == "handoff"
             assert transfer.data["source"] == "ai_chatbot"
 
-        _, queue = await call(client, "GET", f"{WORKBENCH}/sessions", status=200,
-                              headers=bearer(alice))
+        queue = await call(client, "GET", f"{WORKBENCH}/sessions", status=200,
+                           headers=bearer(alice))
         assert [s["session_name"] for s in queue["sessions"]] == ["handoff"]
-        _, held = await call(client, "POST", f"{base}/takeover", status=200, headers=bearer(alice))
+        held = await call(client, "POST", f"{base}/takeover", status=200, headers=bearer(alice))
         assert held["agent_id"] == ALICE
         joined, changed = await to_customer.take(2)
         assert (joined.type, joined.payload["agent_id"], joined.data["source"]) == (
@@ -685,8 +654,8 @@ async def test_handoff_end_to_end_with_tokens(make_client: MakeClient, settings:
         assert [e.payload["status"] for e in ending[3:]] == ["agent_active", "closed"], ending
         await refused(client, "POST", chat_path, {"session_name": "handoff", "content": "hi?"},
                       status=409, code="conflict", headers=bearer(customer))
-    _, transcript = await call(client, "GET", f"{CHATBOT}/sessions/handoff/messages", status=200,
-                               headers=bearer(customer))
+    transcript = await call(client, "GET", f"{CHATBOT}/sessions/handoff/messages", status=200,
+                            headers=bearer(customer))
     assert [m["role"] for m in transcript["messages"]] == [
         "customer", "bot", "customer", "bot", "customer", "agent", "customer", "bot"
     ]
@@ -790,18 +759,6 @@ async def test_streams_per_token_limit_triggers_and_recovers(
 
 # --- 5. secure by default ----------------------------------------------------------------------
 
-def clean_env(**extra: str) -> dict[str, str]:
-    """The environment without any Switchboard setting, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
-    return {**env, "PYTHONUNBUFFERED": "1", **extra}
-
-
-def run_py(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), *args], cwd=ROOT, env=env, capture_output=True,
-        text=True, timeout=PROCESS_DEADLINE, check=False,
-    )
-
 
 def test_secret_is_required_by_the_app_and_settings() -> None:
     """No secret and not insecure: create_app refuses; a secret under 32 characters is refused
@@ -828,7 +785,7 @@ def test_secret_is_required_by_the_app_and_settings() -> None:
     ids=["no-secret", "empty-variables", "short-flag", "short-env"],
 )
 def test_process_without_a_good_secret_refuses_to_start(
-    args: tuple[str, ...], env: dict[str, str], wanted: str
+    run_py: RunPy, args: tuple[str, ...], env: dict[str, str], wanted: str
 ) -> None:
     """run.py without a (long enough) secret and without --insecure exits with status 2 and
     says why in one log line, without a traceback."""
@@ -884,7 +841,7 @@ async def test_process_with_insecure_flag_says_so(server_process: StartServer) -
     ids=["agent", "session-ttl", "secret-from-env"],
 )
 def test_token_command_mints_accepted_tokens(
-    args: tuple[str, ...], env: dict[str, str], principal: Principal, ttl: int
+    run_py: RunPy, args: tuple[str, ...], env: dict[str, str], principal: Principal, ttl: int
 ) -> None:
     """``run.py token`` prints one token that TokenAuthority(secret) accepts, for the asked
     principal and lifetime."""
@@ -913,7 +870,7 @@ def test_token_command_mints_accepted_tokens(
     ids=["no-secret", "unsafe-agent", "unsafe-session", "long-session", "short-secret",
          "negative-ttl", "zero-ttl", "nobody"],
 )
-def test_token_command_refuses(args: tuple[str, ...]) -> None:
+def test_token_command_refuses(run_py: RunPy, args: tuple[str, ...]) -> None:
     """``run.py token`` with no secret, an invalid name, a short secret, a non-positive lifetime
     or no principal exits with status 2 and prints no token."""
     done = run_py("token", *args, env=clean_env())

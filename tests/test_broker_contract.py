@@ -23,10 +23,10 @@ from realtime.broker import (
 from realtime.events import Event, encode, envelope
 from realtime.memory_broker import MemoryBroker
 from realtime.redis_broker import CLOCK_KEY, RedisBroker, history_key
+from tests.support.broker import SETTLE, assert_quiet, event, take
+from tests.support.wait import poll
 
 BROKER_KINDS = ("memory", "redis")
-QUIET = 0.3  # how long "nothing arrives" is watched for
-SETTLE = 2.0  # upper bound for anything that should happen "soon"
 
 BrokerFactory = Callable[..., Awaitable[Broker]]
 
@@ -116,45 +116,8 @@ def fresh_channel() -> str:
     return f"sse:session:t{uuid.uuid4().hex[:16]}"
 
 
-def event(n: int = 0, session: str = "s1") -> dict[str, Any]:
-    """A valid envelope; ``n`` goes into the agent id so events can be told apart."""
-    payload = {"session_name": session, "agent_id": f"a{n}"}
-    return envelope("agent_joined", payload, "agent_workbench")
-
-
 def number(received: Event) -> int:
     return int(received.envelope["payload"]["agent_id"][1:])
-
-
-async def take(subscription: Subscription, count: int, timeout: float = SETTLE) -> list[Event]:
-    """Exactly ``count`` events from ``subscription``, failing if they do not come in time."""
-    received: list[Event] = []
-    async with asyncio.timeout(timeout):
-        while len(received) < count:
-            item = await subscription.get()
-            assert item is not None
-            received.append(item)
-    return received
-
-
-async def assert_quiet(subscription: Subscription, timeout: float = QUIET) -> None:
-    item = await subscription.get(timeout=timeout)
-    assert item is None, f"unexpected event {item!r}"
-
-
-async def wait_for(
-    check: Callable[[], Awaitable[bool]], timeout: float = SETTLE, interval: float = 0.01
-) -> bool:
-    """Poll ``check`` until it holds or ``timeout`` passes (bounded); the last result."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    for _ in range(int(timeout / interval) + 2):
-        if await check():
-            return True
-        if loop.time() >= deadline:
-            break
-        await asyncio.sleep(interval)
-    return await check()
 
 
 async def numsub(admin: Redis, channel: str) -> int:
@@ -173,7 +136,9 @@ async def assert_released(broker: Broker, admin: Redis | None, *channels: str) -
         counts = await admin.pubsub_numsub(*channels)
         return all(int(count) == 0 for _, count in counts)
 
-    assert await wait_for(all_zero), {c: await numsub(admin, c) for c in channels}
+    assert (await poll(all_zero, timeout=SETTLE, interval=0.01)).ok, {
+        c: await numsub(admin, c) for c in channels
+    }
     still = set(await admin.pubsub_channels()) & set(channels)
     assert not still, still
 
@@ -847,7 +812,7 @@ async def test_one_pubsub_connection(redis_broker: RedisBroker, redis: Redis) ->
         async with asyncio.timeout(10):
             await asyncio.gather(*tasks)
     assert redis_broker.local_channels == 0
-    assert await wait_for(lambda: _no_channels(redis, channels))
+    assert (await poll(lambda: _no_channels(redis, channels), timeout=SETTLE, interval=0.01)).ok
 
 
 async def _no_channels(redis: Redis, channels: list[str]) -> bool:

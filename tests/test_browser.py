@@ -53,8 +53,8 @@ from playwright.async_api import (
 )
 from playwright.async_api import Error as PlaywrightError
 
-from tests.processes import ROOT, ServerProcess
-from tests.redis_server import RedisServer
+from tests.support.processes import ROOT, ServerProcess
+from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -9,9 +9,9 @@ import json
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -35,10 +35,18 @@ from app.domain.bot import (
 from app.factory import create_app
 from app.process.settings import Settings
 from app.domain.store import Message, Session, rules
-from tests.sse import SSEEvent, SSEStream, open_stream
+from tests.support.api import (
+    CHATBOT,
+    act,
+    agent_events,
+    call,
+    create,
+    session_events,
+    transcript,
+)
+from tests.support.sse import Frame, SSEEvent, SSEStream, open_stream, read_frames
+from tests.support.wait import until
 
-CHATBOT = "/chatbot/api"
-WORKBENCH = "/workbench/api"
 CHAT = f"{CHATBOT}/chat"
 STREAM = f"{CHATBOT}/chat/stream"
 SECRET = "switchboard-test-secret-0123456789-abcdefghij"
@@ -47,39 +55,6 @@ DEADLINE = 5.0  # the longest any single wait in this module may take
 
 
 # --- the chat stream's wire format -------------------------------------------------------------
-
-@dataclass
-class Frame:
-    event: str | None
-    data: dict[str, Any]
-    id: str | None
-
-
-async def read_frames(response: aiohttp.ClientResponse, timeout: float = DEADLINE) -> list[Frame]:
-    """Every frame of a chat stream until the server ends it (bounded by ``timeout``)."""
-    frames: list[Frame] = []
-    fields: dict[str, str] = {}
-    data: list[str] = []
-    async with asyncio.timeout(timeout):
-        while True:
-            raw = await response.content.readline()
-            if not raw:
-                assert not data, f"stream ended inside a frame: {fields} {data}"
-                return frames
-            line = raw.decode().rstrip("\r\n")
-            if not line:
-                if data:
-                    frames.append(Frame(fields.get("event"), json.loads("\n".join(data)), fields.get("id")))
-                fields, data = {}, []
-                continue
-            if line.startswith(":"):
-                continue
-            name, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            if name == "data":
-                data.append(value)
-            else:
-                fields[name] = value
 
 
 async def chat_stream(client: Any, body: Any, headers: dict[str, str] | None = None) -> list[Frame]:
@@ -115,55 +90,9 @@ def check_chunks(chunks: list[Frame], name: str, content: str) -> None:
 
 # --- plain API helpers -------------------------------------------------------------------------
 
-async def call(client: Any, method: str, path: str, body: Any = None, *, status: int = 200,
-               headers: dict[str, str] | None = None) -> Any:
-    async with client.request(method, path, json=body, headers=headers) as response:
-        text = await response.text()
-        assert response.status == status, f"{method} {path} -> {response.status}: {text}"
-        assert response.content_type == "application/json", response.headers
-        return json.loads(text)
-
-
-async def create(client: Any, name: str) -> dict[str, Any]:
-    return await call(client, "POST", f"{CHATBOT}/sessions", {"session_name": name}, status=201)
-
-
-async def act(client: Any, name: str, action: str, agent_id: str) -> dict[str, Any]:
-    return await call(client, "POST", f"{WORKBENCH}/sessions/{name}/{action}", {"agent_id": agent_id})
-
-
-async def transcript(client: Any, name: str, sub: str = "chatbot",
-                     headers: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    body = await call(client, "GET", f"/{sub}/api/sessions/{name}/messages", headers=headers)
-    return body["messages"]  # type: ignore[no-any-return]
-
-
-def session_events(name: str, sub: str = "chatbot") -> str:
-    return f"/{sub}/api/sessions/{name}/events"
-
-
-def agent_events(agent_id: str) -> str:
-    return f"{WORKBENCH}/agents/{agent_id}/events"
-
-
-async def drain(stream: SSEStream, quiet: float = QUIET) -> list[SSEEvent]:
-    """Every non-heartbeat event until the stream stays quiet for ``quiet`` seconds."""
-    events: list[SSEEvent] = []
-    async with asyncio.timeout(DEADLINE):
-        while True:
-            try:
-                event = await stream.next(quiet)
-            except TimeoutError:
-                return events
-            if event.type != "heartbeat":
-                events.append(event)
-
-
-async def wait_for(predicate: Callable[[], Any], what: str, timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
+def drain(stream: SSEStream) -> Awaitable[list[SSEEvent]]:
+    """Every event until the stream stays quiet for QUIET (bounded by DEADLINE)."""
+    return stream.drain(QUIET, timeout=DEADLINE)
 
 
 # --- normalising published events, to compare the two endpoints ------------------------------
@@ -233,12 +162,12 @@ class FailingResponder(Responder):
 
 
 @pytest.fixture
-def app_client(aiohttp_client: Callable[..., Any], settings: Settings) -> Callable[..., Any]:
+def app_client(serve_app: Callable[..., Any], settings: Settings) -> Callable[..., Any]:
     """``await app_client(responder, **changes)``: the real app with that responder, behind a
     real test server (which, like run.py, cancels a handler when its client leaves)."""
 
     async def make(responder: Any, **changes: Any) -> TestClient:
-        return await aiohttp_client(create_app(replace(settings, **changes), responder=responder))  # type: ignore[no-any-return]
+        return await serve_app(create_app(replace(settings, **changes), responder=responder))  # type: ignore[no-any-return]
 
     return make
 
@@ -591,7 +520,7 @@ async def test_client_leaving_mid_reply_does_not_stop_the_reply(
 
         # The request's log line is written when its handler ends: here, cancelled by the
         # client's departure while the responder still waits at its gate.
-        await wait_for(noticed, "the server to notice the client left")
+        await until(noticed, timeout=DEADLINE, interval=0.02, what="the server to notice the client left")
         assert not bot.gate.is_set()
         assert [m["role"] for m in await transcript(client, "leaver")] == ["customer"]
         bot.gate.set()
@@ -631,7 +560,7 @@ class GatedStore:
 
 
 async def test_client_leaving_before_the_stream_starts(
-    aiohttp_client: Callable[..., Any], settings: Settings, caplog: pytest.LogCaptureFixture
+    serve_app: Callable[..., Any], settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The client leaves while its message is being stored, before any answer: the message is
     stored and published, the bot answers as usual, and nothing is logged as an error."""
@@ -644,7 +573,7 @@ async def test_client_leaving_before_the_stream_starts(
         backends.store = stores[-1]  # type: ignore[assignment]
         return backends
 
-    client = await aiohttp_client(create_app(settings, backends_factory=gated_backends))
+    client = await serve_app(create_app(settings, backends_factory=gated_backends))
     (store,) = stores
     await create(client, "early")
     async with open_stream(client, session_events("early")) as (on_session, _):
@@ -657,7 +586,7 @@ async def test_client_leaving_before_the_stream_starts(
         async def noticed() -> bool:
             return any(STREAM in r.getMessage() for r in caplog.records if r.name == "app.web.middlewares")
 
-        await wait_for(noticed, "the server to notice the client left")
+        await until(noticed, timeout=DEADLINE, interval=0.02, what="the server to notice the client left")
         store.gate.set()
         customer, bot = await on_session.take(2)
         assert [customer.payload["message"]["role"], bot.payload["message"]["role"]] == ["customer", "bot"]
@@ -684,7 +613,7 @@ async def test_split_processes_agent_side_sees_the_streamed_conversation(
     async with aiohttp.ClientSession(timeout=timeout) as http, AsyncExitStack() as stack:
         customer_side = chatbot.url
         agent_side = workbench.url
-        await create_at(http, customer_side, "split")
+        await create(http, "split", base=customer_side)
         on_session, _ = await stack.enter_async_context(
             open_stream(http, agent_side + session_events("split", "workbench")))
         on_agent, _ = await stack.enter_async_context(open_stream(http, agent_side + agent_events("agent-1")))
@@ -732,7 +661,3 @@ async def test_split_processes_agent_side_sees_the_streamed_conversation(
         log = process.log()
         assert "Traceback" not in log and " ERROR " not in log, log
 
-
-async def create_at(http: aiohttp.ClientSession, base: str, name: str) -> None:
-    async with http.post(f"{base}{CHATBOT}/sessions", json={"session_name": name}) as response:
-        assert response.status == 201, await response.text()

@@ -55,28 +55,29 @@ from app.domain.store import RedisSessionStore, Transition, TransitionRefused
 from app.domain.store.redis_store import messages_key, session_key
 from realtime.channels import BROADCAST, agent_channel, session_channel
 from realtime.cluster_broker import OUTBOX_RETRY, ClusterLayout
-from tests.processes import ServerProcess
-from tests.test_broker_contract import assert_quiet, event
-from tests.test_broker_contract import take as contract_take
-from tests.redis_cluster import RedisCluster
-from tests.sse import SSEEvent, open_stream
-from tests.test_outages import Collector
-from tests.test_processes import check_envelope, health, run_handoff
-from tests.test_resume import (
-    HintedStream,
-    ReconnectingReader,
+from tests.support import wait
+from tests.support.api import (
+    Reply,
     act,
     agent_events,
     agent_say,
     call,
     chat,
-    check_strictly_increasing,
     create,
     escalate,
+    health,
+    send,
     session_events,
-    wire,
 )
-from tests.test_store import (
+from tests.support.broker import assert_quiet, event
+from tests.support.broker import take as contract_take
+from tests.support.checks import check_envelope, check_strictly_increasing, wire
+from tests.support.handoff import run_handoff
+from tests.support.processes import REDIS_ON, ServerProcess
+from tests.support.readers import Collector, ReconnectingReader
+from tests.support.redis_cluster import RedisCluster
+from tests.support.sse import SSEEvent, SSEStream, open_stream
+from tests.support.store import (
     CONCURRENCY,
     HOLDER,
     OTHER,
@@ -88,7 +89,6 @@ logger = logging.getLogger(__name__)
 
 StartServer = Callable[..., ServerProcess]
 
-REDIS_ON = {"USE_REDIS_SSE": "true"}  # a developer's USE_REDIS_SSE=false must not interfere
 PROBE = "cluster-test-probe"  # client name of the inspecting connections (left out of counts)
 LAYOUT = ClusterLayout()
 MAX_SEARCH = 5000  # names tried when looking for one on a given shard
@@ -184,19 +184,10 @@ take = functools.partial(contract_take, timeout=SETTLE)
 
 async def poll(fetch: Callable[[], Awaitable[Any]], done: Callable[[Any], bool],
                timeout: float, interval: float = 0.05) -> Any:
-    """Call ``fetch`` until ``done(value)`` (bounded in time and count); the last value."""
-    value: Any = None
-    deadline = time.monotonic() + timeout
-    for _ in range(int(timeout / interval) + 2):
-        with suppress(aiohttp.ClientError, OSError, TimeoutError):
-            async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
-                value = await fetch()
-            if done(value):
-                return value
-        if time.monotonic() >= deadline:
-            break
-        await asyncio.sleep(interval)
-    return value
+    """Call ``fetch`` until ``done(value)`` (bounded; a refused connection is a miss); the last
+    value."""
+    return await wait.eventually(fetch, done, timeout=timeout, interval=interval,
+                                 ignore=(aiohttp.ClientError, OSError))
 
 
 def is_subscriber(entry: dict[str, str]) -> bool:
@@ -568,7 +559,7 @@ async def test_handoff_and_resume_across_two_processes_on_the_cluster(
         await run_handoff(http, bot, desk, "cluster-handoff", "agent-c")
 
         name, agent = "cluster-resume", "agent-r"
-        await create(http, name, bot)
+        await create(http, name, base=bot)
         async with (
             open_stream(http, desk + session_events(name, "workbench")) as (watch, _),
             open_stream(http, desk + agent_events(agent)) as (agent_watch, _),
@@ -578,17 +569,17 @@ async def test_handoff_and_resume_across_two_processes_on_the_cluster(
                 open_stream(http, desk + agent_events(agent)) as (agent_view, _),
             ):
                 assert connected.payload["recovered"] is True, connected
-                await chat(http, name, "hello", bot)
+                await chat(http, name, "hello", base=bot)
                 seen = await customer.take(2)
-                await escalate(http, name, bot)
+                await escalate(http, name, base=bot)
                 [transfer] = await agent_view.take(1)
                 assert transfer.type == "transfer_request", transfer
                 check_envelope(transfer, "ai_chatbot")
             # Both streams are gone: the conversation goes on without them.
-            await act(http, name, "takeover", agent, desk)
-            await chat(http, name, "where is my parcel?", bot)
-            await agent_say(http, name, agent, "On its way.", desk)
-            await act(http, name, "release", agent, desk)
+            await act(http, name, "takeover", agent, base=desk)
+            await chat(http, name, "where is my parcel?", base=bot)
+            await agent_say(http, name, agent, "On its way.", base=desk)
+            await act(http, name, "release", agent, base=desk)
             everything = await watch.take(2 + 1 + 2 + 1 + 1 + 2)
             assert wire(everything[:2]) == wire(seen)
             missed = everything[2:]  # the customer stream was open for the escalation, unread
@@ -621,7 +612,7 @@ async def test_handoff_and_resume_across_two_processes_on_the_cluster(
                 assert wire(agent_replay) == wire(agent_missed)
                 await resumed.assert_quiet(QUIET)  # nothing twice
                 await agent_resumed.assert_quiet(0.1)
-                await chat(http, name, "one more thing?", bot)
+                await chat(http, name, "one more thing?", base=bot)
                 live, watched = await resumed.take(2), await watch.take(2)
                 assert wire(live) == wire(watched)
                 check_strictly_increasing(last, [*replay, *live])
@@ -631,17 +622,11 @@ async def test_handoff_and_resume_across_two_processes_on_the_cluster(
 # --------------------------------------------------------------------------- 4. outage
 
 
-class Reply:
-    def __init__(self, status: int, body: Any, headers: Any) -> None:
-        self.status, self.body, self.headers = status, body, headers
-
-
 async def request(http: aiohttp.ClientSession, method: str, url: str, body: Any = None) -> Reply:
     """Any answer, checked to be JSON (a 500 or an HTML error page fails here)."""
-    async with asyncio.timeout(10):
-        async with http.request(method, url, json=body) as response:
-            assert response.content_type == "application/json", (url, response.status)
-            return Reply(response.status, await response.json(), response.headers)
+    reply = await send(http, method, url, body, timeout=10)
+    assert reply.content_type == "application/json", (url, reply.status)
+    return reply
 
 
 def assert_unavailable(reply: Reply, what: str) -> None:
@@ -681,13 +666,9 @@ async def restore(redis_cluster: RedisCluster, victim: int) -> None:
 
 @asynccontextmanager
 async def open_hinted(http: aiohttp.ClientSession, url: str) -> AsyncIterator[Collector]:
-    """A stream read in the background (tests.test_outages.Collector) through a HintedStream,
-    which also records the ``retry:`` hint the server sends when it ends the stream."""
-    async with http.get(url, timeout=aiohttp.ClientTimeout(total=None)) as response:
-        assert response.status == 200, await response.text()
-        stream = HintedStream(response)
-        connected = await stream.next()
-        assert connected.type == "connected", connected
+    """A stream read in the background (a Collector), whose SSEStream also records the
+    ``retry:`` hint the server sends when it ends the stream."""
+    async with open_stream(http, url) as (stream, connected):
         collector = Collector(url, stream, connected)
         try:
             yield collector
@@ -697,11 +678,7 @@ async def open_hinted(http: aiohttp.ClientSession, url: str) -> AsyncIterator[Co
 
 async def wait_until(check: Callable[[], bool], timeout: float) -> bool:
     """Poll ``check`` (bounded in time and count); whether it came to hold."""
-    for _ in range(int(timeout / 0.05) + 1):
-        if check():
-            return True
-        await asyncio.sleep(0.05)
-    return check()
+    return (await wait.poll(check, timeout=timeout)).ok
 
 
 def about(events: Iterable[SSEEvent], name: str) -> list[SSEEvent]:
@@ -750,8 +727,8 @@ async def test_a_session_on_a_dead_shard_is_refused_before_anything_is_written(
     try:
         async with aiohttp.ClientSession() as http:
             for name in (doomed, healthy):
-                await create(http, name, base)
-            await chat(http, doomed, "hello", base)
+                await create(http, name, base=base)
+            await chat(http, doomed, "hello", base=base)
             async with (
                 open_hinted(http, base + session_events(doomed)) as doomed_view,
                 open_stream(http, base + session_events(healthy)) as (healthy_stream, _),
@@ -764,7 +741,7 @@ async def test_a_session_on_a_dead_shard_is_refused_before_anything_is_written(
                 redis_cluster.kill_node(victim)
                 killed_at = time.monotonic()
                 # At once, before the cluster marks itself failed: the other shards serve.
-                await chat(http, healthy, "still there?", base)
+                await chat(http, healthy, "still there?", base=base)
                 said, _reply = await healthy_stream.take(2)
                 assert said.payload["message"]["content"] == "still there?", said
                 healthy_done = time.monotonic() - killed_at
@@ -814,7 +791,7 @@ async def test_a_session_on_a_dead_shard_is_refused_before_anything_is_written(
                 assert about(doomed_view.events, doomed) == [], wire(doomed_view.events)
                 if doomed_view.ended is not None:
                     assert isinstance(doomed_view.ended, EOFError), repr(doomed_view.ended)
-                    assert isinstance(doomed_view.stream, HintedStream)
+                    assert isinstance(doomed_view.stream, SSEStream)
                     assert doomed_view.stream.retry_ms is not None, "ended without a retry hint"
                 assert about(agent_view.events, doomed) == [], wire(agent_view.events)
                 assert agent_view.ended is None, repr(agent_view.ended)
@@ -832,18 +809,18 @@ async def test_a_session_on_a_dead_shard_is_refused_before_anything_is_written(
 
                 # The shard serves again: a new session on it gets its events.
                 reborn = find_name("reborn", lambda n: key_port(admin, n) == dead)
-                await create(http, reborn, base)
+                await create(http, reborn, base=base)
                 async with open_stream(http, base + session_events(reborn)) as (stream, _):
-                    await chat(http, reborn, "back again", base)
+                    await chat(http, reborn, "back again", base=base)
                     said, reply = await stream.take(2, timeout=SETTLE)
                     assert said.payload["message"]["content"] == "back again", wire([said])
                     assert reply.payload["message"]["role"] == "bot", wire([reply])
-                await chat(http, healthy, "and now?", base)
+                await chat(http, healthy, "and now?", base=base)
                 assert [e.payload["message"]["content"] for e in
                         await healthy_stream.take(2, timeout=SETTLE)][:1] == ["and now?"]
                 ready = await poll(lambda: request(http, "GET", f"{base}/health/ready"),
                                    lambda r: r is not None and r.status == 200, SETTLE, 0.2)
-                assert ready is not None and ready.status == 200, vars(ready or Reply(0, 0, 0))
+                assert ready is not None and ready.status == 200, ready
     finally:
         await restore(redis_cluster, victim)
     assert "Traceback" not in process.log(), process.log()[-3000:]
@@ -888,9 +865,9 @@ async def test_events_for_a_lost_workbench_shard_wait_and_arrive_once(
     try:
         async with aiohttp.ClientSession() as http, aiohttp.ClientSession() as stream_http:
             for name in (held, asking):
-                await create(http, name, base)
-            await escalate(http, held, base)
-            await act(http, held, "takeover", agent, base)
+                await create(http, name, base=base)
+            await escalate(http, held, base=base)
+            await act(http, held, "takeover", agent, base=base)
             reader = ReconnectingReader(stream_http, base + agent_events(agent), read_timeout=5.0)
             reading = asyncio.create_task(reader.run(), name="agent-reader")
             async with open_stream(http, base + session_events(held)) as (customer, _):
@@ -957,7 +934,7 @@ async def test_events_for_a_lost_workbench_shard_wait_and_arrive_once(
             assert [m["content"] for m in transcript["messages"]] == contents
             assert about(reader.events, asking) == [], wire(reader.events)
             # After recovery the broadcast is live: an escalation reaches the agent once.
-            await escalate(http, asking, base)
+            await escalate(http, asking, base=base)
             assert await wait_until(lambda: bool(about(reader.events, asking)), SETTLE)
             await asyncio.sleep(QUIET)
             [transfer] = about(reader.events, asking)

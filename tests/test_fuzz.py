@@ -39,6 +39,7 @@ import base64
 import concurrent.futures
 import json
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
@@ -59,20 +60,18 @@ from yarl import URL
 from app.keys import BACKENDS
 from app.process.settings import Settings
 from schemas import is_valid_name
-from tests.sse import SSEEvent, SSEStream
+from tests.support.api import CHATBOT, STATUSES, WORKBENCH
+from tests.support.sse import SSEEvent, SSEStream
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 MakeClient = Callable[..., Any]
 
-CHATBOT = "/chatbot/api"
-WORKBENCH = "/workbench/api"
 SECRET = "fuzz-secret-" + "s" * 40
 OTHER_SECRET = "fuzz-other-" + "o" * 40
 HOLDER = "agent-1"  # holds the "held" session
 OTHER = "agent-2"
-STATUSES = ("bot_active", "waiting_agent", "agent_active", "closed")
 # One live session of each kind is kept; examples refer to them by kind.
 KINDS = ("bot", "waiting", "held", "closed")
 EXPECTED = {
@@ -95,6 +94,9 @@ HEADER_EXAMPLES = 1500
 QUERY_EXAMPLES = 1000
 REDIS_BODY_EXAMPLES = 200
 REDIS_RESUME_EXAMPLES = 150
+# The fast tier (make test-fast sets SWITCHBOARD_FUZZ_TIER=fast) runs a tenth of each number
+# above; the whole suite (make test, CI) runs them all.
+FAST_TIER_SHARE = 10
 
 POST_ENDPOINTS = (
     f"{CHATBOT}/sessions",
@@ -265,6 +267,8 @@ class Harness:
         shrinks a failure); the number of cases run, also added to the module's totals under
         ``group`` (default: ``target``)."""
         count = 0
+        if os.environ.get("SWITCHBOARD_FUZZ_TIER") == "fast":
+            examples = max(1, examples // FAST_TIER_SHARE)
 
         @fuzz_settings(
             max_examples=examples,

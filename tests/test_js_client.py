@@ -47,7 +47,9 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from tests.processes import ROOT, ServerProcess
+from tests.support.api import agent_say, bearer, call, chat
+from tests.support.processes import ROOT, ServerProcess
+from tests.support.wait import until_signalled
 
 pytestmark = pytest.mark.timeout(60)
 logger = logging.getLogger(__name__)
@@ -153,22 +155,15 @@ class NodeClient:
 
     async def wait(self, what: str, ready: Callable[[], Any], timeout: float = WAIT) -> Any:
         """Until ``ready()`` is truthy (checked on every new line), at most ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            self._tick.clear()
-            result = ready()
-            if result:
-                return result
-            left = deadline - time.monotonic()
-            exited = self._reader is not None and self._reader.done()
-            if left <= 0 or exited:
-                tail = "\n".join(json.dumps(line) for line in self.lines[-30:])
-                raise AssertionError(
-                    f"{'node exited' if exited else f'no {what} within {timeout} s'}; last lines:\n"
-                    f"{tail}\nstderr:\n{self.stderr()[-2000:]}"
-                )
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self._tick.wait(), left)
+        exited = lambda: self._reader is not None and self._reader.done()  # noqa: E731
+        result = await until_signalled(ready, self._tick, timeout=timeout, stop=exited)
+        if result:
+            return result
+        tail = "\n".join(json.dumps(line) for line in self.lines[-30:])
+        raise AssertionError(
+            f"{'node exited' if exited() else f'no {what} within {timeout} s'}; last lines:\n"
+            f"{tail}\nstderr:\n{self.stderr()[-2000:]}"
+        )
 
     # What it printed, per stream.
 
@@ -246,25 +241,6 @@ async def history_ids(redis: Redis, channels: list[str], after: str) -> list[str
     return sorted(found, key=key)
 
 
-async def send(http: aiohttp.ClientSession, method: str, url: str, body: Any = None, *,
-               token: str | None = None, status: int = 200) -> Any:
-    headers = {"Authorization": f"Bearer {token}"} if token else None
-    async with http.request(method, url, json=body, headers=headers) as response:
-        text = await response.text()
-        assert response.status == status, (method, url, response.status, text)
-        return json.loads(text) if text else None
-
-
-async def chat(http: aiohttp.ClientSession, base: str, name: str, content: str, **kw: Any) -> Any:
-    return await send(http, "POST", f"{base}/chatbot/api/chat",
-                      {"session_name": name, "content": content}, **kw)
-
-
-async def agent_say(http: aiohttp.ClientSession, base: str, name: str, content: str, **kw: Any) -> Any:
-    return await send(http, "POST", f"{base}/workbench/api/sessions/{name}/messages",
-                      {"agent_id": AGENT, "content": content}, **kw)
-
-
 async def trim_history_past(redis: Redis, channel: str, position: str,
                             publish: Callable[[int], Awaitable[Any]]) -> int:
     """Publish (through a process with ``--history-size 1``) until the channel's history no
@@ -315,7 +291,7 @@ async def test_js_client_resumes_across_restarts_and_refetches_when_told(
     paths = {spec["name"]: spec["path"] for spec in session_streams(name)}
     streams = ("customer", "agent")
     async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as http:
-        await send(http, "POST", f"{a.url}/chatbot/api/sessions", {"session_name": name}, status=201)
+        await call(http, "POST", f"{a.url}/chatbot/api/sessions", {"session_name": name}, status=201)
         # Two Node.js processes follow the same two streams: "watchful" reopens a stream silent
         # for 2.5 s (2.5 heartbeats here); "patient" keeps the default 75 s, so that nothing
         # but the module's handling of a closed EventSource can bring it back within the test.
@@ -343,11 +319,11 @@ async def test_js_client_resumes_across_restarts_and_refetches_when_told(
                 loaded = client.of("resync", "customer")[0]
                 assert loaded["data"][f"/chatbot/api/sessions/{name}"]["status"] == "bot_active"
 
-            await chat(http, a.url, name, "Hello")
-            await chat(http, a.url, name, "I want a human")
-            await send(http, "POST", f"{a.url}/workbench/api/sessions/{name}/takeover", {"agent_id": AGENT})
-            await agent_say(http, a.url, name, "Hi, this is Alice.")
-            await chat(http, a.url, name, "My order is late.")
+            await chat(http, name, "Hello", base=a.url)
+            await chat(http, name, "I want a human", base=a.url)
+            await call(http, "POST", f"{a.url}/workbench/api/sessions/{name}/takeover", {"agent_id": AGENT})
+            await agent_say(http, name, AGENT, "Hi, this is Alice.", base=a.url)
+            await chat(http, name, "My order is late.", base=a.url)
 
             async def caught_up() -> None:
                 """Every client delivered exactly its streams' history since it connected: each
@@ -386,9 +362,9 @@ async def test_js_client_resumes_across_restarts_and_refetches_when_told(
             for (label, stream), client in ((k, clients[k[0]]) for k in before):
                 await client.wait(f"{label} {stream} reconnecting",
                                   lambda c=client, s=stream: c.state(s) == "reconnecting")
-            await agent_say(http, b.url, name, "Are you still there?")
-            await chat(http, b.url, name, "Yes, still here.")  # also on the agent's channel
-            await chat(http, b.url, "js-other", "Can I talk to a person?")  # the broadcast
+            await agent_say(http, name, AGENT, "Are you still there?", base=b.url)
+            await chat(http, name, "Yes, still here.", base=b.url)  # also on the agent's channel
+            await chat(http, "js-other", "Can I talk to a person?", base=b.url)  # the broadcast
             await run(a.start)  # the same port
 
             for (label, stream), client in ((k, clients[k[0]]) for k in before):
@@ -420,7 +396,7 @@ async def test_js_client_resumes_across_restarts_and_refetches_when_told(
             assert a.process is not None
             a.process.send_signal(signal.SIGSTOP)
             try:
-                await agent_say(http, b.url, name, "Sent while the server was frozen.")
+                await agent_say(http, name, AGENT, "Sent while the server was frozen.", base=b.url)
                 for stream in streams:
                     # No heartbeat for 2.5 s: the watchdog reopens from where the client was.
                     await watchful.wait(f"{stream} reopened by the watchdog",
@@ -452,10 +428,10 @@ async def test_js_client_resumes_across_restarts_and_refetches_when_told(
                                   lambda c=client, n=errors[label]: len(c.errors(paths["customer"])) >= n + 2)
             trimmed = await trim_history_past(
                 redis, f"sse:session:{name}", before["watchful", "customer"],
-                lambda i: agent_say(http, short.url, name, f"Filler {i}"),
+                lambda i: agent_say(http, name, AGENT, f"Filler {i}", base=short.url),
             )
             await run(a.start)
-            transcript = await send(http, "GET", f"{a.url}/chatbot/api/sessions/{name}/messages")
+            transcript = await call(http, "GET", f"{a.url}/chatbot/api/sessions/{name}/messages")
             for label, client in clients.items():
                 for stream in streams:
                     await client.wait(f"{label} {stream} back", lambda c=client, s=stream,
@@ -473,7 +449,7 @@ async def test_js_client_resumes_across_restarts_and_refetches_when_told(
                 assert len(client.of("resync", "agent")) == 1
 
             # Live events go on, delivered after the refetch, once.
-            await agent_say(http, a.url, name, "Back to normal.")
+            await agent_say(http, name, AGENT, "Back to normal.", base=a.url)
             for label, client in clients.items():
                 await client.wait(f"{label}: the live message",
                                   lambda c=client: c.events("customer")[-1]["payload"]["message"]["content"]
@@ -505,7 +481,7 @@ async def test_js_client_with_tokens(
     agent_token = minted.stdout.strip()
     name = "js-secure"
     async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as http:
-        created = await send(http, "POST", f"{server.url}/chatbot/api/sessions",
+        created = await call(http, "POST", f"{server.url}/chatbot/api/sessions",
                              {"session_name": name}, status=201)
         customer_token = created["token"]
         customer, agent = session_streams(name)
@@ -525,11 +501,11 @@ async def test_js_client_with_tokens(
                 assert client.of("state", stream)[-1]["error"] == {"status": status, "code": code}
                 assert not client.of("event", stream) and not client.of("resync", stream)
 
-            await chat(http, server.url, name, "I want a human", token=customer_token)
-            await send(http, "POST", f"{server.url}/workbench/api/sessions/{name}/takeover",
-                       token=agent_token)
-            await send(http, "POST", f"{server.url}/workbench/api/sessions/{name}/messages",
-                       {"content": "Hello from a signed-in agent."}, token=agent_token)
+            await chat(http, name, "I want a human", base=server.url, headers=bearer(customer_token))
+            await call(http, "POST", f"{server.url}/workbench/api/sessions/{name}/takeover",
+                       headers=bearer(agent_token))
+            await call(http, "POST", f"{server.url}/workbench/api/sessions/{name}/messages",
+                       {"content": "Hello from a signed-in agent."}, headers=bearer(agent_token))
             await client.wait("the agent's reply", lambda: len(client.events("customer")) == 6)
             assert [e["type"] for e in client.events("customer")] == [
                 "new_message", "new_message", "status_change", "agent_joined", "status_change",
@@ -576,27 +552,20 @@ async def test_python_client_from_the_guide(
     tick = asyncio.Event()
 
     async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as http:
-        await send(http, "POST", f"{a.url}/chatbot/api/sessions", {"session_name": name}, status=201)
+        await call(http, "POST", f"{a.url}/chatbot/api/sessions", {"session_name": name}, status=201)
 
         async def on_event(event_id: str | None, event: dict[str, Any]) -> None:
             events.append((event_id, event))
             tick.set()
 
         async def on_resync() -> None:
-            transcript = await send(http, "GET", f"{a.url}/chatbot/api/sessions/{name}/messages")
+            transcript = await call(http, "GET", f"{a.url}/chatbot/api/sessions/{name}/messages")
             refetches.append([m["id"] for m in transcript["messages"]])
             tick.set()
 
         async def until(what: str, ready: Callable[[], bool], timeout: float = WAIT) -> None:
-            deadline = time.monotonic() + timeout
-            while True:
-                tick.clear()
-                if ready():
-                    return
-                left = deadline - time.monotonic()
-                assert left > 0 and not following.done(), (what, events[-10:], following)
-                with suppress(TimeoutError):
-                    await asyncio.wait_for(tick.wait(), left)
+            done = await until_signalled(ready, tick, timeout=timeout, stop=following.done)
+            assert done, (what, events[-10:], following)
 
         def ids() -> list[str]:
             return [i for i, e in events if i and e["type"] != "connected"]
@@ -611,33 +580,33 @@ async def test_python_client_from_the_guide(
             await until("connected", lambda: bool(connected()) and bool(refetches))
             start = connected()[0][0]
             assert start is not None and refetches == [[]]
-            await chat(http, a.url, name, "Hello")
+            await chat(http, name, "Hello", base=a.url)
             await until("the bot's answer", lambda: len(ids()) == 2)
 
             last = ids()[-1]
             assert await run(a.stop) == 0
-            await chat(http, b.url, name, "Are you there?")  # while A is away
+            await chat(http, name, "Are you there?", base=b.url)  # while A is away
             await run(a.start)
             await until("resumed", lambda: len(connected()) == 2 and len(ids()) == 4)
             assert connected()[1][0] == last and connected()[1][1]["payload"]["recovered"] is True
-            await chat(http, a.url, name, "Thanks")
+            await chat(http, name, "Thanks", base=a.url)
             await until("live again", lambda: len(ids()) == 6)
             assert ids() == await history_ids(redis, [f"sse:session:{name}"], start)
             assert len(refetches) == 1  # resumed from the replay: nothing refetched
 
             # The history stops reaching back while the client is away: it refetches.
-            await send(http, "POST", f"{a.url}/workbench/api/sessions/{name}/takeover", {"agent_id": AGENT})
+            await call(http, "POST", f"{a.url}/workbench/api/sessions/{name}/takeover", {"agent_id": AGENT})
             await until("the takeover", lambda: len(ids()) == 8)
             last = ids()[-1]
             assert await run(a.stop) == 0
             await trim_history_past(redis, f"sse:session:{name}", last,
-                                    lambda i: agent_say(http, short.url, name, f"Filler {i}"))
+                                    lambda i: agent_say(http, name, AGENT, f"Filler {i}", base=short.url))
             await run(a.start)
             await until("told", lambda: len(connected()) == 3 and len(refetches) == 2)
             assert connected()[2][1]["payload"]["recovered"] is False
-            transcript = await send(http, "GET", f"{a.url}/chatbot/api/sessions/{name}/messages")
+            transcript = await call(http, "GET", f"{a.url}/chatbot/api/sessions/{name}/messages")
             assert refetches[1] == [m["id"] for m in transcript["messages"]]
-            await agent_say(http, a.url, name, "Back to normal.")
+            await agent_say(http, name, AGENT, "Back to normal.", base=a.url)
             await until("live after the refetch",
                         lambda: events[-1][1]["type"] == "new_message"
                         and events[-1][1]["payload"]["message"]["content"] == "Back to normal.")

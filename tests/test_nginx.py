@@ -27,7 +27,6 @@ import logging
 import math
 import re
 import shutil
-import signal
 import subprocess
 import time
 import urllib.error
@@ -41,21 +40,23 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.processes import ROOT, ServerProcess, free_port
-from tests.sse import SSEEvent, open_stream
-from tests.test_processes import REDIS_ON, get_json, run_handoff
-from tests.test_resume import (
-    QUIET,
-    ReconnectingReader,
+from tests.support.api import (
     act,
     agent_events,
     agent_say,
+    assert_json_error,
+    call,
     chat,
-    check_strictly_increasing,
     create,
     escalate,
     session_events,
 )
+from tests.support.checks import check_strictly_increasing
+from tests.support.handoff import run_handoff
+from tests.support.processes import REDIS_ON, ROOT, ServerProcess, free_port, stop_process
+from tests.support.readers import ReconnectingReader
+from tests.support.sse import SSEEvent, open_stream
+from tests.support.wait import poll_sync, until
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ StartServer = Callable[..., ServerProcess]
 SHIPPED = ROOT / "deploy" / "nginx"
 NGINX_START_TIMEOUT = 10.0
 NGINX_STOP_TIMEOUT = 5.0
+QUIET = 0.3  # how long nothing more must arrive to show no event came twice
 PROMPT = 1.0  # an event must leave nginx within this many seconds of its publish
 # What nginx answers for an event stream whose process is away (switchboard.conf).
 STREAM_AWAY = b": service unavailable\nretry: 1000\n\n"
@@ -143,32 +145,29 @@ class Nginx:
             stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
         output.close()
-        deadline = time.monotonic() + NGINX_START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+        process = self.process
+
+        def answers() -> bool:
+            if process.poll() is not None:
                 raise RuntimeError(f"nginx exited at start:\n{self.log()}")
             try:
                 # nginx's own JSON 404 (no process involved): nginx is listening.
                 urllib.request.urlopen(f"{self.url}/not-routed", timeout=1).close()
             except urllib.error.HTTPError as exc:
                 exc.close()
-                if exc.code == 404:
-                    return
+                return exc.code == 404
             except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"nginx did not answer in {NGINX_START_TIMEOUT}s:\n{self.log()}")
+                return False
+            return False
+
+        if not poll_sync(answers, timeout=NGINX_START_TIMEOUT).ok:
+            self.stop()
+            raise RuntimeError(f"nginx did not answer in {NGINX_START_TIMEOUT}s:\n{self.log()}")
 
     def stop(self) -> None:
         """SIGTERM (fast shutdown, open streams included), then SIGKILL."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(NGINX_STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(NGINX_STOP_TIMEOUT)
+        if self.process is not None:
+            stop_process(self.process, NGINX_STOP_TIMEOUT)
 
     def log(self) -> str:
         parts = [
@@ -226,17 +225,6 @@ async def read_stream_answer(http: aiohttp.ClientSession, url: str) -> tuple[int
         return response.status, response.content_type, await response.read()
 
 
-async def assert_json_error(
-    http: aiohttp.ClientSession, method: str, url: str, status: int, code: str
-) -> Any:
-    async with http.request(method, url, json={} if method == "POST" else None) as response:
-        assert response.status == status, (method, url, response.status, await response.text())
-        assert response.content_type == "application/json", response.content_type
-        body = await response.json()
-        assert body["error"]["code"] == code, body
-        return response.headers
-
-
 async def assert_away(http: aiohttp.ClientSession, base: str, stream_path: str, action: str,
                       health_path: str) -> None:
     """What nginx answers while the process behind these paths is down: event streams a 200
@@ -244,8 +232,8 @@ async def assert_away(http: aiohttp.ClientSession, base: str, stream_path: str, 
     Retry-After."""
     status, content_type, body = await read_stream_answer(http, base + stream_path)
     assert (status, content_type, body) == (200, "text/event-stream", STREAM_AWAY)
-    headers = await assert_json_error(http, "POST", base + action, 503, "unavailable")
-    assert headers.get("Retry-After") == "1", headers
+    refused = await assert_json_error(http, "POST", base + action, 503, "unavailable")
+    assert refused.headers.get("Retry-After") == "1", refused.headers
     await assert_json_error(http, "GET", base + health_path, 503, "unavailable")
 
 
@@ -253,16 +241,14 @@ async def wait_until(
     check: Callable[[], bool], reading: asyncio.Task[None], timeout: float
 ) -> None:
     """Poll ``check`` (bounded); a reader that failed meanwhile fails the test at once."""
-    with suppress(TimeoutError):
-        async with asyncio.timeout(timeout):
-            for _ in range(int(timeout / 0.02) + 1):
-                if reading.done():
-                    reading.result()  # its AssertionError, say
-                    raise AssertionError("the reader stopped")
-                if check():
-                    return
-                await asyncio.sleep(0.02)
-    raise AssertionError(f"not so within {timeout} s")
+
+    def ready() -> bool:
+        if reading.done():
+            reading.result()  # its AssertionError, say
+            raise AssertionError("the reader stopped")
+        return check()
+
+    await until(ready, timeout=timeout, interval=0.02, what="the reader")
 
 
 async def stop_reader(reading: asyncio.Task[None]) -> None:
@@ -306,10 +292,10 @@ async def test_handoff_console_and_health_through_nginx(stack: Stack) -> None:
     workbench_up = f"127.0.0.1:{stack.workbench.port}"
     async with aiohttp.ClientSession() as http:
         for side, upstream in (("chatbot", stack.chatbot), ("workbench", stack.workbench)):
-            body = await get_json(http, f"{base}/health/{side}")
+            body = await call(http, "GET", f"{base}/health/{side}")
             assert body["components"] == [side] and body["broker"] == "redis", body
             assert body["pid"] == upstream.process.pid, body  # type: ignore[union-attr]
-            ready = await get_json(http, f"{base}/health/{side}/ready")
+            ready = await call(http, "GET", f"{base}/health/{side}/ready")
             assert ready["ready"] is True, ready
 
         async with asyncio.timeout(30):
@@ -365,8 +351,8 @@ async def test_events_leave_nginx_while_the_stream_is_open(stack: Stack) -> None
     base, name, agent, rounds = stack.url, "unbuffered", "agent-u", 6
     latencies: list[float] = []
     async with aiohttp.ClientSession() as http:
-        await create(http, name, base)
-        await act(http, name, "takeover", agent, base)
+        await create(http, name, base=base)
+        await act(http, name, "takeover", agent, base=base)
         async with AsyncExitStack() as streams:
             # `connected` is a few hundred bytes: a buffering proxy would sit on it (and on the
             # response headers).
@@ -387,14 +373,14 @@ async def test_events_leave_nginx_while_the_stream_is_open(stack: Stack) -> None
             for i in range(rounds):
                 await asyncio.sleep(0.3)  # a gap: the stream is idle before each event
                 sent = time.monotonic()
-                await agent_say(http, name, agent, f"agent {i}", base)
+                await agent_say(http, name, agent, f"agent {i}", base=base)
                 event = await customer.next_of("new_message", timeout=2 * PROMPT)
                 latencies.append(time.monotonic() - sent)
                 assert event.payload["message"]["content"] == f"agent {i}", event
 
                 await asyncio.sleep(0.3)
                 sent = time.monotonic()
-                answer = await chat(http, name, f"customer {i}", base)
+                answer = await chat(http, name, f"customer {i}", base=base)
                 assert answer["reply"] is None, answer  # the agent holds the session
                 # The agent gets it, and the customer's own stream shows it too.
                 for stream in (agent_view, customer):
@@ -421,8 +407,8 @@ async def test_customer_stream_survives_a_chatbot_restart_behind_nginx(stack: St
     base, name, agent = stack.url, "chatbot-restart", "agent-c"
     expected = [f"agent says {i:02d}" for i in range(15)]
     async with aiohttp.ClientSession() as http:
-        await create(http, name, base)
-        await act(http, name, "takeover", agent, base)
+        await create(http, name, base=base)
+        await act(http, name, "takeover", agent, base=base)
         reader = ReconnectingReader(http, base + session_events(name))
         reading = asyncio.create_task(reader.run())
 
@@ -433,13 +419,13 @@ async def test_customer_stream_survives_a_chatbot_restart_behind_nginx(stack: St
             async with asyncio.timeout(40):
                 await wait_until(lambda: bool(reader.connected), reading, 5)
                 for content in expected[:5]:  # before: delivered live
-                    await agent_say(http, name, agent, content, base)
+                    await agent_say(http, name, agent, content, base=base)
                 await wait_until(lambda: len(seen()) == 5, reading, 5)
 
                 status = await asyncio.to_thread(stack.chatbot.stop)
                 assert status == 0, stack.chatbot.log()
                 for content in expected[5:10]:  # while the customer side is down
-                    await agent_say(http, name, agent, content, base)
+                    await agent_say(http, name, agent, content, base=base)
                 await assert_away(
                     http, base, session_events(name), "/chatbot/api/chat", "/health/chatbot"
                 )
@@ -447,7 +433,7 @@ async def test_customer_stream_survives_a_chatbot_restart_behind_nginx(stack: St
                 await asyncio.to_thread(stack.chatbot.start)
 
                 for content in expected[10:]:  # after
-                    await agent_say(http, name, agent, content, base)
+                    await agent_say(http, name, agent, content, base=base)
                 await wait_until(lambda: len(seen()) >= len(expected), reading, 15)
                 await asyncio.sleep(QUIET)  # room for a duplicate to show
         finally:
@@ -475,15 +461,15 @@ async def test_agent_stream_survives_a_workbench_restart_behind_nginx(stack: Sta
     own and the broadcast) once, in publish order."""
     base, held, queued, agent = stack.url, "workbench-restart", "needs-help", "agent-w"
     async with aiohttp.ClientSession() as http:
-        await create(http, held, base)
-        await create(http, queued, base)
-        await act(http, held, "takeover", agent, base)
+        await create(http, held, base=base)
+        await create(http, queued, base=base)
+        await act(http, held, "takeover", agent, base=base)
         reader = ReconnectingReader(http, base + agent_events(agent))
         reading = asyncio.create_task(reader.run())
         expected: list[tuple[str, str]] = []
 
         async def customer_says(i: int) -> None:
-            answer = await chat(http, held, f"customer says {i:02d}", base)
+            answer = await chat(http, held, f"customer says {i:02d}", base=base)
             assert answer["reply"] is None, answer  # held: it goes to the agent
             expected.append(("new_message", f"customer says {i:02d}"))
 
@@ -498,7 +484,7 @@ async def test_agent_stream_survives_a_workbench_restart_behind_nginx(stack: Sta
                 assert status == 0, stack.workbench.log()
                 for i in range(4, 6):  # while the agent side is down
                     await customer_says(i)
-                await escalate(http, queued, base)  # broadcast: transfer_request
+                await escalate(http, queued, base=base)  # broadcast: transfer_request
                 expected.append(("transfer_request", queued))
                 await customer_says(6)
                 await assert_away(
@@ -553,5 +539,5 @@ async def test_conversation_starts_are_rate_limited_at_nginx(stack: Stack) -> No
         ) as response:
             assert response.status == 201, await response.text()
         # Reads are not limited.
-        health: dict[str, Any] = await get_json(http, f"{base}/health/chatbot")
+        health: dict[str, Any] = await call(http, "GET", f"{base}/health/chatbot")
         assert health["status"] == "ok", health

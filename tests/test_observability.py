@@ -19,11 +19,9 @@ Every wait is bounded; every socket is on 127.0.0.1.
 import asyncio
 import json
 import logging
-import os
 import re
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack, suppress
@@ -38,8 +36,18 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.domain.auth import TokenAuthority
 from app.process.logs import TEXT_FORMAT, JsonFormatter, RequestIdFilter
 from app.process.settings import Settings
-from tests.processes import ROOT, ServerProcess, free_port
-from tests.sse import SSEEvent, SSEStream, open_stream
+from tests.support.api import (
+    CHATBOT,
+    WORKBENCH,
+    agent_events,
+    bearer,
+    call,
+    exchange,
+    session_events,
+)
+from tests.support.processes import ServerProcess, clean_env, free_port
+from tests.support.sse import SSEEvent, SSEStream, open_stream
+from tests.support.wait import until
 
 logger = logging.getLogger(__name__)
 
@@ -47,14 +55,12 @@ MakeClient = Callable[..., Awaitable[TestClient]]
 StartServer = Callable[..., ServerProcess]
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
-CHATBOT = "/chatbot/api"
-WORKBENCH = "/workbench/api"
+
 SECRET = "observability-test-secret-0123456789-abcdef"  # 43 characters
 AGENT = "alice"
 # Bounded waits.
 REQUEST_DEADLINE = 5.0
 SETTLE_DEADLINE = 5.0
-PROCESS_DEADLINE = 20.0
 # The slow consumer: its events are 4,000 characters of 4-byte UTF-8 (16 kB each), and it reads
 # nothing through a socket with a small receive buffer, so the server's socket fills after a
 # few events and the stream's queue (SLOW_QUEUE events) after a few more.
@@ -69,35 +75,6 @@ STREAM_LOGGER = "handlers.sse"
 
 
 # --- requests ----------------------------------------------------------------------------------
-
-
-async def call(
-    http: TestClient | aiohttp.ClientSession,
-    method: str,
-    url: str,
-    body: Any = None,
-    *,
-    status: int = 200,
-    headers: dict[str, str] | None = None,
-) -> tuple[aiohttp.ClientResponse, Any]:
-    """Send ``body`` as JSON, assert the status and a JSON answer, in bounded time."""
-    async with asyncio.timeout(REQUEST_DEADLINE):
-        async with http.request(method, url, json=body, headers=headers) as response:
-            text = await response.text()
-            assert response.status == status, f"{method} {url} -> {response.status}: {text[:300]}"
-            return response, json.loads(text)
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def session_events(name: str, side: str = CHATBOT) -> str:
-    return f"{side}/sessions/{name}/events"
-
-
-def agent_events(agent_id: str) -> str:
-    return f"{WORKBENCH}/agents/{agent_id}/events"
 
 
 # --- metrics -----------------------------------------------------------------------------------
@@ -146,14 +123,8 @@ async def settle(
     deadline: float = SETTLE_DEADLINE,
 ) -> Samples:
     """Scrape until ``check`` holds (bounded); the last scrape."""
-    until = time.monotonic() + deadline
-    while True:
-        samples = await scrape(http, base)
-        if check(samples):
-            return samples
-        if time.monotonic() > until:
-            raise AssertionError(f"{what}: not reached in {deadline}s: {interesting(samples)}")
-        await asyncio.sleep(0.05)
+    return await until(lambda: scrape(http, base), check, timeout=deadline, what=what,
+                       describe=lambda samples: interesting(samples or {}))
 
 
 def interesting(samples: Samples) -> dict[str, float]:
@@ -263,11 +234,8 @@ def formatted(record: logging.LogRecord) -> list[str]:
 async def wait_for_records(
     caplog: pytest.LogCaptureFixture, check: Callable[[list[logging.LogRecord]], bool], what: str
 ) -> list[logging.LogRecord]:
-    until = time.monotonic() + SETTLE_DEADLINE
-    while not check(caplog.records):
-        if time.monotonic() > until:
-            raise AssertionError(f"{what}: not logged in {SETTLE_DEADLINE}s")
-        await asyncio.sleep(0.02)
+    await until(lambda: caplog.records, check, timeout=SETTLE_DEADLINE, interval=0.02,
+                what=f"{what}: not logged", describe=len)
     return list(caplog.records)
 
 
@@ -365,14 +333,14 @@ async def test_metrics_count_a_scripted_handoff(
 
         customer, _ = await stream(session_events(name))
         agent, _ = await stream(agent_events(AGENT))
-        watcher, _ = await stream(session_events(name, WORKBENCH))
+        watcher, _ = await stream(session_events(name, "workbench"))
         samples = await scraped()
         assert streams_open(samples) == {"chatbot": 1, "workbench": 2}
         assert value(samples, "switchboard_streams_opened_total") == 3
 
         # 1. chat in bot_active: the customer's message and the bot's answer (session channel).
-        _, answer = await call(client, "POST", f"{CHATBOT}/chat",
-                               {"session_name": name, "content": "hello"})
+        answer = await call(client, "POST", f"{CHATBOT}/chat",
+                            {"session_name": name, "content": "hello"})
         assert answer["reply"] is not None
         # 2. escalate: status_change (session), transfer_request (broadcast).
         await call(client, "POST", f"{CHATBOT}/manual/escalate",
@@ -383,8 +351,8 @@ async def test_metrics_count_a_scripted_handoff(
         await call(client, "POST", f"{WORKBENCH}/sessions/{name}/messages",
                    {"agent_id": AGENT, "content": "agent here"})
         # 5. the customer again, now routed to the agent: new_message (session and agent).
-        _, routed = await call(client, "POST", f"{CHATBOT}/chat",
-                               {"session_name": name, "content": "still there?"})
+        routed = await call(client, "POST", f"{CHATBOT}/chat",
+                            {"session_name": name, "content": "still there?"})
         assert routed["reply"] is None
 
         session_types = ["new_message", "new_message", "status_change", "agent_joined",
@@ -550,15 +518,17 @@ async def test_each_request_logs_one_line_with_its_request_id(
     concurrent requests."""
     capture_logs(caplog)
     name = "ids"
-    response, _ = await call(client, "POST", f"{CHATBOT}/sessions", {"session_name": name},
-                             status=201, headers={"X-Request-ID": "test-123"})
+    response = await exchange(client, "POST", f"{CHATBOT}/sessions", {"session_name": name},
+                              status=201, headers={"X-Request-ID": "test-123"})
     assert response.headers["X-Request-ID"] == "test-123"
-    response, error = await call(client, "POST", f"{CHATBOT}/chat", {"session_name": name},
-                                 status=400, headers={"X-Request-ID": "test-err.1:a_B-9"})
+    response = await exchange(client, "POST", f"{CHATBOT}/chat", {"session_name": name},
+                              status=400, headers={"X-Request-ID": "test-err.1:a_B-9"})
+    error = response.body
     assert response.headers["X-Request-ID"] == "test-err.1:a_B-9"
     assert error["error"]["request_id"] == "test-err.1:a_B-9", error
-    response, error = await call(client, "GET", "/no/such/path?x=1", status=404,
-                                 headers={"X-Request-ID": "test-404"})
+    response = await exchange(client, "GET", "/no/such/path?x=1", status=404,
+                              headers={"X-Request-ID": "test-404"})
+    error = response.body
     assert (response.headers["X-Request-ID"], error["error"]["request_id"]) == ("test-404",) * 2
 
     path = session_events(name)
@@ -638,11 +608,12 @@ async def test_an_unacceptable_request_id_is_replaced(
     client = await make_client(Settings(port=0, use_redis=False, insecure=True))
     headers = {"X-Request-ID": claimed.encode().decode("latin-1")}
     ids: list[str] = []
-    response, _ = await call(client, "POST", f"{CHATBOT}/sessions", {"session_name": "bad-id"},
-                             status=201, headers=headers)
+    response = await exchange(client, "POST", f"{CHATBOT}/sessions", {"session_name": "bad-id"},
+                              status=201, headers=headers)
     ids.append(response.headers["X-Request-ID"])
-    response, error = await call(client, "GET", f"{CHATBOT}/sessions/missing", status=404,
-                                 headers=headers)
+    response = await exchange(client, "GET", f"{CHATBOT}/sessions/missing", status=404,
+                              headers=headers)
+    error = response.body
     ids.append(response.headers["X-Request-ID"])
     assert error["error"]["request_id"] == ids[-1], error
     for generated in ids:
@@ -652,8 +623,8 @@ async def test_an_unacceptable_request_id_is_replaced(
     assert logged == ids, (logged, ids)
     # The longest acceptable id is kept as it is.
     longest = "a." * 64
-    response, _ = await call(client, "GET", f"{CHATBOT}/sessions/bad-id",
-                             headers={"X-Request-ID": longest})
+    response = await exchange(client, "GET", f"{CHATBOT}/sessions/bad-id",
+                              headers={"X-Request-ID": longest})
     assert response.headers["X-Request-ID"] == longest
 
 
@@ -670,8 +641,8 @@ async def test_no_token_or_message_content_in_logs_at_info(
     alice = authority.mint("agent", AGENT, 600)
     wrong = TokenAuthority("another-secret-0123456789-0123456789-xyz").mint("agent", AGENT, 600)
     name = "private"
-    _, created = await call(client, "POST", f"{CHATBOT}/sessions", {"session_name": name},
-                            status=201)
+    created = await call(client, "POST", f"{CHATBOT}/sessions", {"session_name": name},
+                         status=201)
     customer = created["token"]
     customer_stream = f"{session_events(name)}?token={customer}"
     agent_stream = f"{agent_events(AGENT)}?token={alice}"
@@ -753,8 +724,8 @@ async def test_process_json_logs(server_process: StartServer, redis_url: str, mo
     marker = f"JSONMARK-{time.time_ns()}"
     alice = TokenAuthority(SECRET).mint("agent", AGENT, 600)
     async with aiohttp.ClientSession() as http:
-        _, created = await call(http, "POST", f"{base}{CHATBOT}/sessions", {"session_name": name},
-                                status=201, headers={"X-Request-ID": "proc-create"})
+        created = await call(http, "POST", f"{base}{CHATBOT}/sessions", {"session_name": name},
+                             status=201, headers={"X-Request-ID": "proc-create"})
         customer = created["token"]
         url = f"{base}{session_events(name)}?token={customer}"
         async with open_stream(http, url, headers={"X-Request-ID": "proc-stream"}) as (
@@ -764,8 +735,9 @@ async def test_process_json_logs(server_process: StartServer, redis_url: str, mo
                        {"session_name": name, "content": f"hello {marker}"},
                        headers={**bearer(customer), "X-Request-ID": "proc-chat"})
             await stream.take(2)
-        response, error = await call(http, "GET", f"{base}{WORKBENCH}/sessions", status=401,
-                                     headers={**bearer(customer + "x"), "X-Request-ID": "proc-401"})
+        response = await exchange(http, "GET", f"{base}{WORKBENCH}/sessions", status=401,
+                                  headers={**bearer(customer + "x"), "X-Request-ID": "proc-401"})
+        error = response.body
         assert response.headers["X-Request-ID"] == "proc-401"
         assert error["error"]["request_id"] == "proc-401"
         await call(http, "GET", f"{base}{WORKBENCH}/sessions", headers=bearer(alice))
@@ -849,18 +821,16 @@ async def test_a_request_cannot_forge_log_lines(server_process: StartServer) -> 
 
 
 @pytest.mark.parametrize("how", ["flag", "env"])
-def test_unknown_log_format_is_refused(how: str) -> None:
+def test_unknown_log_format_is_refused(run_py: Callable[..., subprocess.CompletedProcess[str]], how: str) -> None:
     """``--log-format nope`` (or SWITCHBOARD_LOG_FORMAT=nope) stops the process at start with
     exit status 2 and a usage error naming the setting, without a traceback."""
-    args = [sys.executable, str(ROOT / "run.py"), "--no-redis", "--insecure",
-            "--host", "127.0.0.1", "--port", str(free_port())]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+    args = ["--no-redis", "--insecure", "--host", "127.0.0.1", "--port", str(free_port())]
+    env = clean_env()
     if how == "flag":
         args += ["--log-format", "nope"]
     else:
         env["SWITCHBOARD_LOG_FORMAT"] = "nope"
-    done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=PROCESS_DEADLINE, check=False)
+    done = run_py(*args, env=env)
     output = done.stdout + done.stderr
     assert done.returncode == 2, output
     assert re.search(r"log[_-]format", output), output

@@ -29,13 +29,12 @@ from app.web.openapi import (
 from app.process.settings import Settings
 from schemas import responses as rs
 from schemas.envelope import validate_event
-from tests.sse import SSEEvent, SSEStream
+from tests.support.api import CHATBOT, WORKBENCH
+from tests.support.sse import SSEEvent, SSEStream
 
 COMPONENT_SETS = (("chatbot",), ("workbench",), ("chatbot", "workbench"))
 SECRET = "openapi-test-secret-0123456789-abcdefghij"
 METHODS = ("get", "put", "post", "delete", "patch", "options", "head", "trace")
-CHATBOT = "/chatbot/api"
-WORKBENCH = "/workbench/api"
 
 ClientFactory = Callable[..., Awaitable[TestClient]]
 

@@ -18,88 +18,47 @@ Measured numbers are logged (logger tests.test_outages, INFO); to see them:
 import asyncio
 import json
 import logging
-import resource
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 import pytest
 from redis.asyncio import Redis
 
 from app.domain.store.redis_store import messages_key, session_key
-from realtime import ids
-from tests.processes import ServerProcess
-from tests.redis_server import RedisServer
-from tests.sse import SSEEvent, SSEStream, open_stream
+from tests.support import api
+from tests.support.api import STATUSES, Reply, health, post_until_served
+from tests.support.checks import check_ids
+from tests.support.processes import REDIS_ON, ServerProcess, raise_open_file_limit
+from tests.support.readers import Collector, messages_in
+from tests.support.redis_server import RedisServer
+from tests.support.sse import SSEStream, connect, open_stream
+from tests.support.wait import poll
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
 StartServer = Callable[..., ServerProcess]
 
-# Explicit, so a developer's USE_REDIS_SSE=false in the environment cannot change these tests.
-REDIS_ON = {"USE_REDIS_SSE": "true"}
 HEARTBEAT = "0.5"  # seconds: an idle stream shows it is alive twice a second
 UNAVAILABLE_BOUND = 5.0  # docs/api.md: during an outage a store request answers 503 within 5 s
 RECOVERY_BOUND = 15.0  # issue 3: back to normal within 15 s of Redis returning
 READY_BOUND = 5.0  # the canary waits 2 s: a readiness answer comes well within this
 STREAM_COUNT = 1000
 SHUTDOWN_BOUND = 5.0
+REQUEST_BOUND = 10.0  # any one request (an outage's 503 comes well within it)
 SESSION_FIELDS = (
     "session_name", "status", "agent_id", "created_at", "updated_at", "escalation_reason"
 )
-STATUSES = ("bot_active", "waiting_agent", "agent_active", "closed")
 
 
 # --- helpers ---------------------------------------------------------------------------------
 
-
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    content_type: str
-    body: Any
-    elapsed: float
-
-
-async def call(
-    http: aiohttp.ClientSession,
-    method: str,
-    url: str,
-    body: dict[str, Any] | None = None,
-    timeout: float = 10.0,
-) -> Reply:
-    """One request, timed and bounded by ``timeout``; the body parsed when it is JSON."""
-    started = time.monotonic()
-    async with asyncio.timeout(timeout):
-        async with http.request(method, url, json=body) as response:
-            raw = await response.read()
-            elapsed = time.monotonic() - started
-            parsed: Any = raw.decode(errors="replace")
-            if response.content_type == "application/json":
-                parsed = json.loads(raw)
-            return Reply(
-                response.status, dict(response.headers), response.content_type, parsed, elapsed
-            )
-
-
-async def get_json(http: aiohttp.ClientSession, url: str, status: int = 200) -> Any:
-    reply = await call(http, "GET", url)
-    assert reply.status == status, (url, reply)
-    return reply.body
-
-
-async def post_json(
-    http: aiohttp.ClientSession, url: str, body: dict[str, Any], status: int = 200
-) -> Any:
-    reply = await call(http, "POST", url, body)
-    assert reply.status == status, (url, reply)
-    return reply.body
+send = partial(api.send, timeout=REQUEST_BOUND)
+call = partial(api.call, timeout=REQUEST_BOUND)
 
 
 async def assert_unavailable(
@@ -107,7 +66,7 @@ async def assert_unavailable(
 ) -> float:
     """The request answers 503 in the JSON error shape with Retry-After, within the bound;
     returns how long it took."""
-    reply = await call(http, method, url, body, timeout=UNAVAILABLE_BOUND + 5)
+    reply = await send(http, method, url, body, timeout=UNAVAILABLE_BOUND + 5)
     assert reply.status == 503, (method, url, reply)
     assert reply.content_type == "application/json", (method, url, reply)
     assert isinstance(reply.body.get("error"), dict), reply
@@ -118,43 +77,19 @@ async def assert_unavailable(
     return reply.elapsed
 
 
-async def poll(
-    fetch: Callable[[], Awaitable[T]],
-    done: Callable[[T], bool],
-    timeout: float,
-    interval: float = 0.1,
-) -> tuple[T | None, float]:
-    """Call ``fetch`` until ``done`` holds for its value, bounded in time and count; returns
-    the last value (None if no call completed) and the seconds it took."""
-    started = time.monotonic()
-    value: T | None = None
-    try:
-        async with asyncio.timeout(timeout):
-            for _ in range(int(timeout / interval) + 1):
-                value = await fetch()
-                if done(value):
-                    break
-                await asyncio.sleep(interval)
-    except TimeoutError:
-        pass
-    return value, time.monotonic() - started
-
-
-async def health(http: aiohttp.ClientSession, base: str) -> dict[str, Any]:
-    return await get_json(http, f"{base}/health")  # type: ignore[no-any-return]
-
-
 async def wait_health(
     http: aiohttp.ClientSession, base: str, status: str, timeout: float
 ) -> dict[str, Any]:
     """Poll /health until it reports ``status``; fail if it does not in time."""
-    body, elapsed = await poll(lambda: health(http, base), lambda b: b["status"] == status, timeout)
-    assert body is not None and body["status"] == status, (base, status, body, elapsed)
+    polled = await poll(lambda: health(http, base), lambda b: b["status"] == status, timeout=timeout,
+                        interval=0.1)
+    body = polled.value
+    assert body is not None and body["status"] == status, (base, status, body, polled.elapsed)
     return body
 
 
 async def ready(http: aiohttp.ClientSession, base: str) -> Reply:
-    return await call(http, "GET", f"{base}/health/ready", timeout=READY_BOUND + 5)
+    return await send(http, "GET", f"{base}/health/ready", timeout=READY_BOUND + 5)
 
 
 async def assert_not_ready(http: aiohttp.ClientSession, base: str) -> float:
@@ -169,82 +104,16 @@ async def assert_not_ready(http: aiohttp.ClientSession, base: str) -> float:
 
 async def wait_ready(http: aiohttp.ClientSession, base: str, timeout: float) -> float:
     """Poll /health/ready until 200 on Redis; fail if not in time; returns the time."""
-    reply, elapsed = await poll(lambda: ready(http, base), lambda r: r.status == 200, timeout, 0.2)
-    assert reply is not None and reply.status == 200, (reply, elapsed)
+    polled = await poll(lambda: ready(http, base), lambda r: r.status == 200, timeout=timeout,
+                        interval=0.2)
+    reply = polled.value
+    assert reply is not None and reply.status == 200, (reply, polled.elapsed)
     assert reply.body["ready"] is True and reply.body["broker"] == "redis", reply
-    return elapsed
-
-
-def check_ids(events: list[SSEEvent]) -> None:
-    """Every event but heartbeats carries an id, and ids strictly increase along the stream."""
-    keyed = [event for event in events if event.type != "heartbeat"]
-    for event in keyed:
-        assert event.id is not None and ids.is_event_id(event.id), event
-    keys = [ids.parse(event.id) for event in keyed]  # type: ignore[arg-type]
-    stalls = [(a, b) for a, b in zip(keys, keys[1:]) if b <= a]
-    assert not stalls, f"ids not strictly increasing: {stalls[:5]}"
-
-
-def messages_in(events: list[SSEEvent]) -> list[dict[str, Any]]:
-    return [event.payload["message"] for event in events if event.type == "new_message"]
+    return polled.elapsed
 
 
 def log_lines(process: ServerProcess, needle: str) -> list[str]:
     return [line for line in process.log().splitlines() if needle in line]
-
-
-class Collector:
-    """Reads every event of an open SSE stream in a background task, so that heartbeats and
-    events are seen as they arrive, and records whether (and how) the stream ended."""
-
-    def __init__(
-        self, name: str, stream: SSEStream, connected: SSEEvent, limit: int = 5000
-    ) -> None:
-        self.name = name
-        self.stream = stream
-        self.events: list[SSEEvent] = [connected]
-        self.ended: BaseException | None = None
-        self._changed = asyncio.Event()
-        self._task = asyncio.create_task(self._read(limit), name=f"collector-{name}")
-
-    async def _read(self, limit: int) -> None:
-        try:
-            for _ in range(limit):
-                self.events.append(await self.stream.next(timeout=60))
-                self._changed.set()
-            self.ended = AssertionError(f"read limit of {limit} events reached")
-        except Exception as exc:  # EOFError (the end), a broken body, a timeout
-            self.ended = exc
-        finally:
-            self._changed.set()
-
-    @property
-    def heartbeats(self) -> int:
-        return sum(event.type == "heartbeat" for event in self.events)
-
-    @property
-    def messages(self) -> list[dict[str, Any]]:
-        return messages_in(self.events)
-
-    async def wait_until(self, predicate: Callable[[list[SSEEvent]], bool], timeout: float) -> bool:
-        """Whether ``predicate(events)`` comes to hold within ``timeout`` (bounded)."""
-        try:
-            async with asyncio.timeout(timeout):
-                for _ in range(100_000):
-                    if predicate(self.events) or self.ended is not None:
-                        break
-                    self._changed.clear()
-                    await self._changed.wait()
-        except TimeoutError:
-            pass
-        return predicate(self.events)
-
-    async def close(self) -> None:
-        self._task.cancel()
-        try:
-            await self._task
-        except asyncio.CancelledError:
-            pass
 
 
 @pytest.fixture
@@ -254,15 +123,6 @@ def aof_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path / "redis-aof", appendonly=True)
     yield server
     server.stop()
-
-
-def raise_open_file_limit(needed: int) -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < needed:
-        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        soft = target
-    return soft
 
 
 # --- 1. outage and return in a split deployment ----------------------------------------------
@@ -283,7 +143,7 @@ async def test_split_deployment_rides_out_a_redis_outage(
         for base in (cb, wb):
             body = await health(http, base)
             assert body["status"] == "ok" and body["broker"] == "redis", body
-        await post_json(http, f"{cb}/chatbot/api/sessions", {"session_name": name}, status=201)
+        await call(http, "POST", f"{cb}/chatbot/api/sessions", {"session_name": name}, status=201)
         async with (
             open_stream(http, f"{cb}/chatbot/api/sessions/{name}/events") as (c_stream, c_conn),
             open_stream(http, f"{wb}/workbench/api/sessions/{name}/events") as (w_stream, w_conn),
@@ -295,8 +155,8 @@ async def test_split_deployment_rides_out_a_redis_outage(
             views = [customer, watch, agent_view]
             try:
                 # Before: a message on the chatbot process reaches both processes' streams.
-                await post_json(
-                    http, f"{cb}/chatbot/api/chat", {"session_name": name, "content": "hello"}
+                await call(
+                    http, "POST", f"{cb}/chatbot/api/chat", {"session_name": name, "content": "hello"}
                 )
                 for view in (customer, watch):
                     assert await view.wait_until(lambda e: len(messages_in(e)) == 2, 5), view.events
@@ -355,8 +215,8 @@ async def test_split_deployment_rides_out_a_redis_outage(
                 )
 
                 # Published on the chatbot process, seen on both processes' streams.
-                answer = await post_json(
-                    http, f"{cb}/chatbot/api/chat",
+                answer = await call(
+                    http, "POST", f"{cb}/chatbot/api/chat",
                     {"session_name": name, "content": "back again?"},
                 )
                 assert answer["reply"] is not None, answer
@@ -367,8 +227,8 @@ async def test_split_deployment_rides_out_a_redis_outage(
                         RECOVERY_BOUND,
                     ), (view.name, view.events[-5:])
                 # Published on the workbench process, seen on both processes' streams.
-                taken = await post_json(
-                    http, f"{wb}/workbench/api/sessions/{name}/takeover", {"agent_id": agent}
+                taken = await call(
+                    http, "POST", f"{wb}/workbench/api/sessions/{name}/takeover", {"agent_id": agent}
                 )
                 assert taken["status"] == "agent_active", taken
                 for view in (customer, watch):
@@ -381,8 +241,8 @@ async def test_split_deployment_rides_out_a_redis_outage(
                     lambda e: any(x.type == "status_change" for x in e), RECOVERY_BOUND
                 ), agent_view.events
                 # A customer message reaches the holder's agent stream on the other process.
-                await post_json(
-                    http, f"{cb}/chatbot/api/chat", {"session_name": name, "content": "thanks"}
+                await call(
+                    http, "POST", f"{cb}/chatbot/api/chat", {"session_name": name, "content": "thanks"}
                 )
                 assert await agent_view.wait_until(
                     lambda e: any(x.type == "new_message" for x in e), RECOVERY_BOUND
@@ -397,7 +257,7 @@ async def test_split_deployment_rides_out_a_redis_outage(
                 for view in views:
                     assert view.ended is None, (view.name, view.ended)
                     check_ids(view.events)
-                transcript = await get_json(http, f"{wb}/workbench/api/sessions/{name}/messages")
+                transcript = await call(http, "GET", f"{wb}/workbench/api/sessions/{name}/messages")
                 contents = [m["content"] for m in transcript["messages"]]
                 assert "are you there?" not in contents, contents  # the 503 changed nothing
                 assert [m["content"] for m in customer.messages] == contents
@@ -423,7 +283,7 @@ async def test_each_outage_transition_is_logged_once(
     cb, wb = chatbot.url, workbench.url
     name = "logged-once"
     async with aiohttp.ClientSession() as http:
-        await post_json(http, f"{cb}/chatbot/api/sessions", {"session_name": name}, status=201)
+        await call(http, "POST", f"{cb}/chatbot/api/sessions", {"session_name": name}, status=201)
         async with (
             open_stream(http, f"{cb}/chatbot/api/sessions/{name}/events") as (c_stream, c_conn),
             open_stream(http, f"{wb}/workbench/api/sessions/{name}/events") as (w_stream, w_conn),
@@ -449,8 +309,8 @@ async def test_each_outage_transition_is_logged_once(
                 for base in (cb, wb):
                     await wait_health(http, base, "ok", RECOVERY_BOUND)
                 for i in range(3):
-                    await post_json(
-                        http, f"{cb}/chatbot/api/chat",
+                    await call(
+                        http, "POST", f"{cb}/chatbot/api/chat",
                         {"session_name": name, "content": f"back {i}"},
                     )
                 for view in views:
@@ -532,38 +392,38 @@ async def test_degraded_start_moves_sessions_into_redis_when_it_appears(
 
             # In memory: a bot conversation, two waiting customers, a held one, and "clash".
             chat = f"{base}/chatbot/api/chat"
-            await post_json(http, chat, {"session_name": "mem-chat", "content": "hello"})
-            waiting = await post_json(
-                http, chat, {"session_name": "mem-wait", "content": "I want a human please"}
+            await call(http, "POST", chat, {"session_name": "mem-chat", "content": "hello"})
+            waiting = await call(
+                http, "POST", chat, {"session_name": "mem-wait", "content": "I want a human please"}
             )
             assert waiting["session"]["status"] == "waiting_agent", waiting
-            await post_json(
-                http, f"{base}/chatbot/api/sessions", {"session_name": "mem-manual"}, 201
+            await call(
+                http, "POST", f"{base}/chatbot/api/sessions", {"session_name": "mem-manual"}, status=201
             )
-            await post_json(
-                http, f"{base}/chatbot/api/manual/escalate",
+            await call(
+                http, "POST", f"{base}/chatbot/api/manual/escalate",
                 {"session_name": "mem-manual", "reason": "billing"},
             )
-            await post_json(http, chat, {"session_name": "mem-held", "content": "hi there?"})
-            await post_json(
-                http, f"{base}/chatbot/api/manual/escalate", {"session_name": "mem-held"}
+            await call(http, "POST", chat, {"session_name": "mem-held", "content": "hi there?"})
+            await call(
+                http, "POST", f"{base}/chatbot/api/manual/escalate", {"session_name": "mem-held"}
             )
-            held = await post_json(
-                http, f"{base}/workbench/api/sessions/mem-held/takeover", {"agent_id": "agent-9"}
+            held = await call(
+                http, "POST", f"{base}/workbench/api/sessions/mem-held/takeover", {"agent_id": "agent-9"}
             )
             assert held["status"] == "agent_active" and held["agent_id"] == "agent-9", held
-            await post_json(
-                http, f"{base}/workbench/api/sessions/mem-held/messages",
+            await call(
+                http, "POST", f"{base}/workbench/api/sessions/mem-held/messages",
                 {"agent_id": "agent-9", "content": "agent here"},
             )
-            await post_json(http, chat, {"session_name": "clash", "content": "memory clash"})
+            await call(http, "POST", chat, {"session_name": "clash", "content": "memory clash"})
             in_memory: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
             for name in ("mem-chat", "mem-wait", "mem-manual", "mem-held"):
-                session = await get_json(http, f"{base}/workbench/api/sessions/{name}")
-                transcript = await get_json(http, f"{base}/workbench/api/sessions/{name}/messages")
+                session = await call(http, "GET", f"{base}/workbench/api/sessions/{name}")
+                transcript = await call(http, "GET", f"{base}/workbench/api/sessions/{name}/messages")
                 in_memory[name] = (session, transcript["messages"])
             assert [m["role"] for m in in_memory["mem-held"][1]] == ["customer", "bot", "agent"]
-            queue = await get_json(http, f"{base}/workbench/api/sessions?status=waiting_agent")
+            queue = await call(http, "GET", f"{base}/workbench/api/sessions?status=waiting_agent")
             assert [s["session_name"] for s in queue["sessions"]] == ["mem-wait", "mem-manual"]
 
             # A stream opened while degraded, to see it carry events through Redis after.
@@ -594,7 +454,7 @@ async def test_degraded_start_moves_sessions_into_redis_when_it_appears(
                     assert await redis.get(session_key("clash")) == clash_json
                     assert await redis.lrange(messages_key("clash"), 0, -1) == [clash_message_json]
                     assert await status_sets_of(redis, "clash") == ["waiting_agent"]
-                    assert await get_json(http, f"{base}/workbench/api/sessions/clash") == clash
+                    assert await call(http, "GET", f"{base}/workbench/api/sessions/clash") == clash
 
                     # A second process on the same Redis sees all of it, queue included.
                     second = server_process(
@@ -603,23 +463,23 @@ async def test_degraded_start_moves_sessions_into_redis_when_it_appears(
                     wb = second.url
                     assert (await health(http, wb))["broker"] == "redis"
                     for name, (session, messages) in in_memory.items():
-                        seen = await get_json(http, f"{wb}/workbench/api/sessions/{name}")
+                        seen = await call(http, "GET", f"{wb}/workbench/api/sessions/{name}")
                         assert documented(seen) == documented(session), (name, seen)
-                        transcript = await get_json(
-                            http, f"{wb}/workbench/api/sessions/{name}/messages"
+                        transcript = await call(
+                            http, "GET", f"{wb}/workbench/api/sessions/{name}/messages"
                         )
                         assert transcript["messages"] == messages, (name, transcript)
-                    assert await get_json(http, f"{wb}/workbench/api/sessions/clash") == clash
-                    queue = await get_json(
-                        http, f"{wb}/workbench/api/sessions?status=waiting_agent"
+                    assert await call(http, "GET", f"{wb}/workbench/api/sessions/clash") == clash
+                    queue = await call(
+                        http, "GET", f"{wb}/workbench/api/sessions?status=waiting_agent"
                     )
                     assert [s["session_name"] for s in queue["sessions"]] == [
                         "clash", "mem-wait", "mem-manual"
                     ], queue
 
                     # The stream opened while degraded gets what the second process publishes.
-                    await post_json(
-                        http, f"{wb}/workbench/api/sessions/mem-held/messages",
+                    await call(
+                        http, "POST", f"{wb}/workbench/api/sessions/mem-held/messages",
                         {"agent_id": "agent-9", "content": "from the other process"},
                     )
                     assert await view.wait_until(
@@ -707,23 +567,6 @@ async def test_readiness_probes_arriving_as_redis_dies_answer_503_not_500(
 # --- 5. a stream open across an outage misses nothing ----------------------------------------
 
 
-async def post_until_accepted(
-    http: aiohttp.ClientSession, url: str, body: dict[str, Any], timeout: float
-) -> int:
-    """What a client does after a 503: retry until accepted (bounded); returns how many 503s
-    came first. Any status but 200 and 503 fails."""
-    refused = 0
-    async with asyncio.timeout(timeout):
-        for _ in range(int(timeout / 0.05) + 1):
-            reply = await call(http, "POST", url, body)
-            if reply.status == 200:
-                return refused
-            assert reply.status == 503, (url, reply)
-            refused += 1
-            await asyncio.sleep(0.05)
-    raise AssertionError(f"{url} still refused after {timeout} s")
-
-
 async def test_stream_open_across_an_outage_misses_no_event(
     server_process: StartServer, aof_redis: RedisServer
 ) -> None:
@@ -735,14 +578,14 @@ async def test_stream_open_across_an_outage_misses_no_event(
     name = "gapless"
     chat = f"{publisher.url}/chatbot/api/chat"
     async with aiohttp.ClientSession() as http:
-        await post_json(http, f"{publisher.url}/chatbot/api/sessions", {"session_name": name}, 201)
+        await call(http, "POST", f"{publisher.url}/chatbot/api/sessions", {"session_name": name}, status=201)
         async with open_stream(http, f"{holder.url}/workbench/api/sessions/{name}/events") as (
             stream, connected
         ):
             view = Collector("across-outage", stream, connected)
             try:
                 for i in range(3):
-                    await post_json(http, chat, {"session_name": name, "content": f"before {i}"})
+                    await call(http, "POST", chat, {"session_name": name, "content": f"before {i}"})
                 assert await view.wait_until(lambda e: len(messages_in(e)) == 6, 5.0), view.events
 
                 aof_redis.kill()
@@ -760,18 +603,19 @@ async def test_stream_open_across_an_outage_misses_no_event(
                 # A client retrying after its 503s: accepted as soon as the store answers.
                 refusals = 0
                 for i in range(3):
-                    refusals += await post_until_accepted(
+                    _, refused = await post_until_served(
                         http, chat, {"session_name": name, "content": f"just after {i}"},
-                        RECOVERY_BOUND,
+                        timeout=RECOVERY_BOUND, interval=0.05,
                     )
+                    refusals += refused
                 accepted = time.monotonic() - restarted
                 for base in (holder.url, publisher.url):
                     await wait_health(http, base, "ok", RECOVERY_BOUND)
                 for i in range(3):
-                    await post_json(http, chat, {"session_name": name, "content": f"later {i}"})
+                    await call(http, "POST", chat, {"session_name": name, "content": f"later {i}"})
 
                 transcript = (
-                    await get_json(http, f"{holder.url}/workbench/api/sessions/{name}/messages")
+                    await call(http, "GET", f"{holder.url}/workbench/api/sessions/{name}/messages")
                 )["messages"]
                 assert len(transcript) == 18, [m["content"] for m in transcript]
                 # Both processes are back on Redis: whatever is owed arrives promptly now.
@@ -796,37 +640,11 @@ async def test_stream_open_across_an_outage_misses_no_event(
 # --- 6. SIGTERM with 1,000 open streams ------------------------------------------------------
 
 
-async def open_raw(http: aiohttp.ClientSession, url: str) -> aiohttp.ClientResponse:
-    """Open a stream and read its first event (``connected``) line by line."""
-    response = await http.get(url, timeout=aiohttp.ClientTimeout(total=None))
-    try:
-        assert response.status == 200, (url, response.status, await response.text())
-        lines: list[str] = []
-        async with asyncio.timeout(10):
-            for _ in range(20):
-                raw = await response.content.readline()
-                assert raw, f"{url} ended before its first event"
-                lines.append(raw.decode().rstrip("\r\n"))
-                if lines[-1] == "" and any(line.startswith("data:") for line in lines):
-                    break
-        data = [json.loads(line[5:]) for line in lines if line.startswith("data:")]
-        assert [event["type"] for event in data] == ["connected"], lines
-    except BaseException:
-        response.close()
-        raise
-    return response
-
-
-async def read_raw_to_end(response: aiohttp.ClientResponse, limit: int = 1000) -> list[str]:
-    """The raw lines until EOF (``retry:`` lines included, unlike tests.sse); raises if the
-    body breaks instead of ending cleanly."""
-    lines: list[str] = []
-    for _ in range(limit):
-        raw = await response.content.readline()
-        if not raw:
-            return lines
-        lines.append(raw.decode().rstrip("\r\n"))
-    raise AssertionError(f"no end after {limit} lines: {lines[-5:]}")
+async def retry_hints(stream: SSEStream) -> list[int]:
+    """Read until the server ends the stream; the ``retry:`` hints it sent (raises if the
+    body breaks instead of ending cleanly)."""
+    await stream.read_to_end(limit=1000, timeout=10)
+    return stream.retries
 
 
 async def test_sigterm_with_a_thousand_streams_exits_zero_within_five_seconds(
@@ -843,26 +661,27 @@ async def test_sigterm_with_a_thousand_streams_exits_zero_within_five_seconds(
         for n in sessions
         for side in ("chatbot", "workbench")
     ]
-    streams: list[aiohttp.ClientResponse] = []
+    streams: list[SSEStream] = []
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
         try:
             for start in range(0, len(sessions), 100):
                 async with asyncio.timeout(20):
                     await asyncio.gather(*(
-                        post_json(http, f"{base}/chatbot/api/sessions", {"session_name": n}, 201)
+                        call(http, "POST", f"{base}/chatbot/api/sessions", {"session_name": n}, status=201)
                         for n in sessions[start:start + 100]
                     ))
             opening = time.monotonic()
             for start in range(0, len(urls), 100):  # kept batch by batch: closed on failure
                 async with asyncio.timeout(20):
-                    streams.extend(
-                        await asyncio.gather(*(open_raw(http, u) for u in urls[start:start + 100]))
+                    opened_now = await asyncio.gather(
+                        *(connect(http, u, timeout=10) for u in urls[start:start + 100])
                     )
+                    streams.extend(stream for stream, _ in opened_now)
             opened = time.monotonic() - opening
             body = await health(http, base)
             assert body["streams"] == STREAM_COUNT and body["broker"] == "redis", body
 
-            readers = [asyncio.create_task(read_raw_to_end(stream)) for stream in streams]
+            readers = [asyncio.create_task(retry_hints(stream)) for stream in streams]
             started = time.monotonic()
             status = await asyncio.to_thread(process.stop)
             elapsed = time.monotonic() - started
@@ -871,11 +690,11 @@ async def test_sigterm_with_a_thousand_streams_exits_zero_within_five_seconds(
             ended = time.monotonic() - started
         finally:
             for stream in streams:
-                stream.close()
+                stream.response.close()
 
     broken = [r for r in results if isinstance(r, BaseException)]
     hinted = [r for r in results if not isinstance(r, BaseException)]
-    without_retry = [r for r in hinted if not any(line.startswith("retry:") for line in r)]
+    without_retry = [r for r in hinted if not r]
     logger.info(
         "SIGTERM with %d open streams (opened in %.1f s): exit status %s after %.2f s; every "
         "stream ended within %.2f s; %d broken, %d without a retry: line",
@@ -885,7 +704,6 @@ async def test_sigterm_with_a_thousand_streams_exits_zero_within_five_seconds(
     assert elapsed < SHUTDOWN_BOUND, f"shutdown took {elapsed:.2f} s"
     assert not broken, f"{len(broken)} streams broke instead of ending: {broken[:3]!r}"
     assert not without_retry, f"{len(without_retry)} ended without retry: {without_retry[:3]}"
-    for lines in hinted:
-        retry = [line for line in lines if line.startswith("retry:")]
-        assert len(retry) == 1 and int(retry[0].split(":", 1)[1]) > 0, lines
+    for retries in hinted:
+        assert len(retries) == 1 and retries[0] > 0, retries
     assert "Traceback" not in process.log(), process.log()[-3000:]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import ROOT, ServerProcess
+from tests.support.processes import ROOT, ServerProcess
 
 BUILD_TIMEOUT = 120.0
 CONSOLE_FILES = ("index.html", "customer.html", "agent.html", "switchboard.js")

@@ -21,7 +21,7 @@ from redis.exceptions import (
     WatchError,
 )
 
-from tests.redis_cluster import RedisCluster
+from tests.support.redis_cluster import RedisCluster
 
 READ_TIMEOUT = 5.0  # bound on waiting for pub/sub messages
 POLL = 0.05  # per-node wait of one get_sharded_message call

@@ -16,10 +16,9 @@ across a server restart.
 """
 
 import asyncio
-import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 from urllib.parse import quote
@@ -31,69 +30,30 @@ from redis.asyncio import Redis
 
 from app.process.settings import Settings
 from realtime import ids
-from tests.processes import ServerProcess
-from tests.sse import DEFAULT_TIMEOUT, SSEEvent, SSEStream, open_stream
+from tests.support.api import (
+    CHATBOT,
+    act,
+    agent_events,
+    agent_say,
+    call,
+    chat,
+    create,
+    escalate,
+    post_until_served,
+    session_events,
+    streams_open,
+)
+from tests.support.checks import check_strictly_increasing, wire
+from tests.support.processes import REDIS_ON, ServerProcess
+from tests.support.readers import ReconnectingReader
+from tests.support.sse import SSEEvent, SSEStream, open_stream
+from tests.support.wait import gather_in_batches, wait_for
 
 logger = logging.getLogger(__name__)
 
 StartServer = Callable[..., ServerProcess]
-Http = TestClient | aiohttp.ClientSession
 
-CHATBOT = "/chatbot/api"
-WORKBENCH = "/workbench/api"
-# Explicit, so a developer's USE_REDIS_SSE=false in the environment cannot change these tests.
-REDIS_ON = {"USE_REDIS_SSE": "true"}
 QUIET = 0.3
-
-
-# --- requests ------------------------------------------------------------------------------
-
-
-async def call(http: Http, method: str, url: str, body: Any = None, *, status: int = 200) -> Any:
-    """Send ``body`` as JSON; assert the status and return the JSON answer. ``url`` is a path
-    for a TestClient, an absolute URL for a ClientSession."""
-    async with http.request(method, url, json=body) as response:
-        answer = await response.json()
-        assert response.status == status, f"{method} {url} -> {response.status}: {answer}"
-        return answer
-
-
-async def create(http: Http, name: str, base: str = "") -> None:
-    await call(http, "POST", f"{base}{CHATBOT}/sessions", {"session_name": name}, status=201)
-
-
-async def chat(http: Http, name: str, content: str, base: str = "") -> dict[str, Any]:
-    body = {"session_name": name, "content": content}
-    return await call(http, "POST", f"{base}{CHATBOT}/chat", body)  # type: ignore[no-any-return]
-
-
-async def escalate(http: Http, name: str, base: str = "") -> None:
-    body = {"session_name": name, "reason": "resume test"}
-    await call(http, "POST", f"{base}{CHATBOT}/manual/escalate", body)
-
-
-async def act(http: Http, name: str, action: str, agent_id: str, base: str = "") -> None:
-    """takeover / release / close by ``agent_id``."""
-    url = f"{base}{WORKBENCH}/sessions/{name}/{action}"
-    await call(http, "POST", url, {"agent_id": agent_id})
-
-
-async def agent_say(http: Http, name: str, agent_id: str, content: str, base: str = "") -> None:
-    url = f"{base}{WORKBENCH}/sessions/{name}/messages"
-    await call(http, "POST", url, {"agent_id": agent_id, "content": content})
-
-
-async def open_streams(http: Http, base: str = "") -> int:
-    body = await call(http, "GET", f"{base}/health")
-    return int(body["streams"])
-
-
-def session_events(name: str, sub: str = "chatbot") -> str:
-    return f"/{sub}/api/sessions/{name}/events"
-
-
-def agent_events(agent_id: str) -> str:
-    return f"{WORKBENCH}/agents/{agent_id}/events"
 
 
 def resume_request(url: str, last_id: str, form: str) -> tuple[str, dict[str, str] | None]:
@@ -101,118 +61,6 @@ def resume_request(url: str, last_id: str, form: str) -> tuple[str, dict[str, st
     if form == "header":
         return url, {"Last-Event-ID": last_id}
     return f"{url}?last_event_id={quote(last_id, safe='')}", None
-
-
-async def in_batches(calls: list[Callable[[], Awaitable[Any]]], batch: int, timeout: float) -> None:
-    """Run ``calls`` ``batch`` at a time, all within ``timeout`` seconds."""
-    async with asyncio.timeout(timeout):
-        for start in range(0, len(calls), batch):
-            await asyncio.gather(*(make() for make in calls[start : start + batch]))
-
-
-async def wait_for(fetch: Callable[[], Awaitable[Any]], expected: Any, timeout: float) -> Any:
-    """Poll ``fetch`` until it returns ``expected`` (bounded); return the last value seen."""
-    value: Any = None
-    with suppress(TimeoutError):
-        async with asyncio.timeout(timeout):
-            for _ in range(int(timeout / 0.05) + 1):
-                value = await fetch()
-                if value == expected:
-                    break
-                await asyncio.sleep(0.05)
-    return value
-
-
-# --- what a stream saw ---------------------------------------------------------------------
-
-
-def wire(events: list[SSEEvent]) -> list[tuple[str | None, dict[str, Any]]]:
-    """What a client can compare across streams: each event's id and whole envelope."""
-    return [(event.id, event.data) for event in events]
-
-
-def check_strictly_increasing(after: str, events: list[SSEEvent]) -> None:
-    """Every event has an id, the first is past ``after``, each past the one before."""
-    keys = [ids.parse(after)]
-    for event in events:
-        assert event.id is not None and ids.is_event_id(event.id), event
-        keys.append(ids.parse(event.id))
-    bad = [(a, b) for a, b in zip(keys, keys[1:]) if not a < b]
-    assert not bad, f"ids not strictly increasing from {after}: {bad[:5]}"
-
-
-async def drain(stream: SSEStream, quiet: float, limit: int) -> list[SSEEvent]:
-    """Every non-heartbeat event until the stream stays quiet for ``quiet`` seconds (at most
-    ``limit`` events)."""
-    events: list[SSEEvent] = []
-    for _ in range(limit + 1):
-        try:
-            event = await stream.next(quiet)
-        except TimeoutError:
-            return events
-        if event.type != "heartbeat":
-            events.append(event)
-    raise AssertionError(f"more than {limit} events: {wire(events[-3:])}")
-
-
-async def take_all(
-    stream: SSEStream, count: int, timeout: float = DEFAULT_TIMEOUT
-) -> list[SSEEvent]:
-    """``stream.take(count)``, but a stream that ends early fails with how far it got."""
-    events: list[SSEEvent] = []
-    try:
-        async with asyncio.timeout(timeout):
-            while len(events) < count:
-                event = await stream.next(timeout)
-                if event.type != "heartbeat":
-                    events.append(event)
-    except EOFError:
-        raise AssertionError(
-            f"the server ended the stream after {len(events)} of {count} events"
-        ) from None
-    return events
-
-
-class HintedStream(SSEStream):
-    """An SSEStream that also keeps what EventSource keeps: the ``retry:`` reconnection time
-    and the last event ID (which an event without ``id:`` leaves as it was), and the order of
-    events and hints on the wire (``trail``)."""
-
-    def __init__(self, response: aiohttp.ClientResponse, last_event_id: str | None = None) -> None:
-        super().__init__(response)
-        self.retry_ms: int | None = None
-        self.last_event_id = last_event_id
-        self.trail: list[str] = []
-
-    async def next(self, timeout: float = DEFAULT_TIMEOUT) -> SSEEvent:
-        frame_id: str | None = None
-        data_lines: list[str] = []
-        async with asyncio.timeout(timeout):
-            while True:
-                raw = await self.response.content.readline()
-                if not raw:
-                    raise EOFError("stream ended")
-                line = raw.decode().rstrip("\r\n")
-                if not line:
-                    if frame_id is not None:
-                        self.last_event_id = frame_id
-                    if data_lines:
-                        self.trail.append(f"event {frame_id}")
-                        return SSEEvent(frame_id, json.loads("\n".join(data_lines)))
-                    frame_id = None
-                    continue
-                if line.startswith(":"):
-                    self.comments.append(line)
-                    continue
-                field, _, value = line.partition(":")
-                value = value.removeprefix(" ")
-                if field == "id":
-                    frame_id = value
-                elif field == "data":
-                    data_lines.append(value)
-                elif field == "retry" and value.isascii() and value.isdigit():
-                    self.retry_ms = int(value)
-                    self.trail.append(f"retry {value}")
 
 
 # --- 1. session streams --------------------------------------------------------------------
@@ -367,20 +215,21 @@ async def test_resume_older_than_the_history(
         async with open_stream(client, session_events(name)) as (_, connected):
             position = connected.id
         assert position is not None
-        await in_batches(
-            [
-                (lambda i=i: agent_say(client, name, agent, f"m{i}"))  # type: ignore[misc]
-                for i in range(count)
-            ],
-            batch=25, timeout=30,
-        )
+        async with asyncio.timeout(30):
+            await gather_in_batches(
+                [
+                    (lambda i=i: agent_say(client, name, agent, f"m{i}"))  # type: ignore[misc]
+                    for i in range(count)
+                ],
+                batch=25, timeout=30,
+            )
         published = await watch.take(count, timeout=15)
 
         async with open_stream(
             client, session_events(name), headers={"Last-Event-ID": position}
         ) as (resumed, again):
             assert again.payload["recovered"] is False, again
-            left = await drain(resumed, 0.5, count)
+            left = await resumed.drain(0.5, limit=count, timeout=15)
             assert left, "nothing of the history arrived"
             assert wire(left) == wire(published[-len(left) :]), "not the tail of the history"
             if backend == "memory":
@@ -455,15 +304,15 @@ async def test_resume_on_the_other_process(server_process: StartServer, redis_ur
     workbench = server_process("--workbench", "--redis-url", redis_url, env=REDIS_ON)
     name, bot = "cross-resume", chatbot.url
     async with aiohttp.ClientSession() as http:
-        await create(http, name, bot)
+        await create(http, name, base=bot)
         async with open_stream(http, bot + session_events(name)) as (watch, _):
             url = workbench.url + session_events(name, "workbench")
             async with open_stream(http, url) as (stream, _):
-                await chat(http, name, "hello", bot)
+                await chat(http, name, "hello", base=bot)
                 seen = await stream.take(2)
-            await chat(http, name, "what are your opening hours?", bot)
-            await escalate(http, name, bot)
-            await chat(http, name, "still waiting", bot)
+            await chat(http, name, "what are your opening hours?", base=bot)
+            await escalate(http, name, base=bot)
+            await chat(http, name, "still waiting", base=bot)
             everything = await watch.take(2 + 4)
             assert wire(everything[:2]) == wire(seen)
             missed = everything[2:]
@@ -478,7 +327,7 @@ async def test_resume_on_the_other_process(server_process: StartServer, redis_ur
                 replay = await resumed.take(len(missed))
                 assert wire(replay) == wire(missed)
                 await resumed.assert_quiet(QUIET)
-                await chat(http, name, "anyone?", bot)
+                await chat(http, name, "anyone?", base=bot)
                 live, watched = await resumed.take(1), await watch.take(1)
                 assert wire(live) == wire(watched)
                 check_strictly_increasing(last, [*replay, *live])
@@ -506,17 +355,17 @@ async def test_slow_consumer_is_cut_off_and_resumes(
     received: dict[int, float] = {}
 
     async with aiohttp.ClientSession() as http, aiohttp.ClientSession() as slow_http:
-        await create(http, name, base)
-        await act(http, name, "takeover", agent, base)
+        await create(http, name, base=base)
+        await act(http, name, "takeover", agent, base=base)
         url = base + session_events(name)
         async with (
             open_stream(http, url) as (fast, _),
             slow_http.get(url, timeout=aiohttp.ClientTimeout(total=None)) as slow_response,
         ):
-            slow = HintedStream(slow_response)
+            slow = SSEStream(slow_response)
             slow_connected = await slow.next()
             assert slow_connected.type == "connected", slow_connected
-            assert await open_streams(http, base) == 2
+            assert await streams_open(http, base) == 2
             fast_events: list[SSEEvent] = []
 
             async def read_fast(count: int) -> None:
@@ -536,12 +385,12 @@ async def test_slow_consumer_is_cut_off_and_resumes(
                     while published < max_events:
                         for i in range(published, published + batch):
                             sent[i] = time.monotonic()
-                            await agent_say(http, name, agent, f"{i:05d}:{filler}", base)
+                            await agent_say(http, name, agent, f"{i:05d}:{filler}", base=base)
                         published += batch
                         if "slow consumer cut off" in process.log():
                             for i in range(published, published + batch):
                                 sent[i] = time.monotonic()
-                                await agent_say(http, name, agent, f"{i:05d}:{filler}", base)
+                                await agent_say(http, name, agent, f"{i:05d}:{filler}", base=base)
                             published += batch
                             break
                     async with asyncio.timeout(10):
@@ -571,7 +420,7 @@ async def test_slow_consumer_is_cut_off_and_resumes(
             assert got == list(range(len(got))), "the slow client's events are not a prefix"
             assert len(got) < published
             assert wire(slow_events) == wire(fast_events[: len(slow_events)])
-            assert await wait_for(lambda: open_streams(http, base), 1, 5) == 1
+            assert await wait_for(lambda: streams_open(http, base), 1, timeout=5) == 1
 
             logger.info(
                 "slow consumer: %d events of 4,000 characters (16 kB) published; fast client "
@@ -588,7 +437,7 @@ async def test_slow_consumer_is_cut_off_and_resumes(
             resumed, again
         ):
             assert again.payload["recovered"] is True, again
-            rest = await take_all(resumed, missed, timeout=10)
+            rest = await resumed.take(missed, timeout=10)
             assert wire(rest) == wire(fast_events[len(slow_events) :])
             await resumed.assert_quiet(QUIET)
     logger.info("slow consumer: %d events received after resuming", len(rest))
@@ -611,89 +460,12 @@ async def test_resume_of_more_events_than_the_queue_holds(
     headers = {"Last-Event-ID": position}
     async with open_stream(client, session_events(name), headers=headers) as (resumed, again):
         assert again.payload["recovered"] is True, again
-        replay = await take_all(resumed, count)
+        replay = await resumed.take(count)
         assert [e.payload["message"]["content"] for e in replay] == [f"m{i}" for i in range(count)]
         check_strictly_increasing(position, replay)
 
 
 # --- 8. an EventSource-like reader across a server restart -----------------------------------
-
-
-class ReconnectingReader:
-    """Reads a stream the way EventSource does: after EOF or a connection error it waits the
-    last ``retry:`` hint and reconnects with ``Last-Event-ID``. Bounded in attempts; a read
-    silent for ``read_timeout`` counts as a dead connection (the server sends heartbeats)."""
-
-    def __init__(
-        self, http: aiohttp.ClientSession, url: str, *, max_attempts: int = 20,
-        read_timeout: float = 5.0, retry_ms: int = 300,
-    ) -> None:
-        self.http = http
-        self.url = url
-        self.max_attempts = max_attempts
-        self.read_timeout = read_timeout
-        self.retry_ms = retry_ms
-        self.last_event_id: str | None = None
-        self.events: list[SSEEvent] = []
-        self.connected: list[tuple[str | None, SSEEvent]] = []  # (id sent, connected event)
-        self.endings: list[str] = []
-        self.hints: list[int] = []
-        self.per_connection: list[int] = []  # events read on each connection
-
-    async def run(self) -> None:
-        """Read until cancelled; fails after ``max_attempts`` connections."""
-        for _ in range(self.max_attempts):
-            sent = self.last_event_id
-            headers = {"Last-Event-ID": sent} if sent is not None else None
-            stream: HintedStream | None = None
-            before = len(self.events)
-            try:
-                async with self.http.get(
-                    self.url, headers=headers,
-                    timeout=aiohttp.ClientTimeout(total=None, sock_connect=2),
-                ) as response:
-                    # EventSource gives up for good on anything but a 200 event stream.
-                    assert response.status == 200, (response.status, await response.text())
-                    stream = HintedStream(response, sent)
-                    while True:
-                        event = await stream.next(self.read_timeout)
-                        self.last_event_id = stream.last_event_id
-                        if event.type == "connected":
-                            self.connected.append((sent, event))
-                        elif event.type != "heartbeat":
-                            self.events.append(event)
-            except EOFError:
-                self.endings.append("eof")
-            except (aiohttp.ClientError, ConnectionError, TimeoutError) as exc:
-                self.endings.append(type(exc).__name__)
-            if stream is not None:
-                self.per_connection.append(len(self.events) - before)
-            if stream is not None and stream.retry_ms is not None:
-                self.retry_ms = stream.retry_ms
-                self.hints.append(stream.retry_ms)
-            await asyncio.sleep(self.retry_ms / 1000)
-        raise AssertionError(f"gave up after {self.max_attempts} connections: {self.endings}")
-
-    def messages(self) -> list[dict[str, Any]]:
-        return [e.payload["message"] for e in self.events if e.type == "new_message"]
-
-
-async def post_until_served(
-    http: aiohttp.ClientSession, url: str, body: dict[str, Any], timeout: float = 20.0
-) -> dict[str, Any]:
-    """POST, retrying while the server is away (connection refused or dropped, 503)."""
-    async with asyncio.timeout(timeout):
-        for _ in range(400):
-            try:
-                async with http.post(url, json=body) as response:
-                    if response.status != 503:
-                        answer = await response.json()
-                        assert response.status == 200, (response.status, answer)
-                        return answer  # type: ignore[no-any-return]
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"POST {url} never served")
 
 
 def restart(process: ServerProcess) -> tuple[int | None, float]:
@@ -719,7 +491,7 @@ async def test_eventsource_reader_loses_nothing_across_a_server_restart(
     async with aiohttp.ClientSession() as stream_http, aiohttp.ClientSession(
         connector=connector
     ) as post_http:
-        await create(post_http, name, base)
+        await create(post_http, name, base=base)
         reader = ReconnectingReader(stream_http, base + session_events(name))
         reading = asyncio.create_task(reader.run())
         restarting: asyncio.Task[tuple[int | None, float]] | None = None
@@ -731,7 +503,8 @@ async def test_eventsource_reader_loses_nothing_across_a_server_restart(
                     if i == restart_after:
                         restarting = asyncio.create_task(asyncio.to_thread(restart, process))
                     body = {"session_name": name, "content": content}
-                    await post_until_served(post_http, f"{base}{CHATBOT}/chat", body)
+                    await post_until_served(post_http, f"{base}{CHATBOT}/chat", body, timeout=20.0,
+                                            while_away=True)
                     if i % 3 == 2:
                         await asyncio.sleep(0.1)
                 assert restarting is not None

@@ -4,7 +4,7 @@ and it recovers), the message length limit, and the settings that configure them
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -14,10 +14,20 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from app.process.settings import Settings, load_settings
-from tests.sse import SSEStream, open_stream
+from tests.support.api import (
+    CHATBOT,
+    WORKBENCH,
+    Reply,
+    call,
+    create,
+    exchange,
+    session_events,
+    streams_open,
+    transcript,
+    until_streams_open,
+)
+from tests.support.sse import SSEStream, open_stream
 
-CHATBOT = "/chatbot/api"
-WORKBENCH = "/workbench/api"
 APP_ORIGIN = "https://app.example"
 EVIL_ORIGIN = "https://evil.example"
 MAX_BODY = 64 * 1024
@@ -33,58 +43,8 @@ MakeClient = Callable[..., Any]
 
 # --- helpers -----------------------------------------------------------------------------------
 
-async def call(
-    client: TestClient,
-    method: str,
-    path: str,
-    body: Any = None,
-    *,
-    status: int,
-    headers: Mapping[str, str] | None = None,
-) -> tuple[aiohttp.ClientResponse, Any]:
-    """Send ``body`` as JSON (none when None); assert the status and a JSON reply, in bounded
-    time (an event stream opened by mistake fails the test instead of hanging it)."""
-    async with asyncio.timeout(REQUEST_DEADLINE):
-        async with client.request(method, path, json=body, headers=headers) as response:
-            assert response.status == status, (
-                f"{method} {path} -> {response.status}, wanted {status}"
-            )
-            assert response.content_type == "application/json", (
-                method, path, dict(response.headers)
-            )
-            return response, await response.json()
 
-
-async def create(client: TestClient, name: str) -> None:
-    await call(client, "POST", f"{CHATBOT}/sessions", {"session_name": name}, status=201)
-
-
-async def transcript(client: TestClient, name: str) -> list[dict[str, Any]]:
-    _, body = await call(client, "GET", f"{CHATBOT}/sessions/{name}/messages", status=200)
-    return body["messages"]  # type: ignore[no-any-return]
-
-
-async def open_streams_count(client: TestClient) -> int:
-    _, body = await call(client, "GET", "/health", status=200)
-    return body["streams"]  # type: ignore[no-any-return]
-
-
-async def wait_for_streams(client: TestClient, wanted: int) -> None:
-    """Poll /health (bounded) until it counts ``wanted`` open streams."""
-    count = -1
-    try:
-        async with asyncio.timeout(RELEASE_DEADLINE):
-            while (count := await open_streams_count(client)) != wanted:
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(f"/health still counts {count} streams, wanted {wanted}") from None
-
-
-def session_events(name: str) -> str:
-    return f"{CHATBOT}/sessions/{name}/events"
-
-
-def cors_headers(response: aiohttp.ClientResponse) -> dict[str, str]:
+def cors_headers(response: Reply | aiohttp.ClientResponse) -> dict[str, str]:
     """Every Access-Control-* header of ``response`` (lower-cased names)."""
     return {
         name.lower(): value
@@ -98,7 +58,7 @@ def header_list(value: str | None) -> set[str]:
     return {item.strip().lower() for item in (value or "").split(",") if item.strip()}
 
 
-def assert_json_headers(response: aiohttp.ClientResponse, what: str) -> None:
+def assert_json_headers(response: Reply | aiohttp.ClientResponse, what: str) -> None:
     assert response.headers.get("X-Content-Type-Options") == "nosniff", what
     assert response.headers.get("Cache-Control") == "no-store", what
 
@@ -192,9 +152,9 @@ async def test_cors_closed_by_default(client: TestClient) -> None:
         assert response.headers.get("X-Content-Type-Options") == "nosniff"
 
     origin = {"Origin": EVIL_ORIGIN}
-    response, _ = await call(client, "GET", f"{CHATBOT}/sessions/closed", status=200, headers=origin)
+    response = await exchange(client, "GET", f"{CHATBOT}/sessions/closed", status=200, headers=origin)
     assert cors_headers(response) == {}
-    response, _ = await call(
+    response = await exchange(
         client, "POST", f"{CHATBOT}/chat", {"session_name": "closed", "content": "hi"},
         status=200, headers=origin,
     )
@@ -246,18 +206,18 @@ async def test_cors_actual_requests_for_configured_origin(
     await create(client, "open")
     origin = {"Origin": APP_ORIGIN}
 
-    response, _ = await call(client, "GET", f"{CHATBOT}/sessions/open", status=200, headers=origin)
+    response = await exchange(client, "GET", f"{CHATBOT}/sessions/open", status=200, headers=origin)
     assert response.headers.get("Access-Control-Allow-Origin") == APP_ORIGIN
     assert "retry-after" in header_list(response.headers.get("Access-Control-Expose-Headers"))
     assert_json_headers(response, "GET session with Origin")
 
-    response, _ = await call(
+    response = await exchange(
         client, "POST", f"{CHATBOT}/chat", {"session_name": "open", "content": "hi"},
         status=200, headers=origin,
     )
     assert response.headers.get("Access-Control-Allow-Origin") == APP_ORIGIN
 
-    response, _ = await call(client, "GET", f"{CHATBOT}/sessions/ghost", status=404, headers=origin)
+    response = await exchange(client, "GET", f"{CHATBOT}/sessions/ghost", status=404, headers=origin)
     assert response.headers.get("Access-Control-Allow-Origin") == APP_ORIGIN
 
     for path in (session_events("open"), f"{WORKBENCH}/agents/a1/events"):
@@ -275,7 +235,7 @@ async def test_cors_other_origin_still_refused(make_client: MakeClient, settings
         response = await preflight(client, path, EVIL_ORIGIN, method, "content-type")
         assert cors_headers(response) == {}, (path, dict(response.headers))
     origin = {"Origin": EVIL_ORIGIN}
-    response, _ = await call(client, "GET", f"{CHATBOT}/sessions/open", status=200, headers=origin)
+    response = await exchange(client, "GET", f"{CHATBOT}/sessions/open", status=200, headers=origin)
     assert "Access-Control-Allow-Origin" not in response.headers
     async with open_stream(client, session_events("open"), headers=origin) as (stream, _):
         assert "Access-Control-Allow-Origin" not in stream.response.headers
@@ -288,7 +248,8 @@ async def test_cors_other_origin_still_refused(make_client: MakeClient, settings
 # --- 4. max_streams ----------------------------------------------------------------------------
 
 async def expect_too_many_streams(client: TestClient, path: str) -> None:
-    response, body = await call(client, "GET", path, status=503)
+    response = await exchange(client, "GET", path, status=503)
+    body = response.body
     assert body["error"]["code"] == "too_many_streams", body
     assert isinstance(body["error"]["message"], str) and body["error"]["message"]
     retry_after = response.headers.get("Retry-After")
@@ -314,21 +275,21 @@ async def test_max_streams_refuses_and_recovers(
         for _ in range(2):
             await stack.enter_async_context(open_stream(client, session_events("lim")))
         async with open_stream(client, f"{WORKBENCH}/agents/a1/events"):
-            assert await open_streams_count(client) == 3
+            assert await streams_open(client) == 3
             for path in (
                 session_events("lim"),
                 f"{WORKBENCH}/sessions/lim/events",
                 f"{WORKBENCH}/agents/a2/events",
             ):
                 await expect_too_many_streams(client, path)
-            assert await open_streams_count(client) == 3
+            assert await streams_open(client) == 3
             # The refused agent stream never subscribed its own channel (a1's open one did).
             assert await subscribers("sse:agent:a1") == (1 if backend == "redis" else 0)
             assert await subscribers("sse:agent:a2") == 0
-        await wait_for_streams(client, 2)
+        await until_streams_open(client, 2, timeout=RELEASE_DEADLINE)
         async with open_stream(client, session_events("lim")) as (stream, connected):
             assert connected.payload["session_name"] == "lim"
-            assert await open_streams_count(client) == 3
+            assert await streams_open(client) == 3
             await expect_too_many_streams(client, session_events("lim"))
             # The recovered stream is live: it sees what is published now.
             await call(
@@ -337,7 +298,7 @@ async def test_max_streams_refuses_and_recovers(
             )
             event = await stream.next_of("new_message")
             assert event.payload["message"]["content"] == "hello"
-    await wait_for_streams(client, 0)
+    await until_streams_open(client, 0, timeout=RELEASE_DEADLINE)
 
 
 async def test_max_streams_holds_under_a_burst(make_client: MakeClient, settings: Settings) -> None:
@@ -356,11 +317,11 @@ async def test_max_streams_holds_under_a_burst(make_client: MakeClient, settings
                 assert (await SSEStream(response).next()).type == "connected"
         statuses = Counter(r.status for r in responses)
         assert statuses == {200: 3, 503: 7}, f"statuses of 10 concurrent opens: {statuses}"
-        assert await open_streams_count(client) == 3
+        assert await streams_open(client) == 3
     finally:
         for response in responses:
             response.close()
-    await wait_for_streams(client, 0)
+    await until_streams_open(client, 0, timeout=RELEASE_DEADLINE)
 
 
 # --- 5. max_message ----------------------------------------------------------------------------
@@ -380,7 +341,7 @@ async def test_max_message_on_chat(
     client = await make_client(settings, max_message=10)
     await create(client, "mm")
     async with open_stream(client, session_events("mm")) as (stream, _):
-        _, body = await call(
+        body = await call(
             client, "POST", f"{CHATBOT}/chat", {"session_name": "mm", "content": char * 10},
             status=200,
         )
@@ -390,18 +351,18 @@ async def test_max_message_on_chat(
         before = await transcript(client, "mm")
         assert len(before) == 2
 
-        _, body = await call(
+        body = await call(
             client, "POST", f"{CHATBOT}/chat", {"session_name": "mm", "content": char * 11},
             status=400,
         )
         assert_content_too_long(body)
         await stream.assert_quiet(QUIET)
         assert await transcript(client, "mm") == before
-        _, session = await call(client, "GET", f"{CHATBOT}/sessions/mm", status=200)
+        session = await call(client, "GET", f"{CHATBOT}/sessions/mm", status=200)
         assert session["status"] == "bot_active"
 
     # A refused chat does not create the session it names either.
-    _, body = await call(
+    body = await call(
         client, "POST", f"{CHATBOT}/chat", {"session_name": "mm-new", "content": char * 11},
         status=400,
     )
@@ -423,19 +384,19 @@ async def test_max_message_on_agent_message(make_client: MakeClient, settings: S
         open_stream(client, session_events("mma")) as (session_stream, _),
         open_stream(client, f"{WORKBENCH}/agents/a1/events") as (agent_stream, _),
     ):
-        _, body = await call(client, "POST", path, {"agent_id": "a1", "content": "y" * 10}, status=200)
+        body = await call(client, "POST", path, {"agent_id": "a1", "content": "y" * 10}, status=200)
         assert body["message"]["content"] == "y" * 10
         event = await session_stream.next_of("new_message")
         assert event.payload["message"]["role"] == "agent"
         before = await transcript(client, "mma")
 
-        _, body = await call(client, "POST", path, {"agent_id": "a1", "content": "y" * 11}, status=400)
+        body = await call(client, "POST", path, {"agent_id": "a1", "content": "y" * 11}, status=400)
         assert_content_too_long(body)
         await asyncio.gather(session_stream.assert_quiet(QUIET), agent_stream.assert_quiet(QUIET))
         assert await transcript(client, "mma") == before
 
         # The customer's side obeys the same limit while an agent holds the session.
-        _, body = await call(
+        body = await call(
             client, "POST", f"{CHATBOT}/chat", {"session_name": "mma", "content": "z" * 11},
             status=400,
         )
@@ -533,7 +494,7 @@ async def test_configured_settings_reach_the_app(make_client: MakeClient, settin
     client = await make_client(
         settings, max_message=loaded.max_message, cors_origins=loaded.cors_origins
     )
-    _, body = await call(
+    body = await call(
         client, "POST", f"{CHATBOT}/chat", {"session_name": "cfg", "content": "123456"}, status=400
     )
     assert_content_too_long(body)

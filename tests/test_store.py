@@ -25,18 +25,16 @@ from app.domain.store import (
 from app.domain.store import rules
 from app.domain.store.base import TRANSCRIPT_LIMIT
 from app.domain.store.redis_store import messages_key, session_key
-from tests.processes import free_port
+from tests.support.api import STATUSES
+from tests.support.processes import free_port
+from tests.support.store import CONCURRENCY, HOLDER, OTHER, assert_one_winner, status_sets_holding
 
-STATUSES = ("bot_active", "waiting_agent", "agent_active", "closed")
 ACTIONS = ("escalate", "takeover", "release", "close")
-HOLDER = "alice"  # the agent that holds the session when it starts in agent_active
-OTHER = "bob"  # an agent that does not hold it
 ACTORS: tuple[str | None, ...] = (HOLDER, OTHER, None)
 SESSION_KEYS = {
     "session_name", "status", "agent_id", "created_at", "updated_at", "escalation_reason"
 }
 MESSAGE_KEYS = {"id", "role", "content", "agent_id", "created_at"}
-CONCURRENCY = 20
 OUTAGE_BOUND = 5.0  # docs/api.md: a store outage answers 503 within 5 s
 
 
@@ -118,11 +116,6 @@ async def put_in(store: SessionStore, name: str, status: str) -> None:
     elif status == "closed":
         await store.apply(name, "close")
     assert (await store.get(name))["status"] == status
-
-
-async def status_sets_holding(redis: Redis, name: str) -> list[str]:
-    """The statuses whose ``status:{status}`` set holds ``name``."""
-    return [s for s in STATUSES if await redis.sismember(f"status:{s}", name)]
 
 
 async def assert_consistent(h: Harness, name: str) -> None:
@@ -606,20 +599,6 @@ async def test_redis_store_reads_what_another_store_wrote(
 
 # --------------------------------------------------------------------------------------------
 # Redis only: atomic transitions under contention
-
-
-def assert_one_winner(results: list[object], agents: list[str]) -> str:
-    """Exactly one takeover changed the session; every other one raised TransitionRefused."""
-    winners = [
-        agent for agent, r in zip(agents, results, strict=True)
-        if isinstance(r, Transition) and r.changed
-    ]
-    refused = [r for r in results if isinstance(r, TransitionRefused)]
-    others = [r for r in results if not isinstance(r, (Transition, TransitionRefused))]
-    assert others == []
-    assert len(winners) == 1, results
-    assert len(refused) == len(agents) - 1
-    return winners[0]
 
 
 @pytest.mark.parametrize("start", ["bot_active", "waiting_agent"])

@@ -4,37 +4,30 @@ Against a split deployment on a real Redis (and on the Redis Cluster), with real
 the counts are of processes (Redis counts pub/sub connections, one per process), the
 customer's presence is seen from the other process, and it goes when the customer leaves."""
 
-import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.processes import ServerProcess, free_port
-from tests.sse import open_stream
-from tests.test_resume import CHATBOT, REDIS_ON, WORKBENCH, call, chat, create
+from tests.support.api import CHATBOT, WORKBENCH, call, chat, create
+from tests.support.processes import REDIS_ON, ServerProcess, free_port
+from tests.support.sse import open_stream
+from tests.support import wait
 
 SETTLE = 5.0  # longest wait for a subscription change to show in Redis
 
 StartServer = Callable[..., ServerProcess]
 
+# ``await until(read, done)``: the stream health ``read`` gives once ``done`` holds for it.
+until = partial(wait.until, timeout=SETTLE, what="stream health")
+
 
 async def health_of(http: Any, name: str, base: str = "") -> dict[str, Any]:
     return await call(http, "GET", f"{base}{WORKBENCH}/sessions/{name}/stream")  # type: ignore[no-any-return]
-
-
-async def until(
-    read: Callable[[], Awaitable[dict[str, Any]]], done: Callable[[dict[str, Any]], bool]
-) -> dict[str, Any]:
-    deadline = time.monotonic() + SETTLE
-    while True:
-        body = await read()
-        if done(body) or time.monotonic() > deadline:
-            return body
-        await asyncio.sleep(0.05)
 
 
 async def test_in_one_process(client: TestClient, backend: str) -> None:
@@ -73,8 +66,8 @@ async def test_while_redis_is_away_answers_for_this_process(server_process: Star
     nowhere = f"redis://127.0.0.1:{free_port()}/0"
     base = server_process("--redis-url", nowhere, env=REDIS_ON).url
     async with aiohttp.ClientSession() as http:
-        await create(http, "away", base)
-        await chat(http, "away", "hello", base)
+        await create(http, "away", base=base)
+        await chat(http, "away", "hello", base=base)
         alone = await health_of(http, "away", base)
         assert alone == {"session_name": "away", "subscribed_processes": 0,
                          "streams_in_this_process": 0, "customer_connected": False,
@@ -107,7 +100,7 @@ async def check_split_deployment(server_process: StartServer, url: str) -> None:
     go; both processes holding streams count as two."""
     customer_side, agent_side = await split_deployment(server_process, url)
     async with aiohttp.ClientSession() as http:
-        await create(http, "split", customer_side)
+        await create(http, "split", base=customer_side)
         read = lambda: health_of(http, "split", agent_side)  # noqa: E731
         assert (await read())["customer_connected"] is False
         async with open_stream(http, f"{customer_side}{CHATBOT}/sessions/split/events"):
@@ -117,7 +110,7 @@ async def check_split_deployment(server_process: StartServer, url: str) -> None:
             async with open_stream(http, f"{agent_side}{WORKBENCH}/sessions/split/events"):
                 two = await until(read, lambda b: b["subscribed_processes"] == 2)
                 assert two["subscribed_processes"] == 2 and two["streams_in_this_process"] == 1
-                await chat(http, "split", "anyone?", customer_side)
+                await chat(http, "split", "anyone?", base=customer_side)
                 fresh = await until(read, lambda b: b["last_event"] is not None)
                 assert fresh["last_event"] is not None
         left = await until(read, lambda b: not b["customer_connected"] and b["subscribed_processes"] == 0)

@@ -8,9 +8,9 @@ import aiohttp
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
-from tests.processes import ServerProcess
-from tests.sse import SSEEvent, SSEStream, open_stream
-from tests.test_resume import CHATBOT, REDIS_ON, WORKBENCH, act, call, chat, create, escalate
+from tests.support.api import CHATBOT, WORKBENCH, act, call, chat, create, escalate
+from tests.support.processes import REDIS_ON, ServerProcess
+from tests.support.sse import SSEEvent, SSEStream, open_stream
 
 SUPERVISOR = f"{WORKBENCH}/events"
 StartServer = Callable[..., ServerProcess]
@@ -105,10 +105,10 @@ async def test_split_deployment_one_pattern_subscription(
     async with aiohttp.ClientSession() as http:
         async with open_stream(http, workbench.url + SUPERVISOR) as (board, _), \
                 open_stream(http, workbench.url + SUPERVISOR) as (second, _):
-            await create(http, "split", chatbot.url)
-            await chat(http, "split", "hello", chatbot.url)
+            await create(http, "split", base=chatbot.url)
+            await chat(http, "split", "hello", base=chatbot.url)
             # ... and what happens on the workbench process (the takeover, the agent's words).
-            await act(http, "split", "takeover", "alice", workbench.url)
+            await act(http, "split", "takeover", "alice", base=workbench.url)
             await call(http, "POST", f"{workbench.url}{WORKBENCH}/sessions/split/messages",
                        {"agent_id": "alice", "content": "Alice here"})
             for stream in (board, second):
@@ -132,8 +132,8 @@ async def test_on_a_cluster_through_the_feed(server_process: StartServer, cluste
         async with open_stream(http, workbench.url + SUPERVISOR) as (board, _):
             names = ["feed-1", "feed-2", "feed-3"]
             for name in names:
-                await create(http, name, chatbot.url)
-                await chat(http, name, "hello", chatbot.url)
+                await create(http, name, base=chatbot.url)
+                await chat(http, name, "hello", base=chatbot.url)
             events = await take_sessions_events(board, 6)
             assert [session_of(e) for e in events] == [n for n in names for _ in (0, 1)]
             seen = events[1].id

@@ -23,14 +23,15 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from tests.processes import ServerProcess
-from tests.sse import SSEStream, open_stream
+from tests.support.api import call, chat, create
+from tests.support.processes import REDIS_ON, ServerProcess
+from tests.support.sse import SSEStream, open_stream
+from tests.support.wait import eventually
 
 pytestmark = pytest.mark.timeout(60)
 
 StartServer = Callable[..., ServerProcess]
 
-REDIS_ON = {"USE_REDIS_SSE": "true"}
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=5)
 HEALTH_TRIES = 100  # new connections until both workers answered (each one 1 in 2)
 MAX_STREAMS = 16  # streams opened until both workers hold one of the session
@@ -65,17 +66,6 @@ def alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 
-async def wait_until(check: Callable[[], object], timeout: float = WAIT) -> object:
-    """Poll ``check`` until it returns something true (bounded); return the last value."""
-    value: object = None
-    for _ in range(int(timeout / 0.05)):
-        value = check()
-        if value:
-            return value
-        await asyncio.sleep(0.05)
-    return value
-
-
 async def health_pid(http: aiohttp.ClientSession, url: str) -> int:
     async with http.get(f"{url}/health") as response:
         assert response.status == 200, response.status
@@ -98,14 +88,14 @@ async def worker_pids(server: ServerProcess, count: int = 2, without: int | None
     """The supervisor's ``count`` workers, once it has that many (none of them ``without``)
     and all have listened: /health answering (ServerProcess.start) means one did."""
     assert server.process is not None
-    assert await wait_until(lambda: f"all {count} workers are serving" in server.log()), server.log()
+    assert await eventually(lambda: f"all {count} workers are serving" in server.log(), timeout=WAIT), server.log()
     supervisor = server.process.pid
 
     def complete() -> set[int] | None:
         pids = child_pids(supervisor)
         return pids if len(pids) == count and without not in pids else None
 
-    pids = await wait_until(complete)
+    pids = await eventually(complete, timeout=WAIT)
     assert isinstance(pids, set), (child_pids(supervisor), server.log())
     return pids
 
@@ -113,23 +103,6 @@ async def worker_pids(server: ServerProcess, count: int = 2, without: int | None
 async def numsub(redis: Redis, channel: str) -> int:
     [(_, count)] = await redis.pubsub_numsub(channel)
     return int(count)
-
-
-async def post_json(
-    http: aiohttp.ClientSession, url: str, body: dict[str, object], status: int = 200
-) -> dict[str, object]:
-    async with http.post(url, json=body) as response:
-        answer = await response.json()
-        assert response.status == status, (url, response.status, answer)
-        return answer  # type: ignore[no-any-return]
-
-
-def run_briefly(server: ServerProcess, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
-    """Run ``server``'s command line to its end (it is expected to refuse or fail)."""
-    return subprocess.run(
-        server.args, cwd=Path(__file__).resolve().parent.parent, env=server.env,
-        capture_output=True, text=True, timeout=timeout, check=False,
-    )
 
 
 def port_is_free(port: int) -> bool:
@@ -170,7 +143,7 @@ async def test_two_workers_share_the_port_and_every_stream_gets_the_event(
     async with fresh_connections() as http, contextlib.AsyncExitStack() as stack:
         assert await pids_answering(http, server.url, workers) == workers
 
-        await post_json(http, f"{server.url}/chatbot/api/sessions", {"session_name": name}, 201)
+        await call(http, "POST", f"{server.url}/chatbot/api/sessions", {"session_name": name}, status=201)
         streams: list[SSEStream] = []
         for _ in range(MAX_STREAMS):
             stream, connected = await stack.enter_async_context(
@@ -183,11 +156,11 @@ async def test_two_workers_share_the_port_and_every_stream_gets_the_event(
         # One pub/sub subscription per worker holding a stream of the session: both do.
         assert await numsub(redis, channel) == 2, (len(streams), server.log())
 
-        await post_json(
-            http, f"{server.url}/workbench/api/sessions/{name}/takeover", {"agent_id": agent}
+        await call(
+            http, "POST", f"{server.url}/workbench/api/sessions/{name}/takeover", {"agent_id": agent}
         )
-        sent = await post_json(
-            http, f"{server.url}/workbench/api/sessions/{name}/messages",
+        sent = await call(
+            http, "POST", f"{server.url}/workbench/api/sessions/{name}/messages",
             {"agent_id": agent, "content": "Hello from either worker."},
         )
         for stream in streams:
@@ -211,7 +184,7 @@ async def test_sigterm_stops_every_worker_and_frees_the_port(
     workers = await worker_pids(server)
     assert server.process is not None
     async with fresh_connections() as http:
-        await post_json(http, f"{server.url}/chatbot/api/sessions", {"session_name": "bye"}, 201)
+        await call(http, "POST", f"{server.url}/chatbot/api/sessions", {"session_name": "bye"}, status=201)
         async with open_stream(http, f"{server.url}/chatbot/api/sessions/bye/events") as (
             stream, _connected
         ):
@@ -239,9 +212,9 @@ async def test_workers_die_with_a_killed_supervisor(
     assert server.process is not None
     server.process.kill()
     assert await stopped(server, 5.0) == -signal.SIGKILL
-    gone = await wait_until(lambda: not any(alive(pid) for pid in workers))
+    gone = await eventually(lambda: not any(alive(pid) for pid in workers), timeout=WAIT)
     assert gone, (workers, server.log())
-    assert await wait_until(lambda: port_is_free(server.port)), server.log()
+    assert await eventually(lambda: port_is_free(server.port), timeout=WAIT), server.log()
 
 
 # --- 3. restarting ------------------------------------------------------------------------------
@@ -278,14 +251,14 @@ async def test_a_worker_that_keeps_dying_makes_the_supervisor_give_up(
     assert server.process is not None
     killed: set[int] = set()
     for _ in range(5):
-        victims = await wait_until(lambda: child_pids(server.process.pid) - killed)  # type: ignore[union-attr]
+        victims = await eventually(lambda: child_pids(server.process.pid) - killed, timeout=WAIT)  # type: ignore[union-attr]
         assert victims, server.log()
         victim = min(victims)  # type: ignore[type-var]
         os.kill(victim, signal.SIGKILL)
         killed.add(victim)
     assert await stopped(server, WAIT) == 1, server.log()
     assert "giving up" in server.log()
-    assert await wait_until(lambda: port_is_free(server.port)), server.log()
+    assert await eventually(lambda: port_is_free(server.port), timeout=WAIT), server.log()
 
 
 # --- 4. refusals and failed starts -------------------------------------------------------------
@@ -294,7 +267,7 @@ async def test_a_worker_that_keeps_dying_makes_the_supervisor_give_up(
 def test_workers_without_redis_are_refused(tmp_path: Path) -> None:
     """--workers 2 --no-redis: events could not cross workers; status 2 and why."""
     server = ServerProcess(["--workers", "2", "--no-redis"], env=None, log_dir=tmp_path)
-    done = run_briefly(server)
+    done = server.run()
     assert done.returncode == 2, done
     assert "--workers needs Redis" in done.stderr, done.stderr
 
@@ -306,7 +279,7 @@ def test_first_start_failure_ends_with_the_workers_status(tmp_path: Path, redis_
         ["--workers", "2", "--redis-url", redis_url],
         env={**REDIS_ON, "SWITCHBOARD_INSECURE": "", "SWITCHBOARD_SECRET": ""}, log_dir=tmp_path,
     )
-    done = run_briefly(server)
+    done = server.run()
     output = done.stdout + done.stderr
     assert done.returncode == 2, output
     assert "refusing to start without a token secret" in output, output
@@ -321,7 +294,7 @@ def test_workers_refuse_a_port_already_in_use(tmp_path: Path, redis_url: str) ->
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", server.port))
         holder.listen(1)
-        done = run_briefly(server)
+        done = server.run()
     assert done.returncode == 1, done
     assert "Address already in use" in done.stderr, done.stderr
     assert "worker 0 started" not in done.stderr, done.stderr
@@ -337,13 +310,11 @@ async def test_uvloop_serves_a_session_and_its_stream(
     server = server_process("--event-loop", "uvloop", "--redis-url", redis_url, env=REDIS_ON)
     assert "(event loop: uvloop)" in server.log(), server.log()
     async with aiohttp.ClientSession(timeout=REQUEST_TIMEOUT) as http:
-        await post_json(http, f"{server.url}/chatbot/api/sessions", {"session_name": "uv"}, 201)
+        await create(http, "uv", base=server.url)
         async with open_stream(http, f"{server.url}/chatbot/api/sessions/uv/events") as (
             stream, _connected
         ):
-            await post_json(
-                http, f"{server.url}/chatbot/api/chat", {"session_name": "uv", "content": "hi"}
-            )
+            await chat(http, "uv", "hi", base=server.url)
             said, bot = await stream.take(2)
     assert said.type == "new_message" and said.payload["message"]["content"] == "hi", said
     assert bot.type == "new_message" and bot.payload["message"]["role"] == "bot", bot
@@ -351,7 +322,7 @@ async def test_uvloop_serves_a_session_and_its_stream(
 
 def test_unknown_event_loop_is_refused(tmp_path: Path) -> None:
     server = ServerProcess(["--no-redis", "--event-loop", "nope"], env=None, log_dir=tmp_path)
-    done = run_briefly(server)
+    done = server.run()
     assert done.returncode == 2, done
     assert "event_loop must be one of asyncio, uvloop" in done.stderr, done.stderr
 
@@ -364,7 +335,7 @@ def test_uvloop_missing_is_refused_in_one_line(tmp_path: Path) -> None:
     server = ServerProcess(
         ["--no-redis", "--event-loop", "uvloop"], env={"PYTHONPATH": str(shadow)}, log_dir=tmp_path
     )
-    done = run_briefly(server)
+    done = server.run()
     assert done.returncode == 2, done
     assert "pip install '.[uvloop]'" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr

@@ -14,7 +14,9 @@ from typing import Self
 
 import redis
 
-from tests.processes import free_port
+from tests.support.processes import HOST, free_port
+from tests.support.redis_server import answers_ping
+from tests.support.wait import until_sync
 
 logger = logging.getLogger(__name__)
 
@@ -25,20 +27,7 @@ PING_TIMEOUT = 10.0
 CREATE_TIMEOUT = 30.0
 CLUSTER_OK_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
-POLL_INTERVAL = 0.05
 MAX_PORT_TRIES = 50
-
-
-def _wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``check`` with short sleeps, bounded both in time and in number of attempts."""
-    deadline = time.monotonic() + timeout
-    for _ in range(int(timeout / POLL_INTERVAL) + 1):
-        if check():
-            return
-        if time.monotonic() >= deadline:
-            break
-        time.sleep(POLL_INTERVAL)
-    raise RuntimeError(f"{what} within {timeout}s")
 
 
 class RedisCluster:
@@ -51,9 +40,12 @@ class RedisCluster:
     port is the client port + 10000, which for an ephemeral port may be taken or above 65535.
     """
 
-    def __init__(self, workdir: Path, *, size: int = NODES) -> None:
+    def __init__(
+        self, workdir: Path, *, size: int = NODES, preexec_fn: Callable[[], None] | None = None
+    ) -> None:
         assert size >= 3, "redis-cli --cluster create needs at least 3 masters"
-        self.workdir = workdir
+        self.workdir = workdir.resolve()  # redis-server changes into it: no relative paths
+        self.preexec_fn = preexec_fn
         self.ports: list[int] = []
         self.bus_ports: list[int] = []
         taken: set[int] = set()
@@ -71,7 +63,7 @@ class RedisCluster:
 
     @property
     def urls(self) -> list[str]:
-        return [f"redis://127.0.0.1:{port}/0" for port in self.ports]
+        return [f"redis://{HOST}:{port}/0" for port in self.ports]
 
     @property
     def url(self) -> str:
@@ -81,7 +73,7 @@ class RedisCluster:
     @property
     def cluster_url(self) -> str:
         """Every node, in the form the app accepts for a cluster."""
-        return "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in self.ports)
+        return "redis+cluster://" + ",".join(f"{HOST}:{port}" for port in self.ports)
 
     def log_path(self, i: int) -> Path:
         return self.workdir / f"redis-{self.ports[i]}.log"
@@ -159,8 +151,8 @@ class RedisCluster:
         """Every node says ``cluster_state:ok``, knows every node and sees all slots assigned."""
         clients = [self._client(port) for port in self.ports]
         try:
-            _wait_until(lambda: all(self._node_ok(c) for c in clients), timeout,
-                        f"redis cluster on ports {self.ports} did not reach cluster_state:ok")
+            until_sync(lambda: all(self._node_ok(c) for c in clients), timeout=timeout,
+                       what=f"redis cluster on ports {self.ports} did not reach cluster_state:ok")
         except RuntimeError as error:
             raise RuntimeError(f"{error}\n{self._states(clients)}") from None
         finally:
@@ -173,7 +165,7 @@ class RedisCluster:
         port = self.ports[i]
         self.processes[i] = subprocess.Popen(
             [
-                executable, "--port", str(port), "--bind", "127.0.0.1",
+                executable, "--port", str(port), "--bind", HOST,
                 "--cluster-enabled", "yes",
                 "--cluster-port", str(self.bus_ports[i]),
                 "--cluster-config-file", str(self.workdir / f"nodes-{port}.conf"),
@@ -183,31 +175,22 @@ class RedisCluster:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=self.preexec_fn,  # noqa: PLW1509 (the harness starts it from one thread)
         )
 
     def _wait_ping(self, i: int) -> None:
-        process = self.processes[i]
-        assert process is not None
-        client = self._client(self.ports[i])
-
-        def answers() -> bool:
-            if process.poll() is not None:
-                raise RuntimeError(f"redis node {self.ports[i]} exited:\n{self._log_tail(i)}")
-            try:
-                return bool(client.ping())
-            except redis.exceptions.RedisError:
-                return False
-
         try:
-            _wait_until(answers, PING_TIMEOUT, f"redis node {self.ports[i]} did not answer PING")
-        finally:
-            client.close()
+            answered = answers_ping(self.ports[i], PING_TIMEOUT, self.processes[i])
+        except RuntimeError:
+            raise RuntimeError(f"redis node {self.ports[i]} exited:\n{self._log_tail(i)}") from None
+        if not answered:
+            raise RuntimeError(f"redis node {self.ports[i]} did not answer PING within {PING_TIMEOUT}s")
 
     def _create(self) -> None:
         cli = shutil.which("redis-cli")
         assert cli, "redis-cli is not installed (it comes with redis-server; make test installs it)"
         result = subprocess.run(
-            [cli, "--cluster", "create", *(f"127.0.0.1:{port}" for port in self.ports),
+            [cli, "--cluster", "create", *(f"{HOST}:{port}" for port in self.ports),
              "--cluster-replicas", "0", "--cluster-yes"],
             capture_output=True, timeout=CREATE_TIMEOUT, check=False,
         )
@@ -217,7 +200,7 @@ class RedisCluster:
 
     @staticmethod
     def _client(port: int) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5,
+        return redis.Redis(host=HOST, port=port, socket_connect_timeout=0.5,
                            socket_timeout=1.0, decode_responses=True)
 
     def _node_ok(self, client: redis.Redis) -> bool:

@@ -1,0 +1,26 @@
+"""The in-process test server, run as production runs the app: ``run.py`` passes
+``handler_cancellation=True`` to ``web.run_app``, so a handler whose client leaves is
+cancelled. aiohttp 3.14's TestServer does the same by itself (its start_server passes
+``handler_cancellation=True``), but it swallows that keyword when given to its constructor;
+this server sets it where the runner is made, so the suite keeps running what production runs
+whatever aiohttp's default becomes."""
+
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+
+class CancellingTestServer(TestServer):
+    """aiohttp's TestServer with ``handler_cancellation=True`` on its runner."""
+
+    async def _make_runner(self, **kwargs: Any) -> web.BaseRunner:
+        kwargs["handler_cancellation"] = True
+        return web.AppRunner(self.app, **kwargs)
+
+
+def cancels_handlers(client: TestClient) -> bool:
+    """Whether the started server behind ``client`` cancels a handler whose client leaves."""
+    runner = client.server.runner
+    server = runner.server if runner is not None else None
+    return server is not None and server.handler_cancellation
