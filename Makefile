@@ -23,18 +23,11 @@ test: $(VENV)/.installed-dev redis-server test-packages
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The fast tier: no browser, nginx, Redis Cluster or multi-process tests (see setup.cfg's markers),
-# and a tenth of the fuzz examples (make test runs them all); its tests mostly wait (quiet windows),
-# so three shards run side by side, each with its own redis-server, and report in turn.
+# and a tenth of the fuzz examples (make test runs them all). Its tests mostly wait (quiet
+# windows), so three pytest-xdist workers run them side by side, each with its own redis-server.
+FAST_TIER := not (processes or cluster or browser or nginx or js or packaging or workers)
 test-fast: $(VENV)/.installed-dev redis-server
-	@logs=$$(mktemp -d); pids=; \
-	for shard in 1 2 3; do \
-	  SWITCHBOARD_FUZZ_TIER=fast $(BIN)/python -m pytest --shard $$shard/3 \
-	    -m 'not (processes or cluster or browser or nginx or js or packaging or workers)' \
-	    $(PYTEST_ARGS) > $$logs/$$shard.log 2>&1 & pids="$$pids $$!"; \
-	done; \
-	status=0; for pid in $$pids; do wait $$pid || status=1; done; \
-	for shard in 1 2 3; do echo "--- shard $$shard/3"; cat $$logs/$$shard.log; done; \
-	rm -rf $$logs; exit $$status
+	SWITCHBOARD_FUZZ_TIER=fast $(BIN)/python -m pytest -n 3 -m '$(FAST_TIER)' $(PYTEST_ARGS)
 
 # Static checks: ruff (lint and format) and mypy, as configured in pyproject.toml.
 check: $(VENV)/.installed-dev

@@ -41,17 +41,7 @@ MODULE_MARKERS = {
 }
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--shard", default="1/1", help="run shard I of N (I/N): every Nth test, "
-                     "from the I-th; make test-fast runs its shards side by side")
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    index, _, count = str(config.getoption("shard")).partition("/")
-    if count != "1":
-        chosen = items[int(index) - 1::int(count)]
-        config.hook.pytest_deselected(items=[item for item in items if item not in chosen])
-        items[:] = chosen
     for item in items:
         module = getattr(item, "module", None)
         fixtures = set(getattr(item, "fixturenames", ()))
