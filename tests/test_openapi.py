@@ -293,7 +293,7 @@ async def test_every_route_is_documented(
     operation_ids = []
     for method, path, operation in operations(doc):
         where = f"{method} {path}"
-        assert not operation.get("x-undocumented"), f"{where} has no entry in app/web/openapi.py OPERATIONS"
+        assert not operation.get("x-undocumented"), f"{where} has no entry in app/web/openapi/operations.py OPERATIONS"
         assert operation.get("description") and operation.get("summary"), where
         assert operation["tags"] and set(operation["tags"]) <= {t["name"] for t in doc["tags"]}, where
         assert operation["responses"], where
