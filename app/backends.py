@@ -45,11 +45,7 @@ class Backends:
         """What carries events now: "redis", "redis-cluster", or "memory" (by choice, or while
         one Redis is away; a cluster has no memory fallback: it stays "redis-cluster", and
         ``degraded`` says that a shard is away)."""
-        if isinstance(self.broker, ClusterBroker):
-            return self.broker.name
-        if isinstance(self.broker, RedisBroker) and self.broker.available:
-            return self.broker.name
-        return "memory"
+        return self.broker.mode
 
     async def close(self) -> None:
         for task in self._tasks:

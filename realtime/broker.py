@@ -329,6 +329,18 @@ class Broker(ABC):
         self.stats = stats if stats is not None else BrokerStats()
 
     @property
+    def mode(self) -> str:
+        """What carries events now: "redis", "redis-cluster", or "memory" (by choice, or while
+        one Redis is away)."""
+        return self.name
+
+    @property
+    def waiting(self) -> int | None:
+        """Events accepted while their shard is away, waiting in an outbox to be published;
+        None for a broker without an outbox."""
+        return None
+
+    @property
     def overflows(self) -> int:
         """Subscriptions cut off as slow consumers."""
         return self.stats.slow_consumers

@@ -205,6 +205,10 @@ class RedisBroker(Broker):
         self.local_only_publishes = 0
 
     @property
+    def mode(self) -> str:
+        return self.name if self.available else "memory"
+
+    @property
     def available(self) -> bool:
         return self._up.is_set()
 
