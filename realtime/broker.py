@@ -81,7 +81,7 @@ class Subscription:
 
     __slots__ = (
         "channels", "subscribed", "position", "recovered", "_resume_from", "_broker", "_items", "_replayed",
-        "_waiter", "_maxsize", "_active", "_ended", "_last", "_held", "_writer", "_accepts",
+        "_waiter", "_maxsize", "_ended", "_last", "_held", "_writer", "_accepts",
     )
 
     def __init__(
@@ -110,17 +110,12 @@ class Subscription:
         self._replayed = 0  # _Replayed items in _items
         self._waiter: asyncio.Future[None] | None = None
         self._maxsize = maxsize
-        self._active = False
         self._ended: type[SubscriptionClosed] | None = None
         self._last = (0, 0)
         # While the start position or a history read is pending, live events wait here.
         self._held: list[Event] | None = None
         self._writer: Callable[[Event], bool] | None = None
         self._accepts = accepts
-
-    @property
-    def active(self) -> bool:
-        return self._active
 
     async def __aenter__(self) -> Self:
         self._held = []
@@ -133,7 +128,6 @@ class Subscription:
                 raise
         finally:
             self._release_held()
-        self._active = True
         return self
 
     async def _start(self) -> None:
@@ -189,7 +183,6 @@ class Subscription:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._active = False
         self._writer = None
         self._end(SubscriptionClosed)
         await self._broker._detach(self)
@@ -339,11 +332,6 @@ class Broker(ABC):
         """Events accepted while their shard is away, waiting in an outbox to be published;
         None for a broker without an outbox."""
         return None
-
-    @property
-    def overflows(self) -> int:
-        """Subscriptions cut off as slow consumers."""
-        return self.stats.slow_consumers
 
     @property
     def available(self) -> bool:

@@ -202,7 +202,9 @@ class RedisBroker(Broker):
         self._reader: asyncio.Task[None] | None = None
         self._recoveries: set[asyncio.Task[None]] = set()
         self._closed = False
-        self.local_only_publishes = 0
+        # Publishes that reached only this process (Redis away): the readiness probe must
+        # not take such an event's return for a working Redis.
+        self._local_only_publishes = 0
 
     @property
     def mode(self) -> str:
@@ -211,11 +213,6 @@ class RedisBroker(Broker):
     @property
     def available(self) -> bool:
         return self._up.is_set()
-
-    @property
-    def dropped(self) -> int:
-        """Messages from Redis dropped as unreadable or forged."""
-        return self.stats.malformed
 
     async def start(self, wait: float = 0.0) -> bool:
         """Start the reader; wait up to ``wait`` seconds for Redis. Returns whether it is up.
@@ -300,7 +297,7 @@ class RedisBroker(Broker):
                 self._fan_out_here(Event.build(event_id, channel, event, data))
             return event_id
         # Redis is away: this process's own subscribers still get the event.
-        self.local_only_publishes += 1
+        self._local_only_publishes += 1
         self.stats.published[event["type"]] += 1
         item = Event.build(self._clock.next(), channel, event, data)
         self._fan_out_here(item)
@@ -397,13 +394,13 @@ class RedisBroker(Broker):
 
     async def probe(self, channel: str, timeout: float) -> bool:
         # An event that came back only because Redis was away proves nothing about Redis.
-        local_before = self.local_only_publishes
+        local_before = self._local_only_publishes
         try:
             delivered = await super().probe(channel, timeout)
         except (RedisError, *CONNECTION_LOST) as exc:
             logger.debug("readiness probe failed: %r", exc)
             return False
-        return delivered and self.local_only_publishes == local_before
+        return delivered and self._local_only_publishes == local_before
 
     # ------------------------------------------------------------------ subscribing
 
