@@ -281,7 +281,7 @@ async def test_no_events_from_unsubscribed_channels(broker: Broker) -> None:
 async def test_exit_releases_channels(broker: Broker, admin: Redis | None) -> None:
     """Leaving ``async with`` leaves no local subscriber and (Redis) no server-side subscription."""
     first, second = fresh_channel(), fresh_channel()
-    async with broker.subscribe(first, second) as subscription:
+    async with broker.subscribe(first, second):
         assert broker.local_subscribers(first) == broker.local_subscribers(second) == 1
         if admin is not None:
             assert await numsub(admin, first) == await numsub(admin, second) == 1
@@ -332,7 +332,7 @@ async def test_concurrent_joins_and_leaves(broker: Broker, admin: Redis | None) 
         extra = channels[(index + 1) % len(channels)]
         chosen = (mine, extra) if index % 3 == 0 else (mine,)
         await asyncio.sleep(delays[index] / 2)
-        async with broker.subscribe(*chosen) as subscription:
+        async with broker.subscribe(*chosen):
             assert broker.local_subscribers(mine) >= 1
             await asyncio.sleep(delays[index])
 

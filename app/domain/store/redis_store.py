@@ -30,7 +30,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from app.domain.store import rules
-from realtime.redis_broker import as_text
+from realtime.redis_replies import as_text
 from app.domain.store.base import (
     TRANSCRIPT_LIMIT,
     Action,
