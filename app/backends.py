@@ -5,7 +5,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -45,11 +45,7 @@ class Backends:
         """What carries events now: "redis", "redis-cluster", or "memory" (by choice, or while
         one Redis is away; a cluster has no memory fallback: it stays "redis-cluster", and
         ``degraded`` says that a shard is away)."""
-        if isinstance(self.broker, ClusterBroker):
-            return self.broker.name
-        if isinstance(self.broker, RedisBroker) and self.broker.available:
-            return self.broker.name
-        return "memory"
+        return self.broker.mode
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -98,7 +94,8 @@ class WaitingRedisCluster(RedisCluster):
     benchmark found it). Pipelines do not pass here, so nodes get some connections more."""
 
     def __init__(self, *args: Any, in_flight: int, **kwargs: Any) -> None:
-        super().__init__(*args, max_connections=2 * in_flight, **kwargs)
+        kwargs["max_connections"] = 2 * in_flight
+        super().__init__(*args, **kwargs)
         self._in_flight = asyncio.Semaphore(in_flight)
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
@@ -111,18 +108,16 @@ def cluster_clients(settings: Settings) -> tuple[RedisCluster, Callable[[str, in
     for each node's pub/sub connection. Few retries without backoff: redis-py's defaults
     (ten) would hold a request far past settings.redis_timeout on a failed node."""
     nodes, user, password = cluster_nodes(settings.redis_url)
-    timeouts = {
-        "socket_connect_timeout": min(1.0, settings.redis_timeout),
-        "socket_timeout": settings.redis_timeout,
-    }
+    connect_timeout, socket_timeout = min(1.0, settings.redis_timeout), settings.redis_timeout
     cluster = WaitingRedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in nodes],
-        username=user, password=password, in_flight=POOL_SIZE,
-        retry=Retry(NoBackoff(), 1), **timeouts,
+        username=user, password=password, in_flight=POOL_SIZE, retry=Retry(NoBackoff(), 1),
+        socket_connect_timeout=connect_timeout, socket_timeout=socket_timeout,
     )
 
     def subscriber(host: str, port: int) -> Redis:
-        return Redis(host=host, port=port, username=user, password=password, **timeouts)
+        return Redis(host=host, port=port, username=user, password=password,
+                     socket_connect_timeout=connect_timeout, socket_timeout=socket_timeout)
 
     return cluster, subscriber
 
@@ -143,8 +138,15 @@ async def open_cluster_backends(settings: Settings) -> Backends:
     return Backends(broker, RedisSessionStore(cluster, timeout=settings.redis_timeout), cluster)
 
 
-def redis_broker_options(settings: Settings) -> dict[str, float]:
-    """What a RedisBroker (or a subclass, such as the benchmark's baseline) takes from settings."""
+class BrokerOptions(TypedDict):
+    queue_size: int
+    history_maxlen: int
+    history_ttl: float
+    subscribe_timeout: float
+
+
+def redis_broker_options(settings: Settings) -> BrokerOptions:
+    """What a Redis or cluster broker (and the benchmark's baseline) takes from settings."""
     return {
         "queue_size": settings.queue_size,
         "history_maxlen": settings.history_size,
@@ -156,12 +158,12 @@ def redis_broker_options(settings: Settings) -> dict[str, float]:
 async def open_backends(settings: Settings) -> Backends:
     if not settings.use_redis:
         logger.info("broker and session store in memory (Redis switched off)")
-        broker = MemoryBroker(
+        memory = MemoryBroker(
             queue_size=settings.queue_size,
             history_size=settings.history_size,
             history_ttl=settings.history_ttl,
         )
-        return Backends(broker, MemorySessionStore())
+        return Backends(memory, MemorySessionStore())
     if settings.cluster:
         return await open_cluster_backends(settings)
     redis = redis_client(settings)

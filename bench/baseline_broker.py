@@ -1,80 +1,126 @@
 """The original design, kept only to be measured against: one Redis pub/sub connection, and
 one reader task, per subscription.
 
-It publishes exactly as RedisBroker does (same script, same history, same ids), so the
-benchmark compares only the subscribing side. Its per-stream connections come from a pool of
-their own with redis-py's default size, as the original design's did.
+It publishes exactly as RedisBroker does (same event log: same script, same history, same
+ids), so the benchmark compares only the subscribing side. Each subscription gets a
+connection of its own, made from the product's connection class (realtime.pubsub) over a
+fan-out that holds only that subscription; the connections come from a pool of their own with
+redis-py's default size, as the original design's did.
 """
 
 import asyncio
-import contextlib
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
 
-from realtime.broker import BrokerError, Subscription
-from realtime.redis_broker import DISCONNECTED, RedisBroker, as_text
+from realtime.broker import DEFAULT_QUEUE_SIZE, Broker, BrokerError, History, Subscription
+from realtime.event_log import RedisEventLog
+from realtime.events import validated
+from realtime.fanout import FanOut
+from realtime.pubsub import PubSubConnection
+from realtime.redis_broker import KeyLayout
+from realtime.redis_replies import DISCONNECTED, UNAVAILABLE
+from realtime.subscription import Feed
 
 logger = logging.getLogger(__name__)
 
 
-class PerStreamRedisBroker(RedisBroker):
-    name = "redis"
-
-    def __init__(self, redis: Redis, *, subscriber_url: str, **kwargs: Any) -> None:
-        super().__init__(redis, **kwargs)
+class PerStreamRedisBroker(Broker):
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        subscriber_url: str,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        history_maxlen: int = 1000,
+        history_ttl: float = 3600.0,
+        subscribe_timeout: float = 5.0,
+    ) -> None:
+        super().__init__(queue_size=queue_size)
+        self._redis = redis
+        self._log = RedisEventLog(
+            redis, KeyLayout(), history_maxlen=history_maxlen, history_ttl=history_ttl
+        )
+        self._subscribe_timeout = subscribe_timeout
         self._subscriber_redis = Redis.from_url(subscriber_url)
-        self._own: dict[Subscription, tuple[PubSub, asyncio.Task[None]]] = {}
+        self._local = FanOut(self.stats)  # for close() and counting only: no shared fan-out
+        self._own: dict[Subscription, PubSubConnection] = {}
+        self._up = False
+
+    @property
+    def mode(self) -> str:
+        return "redis" if self._up else "memory"
+
+    @property
+    def available(self) -> bool:
+        """Redis answered at start (the baseline does not watch it after that)."""
+        return self._up
+
+    async def start(self, wait: float = 0.0) -> bool:
+        try:
+            async with asyncio.timeout(wait):
+                await self._redis.ping()
+        except (*DISCONNECTED, TimeoutError) as exc:
+            logger.warning("Redis not reachable at start: %s", exc)
+        else:
+            self._up = True
+        return self._up
 
     async def close(self) -> None:
+        await super().close()
         for subscription in list(self._own):
             await self._release(subscription)
-        await super().close()
         await self._subscriber_redis.aclose()
 
-    async def _attach(self, subscription: Subscription) -> None:
-        self._add_local(subscription)  # for close() and counting only: no shared fan-out
-        pubsub = self._subscriber_redis.pubsub(ignore_subscribe_messages=True)
+    async def publish(self, channel: str, event: dict[str, Any]) -> str:
+        data = validated(event)
         try:
-            await pubsub.subscribe(*subscription.subscribed)
-        except DISCONNECTED as exc:
-            self._remove_local(subscription)
-            await pubsub.aclose()
-            raise BrokerError(f"subscribe failed: {exc!r}") from exc
-        reader = asyncio.create_task(self._read(pubsub, subscription))
-        self._own[subscription] = (pubsub, reader)
+            event_id = await self._log.append(channel, data)
+        except (*UNAVAILABLE, RedisError) as exc:
+            raise BrokerError(f"publish failed: {exc}") from exc
+        self.stats.published[event["type"]] += 1
+        return event_id
 
-    async def _detach(self, subscription: Subscription) -> None:
-        self._remove_local(subscription)
+    async def position(self, channels: Iterable[str] = ()) -> str:
+        return await self._log.position(channels)
+
+    async def history(self, channels: Iterable[str], after: str) -> History:
+        return await self._log.history(channels, after)
+
+    async def last_event_id(self, channel: str) -> str | None:
+        return await self._log.last_event_id(channel)
+
+    async def attach(self, subscription: Subscription) -> None:
+        """A connection of the subscription's own, live (its SUBSCRIBE confirmed) on return."""
+        own = FanOut(self.stats)
+        connection = PubSubConnection(
+            self._subscriber_redis, self._log, own, self.stats,
+            subscribe_timeout=self._subscribe_timeout,
+        )
+        self._local.add(subscription)
+        self._own[subscription] = connection
+        try:
+            if not await connection.start(wait=self._subscribe_timeout):
+                raise BrokerError("subscribe failed: Redis not reachable")
+            await connection.join(subscription)
+        except BaseException:
+            await self.detach(subscription)
+            raise
+
+    async def detach(self, subscription: Subscription) -> None:
+        self._local.remove(subscription)
         await asyncio.shield(self._release(subscription))
 
     async def _release(self, subscription: Subscription) -> None:
-        owned = self._own.pop(subscription, None)
-        if owned is None:
-            return
-        pubsub, reader = owned
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
-        await pubsub.aclose()
+        connection = self._own.pop(subscription, None)
+        if connection is not None:
+            await connection.close()
 
-    def _fan_out(self, event: Any) -> None:
-        """Events reach subscriptions through their own connections only (see _read); the
-        shared connection of the parent class is not used for them."""
+    def _feed(self, channels: tuple[str, ...]) -> Feed:
+        return self
 
-    async def _read(self, pubsub: PubSub, subscription: Subscription) -> None:
-        while True:
-            try:
-                message = await pubsub.get_message(timeout=None)
-            except DISCONNECTED as exc:
-                logger.warning("baseline subscription lost: %s", exc)
-                await asyncio.sleep(0.5)
-                continue
-            if message is None or message["type"] != "message":
-                continue
-            event_id, _, data = as_text(message["data"]).partition(" ")
-            event = self._decode(as_text(message["channel"]), event_id, data)
-            if event is not None:
-                subscription.deliver(event)
+    def _fan_outs(self) -> tuple[FanOut]:
+        return (self._local,)

@@ -139,8 +139,9 @@ async def _time_steps(redis_url: str, name: str, config: Config) -> PublishSteps
     from handlers.access import acting_agent, limit_actions, require_agent
     from handlers.common import checked_content, load_body, path_name
     from realtime.channels import session_channel
+    from realtime.event_log import PUBLISH_SCRIPT
     from realtime.events import envelope, validated
-    from realtime.redis_broker import PUBLISH_SCRIPT, KeyLayout
+    from realtime.redis_broker import KeyLayout
     from schemas import AgentMessageSchema
 
     settings = Settings(redis_url=redis_url, insecure=True)

@@ -1,27 +1,27 @@
 """Redis Cluster broker: sharded pub/sub, so an event travels only to the shard that owns its
 channel's slot instead of to every node (plain PUBLISH is broadcast over the cluster bus).
 
-Each primary gets a RedisBroker of its own, with one pub/sub connection to that node
-(SSUBSCRIBE), sharing the cluster client for scripts and history reads; a subscription is
-handed to the broker of the node that owns its channels. The keys of a channel (its history
-stream, its clock) carry the channel's slot tag in braces, so that the publish script, which
-touches both and SPUBLISHes, runs on one shard. There is one clock per tag, not one for the
-cluster: a single clock key would be one hot key on one shard and could not be updated in the
-same script as a history on another. A stream only ever combines channels of one tag (an
-agent's channel and the broadcast share theirs), so its ids still strictly increase.
+Each primary gets a RedisNode of its own (realtime.redis_node: a local fan-out, one pub/sub
+connection to that node, SSUBSCRIBE, and the event log), all sharing the cluster client for
+scripts and history reads; a subscription is handed to the node that owns its channels. The
+keys of a channel (its history stream, its clock) carry the channel's slot tag in braces, so
+that the publish script, which touches both and SPUBLISHes, runs on one shard. There is one
+clock per tag, not one for the cluster: a single clock key would be one hot key on one shard
+and could not be updated in the same script as a history on another. A stream only ever
+combines channels of one tag (an agent's channel and the broadcast share theirs), so its ids
+still strictly increase. All of that is ``ClusterLayout``: the nodes run the single-Redis code.
 
 While a shard is away, its channels' events cannot get ids (they come from the shard's
 clock), so there is no local-only delivery as on one Redis. A session's state and its events
 share a shard, so a change to a session on a lost shard is refused (503) before anything is
 written. What an accepted change must still publish on another shard that is away (the
-broadcast and agent channels share one) waits in a bounded outbox, in order per tag, and is
-published when the shard answers again. A slot that moves to another node ends the streams on
-it, which then resume on the new owner (the history moves with the slot).
+broadcast and agent channels share one) waits in a bounded outbox (realtime.outbox), in order
+per tag, and is published when the shard answers again. A slot that moves to another node ends
+the streams on it, which then resume on the new owner (the history moves with the slot).
 """
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -32,7 +32,11 @@ from redis.exceptions import RedisError
 from realtime.broker import Broker, BrokerError, History, ShardUnavailable, Subscription
 from realtime.channels import SESSION_PATTERN, SESSION_PREFIX, SESSIONS_FEED, slot_tag
 from realtime.events import Event, validated
-from realtime.redis_broker import DISCONNECTED, KeyLayout, RedisBroker
+from realtime.fanout import FanOut
+from realtime.outbox import Outbox
+from realtime.redis_node import RedisNode
+from realtime.redis_replies import DISCONNECTED, UNAVAILABLE
+from realtime.subscription import Feed
 
 logger = logging.getLogger(__name__)
 
@@ -42,11 +46,13 @@ OUTBOX_LIMIT = 10_000
 OUTBOX_RETRY = (0.1, 2.0)  # seconds between attempts: first, and at most (doubling)
 
 
-class ClusterLayout(KeyLayout):
-    """Keys and wire channels named by slot tag: ``history:{tag}``, ``clock:{tag}``."""
+class ClusterLayout:
+    """Keys and wire channels named by slot tag: ``history:{tag}``, ``clock:{tag}``; sharded
+    pub/sub, and one clock per tag."""
 
     sharded = True
     publish_command = "SPUBLISH"
+    shared_clock_key: str | None = None
 
     def history_key(self, channel: str) -> str:
         tag = slot_tag(channel)
@@ -76,7 +82,9 @@ class ClusterLayout(KeyLayout):
 
 
 class ClusterBroker(Broker):
-    name = "redis-cluster"
+    # No memory fallback: a cluster stays "redis-cluster" while a shard is away (``available``
+    # and the app's ``degraded`` say that one is).
+    mode = "redis-cluster"
 
     def __init__(
         self,
@@ -87,17 +95,19 @@ class ClusterBroker(Broker):
         **node_options: Any,
     ) -> None:
         """``subscriber_factory(host, port)`` makes the plain client a node's pub/sub
-        connection comes from; ``node_options`` go to every node's RedisBroker."""
+        connection comes from; ``node_options`` go to every RedisNode."""
         super().__init__(queue_size=queue_size)
         self._cluster = cluster
         self._subscriber_factory = subscriber_factory
-        self._node_options = {"queue_size": queue_size, **node_options}
+        self._node_options = node_options
         self._layout = ClusterLayout()
-        self._nodes: dict[str, RedisBroker] = {}
+        self._nodes: dict[str, RedisNode] = {}
         self._subscribers: list[Redis] = []
-        # Per slot tag, the events waiting for the tag's shard, oldest first.
-        self._outbox: dict[str, deque[tuple[str, dict[str, Any]]]] = {}
-        self._flusher: asyncio.Task[None] | None = None
+        self._outbox = Outbox(self._publish_now, limit=OUTBOX_LIMIT, retry=OUTBOX_RETRY)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._outbox)
 
     @property
     def available(self) -> bool:
@@ -112,32 +122,31 @@ class ClusterBroker(Broker):
         except (RedisError, *DISCONNECTED, TimeoutError) as exc:
             raise BrokerError(f"Redis Cluster unreachable: {exc!r}") from exc
         for node in self._cluster.get_primaries():
-            self._node_broker(node.name, node.host, node.port)
-        await asyncio.gather(*(node.wait_available() for node in self._nodes.values()))
+            self._node(node.name, node.host, int(node.port))
+        await asyncio.gather(*(node.connection.wait_available() for node in self._nodes.values()))
         return self.available
 
-    def _node_broker(self, name: str, host: str, port: int) -> RedisBroker:
-        broker = self._nodes.get(name)
-        if broker is None:
+    def _node(self, name: str, host: str, port: int) -> RedisNode:
+        node = self._nodes.get(name)
+        if node is None:
             subscriber = self._subscriber_factory(host, port)
             self._subscribers.append(subscriber)
-            broker = RedisBroker(
-                self._cluster, layout=self._layout, subscriber=subscriber, stats=self.stats,
-                **self._node_options,
-            )
-            broker.start_reader()
-            self._nodes[name] = broker
+            node = RedisNode(self._cluster, subscriber, self._layout, self.stats, **self._node_options)
+            node.connection.start_reader()
+            self._nodes[name] = node
             logger.info("sharded pub/sub on cluster node %s", name)
-        return broker
+        return node
 
-    def _owner(self, channels: Iterable[str]) -> RedisBroker:
-        """The broker of the node that owns the channels' slot (as the slot map says now)."""
+    def _owner(self, channels: Iterable[str]) -> RedisNode:
+        """The node that owns the channels' slot (as the slot map says now)."""
         key = self._layout.clock_key(channels)
         try:
             node = self._cluster.get_node_from_key(key)
         except RedisError as exc:
             raise ShardUnavailable(f"no node owns the slot of {key}: {exc}") from exc
-        return self._node_broker(node.name, node.host, node.port)
+        if node is None:
+            raise ShardUnavailable(f"no node owns the slot of {key}")
+        return self._node(node.name, node.host, int(node.port))
 
     def subscribe(
         self,
@@ -148,10 +157,15 @@ class ClusterBroker(Broker):
     ) -> Subscription:
         if channels == (SESSION_PATTERN,):
             channels = (SESSIONS_FEED,)  # sharded pub/sub has no patterns: see publish
-        everything = channels if presence is None else (*channels, presence)
-        return self._owner(everything).subscribe(
+        return super().subscribe(
             *channels, resume_from=resume_from, presence=presence, accepts=accepts
         )
+
+    def _feed(self, channels: tuple[str, ...]) -> Feed:
+        return self._owner(channels)
+
+    def _fan_outs(self) -> list[FanOut]:
+        return [node.fan_out for node in self._nodes.values()]
 
     async def publish(self, channel: str, event: dict[str, Any]) -> str:
         """The event's id; "" when its shard is away and it waits in the outbox (accepted,
@@ -163,54 +177,31 @@ class ClusterBroker(Broker):
         return event_id
 
     async def _publish_once(self, channel: str, event: dict[str, Any]) -> str:
-        if slot_tag(channel) in self._outbox:
+        if self._outbox.holds(channel):
             return self._defer(channel, event)  # behind what already waits for the shard
         try:
-            return await self._owner((channel,)).publish(channel, event)
+            return await self._publish_now(channel, event)
         except ShardUnavailable as exc:
             logger.warning("%s; the event waits for the shard", exc)
             return self._defer(channel, event)
 
-    @property
-    def waiting(self) -> int:
-        """Events in the outbox."""
-        return sum(map(len, self._outbox.values()))
+    async def _publish_now(self, channel: str, event: dict[str, Any]) -> str:
+        """Through the owner's event log; ShardUnavailable if the shard cannot take it: ids
+        come from a clock per slot on the shard, so none can be made without it."""
+        node = self._owner((channel,))
+        data = validated(event)
+        try:
+            event_id = await node.log.append(channel, data)
+        except UNAVAILABLE as exc:
+            raise ShardUnavailable(f"publish failed: shard unavailable: {exc!r}") from exc
+        except RedisError as exc:
+            raise BrokerError(f"publish failed: {exc}") from exc
+        return node.published(event_id, channel, event, data)
 
     def _defer(self, channel: str, event: dict[str, Any]) -> str:
         validated(event)  # a bad event is refused now, not found out later
-        if self.waiting >= OUTBOX_LIMIT:
-            raise ShardUnavailable(f"{OUTBOX_LIMIT} events already wait for their shards")
-        self._outbox.setdefault(slot_tag(channel), deque()).append((channel, event))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush(), name="cluster-outbox")
+        self._outbox.add(channel, event)
         return ""
-
-    async def _flush(self) -> None:
-        """Publish what waits, oldest first per tag, retrying with backoff until it is out."""
-        delay = OUTBOX_RETRY[0]
-        while self._outbox:
-            published = 0
-            for tag in list(self._outbox):
-                queue = self._outbox[tag]
-                while queue:
-                    channel, event = queue[0]
-                    try:
-                        await self._owner((channel,)).publish(channel, event)
-                    except ShardUnavailable:
-                        break
-                    except BrokerError as exc:
-                        logger.error("dropped an event that waited for its shard on %s: %s", channel, exc)
-                    else:
-                        published += 1
-                    queue.popleft()
-                if not queue:
-                    del self._outbox[tag]
-            if published:
-                logger.info("published %d events that waited for their shards", published)
-                delay = OUTBOX_RETRY[0]
-            if self._outbox and not published:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, OUTBOX_RETRY[1])
 
     async def position(self, channels: Iterable[str] = ()) -> str:
         channels = tuple(channels)
@@ -228,22 +219,9 @@ class ClusterBroker(Broker):
         channels = tuple(channels)
         return await self._owner(channels).history(channels, after)
 
-    def local_subscribers(self, channel: str) -> int:
-        return sum(node.local_subscribers(channel) for node in self._nodes.values())
-
-    @property
-    def local_channels(self) -> int:
-        return sum(node.local_channels for node in self._nodes.values())
-
-    def _subscriptions(self) -> set[Subscription]:
-        return {s for node in self._nodes.values() for s in node._subscriptions()}
-
     async def close(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
-            await asyncio.gather(self._flusher, return_exceptions=True)
-        if self._outbox:
-            logger.error("closing with %d events still waiting for their shards: lost", self.waiting)
-        await asyncio.gather(*(node.close() for node in self._nodes.values()))
+        await self._outbox.close()
+        await super().close()
+        await asyncio.gather(*(node.connection.close() for node in self._nodes.values()))
         for subscriber in self._subscribers:
             await subscriber.aclose()

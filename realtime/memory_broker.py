@@ -1,99 +1,58 @@
 """In-process broker: the embedded default (``--no-redis``), and a broker that honours the same
-contract as RedisBroker (the contract suite runs against both).
+contract as RedisBroker (the contract suite runs against both). It is the local fan-out and an
+event log in memory, and is itself what its subscriptions attach to."""
 
-History is a ring buffer per channel, like Redis' trimmed streams: the newest
-``history_size`` events, and channels idle for ``history_ttl`` seconds are forgotten.
-"""
-
-import time
-from collections import OrderedDict, deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
-from realtime import ids
-from realtime.broker import Broker, History, merge
-from realtime.channels import PATTERN_HISTORY_FACTOR, SESSION_PATTERN, SESSION_PREFIX, is_pattern
-from realtime.events import Event, validated
-
-
-@dataclass(slots=True)
-class ChannelHistory:
-    events: deque[Event]
-    # The newest id pushed out of the ring: a resume from before it is incomplete.
-    trimmed: tuple[int, int] = (0, 0)
-    touched: float = field(default_factory=time.monotonic)
-
-    def add(self, event: Event) -> None:
-        if len(self.events) == self.events.maxlen:
-            self.trimmed = self.events[0].key
-        self.events.append(event)
-        self.touched = time.monotonic()
-
-    def after(self, key: tuple[int, int]) -> History:
-        return History([e for e in self.events if e.key > key], self.trimmed <= key)
+from realtime.broker import DEFAULT_QUEUE_SIZE, Broker
+from realtime.events import validated
+from realtime.fanout import FanOut
+from realtime.history import History
+from realtime.memory_log import MemoryEventLog
+from realtime.stats import BrokerStats
+from realtime.subscription import Feed, Subscription
 
 
 class MemoryBroker(Broker):
-    name = "memory"
+    mode = "memory"
 
     def __init__(
-        self, *, history_size: int = 1000, history_ttl: float = 3600.0, **kwargs: Any
+        self,
+        *,
+        history_size: int = 1000,
+        history_ttl: float = 3600.0,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        stats: BrokerStats | None = None,
     ) -> None:
-        super().__init__(**kwargs)
-        self._clock = ids.IdClock()
-        self._history_size = history_size
-        self._history_ttl = history_ttl
-        self._started = time.monotonic()
-        # Oldest-touched first, so forgetting idle channels only looks at the front.
-        self._histories: OrderedDict[str, ChannelHistory] = OrderedDict()
+        super().__init__(queue_size=queue_size, stats=stats)
+        self._log = MemoryEventLog(history_size=history_size, history_ttl=history_ttl)
+        self._fan_out = FanOut(self.stats)
 
     async def publish(self, channel: str, event: dict[str, Any]) -> str:
         data = validated(event)
-        item = Event.build(self._clock.next(), channel, event, data)
+        item = self._log.append(channel, event, data)
         self.stats.published[event["type"]] += 1
-        self._record(item, item.channel)
-        if item.channel.startswith(SESSION_PREFIX):
-            self._record(item, SESSION_PATTERN)  # the pattern's own history, for resumes
-        self._fan_out_here(item)
+        self._fan_out.deliver_matching(item)
         return item.id
 
     async def position(self, channels: Iterable[str] = ()) -> str:
-        return self._clock.current
+        return self._log.position
 
     async def last_event_id(self, channel: str) -> str | None:
-        history = self._histories.get(channel)
-        return history.events[-1].id if history is not None and history.events else None
+        return self._log.last_event_id(channel)
 
     async def history(self, channels: Iterable[str], after: str) -> History:
-        self._forget_idle()
-        key = ids.parse(after)
-        found = [self._histories[c].after(key) for c in channels if c in self._histories]
-        # A channel with no history: never published, or forgotten after being idle. Only the
-        # second loses events, and only if ``after`` is older than the idle limit.
-        idle_limit_ms = (time.time() - self._history_ttl) * 1000
-        complete = all(h.complete for h in found) and (
-            len(found) == len(set(channels)) or key[0] >= idle_limit_ms or self._young()
-        )
-        return History(merge(h.events for h in found), complete)
+        return self._log.history(channels, after)
 
-    def _young(self) -> bool:
-        """Nothing can have been forgotten before the process was idle-limit old."""
-        return time.monotonic() - self._started < self._history_ttl
+    async def attach(self, subscription: Subscription) -> None:
+        self._fan_out.add(subscription)
 
-    def _record(self, event: Event, key: str) -> None:
-        history = self._histories.pop(key, None)
-        if history is None:
-            factor = PATTERN_HISTORY_FACTOR if is_pattern(key) else 1
-            history = ChannelHistory(deque(maxlen=self._history_size * factor))
-        history.add(event)
-        self._histories[key] = history  # moved to the newest end
-        self._forget_idle()
+    async def detach(self, subscription: Subscription) -> None:
+        self._fan_out.remove(subscription)
 
-    def _forget_idle(self) -> None:
-        deadline = time.monotonic() - self._history_ttl
-        while self._histories:
-            channel, oldest = next(iter(self._histories.items()))
-            if oldest.touched >= deadline:
-                return
-            del self._histories[channel]
+    def _feed(self, channels: tuple[str, ...]) -> Feed:
+        return self
+
+    def _fan_outs(self) -> tuple[FanOut]:
+        return (self._fan_out,)

@@ -26,7 +26,7 @@ class LatencyHistogram:
     def cumulative(self) -> list[tuple[str, int]]:
         """(le, count of observations ≤ le) for every bucket, +Inf last, as Prometheus wants."""
         running, buckets = 0, []
-        for bound, count in zip((*map(str, self.bounds), "+Inf"), self.counts):
+        for bound, count in zip((*map(str, self.bounds), "+Inf"), self.counts, strict=True):
             running += count
             buckets.append((bound, running))
         return buckets

@@ -102,3 +102,12 @@ def test_no_import_cycle() -> None:
 def test_the_cycle_finder_finds_a_cycle() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
+
+REALTIME_MAX_LINES = 400
+
+
+def test_no_realtime_module_is_past_400_lines() -> None:
+    """Small modules with one job: every realtime/*.py has at most REALTIME_MAX_LINES lines."""
+    sizes = {path.name: len(path.read_text().splitlines()) for path in (ROOT / "realtime").glob("*.py")}
+    assert len(sizes) > 5  # the walk does see the package
+    assert {name: n for name, n in sizes.items() if n > REALTIME_MAX_LINES} == {}

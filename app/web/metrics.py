@@ -15,7 +15,6 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from app.backends import Backends
-from realtime.cluster_broker import ClusterBroker
 
 if TYPE_CHECKING:
     from handlers.sse import StreamRegistry  # the registry lives with the SSE writer
@@ -130,7 +129,7 @@ class _EventPathCollector(Collector):
             "switchboard_degraded", "1 while Redis is configured but cannot be used.",
             value=1 if self._backends.degraded else 0,
         )
-        if isinstance(broker, ClusterBroker):
+        if broker.waiting is not None:  # a broker with an outbox: a cluster's
             yield GaugeMetricFamily(
                 "switchboard_cluster_outbox_events",
                 "Events accepted while their Redis Cluster shard is away, waiting to be published.",

@@ -44,7 +44,7 @@ from app.domain.store.base import (
     Transition,
     queue_order,
 )
-from realtime.redis_broker import as_text
+from realtime.redis_replies import as_text
 
 logger = logging.getLogger(__name__)
 
