@@ -21,7 +21,6 @@ from typing import Any
 import aiohttp
 import jwt
 import pytest
-from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 from yarl import URL
 
@@ -30,6 +29,7 @@ from app.factory import create_app
 from app.process.settings import Settings
 from tests.support import api
 from tests.support.api import CHATBOT, WORKBENCH, Reply, bearer, call, exchange
+from tests.support.app_server import AppClient
 from tests.support.processes import ServerProcess, clean_env, free_port
 from tests.support.sse import SSEEvent, SSEStream, open_stream
 
@@ -60,7 +60,7 @@ def with_token(path: str, token: str) -> str:
 
 
 async def refused(
-    client: TestClient,
+    client: AppClient,
     method: str,
     path: str | URL,
     body: Any = None,
@@ -108,7 +108,7 @@ def claims_of(token: str) -> dict[str, Any]:
 class World:
     """A secure app with two customer sessions (TARGET, OTHER) and two agents (ALICE, BOB)."""
 
-    client: TestClient
+    client: AppClient
     authority: TokenAuthority
     customer: str  # TARGET's token, as the app handed it out
     other_customer: str  # OTHER's token
@@ -116,16 +116,16 @@ class World:
     bob: str
 
 
-async def create(client: TestClient, name: str) -> str:
+async def create(client: AppClient, name: str) -> str:
     """Create session ``name`` without a token; return the session token the app hands out."""
     body = await api.create(client, name)
     assert body["session_name"] == name
     return body["token"]  # type: ignore[no-any-return]
 
 
-async def secure_client(make_client: MakeClient, settings: Settings, **changes: Any) -> TestClient:
+async def secure_client(make_client: MakeClient, settings: Settings, **changes: Any) -> AppClient:
     """The real app with authentication on (the suite's settings are insecure by default)."""
-    client: TestClient = await make_client(settings, insecure=False, secret=SECRET, **changes)
+    client: AppClient = await make_client(settings, insecure=False, secret=SECRET, **changes)
     return client
 
 

@@ -16,10 +16,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient
 
-from app.domain.auth import TokenAuthority
 from app.backends import Backends, open_backends
+from app.domain.auth import TokenAuthority
 from app.domain.bot import (
     HANDOFF_REASON,
     BotReply,
@@ -32,9 +31,9 @@ from app.domain.bot import (
     reply_of,
     stream_of,
 )
+from app.domain.store import Message, Session, rules
 from app.factory import create_app
 from app.process.settings import Settings
-from app.domain.store import Message, Session, rules
 from tests.support.api import (
     CHATBOT,
     act,
@@ -44,6 +43,7 @@ from tests.support.api import (
     session_events,
     transcript,
 )
+from tests.support.app_server import AppClient
 from tests.support.sse import Frame, SSEEvent, SSEStream, open_stream, read_frames
 from tests.support.wait import until
 
@@ -166,7 +166,7 @@ def app_client(serve_app: Callable[..., Any], settings: Settings) -> Callable[..
     """``await app_client(responder, **changes)``: the real app with that responder, behind a
     real test server (which, like run.py, cancels a handler when its client leaves)."""
 
-    async def make(responder: Any, **changes: Any) -> TestClient:
+    async def make(responder: Any, **changes: Any) -> AppClient:
         return await serve_app(create_app(replace(settings, **changes), responder=responder))  # type: ignore[no-any-return]
 
     return make
@@ -232,7 +232,7 @@ async def test_either_form_gives_the_other() -> None:
 
 # --- the endpoint ------------------------------------------------------------------------------
 
-async def test_chunks_then_the_stored_message(client: TestClient) -> None:
+async def test_chunks_then_the_stored_message(client: AppClient) -> None:
     """The reply arrives as chunks in order, then ``done`` with /api/chat's answer; the chunks
     make up the stored reply, and ``done`` is what the transcript holds."""
     await create(client, "st1")
@@ -250,7 +250,7 @@ async def test_chunks_then_the_stored_message(client: TestClient) -> None:
     assert session == done.data["session"]
 
 
-async def test_creates_the_session_like_chat(client: TestClient) -> None:
+async def test_creates_the_session_like_chat(client: AppClient) -> None:
     frames = await chat_stream(client, {"session_name": "st-new", "content": "hi"})
     _, done = split(frames)
     assert done.data["session"]["session_name"] == "st-new"
@@ -265,7 +265,7 @@ SCENARIOS = {
 }
 
 
-async def _setup(client: TestClient, name: str, scenario: str) -> None:
+async def _setup(client: AppClient, name: str, scenario: str) -> None:
     await create(client, name)
     if scenario == "held":
         await act(client, name, "takeover", "agent-1")
@@ -274,7 +274,7 @@ async def _setup(client: TestClient, name: str, scenario: str) -> None:
 
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
-async def test_publishes_exactly_what_chat_publishes(client: TestClient, scenario: str) -> None:
+async def test_publishes_exactly_what_chat_publishes(client: AppClient, scenario: str) -> None:
     """The same conversation step through /api/chat and /api/chat/stream publishes the same
     events, type by type and payload by payload (ids and times aside), on the session channel,
     the holder's channel and the broadcast; ``done`` is /api/chat's answer; a session the bot
@@ -331,7 +331,7 @@ BAD_BODIES: dict[str, tuple[Any, str | None]] = {
 
 
 @pytest.mark.parametrize("case", list(BAD_BODIES))
-async def test_validation_errors_are_chat_errors(client: TestClient, case: str) -> None:
+async def test_validation_errors_are_chat_errors(client: AppClient, case: str) -> None:
     """A body /api/chat refuses, /api/chat/stream refuses the same way (status, JSON error
     code and fields), before any stream opens; nothing is stored or published."""
     body, content_type = BAD_BODIES[case]
@@ -352,7 +352,7 @@ async def test_validation_errors_are_chat_errors(client: TestClient, case: str) 
     assert await transcript(client, "bad") == []
 
 
-async def test_closed_session_is_a_conflict_like_chat(client: TestClient) -> None:
+async def test_closed_session_is_a_conflict_like_chat(client: AppClient) -> None:
     await create(client, "shut")
     await act(client, "shut", "close", "agent-1")
     for path in (CHAT, STREAM):

@@ -50,7 +50,6 @@ from urllib.parse import quote
 import aiohttp
 import jwt
 import pytest
-from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given
 from hypothesis import settings as fuzz_settings
 from hypothesis import strategies as st
@@ -61,6 +60,7 @@ from app.keys import BACKENDS
 from app.process.settings import Settings
 from schemas import is_valid_name
 from tests.support.api import CHATBOT, STATUSES, WORKBENCH
+from tests.support.app_server import AppClient
 from tests.support.sse import SSEEvent, SSEStream
 
 logger = logging.getLogger(__name__)
@@ -233,7 +233,7 @@ class State:
 class Harness:
     """The app under test, on the test's loop, driven from Hypothesis' worker thread."""
 
-    def __init__(self, client: TestClient, totals: Counter[str], *, secure: bool) -> None:
+    def __init__(self, client: AppClient, totals: Counter[str], *, secure: bool) -> None:
         self.client = client
         self.totals = totals
         self.secure = secure

@@ -30,7 +30,6 @@ from typing import Any
 import aiohttp
 import pytest
 import yarl
-from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.domain.auth import TokenAuthority
@@ -45,13 +44,14 @@ from tests.support.api import (
     exchange,
     session_events,
 )
+from tests.support.app_server import AppClient
 from tests.support.processes import ServerProcess, clean_env, free_port
 from tests.support.sse import SSEEvent, SSEStream, open_stream
 from tests.support.wait import until
 
 logger = logging.getLogger(__name__)
 
-MakeClient = Callable[..., Awaitable[TestClient]]
+MakeClient = Callable[..., Awaitable[AppClient]]
 StartServer = Callable[..., ServerProcess]
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -104,7 +104,7 @@ def by_label(samples: Samples, name: str, label: str) -> dict[str, float]:
     return found
 
 
-async def scrape(http: TestClient | aiohttp.ClientSession, base: str = "") -> Samples:
+async def scrape(http: AppClient | aiohttp.ClientSession, base: str = "") -> Samples:
     async with asyncio.timeout(REQUEST_DEADLINE):
         async with http.get(f"{base}/metrics") as response:
             text = await response.text()
@@ -116,7 +116,7 @@ async def scrape(http: TestClient | aiohttp.ClientSession, base: str = "") -> Sa
 
 
 async def settle(
-    http: TestClient | aiohttp.ClientSession,
+    http: AppClient | aiohttp.ClientSession,
     check: Callable[[Samples], bool],
     what: str,
     base: str = "",
@@ -485,7 +485,7 @@ def observed_routes(samples: Samples) -> list[tuple[str, str, str]]:
     )
 
 
-async def test_request_histogram_keeps_route_templates(client: TestClient) -> None:
+async def test_request_histogram_keeps_route_templates(client: AppClient) -> None:
     """Errors are observed under their route's template (404 on a known route) or
     ``unmatched`` (no route): a path a client makes up never becomes a label value."""
     await call(client, "GET", f"{CHATBOT}/sessions/nobody-1", status=404)
@@ -510,7 +510,7 @@ async def test_request_histogram_keeps_route_templates(client: TestClient) -> No
 
 
 async def test_each_request_logs_one_line_with_its_request_id(
-    client: TestClient, caplog: pytest.LogCaptureFixture
+    client: AppClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Each request logs exactly one line (method, path without its query, route, status, ms)
     carrying its X-Request-ID, which also comes back in the response header and in an error

@@ -13,10 +13,10 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from app.domain.auth import TokenAuthority
 from app.factory import create_app
+from app.process.settings import Settings
 from app.web.openapi import (
     ERROR_EXAMPLES,
     EVENT_EXAMPLES,
@@ -26,17 +26,17 @@ from app.web.openapi import (
     documented_schemas,
     setup_openapi,
 )
-from app.process.settings import Settings
 from schemas import responses as rs
 from schemas.envelope import validate_event
 from tests.support.api import CHATBOT, WORKBENCH
+from tests.support.app_server import AppClient
 from tests.support.sse import SSEEvent, SSEStream
 
 COMPONENT_SETS = (("chatbot",), ("workbench",), ("chatbot", "workbench"))
 SECRET = "openapi-test-secret-0123456789-abcdefghij"
 METHODS = ("get", "put", "post", "delete", "patch", "options", "head", "trace")
 
-ClientFactory = Callable[..., Awaitable[TestClient]]
+ClientFactory = Callable[..., Awaitable[AppClient]]
 
 
 # --- the app under test --------------------------------------------------------------------
@@ -62,7 +62,7 @@ def openapi_client(aiohttp_client: Callable[..., Any]) -> ClientFactory:
     """``await openapi_client(settings)``: the real app, with /openapi.json routed here if
     create_app does not route it (yet)."""
 
-    async def make(settings: Settings) -> TestClient:
+    async def make(settings: Settings) -> AppClient:
         app = create_app(settings)
         if not serves_openapi(app):
             setup_openapi(app)
@@ -243,7 +243,7 @@ class Contract:
         return body
 
     async def call(
-        self, client: TestClient, method: str, template: str, *, status: int,
+        self, client: AppClient, method: str, template: str, *, status: int,
         path: str | None = None, body: Any = None, headers: dict[str, str] | None = None,
         data: bytes | None = None, params: dict[str, str] | None = None,
     ) -> Any:
@@ -258,7 +258,7 @@ class Contract:
             return await self.check(response, method, template, status)
 
 
-async def fetch_doc(client: TestClient) -> dict[str, Any]:
+async def fetch_doc(client: AppClient) -> dict[str, Any]:
     async with client.get(OPENAPI_PATH) as response:
         assert response.status == 200, await response.text()
         assert response.content_type == "application/json"
@@ -474,7 +474,7 @@ def test_document_is_valid_openapi(components: tuple[str, ...], insecure: bool) 
 
 
 async def open_events(
-    contract: Contract, stack: AsyncExitStack, client: TestClient, template: str, path: str,
+    contract: Contract, stack: AsyncExitStack, client: AppClient, template: str, path: str,
     *, status: int = 200, headers: dict[str, str] | None = None, params: dict[str, str] | None = None,
 ) -> SSEStream | None:
     response = await stack.enter_async_context(

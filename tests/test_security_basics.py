@@ -10,7 +10,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from app.process.settings import Settings, load_settings
@@ -26,6 +25,7 @@ from tests.support.api import (
     transcript,
     until_streams_open,
 )
+from tests.support.app_server import AppClient
 from tests.support.sse import SSEStream, open_stream
 
 APP_ORIGIN = "https://app.example"
@@ -71,7 +71,7 @@ def assert_sse_headers(response: aiohttp.ClientResponse, what: str) -> None:
 
 
 async def preflight(
-    client: TestClient, path: str, origin: str, method: str, request_headers: str | None = None
+    client: AppClient, path: str, origin: str, method: str, request_headers: str | None = None
 ) -> aiohttp.ClientResponse:
     headers = {"Origin": origin, "Access-Control-Request-Method": method}
     if request_headers is not None:
@@ -84,7 +84,7 @@ async def preflight(
 
 # --- 1. security headers -----------------------------------------------------------------------
 
-async def test_security_headers_on_json_responses(client: TestClient) -> None:
+async def test_security_headers_on_json_responses(client: AppClient) -> None:
     """Every JSON answer (2xx, 4xx from handlers and from aiohttp's router/body limit, health)
     says nosniff and no-store."""
     await create(client, "hdr")
@@ -123,7 +123,7 @@ async def test_security_headers_on_json_responses(client: TestClient) -> None:
         assert_json_headers(response, what)
 
 
-async def test_security_headers_on_event_streams(client: TestClient) -> None:
+async def test_security_headers_on_event_streams(client: AppClient) -> None:
     """SSE streams say nosniff, keep aiohttp-sse's no-cache (not no-store) and X-Accel-Buffering."""
     await create(client, "hdr-sse")
     for path in (
@@ -137,7 +137,7 @@ async def test_security_headers_on_event_streams(client: TestClient) -> None:
 
 # --- 2. CORS closed by default -----------------------------------------------------------------
 
-async def test_cors_closed_by_default(client: TestClient) -> None:
+async def test_cors_closed_by_default(client: AppClient) -> None:
     """Without configured origins no response carries any Access-Control-* header: preflights
     and simple requests from another origin are left for the browser to refuse."""
     await create(client, "closed")
@@ -247,7 +247,7 @@ async def test_cors_other_origin_still_refused(make_client: MakeClient, settings
 
 # --- 4. max_streams ----------------------------------------------------------------------------
 
-async def expect_too_many_streams(client: TestClient, path: str) -> None:
+async def expect_too_many_streams(client: AppClient, path: str) -> None:
     response = await exchange(client, "GET", path, status=503)
     body = response.body
     assert body["error"]["code"] == "too_many_streams", body

@@ -5,10 +5,10 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
-from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from tests.support.api import CHATBOT, WORKBENCH, act, call, chat, create, escalate
+from tests.support.app_server import AppClient
 from tests.support.processes import REDIS_ON, ServerProcess
 from tests.support.sse import SSEEvent, SSEStream, open_stream
 
@@ -26,7 +26,7 @@ async def take_sessions_events(stream: SSEStream, count: int) -> list[SSEEvent]:
     return events
 
 
-async def test_sees_sessions_created_after_it_connected(client: TestClient, backend: str) -> None:
+async def test_sees_sessions_created_after_it_connected(client: AppClient, backend: str) -> None:
     async with open_stream(client, SUPERVISOR) as (board, connected):
         assert connected.payload["channels"] == ["sse:session:*"]
         for name in ("s1", "s2"):
@@ -45,7 +45,7 @@ async def test_sees_sessions_created_after_it_connected(client: TestClient, back
         await board.assert_quiet()
 
 
-async def test_resumes_from_last_event_id(client: TestClient, backend: str) -> None:
+async def test_resumes_from_last_event_id(client: AppClient, backend: str) -> None:
     await create(client, "r1")
     async with open_stream(client, SUPERVISOR) as (board, _):
         await chat(client, "r1", "one")
@@ -62,7 +62,7 @@ async def test_resumes_from_last_event_id(client: TestClient, backend: str) -> N
         await board.assert_quiet()
 
 
-async def test_filters_by_session_and_by_status(client: TestClient, backend: str) -> None:
+async def test_filters_by_session_and_by_status(client: AppClient, backend: str) -> None:
     for name in ("a", "b", "c"):
         await create(client, name)
     await escalate(client, "b")

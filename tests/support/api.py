@@ -14,12 +14,12 @@ from functools import partial
 from typing import Any
 
 import aiohttp
-from aiohttp.test_utils import TestClient
 from yarl import URL
 
+from tests.support.app_server import AppClient
 from tests.support.wait import until
 
-Http = TestClient | aiohttp.ClientSession
+Http = AppClient | aiohttp.ClientSession
 
 CHATBOT = "/chatbot/api"
 WORKBENCH = "/workbench/api"
