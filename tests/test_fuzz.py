@@ -42,7 +42,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -245,9 +245,9 @@ class Harness:
 
     # running examples
 
-    def run(self, coro: Awaitable[T]) -> T:
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the test's loop (called from the worker thread), bounded."""
-        future = asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[arg-type]
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
             return future.result(timeout=CASE_DEADLINE)
         except concurrent.futures.TimeoutError:
@@ -259,7 +259,7 @@ class Harness:
         target: str,
         strategy: st.SearchStrategy[T],
         examples: int,
-        run_case: Callable[[T], Awaitable[object]],
+        run_case: Callable[[T], Coroutine[Any, Any, object]],
         *,
         group: str | None = None,
     ) -> int:
@@ -374,7 +374,7 @@ class Harness:
         backends = self.client.app[BACKENDS]
         sessions: dict[str, dict[str, Any]] = {}
         for status in STATUSES:
-            for session in await backends.store.list_sessions(status):  # type: ignore[arg-type]
+            for session in await backends.store.list_sessions(status):
                 sessions[session["session_name"]] = dict(session)
         transcripts = {
             name: [dict(m) for m in await backends.store.messages(name)] for name in sessions
@@ -651,7 +651,8 @@ def well_formed(draw: st.DrawFn, method: str, template: str) -> Shape:
     """A request for ``template`` that a client of the API could send: about a live session
     (now and then a missing one), by the holding agent (now and then another one, or with the
     agent left to the token)."""
-    session = draw(st.sampled_from([*(Ref(kind) for kind in KINDS), MISSING]))
+    sessions: list[str | Ref] = [*(Ref(kind) for kind in KINDS), MISSING]
+    session = draw(st.sampled_from(sessions))
     agent = draw(st.sampled_from([HOLDER, HOLDER, OTHER]))
     chatbot = template.startswith(CHATBOT)
     token = Token("session", session, "valid") if chatbot else Token("agent", agent, "valid")
@@ -882,8 +883,8 @@ extra_params = st.lists(
 def query_requests(draw: st.DrawFn) -> Request:
     if draw(st.booleans()):
         auth = draw(st.sampled_from([Joined(("Bearer ", Token("agent", HOLDER, "valid"))), None]))
-        params = (("status", draw(statuses)), *draw(extra_params))
-        return Request("GET", f"{WORKBENCH}/sessions", headers=(("Authorization", auth),), params=tuple(params))
+        query = (("status", draw(statuses)), *draw(extra_params))
+        return Request("GET", f"{WORKBENCH}/sessions", headers=(("Authorization", auth),), params=tuple(query))
     template = draw(st.sampled_from(STREAM_ROUTES))
     shape = draw(well_formed("GET", template))
     params: list[tuple[str, Any]] = []
