@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from tests.support import wait
-from tests.support.api import CHATBOT, WORKBENCH, call, chat, create
+from tests.support.api import CHATBOT, WORKBENCH, Http, call, chat, create
 from tests.support.app_server import AppClient
 from tests.support.processes import REDIS_ON, ServerProcess, free_port
 from tests.support.sse import open_stream
@@ -26,7 +26,7 @@ StartServer = Callable[..., ServerProcess]
 until = partial(wait.until, timeout=SETTLE, what="stream health")
 
 
-async def health_of(http: Any, name: str, base: str = "") -> dict[str, Any]:
+async def health_of(http: Http, name: str, base: str = "") -> dict[str, Any]:
     return await call(http, "GET", f"{base}{WORKBENCH}/sessions/{name}/stream")  # type: ignore[no-any-return]
 
 
@@ -101,7 +101,7 @@ async def check_split_deployment(server_process: StartServer, url: str) -> None:
     customer_side, agent_side = await split_deployment(server_process, url)
     async with aiohttp.ClientSession() as http:
         await create(http, "split", base=customer_side)
-        read = lambda: health_of(http, "split", agent_side)  # noqa: E731
+        read = partial(health_of, http, "split", agent_side)
         assert (await read())["customer_connected"] is False
         async with open_stream(http, f"{customer_side}{CHATBOT}/sessions/split/events"):
             here = await until(read, lambda b: b["customer_connected"])
