@@ -4,7 +4,6 @@ and it recovers), the message length limit, and the settings that configure them
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -25,7 +24,7 @@ from tests.support.api import (
     transcript,
     until_streams_open,
 )
-from tests.support.app_server import AppClient
+from tests.support.app_server import AppClient, MakeClient
 from tests.support.sse import SSEStream, open_stream
 
 APP_ORIGIN = "https://app.example"
@@ -37,8 +36,6 @@ QUIET = 0.3
 RELEASE_DEADLINE = 5.0
 # Longest wait for one plain (non-stream) request.
 REQUEST_DEADLINE = 5.0
-
-MakeClient = Callable[..., Any]
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -152,13 +149,13 @@ async def test_cors_closed_by_default(client: AppClient) -> None:
         assert response.headers.get("X-Content-Type-Options") == "nosniff"
 
     origin = {"Origin": EVIL_ORIGIN}
-    response = await exchange(client, "GET", f"{CHATBOT}/sessions/closed", status=200, headers=origin)
-    assert cors_headers(response) == {}
-    response = await exchange(
+    reply = await exchange(client, "GET", f"{CHATBOT}/sessions/closed", status=200, headers=origin)
+    assert cors_headers(reply) == {}
+    reply = await exchange(
         client, "POST", f"{CHATBOT}/chat", {"session_name": "closed", "content": "hi"},
         status=200, headers=origin,
     )
-    assert cors_headers(response) == {}
+    assert cors_headers(reply) == {}
     async with open_stream(client, session_events("closed"), headers=origin) as (stream, _):
         assert cors_headers(stream.response) == {}
 
@@ -235,8 +232,8 @@ async def test_cors_other_origin_still_refused(make_client: MakeClient, settings
         response = await preflight(client, path, EVIL_ORIGIN, method, "content-type")
         assert cors_headers(response) == {}, (path, dict(response.headers))
     origin = {"Origin": EVIL_ORIGIN}
-    response = await exchange(client, "GET", f"{CHATBOT}/sessions/open", status=200, headers=origin)
-    assert "Access-Control-Allow-Origin" not in response.headers
+    reply = await exchange(client, "GET", f"{CHATBOT}/sessions/open", status=200, headers=origin)
+    assert "Access-Control-Allow-Origin" not in reply.headers
     async with open_stream(client, session_events("open"), headers=origin) as (stream, _):
         assert "Access-Control-Allow-Origin" not in stream.response.headers
     # A prefix or a different scheme of the configured origin is another origin too.
