@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from pytest_aiohttp import AiohttpClient
 
 from app.domain.auth import TokenAuthority
 from app.factory import create_app
@@ -36,7 +37,7 @@ COMPONENT_SETS = (("chatbot",), ("workbench",), ("chatbot", "workbench"))
 SECRET = "openapi-test-secret-0123456789-abcdefghij"
 METHODS = ("get", "put", "post", "delete", "patch", "options", "head", "trace")
 
-ClientFactory = Callable[..., Awaitable[AppClient]]
+ClientFactory = Callable[[Settings], Awaitable[AppClient]]
 
 
 # --- the app under test --------------------------------------------------------------------
@@ -58,7 +59,7 @@ def serves_openapi(app: web.Application) -> bool:
 
 
 @pytest.fixture
-def openapi_client(aiohttp_client: Callable[..., Any]) -> ClientFactory:
+def openapi_client(aiohttp_client: AiohttpClient) -> ClientFactory:
     """``await openapi_client(settings)``: the real app, with /openapi.json routed here if
     create_app does not route it (yet)."""
 
@@ -66,7 +67,7 @@ def openapi_client(aiohttp_client: Callable[..., Any]) -> ClientFactory:
         app = create_app(settings)
         if not serves_openapi(app):
             setup_openapi(app)
-        return await aiohttp_client(app)  # type: ignore[no-any-return]
+        return await aiohttp_client(app)
 
     return make
 
@@ -104,7 +105,8 @@ def resolve(doc: dict[str, Any], obj: Any) -> Any:
 
 
 def ref_name(obj: dict[str, Any]) -> str:
-    return obj["$ref"].rsplit("/", 1)[1]
+    ref: str = obj["$ref"]
+    return ref.rsplit("/", 1)[1]
 
 
 # --- a small JSON Schema check (the OpenAPI 3.0 subset the document uses) -------------------
@@ -202,7 +204,8 @@ class Contract:
             f"(documented: {sorted(operation['responses'])})"
         )
         self.seen.add((method, template, status))
-        return resolve(self.doc, documented)
+        resolved: dict[str, Any] = resolve(self.doc, documented)
+        return resolved
 
     async def check(
         self, response: aiohttp.ClientResponse, method: str, template: str, status: int | None = None
