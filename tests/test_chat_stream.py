@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import pytest
@@ -43,7 +43,7 @@ from tests.support.api import (
     session_events,
     transcript,
 )
-from tests.support.app_server import AppClient
+from tests.support.app_server import AppClient, ServeApp
 from tests.support.sse import Frame, SSEEvent, SSEStream, open_stream, read_frames
 from tests.support.wait import until
 
@@ -161,13 +161,20 @@ class FailingResponder(Responder):
         raise RuntimeError("the model fell over")
 
 
+class AppWithResponder(Protocol):
+    """The ``app_client`` fixture. ``responder`` is Any: a test gives it a duck-typed object
+    that is not a Responder, on purpose."""
+
+    def __call__(self, responder: Any, **changes: Any) -> Awaitable[AppClient]: ...
+
+
 @pytest.fixture
-def app_client(serve_app: Callable[..., Any], settings: Settings) -> Callable[..., Any]:
+def app_client(serve_app: ServeApp, settings: Settings) -> AppWithResponder:
     """``await app_client(responder, **changes)``: the real app with that responder, behind a
     real test server (which, like run.py, cancels a handler when its client leaves)."""
 
     async def make(responder: Any, **changes: Any) -> AppClient:
-        return await serve_app(create_app(replace(settings, **changes), responder=responder))  # type: ignore[no-any-return]
+        return await serve_app(create_app(replace(settings, **changes), responder=responder))
 
     return make
 
@@ -306,15 +313,15 @@ async def test_publishes_exactly_what_chat_publishes(client: AppClient, scenario
             seen[name] = (published(session_side, name), published(agent_side, name),
                           normal(answer, {name: "SESSION"}))
     assert seen["via-stream"] == seen["via-chat"]
-    session_side, agent_side, _ = seen["via-stream"]
+    session_seen, agent_seen, _ = seen["via-stream"]
     expected = {
         "bot": (["new_message", "new_message"], []),
         "human": (["new_message", "new_message", "status_change"], ["transfer_request"]),
         "held": (["new_message"], ["new_message"]),
         "waiting": (["new_message"], []),
     }[scenario]
-    assert ([e["type"] for e in session_side], [e["type"] for e in agent_side]) == expected
-    for events in (session_side, agent_side):
+    assert ([e["type"] for e in session_seen], [e["type"] for e in agent_seen]) == expected
+    for events in (session_seen, agent_seen):
         assert all(e["source"] == "ai_chatbot" for e in events)
 
 
@@ -390,7 +397,7 @@ async def test_tokens_and_limits_as_chat(make_client: Callable[..., Any], settin
     assert roles == ["customer", "bot"] * 4
 
 
-async def test_custom_responders_stream(app_client: Callable[..., Any]) -> None:
+async def test_custom_responders_stream(app_client: AppWithResponder) -> None:
     """A one-shot responder gives one chunk; a plain object with ``stream`` streams; both
     store what they said."""
     client = await app_client(OneShotResponder())
@@ -404,7 +411,7 @@ async def test_custom_responders_stream(app_client: Callable[..., Any]) -> None:
 
 
 async def test_a_failing_responder_ends_with_an_error_event(
-    app_client: Callable[..., Any], caplog: pytest.LogCaptureFixture
+    app_client: AppWithResponder, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The responder breaks mid-reply: after the chunks so far, an ``error`` event with the
     JSON error body /api/chat answers (500 internal_error), logged; the customer's message
@@ -424,7 +431,7 @@ async def test_a_failing_responder_ends_with_an_error_event(
     assert any(r.levelno == logging.ERROR and "RuntimeError" in (r.exc_text or "") for r in caplog.records)
 
 
-async def test_agent_takes_over_mid_reply(app_client: Callable[..., Any]) -> None:
+async def test_agent_takes_over_mid_reply(app_client: AppWithResponder) -> None:
     """An agent takes the session over while the bot is streaming: the reply is dropped as
     /api/chat drops it (``done`` has reply null after the chunks), nothing of it is stored or
     published."""
@@ -483,7 +490,7 @@ def leave(sock: socket.socket, how: str) -> None:
 
 @pytest.mark.parametrize("how", ["close", "reset", "aiohttp"])
 async def test_client_leaving_mid_reply_does_not_stop_the_reply(
-    app_client: Callable[..., Any], caplog: pytest.LogCaptureFixture, how: str
+    app_client: AppWithResponder, caplog: pytest.LogCaptureFixture, how: str
 ) -> None:
     """The client reads the first chunk and goes away (socket closed, reset, or the aiohttp
     response closed) while the bot is still answering; the server notices (the handler is
@@ -508,6 +515,7 @@ async def test_client_leaving_mid_reply_does_not_stop_the_reply(
             assert first.startswith(b"event: chunk\n")
             response.close()
         else:
+            assert client.port is not None  # the server is started
             sock = await asyncio.to_thread(raw_request, client.host, client.port, body)
             received = await asyncio.to_thread(read_until, sock, b"event: chunk")
             assert received.startswith(b"HTTP/1.1 200")
@@ -560,7 +568,7 @@ class GatedStore:
 
 
 async def test_client_leaving_before_the_stream_starts(
-    serve_app: Callable[..., Any], settings: Settings, caplog: pytest.LogCaptureFixture
+    serve_app: ServeApp, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The client leaves while its message is being stored, before any answer: the message is
     stored and published, the bot answers as usual, and nothing is logged as an error."""
@@ -577,6 +585,7 @@ async def test_client_leaving_before_the_stream_starts(
     (store,) = stores
     await create(client, "early")
     async with open_stream(client, session_events("early")) as (on_session, _):
+        assert client.port is not None  # the server is started
         sock = await asyncio.to_thread(raw_request, client.host, client.port,
                                        {"session_name": "early", "content": "hello"})
         async with asyncio.timeout(DEADLINE):
