@@ -3,6 +3,7 @@ port and flushed before each test), settings for either backend, and the real ap
 tiers: each test is marked by what it starts (setup.cfg lists the markers; ``make test-fast``
 leaves the slow tiers out)."""
 
+import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -137,7 +138,7 @@ def server_process(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
 
 
 @pytest.fixture
-def run_py() -> Callable[..., Any]:
+def run_py() -> Callable[..., subprocess.CompletedProcess[str]]:
     """``run_py(*args, env=...)``: ``python run.py *args`` run to its end (a command, or a start
     that must be refused); a test that takes it is in the ``processes`` tier."""
     return run_py_to_end

@@ -5,7 +5,7 @@ agent streams stay quiet, and a re-read of the state finds it unchanged)."""
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, cast
@@ -17,7 +17,7 @@ from yarl import URL
 
 from app.process.settings import Settings
 from tests.support.api import CHATBOT, STATUSES, WORKBENCH
-from tests.support.app_server import AppClient
+from tests.support.app_server import AppClient, MakeClient
 from tests.support.sse import open_stream
 
 MAX_BODY = 65_536
@@ -558,7 +558,7 @@ OWN_CALL: dict[str, Call] = {
 
 @pytest.mark.parametrize("component", OTHER_SUBAPP_CALLS)
 async def test_single_subapp_process(
-    make_client: Callable[..., Awaitable[AppClient]], settings: Settings, component: str
+    make_client: MakeClient, settings: Settings, component: str
 ) -> None:
     """A process running one sub-app answers JSON 404 for the other's paths, serves its own, and
     /health lists only its own."""

@@ -5,7 +5,6 @@ stream (the agent's own channel plus the broadcast)."""
 import asyncio
 import re
 import time
-from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from functools import partial
 from typing import Any
@@ -31,7 +30,7 @@ from tests.support.api import (
     streams_open,
     transcript,
 )
-from tests.support.app_server import AppClient
+from tests.support.app_server import AppClient, MakeClient
 from tests.support.checks import ENVELOPE_KEYS
 from tests.support.sse import SSEEvent, SSEStream, open_stream
 from tests.support.sse import open_streams as streams
@@ -423,7 +422,7 @@ async def test_connected_event(client: AppClient, case: str) -> None:
 
 
 async def test_heartbeat_on_an_idle_stream(
-    make_client: Callable[..., Awaitable[AppClient]], settings: Settings
+    make_client: MakeClient, settings: Settings
 ) -> None:
     """An idle stream receives heartbeat events (source system, empty payload, no id)."""
     client = await make_client(settings, heartbeat=0.2)

@@ -43,7 +43,8 @@ from tests.support.api import (
     session_events,
     transcript,
 )
-from tests.support.app_server import AppClient, ServeApp
+from tests.support.app_server import AppClient, MakeClient, ServeApp
+from tests.support.processes import ServerProcess
 from tests.support.sse import Frame, SSEEvent, SSEStream, open_stream, read_frames
 from tests.support.wait import until
 
@@ -368,7 +369,7 @@ async def test_closed_session_is_a_conflict_like_chat(client: AppClient) -> None
     assert await transcript(client, "shut") == []
 
 
-async def test_tokens_and_limits_as_chat(make_client: Callable[..., Any], settings: Settings) -> None:
+async def test_tokens_and_limits_as_chat(make_client: MakeClient, settings: Settings) -> None:
     """Under authentication: a new conversation needs no token and gets it in ``done``; an
     existing one needs its own token (401 without, 403 with another's); the action rate limit
     counts stream requests too (429)."""
@@ -609,7 +610,7 @@ async def test_client_leaving_before_the_stream_starts(
 # --- a split deployment on Redis ---------------------------------------------------------------
 
 async def test_split_processes_agent_side_sees_the_streamed_conversation(
-    server_process: Callable[..., Any], redis_url: str
+    server_process: Callable[..., ServerProcess], redis_url: str
 ) -> None:
     """/chat/stream on a --chatbot process; a --workbench process (sharing only Redis) sees the
     customer's and the bot's messages and the escalation on its streams and in its transcript,

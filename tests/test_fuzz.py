@@ -60,13 +60,12 @@ from app.keys import BACKENDS
 from app.process.settings import Settings
 from schemas import is_valid_name
 from tests.support.api import CHATBOT, STATUSES, WORKBENCH
-from tests.support.app_server import AppClient
+from tests.support.app_server import AppClient, MakeClient
 from tests.support.sse import SSEEvent, SSEStream
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-MakeClient = Callable[..., Any]
 
 SECRET = "fuzz-secret-" + "s" * 40
 OTHER_SECRET = "fuzz-other-" + "o" * 40

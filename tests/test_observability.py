@@ -23,7 +23,7 @@ import re
 import socket
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from contextlib import AsyncExitStack, suppress
 from typing import Any
 
@@ -44,14 +44,13 @@ from tests.support.api import (
     exchange,
     session_events,
 )
-from tests.support.app_server import AppClient
+from tests.support.app_server import AppClient, MakeClient
 from tests.support.processes import ServerProcess, clean_env, free_port
 from tests.support.sse import SSEEvent, SSEStream, open_stream
 from tests.support.wait import until
 
 logger = logging.getLogger(__name__)
 
-MakeClient = Callable[..., Awaitable[AppClient]]
 StartServer = Callable[..., ServerProcess]
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

@@ -20,7 +20,6 @@ import logging
 import time
 from collections.abc import Callable
 from contextlib import suppress
-from typing import Any
 from urllib.parse import quote
 
 import aiohttp
@@ -42,7 +41,7 @@ from tests.support.api import (
     session_events,
     streams_open,
 )
-from tests.support.app_server import AppClient
+from tests.support.app_server import AppClient, MakeClient
 from tests.support.checks import check_strictly_increasing, wire
 from tests.support.processes import REDIS_ON, ServerProcess
 from tests.support.readers import ReconnectingReader
@@ -203,7 +202,7 @@ async def test_header_wins_over_query(client: AppClient) -> None:
 
 
 async def test_resume_older_than_the_history(
-    make_client: Callable[..., Any], settings: Settings, backend: str
+    make_client: MakeClient, settings: Settings, backend: str
 ) -> None:
     """A resume from an id the history no longer holds says recovered: false and sends what is
     left of the history, then live events; a resume inside the window is complete."""
@@ -444,7 +443,7 @@ async def test_slow_consumer_is_cut_off_and_resumes(
 
 
 async def test_resume_of_more_events_than_the_queue_holds(
-    make_client: Callable[..., Any], settings: Settings
+    make_client: MakeClient, settings: Settings
 ) -> None:
     """A resume whose missed events outnumber the stream's queue (but not the history) still
     gets all of them: the replay is not a slow consumer."""

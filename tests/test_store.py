@@ -24,8 +24,8 @@ from app.domain.store import (
     StoreUnavailable,
     Transition,
     TransitionRefused,
+    rules,
 )
-from app.domain.store import rules
 from app.domain.store.base import TRANSCRIPT_LIMIT
 from app.domain.store.redis_store import messages_key, session_key
 from tests.support.api import STATUSES

@@ -2,13 +2,13 @@
 on one Redis; the sessions feed on a Redis Cluster), with filters and resume."""
 
 from collections.abc import Callable
-from typing import Any
 
 import aiohttp
 from redis.asyncio import Redis
 
+from app.process.settings import Settings
 from tests.support.api import CHATBOT, WORKBENCH, act, call, chat, create, escalate
-from tests.support.app_server import AppClient
+from tests.support.app_server import AppClient, MakeClient
 from tests.support.processes import REDIS_ON, ServerProcess
 from tests.support.sse import SSEEvent, SSEStream, open_stream
 
@@ -147,7 +147,7 @@ async def test_on_a_cluster_through_the_feed(server_process: StartServer, cluste
             assert [session_of(e) for e in resumed] == ["feed-2", "feed-2", "feed-3", "feed-3"]
 
 
-async def test_needs_an_agent(make_client: Callable[..., Any], settings: Any) -> None:
+async def test_needs_an_agent(make_client: MakeClient, settings: Settings) -> None:
     secure = await make_client(settings, insecure=False, secret="s" * 32)
     answer = await call(secure, "GET", SUPERVISOR, status=401)
     assert answer["error"]["code"] == "unauthorized"
