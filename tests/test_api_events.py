@@ -101,7 +101,7 @@ def check_session(
     session: dict[str, Any], name: str | None = None, status: str | None = None,
     agent_id: str | None = None,
 ) -> None:
-    assert SESSION_KEYS <= set(session), session
+    assert set(session) >= SESSION_KEYS, session
     assert NAME.match(session["session_name"]), session
     assert session["status"] in STATUSES, session
     assert is_int(session["created_at"]) and is_int(session["updated_at"]), session
@@ -115,7 +115,7 @@ def check_session(
 def check_message(
     message: dict[str, Any], role: str, content: str | None = None, agent_id: str | None = None
 ) -> None:
-    assert MESSAGE_KEYS <= set(message), message
+    assert set(message) >= MESSAGE_KEYS, message
     assert isinstance(message["id"], str) and message["id"], message
     assert is_int(message["created_at"]), message
     has(message, {"role": role, "agent_id": agent_id})
@@ -537,7 +537,7 @@ async def test_concurrent_takeovers_have_one_winner(client: AppClient) -> None:
         bodies = [await response.json() for response in responses]
         assert sorted(statuses) == [200] + [409] * 19, statuses
         winner = agents[statuses.index(200)]
-        for status, body in zip(statuses, bodies):
+        for status, body in zip(statuses, bodies, strict=True):
             if status == 409:
                 assert set(body["error"]) >= {"code", "message"}
         check_session(await get_session(client, "race"), "race", "agent_active", winner)

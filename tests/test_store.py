@@ -156,7 +156,7 @@ async def snapshot(h: Harness, name: str) -> Any:
 
 def assert_session_shape(session: Any, name: str) -> None:
     """``session`` has the docs/api.md keys with the right types (integer unix seconds)."""
-    assert SESSION_KEYS <= set(session)
+    assert set(session) >= SESSION_KEYS
     assert session["session_name"] == name
     assert session["status"] in STATUSES
     assert session["agent_id"] is None or isinstance(session["agent_id"], str)
@@ -430,7 +430,7 @@ async def test_message_shape(store: SessionStore, role: Role, agent_id: str | No
     """A message has id, role, content, agent_id and integer created_at, as stored."""
     await put_in(store, "s1", "agent_active" if role == "agent" else "bot_active")
     _, message = await store.add_message("s1", role, "Ünïcødé 你好 ✓", agent_id)
-    assert MESSAGE_KEYS <= set(message)
+    assert set(message) >= MESSAGE_KEYS
     assert isinstance(message["id"], str) and message["id"]
     assert message["role"] == role
     assert message["content"] == "Ünïcødé 你好 ✓"

@@ -175,7 +175,7 @@ class RedisCluster:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=self.preexec_fn,  # noqa: PLW1509 (the harness starts it from one thread)
+            preexec_fn=self.preexec_fn,  # safe as preexec_fn: the harness starts it from one thread
         )
 
     def _wait_ping(self, i: int) -> None:
