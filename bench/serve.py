@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from app.backends import Backends, redis_broker_options, redis_client
+from app.domain.store import RedisSessionStore
 from app.factory import create_app
 from app.process.settings import Settings, load_settings
-from app.domain.store import RedisSessionStore
 from bench.baseline_broker import PerStreamRedisBroker
 from run import new_event_loop
 

@@ -3,6 +3,7 @@ loop in its own (spawned) process and answers commands sent over a pipe, every c
 by a timeout; a worker is stopped by its PID if it does not leave when asked."""
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -59,10 +60,8 @@ class Worker:
         if self.process.pid is None:
             return
         if self.process.is_alive():
-            try:
+            with contextlib.suppress(WorkerError, OSError, EOFError):
                 self.call("exit", STOP_TIMEOUT)
-            except (WorkerError, OSError, EOFError):
-                pass
             self.process.join(STOP_TIMEOUT)
         for sig in (signal.SIGTERM, signal.SIGKILL):
             if not self.process.is_alive():

@@ -3,21 +3,29 @@ port and flushed before each test), settings for either backend, and the real ap
 tiers: each test is marked by what it starts (setup.cfg lists the markers; ``make test-fast``
 leaves the slow tiers out)."""
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+import subprocess
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from app.factory import create_app
 from app.process.settings import Settings
-from tests.support.app_server import CancellingTestServer, cancels_handlers
-from tests.support.processes import ServerProcess, run_py as run_py_to_end
+from tests.support.app_server import (
+    AppClient,
+    CancellingTestServer,
+    MakeClient,
+    ServeApp,
+    cancels_handlers,
+)
+from tests.support.processes import ServerProcess
+from tests.support.processes import run_py as run_py_to_end
 from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_server import RedisServer
 
@@ -84,12 +92,14 @@ def settings(backend: str, request: pytest.FixtureRequest) -> Settings:
 
 
 @pytest.fixture
-def serve_app(aiohttp_client: Callable[..., Awaitable[TestClient]]) -> Callable[[web.Application], Awaitable[TestClient]]:
+def serve_app(aiohttp_client: AiohttpClient) -> ServeApp:
     """``await serve_app(app)``: ``app`` behind a real test server that, like run.py, cancels a
     handler when its client leaves (tests/support/app_server.py)."""
 
-    async def serve(app: web.Application) -> TestClient:
-        client = await aiohttp_client(CancellingTestServer(app))
+    async def serve(app: web.Application) -> AppClient:
+        # pytest-aiohttp types a client made from a server as TestClient[_Request, None] (its
+        # TODO for aiohttp 4); this server is a TestServer, so the client has its app.
+        client = cast(AppClient, await aiohttp_client(CancellingTestServer(app)))
         assert cancels_handlers(client), "the test server does not cancel handlers as run.py does"
         return client
 
@@ -97,17 +107,17 @@ def serve_app(aiohttp_client: Callable[..., Awaitable[TestClient]]) -> Callable[
 
 
 @pytest.fixture
-def make_client(serve_app: Callable[[web.Application], Awaitable[TestClient]]) -> Callable[..., Awaitable[TestClient]]:
+def make_client(serve_app: ServeApp) -> MakeClient:
     """``await make_client(settings, **changes)``: the real app, behind a real test server."""
 
-    async def make(settings: Settings, **changes: Any) -> TestClient:
+    async def make(settings: Settings, **changes: Any) -> AppClient:
         return await serve_app(create_app(replace(settings, **changes)))
 
     return make
 
 
 @pytest.fixture
-async def client(make_client: Callable[..., Awaitable[TestClient]], settings: Settings) -> TestClient:
+async def client(make_client: MakeClient, settings: Settings) -> AppClient:
     return await make_client(settings)
 
 
@@ -128,7 +138,7 @@ def server_process(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
 
 
 @pytest.fixture
-def run_py() -> Callable[..., Any]:
+def run_py() -> Callable[..., subprocess.CompletedProcess[str]]:
     """``run_py(*args, env=...)``: ``python run.py *args`` run to its end (a command, or a start
     that must be refused); a test that takes it is in the ``processes`` tier."""
     return run_py_to_end

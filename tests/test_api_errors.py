@@ -5,19 +5,19 @@ agent streams stay quiet, and a re-read of the state finds it unchanged)."""
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from aiohttp import ClientResponse
-from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 from yarl import URL
 
 from app.process.settings import Settings
 from tests.support.api import CHATBOT, STATUSES, WORKBENCH
+from tests.support.app_server import AppClient, MakeClient
 from tests.support.sse import open_stream
 
 MAX_BODY = 65_536
@@ -45,7 +45,7 @@ class Call:
     # Send the path exactly as written (percent-escapes kept), not normalised by the client.
     encoded: bool = False
 
-    async def send(self, client: TestClient) -> ClientResponse:
+    async def send(self, client: AppClient) -> ClientResponse:
         url: str | URL = URL(self.path, encoded=True) if self.encoded else self.path
         if self.raw is not None:
             headers = {"Content-Type": self.content_type}
@@ -114,7 +114,7 @@ async def expect_error(
 
 
 async def problems_of(
-    client: TestClient, cases: Iterable[tuple[str, Call, int, Iterable[str] | None]]
+    client: AppClient, cases: Iterable[tuple[str, Call, int, Iterable[str] | None]]
 ) -> list[str]:
     """Send every case; the list of those that did not answer the expected error."""
     problems = []
@@ -127,14 +127,14 @@ async def problems_of(
     return problems
 
 
-async def ok(client: TestClient, call: Call, status: int = 200) -> dict[str, Any]:
+async def ok(client: AppClient, call: Call, status: int = 200) -> dict[str, Any]:
     response = await call.send(client)
     text = await response.text()
     assert response.status == status, f"{call.method} {call.path}: {response.status} {text[:300]}"
     return json.loads(text)  # type: ignore[no-any-return]
 
 
-async def in_status(client: TestClient, name: str, status: str) -> None:
+async def in_status(client: AppClient, name: str, status: str) -> None:
     """Create ``name`` and bring it to ``status`` (held by HOLDER when agent_active)."""
     await ok(client, create_call(name), 201)
     if status == "waiting_agent":
@@ -147,7 +147,7 @@ async def in_status(client: TestClient, name: str, status: str) -> None:
 
 # --- "nothing changed, nothing published" ------------------------------------------------------
 
-async def snapshot(client: TestClient, names: Iterable[str]) -> dict[str, Any]:
+async def snapshot(client: AppClient, names: Iterable[str]) -> dict[str, Any]:
     """Everything the API says about ``names`` and every status list."""
     state: dict[str, Any] = {}
     for name in names:
@@ -159,7 +159,7 @@ async def snapshot(client: TestClient, names: Iterable[str]) -> dict[str, Any]:
 
 
 @asynccontextmanager
-async def unchanged(client: TestClient, *names: str) -> AsyncIterator[None]:
+async def unchanged(client: AppClient, *names: str) -> AsyncIterator[None]:
     """Around failing requests: the session streams of ``names`` and both agents' streams
     (their channels and the broadcast) stay quiet, and the state reads back the same."""
     before = await snapshot(client, names)
@@ -189,7 +189,7 @@ MALFORMED: list[tuple[str, bytes, str, int]] = [
 
 
 @pytest.mark.parametrize("action", ACTIONS)
-async def test_malformed_body(client: TestClient, action: str) -> None:
+async def test_malformed_body(client: AppClient, action: str) -> None:
     """Bad JSON, a non-object body and a non-JSON content type get 400/415 on every action."""
     await in_status(client, S, "bot_active")
     async with unchanged(client, S):
@@ -199,7 +199,7 @@ async def test_malformed_body(client: TestClient, action: str) -> None:
     assert not problems, "\n".join(problems)
 
 
-async def test_deeply_nested_json(client: TestClient) -> None:
+async def test_deeply_nested_json(client: AppClient) -> None:
     """JSON nested deeper than the parser's recursion limit (60 KB, under the size limit) is a
     400 on every action, not a 500."""
     raw = b"[" * 30_000 + b"]" * 30_000
@@ -267,7 +267,7 @@ SCHEMA_VIOLATIONS: dict[str, list[tuple[Any, set[str]]]] = {
 
 
 @pytest.mark.parametrize("action", SCHEMA_VIOLATIONS)
-async def test_schema_violations(client: TestClient, action: str) -> None:
+async def test_schema_violations(client: AppClient, action: str) -> None:
     """Unknown, missing and wrongly typed fields get 400 with `fields` naming each of them."""
     await in_status(client, S, "agent_active")
     async with unchanged(client, S):
@@ -326,7 +326,7 @@ def valid_variant(bad: str) -> str:
 
 
 @pytest.mark.parametrize("case", BAD_NAMES)
-async def test_bad_names(client: TestClient, redis: Redis, case: str) -> None:
+async def test_bad_names(client: AppClient, redis: Redis, case: str) -> None:
     """A name outside ^[A-Za-z0-9_-]{1,64}$, in a body or a path, is a 400 and creates nothing:
     no session under a cleaned-up variant of it, no Redis key containing it."""
     bad, encoded = BAD_NAMES[case]
@@ -338,7 +338,7 @@ async def test_bad_names(client: TestClient, redis: Redis, case: str) -> None:
     if variant:
         response = await client.get(f"{CHATBOT}/sessions/{variant}")
         await expect_error(response, 404)
-    keys: list[str] = await redis.keys("*")
+    keys = cast(list[str], await redis.keys("*"))  # the suite's client decodes: str names
     leaked = [k for k in keys if (bad and bad in k) or (variant and k.endswith(f":{variant}"))]
     assert not leaked, leaked
 
@@ -355,7 +355,7 @@ def padded(call: Call, size: int) -> Call:
 
 
 @pytest.mark.parametrize("action", ACTIONS)
-async def test_body_size_limit(client: TestClient, action: str) -> None:
+async def test_body_size_limit(client: AppClient, action: str) -> None:
     """A body over 65,536 bytes is a JSON 413; one of exactly 65,536 bytes is read (and then
     refused for its unknown padding field, a 400)."""
     await in_status(client, S, "agent_active")
@@ -376,7 +376,7 @@ LENGTH_CASES: dict[str, tuple[str, Callable[[str], Call]]] = {
 
 
 @pytest.mark.parametrize("action", LENGTH_CASES)
-async def test_content_length(client: TestClient, action: str) -> None:
+async def test_content_length(client: AppClient, action: str) -> None:
     """`content` must be 1 to 4,000 characters (not bytes): empty and 4,001 are 400, exactly
     4,000 (ASCII or CJK) is accepted whole."""
     status, make = LENGTH_CASES[action]
@@ -393,7 +393,7 @@ async def test_content_length(client: TestClient, action: str) -> None:
         assert body["message"]["content"] == content
 
 
-async def test_reason_length(client: TestClient) -> None:
+async def test_reason_length(client: AppClient) -> None:
     """`reason` over 500 characters is a 400; exactly 500 is accepted."""
     await in_status(client, S, "bot_active")
     async with unchanged(client, S):
@@ -405,7 +405,7 @@ async def test_reason_length(client: TestClient) -> None:
 
 
 @pytest.mark.parametrize("action", ["chat", "agent_message"])
-async def test_unencodable_content(client: TestClient, action: str) -> None:
+async def test_unencodable_content(client: AppClient, action: str) -> None:
     """Text that cannot be written as UTF-8 (a lone surrogate, legal in JSON escapes) is a 400,
     not a 500 with a half-stored message."""
     status, make = LENGTH_CASES[action]
@@ -435,7 +435,7 @@ UNKNOWN_SESSION_CALLS: list[Call] = [
 ]
 
 
-async def test_unknown_session(client: TestClient, redis: Redis) -> None:
+async def test_unknown_session(client: AppClient, redis: Redis) -> None:
     """Every session endpoint answers 404 for an unknown session, streams included (no stream
     opens), and none of them creates it."""
     await in_status(client, S, "bot_active")
@@ -460,7 +460,7 @@ UNKNOWN_ROUTES: list[Call] = [
 ]
 
 
-async def test_unknown_route(client: TestClient) -> None:
+async def test_unknown_route(client: AppClient) -> None:
     """A path that no route serves is a JSON 404."""
     await in_status(client, S, "bot_active")
     async with unchanged(client, S):
@@ -482,7 +482,7 @@ WRONG_METHODS: list[tuple[Call, str]] = [
 ]
 
 
-async def test_wrong_method(client: TestClient) -> None:
+async def test_wrong_method(client: AppClient) -> None:
     """A known path with a wrong method is a JSON 405 whose Allow header names the right one."""
     await in_status(client, S, "bot_active")
     problems = []
@@ -523,7 +523,7 @@ CONFLICTS: dict[str, tuple[str, Call]] = {
 
 
 @pytest.mark.parametrize("case", CONFLICTS)
-async def test_forbidden_transition(client: TestClient, case: str) -> None:
+async def test_forbidden_transition(client: AppClient, case: str) -> None:
     """Each transition docs/api.md forbids, and creating an existing session, is a 409 that changes
     nothing and publishes nothing."""
     status, call = CONFLICTS[case]
@@ -558,7 +558,7 @@ OWN_CALL: dict[str, Call] = {
 
 @pytest.mark.parametrize("component", OTHER_SUBAPP_CALLS)
 async def test_single_subapp_process(
-    make_client: Callable[..., Awaitable[TestClient]], settings: Settings, component: str
+    make_client: MakeClient, settings: Settings, component: str
 ) -> None:
     """A process running one sub-app answers JSON 404 for the other's paths, serves its own, and
     /health lists only its own."""
@@ -571,7 +571,7 @@ async def test_single_subapp_process(
     await ok(client, OWN_CALL[component], 201 if component == "chatbot" else 200)
 
 
-async def test_bad_status_query(client: TestClient) -> None:
+async def test_bad_status_query(client: AppClient) -> None:
     """GET /workbench/api/sessions with a status that does not exist is a 400 naming status."""
     await in_status(client, S, "waiting_agent")
     async with unchanged(client, S):

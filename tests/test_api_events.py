@@ -5,13 +5,11 @@ stream (the agent's own channel plus the broadcast)."""
 import asyncio
 import re
 import time
-from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from functools import partial
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from app.process.settings import Settings
@@ -32,6 +30,7 @@ from tests.support.api import (
     streams_open,
     transcript,
 )
+from tests.support.app_server import AppClient, MakeClient
 from tests.support.checks import ENVELOPE_KEYS
 from tests.support.sse import SSEEvent, SSEStream, open_stream
 from tests.support.sse import open_streams as streams
@@ -54,7 +53,7 @@ in_status = partial(api.in_status, agent_id="agent-0")
 # --- requests ----------------------------------------------------------------------------------
 
 
-async def queue(client: TestClient, status: str | None = None) -> list[str]:
+async def queue(client: AppClient, status: str | None = None) -> list[str]:
     """Names of the sessions listed for ``status`` (the default listing when None), in order."""
     query = "" if status is None else f"?status={status}"
     body = await call(client, "GET", f"{WORKBENCH}/sessions{query}")
@@ -102,7 +101,7 @@ def check_session(
     session: dict[str, Any], name: str | None = None, status: str | None = None,
     agent_id: str | None = None,
 ) -> None:
-    assert SESSION_KEYS <= set(session), session
+    assert set(session) >= SESSION_KEYS, session
     assert NAME.match(session["session_name"]), session
     assert session["status"] in STATUSES, session
     assert is_int(session["created_at"]) and is_int(session["updated_at"]), session
@@ -116,7 +115,7 @@ def check_session(
 def check_message(
     message: dict[str, Any], role: str, content: str | None = None, agent_id: str | None = None
 ) -> None:
-    assert MESSAGE_KEYS <= set(message), message
+    assert set(message) >= MESSAGE_KEYS, message
     assert isinstance(message["id"], str) and message["id"], message
     assert is_int(message["created_at"]), message
     has(message, {"role": role, "agent_id": agent_id})
@@ -137,7 +136,7 @@ def new_message(name: str, message: dict[str, Any]) -> dict[str, Any]:
 
 # --- sessions ----------------------------------------------------------------------------------
 
-async def test_create_session_with_name(client: TestClient) -> None:
+async def test_create_session_with_name(client: AppClient) -> None:
     """POST /chatbot/api/sessions with a name answers 201 with a fresh bot_active session that
     both sub-apps then serve, and publishes nothing."""
     async with streams(client, agent_events("watcher")) as (agent,):
@@ -153,7 +152,7 @@ async def test_create_session_with_name(client: TestClient) -> None:
 @pytest.mark.parametrize(
     "body", [None, {}, {"session_name": None}], ids=["no-body", "empty", "null"]
 )
-async def test_create_session_generates_a_name(client: TestClient, body: Any) -> None:
+async def test_create_session_generates_a_name(client: AppClient, body: Any) -> None:
     """Without a name the server generates a valid, unique one."""
     first = await call(client, "POST", f"{CHATBOT}/sessions", body, status=201)
     second = await call(client, "POST", f"{CHATBOT}/sessions", body, status=201)
@@ -166,7 +165,7 @@ async def test_create_session_generates_a_name(client: TestClient, body: Any) ->
 # --- customer messages -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("sub", ["chatbot", "workbench"])
-async def test_chat_in_bot_active(client: TestClient, sub: str) -> None:
+async def test_chat_in_bot_active(client: AppClient, sub: str) -> None:
     """A customer message in bot_active publishes the customer's new_message then the bot's on the
     session channel (read from either sub-app), nothing to agents; the reply is in the answer."""
     await create(client, "c1")
@@ -184,7 +183,7 @@ async def test_chat_in_bot_active(client: TestClient, sub: str) -> None:
         await all_quiet(session_stream, agent)
 
 
-async def test_chat_creates_the_session(client: TestClient) -> None:
+async def test_chat_creates_the_session(client: AppClient) -> None:
     """Chatting on an unknown name creates the session (bot_active) and the bot answers."""
     await call(client, "GET", f"{CHATBOT}/sessions/fresh", status=404)
     async with streams(client, agent_events("watcher")) as (agent,):
@@ -197,7 +196,7 @@ async def test_chat_creates_the_session(client: TestClient) -> None:
 
 
 @pytest.mark.parametrize("content", ["can I talk to a human please", "我要人工"])
-async def test_chat_asking_for_a_human(client: TestClient, content: str) -> None:
+async def test_chat_asking_for_a_human(client: AppClient, content: str) -> None:
     """Asking for a human: the bot answers, then status_change bot_active→waiting_agent on the
     session channel and a transfer_request on the broadcast."""
     await create(client, "h1")
@@ -219,7 +218,7 @@ async def test_chat_asking_for_a_human(client: TestClient, content: str) -> None
     assert await queue(client) == ["h1"]
 
 
-async def test_chat_while_held_goes_to_the_holder(client: TestClient) -> None:
+async def test_chat_while_held_goes_to_the_holder(client: AppClient) -> None:
     """While an agent holds the session, a customer message goes to the session channel and the
     holder's channel only, and the bot stays silent (reply null)."""
     await create(client, "held")
@@ -239,7 +238,7 @@ async def test_chat_while_held_goes_to_the_holder(client: TestClient) -> None:
     assert [m["role"] for m in await transcript(client, "held")] == ["customer"]
 
 
-async def test_chat_while_waiting_gets_no_bot_reply(client: TestClient) -> None:
+async def test_chat_while_waiting_gets_no_bot_reply(client: AppClient) -> None:
     """In waiting_agent the customer's message is published and the bot does not answer."""
     await create(client, "w1")
     await escalate(client, "w1")
@@ -257,7 +256,7 @@ async def test_chat_while_waiting_gets_no_bot_reply(client: TestClient) -> None:
 # --- escalate ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("reason", ["charged twice", None], ids=["reason", "no-reason"])
-async def test_escalate(client: TestClient, reason: str | None) -> None:
+async def test_escalate(client: AppClient, reason: str | None) -> None:
     """Escalate: status_change on the session, transfer_request with the reason (null when
     absent) on the broadcast; escalating again answers 200 unchanged and publishes nothing."""
     await create(client, "e1")
@@ -282,7 +281,7 @@ async def test_escalate(client: TestClient, reason: str | None) -> None:
 # --- takeover, release, close, agent message ---------------------------------------------------
 
 @pytest.mark.parametrize("start", ["waiting_agent", "bot_active"])
-async def test_takeover(client: TestClient, start: str) -> None:
+async def test_takeover(client: AppClient, start: str) -> None:
     """Takeover: agent_joined then status_change on the session, status_change on the broadcast;
     the same agent taking over again gets 200 unchanged and nothing is published."""
     await in_status(client, "t1", start)
@@ -304,7 +303,7 @@ async def test_takeover(client: TestClient, start: str) -> None:
     assert await queue(client, "waiting_agent") == []
 
 
-async def test_release(client: TestClient) -> None:
+async def test_release(client: AppClient) -> None:
     """Release: agent_left then status_change (agent_id null) on the session, status_change on
     the broadcast; the session is back with the bot."""
     await in_status(client, "r1", "agent_active")
@@ -323,7 +322,7 @@ async def test_release(client: TestClient) -> None:
 
 
 @pytest.mark.parametrize("start", ["bot_active", "waiting_agent", "agent_active"])
-async def test_close(client: TestClient, start: str) -> None:
+async def test_close(client: AppClient, start: str) -> None:
     """Close (by the holder when held): status_change to closed with agent_id null on the session
     and on the broadcast, from any open status."""
     await in_status(client, "x1", start)
@@ -340,7 +339,7 @@ async def test_close(client: TestClient, start: str) -> None:
     assert await queue(client, "closed") == ["x1"]
 
 
-async def test_agent_message(client: TestClient) -> None:
+async def test_agent_message(client: AppClient) -> None:
     """An agent message answers {session, message} and publishes new_message (role agent, with
     agent_id) on the session channel only."""
     await in_status(client, "m1", "agent_active")
@@ -358,7 +357,7 @@ async def test_agent_message(client: TestClient) -> None:
 # --- reads -------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("sub", ["chatbot", "workbench"])
-async def test_session_state_and_transcript(client: TestClient, sub: str) -> None:
+async def test_session_state_and_transcript(client: AppClient, sub: str) -> None:
     """GET state and GET messages (oldest first, roles customer/bot/agent) on both sub-apps."""
     await create(client, "rd")
     await chat(client, "rd", "hello")
@@ -377,7 +376,7 @@ async def test_session_state_and_transcript(client: TestClient, sub: str) -> Non
     assert times == sorted(times)
 
 
-async def test_session_lists_by_status(client: TestClient) -> None:
+async def test_session_lists_by_status(client: AppClient) -> None:
     """GET /workbench/api/sessions?status=... lists the sessions in that status; the default
     status is waiting_agent."""
     for name, status in [("w-1", "waiting_agent"), ("b-1", "bot_active"),
@@ -390,7 +389,7 @@ async def test_session_lists_by_status(client: TestClient) -> None:
     assert await queue(client, "closed") == ["z-1"]
 
 
-async def test_queue_is_oldest_first(client: TestClient) -> None:
+async def test_queue_is_oldest_first(client: AppClient) -> None:
     """The waiting queue is first come, first served, even for sessions that arrive within the
     same second (names chosen so alphabetical order differs from arrival order)."""
     arrivals = ["q-c", "q-a", "q-b"]
@@ -412,7 +411,7 @@ CONNECTED_CASES = {
 
 
 @pytest.mark.parametrize("case", CONNECTED_CASES)
-async def test_connected_event(client: TestClient, case: str) -> None:
+async def test_connected_event(client: AppClient, case: str) -> None:
     """A stream opens with `connected` (source system, with an id) naming its channels and its
     session or agent."""
     url, channels, who = CONNECTED_CASES[case]
@@ -423,7 +422,7 @@ async def test_connected_event(client: TestClient, case: str) -> None:
 
 
 async def test_heartbeat_on_an_idle_stream(
-    make_client: Callable[..., Awaitable[TestClient]], settings: Settings
+    make_client: MakeClient, settings: Settings
 ) -> None:
     """An idle stream receives heartbeat events (source system, empty payload, no id)."""
     client = await make_client(settings, heartbeat=0.2)
@@ -449,7 +448,7 @@ def assert_increasing(events: list[SSEEvent]) -> None:
     assert keys == sorted(set(keys)), f"ids not strictly increasing: {ids}"
 
 
-async def test_full_handoff(client: TestClient) -> None:
+async def test_full_handoff(client: AppClient) -> None:
     """Bot chat → ask for a human → agent sees the request, takes over → customer and agent
     talk live → agent releases → the bot answers again; every step seen on both streams,
     whose ids increase from the `connected` id on."""
@@ -524,7 +523,7 @@ async def test_full_handoff(client: TestClient) -> None:
     assert roles == ["customer", "bot", "customer", "bot", "customer", "agent", "customer", "bot"]
 
 
-async def test_concurrent_takeovers_have_one_winner(client: TestClient) -> None:
+async def test_concurrent_takeovers_have_one_winner(client: AppClient) -> None:
     """Twenty agents take over one waiting session at once: one 200, nineteen 409, and exactly
     one agent_joined is published."""
     await in_status(client, "race", "waiting_agent")
@@ -538,7 +537,7 @@ async def test_concurrent_takeovers_have_one_winner(client: TestClient) -> None:
         bodies = [await response.json() for response in responses]
         assert sorted(statuses) == [200] + [409] * 19, statuses
         winner = agents[statuses.index(200)]
-        for status, body in zip(statuses, bodies):
+        for status, body in zip(statuses, bodies, strict=True):
             if status == 409:
                 assert set(body["error"]) >= {"code", "message"}
         check_session(await get_session(client, "race"), "race", "agent_active", winner)
@@ -561,7 +560,7 @@ async def subscribers(redis: Redis | None, channels: list[str]) -> int:
 
 @pytest.mark.parametrize("kind", ["session", "agent"])
 async def test_disconnect_releases_the_stream(
-    client: TestClient, backend: str, redis: Redis, kind: str
+    client: AppClient, backend: str, redis: Redis, kind: str
 ) -> None:
     """When a client leaves a stream, /health stops counting it and (on Redis) the server
     unsubscribes its channels."""

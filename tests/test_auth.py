@@ -16,12 +16,11 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import jwt
 import pytest
-from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 from yarl import URL
 
@@ -30,6 +29,7 @@ from app.factory import create_app
 from app.process.settings import Settings
 from tests.support import api
 from tests.support.api import CHATBOT, WORKBENCH, Reply, bearer, call, exchange
+from tests.support.app_server import AppClient, MakeClient
 from tests.support.processes import ServerProcess, clean_env, free_port
 from tests.support.sse import SSEEvent, SSEStream, open_stream
 
@@ -47,7 +47,6 @@ QUIET = 0.2
 RECOVER_DEADLINE = 5.0
 AGENT_TOKEN_TTL = 8 * 3600
 
-MakeClient = Callable[..., Any]
 StartServer = Callable[..., ServerProcess]
 RunPy = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -60,7 +59,7 @@ def with_token(path: str, token: str) -> str:
 
 
 async def refused(
-    client: TestClient,
+    client: AppClient,
     method: str,
     path: str | URL,
     body: Any = None,
@@ -99,7 +98,7 @@ def forge(
 
 
 def claims_of(token: str) -> dict[str, Any]:
-    return jwt.decode(token, SECRET, algorithms=["HS256"])  # type: ignore[no-any-return]
+    return jwt.decode(token, SECRET, algorithms=["HS256"])
 
 
 # --- a secure app with its customers and agents ------------------------------------------------
@@ -108,7 +107,7 @@ def claims_of(token: str) -> dict[str, Any]:
 class World:
     """A secure app with two customer sessions (TARGET, OTHER) and two agents (ALICE, BOB)."""
 
-    client: TestClient
+    client: AppClient
     authority: TokenAuthority
     customer: str  # TARGET's token, as the app handed it out
     other_customer: str  # OTHER's token
@@ -116,16 +115,16 @@ class World:
     bob: str
 
 
-async def create(client: TestClient, name: str) -> str:
+async def create(client: AppClient, name: str) -> str:
     """Create session ``name`` without a token; return the session token the app hands out."""
     body = await api.create(client, name)
     assert body["session_name"] == name
     return body["token"]  # type: ignore[no-any-return]
 
 
-async def secure_client(make_client: MakeClient, settings: Settings, **changes: Any) -> TestClient:
+async def secure_client(make_client: MakeClient, settings: Settings, **changes: Any) -> AppClient:
     """The real app with authentication on (the suite's settings are insecure by default)."""
-    client: TestClient = await make_client(settings, insecure=False, secret=SECRET, **changes)
+    client: AppClient = await make_client(settings, insecure=False, secret=SECRET, **changes)
     return client
 
 
@@ -732,8 +731,8 @@ async def test_streams_per_token_limit_triggers_and_recovers(
         await first.enter_async_context(open_stream(client, on_session))
         try:
             for path in (own, on_session):
-                response = await refused(client, "GET", path, status=429, code="too_many_streams")
-                retry_after = response.headers.get("Retry-After", "")
+                reply = await refused(client, "GET", path, status=429, code="too_many_streams")
+                retry_after = reply.headers.get("Retry-After", "")
                 assert retry_after.isdigit() and int(retry_after) >= 1
             # Other tokens are not affected.
             await stack.enter_async_context(
@@ -922,8 +921,9 @@ async def redis_names(url: str) -> tuple[list[str], list[str], int]:
     """Every key, every subscribed channel, and the number of pattern subscriptions."""
     redis = Redis.from_url(url, decode_responses=True)
     try:
-        keys = sorted(await redis.keys("*"))
-        channels = sorted(await redis.pubsub_channels("*"))
+        # A decoding client: the names come as str.
+        keys = sorted(cast(list[str], await redis.keys("*")))
+        channels = sorted(cast(list[str], await redis.pubsub_channels("*")))
         return keys, channels, int(await redis.pubsub_numpat())
     finally:
         await redis.aclose()
@@ -1027,16 +1027,15 @@ async def test_tokens_never_reach_the_logs(server_process: StartServer, redis_ur
             assert await status_of("GET", with_token(f"{session}/events", token)) == 401
             assert await status_of("POST", f"{CHATBOT}/chat", headers=bearer(token),
                                    json={"session_name": "logged", "content": "x"}) == 401
-        async with open_stream(http, f"{base}{with_token(f'{session}/events', customer)}") as (
-            stream, _
+        async with (
+            open_stream(http, f"{base}{with_token(f'{session}/events', customer)}") as (stream, _),
+            open_stream(http, f"{base}{WORKBENCH}/agents/{ALICE}/events", headers=bearer(alice)),
         ):
-            async with open_stream(http, f"{base}{WORKBENCH}/agents/{ALICE}/events",
-                                   headers=bearer(alice)):
-                assert await status_of("POST", f"{CHATBOT}/chat", headers=bearer(customer),
-                                       json={"session_name": "logged", "content": "human"}) == 200
-                await stream.next_of("status_change")
-                assert await status_of("POST", f"{WORKBENCH}/sessions/logged/takeover",
-                                       headers=bearer(alice)) == 200
+            assert await status_of("POST", f"{CHATBOT}/chat", headers=bearer(customer),
+                                   json={"session_name": "logged", "content": "human"}) == 200
+            await stream.next_of("status_change")
+            assert await status_of("POST", f"{WORKBENCH}/sessions/logged/takeover",
+                                   headers=bearer(alice)) == 200
     assert server.stop() == 0
     log = server.log()
     assert "stream opened" in log, log  # DEBUG was really on

@@ -48,6 +48,7 @@ from playwright.async_api import (
     Page,
     Response,
     Route,
+    ViewportSize,
     async_playwright,
     expect,
 )
@@ -65,8 +66,8 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 WAIT_MS = 10_000  # every Playwright wait is bounded by this
-DESKTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 375, "height": 667}
+DESKTOP: ViewportSize = {"width": 1280, "height": 800}
+PHONE: ViewportSize = {"width": 375, "height": 667}
 IMAGES = Path(os.environ.get("SWITCHBOARD_SCREENSHOTS") or tempfile.mkdtemp(prefix="screens-"))
 REDIS_ON = {"USE_REDIS_SSE": "true"}
 # Event streams only (not the JSON API), whatever the query string.

@@ -12,14 +12,13 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient
 
-from app.domain.auth import TokenAuthority
 from app.backends import Backends, open_backends
+from app.domain.auth import TokenAuthority
 from app.domain.bot import (
     HANDOFF_REASON,
     BotReply,
@@ -32,9 +31,9 @@ from app.domain.bot import (
     reply_of,
     stream_of,
 )
+from app.domain.store import Message, Session, rules
 from app.factory import create_app
 from app.process.settings import Settings
-from app.domain.store import Message, Session, rules
 from tests.support.api import (
     CHATBOT,
     act,
@@ -44,6 +43,8 @@ from tests.support.api import (
     session_events,
     transcript,
 )
+from tests.support.app_server import AppClient, MakeClient, ServeApp
+from tests.support.processes import ServerProcess
 from tests.support.sse import Frame, SSEEvent, SSEStream, open_stream, read_frames
 from tests.support.wait import until
 
@@ -161,13 +162,20 @@ class FailingResponder(Responder):
         raise RuntimeError("the model fell over")
 
 
+class AppWithResponder(Protocol):
+    """The ``app_client`` fixture. ``responder`` is Any: a test gives it a duck-typed object
+    that is not a Responder, on purpose."""
+
+    def __call__(self, responder: Any, **changes: Any) -> Awaitable[AppClient]: ...
+
+
 @pytest.fixture
-def app_client(serve_app: Callable[..., Any], settings: Settings) -> Callable[..., Any]:
+def app_client(serve_app: ServeApp, settings: Settings) -> AppWithResponder:
     """``await app_client(responder, **changes)``: the real app with that responder, behind a
     real test server (which, like run.py, cancels a handler when its client leaves)."""
 
-    async def make(responder: Any, **changes: Any) -> TestClient:
-        return await serve_app(create_app(replace(settings, **changes), responder=responder))  # type: ignore[no-any-return]
+    async def make(responder: Any, **changes: Any) -> AppClient:
+        return await serve_app(create_app(replace(settings, **changes), responder=responder))
 
     return make
 
@@ -232,7 +240,7 @@ async def test_either_form_gives_the_other() -> None:
 
 # --- the endpoint ------------------------------------------------------------------------------
 
-async def test_chunks_then_the_stored_message(client: TestClient) -> None:
+async def test_chunks_then_the_stored_message(client: AppClient) -> None:
     """The reply arrives as chunks in order, then ``done`` with /api/chat's answer; the chunks
     make up the stored reply, and ``done`` is what the transcript holds."""
     await create(client, "st1")
@@ -250,7 +258,7 @@ async def test_chunks_then_the_stored_message(client: TestClient) -> None:
     assert session == done.data["session"]
 
 
-async def test_creates_the_session_like_chat(client: TestClient) -> None:
+async def test_creates_the_session_like_chat(client: AppClient) -> None:
     frames = await chat_stream(client, {"session_name": "st-new", "content": "hi"})
     _, done = split(frames)
     assert done.data["session"]["session_name"] == "st-new"
@@ -265,7 +273,7 @@ SCENARIOS = {
 }
 
 
-async def _setup(client: TestClient, name: str, scenario: str) -> None:
+async def _setup(client: AppClient, name: str, scenario: str) -> None:
     await create(client, name)
     if scenario == "held":
         await act(client, name, "takeover", "agent-1")
@@ -274,7 +282,7 @@ async def _setup(client: TestClient, name: str, scenario: str) -> None:
 
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
-async def test_publishes_exactly_what_chat_publishes(client: TestClient, scenario: str) -> None:
+async def test_publishes_exactly_what_chat_publishes(client: AppClient, scenario: str) -> None:
     """The same conversation step through /api/chat and /api/chat/stream publishes the same
     events, type by type and payload by payload (ids and times aside), on the session channel,
     the holder's channel and the broadcast; ``done`` is /api/chat's answer; a session the bot
@@ -306,15 +314,15 @@ async def test_publishes_exactly_what_chat_publishes(client: TestClient, scenari
             seen[name] = (published(session_side, name), published(agent_side, name),
                           normal(answer, {name: "SESSION"}))
     assert seen["via-stream"] == seen["via-chat"]
-    session_side, agent_side, _ = seen["via-stream"]
+    session_seen, agent_seen, _ = seen["via-stream"]
     expected = {
         "bot": (["new_message", "new_message"], []),
         "human": (["new_message", "new_message", "status_change"], ["transfer_request"]),
         "held": (["new_message"], ["new_message"]),
         "waiting": (["new_message"], []),
     }[scenario]
-    assert ([e["type"] for e in session_side], [e["type"] for e in agent_side]) == expected
-    for events in (session_side, agent_side):
+    assert ([e["type"] for e in session_seen], [e["type"] for e in agent_seen]) == expected
+    for events in (session_seen, agent_seen):
         assert all(e["source"] == "ai_chatbot" for e in events)
 
 
@@ -331,7 +339,7 @@ BAD_BODIES: dict[str, tuple[Any, str | None]] = {
 
 
 @pytest.mark.parametrize("case", list(BAD_BODIES))
-async def test_validation_errors_are_chat_errors(client: TestClient, case: str) -> None:
+async def test_validation_errors_are_chat_errors(client: AppClient, case: str) -> None:
     """A body /api/chat refuses, /api/chat/stream refuses the same way (status, JSON error
     code and fields), before any stream opens; nothing is stored or published."""
     body, content_type = BAD_BODIES[case]
@@ -352,7 +360,7 @@ async def test_validation_errors_are_chat_errors(client: TestClient, case: str) 
     assert await transcript(client, "bad") == []
 
 
-async def test_closed_session_is_a_conflict_like_chat(client: TestClient) -> None:
+async def test_closed_session_is_a_conflict_like_chat(client: AppClient) -> None:
     await create(client, "shut")
     await act(client, "shut", "close", "agent-1")
     for path in (CHAT, STREAM):
@@ -361,7 +369,7 @@ async def test_closed_session_is_a_conflict_like_chat(client: TestClient) -> Non
     assert await transcript(client, "shut") == []
 
 
-async def test_tokens_and_limits_as_chat(make_client: Callable[..., Any], settings: Settings) -> None:
+async def test_tokens_and_limits_as_chat(make_client: MakeClient, settings: Settings) -> None:
     """Under authentication: a new conversation needs no token and gets it in ``done``; an
     existing one needs its own token (401 without, 403 with another's); the action rate limit
     counts stream requests too (429)."""
@@ -390,7 +398,7 @@ async def test_tokens_and_limits_as_chat(make_client: Callable[..., Any], settin
     assert roles == ["customer", "bot"] * 4
 
 
-async def test_custom_responders_stream(app_client: Callable[..., Any]) -> None:
+async def test_custom_responders_stream(app_client: AppWithResponder) -> None:
     """A one-shot responder gives one chunk; a plain object with ``stream`` streams; both
     store what they said."""
     client = await app_client(OneShotResponder())
@@ -404,7 +412,7 @@ async def test_custom_responders_stream(app_client: Callable[..., Any]) -> None:
 
 
 async def test_a_failing_responder_ends_with_an_error_event(
-    app_client: Callable[..., Any], caplog: pytest.LogCaptureFixture
+    app_client: AppWithResponder, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The responder breaks mid-reply: after the chunks so far, an ``error`` event with the
     JSON error body /api/chat answers (500 internal_error), logged; the customer's message
@@ -424,7 +432,7 @@ async def test_a_failing_responder_ends_with_an_error_event(
     assert any(r.levelno == logging.ERROR and "RuntimeError" in (r.exc_text or "") for r in caplog.records)
 
 
-async def test_agent_takes_over_mid_reply(app_client: Callable[..., Any]) -> None:
+async def test_agent_takes_over_mid_reply(app_client: AppWithResponder) -> None:
     """An agent takes the session over while the bot is streaming: the reply is dropped as
     /api/chat drops it (``done`` has reply null after the chunks), nothing of it is stored or
     published."""
@@ -483,7 +491,7 @@ def leave(sock: socket.socket, how: str) -> None:
 
 @pytest.mark.parametrize("how", ["close", "reset", "aiohttp"])
 async def test_client_leaving_mid_reply_does_not_stop_the_reply(
-    app_client: Callable[..., Any], caplog: pytest.LogCaptureFixture, how: str
+    app_client: AppWithResponder, caplog: pytest.LogCaptureFixture, how: str
 ) -> None:
     """The client reads the first chunk and goes away (socket closed, reset, or the aiohttp
     response closed) while the bot is still answering; the server notices (the handler is
@@ -508,6 +516,7 @@ async def test_client_leaving_mid_reply_does_not_stop_the_reply(
             assert first.startswith(b"event: chunk\n")
             response.close()
         else:
+            assert client.port is not None  # the server is started
             sock = await asyncio.to_thread(raw_request, client.host, client.port, body)
             received = await asyncio.to_thread(read_until, sock, b"event: chunk")
             assert received.startswith(b"HTTP/1.1 200")
@@ -560,7 +569,7 @@ class GatedStore:
 
 
 async def test_client_leaving_before_the_stream_starts(
-    serve_app: Callable[..., Any], settings: Settings, caplog: pytest.LogCaptureFixture
+    serve_app: ServeApp, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The client leaves while its message is being stored, before any answer: the message is
     stored and published, the bot answers as usual, and nothing is logged as an error."""
@@ -577,6 +586,7 @@ async def test_client_leaving_before_the_stream_starts(
     (store,) = stores
     await create(client, "early")
     async with open_stream(client, session_events("early")) as (on_session, _):
+        assert client.port is not None  # the server is started
         sock = await asyncio.to_thread(raw_request, client.host, client.port,
                                        {"session_name": "early", "content": "hello"})
         async with asyncio.timeout(DEADLINE):
@@ -600,7 +610,7 @@ async def test_client_leaving_before_the_stream_starts(
 # --- a split deployment on Redis ---------------------------------------------------------------
 
 async def test_split_processes_agent_side_sees_the_streamed_conversation(
-    server_process: Callable[..., Any], redis_url: str
+    server_process: Callable[..., ServerProcess], redis_url: str
 ) -> None:
     """/chat/stream on a --chatbot process; a --workbench process (sharing only Redis) sees the
     customer's and the bot's messages and the escalation on its streams and in its transcript,

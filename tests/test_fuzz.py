@@ -42,7 +42,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -50,7 +50,6 @@ from urllib.parse import quote
 import aiohttp
 import jwt
 import pytest
-from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given
 from hypothesis import settings as fuzz_settings
 from hypothesis import strategies as st
@@ -61,12 +60,12 @@ from app.keys import BACKENDS
 from app.process.settings import Settings
 from schemas import is_valid_name
 from tests.support.api import CHATBOT, STATUSES, WORKBENCH
+from tests.support.app_server import AppClient, MakeClient
 from tests.support.sse import SSEEvent, SSEStream
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-MakeClient = Callable[..., Any]
 
 SECRET = "fuzz-secret-" + "s" * 40
 OTHER_SECRET = "fuzz-other-" + "o" * 40
@@ -233,7 +232,7 @@ class State:
 class Harness:
     """The app under test, on the test's loop, driven from Hypothesis' worker thread."""
 
-    def __init__(self, client: TestClient, totals: Counter[str], *, secure: bool) -> None:
+    def __init__(self, client: AppClient, totals: Counter[str], *, secure: bool) -> None:
         self.client = client
         self.totals = totals
         self.secure = secure
@@ -245,9 +244,9 @@ class Harness:
 
     # running examples
 
-    def run(self, coro: Awaitable[T]) -> T:
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the test's loop (called from the worker thread), bounded."""
-        future = asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[arg-type]
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
             return future.result(timeout=CASE_DEADLINE)
         except concurrent.futures.TimeoutError:
@@ -259,7 +258,7 @@ class Harness:
         target: str,
         strategy: st.SearchStrategy[T],
         examples: int,
-        run_case: Callable[[T], Awaitable[object]],
+        run_case: Callable[[T], Coroutine[Any, Any, object]],
         *,
         group: str | None = None,
     ) -> int:
@@ -374,7 +373,7 @@ class Harness:
         backends = self.client.app[BACKENDS]
         sessions: dict[str, dict[str, Any]] = {}
         for status in STATUSES:
-            for session in await backends.store.list_sessions(status):  # type: ignore[arg-type]
+            for session in await backends.store.list_sessions(status):
                 sessions[session["session_name"]] = dict(session)
         transcripts = {
             name: [dict(m) for m in await backends.store.messages(name)] for name in sessions
@@ -651,7 +650,8 @@ def well_formed(draw: st.DrawFn, method: str, template: str) -> Shape:
     """A request for ``template`` that a client of the API could send: about a live session
     (now and then a missing one), by the holding agent (now and then another one, or with the
     agent left to the token)."""
-    session = draw(st.sampled_from([*(Ref(kind) for kind in KINDS), MISSING]))
+    sessions: list[str | Ref] = [*(Ref(kind) for kind in KINDS), MISSING]
+    session = draw(st.sampled_from(sessions))
     agent = draw(st.sampled_from([HOLDER, HOLDER, OTHER]))
     chatbot = template.startswith(CHATBOT)
     token = Token("session", session, "valid") if chatbot else Token("agent", agent, "valid")
@@ -882,8 +882,8 @@ extra_params = st.lists(
 def query_requests(draw: st.DrawFn) -> Request:
     if draw(st.booleans()):
         auth = draw(st.sampled_from([Joined(("Bearer ", Token("agent", HOLDER, "valid"))), None]))
-        params = (("status", draw(statuses)), *draw(extra_params))
-        return Request("GET", f"{WORKBENCH}/sessions", headers=(("Authorization", auth),), params=tuple(params))
+        query = (("status", draw(statuses)), *draw(extra_params))
+        return Request("GET", f"{WORKBENCH}/sessions", headers=(("Authorization", auth),), params=tuple(query))
     template = draw(st.sampled_from(STREAM_ROUTES))
     shape = draw(well_formed("GET", template))
     params: list[tuple[str, Any]] = []

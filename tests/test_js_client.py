@@ -41,7 +41,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import pytest
@@ -155,7 +155,9 @@ class NodeClient:
 
     async def wait(self, what: str, ready: Callable[[], Any], timeout: float = WAIT) -> Any:
         """Until ``ready()`` is truthy (checked on every new line), at most ``timeout``."""
-        exited = lambda: self._reader is not None and self._reader.done()  # noqa: E731
+        def exited() -> bool:
+            return self._reader is not None and self._reader.done()
+
         result = await until_signalled(ready, self._tick, timeout=timeout, stop=exited)
         if result:
             return result
@@ -184,7 +186,7 @@ class NodeClient:
         return [e["id"] for e in self.events(stream)]
 
     def last_id(self, stream: str) -> str:
-        seen = [e["id"] for e in self.of("event", stream) if e["id"]]
+        seen: list[str] = [e["id"] for e in self.of("event", stream) if e["id"]]
         assert seen, stream
         return seen[-1]
 
@@ -237,7 +239,10 @@ async def history_ids(redis: Redis, channels: list[str], after: str) -> list[str
     merged in id order: what a stream of these channels owes a client at ``after``."""
     found: list[str] = []
     for channel in channels:
-        found += [entry_id for entry_id, _ in await redis.xrange(f"history:{channel}", min=f"({after}")]
+        # The suite's client decodes responses: each entry is (id, fields) in str.
+        entries = cast(list[tuple[str, dict[str, str]]],
+                       await redis.xrange(f"history:{channel}", min=f"({after}"))
+        found += [entry_id for entry_id, _ in entries]
     return sorted(found, key=key)
 
 
@@ -309,7 +314,7 @@ async def test_js_client_resumes_across_restarts_and_refetches_when_told(
                 for stream in streams:
                     # The view is loaded first; the events that came meanwhile (connected) follow.
                     await client.wait(f"{label} {stream} loaded",
-                                      lambda c=client, s=stream: c.of("resync", s) and c.connected(s))
+                                      lambda c=client, s=stream: c.of("resync", s) and c.connected(s))  # type: ignore[misc]  # python/mypy#15459: defaults bind the loop variables
                     first[label, stream] = client.connected(stream)[0]
                     assert first[label, stream]["payload"]["recovered"] is True
                     loaded = client.of("resync", stream)[0]
@@ -334,7 +339,7 @@ async def test_js_client_resumes_across_restarts_and_refetches_when_told(
                         expected = await history_ids(redis, CHANNELS[stream](name), after)
                         await client.wait(
                             f"{label} {stream}: {len(expected)} events",
-                            lambda c=client, s=stream, x=expected: c.ids(s) == x,
+                            lambda c=client, s=stream, x=expected: c.ids(s) == x,  # type: ignore[misc]  # python/mypy#15459: defaults bind the loop variables
                         )
 
             await caught_up()
@@ -361,14 +366,14 @@ async def test_js_client_resumes_across_restarts_and_refetches_when_told(
             assert await run(a.stop) == 0
             for (label, stream), client in ((k, clients[k[0]]) for k in before):
                 await client.wait(f"{label} {stream} reconnecting",
-                                  lambda c=client, s=stream: c.state(s) == "reconnecting")
+                                  lambda c=client, s=stream: c.state(s) == "reconnecting")  # type: ignore[misc]  # python/mypy#15459: defaults bind the loop variables
             await agent_say(http, name, AGENT, "Are you still there?", base=b.url)
             await chat(http, name, "Yes, still here.", base=b.url)  # also on the agent's channel
             await chat(http, "js-other", "Can I talk to a person?", base=b.url)  # the broadcast
             await run(a.start)  # the same port
 
             for (label, stream), client in ((k, clients[k[0]]) for k in before):
-                await client.wait(f"{label} {stream} reconnected", lambda c=client, s=stream,
+                await client.wait(f"{label} {stream} reconnected", lambda c=client, s=stream,  # type: ignore[misc]  # python/mypy#15459: defaults bind the loop variables
                                   n=connects[label, stream]: len(c.connected(s)) > n)
                 again = client.connected(stream)[connects[label, stream]]
                 # The server resumed from exactly the last id the client had seen.
@@ -400,15 +405,15 @@ async def test_js_client_resumes_across_restarts_and_refetches_when_told(
                 for stream in streams:
                     # No heartbeat for 2.5 s: the watchdog reopens from where the client was.
                     await watchful.wait(f"{stream} reopened by the watchdog",
-                                        lambda s=stream: len(opened("watchful", s)) > opens["watchful", s])
+                                        lambda s=stream: len(opened("watchful", s)) > opens["watchful", s])  # type: ignore[misc]  # python/mypy#15459: defaults bind the loop variables
             finally:
                 a.process.send_signal(signal.SIGCONT)
             await caught_up()
             for stream in streams:
-                reopened = opened("watchful", stream)[opens["watchful", stream]]
-                assert reopened["last_event_id"] == before["watchful", stream], reopened
+                watchdog_open = opened("watchful", stream)[opens["watchful", stream]]
+                assert watchdog_open["last_event_id"] == before["watchful", stream], watchdog_open
                 await watchful.wait(f"{stream} resumed",
-                                    lambda s=stream: len(watchful.connected(s)) > connects["watchful", s])
+                                    lambda s=stream: len(watchful.connected(s)) > connects["watchful", s])  # type: ignore[misc]  # python/mypy#15459: defaults bind the loop variables
                 assert watchful.connected(stream)[-1]["payload"]["recovered"] is True
                 # The patient client kept its connection: the frozen server caught up on it.
                 assert len(opened("patient", stream)) == opens["patient", stream]
@@ -425,7 +430,7 @@ async def test_js_client_resumes_across_restarts_and_refetches_when_told(
             # is one error, a refused connection at least one more).
             for label, client in clients.items():
                 await client.wait(f"{label}: a refused reconnection",
-                                  lambda c=client, n=errors[label]: len(c.errors(paths["customer"])) >= n + 2)
+                                  lambda c=client, n=errors[label]: len(c.errors(paths["customer"])) >= n + 2)  # type: ignore[misc]  # python/mypy#15459: defaults bind the loop variables
             trimmed = await trim_history_past(
                 redis, f"sse:session:{name}", before["watchful", "customer"],
                 lambda i: agent_say(http, name, AGENT, f"Filler {i}", base=short.url),
@@ -434,7 +439,7 @@ async def test_js_client_resumes_across_restarts_and_refetches_when_told(
             transcript = await call(http, "GET", f"{a.url}/chatbot/api/sessions/{name}/messages")
             for label, client in clients.items():
                 for stream in streams:
-                    await client.wait(f"{label} {stream} back", lambda c=client, s=stream,
+                    await client.wait(f"{label} {stream} back", lambda c=client, s=stream,  # type: ignore[misc]  # python/mypy#15459: defaults bind the loop variables
                                       n=connects[label, stream]: len(c.connected(s)) > n)
                 gone = client.connected("customer")[-1]
                 assert gone["payload"]["recovered"] is False, gone
@@ -452,7 +457,7 @@ async def test_js_client_resumes_across_restarts_and_refetches_when_told(
             await agent_say(http, name, AGENT, "Back to normal.", base=a.url)
             for label, client in clients.items():
                 await client.wait(f"{label}: the live message",
-                                  lambda c=client: c.events("customer")[-1]["payload"]["message"]["content"]
+                                  lambda c=client: c.events("customer")[-1]["payload"]["message"]["content"]  # type: ignore[misc]  # python/mypy#15459: defaults bind the loop variables
                                   == "Back to normal.")
                 for stream in streams:
                     assert_strictly_increasing(client.ids(stream))
@@ -495,9 +500,9 @@ async def test_js_client_with_tokens(
         client = await node_client(node, tmp_path, server.url, streams, minDelay=200, maxDelay=1000)
         try:
             for stream in ("customer", "agent"):
-                await client.wait(f"{stream} loaded", lambda s=stream: client.of("resync", s))
+                await client.wait(f"{stream} loaded", lambda s=stream: client.of("resync", s))  # type: ignore[misc]  # python/mypy#15459: defaults bind the loop variables
             for stream, code, status in (("intruder", "forbidden", 403), ("anonymous", "unauthorized", 401)):
-                await client.wait(f"{stream} failed", lambda s=stream: client.state(s) == "failed")
+                await client.wait(f"{stream} failed", lambda s=stream: client.state(s) == "failed")  # type: ignore[misc]  # python/mypy#15459: defaults bind the loop variables
                 assert client.of("state", stream)[-1]["error"] == {"status": status, "code": code}
                 assert not client.of("event", stream) and not client.of("resync", stream)
 
@@ -531,7 +536,7 @@ def guide_python_client() -> dict[str, Any]:
     blocks = re.findall(r"```python\n(.*?)```", GUIDE.read_text(), flags=re.DOTALL)
     assert blocks, "docs/clients.md has no python block"
     namespace: dict[str, Any] = {"__name__": "clients_md_example"}
-    exec(compile(blocks[0], f"{GUIDE}:python", "exec"), namespace)  # noqa: S102 - our own doc
+    exec(compile(blocks[0], f"{GUIDE}:python", "exec"), namespace)  # our own doc
     assert callable(namespace.get("follow")), "the guide's example defines no follow()"
     return namespace
 

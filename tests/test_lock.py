@@ -22,7 +22,10 @@ def declared() -> tuple[list[Requirement], dict[str, list[Requirement]]]:
     """setup.cfg's install_requires and extras_require."""
     config = configparser.ConfigParser()
     config.read(ROOT / "setup.cfg")
-    lines = lambda text: [Requirement(line) for line in text.splitlines() if line.strip()]  # noqa: E731
+
+    def lines(text: str) -> list[Requirement]:
+        return [Requirement(line) for line in text.splitlines() if line.strip()]
+
     runtime = lines(config["options"]["install_requires"])
     extras = {name: lines(text) for name, text in config["options.extras_require"].items()}
     return runtime, extras

@@ -93,7 +93,7 @@ def render_site(listen: int, chatbot: int, workbench: int, log_dir: Path) -> str
         rendered = rendered.replace(old, new)
     before, after = shipped.splitlines(), rendered.splitlines()
     assert len(before) == len(after)
-    assert sum(a != b for a, b in zip(before, after)) == 4
+    assert sum(a != b for a, b in zip(before, after, strict=True)) == 4
     return rendered
 
 
@@ -291,10 +291,10 @@ async def test_handoff_console_and_health_through_nginx(stack: Stack) -> None:
     chatbot_up = f"127.0.0.1:{stack.chatbot.port}"
     workbench_up = f"127.0.0.1:{stack.workbench.port}"
     async with aiohttp.ClientSession() as http:
-        for side, upstream in (("chatbot", stack.chatbot), ("workbench", stack.workbench)):
+        for side, server in (("chatbot", stack.chatbot), ("workbench", stack.workbench)):
             body = await call(http, "GET", f"{base}/health/{side}")
             assert body["components"] == [side] and body["broker"] == "redis", body
-            assert body["pid"] == upstream.process.pid, body  # type: ignore[union-attr]
+            assert body["pid"] == server.process.pid, body  # type: ignore[union-attr]
             ready = await call(http, "GET", f"{base}/health/{side}/ready")
             assert ready["ready"] is True, ready
 

@@ -23,14 +23,13 @@ import re
 import socket
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from contextlib import AsyncExitStack, suppress
 from typing import Any
 
 import aiohttp
 import pytest
 import yarl
-from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.domain.auth import TokenAuthority
@@ -45,13 +44,13 @@ from tests.support.api import (
     exchange,
     session_events,
 )
+from tests.support.app_server import AppClient, MakeClient
 from tests.support.processes import ServerProcess, clean_env, free_port
 from tests.support.sse import SSEEvent, SSEStream, open_stream
 from tests.support.wait import until
 
 logger = logging.getLogger(__name__)
 
-MakeClient = Callable[..., Awaitable[TestClient]]
 StartServer = Callable[..., ServerProcess]
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -104,7 +103,7 @@ def by_label(samples: Samples, name: str, label: str) -> dict[str, float]:
     return found
 
 
-async def scrape(http: TestClient | aiohttp.ClientSession, base: str = "") -> Samples:
+async def scrape(http: AppClient | aiohttp.ClientSession, base: str = "") -> Samples:
     async with asyncio.timeout(REQUEST_DEADLINE):
         async with http.get(f"{base}/metrics") as response:
             text = await response.text()
@@ -116,7 +115,7 @@ async def scrape(http: TestClient | aiohttp.ClientSession, base: str = "") -> Sa
 
 
 async def settle(
-    http: TestClient | aiohttp.ClientSession,
+    http: AppClient | aiohttp.ClientSession,
     check: Callable[[Samples], bool],
     what: str,
     base: str = "",
@@ -225,6 +224,11 @@ def stream_lines(records: Iterable[logging.LogRecord], state: str) -> list[loggi
     return [r for r in records if r.name == STREAM_LOGGER and getattr(r, "stream", None) == state]
 
 
+def logged_field(record: logging.LogRecord, field: str) -> Any:
+    """A field the app logged with ``extra=``, which logging sets on the record."""
+    return record.__dict__[field]
+
+
 def formatted(record: logging.LogRecord) -> list[str]:
     """The record as both formats would write it (the text line with its extras appended)."""
     text = logging.Formatter(TEXT_FORMAT).format(record)
@@ -235,7 +239,7 @@ async def wait_for_records(
     caplog: pytest.LogCaptureFixture, check: Callable[[list[logging.LogRecord]], bool], what: str
 ) -> list[logging.LogRecord]:
     await until(lambda: caplog.records, check, timeout=SETTLE_DEADLINE, interval=0.02,
-                what=f"{what}: not logged", describe=len)
+                what=f"{what}: not logged", describe=lambda records: len(records or []))
     return list(caplog.records)
 
 
@@ -416,8 +420,8 @@ async def test_metrics_count_a_scripted_handoff(
                                      "four stream closes")
     opened, closed = stream_lines(records, "open"), stream_lines(records, "closed")
     assert len(opened) == 4 and len(closed) == 4, [r.getMessage() for r in records]
-    assert sorted(r.channels for r in opened) == sorted(r.channels for r in closed)
-    assert {r.reason for r in closed} == {"client left"}, [r.getMessage() for r in closed]
+    assert sorted(logged_field(r, "channels") for r in opened) == sorted(logged_field(r, "channels") for r in closed)
+    assert {logged_field(r, "reason") for r in closed} == {"client left"}, [r.getMessage() for r in closed]
     assert all(r.levelno == logging.INFO for r in opened + closed)
 
     # 7. a slow consumer on a session of its own: cut off once its queue fills.
@@ -471,7 +475,7 @@ async def test_metrics_count_a_scripted_handoff(
     records = await wait_for_records(caplog, lambda rs: len(stream_lines(rs, "closed")) >= 5,
                                      "slow stream close")
     slow_close = stream_lines(records, "closed")[-1]
-    assert slow_close.reason == "client too slow: cut off", slow_close.getMessage()
+    assert logged_field(slow_close, "reason") == "client too slow: cut off", slow_close.getMessage()
     assert slow_close.levelno == logging.WARNING
     assert any("slow consumer cut off" in r.getMessage() for r in records)
 
@@ -485,7 +489,7 @@ def observed_routes(samples: Samples) -> list[tuple[str, str, str]]:
     )
 
 
-async def test_request_histogram_keeps_route_templates(client: TestClient) -> None:
+async def test_request_histogram_keeps_route_templates(client: AppClient) -> None:
     """Errors are observed under their route's template (404 on a known route) or
     ``unmatched`` (no route): a path a client makes up never becomes a label value."""
     await call(client, "GET", f"{CHATBOT}/sessions/nobody-1", status=404)
@@ -510,7 +514,7 @@ async def test_request_histogram_keeps_route_templates(client: TestClient) -> No
 
 
 async def test_each_request_logs_one_line_with_its_request_id(
-    client: TestClient, caplog: pytest.LogCaptureFixture
+    client: AppClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Each request logs exactly one line (method, path without its query, route, status, ms)
     carrying its X-Request-ID, which also comes back in the response header and in an error
@@ -550,7 +554,7 @@ async def test_each_request_logs_one_line_with_its_request_id(
     lines = request_lines(records)
     by_id: dict[str, list[logging.LogRecord]] = {}
     for record in lines:
-        by_id.setdefault(record.request_id, []).append(record)  # type: ignore[attr-defined]
+        by_id.setdefault(logged_field(record, "request_id"), []).append(record)
     wanted = {
         "test-123": ("POST", f"{CHATBOT}/sessions", f"{CHATBOT}/sessions", 201),
         "test-err.1:a_B-9": ("POST", f"{CHATBOT}/chat", f"{CHATBOT}/chat", 400),
@@ -564,28 +568,27 @@ async def test_each_request_logs_one_line_with_its_request_id(
         mine = by_id.get(request_id, [])
         assert len(mine) == 1, (request_id, [r.getMessage() for r in mine])
         line = mine[0]
-        assert (line.method, line.path, line.route, line.status) == (  # type: ignore[attr-defined]
-            method, logged_path, route, status
-        ), line.__dict__
-        assert isinstance(line.ms, float) and line.ms >= 0  # type: ignore[attr-defined]
+        fields = tuple(logged_field(line, field) for field in ("method", "path", "route", "status"))
+        assert fields == (method, logged_path, route, status), line.__dict__
+        assert isinstance(logged_field(line, "ms"), float) and logged_field(line, "ms") >= 0
         assert line.levelno == logging.INFO
         assert f"{method} {logged_path} {status}" in line.getMessage()
     for record in stream_lines(records, "open") + stream_lines(records, "closed"):
-        assert record.request_id == "test-stream", record.getMessage()  # type: ignore[attr-defined]
+        assert logged_field(record, "request_id") == "test-stream", record.getMessage()
     assert len(stream_lines(records, "open")) == len(stream_lines(records, "closed")) == 1
     # Probes and scrapes log their lines at DEBUG (they come every few seconds).
     for probe in ("/health", "/metrics"):
-        async with client.get(probe, headers={"X-Request-ID": "probe"}) as response:
-            assert response.status == 200
-            await response.read()
-    probes = [r for r in request_lines(caplog.records) if r.request_id == "probe"]  # type: ignore[attr-defined]
-    assert sorted((r.path, r.levelno) for r in probes) == [  # type: ignore[attr-defined]
+        async with client.get(probe, headers={"X-Request-ID": "probe"}) as probed:
+            assert probed.status == 200
+            await probed.read()
+    probes = [r for r in request_lines(caplog.records) if logged_field(r, "request_id") == "probe"]
+    assert sorted((logged_field(r, "path"), r.levelno) for r in probes) == [
         ("/health", logging.DEBUG), ("/metrics", logging.DEBUG)
     ]
     # Every line in both formats carries the id of the request it was logged in.
     for record in records:
         text, as_json = formatted(record)
-        request_id = record.request_id  # type: ignore[attr-defined]
+        request_id = logged_field(record, "request_id")
         assert f"[{request_id}]" in text, text
         assert json.loads(as_json)["request_id"] == request_id
     # No query string in any of the app's lines (only the path is logged).
@@ -619,7 +622,7 @@ async def test_an_unacceptable_request_id_is_replaced(
     for generated in ids:
         assert GENERATED_ID.match(generated), generated
     assert ids[0] != ids[1]
-    logged = [r.request_id for r in request_lines(caplog.records)]  # type: ignore[attr-defined]
+    logged = [logged_field(r, "request_id") for r in request_lines(caplog.records)]
     assert logged == ids, (logged, ids)
     # The longest acceptable id is kept as it is.
     longest = "a." * 64
@@ -702,7 +705,7 @@ def json_lines(log: str) -> list[dict[str, Any]]:
         except ValueError:
             raise AssertionError(f"not a JSON line: {raw[:300]!r}") from None
         assert isinstance(line, dict), raw[:300]
-        assert JSON_KEYS <= set(line), raw[:300]
+        assert set(line) >= JSON_KEYS, raw[:300]
         assert line["level"] in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}, raw[:300]
         lines.append(line)
     return lines

@@ -13,10 +13,11 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
 
 from app.domain.auth import TokenAuthority
 from app.factory import create_app
+from app.process.settings import Settings
 from app.web.openapi import (
     ERROR_EXAMPLES,
     EVENT_EXAMPLES,
@@ -26,17 +27,17 @@ from app.web.openapi import (
     documented_schemas,
     setup_openapi,
 )
-from app.process.settings import Settings
 from schemas import responses as rs
 from schemas.envelope import validate_event
 from tests.support.api import CHATBOT, WORKBENCH
+from tests.support.app_server import AppClient
 from tests.support.sse import SSEEvent, SSEStream
 
 COMPONENT_SETS = (("chatbot",), ("workbench",), ("chatbot", "workbench"))
 SECRET = "openapi-test-secret-0123456789-abcdefghij"
 METHODS = ("get", "put", "post", "delete", "patch", "options", "head", "trace")
 
-ClientFactory = Callable[..., Awaitable[TestClient]]
+ClientFactory = Callable[[Settings], Awaitable[AppClient]]
 
 
 # --- the app under test --------------------------------------------------------------------
@@ -58,15 +59,15 @@ def serves_openapi(app: web.Application) -> bool:
 
 
 @pytest.fixture
-def openapi_client(aiohttp_client: Callable[..., Any]) -> ClientFactory:
+def openapi_client(aiohttp_client: AiohttpClient) -> ClientFactory:
     """``await openapi_client(settings)``: the real app, with /openapi.json routed here if
     create_app does not route it (yet)."""
 
-    async def make(settings: Settings) -> TestClient:
+    async def make(settings: Settings) -> AppClient:
         app = create_app(settings)
         if not serves_openapi(app):
             setup_openapi(app)
-        return await aiohttp_client(app)  # type: ignore[no-any-return]
+        return await aiohttp_client(app)
 
     return make
 
@@ -104,7 +105,8 @@ def resolve(doc: dict[str, Any], obj: Any) -> Any:
 
 
 def ref_name(obj: dict[str, Any]) -> str:
-    return obj["$ref"].rsplit("/", 1)[1]
+    ref: str = obj["$ref"]
+    return ref.rsplit("/", 1)[1]
 
 
 # --- a small JSON Schema check (the OpenAPI 3.0 subset the document uses) -------------------
@@ -202,7 +204,8 @@ class Contract:
             f"(documented: {sorted(operation['responses'])})"
         )
         self.seen.add((method, template, status))
-        return resolve(self.doc, documented)
+        resolved: dict[str, Any] = resolve(self.doc, documented)
+        return resolved
 
     async def check(
         self, response: aiohttp.ClientResponse, method: str, template: str, status: int | None = None
@@ -243,7 +246,7 @@ class Contract:
         return body
 
     async def call(
-        self, client: TestClient, method: str, template: str, *, status: int,
+        self, client: AppClient, method: str, template: str, *, status: int,
         path: str | None = None, body: Any = None, headers: dict[str, str] | None = None,
         data: bytes | None = None, params: dict[str, str] | None = None,
     ) -> Any:
@@ -258,7 +261,7 @@ class Contract:
             return await self.check(response, method, template, status)
 
 
-async def fetch_doc(client: TestClient) -> dict[str, Any]:
+async def fetch_doc(client: AppClient) -> dict[str, Any]:
     async with client.get(OPENAPI_PATH) as response:
         assert response.status == 200, await response.text()
         assert response.content_type == "application/json"
@@ -474,7 +477,7 @@ def test_document_is_valid_openapi(components: tuple[str, ...], insecure: bool) 
 
 
 async def open_events(
-    contract: Contract, stack: AsyncExitStack, client: TestClient, template: str, path: str,
+    contract: Contract, stack: AsyncExitStack, client: AppClient, template: str, path: str,
     *, status: int = 200, headers: dict[str, str] | None = None, params: dict[str, str] | None = None,
 ) -> SSEStream | None:
     response = await stack.enter_async_context(

@@ -195,7 +195,7 @@ async def test_split_deployment_rides_out_a_redis_outage(
                 for view in views:
                     wanted = beats[view.name] + 5
                     alive = await view.wait_until(
-                        lambda e, n=wanted: sum(x.type == "heartbeat" for x in e) >= n, 6.0
+                        lambda e, n=wanted: sum(x.type == "heartbeat" for x in e) >= n, 6.0  # type: ignore[misc]  # python/mypy#15459: the default binds the loop variable
                     )
                     assert alive and view.ended is None, (view.name, view.ended, view.events[-3:])
                 for base in (cb, wb):
@@ -205,10 +205,10 @@ async def test_split_deployment_rides_out_a_redis_outage(
                 aof_redis.start()  # same port; the AOF brings the session and the clock back
                 restarted = time.monotonic()
                 recovery: dict[str, float] = {}
-                for process, base in (("chatbot", cb), ("workbench", wb)):
+                for role, base in (("chatbot", cb), ("workbench", wb)):
                     body = await wait_health(http, base, "ok", RECOVERY_BOUND)
                     assert body["broker"] == "redis" and body["degraded"] is False, body
-                    recovery[process] = time.monotonic() - restarted
+                    recovery[role] = time.monotonic() - restarted
                 logger.info(
                     "recovery after the Redis restart (/health ok): chatbot %.2f s, "
                     "workbench %.2f s", recovery["chatbot"], recovery["workbench"],

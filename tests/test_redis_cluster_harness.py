@@ -55,13 +55,20 @@ def tag() -> str:
     return f"sse:session:{uuid.uuid4().hex[:12]}"
 
 
+def node_of(client: ClusterClient, key: str) -> ClusterNode:
+    """The primary serving ``key``'s slot (the client has loaded the slot map)."""
+    node = client.get_node_from_key(key)
+    assert node is not None, key
+    return node
+
+
 def channels_per_node(client: ClusterClient, prefix: str) -> dict[str, str]:
     """One channel name per primary, found by hashing candidate names (bounded)."""
     wanted = {node.name for node in client.get_primaries()}
     found: dict[str, str] = {}
     for i in range(MAX_SEARCH):
         channel = f"{prefix}:{i}"
-        found.setdefault(client.get_node_from_key(channel).name, channel)
+        found.setdefault(node_of(client, channel).name, channel)
         if set(found) == wanted:
             return found
     raise AssertionError(f"no channel found for every node: {found}")
@@ -133,9 +140,11 @@ async def test_watch_multi_transaction_on_one_slot(cluster: RedisCluster,
     await client.set(clock, 5)
     # `async with` matters: it (re)initializes the client on this event loop (see report).
     async with client.pipeline(transaction=True) as pipe:
-        await pipe.watch(history, clock)
-        seq = int(await pipe.get(clock))  # after WATCH, commands run immediately
-        pipe.multi()
+        await pipe.watch(history, clock)  # type: ignore[no-untyped-call]  # redis-py leaves ClusterPipeline.watch unannotated
+        value = await pipe.get(clock)  # after WATCH, commands run immediately
+        assert value is not None
+        seq = int(value)
+        pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves ClusterPipeline.multi unannotated
         pipe.set(clock, seq + 1)  # after MULTI they are queued (not awaited)
         pipe.rpush(history, f"{seq + 1}:x")
         assert await pipe.execute() == [True, 1]
@@ -144,9 +153,9 @@ async def test_watch_multi_transaction_on_one_slot(cluster: RedisCluster,
     other = await connect(cluster)
     try:
         async with client.pipeline(transaction=True) as pipe:
-            await pipe.watch(clock)
+            await pipe.watch(clock)  # type: ignore[no-untyped-call]  # redis-py leaves ClusterPipeline.watch unannotated
             await other.set(clock, 100)  # a concurrent writer
-            pipe.multi()
+            pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves ClusterPipeline.multi unannotated
             pipe.set(clock, 7)
             with pytest.raises(WatchError):
                 await pipe.execute()
@@ -268,7 +277,7 @@ async def test_cluster_down_error_refreshes_in_place_and_keeps_subscriptions(
     try:
         healthy = next(i for i in range(3) if i != victim)
         key = next(k for k in (f"{tag()}:{n}" for n in range(MAX_SEARCH))
-                   if shared.get_node_from_key(k).port == cluster.ports[healthy])
+                   if node_of(shared, k).port == cluster.ports[healthy])
         channel = f"{{{key}}}:events"
         for owner in (shared, dedicated):
             pubsub = owner.pubsub()

@@ -20,12 +20,10 @@ import logging
 import time
 from collections.abc import Callable
 from contextlib import suppress
-from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from app.process.settings import Settings
@@ -43,6 +41,7 @@ from tests.support.api import (
     session_events,
     streams_open,
 )
+from tests.support.app_server import AppClient, MakeClient
 from tests.support.checks import check_strictly_increasing, wire
 from tests.support.processes import REDIS_ON, ServerProcess
 from tests.support.readers import ReconnectingReader
@@ -68,7 +67,7 @@ def resume_request(url: str, last_id: str, form: str) -> tuple[str, dict[str, st
 
 @pytest.mark.parametrize("form", ["header", "query"])
 async def test_session_stream_resumes_with_exactly_the_missed_events(
-    client: TestClient, form: str
+    client: AppClient, form: str
 ) -> None:
     """A session stream resumed from the last id seen gets exactly the missed events (as a
     stream that stayed open saw them), no duplicates, then live ones; recovered is True."""
@@ -110,7 +109,7 @@ async def test_session_stream_resumes_with_exactly_the_missed_events(
             check_strictly_increasing(last, [*replay, *live])
 
 
-async def test_resume_after_seeing_only_connected(client: TestClient) -> None:
+async def test_resume_after_seeing_only_connected(client: AppClient) -> None:
     """A client that saw only ``connected`` resumes from its id and misses nothing."""
     name = "only-connected"
     await create(client, name)
@@ -134,7 +133,7 @@ async def test_resume_after_seeing_only_connected(client: TestClient) -> None:
 # --- 2. agent streams: two channels ---------------------------------------------------------
 
 
-async def test_agent_stream_resumes_both_channels_in_publish_order(client: TestClient) -> None:
+async def test_agent_stream_resumes_both_channels_in_publish_order(client: AppClient) -> None:
     """An agent stream (its channel + broadcast) resumed gets the missed events of both
     channels merged in publish order, ids strictly increasing, then live ones."""
     agent = "agent-r"
@@ -178,7 +177,7 @@ async def test_agent_stream_resumes_both_channels_in_publish_order(client: TestC
 # --- 3. header over query -------------------------------------------------------------------
 
 
-async def test_header_wins_over_query(client: TestClient) -> None:
+async def test_header_wins_over_query(client: AppClient) -> None:
     """With both given, the Last-Event-ID header (newer, sent by EventSource on a reconnect)
     wins over the ?last_event_id= the page once built."""
     name = "header-wins"
@@ -203,11 +202,11 @@ async def test_header_wins_over_query(client: TestClient) -> None:
 
 
 async def test_resume_older_than_the_history(
-    make_client: Callable[..., Any], settings: Settings, backend: str
+    make_client: MakeClient, settings: Settings, backend: str
 ) -> None:
     """A resume from an id the history no longer holds says recovered: false and sends what is
     left of the history, then live events; a resume inside the window is complete."""
-    client: TestClient = await make_client(settings, history_size=10)
+    client: AppClient = await make_client(settings, history_size=10)
     name, agent, count = "short-history", "agent-h", 400
     await create(client, name)
     await act(client, name, "takeover", agent)
@@ -276,7 +275,7 @@ async def test_resume_older_than_the_history(
         ("query", "123456789012345678901-0"),
     ],
 )
-async def test_malformed_or_future_last_event_id(client: TestClient, form: str, value: str) -> None:
+async def test_malformed_or_future_last_event_id(client: AppClient, form: str, value: str) -> None:
     """A Last-Event-ID the server never gave out starts a normal stream with recovered: false
     (no error, no replay of old history), and live events arrive."""
     name = "bad-id"
@@ -444,11 +443,11 @@ async def test_slow_consumer_is_cut_off_and_resumes(
 
 
 async def test_resume_of_more_events_than_the_queue_holds(
-    make_client: Callable[..., Any], settings: Settings
+    make_client: MakeClient, settings: Settings
 ) -> None:
     """A resume whose missed events outnumber the stream's queue (but not the history) still
     gets all of them: the replay is not a slow consumer."""
-    client: TestClient = await make_client(settings, queue_size=20)
+    client: AppClient = await make_client(settings, queue_size=20)
     name, agent, count = "long-replay", "agent-q", 60
     await create(client, name)
     await act(client, name, "takeover", agent)

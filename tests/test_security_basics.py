@@ -4,13 +4,11 @@ and it recovers), the message length limit, and the settings that configure them
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from app.process.settings import Settings, load_settings
@@ -26,6 +24,7 @@ from tests.support.api import (
     transcript,
     until_streams_open,
 )
+from tests.support.app_server import AppClient, MakeClient
 from tests.support.sse import SSEStream, open_stream
 
 APP_ORIGIN = "https://app.example"
@@ -37,8 +36,6 @@ QUIET = 0.3
 RELEASE_DEADLINE = 5.0
 # Longest wait for one plain (non-stream) request.
 REQUEST_DEADLINE = 5.0
-
-MakeClient = Callable[..., Any]
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -71,7 +68,7 @@ def assert_sse_headers(response: aiohttp.ClientResponse, what: str) -> None:
 
 
 async def preflight(
-    client: TestClient, path: str, origin: str, method: str, request_headers: str | None = None
+    client: AppClient, path: str, origin: str, method: str, request_headers: str | None = None
 ) -> aiohttp.ClientResponse:
     headers = {"Origin": origin, "Access-Control-Request-Method": method}
     if request_headers is not None:
@@ -84,7 +81,7 @@ async def preflight(
 
 # --- 1. security headers -----------------------------------------------------------------------
 
-async def test_security_headers_on_json_responses(client: TestClient) -> None:
+async def test_security_headers_on_json_responses(client: AppClient) -> None:
     """Every JSON answer (2xx, 4xx from handlers and from aiohttp's router/body limit, health)
     says nosniff and no-store."""
     await create(client, "hdr")
@@ -123,7 +120,7 @@ async def test_security_headers_on_json_responses(client: TestClient) -> None:
         assert_json_headers(response, what)
 
 
-async def test_security_headers_on_event_streams(client: TestClient) -> None:
+async def test_security_headers_on_event_streams(client: AppClient) -> None:
     """SSE streams say nosniff, keep aiohttp-sse's no-cache (not no-store) and X-Accel-Buffering."""
     await create(client, "hdr-sse")
     for path in (
@@ -137,7 +134,7 @@ async def test_security_headers_on_event_streams(client: TestClient) -> None:
 
 # --- 2. CORS closed by default -----------------------------------------------------------------
 
-async def test_cors_closed_by_default(client: TestClient) -> None:
+async def test_cors_closed_by_default(client: AppClient) -> None:
     """Without configured origins no response carries any Access-Control-* header: preflights
     and simple requests from another origin are left for the browser to refuse."""
     await create(client, "closed")
@@ -152,13 +149,13 @@ async def test_cors_closed_by_default(client: TestClient) -> None:
         assert response.headers.get("X-Content-Type-Options") == "nosniff"
 
     origin = {"Origin": EVIL_ORIGIN}
-    response = await exchange(client, "GET", f"{CHATBOT}/sessions/closed", status=200, headers=origin)
-    assert cors_headers(response) == {}
-    response = await exchange(
+    reply = await exchange(client, "GET", f"{CHATBOT}/sessions/closed", status=200, headers=origin)
+    assert cors_headers(reply) == {}
+    reply = await exchange(
         client, "POST", f"{CHATBOT}/chat", {"session_name": "closed", "content": "hi"},
         status=200, headers=origin,
     )
-    assert cors_headers(response) == {}
+    assert cors_headers(reply) == {}
     async with open_stream(client, session_events("closed"), headers=origin) as (stream, _):
         assert cors_headers(stream.response) == {}
 
@@ -235,8 +232,8 @@ async def test_cors_other_origin_still_refused(make_client: MakeClient, settings
         response = await preflight(client, path, EVIL_ORIGIN, method, "content-type")
         assert cors_headers(response) == {}, (path, dict(response.headers))
     origin = {"Origin": EVIL_ORIGIN}
-    response = await exchange(client, "GET", f"{CHATBOT}/sessions/open", status=200, headers=origin)
-    assert "Access-Control-Allow-Origin" not in response.headers
+    reply = await exchange(client, "GET", f"{CHATBOT}/sessions/open", status=200, headers=origin)
+    assert "Access-Control-Allow-Origin" not in reply.headers
     async with open_stream(client, session_events("open"), headers=origin) as (stream, _):
         assert "Access-Control-Allow-Origin" not in stream.response.headers
     # A prefix or a different scheme of the configured origin is another origin too.
@@ -247,7 +244,7 @@ async def test_cors_other_origin_still_refused(make_client: MakeClient, settings
 
 # --- 4. max_streams ----------------------------------------------------------------------------
 
-async def expect_too_many_streams(client: TestClient, path: str) -> None:
+async def expect_too_many_streams(client: AppClient, path: str) -> None:
     response = await exchange(client, "GET", path, status=503)
     body = response.body
     assert body["error"]["code"] == "too_many_streams", body

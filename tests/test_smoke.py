@@ -2,10 +2,10 @@
 
 import os
 
-from aiohttp.test_utils import TestClient
+from tests.support.app_server import AppClient
 
 
-async def test_health(client: TestClient, backend: str) -> None:
+async def test_health(client: AppClient, backend: str) -> None:
     response = await client.get("/health")
     assert response.status == 200
     body = await response.json()

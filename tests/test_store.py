@@ -13,24 +13,28 @@ import pytest
 from redis.asyncio import Redis
 
 from app.domain.store import (
+    Action,
     MemorySessionStore,
     RedisSessionStore,
+    Role,
     SessionExists,
     SessionNotFound,
     SessionStore,
+    Status,
     StoreUnavailable,
     Transition,
     TransitionRefused,
+    rules,
 )
-from app.domain.store import rules
 from app.domain.store.base import TRANSCRIPT_LIMIT
 from app.domain.store.redis_store import messages_key, session_key
 from tests.support.api import STATUSES
 from tests.support.processes import free_port
 from tests.support.store import CONCURRENCY, HOLDER, OTHER, assert_one_winner, status_sets_holding
 
-ACTIONS = ("escalate", "takeover", "release", "close")
+ACTIONS: tuple[Action, ...] = ("escalate", "takeover", "release", "close")
 ACTORS: tuple[str | None, ...] = (HOLDER, OTHER, None)
+Case = tuple[Action, Status, str | None]  # (action, starting status, actor)
 SESSION_KEYS = {
     "session_name", "status", "agent_id", "created_at", "updated_at", "escalation_reason"
 }
@@ -61,6 +65,7 @@ def store_url(backend: str, request: pytest.FixtureRequest) -> str | None:
 @pytest.fixture
 async def harness(store_url: str | None) -> AsyncIterator[Harness]:
     """A MemorySessionStore, or a RedisSessionStore on its own client (closed at teardown)."""
+    store: SessionStore
     if store_url is None:
         store = MemorySessionStore()
         yield Harness(store, None)
@@ -106,7 +111,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
     return set_time
 
 
-async def put_in(store: SessionStore, name: str, status: str) -> None:
+async def put_in(store: SessionStore, name: str, status: Status) -> None:
     """Create ``name`` and bring it to ``status`` (agent_active is held by HOLDER)."""
     await store.create(name)
     if status == "waiting_agent":
@@ -131,7 +136,7 @@ async def assert_consistent(h: Harness, name: str) -> None:
 
 async def snapshot(h: Harness, name: str) -> Any:
     """Everything the store holds about ``name``: session, transcript and, on Redis, every key."""
-    state: dict[str, Any] = {
+    state: dict[str | bytes, Any] = {
         "session": await h.store.get(name),
         "messages": await h.store.messages(name),
     }
@@ -151,7 +156,7 @@ async def snapshot(h: Harness, name: str) -> Any:
 
 def assert_session_shape(session: Any, name: str) -> None:
     """``session`` has the docs/api.md keys with the right types (integer unix seconds)."""
-    assert SESSION_KEYS <= set(session)
+    assert set(session) >= SESSION_KEYS
     assert session["session_name"] == name
     assert session["status"] in STATUSES
     assert session["agent_id"] is None or isinstance(session["agent_id"], str)
@@ -242,9 +247,9 @@ async def test_create_after_get_or_create_raises(store: SessionStore) -> None:
 # The transition table
 
 
-def _allowed() -> dict[tuple[str, str, str | None], tuple[str, str | None]]:
+def _allowed() -> dict[Case, tuple[Status, str | None]]:
     """(action, starting status, actor) -> (new status, new holder), per docs/api.md."""
-    table: dict[tuple[str, str, str | None], tuple[str, str | None]] = {}
+    table: dict[Case, tuple[Status, str | None]] = {}
     for actor in ACTORS:
         table["escalate", "bot_active", actor] = ("waiting_agent", None)
         table["close", "bot_active", actor] = ("closed", None)
@@ -259,11 +264,11 @@ def _allowed() -> dict[tuple[str, str, str | None], tuple[str, str | None]]:
 
 ALLOWED = _allowed()
 # 200, unchanged, no event.
-IDEMPOTENT = {("escalate", "waiting_agent", actor) for actor in ACTORS} | {
+IDEMPOTENT: set[Case] = {("escalate", "waiting_agent", actor) for actor in ACTORS} | {
     ("takeover", "agent_active", HOLDER)
 }
 # A takeover names the agent taking over; one without an agent is not part of the table.
-UNDEFINED = {("takeover", status, None) for status in STATUSES}
+UNDEFINED: set[Case] = {("takeover", status, None) for status in STATUSES}
 REFUSED = sorted(
     (case for case in itertools.product(ACTIONS, STATUSES, ACTORS)
      if case not in ALLOWED and case not in IDEMPOTENT and case not in UNDEFINED),
@@ -271,7 +276,7 @@ REFUSED = sorted(
 )
 
 
-def case_id(case: tuple[str, str, str | None]) -> str:
+def case_id(case: Case) -> str:
     action, status, actor = case
     return f"{action}-from-{status}-by-{actor or 'nobody'}"
 
@@ -284,7 +289,7 @@ def test_transition_table_is_complete() -> None:
 
 
 @pytest.mark.parametrize("case", sorted(ALLOWED, key=str), ids=case_id)
-async def test_allowed_transition(harness: Harness, case: tuple[str, str, str | None]) -> None:
+async def test_allowed_transition(harness: Harness, case: Case) -> None:
     """An allowed action moves the session to the new status and holder, changed=True."""
     action, start, actor = case
     new_status, new_holder = ALLOWED[case]
@@ -307,7 +312,7 @@ async def test_allowed_transition(harness: Harness, case: tuple[str, str, str | 
 
 
 @pytest.mark.parametrize("case", sorted(IDEMPOTENT, key=str), ids=case_id)
-async def test_idempotent_transition(harness: Harness, case: tuple[str, str, str | None]) -> None:
+async def test_idempotent_transition(harness: Harness, case: Case) -> None:
     """Escalating a waiting session, or a takeover by the holder: changed=False, nothing moves."""
     action, start, actor = case
     await put_in(harness.store, "s1", start)
@@ -322,7 +327,7 @@ async def test_idempotent_transition(harness: Harness, case: tuple[str, str, str
 
 
 @pytest.mark.parametrize("case", REFUSED, ids=case_id)
-async def test_refused_transition(harness: Harness, case: tuple[str, str, str | None]) -> None:
+async def test_refused_transition(harness: Harness, case: Case) -> None:
     """A forbidden action raises TransitionRefused and leaves every stored thing unchanged."""
     action, start, actor = case
     await put_in(harness.store, "s1", start)
@@ -348,7 +353,7 @@ async def test_escalation_reason_is_stored(store: SessionStore) -> None:
 
 
 @pytest.mark.parametrize("action", ["release", "close"])
-async def test_no_holder_after_release_or_close(store: SessionStore, action: str) -> None:
+async def test_no_holder_after_release_or_close(store: SessionStore, action: Action) -> None:
     """After the holder releases or closes, agent_id is None."""
     await put_in(store, "s1", "agent_active")
     transition = await store.apply("s1", action, HOLDER)
@@ -360,14 +365,14 @@ async def test_full_lifecycle_keeps_state_consistent(harness: Harness) -> None:
     """escalate, takeover, release, takeover by another, close: each step consistent."""
     store = harness.store
     await store.create("s1")
-    steps: list[tuple[str, str | None, str, str | None]] = [
+    steps: list[tuple[Action, str | None, Status, str | None]] = [
         ("escalate", None, "waiting_agent", None),
         ("takeover", HOLDER, "agent_active", HOLDER),
         ("release", HOLDER, "bot_active", None),
         ("takeover", OTHER, "agent_active", OTHER),
         ("close", OTHER, "closed", None),
     ]
-    previous = "bot_active"
+    previous: Status = "bot_active"
     for action, actor, status, holder in steps:
         transition = await store.apply("s1", action, actor)
         assert (transition.previous_status, transition.session["status"]) == (previous, status)
@@ -380,7 +385,7 @@ async def test_full_lifecycle_keeps_state_consistent(harness: Harness) -> None:
 # Messages
 
 
-def _speak_cases() -> Iterator[tuple[str, str, str | None, bool]]:
+def _speak_cases() -> Iterator[tuple[Role, Status, str | None, bool]]:
     """(role, status, agent_id, allowed) for every role in every status, per docs/api.md."""
     for status in STATUSES:
         yield "customer", status, None, status != "closed"
@@ -398,7 +403,7 @@ SPEAK_CASES = list(_speak_cases())
     ids=[f"{r}-{s}-{a or 'nobody'}-{'ok' if ok else 'refused'}" for r, s, a, ok in SPEAK_CASES],
 )
 async def test_add_message_rules(
-    harness: Harness, role: str, status: str, agent_id: str | None, allowed: bool
+    harness: Harness, role: Role, status: Status, agent_id: str | None, allowed: bool
 ) -> None:
     """Customer anywhere but closed; bot only bot_active; agent only agent_active by the holder."""
     store = harness.store
@@ -421,11 +426,11 @@ async def test_add_message_rules(
 @pytest.mark.parametrize(
     ("role", "agent_id"), [("customer", None), ("bot", None), ("agent", HOLDER)]
 )
-async def test_message_shape(store: SessionStore, role: str, agent_id: str | None) -> None:
+async def test_message_shape(store: SessionStore, role: Role, agent_id: str | None) -> None:
     """A message has id, role, content, agent_id and integer created_at, as stored."""
     await put_in(store, "s1", "agent_active" if role == "agent" else "bot_active")
     _, message = await store.add_message("s1", role, "Ünïcødé 你好 ✓", agent_id)
-    assert MESSAGE_KEYS <= set(message)
+    assert set(message) >= MESSAGE_KEYS
     assert isinstance(message["id"], str) and message["id"]
     assert message["role"] == role
     assert message["content"] == "Ünïcødé 你好 ✓"
@@ -440,7 +445,7 @@ async def test_transcript_oldest_first_with_unique_ids(store: SessionStore) -> N
     await store.create("s1")
     written = []
     for i in range(6):
-        role = "customer" if i % 2 == 0 else "bot"
+        role: Role = "customer" if i % 2 == 0 else "bot"
         written.append((await store.add_message("s1", role, f"m{i}"))[1])
     transcript = await store.messages("s1")
     assert transcript == written
@@ -531,6 +536,13 @@ async def test_status_seq_increases_on_every_change(store: SessionStore) -> None
 # Redis only: the key layout
 
 
+async def stored_json(redis: Redis, key: str) -> Any:
+    """The JSON string the server holds at ``key``, parsed."""
+    raw = await redis.get(key)
+    assert raw is not None, f"no {key}"
+    return json.loads(raw)
+
+
 async def assert_keys(redis: Redis, expected: dict[str, str]) -> None:
     """The server holds exactly the keys in ``expected`` (key -> Redis type)."""
     keys = await redis.keys("*")
@@ -544,7 +556,7 @@ async def test_redis_key_layout(redis_store: RedisSessionStore, redis: Redis) ->
     session = await store.create("s1")
     counter = {"sessions:status_seq": "string"}
     await assert_keys(redis, {session_key("s1"): "string", "status:bot_active": "set", **counter})
-    assert json.loads(await redis.get(session_key("s1"))) == session
+    assert await stored_json(redis, session_key("s1")) == session
     assert await redis.smembers("status:bot_active") == {"s1"}
 
     _, message = await store.add_message("s1", "customer", "hello")
@@ -554,8 +566,10 @@ async def test_redis_key_layout(redis_store: RedisSessionStore, redis: Redis) ->
     )
     assert [json.loads(m) for m in await redis.lrange(messages_key("s1"), 0, -1)] == [message]
 
-    steps = [("escalate", None), ("takeover", HOLDER), ("release", HOLDER), ("takeover", OTHER),
-             ("close", OTHER)]
+    steps: list[tuple[Action, str | None]] = [
+        ("escalate", None), ("takeover", HOLDER), ("release", HOLDER), ("takeover", OTHER),
+        ("close", OTHER),
+    ]
     for action, actor in steps:
         transition = await store.apply("s1", action, actor)
         status = transition.session["status"]
@@ -563,7 +577,7 @@ async def test_redis_key_layout(redis_store: RedisSessionStore, redis: Redis) ->
             redis,
             {session_key("s1"): "string", f"status:{status}": "set", messages_key("s1"): "list", **counter},
         )
-        assert json.loads(await redis.get(session_key("s1"))) == transition.session
+        assert await stored_json(redis, session_key("s1")) == transition.session
         assert await redis.smembers(f"status:{status}") == {"s1"}
         assert await status_sets_holding(redis, "s1") == [status]
 
@@ -603,7 +617,7 @@ async def test_redis_store_reads_what_another_store_wrote(
 
 @pytest.mark.parametrize("start", ["bot_active", "waiting_agent"])
 async def test_concurrent_takeovers_on_one_store(
-    redis_store: RedisSessionStore, redis: Redis, start: str
+    redis_store: RedisSessionStore, redis: Redis, start: Status
 ) -> None:
     """20 agents take over at once through one store: exactly one wins, 19 are refused."""
     for round_ in range(3):
@@ -622,7 +636,7 @@ async def test_concurrent_takeovers_on_one_store(
 
 @pytest.mark.parametrize("start", ["bot_active", "waiting_agent"])
 async def test_concurrent_takeovers_on_separate_stores(
-    redis_url: str, redis: Redis, start: str
+    redis_url: str, redis: Redis, start: Status
 ) -> None:
     """20 agents, each through its own store and client (20 processes): exactly one wins."""
     clients = [Redis.from_url(redis_url) for _ in range(CONCURRENCY)]
@@ -649,7 +663,7 @@ async def test_concurrent_takeovers_on_separate_stores(
             await c.aclose()
 
 
-RACES: list[list[tuple[str, str | None]]] = [
+RACES: list[list[tuple[Action, str | None]]] = [
     [("escalate", None), ("takeover", HOLDER), ("close", HOLDER)],
     [("escalate", None), ("takeover", HOLDER), ("takeover", OTHER), ("close", None)],
     [("takeover", HOLDER), ("release", HOLDER), ("close", HOLDER), ("escalate", None)],
@@ -660,7 +674,7 @@ RACES: list[list[tuple[str, str | None]]] = [
 
 @pytest.mark.parametrize("race", RACES, ids=lambda r: "+".join(a for a, _ in r))
 async def test_concurrent_mixed_actions_stay_consistent(
-    redis_url: str, redis: Redis, race: list[tuple[str, str | None]]
+    redis_url: str, redis: Redis, race: list[tuple[Action, str | None]]
 ) -> None:
     """Racing escalate/takeover/release/close leaves session:{name} and one status set agreeing."""
     clients = [Redis.from_url(redis_url) for _ in race]
@@ -680,7 +694,7 @@ async def test_concurrent_mixed_actions_stay_consistent(
             committed = [r.session for r in results if isinstance(r, Transition) and r.changed]
 
             stored = await stores[0].get(name)
-            assert json.loads(await redis.get(session_key(name))) == stored
+            assert await stored_json(redis, session_key(name)) == stored
             assert await status_sets_holding(redis, name) == [stored["status"]]
             # The stored session is the one the last committed transition wrote.
             assert stored in (committed or [initial])

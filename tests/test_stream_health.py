@@ -11,12 +11,12 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient
 
-from tests.support.api import CHATBOT, WORKBENCH, call, chat, create
+from tests.support import wait
+from tests.support.api import CHATBOT, WORKBENCH, Http, call, chat, create
+from tests.support.app_server import AppClient
 from tests.support.processes import REDIS_ON, ServerProcess, free_port
 from tests.support.sse import open_stream
-from tests.support import wait
 
 SETTLE = 5.0  # longest wait for a subscription change to show in Redis
 
@@ -26,11 +26,11 @@ StartServer = Callable[..., ServerProcess]
 until = partial(wait.until, timeout=SETTLE, what="stream health")
 
 
-async def health_of(http: Any, name: str, base: str = "") -> dict[str, Any]:
+async def health_of(http: Http, name: str, base: str = "") -> dict[str, Any]:
     return await call(http, "GET", f"{base}{WORKBENCH}/sessions/{name}/stream")  # type: ignore[no-any-return]
 
 
-async def test_in_one_process(client: TestClient, backend: str) -> None:
+async def test_in_one_process(client: AppClient, backend: str) -> None:
     """Memory or Redis, one process: streams counted here; the last event is the newest."""
     await create(client, "h1")
     quiet = await health_of(client, "h1")
@@ -101,7 +101,7 @@ async def check_split_deployment(server_process: StartServer, url: str) -> None:
     customer_side, agent_side = await split_deployment(server_process, url)
     async with aiohttp.ClientSession() as http:
         await create(http, "split", base=customer_side)
-        read = lambda: health_of(http, "split", agent_side)  # noqa: E731
+        read = partial(health_of, http, "split", agent_side)
         assert (await read())["customer_connected"] is False
         async with open_stream(http, f"{customer_side}{CHATBOT}/sessions/split/events"):
             here = await until(read, lambda b: b["customer_connected"])

@@ -166,7 +166,7 @@ async def test_two_workers_share_the_port_and_every_stream_gets_the_event(
         for stream in streams:
             event = await stream.next_of("new_message")
             message = event.payload["message"]
-            assert message["id"] == sent["message"]["id"], (message, sent)  # type: ignore[index]
+            assert message["id"] == sent["message"]["id"], (message, sent)
             assert message["role"] == "agent" and message["agent_id"] == agent, message
             assert message["content"] == "Hello from either worker.", message
     assert all(alive(pid) for pid in workers), server.log()
@@ -248,12 +248,13 @@ async def test_a_worker_that_keeps_dying_makes_the_supervisor_give_up(
     """Five deaths within 30 s: the supervisor stops the rest and exits 1 (no endless loop)."""
     server = server_process("--workers", "2", "--redis-url", redis_url, env=REDIS_ON)
     await worker_pids(server)
-    assert server.process is not None
+    process = server.process
+    assert process is not None
     killed: set[int] = set()
     for _ in range(5):
-        victims = await eventually(lambda: child_pids(server.process.pid) - killed, timeout=WAIT)  # type: ignore[union-attr]
+        victims = await eventually(lambda: child_pids(process.pid) - killed, timeout=WAIT)
         assert victims, server.log()
-        victim = min(victims)  # type: ignore[type-var]
+        victim = min(victims)
         os.kill(victim, signal.SIGKILL)
         killed.add(victim)
     assert await stopped(server, WAIT) == 1, server.log()

@@ -14,16 +14,17 @@ from functools import partial
 from typing import Any
 
 import aiohttp
-from aiohttp.test_utils import TestClient
 from yarl import URL
 
+from app.domain.store import Status
+from tests.support.app_server import AppClient
 from tests.support.wait import until
 
-Http = TestClient | aiohttp.ClientSession
+Http = AppClient | aiohttp.ClientSession
 
 CHATBOT = "/chatbot/api"
 WORKBENCH = "/workbench/api"
-STATUSES = ("bot_active", "waiting_agent", "agent_active", "closed")
+STATUSES: tuple[Status, ...] = ("bot_active", "waiting_agent", "agent_active", "closed")
 REQUEST_TIMEOUT = 5.0  # the longest one plain (non-stream) request may take
 
 

@@ -5,10 +5,26 @@ cancelled. aiohttp 3.14's TestServer does the same by itself (its start_server p
 this server sets it where the runner is made, so the suite keeps running what production runs
 whatever aiohttp's default becomes."""
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeAlias
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+
+from app.process.settings import Settings
+
+# A client of the app behind a TestServer: its requests are web.Requests, its ``app`` the app.
+AppClient: TypeAlias = TestClient[web.Request, web.Application]
+
+# conftest's ``serve_app``: ``await serve_app(app)``.
+ServeApp: TypeAlias = Callable[[web.Application], Awaitable[AppClient]]
+
+
+class MakeClient(Protocol):
+    """conftest's ``make_client``: ``await make_client(settings, **changes)``, the changes
+    being Settings fields."""
+
+    def __call__(self, settings: Settings, **changes: Any) -> Awaitable[AppClient]: ...
 
 
 class CancellingTestServer(TestServer):
@@ -19,7 +35,7 @@ class CancellingTestServer(TestServer):
         return web.AppRunner(self.app, **kwargs)
 
 
-def cancels_handlers(client: TestClient) -> bool:
+def cancels_handlers(client: AppClient) -> bool:
     """Whether the started server behind ``client`` cancels a handler whose client leaves."""
     runner = client.server.runner
     server = runner.server if runner is not None else None

@@ -1,6 +1,7 @@
 """Checks of what a stream delivered that many tests make: the envelope, and the event ids
 (present, well formed, increasing along a stream)."""
 
+import itertools
 import time
 from typing import Any
 
@@ -30,7 +31,7 @@ def check_ids(events: list[SSEEvent], *, strictly: bool = True) -> None:
     if strictly:
         repeated = [
             (before.type, after.type, after.id)
-            for before, after in zip(with_ids, with_ids[1:])
+            for before, after in itertools.pairwise(with_ids)
             if ids.parse(before.id) >= ids.parse(after.id)  # type: ignore[arg-type]
         ]
         assert not repeated, f"{len(repeated)} ids not above the previous one: {repeated[:5]}"
@@ -42,7 +43,7 @@ def check_strictly_increasing(after: str, events: list[SSEEvent]) -> None:
     for event in events:
         assert event.id is not None and ids.is_event_id(event.id), event
         keys.append(ids.parse(event.id))
-    bad = [(a, b) for a, b in zip(keys, keys[1:]) if not a < b]
+    bad = [(a, b) for a, b in itertools.pairwise(keys) if not a < b]
     assert not bad, f"ids not strictly increasing from {after}: {bad[:5]}"
 
 

@@ -143,7 +143,7 @@ class RedisCluster:
         """CLUSTER INFO of node ``i`` (e.g. to wait for ``cluster_state:fail`` after a kill)."""
         client = self._client(self.ports[i])
         try:
-            return dict(client.execute_command("CLUSTER INFO"))
+            return dict(client.cluster("info"))
         finally:
             client.close()
 
@@ -175,7 +175,7 @@ class RedisCluster:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=self.preexec_fn,  # noqa: PLW1509 (the harness starts it from one thread)
+            preexec_fn=self.preexec_fn,  # safe as preexec_fn: the harness starts it from one thread
         )
 
     def _wait_ping(self, i: int) -> None:
@@ -205,7 +205,7 @@ class RedisCluster:
 
     def _node_ok(self, client: redis.Redis) -> bool:
         try:
-            info = client.execute_command("CLUSTER INFO")
+            info = client.cluster("info")
         except redis.exceptions.RedisError:
             return False
         return (info.get("cluster_state") == "ok"
@@ -217,7 +217,7 @@ class RedisCluster:
         lines = []
         for client in clients:
             try:
-                info = client.execute_command("CLUSTER INFO")
+                info = client.cluster("info")
                 state = {k: info.get(k) for k in ("cluster_state", "cluster_slots_assigned",
                                                   "cluster_slots_ok", "cluster_known_nodes")}
             except redis.exceptions.RedisError as error:

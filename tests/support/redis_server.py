@@ -74,7 +74,7 @@ class RedisServer:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=self.preexec_fn,  # noqa: PLW1509 (the harness starts it from one thread)
+            preexec_fn=self.preexec_fn,  # safe as preexec_fn: the harness starts it from one thread
         )
         if not answers_ping(self.port, self.start_timeout, self.process):
             raise RuntimeError(f"redis-server on port {self.port} did not start")

@@ -1,6 +1,8 @@
 """What store tests share (the store contract, and the same races on a Redis Cluster): the
 agents, how many race, the one-winner check, and the status sets as Redis holds them."""
 
+from collections.abc import Sequence
+
 from redis.asyncio import Redis
 
 from app.domain.store import Transition, TransitionRefused
@@ -11,7 +13,7 @@ OTHER = "bob"  # an agent that does not hold it
 CONCURRENCY = 20
 
 
-def assert_one_winner(results: list[object], agents: list[str]) -> str:
+def assert_one_winner(results: Sequence[object], agents: list[str]) -> str:
     """Exactly one takeover changed the session; every other one raised TransitionRefused."""
     winners = [
         agent for agent, r in zip(agents, results, strict=True)

@@ -10,9 +10,13 @@ import inspect
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 T = TypeVar("T")
+
+# ``fetch`` is a coroutine function or a plain function: each public wait below is overloaded
+# on the two, since from their union mypy cannot tell which of them ``T`` is the result of.
+Fetch = Callable[[], Awaitable[T]] | Callable[[], T]
 
 INTERVAL = 0.05
 
@@ -31,8 +35,18 @@ def _rounds(timeout: float, interval: float) -> int:
     return int(timeout / interval) + 2
 
 
+@overload
 async def poll(
-    fetch: Callable[[], Awaitable[T]] | Callable[[], T],
+    fetch: Callable[[], Awaitable[T]], done: Callable[[T], object] = ..., *, timeout: float,
+    interval: float = ..., ignore: tuple[type[BaseException], ...] = ...,
+) -> Polled[T]: ...
+@overload
+async def poll(
+    fetch: Callable[[], T], done: Callable[[T], object] = ..., *, timeout: float,
+    interval: float = ..., ignore: tuple[type[BaseException], ...] = ...,
+) -> Polled[T]: ...
+async def poll(
+    fetch: Fetch[T],
     done: Callable[[T], object] = bool,
     *,
     timeout: float,
@@ -49,7 +63,7 @@ async def poll(
         try:
             async with asyncio.timeout_at(deadline):
                 result = fetch()
-                current: T = await result if inspect.isawaitable(result) else result  # type: ignore[assignment]
+                current: T = await result if inspect.isawaitable(result) else result
         except TimeoutError:
             break
         except ignore:
@@ -64,8 +78,20 @@ async def poll(
     return Polled(value, False, loop.time() - started)
 
 
+@overload
 async def until(
-    fetch: Callable[[], Awaitable[T]] | Callable[[], T],
+    fetch: Callable[[], Awaitable[T]], done: Callable[[T], object] = ..., *, timeout: float,
+    what: str = ..., interval: float = ..., ignore: tuple[type[BaseException], ...] = ...,
+    describe: Callable[[T | None], object] = ...,
+) -> T: ...
+@overload
+async def until(
+    fetch: Callable[[], T], done: Callable[[T], object] = ..., *, timeout: float,
+    what: str = ..., interval: float = ..., ignore: tuple[type[BaseException], ...] = ...,
+    describe: Callable[[T | None], object] = ...,
+) -> T: ...
+async def until(
+    fetch: Fetch[T],
     done: Callable[[T], object] = bool,
     *,
     timeout: float,
@@ -82,16 +108,34 @@ async def until(
     return polled.value  # type: ignore[return-value]
 
 
+@overload
 async def eventually(
-    fetch: Callable[[], Awaitable[T]] | Callable[[], T], done: Callable[[T], object] = bool, *,
+    fetch: Callable[[], Awaitable[T]], done: Callable[[T], object] = ..., *, timeout: float,
+    interval: float = ..., ignore: tuple[type[BaseException], ...] = ...,
+) -> T | None: ...
+@overload
+async def eventually(
+    fetch: Callable[[], T], done: Callable[[T], object] = ..., *, timeout: float,
+    interval: float = ..., ignore: tuple[type[BaseException], ...] = ...,
+) -> T | None: ...
+async def eventually(
+    fetch: Fetch[T], done: Callable[[T], object] = bool, *,
     timeout: float, interval: float = INTERVAL, ignore: tuple[type[BaseException], ...] = (),
 ) -> T | None:
     """``poll``'s last value (the one ``done`` held for, if it did), for the caller's assert."""
     return (await poll(fetch, done, timeout=timeout, interval=interval, ignore=ignore)).value
 
 
+@overload
 async def wait_for(
-    fetch: Callable[[], Awaitable[T]] | Callable[[], T], expected: Any, *, timeout: float,
+    fetch: Callable[[], Awaitable[T]], expected: Any, *, timeout: float, interval: float = ...,
+) -> T | None: ...
+@overload
+async def wait_for(
+    fetch: Callable[[], T], expected: Any, *, timeout: float, interval: float = ...,
+) -> T | None: ...
+async def wait_for(
+    fetch: Fetch[T], expected: Any, *, timeout: float,
     interval: float = INTERVAL,
 ) -> T | None:
     """Poll until ``fetch()`` returns ``expected``; the last value, for the caller's assert."""

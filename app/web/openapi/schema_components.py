@@ -38,7 +38,7 @@ def ecma_pattern(pattern: str) -> str:
     return pattern
 
 
-def regexp_pattern(self: Any, field: fields.Field, **kwargs: Any) -> dict[str, Any]:
+def regexp_pattern(self: Any, field: fields.Field[Any], **kwargs: Any) -> dict[str, Any]:
     """apispec attribute function: a field's Regexp validator as an ECMA ``pattern``."""
     for validator in field.validators:
         regex = getattr(validator, "regex", None)
@@ -47,7 +47,7 @@ def regexp_pattern(self: Any, field: fields.Field, **kwargs: Any) -> dict[str, A
     return {}
 
 
-def exact_null(self: Any, field: fields.Field, ret: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+def exact_null(self: Any, field: fields.Field[Any], ret: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
     """apispec writes a nullable nested schema as ``anyOf: [{type: object, nullable: true},
     {$ref}]``, whose first branch admits any object; ``enum: [null]`` makes it admit null only."""
     for branch in ret.get("anyOf", ()):
