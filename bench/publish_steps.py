@@ -28,8 +28,10 @@ from typing import Any
 import numpy
 import redis
 
-from bench.procs import ROOT, CpuMeter, RedisProcess, ServerProcess
+from bench.procs import CpuMeter, RedisProcess, ServerProcess
 from bench.workers import Worker
+from realtime.redis_replies import as_text
+from tests.support.processes import ROOT
 
 logger = logging.getLogger("bench.publish_steps")
 
@@ -157,7 +159,8 @@ async def _time_steps(redis_url: str, name: str, config: Config) -> PublishSteps
         layout = KeyLayout()
         channel = session_channel(name)
         keys = [layout.history_key(channel), layout.clock_key((channel,))]
-        args_tail = [settings.history_size, int(settings.history_ttl * 1000), layout.publish_command]
+        args_tail: list[int | str] = [settings.history_size, int(settings.history_ttl * 1000),
+                                      layout.publish_command]
         wall = numpy.zeros((config.iterations, len(STEPS)), dtype=numpy.int64)
         cpu = numpy.zeros((config.iterations, len(STEPS)), dtype=numpy.int64)
         clock, cpu_clock = time.perf_counter_ns, time.process_time_ns
@@ -310,14 +313,14 @@ def cleanup(redis_url: str, tag_prefix: str) -> None:
             if keys:
                 client.delete(*keys)
         for status in client.scan_iter(match="status:*", count=1000):
-            members = [m for m in client.smembers(status) if m.decode().startswith(tag_prefix)]
+            members = [m for m in client.smembers(status) if as_text(m).startswith(tag_prefix)]
             if members:
                 client.srem(status, *members)
         # The takeovers announced themselves on the broadcast channel, into its history.
         broadcast = "history:sse:broadcast"
-        marker = f'"session_name":"{tag_prefix}'.encode()
-        ours = [entry_id for entry_id, fields in client.xrevrange(broadcast, count=1000)
-                if marker in fields.get(b"d", b"")]
+        marker = f'"session_name":"{tag_prefix}'
+        ours = [entry_id for entry_id, fields in client.xrevrange(broadcast, count=1000) or ()
+                if entry_id is not None and fields and marker in as_text(fields.get(b"d", b""))]
         if ours:
             client.xdel(broadcast, *ours)
         if client.exists(broadcast) and client.xlen(broadcast) == 0:
@@ -335,7 +338,8 @@ def markdown(result: PublishSteps | None) -> str:
         return head[0] + "\nNot measured in this run.\n"
     if result.failure and not result.steps:
         return head[0] + f"\nFailed: {result.failure}\n"
-    lines = head + [
+    lines = [
+        *head,
         (f"`python -m bench.publish_steps` (also run by `make bench` after the matrix, on the same "
         f"redis-server): the steps of `POST /workbench/api/sessions/{{s}}/messages` "
         f"(`handlers/workbench.py` `agent_message`), timed in process on the real backends "

@@ -2,6 +2,7 @@
 their queues and release their channels the same way (Redis against a real redis-server)."""
 
 import asyncio
+import itertools
 import random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -163,7 +164,7 @@ async def test_publish_ids_strictly_increase_per_channel(broker: Broker) -> None
         published[channel].append(event_id)
     for channel, channel_ids in published.items():
         parsed = [ids.parse(event_id) for event_id in channel_ids]
-        assert all(a < b for a, b in zip(parsed, parsed[1:])), (channel, channel_ids)
+        assert all(a < b for a, b in itertools.pairwise(parsed)), (channel, channel_ids)
         assert len(set(channel_ids)) == len(channel_ids)
 
 
@@ -382,13 +383,13 @@ async def test_cancelled_join_does_not_fail_concurrent_join(
             await asyncio.sleep(0.03)
         entered = {"a": asyncio.Event(), "b": asyncio.Event()}
 
-        async def join(name: str) -> Event | None:
+        async def join(name: str, channel: str, entered: dict[str, asyncio.Event]) -> Event | None:
             async with broker.subscribe(channel) as subscription:
                 entered[name].set()
                 return await subscription.get(timeout=SETTLE)
 
-        first = asyncio.create_task(join("a"))
-        second = asyncio.create_task(join("b"))
+        first = asyncio.create_task(join("a", channel, entered))
+        second = asyncio.create_task(join("b", channel, entered))
         async with asyncio.timeout(SETTLE):
             while broker.local_subscribers(channel) < 2:
                 await asyncio.sleep(0.001)

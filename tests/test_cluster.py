@@ -50,11 +50,12 @@ from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.cluster import RedisCluster as ClusterClient
 
 from app.backends import Backends, cluster_clients, open_backends
-from app.process.settings import Settings
 from app.domain.store import RedisSessionStore, Transition, TransitionRefused
 from app.domain.store.redis_store import messages_key, session_key
+from app.process.settings import Settings
 from realtime.channels import BROADCAST, agent_channel, session_channel
 from realtime.cluster_broker import OUTBOX_RETRY, ClusterLayout
+from realtime.redis_replies import as_text
 from tests.support import wait
 from tests.support.api import (
     Reply,
@@ -144,14 +145,31 @@ async def make_backends(cluster_url: str) -> AsyncIterator[Callable[..., Awaitab
 # --------------------------------------------------------------------------- helpers
 
 
+def port_of(admin: ClusterClient, key: str) -> int:
+    """The port of the primary that owns ``key``'s slot."""
+    node = admin.get_node_from_key(key)
+    assert node is not None, key
+    return int(node.port)
+
+
 def channel_port(admin: ClusterClient, channel: str) -> int:
     """The port of the primary that owns ``channel`` (its history, clock and SPUBLISH)."""
-    return int(admin.get_node_from_key(LAYOUT.clock_key((channel,))).port)
+    return port_of(admin, LAYOUT.clock_key((channel,)))
 
 
 def key_port(admin: ClusterClient, name: str) -> int:
     """The port of the primary that holds session ``name`` in the store."""
-    return int(admin.get_node_from_key(session_key(name)).port)
+    return port_of(admin, session_key(name))
+
+
+def held_on(admin: ClusterClient, port: int) -> Callable[[str], bool]:
+    """A filter of session names: those whose keys live on the primary at ``port``."""
+    return lambda name: key_port(admin, name) == port
+
+
+async def command(node: Redis, *args: str) -> Any:
+    """A raw command to one node, as the server sees it."""
+    return await node.execute_command(*args)  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
 
 
 def find_name(prefix: str, wanted: Callable[[str], bool], taken: Iterable[str] = ()) -> str:
@@ -200,7 +218,7 @@ async def subscribers_of(node: Redis) -> list[dict[str, str]]:
 
 
 async def shard_numsub(node: Redis, wire_channel: str) -> int:
-    [_, count] = await node.execute_command("PUBSUB", "SHARDNUMSUB", wire_channel)
+    [_, count] = await command(node, "PUBSUB", "SHARDNUMSUB", wire_channel)
     return int(count)
 
 
@@ -210,7 +228,7 @@ async def classic_numsub(nodes: Iterable[Redis], channels: Iterable[str]) -> dic
     totals = dict.fromkeys(channels, 0)
     for node in nodes:
         for channel, count in await node.pubsub_numsub(*channels):
-            totals[channel] += int(count)
+            totals[as_text(channel)] += int(count)
     return totals
 
 
@@ -232,7 +250,7 @@ async def test_session_channels_on_different_nodes_reach_their_subscriptions(
     # The slot the client computes is the one the server computes (CLUSTER KEYSLOT).
     for port, channel in channels.items():
         clock = LAYOUT.clock_key((channel,))
-        assert int(await node_clients[port].execute_command("CLUSTER", "KEYSLOT", clock)) == (
+        assert int(await command(node_clients[port], "CLUSTER", "KEYSLOT", clock)) == (
             admin.keyslot(clock)
         )
 
@@ -267,7 +285,7 @@ async def test_session_channels_on_different_nodes_reach_their_subscriptions(
         slot = admin.keyslot(session_key(name))
         assert {admin.keyslot(k) for k in (
             messages_key(name), history, clock, LAYOUT.wire(channel))} == {slot}
-        assert int(await node.execute_command("CLUSTER", "KEYSLOT", LAYOUT.wire(channel))) == slot
+        assert int(await command(node, "CLUSTER", "KEYSLOT", LAYOUT.wire(channel))) == slot
         assert key_port(admin, name) == port
         # Plain GET/XLEN on the owner: no MOVED, the keys are there.
         assert await node.xlen(history) == 5
@@ -388,7 +406,7 @@ async def test_one_sharded_pubsub_connection_per_primary(
                 [entry] = subscribers
                 assert (entry["sub"], entry["psub"]) == ("0", "0"), entry
                 assert int(entry["ssub"]) == len(wires_on[port]), (entry, wires_on[port])
-                assert set(await node.execute_command("PUBSUB", "SHARDCHANNELS")) == wires_on[port]
+                assert set(await command(node, "PUBSUB", "SHARDCHANNELS")) == wires_on[port]
                 assert await node.pubsub_channels() == []
                 for wire_channel in wires_on[port]:
                     assert await shard_numsub(node, wire_channel) == 1, wire_channel
@@ -412,7 +430,7 @@ async def test_one_sharded_pubsub_connection_per_primary(
                        lambda v: set(v) == {0}, SETTLE)
     assert set(after) == {0}, after
     for port, node in node_clients.items():
-        assert await node.execute_command("PUBSUB", "SHARDCHANNELS") == [], port
+        assert await command(node, "PUBSUB", "SHARDCHANNELS") == [], port
         assert await subscribers_of(node) == [], port  # the connection stays, subscribed to nothing
     assert broker.local_channels == 0
 
@@ -428,10 +446,10 @@ async def test_session_lifecycle_and_queue_order_on_the_cluster(
     list_sessions is first come, first served across shards."""
     store = (await make_backends()).store
     ports = {int(node.port) for node in admin.get_primaries()}
-    names = []
+    names: list[str] = []
     for port in sorted(ports):
-        names.append(find_name("life", lambda n, p=port: key_port(admin, n) == p, names))
-        names.append(find_name("life", lambda n, p=port: key_port(admin, n) == p, names))
+        names.append(find_name("life", held_on(admin, port), names))
+        names.append(find_name("life", held_on(admin, port), names))
     assert {key_port(admin, n) for n in names} == ports
 
     async def check(name: str, status: str, agent: str | None) -> None:
@@ -509,7 +527,7 @@ async def test_concurrent_takeovers_across_cluster_clients(
         async with asyncio.timeout(10):
             await asyncio.gather(*(client.initialize() for client in clients))
         names = [
-            find_name("race", lambda n, p=int(node.port): key_port(admin, n) == p)
+            find_name("race", held_on(admin, int(node.port)))
             for node in admin.get_primaries()
         ]
         agents = [f"agent{i}" for i in range(CONCURRENCY)]
@@ -574,6 +592,7 @@ async def test_handoff_and_resume_across_two_processes_on_the_cluster(
                 await escalate(http, name, base=bot)
                 [transfer] = await agent_view.take(1)
                 assert transfer.type == "transfer_request", transfer
+                assert transfer.id is not None
                 check_envelope(transfer, "ai_chatbot")
             # Both streams are gone: the conversation goes on without them.
             await act(http, name, "takeover", agent, base=desk)
@@ -654,7 +673,7 @@ async def wait_degraded(http: aiohttp.ClientSession, base: str) -> Any:
 
 def owner(admin: ClusterClient, ports: list[int], key: str) -> int:
     """The index (in ``ports``) of the primary that holds ``key``."""
-    return ports.index(int(admin.get_node_from_key(key).port))
+    return ports.index(port_of(admin, key))
 
 
 async def restore(redis_cluster: RedisCluster, victim: int) -> None:
@@ -760,7 +779,7 @@ async def test_a_session_on_a_dead_shard_is_refused_before_anything_is_written(
                     "messages": request(http, "GET", f"{bot}/sessions/{doomed}/messages"),
                     "stream": request(http, "GET", base + session_events(doomed)),
                 }
-                for what, reply in zip(refusals, await asyncio.gather(*refusals.values())):
+                for what, reply in zip(refusals, await asyncio.gather(*refusals.values()), strict=True):
                     assert_unavailable(reply, f"{what} of a session on the dead shard")
                 refused_by = time.monotonic() - killed_at
                 # What a refused change could have written elsewhere, read at once (a live
@@ -812,9 +831,9 @@ async def test_a_session_on_a_dead_shard_is_refused_before_anything_is_written(
                 await create(http, reborn, base=base)
                 async with open_stream(http, base + session_events(reborn)) as (stream, _):
                     await chat(http, reborn, "back again", base=base)
-                    said, reply = await stream.take(2, timeout=SETTLE)
+                    said, answer = await stream.take(2, timeout=SETTLE)
                     assert said.payload["message"]["content"] == "back again", wire([said])
-                    assert reply.payload["message"]["role"] == "bot", wire([reply])
+                    assert answer.payload["message"]["role"] == "bot", wire([answer])
                 await chat(http, healthy, "and now?", base=base)
                 assert [e.payload["message"]["content"] for e in
                         await healthy_stream.take(2, timeout=SETTLE)][:1] == ["and now?"]

@@ -4,6 +4,7 @@ agents, how many race, the one-winner check, and the status sets as Redis holds 
 from collections.abc import Sequence
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from app.domain.store import Transition, TransitionRefused
 from tests.support.api import STATUSES
@@ -27,6 +28,6 @@ def assert_one_winner(results: Sequence[object], agents: list[str]) -> str:
     return winners[0]
 
 
-async def status_sets_holding(redis: Redis, name: str) -> list[str]:
+async def status_sets_holding(redis: Redis | RedisCluster, name: str) -> list[str]:
     """The statuses whose ``status:{status}`` set holds ``name``."""
     return [s for s in STATUSES if await redis.sismember(f"status:{s}", name)]
