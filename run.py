@@ -35,7 +35,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if role is not None:
         die_with_parent(role.supervisor_pid)
     configure_logging(
-        settings.log_level, settings.log_format,
+        settings.log_level,
+        settings.log_format,
         prefix="" if role is None else f"[worker {role.index}] ",
     )
     logger = logging.getLogger(__name__)
@@ -55,8 +56,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(2)
     app.on_startup.append(freeze_startup_objects)
     logger.info(
-        "serving %s on http://%s:%d (event loop: %s)", "+".join(settings.components),
-        settings.host, settings.port, type(loop).__module__.partition(".")[0],
+        "serving %s on http://%s:%d (event loop: %s)",
+        "+".join(settings.components),
+        settings.host,
+        settings.port,
+        type(loop).__module__.partition(".")[0],
     )
     web.run_app(
         app,
@@ -102,8 +106,11 @@ def supervise(settings: Settings, args: list[str], logger: logging.Logger) -> in
         logger.error("%s", problem)
         return 1
     logger.info(
-        "supervising %d workers serving %s on http://%s:%d", settings.workers,
-        "+".join(settings.components), settings.host, settings.port,
+        "supervising %d workers serving %s on http://%s:%d",
+        settings.workers,
+        "+".join(settings.components),
+        settings.host,
+        settings.port,
     )
     command = [sys.executable, str(Path(__file__).resolve()), *args, "--workers", "1"]
     return WorkerSupervisor(command, settings.workers).run()

@@ -111,13 +111,23 @@ def cluster_clients(settings: Settings) -> tuple[RedisCluster, Callable[[str, in
     connect_timeout, socket_timeout = min(1.0, settings.redis_timeout), settings.redis_timeout
     cluster = WaitingRedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in nodes],
-        username=user, password=password, in_flight=POOL_SIZE, retry=Retry(NoBackoff(), 1),
-        socket_connect_timeout=connect_timeout, socket_timeout=socket_timeout,
+        username=user,
+        password=password,
+        in_flight=POOL_SIZE,
+        retry=Retry(NoBackoff(), 1),
+        socket_connect_timeout=connect_timeout,
+        socket_timeout=socket_timeout,
     )
 
     def subscriber(host: str, port: int) -> Redis:
-        return Redis(host=host, port=port, username=user, password=password,
-                     socket_connect_timeout=connect_timeout, socket_timeout=socket_timeout)
+        return Redis(
+            host=host,
+            port=port,
+            username=user,
+            password=password,
+            socket_connect_timeout=connect_timeout,
+            socket_timeout=socket_timeout,
+        )
 
     return cluster, subscriber
 
@@ -133,8 +143,7 @@ async def open_cluster_backends(settings: Settings) -> Backends:
         await broker.close()
         await cluster.aclose()
         raise
-    logger.info("broker and session store on a Redis Cluster of %d primaries",
-                len(cluster.get_primaries()))
+    logger.info("broker and session store on a Redis Cluster of %d primaries", len(cluster.get_primaries()))
     return Backends(broker, RedisSessionStore(cluster, timeout=settings.redis_timeout), cluster)
 
 
@@ -175,7 +184,8 @@ async def open_backends(settings: Settings) -> Backends:
         return Backends(broker, redis_store, redis)
     logger.warning(
         "Redis at %s is unreachable: serving from memory, degraded (events do not cross "
-        "processes); moving to Redis when it answers", where,
+        "processes); moving to Redis when it answers",
+        where,
     )
     store = StartupFallbackStore(MemorySessionStore(), redis_store)
     backends = Backends(broker, store, redis)

@@ -51,9 +51,7 @@ def create_app(
             "refusing to start without a token secret: set SWITCHBOARD_SECRET or --secret "
             "(32+ characters), or pass --insecure for local development"
         )
-    app = web.Application(
-        middlewares=[request_middleware], client_max_size=MAX_BODY
-    )
+    app = web.Application(middlewares=[request_middleware], client_max_size=MAX_BODY)
     app[SETTINGS] = settings
     if settings.secret is not None and not settings.insecure:
         app[TOKENS] = TokenAuthority(settings.secret)
@@ -82,9 +80,7 @@ def create_app(
     return app
 
 
-async def _backends_ctx(
-    backends_factory: BackendsFactory, app: web.Application
-) -> AsyncIterator[None]:
+async def _backends_ctx(backends_factory: BackendsFactory, app: web.Application) -> AsyncIterator[None]:
     backends = await backends_factory(app[SETTINGS])
     app[BACKENDS] = backends
     app[METRICS].watch(app[STREAMS], backends, app[SETTINGS].components)
@@ -93,9 +89,7 @@ async def _backends_ctx(
 
 
 async def _heartbeats_ctx(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(
-        send_heartbeats(app[STREAMS], app[SETTINGS].heartbeat), name="heartbeats"
-    )
+    task = asyncio.create_task(send_heartbeats(app[STREAMS], app[SETTINGS].heartbeat), name="heartbeats")
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -140,9 +134,7 @@ async def ready(request: web.Request) -> web.Response:
     """
     backends = request.app[BACKENDS]
     started = time.monotonic()
-    delivered = await backends.broker.probe(
-        canary_channel(request.app[CANARY]), timeout=READY_TIMEOUT
-    )
+    delivered = await backends.broker.probe(canary_channel(request.app[CANARY]), timeout=READY_TIMEOUT)
     body = {
         "ready": delivered,
         "broker": backends.mode,

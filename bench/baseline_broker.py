@@ -41,9 +41,7 @@ class PerStreamRedisBroker(Broker):
     ) -> None:
         super().__init__(queue_size=queue_size)
         self._redis = redis
-        self._log = RedisEventLog(
-            redis, KeyLayout(), history_maxlen=history_maxlen, history_ttl=history_ttl
-        )
+        self._log = RedisEventLog(redis, KeyLayout(), history_maxlen=history_maxlen, history_ttl=history_ttl)
         self._subscribe_timeout = subscribe_timeout
         self._subscriber_redis = Redis.from_url(subscriber_url)
         self._local = FanOut(self.stats)  # for close() and counting only: no shared fan-out
@@ -97,7 +95,10 @@ class PerStreamRedisBroker(Broker):
         """A connection of the subscription's own, live (its SUBSCRIBE confirmed) on return."""
         own = FanOut(self.stats)
         connection = PubSubConnection(
-            self._subscriber_redis, self._log, own, self.stats,
+            self._subscriber_redis,
+            self._log,
+            own,
+            self.stats,
             subscribe_timeout=self._subscribe_timeout,
         )
         self._local.add(subscription)

@@ -42,8 +42,7 @@ class RedisClusterProcesses(RedisCluster):
         return self._node(0)
 
     def _node(self, i: int) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.ports[i], socket_connect_timeout=1,
-                           socket_timeout=10)
+        return redis.Redis(host="127.0.0.1", port=self.ports[i], socket_connect_timeout=1, socket_timeout=10)
 
     def flush(self) -> None:
         for i in range(len(self.ports)):

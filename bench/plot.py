@@ -12,7 +12,12 @@ from matplotlib.ticker import FuncFormatter
 
 from bench.results import CLUSTER, LAYOUTS, MODES, ScenarioResult
 
-STYLE = {"switchboard": "tab:blue", CLUSTER: "tab:green", "baseline": "tab:orange", "baseline-pool": "tab:red"}
+STYLE = {
+    "switchboard": "tab:blue",
+    CLUSTER: "tab:green",
+    "baseline": "tab:orange",
+    "baseline-pool": "tab:red",
+}
 MARKER = {"switchboard": "o", CLUSTER: "^", "baseline": "D", "baseline-pool": "s"}
 
 
@@ -30,16 +35,27 @@ def write_plot(path: Path, sizes: tuple[int, ...], scenarios: list[ScenarioResul
             ax.grid(True, which="both", alpha=0.3)
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=7, framealpha=0.6)
-    fig.suptitle("switchboard (one Redis; switchboard-cluster: a 3-master cluster, at one N) vs baseline "
-                 "(one pub/sub connection per stream); failed points left out", fontsize=10)
+    fig.suptitle(
+        "switchboard (one Redis; switchboard-cluster: a 3-master cluster, at one N) vs baseline "
+        "(one pub/sub connection per stream); failed points left out",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def _points(scenarios: list[ScenarioResult], mode: str, layout: str, load: str, attr: str) -> tuple[list[int], list[float]]:
-    chosen = sorted((s for s in scenarios if (s.mode, s.layout, s.load) == (mode, layout, load)
-                     and not s.failure and s.deliveries), key=lambda s: s.n)
+def _points(
+    scenarios: list[ScenarioResult], mode: str, layout: str, load: str, attr: str
+) -> tuple[list[int], list[float]]:
+    chosen = sorted(
+        (
+            s
+            for s in scenarios
+            if (s.mode, s.layout, s.load) == (mode, layout, load) and not s.failure and s.deliveries
+        ),
+        key=lambda s: s.n,
+    )
     return [s.n for s in chosen], [getattr(s, attr) for s in chosen]
 
 
@@ -48,8 +64,15 @@ def _latency_panel(ax: Axes, layout: str, scenarios: list[ScenarioResult]) -> No
         for attr, style in (("p50_ms", "--"), ("p99_ms", "-")):
             xs, ys = _points(scenarios, mode, layout, "fixed", attr)
             if xs:
-                ax.plot(xs, ys, style, marker=MARKER[mode], fillstyle="none" if style == "--" else "full",
-                        color=STYLE[mode], label=f"{mode} {attr[:3]}")
+                ax.plot(
+                    xs,
+                    ys,
+                    style,
+                    marker=MARKER[mode],
+                    fillstyle="none" if style == "--" else "full",
+                    color=STYLE[mode],
+                    label=f"{mode} {attr[:3]}",
+                )
     ax.set_yscale("log")
     _plain_log_labels(ax)
     ax.set_ylabel("publish→receive latency (ms)")

@@ -33,23 +33,37 @@ FIGURES = (
     Figure("p99_ms_5000_one_fixed", "p99 ms, 5,000 streams, one channel, 20 msg/s", False, 1),
     Figure("rss_kib_per_stream_5000", "RSS KiB per idle stream, 5,000 streams (channel per 10)", False, 1),
     Figure("open_seconds_5000", "seconds to open 5,000 streams (channel per 10)", False, 2),
-    Figure("cluster_deliveries_1000_one_max", "cluster: deliveries/s, 1,000 streams, one channel, max rate", True, 0),
+    Figure(
+        "cluster_deliveries_1000_one_max",
+        "cluster: deliveries/s, 1,000 streams, one channel, max rate",
+        True,
+        0,
+    ),
     Figure("publish_path_us", "publish path in process, µs per agent message (sum of steps)", False, 0),
 )
 
 
-def figures(opens: list[OpenResult], scenarios: list[ScenarioResult],
-            steps: PublishSteps | None) -> dict[str, float]:
+def figures(
+    opens: list[OpenResult], scenarios: list[ScenarioResult], steps: PublishSteps | None
+) -> dict[str, float]:
     """The key figures of this run (those it measured)."""
 
     def scenario(mode: str, n: int, load: str, value: Callable[[ScenarioResult], float]) -> float | None:
-        found = next((s for s in scenarios if (s.mode, s.n, s.layout, s.load) == (mode, n, "one", load)
-                      and s.failure is None), None)
+        found = next(
+            (
+                s
+                for s in scenarios
+                if (s.mode, s.n, s.layout, s.load) == (mode, n, "one", load) and s.failure is None
+            ),
+            None,
+        )
         return None if found is None else value(found)
 
     def opened(n: int, value: Callable[[OpenResult], float]) -> float | None:
-        found = next((o for o in opens if (o.mode, o.n, o.layout) == (SWITCHBOARD, n, "per10")
-                      and o.failure is None), None)
+        found = next(
+            (o for o in opens if (o.mode, o.n, o.layout) == (SWITCHBOARD, n, "per10") and o.failure is None),
+            None,
+        )
         return None if found is None else value(found)
 
     measured = {
@@ -68,10 +82,16 @@ def figures(opens: list[OpenResult], scenarios: list[ScenarioResult],
 def commit() -> str:
     """The commit measured (with "+changes" when the work tree differs from it)."""
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return head + ("+changes" if dirty else "")
@@ -102,8 +122,10 @@ def markdown(previous: dict[str, Any] | None, date: str, measured: dict[str, flo
         ratio = new / old if old else float("inf")
         better = ratio > 1 if figure.higher_is_better else ratio < 1
         verdict = "within noise" if abs(ratio - 1) <= NOISE else ("better" if better else "worse")
-        rows.append(f"| {figure.label} | {old:,.{figure.digits}f} | {new:,.{figure.digits}f} | "
-                    f"{ratio:.2f} | {verdict} |")
+        rows.append(
+            f"| {figure.label} | {old:,.{figure.digits}f} | {new:,.{figure.digits}f} | "
+            f"{ratio:.2f} | {verdict} |"
+        )
     if not rows:
         return ""
     return (

@@ -124,11 +124,29 @@ class ServerProcess:
         self.mode = mode
         baseline = mode.startswith("baseline")
         self.args = [
-            sys.executable, "-m", "bench.serve", *(["--baseline"] if baseline else []),
-            "--insecure", "--host", HOST, "--port", str(self.port), "--redis-url", redis_url,
-            "--max-streams", "20000", "--max-streams-per-token", "100000",
-            "--rate-limit", "100000", "--rate-burst", "100000", "--heartbeat", "30",
-            "--log-level", "WARNING",
+            sys.executable,
+            "-m",
+            "bench.serve",
+            *(["--baseline"] if baseline else []),
+            "--insecure",
+            "--host",
+            HOST,
+            "--port",
+            str(self.port),
+            "--redis-url",
+            redis_url,
+            "--max-streams",
+            "20000",
+            "--max-streams-per-token",
+            "100000",
+            "--rate-limit",
+            "100000",
+            "--rate-burst",
+            "100000",
+            "--heartbeat",
+            "30",
+            "--log-level",
+            "WARNING",
         ]
         self.log_path = log_dir / f"server-{mode}-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -150,7 +168,10 @@ class ServerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                self.args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                self.args,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
                 preexec_fn=die_with_parent,  # safe as preexec_fn: no other thread runs
             )
@@ -224,5 +245,7 @@ def redis_connections(client: redis.Redis) -> tuple[int, int]:
     """Connections Redis holds (not counting the one asking), and how many of them are
     subscribed to a channel (pub/sub connections)."""
     clients = client.client_list()
-    subscribed = sum(1 for c in clients if int(c.get("sub", 0)) + int(c.get("psub", 0)) + int(c.get("ssub", 0)) > 0)
+    subscribed = sum(
+        1 for c in clients if int(c.get("sub", 0)) + int(c.get("psub", 0)) + int(c.get("ssub", 0)) > 0
+    )
     return max(0, len(clients) - 1), subscribed

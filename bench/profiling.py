@@ -65,10 +65,24 @@ class Recording:
         self.raw_path.unlink(missing_ok=True)
         with self.log_path.open("wb") as log:  # a file, not a pipe nobody reads while it runs
             self.process = subprocess.Popen(
-                [executable, "record", "--pid", str(self.pid), "--format", "raw", "--nolineno",
-                 "--rate", str(RATE), "--duration", str(int(self.max_seconds) + 1),
-                 "--output", str(self.raw_path)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                [
+                    executable,
+                    "record",
+                    "--pid",
+                    str(self.pid),
+                    "--format",
+                    "raw",
+                    "--nolineno",
+                    "--rate",
+                    str(RATE),
+                    "--duration",
+                    str(int(self.max_seconds) + 1),
+                    "--output",
+                    str(self.raw_path),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         time.sleep(START_GRACE)  # an attach failure shows at once
         self.started = time.monotonic()
@@ -104,10 +118,16 @@ class Recording:
             output = ""
         # py-spy prints its error, then a Rust backtrace: keep the error.
         message = " ".join(output.split("Stack backtrace:")[0].split())[:300]
-        hint = (" (no permission to ptrace the server: run as root, give py-spy CAP_SYS_PTRACE, or "
-                "set kernel.yama.ptrace_scope to 0)" if "ermission" in message else "")
-        self.profile.error = (f"py-spy could not record pid {self.pid} (exit {process.returncode}): "
-                              f"{message or 'no output'}{hint}")
+        hint = (
+            " (no permission to ptrace the server: run as root, give py-spy CAP_SYS_PTRACE, or "
+            "set kernel.yama.ptrace_scope to 0)"
+            if "ermission" in message
+            else ""
+        )
+        self.profile.error = (
+            f"py-spy could not record pid {self.pid} (exit {process.returncode}): "
+            f"{message or 'no output'}{hint}"
+        )
         self.process = None
 
     def _read(self) -> None:
@@ -120,8 +140,12 @@ class Recording:
 # Frames under every stack (starting the process, running the event loop): left out of the
 # inclusive ranking, where they would fill the top rows at ~100% and say nothing.
 PLUMBING = (
-    "(<frozen runpy>)", "(bench/serve.py)", "run_app (aiohttp/web.py)",
-    "BaseEventLoop.run_forever (", "BaseEventLoop.run_until_complete (", "BaseEventLoop._run_once (",
+    "(<frozen runpy>)",
+    "(bench/serve.py)",
+    "run_app (aiohttp/web.py)",
+    "BaseEventLoop.run_forever (",
+    "BaseEventLoop.run_until_complete (",
+    "BaseEventLoop._run_once (",
     "Handle._run (asyncio/events.py)",
 )
 
@@ -161,26 +185,36 @@ def markdown(profiles: list[Profile] | None, n: int) -> str:
         return ""
     lines = [
         "## Profile (`--profile`)\n",
-        (f"The switchboard server process sampled by `py-spy record --format raw --nolineno` "
-        f"({RATE} samples/s, idle samples left out) during a separate run of the {n:,}-stream "
-        "one-channel loads after the matrix (a fresh server, the same loads as in the matrix; "
-        "the matrix's own figures are not taken under the profiler, which pauses the process at "
-        "each sample). Self: the function was running (the leaf of the stack); inclusive: it "
-        "was anywhere on the stack, leaving out the frames on every stack (process start, "
-        "`run_forever`, `_run_once`, `Handle._run`). Percentages are of the samples py-spy took "
-        "with the server busy (it leaves out those where it waited in epoll). Raw "
-        "stacks and these tables as text are in `.tmp/bench/profile-*.raw` and "
-        "`.tmp/bench/profile.txt`.\n"),
+        (
+            f"The switchboard server process sampled by `py-spy record --format raw --nolineno` "
+            f"({RATE} samples/s, idle samples left out) during a separate run of the {n:,}-stream "
+            "one-channel loads after the matrix (a fresh server, the same loads as in the matrix; "
+            "the matrix's own figures are not taken under the profiler, which pauses the process at "
+            "each sample). Self: the function was running (the leaf of the stack); inclusive: it "
+            "was anywhere on the stack, leaving out the frames on every stack (process start, "
+            "`run_forever`, `_run_once`, `Handle._run`). Percentages are of the samples py-spy took "
+            "with the server busy (it leaves out those where it waited in epoll). Raw "
+            "stacks and these tables as text are in `.tmp/bench/profile-*.raw` and "
+            "`.tmp/bench/profile.txt`.\n"
+        ),
     ]
     for p in profiles:
         lines.append(f"### {p.label}\n")
         if p.error:
             lines.append(f"Not profiled: {p.error}.\n")
             continue
-        lines.append(f"{p.samples:,} busy samples over {p.seconds:.1f} s ({100 * min(p.busy, 1):.0f}% of "
-                     f"the {RATE}/s sampling slots). {p.figures}\n")
-        lines += ["**By self time**\n", *_table(p.self_top, p.samples), "",
-                  "**By inclusive time**\n", *_table(p.inclusive_top, p.samples), ""]
+        lines.append(
+            f"{p.samples:,} busy samples over {p.seconds:.1f} s ({100 * min(p.busy, 1):.0f}% of "
+            f"the {RATE}/s sampling slots). {p.figures}\n"
+        )
+        lines += [
+            "**By self time**\n",
+            *_table(p.self_top, p.samples),
+            "",
+            "**By inclusive time**\n",
+            *_table(p.inclusive_top, p.samples),
+            "",
+        ]
     return "\n".join(lines) + "\n"
 
 

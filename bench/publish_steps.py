@@ -40,16 +40,36 @@ AGENT = "bench-agent"
 CALL_MARGIN = 30.0
 
 STEPS = (
-    ("validation", ("the request checks and body, as the handler makes them: `require_agent`, "
-     "`limit_actions`, `path_name`, `load_body` (JSON parse, the lone-surrogate check, a new "
-     "`AgentMessageSchema(partial=...)` and its `load`), `acting_agent`, `checked_content`")),
-    ("store", ("`store.add_message` on a session the agent has taken over: GET of the session, "
-     "then the compare-and-set script (RPUSH + LTRIM of the transcript)")),
-    ("event", ("the `new_message` payload and `envelope(...)`, then `validated()`: `check_event` "
-     "(envelope, payload and provenance) and the JSON encoding")),
-    ("publish", ("the broker's publish script alone (`PUBLISH_SCRIPT` by EVALSHA on the same "
-     "pool: event clock, history XADD, PEXPIRE, PUBLISH), as `broker.publish` runs it after "
-     "validating")),
+    (
+        "validation",
+        (
+            "the request checks and body, as the handler makes them: `require_agent`, "
+            "`limit_actions`, `path_name`, `load_body` (JSON parse, the lone-surrogate check, a new "
+            "`AgentMessageSchema(partial=...)` and its `load`), `acting_agent`, `checked_content`"
+        ),
+    ),
+    (
+        "store",
+        (
+            "`store.add_message` on a session the agent has taken over: GET of the session, "
+            "then the compare-and-set script (RPUSH + LTRIM of the transcript)"
+        ),
+    ),
+    (
+        "event",
+        (
+            "the `new_message` payload and `envelope(...)`, then `validated()`: `check_event` "
+            "(envelope, payload and provenance) and the JSON encoding"
+        ),
+    ),
+    (
+        "publish",
+        (
+            "the broker's publish script alone (`PUBLISH_SCRIPT` by EVALSHA on the same "
+            "pool: event clock, history XADD, PEXPIRE, PUBLISH), as `broker.publish` runs it after "
+            "validating"
+        ),
+    ),
     ("response", "`web.json_response` of the session and the message (built, not sent)"),
 )
 
@@ -159,8 +179,11 @@ async def _time_steps(redis_url: str, name: str, config: Config) -> PublishSteps
         layout = KeyLayout()
         channel = session_channel(name)
         keys = [layout.history_key(channel), layout.clock_key((channel,))]
-        args_tail: list[int | str] = [settings.history_size, int(settings.history_ttl * 1000),
-                                      layout.publish_command]
+        args_tail: list[int | str] = [
+            settings.history_size,
+            int(settings.history_ttl * 1000),
+            layout.publish_command,
+        ]
         wall = numpy.zeros((config.iterations, len(STEPS)), dtype=numpy.int64)
         cpu = numpy.zeros((config.iterations, len(STEPS)), dtype=numpy.int64)
         clock, cpu_clock = time.perf_counter_ns, time.process_time_ns
@@ -178,8 +201,9 @@ async def _time_steps(redis_url: str, name: str, config: Config) -> PublishSteps
             marks.append((clock(), cpu_clock()))
             session, message = await store.add_message(session_name, "agent", content, agent_id=agent_id)
             marks.append((clock(), cpu_clock()))
-            event = envelope("new_message", {"session_name": session_name, "message": message},
-                             "agent_workbench")
+            event = envelope(
+                "new_message", {"session_name": session_name, "message": message}, "agent_workbench"
+            )
             data = validated(event)
             marks.append((clock(), cpu_clock()))
             await script(keys=keys, args=[layout.wire(channel), data, *args_tail])
@@ -210,14 +234,33 @@ async def _time_steps(redis_url: str, name: str, config: Config) -> PublishSteps
         result.total_p50_us, result.total_p99_us = (float(v) for v in numpy.percentile(totals, [50, 99]))
         for k, (step, _) in enumerate(STEPS):
             p50, p99 = numpy.percentile(wall_us[:, k], [50, 99])
-            result.steps.append(Step(step, float(means[k]), float(p50), float(p99),
-                                     float(cpu_us[:, k].mean()), float(means[k] / means.sum())))
+            result.steps.append(
+                Step(
+                    step,
+                    float(means[k]),
+                    float(p50),
+                    float(p99),
+                    float(cpu_us[:, k].mean()),
+                    float(means[k] / means.sum()),
+                )
+            )
         # Cross-check: broker.publish as the handler calls it (validation + script + bookkeeping).
         whole = []
         for i in range(min(done, 1000)):
-            event = envelope("new_message", {"session_name": name, "message": {
-                "id": f"m{i}", "role": "agent", "content": f"n={i}", "agent_id": AGENT,
-                "created_at": int(time.time())}}, "agent_workbench")
+            event = envelope(
+                "new_message",
+                {
+                    "session_name": name,
+                    "message": {
+                        "id": f"m{i}",
+                        "role": "agent",
+                        "content": f"n={i}",
+                        "agent_id": AGENT,
+                        "created_at": int(time.time()),
+                    },
+                },
+                "agent_workbench",
+            )
             t0 = clock()
             await broker.publish(channel, event)
             whole.append(clock() - t0)
@@ -245,16 +288,30 @@ def measure_http(redis_url: str, name: str, config: Config, log_dir: Path) -> li
             raise RuntimeError(f"session setup failed: {setup['errors']}")
         base = 0
         # Warm-up (script loaded, pool connections open), not counted.
-        warm = publisher.call("publish", config.http_warmup + CALL_MARGIN, base_url=server.url,
-                              sessions=sessions, base=base, duration=config.http_warmup, rate=None,
-                              concurrency=max(config.http_clients))
+        warm = publisher.call(
+            "publish",
+            config.http_warmup + CALL_MARGIN,
+            base_url=server.url,
+            sessions=sessions,
+            base=base,
+            duration=config.http_warmup,
+            rate=None,
+            concurrency=max(config.http_clients),
+        )
         base += warm["attempted"] + 1
         for clients in config.http_clients:
             pids = [server.pid, publisher.pid]
             before = CpuMeter.take(pids)
-            out = publisher.call("publish", config.http_seconds + CALL_MARGIN, base_url=server.url,
-                                 sessions=sessions, base=base, duration=config.http_seconds,
-                                 rate=None, concurrency=clients)
+            out = publisher.call(
+                "publish",
+                config.http_seconds + CALL_MARGIN,
+                base_url=server.url,
+                sessions=sessions,
+                base=base,
+                duration=config.http_seconds,
+                rate=None,
+                concurrency=clients,
+            )
             after = CpuMeter.take(pids)
             base += out["attempted"] + 1
             load = HttpLoad(clients, config.http_seconds, requests=len(out["ok"]), errors=out["errors"])
@@ -266,9 +323,16 @@ def measure_http(redis_url: str, name: str, config: Config, log_dir: Path) -> li
             server_seconds = after.per_pid[server.pid] - before.per_pid[server.pid]
             load.server_cpu_us = server_seconds * 1e6 / max(load.requests, 1)
             loads.append(load)
-            logger.info("  HTTP, %d client(s): %.0f requests/s, p50 %.2f ms, p99 %.2f ms, server "
-                        "CPU %.0f%% (%.0f µs/request)", clients, load.requests_per_s, load.p50_ms,
-                        load.p99_ms, load.server_cpu, load.server_cpu_us)
+            logger.info(
+                "  HTTP, %d client(s): %.0f requests/s, p50 %.2f ms, p99 %.2f ms, server "
+                "CPU %.0f%% (%.0f µs/request)",
+                clients,
+                load.requests_per_s,
+                load.p50_ms,
+                load.p99_ms,
+                load.server_cpu,
+                load.server_cpu_us,
+            )
         if not server.alive():
             raise RuntimeError(f"the server exited during the run; see {server.log_path}")
     finally:
@@ -279,8 +343,9 @@ def measure_http(redis_url: str, name: str, config: Config, log_dir: Path) -> li
     return loads
 
 
-def measure(redis_url: str, config: Config = Config(), log_dir: Path = WORK_DIR / "logs",
-            tag: str | None = None) -> PublishSteps:
+def measure(
+    redis_url: str, config: Config = Config(), log_dir: Path = WORK_DIR / "logs", tag: str | None = None
+) -> PublishSteps:
     """Both parts, on sessions named ``<tag>-...``; a failure is recorded in the result (the
     report says so), not raised."""
     tag = tag or new_tag()
@@ -289,8 +354,14 @@ def measure(redis_url: str, config: Config = Config(), log_dir: Path = WORK_DIR 
     try:
         result = asyncio.run(_time_steps(redis_url, f"{tag}-inproc", config))
         for step in result.steps:
-            logger.info("  %-10s mean %7.1f µs, p99 %7.1f µs, CPU %6.1f µs, %4.1f%%",
-                        step.name, step.mean_us, step.p99_us, step.cpu_us, 100 * step.share)
+            logger.info(
+                "  %-10s mean %7.1f µs, p99 %7.1f µs, CPU %6.1f µs, %4.1f%%",
+                step.name,
+                step.mean_us,
+                step.p99_us,
+                step.cpu_us,
+                100 * step.share,
+            )
         result.http = measure_http(redis_url, f"{tag}-http", config, log_dir)
     except (RuntimeError, OSError, EOFError, redis.exceptions.RedisError) as exc:
         logger.warning("publish path measurement failed: %s", exc)
@@ -307,8 +378,11 @@ def cleanup(redis_url: str, tag_prefix: str) -> None:
     histories, status-set entries)."""
     client = redis.Redis.from_url(redis_url, socket_timeout=5)
     try:
-        for pattern in (f"session:{{{tag_prefix}*", f"messages:{{{tag_prefix}*",
-                        f"history:sse:session:{tag_prefix}*"):
+        for pattern in (
+            f"session:{{{tag_prefix}*",
+            f"messages:{{{tag_prefix}*",
+            f"history:sse:session:{tag_prefix}*",
+        ):
             keys = list(client.scan_iter(match=pattern, count=1000))
             if keys:
                 client.delete(*keys)
@@ -319,8 +393,11 @@ def cleanup(redis_url: str, tag_prefix: str) -> None:
         # The takeovers announced themselves on the broadcast channel, into its history.
         broadcast = "history:sse:broadcast"
         marker = f'"session_name":"{tag_prefix}'
-        ours = [entry_id for entry_id, fields in client.xrevrange(broadcast, count=1000) or ()
-                if entry_id is not None and fields and marker in as_text(fields.get(b"d", b""))]
+        ours = [
+            entry_id
+            for entry_id, fields in client.xrevrange(broadcast, count=1000) or ()
+            if entry_id is not None and fields and marker in as_text(fields.get(b"d", b""))
+        ]
         if ours:
             client.xdel(broadcast, *ours)
         if client.exists(broadcast) and client.xlen(broadcast) == 0:
@@ -331,6 +408,7 @@ def cleanup(redis_url: str, tag_prefix: str) -> None:
 
 # ---------------------------------------------------------------------- report section
 
+
 def markdown(result: PublishSteps | None) -> str:
     """The report's section on the publish path."""
     head = ["## Publish path, step by step\n"]
@@ -340,23 +418,29 @@ def markdown(result: PublishSteps | None) -> str:
         return head[0] + f"\nFailed: {result.failure}\n"
     lines = [
         *head,
-        (f"`python -m bench.publish_steps` (also run by `make bench` after the matrix, on the same "
-        f"redis-server): the steps of `POST /workbench/api/sessions/{{s}}/messages` "
-        f"(`handlers/workbench.py` `agent_message`), timed in process on the real backends "
-        f"(`open_backends(Settings(redis_url=..., insecure=True))`), one request after the other, "
-        f"over {result.iterations:,} requests after {result.warmup:,} of warm-up "
-        f"({result.loop_seconds:.1f} s). Wall time includes the Redis round trips over loopback; "
-        "CPU is this process's own time in the step (the rest of the wall time is waiting for Redis).\n"),
+        (
+            f"`python -m bench.publish_steps` (also run by `make bench` after the matrix, on the same "
+            f"redis-server): the steps of `POST /workbench/api/sessions/{{s}}/messages` "
+            f"(`handlers/workbench.py` `agent_message`), timed in process on the real backends "
+            f"(`open_backends(Settings(redis_url=..., insecure=True))`), one request after the other, "
+            f"over {result.iterations:,} requests after {result.warmup:,} of warm-up "
+            f"({result.loop_seconds:.1f} s). Wall time includes the Redis round trips over loopback; "
+            "CPU is this process's own time in the step (the rest of the wall time is waiting for Redis).\n"
+        ),
         "| step | what it does | mean µs | p50 µs | p99 µs | CPU µs | share of the sum |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     what = dict(STEPS)
     for s in result.steps:
-        lines.append(f"| {s.name} | {what[s.name]} | {s.mean_us:,.1f} | {s.p50_us:,.1f} | "
-                     f"{s.p99_us:,.1f} | {s.cpu_us:,.1f} | {100 * s.share:.1f}% |")
-    lines.append(f"| **all steps** (p50 / p99 of each request's sum) | | **{result.total_us:,.1f}** | "
-                 f"**{result.total_p50_us:,.1f}** | **{result.total_p99_us:,.1f}** | "
-                 f"**{result.total_cpu_us:,.1f}** | 100% |")
+        lines.append(
+            f"| {s.name} | {what[s.name]} | {s.mean_us:,.1f} | {s.p50_us:,.1f} | "
+            f"{s.p99_us:,.1f} | {s.cpu_us:,.1f} | {100 * s.share:.1f}% |"
+        )
+    lines.append(
+        f"| **all steps** (p50 / p99 of each request's sum) | | **{result.total_us:,.1f}** | "
+        f"**{result.total_p50_us:,.1f}** | **{result.total_p99_us:,.1f}** | "
+        f"**{result.total_cpu_us:,.1f}** | 100% |"
+    )
     event = next((s for s in result.steps if s.name == "event"), None)
     publish = next((s for s in result.steps if s.name == "publish"), None)
     if event and publish and result.broker_publish_us:
@@ -377,63 +461,88 @@ def _http_lines(result: PublishSteps) -> list[str]:
     if not result.http:
         return []
     lines = [
-        ("\nThe whole request, over HTTP: a fresh server process (`python -m bench.serve --insecure`) "
-        "with **no stream open**, closed-loop publish requests from the publisher process (aiohttp, "
-        f"each client sending its next request when the last was answered, {result.http[0].seconds:g} s "
-        "per row), one session taken over once.\n"),
-        ("| clients | requests/s | p50 ms | p99 ms | server CPU % | server CPU µs per request | "
-        "publisher CPU % | machine CPU % | errors |"),
+        (
+            "\nThe whole request, over HTTP: a fresh server process (`python -m bench.serve --insecure`) "
+            "with **no stream open**, closed-loop publish requests from the publisher process (aiohttp, "
+            f"each client sending its next request when the last was answered, {result.http[0].seconds:g} s "
+            "per row), one session taken over once.\n"
+        ),
+        (
+            "| clients | requests/s | p50 ms | p99 ms | server CPU % | server CPU µs per request | "
+            "publisher CPU % | machine CPU % | errors |"
+        ),
         "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for h in result.http:
         errors = ", ".join(f"{n:,} × {e}" for e, n in h.errors.items()) or "none"
-        lines.append(f"| {h.clients} | {h.requests_per_s:,.0f} | {h.p50_ms:.2f} | {h.p99_ms:.2f} | "
-                     f"{h.server_cpu:.0f} | {h.server_cpu_us:,.0f} | {h.publisher_cpu:.0f} | "
-                     f"{h.machine_cpu:.0f} | {errors} |")
+        lines.append(
+            f"| {h.clients} | {h.requests_per_s:,.0f} | {h.p50_ms:.2f} | {h.p99_ms:.2f} | "
+            f"{h.server_cpu:.0f} | {h.server_cpu_us:,.0f} | {h.publisher_cpu:.0f} | "
+            f"{h.machine_cpu:.0f} | {errors} |"
+        )
     one = next((h for h in result.http if h.clients == 1), None)
     busiest = max(result.http, key=lambda h: h.clients)
     lines.append("\nWhat HTTP, aiohttp and the middlewares add:\n")
     if one is not None:
         http_cpu = one.server_cpu_us - result.total_cpu_us
         lines += [
-            (f"- latency, one client: a request takes {one.p50_ms * 1000:,.0f} µs (p50) end to end, "
-            f"its steps {result.total_p50_us:,.0f} µs (p50): about "
-            f"{one.p50_ms * 1000 - result.total_p50_us:,.0f} µs is the client, the loopback, and the "
-            "server's HTTP parsing, routing, middlewares (error; shield: one more task per "
-            "request), response writing and event-loop turns;"),
-            (f"- server CPU, one client (one request at a time, as the steps were timed): "
-            f"{one.server_cpu_us:,.0f} µs per request, against {result.total_cpu_us:,.0f} µs in the "
-            f"steps: about {http_cpu:,.0f} µs ({100 * http_cpu / max(one.server_cpu_us, 1e-9):.0f}% "
-            "of the server's CPU per request) is spent around the handler;"),
+            (
+                f"- latency, one client: a request takes {one.p50_ms * 1000:,.0f} µs (p50) end to end, "
+                f"its steps {result.total_p50_us:,.0f} µs (p50): about "
+                f"{one.p50_ms * 1000 - result.total_p50_us:,.0f} µs is the client, the loopback, and the "
+                "server's HTTP parsing, routing, middlewares (error; shield: one more task per "
+                "request), response writing and event-loop turns;"
+            ),
+            (
+                f"- server CPU, one client (one request at a time, as the steps were timed): "
+                f"{one.server_cpu_us:,.0f} µs per request, against {result.total_cpu_us:,.0f} µs in the "
+                f"steps: about {http_cpu:,.0f} µs ({100 * http_cpu / max(one.server_cpu_us, 1e-9):.0f}% "
+                "of the server's CPU per request) is spent around the handler;"
+            ),
         ]
     if busiest is not one:
-        limit = (f"at {busiest.server_cpu:.0f}% of a core, the server was the limit"
-                 if busiest.server_cpu >= 90 else f"the server used {busiest.server_cpu:.0f}% of a core")
+        limit = (
+            f"at {busiest.server_cpu:.0f}% of a core, the server was the limit"
+            if busiest.server_cpu >= 90
+            else f"the server used {busiest.server_cpu:.0f}% of a core"
+        )
         cheaper = one is not None and busiest.server_cpu_us < one.server_cpu_us
         lines.append(
             f"- {busiest.clients} clients: {busiest.requests_per_s:,.0f} requests/s, "
             f"{busiest.server_cpu_us:,.0f} µs of server CPU per request ({limit})"
-            + (": less per request than one at a time, since each turn of the event loop (epoll, "
-               "callbacks) now serves several requests, in the steps and around them alike."
-               if cheaper else ".")
+            + (
+                ": less per request than one at a time, since each turn of the event loop (epoll, "
+                "callbacks) now serves several requests, in the steps and around them alike."
+                if cheaper
+                else "."
+            )
         )
     if busiest.publisher_cpu >= 90:
-        lines.append(f"- the publisher process used {busiest.publisher_cpu:.0f}% of a core: it may "
-                     "have set the pace ⚠.")
+        lines.append(
+            f"- the publisher process used {busiest.publisher_cpu:.0f}% of a core: it may "
+            "have set the pace ⚠."
+        )
     return lines
 
 
 # ---------------------------------------------------------------------- standalone
 
+
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.publish_steps", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.publish_steps", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--redis-url", help="a running Redis (redis://host:port/db); default: start one")
     parser.add_argument("--quick", action="store_true", help="fewer requests, shorter HTTP loads")
     parser.add_argument("--iterations", type=int, help="timed in-process requests [2000; quick 500]")
-    parser.add_argument("--out", type=Path, default=WORK_DIR / "publish_steps.md", help="markdown section [%(default)s]")
+    parser.add_argument(
+        "--out", type=Path, default=WORK_DIR / "publish_steps.md", help="markdown section [%(default)s]"
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     config = QUICK if args.quick else Config()
     if args.iterations:
         config = Config(**{**asdict(config), "iterations": max(1, args.iterations)})

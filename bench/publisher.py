@@ -66,8 +66,13 @@ class Publisher:
         return {"seconds": time.monotonic() - started, "errors": dict(errors)}
 
     async def do_publish(
-        self, base_url: str, sessions: list[str], base: int, duration: float,
-        rate: float | None, concurrency: int,
+        self,
+        base_url: str,
+        sessions: list[str],
+        base: int,
+        duration: float,
+        rate: float | None,
+        concurrency: int,
     ) -> dict[str, Any]:
         """Publish for ``duration`` seconds: ``rate`` messages/s in all (open loop), or, with no
         rate, from ``concurrency`` tasks each sending as soon as its last answer came. The

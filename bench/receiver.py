@@ -26,7 +26,12 @@ class Receiver:
         self.recorder = Recorder()
 
     async def do_open(
-        self, host: str, port: int, paths: list[str], sessions: list[int], timeout: float,
+        self,
+        host: str,
+        port: int,
+        paths: list[str],
+        sessions: list[int],
+        timeout: float,
         at_once: int = OPEN_CONCURRENCY,
     ) -> dict[str, Any]:
         """Open one stream per path (stream i belongs to session ``sessions[i]``), at most
@@ -47,7 +52,9 @@ class Receiver:
         opened = sum(1 for s in self.streams if s.error is None and not s.closed)
         return {"opened": opened, "seconds": time.monotonic() - started, "errors": dict(errors)}
 
-    async def _open_stream(self, host: str, port: int, path: str, session: int, deadline: float) -> str | None:
+    async def _open_stream(
+        self, host: str, port: int, path: str, session: int, deadline: float
+    ) -> str | None:
         """Open one stream; None once it is live, else why not."""
         loop = asyncio.get_running_loop()
         stream = StreamState(session, loop.create_future())

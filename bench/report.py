@@ -59,10 +59,16 @@ def redis_version(redis: RedisProcess) -> str:
         return str(client.info("server")["redis_version"])
 
 
-def write(path: Path, plan: Any, machine: dict[str, Any], opens: list[OpenResult],
-          scenarios: list[ScenarioResult], elapsed: float,
-          steps: publish_steps.PublishSteps | None = None,
-          profiles: list[profiling.Profile] | None = None) -> None:
+def write(
+    path: Path,
+    plan: Any,
+    machine: dict[str, Any],
+    opens: list[OpenResult],
+    scenarios: list[ScenarioResult],
+    elapsed: float,
+    steps: publish_steps.PublishSteps | None = None,
+    profiles: list[profiling.Profile] | None = None,
+) -> None:
     """The markdown report and, beside it, the PNG plot and the key figures (JSON) that the
     next run compares itself with."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -109,22 +115,43 @@ def _headline(opens: list[OpenResult], scenarios: list[ScenarioResult], plan: An
     top = max(plan.sizes)
     plan = _Modes(plan, [m for m in plan.modes if m != CLUSTER])  # the cluster has its own section
     baselines = [m for m in plan.modes if m in BASELINES]
-    head = "| | " + " | ".join([*plan.modes, *(f"switchboard / {m}" for m in baselines)]) + " | issue 5 target |"
+    head = (
+        "| | " + " | ".join([*plan.modes, *(f"switchboard / {m}" for m in baselines)]) + " | issue 5 target |"
+    )
     rule = "|---|" + "---:|" * (len(plan.modes) + len(baselines)) + "---|"
     rows = [
-        _headline_row(f"deliveries/s, {n:,} streams, one channel, max rate", plan,
-                      lambda m: _scenario(scenarios, m, n, "one", "max"), "deliveries_per_s",
-                      lambda s: f"{s.deliveries_per_s:,.0f}", "≥ 4 × baseline"),
-        _headline_row(f"p99 ms, {n:,} streams, one channel, fixed rate", plan,
-                      lambda m: _scenario(scenarios, m, n, "one", "fixed"), "p99_ms",
-                      lambda s: f"{s.p99_ms:,.1f}", "≤ 50 ms"),
-        _headline_row(f"RSS KiB per idle stream, {top:,} streams (channel per 10)", plan,
-                      lambda m: _open(opens, m, top, "per10"), "rss_per_stream_kib",
-                      lambda o: _fmt(o.rss_per_stream_kib, 1), "≤ 15 KiB"),
-        _headline_row(f"Redis connections (pub/sub), {top:,} streams (channel per 10)", plan,
-                      lambda m: _open(opens, m, top, "per10"), "redis_connections",
-                      lambda o: f"{o.redis_connections:,} ({o.pubsub_connections:,})",
-                      "one pub/sub connection"),
+        _headline_row(
+            f"deliveries/s, {n:,} streams, one channel, max rate",
+            plan,
+            lambda m: _scenario(scenarios, m, n, "one", "max"),
+            "deliveries_per_s",
+            lambda s: f"{s.deliveries_per_s:,.0f}",
+            "≥ 4 × baseline",
+        ),
+        _headline_row(
+            f"p99 ms, {n:,} streams, one channel, fixed rate",
+            plan,
+            lambda m: _scenario(scenarios, m, n, "one", "fixed"),
+            "p99_ms",
+            lambda s: f"{s.p99_ms:,.1f}",
+            "≤ 50 ms",
+        ),
+        _headline_row(
+            f"RSS KiB per idle stream, {top:,} streams (channel per 10)",
+            plan,
+            lambda m: _open(opens, m, top, "per10"),
+            "rss_per_stream_kib",
+            lambda o: _fmt(o.rss_per_stream_kib, 1),
+            "≤ 15 KiB",
+        ),
+        _headline_row(
+            f"Redis connections (pub/sub), {top:,} streams (channel per 10)",
+            plan,
+            lambda m: _open(opens, m, top, "per10"),
+            "redis_connections",
+            lambda o: f"{o.redis_connections:,} ({o.pubsub_connections:,})",
+            "one pub/sub connection",
+        ),
     ]
     return f"## Headline\n\n{head}\n{rule}\n" + "\n".join(rows) + "\n"
 
@@ -139,8 +166,9 @@ class _Modes:
         return getattr(self._plan, name)
 
 
-def _headline_row(label: str, plan: Any, pick: Callable[[str], Any], attr: str,
-                  show: Callable[[Any], str], target: str) -> str:
+def _headline_row(
+    label: str, plan: Any, pick: Callable[[str], Any], attr: str, show: Callable[[Any], str], target: str
+) -> str:
     """One figure for every mode (``pick`` finds a mode's result), its ratios, its target."""
     results = {mode: pick(mode) for mode in plan.modes}
     cells = ["-" if r is None else r.failure or show(r) for r in results.values()]
@@ -155,7 +183,10 @@ def _machine_table(machine: dict[str, Any]) -> str:
         ("kernel", machine["kernel"]),
         ("Python", machine["python"]),
         ("Redis", machine.get("redis", "?")),
-        ("aiohttp / redis-py / hiredis", f"{machine['aiohttp']} / {machine['redis_py']} / {machine['hiredis']}"),
+        (
+            "aiohttp / redis-py / hiredis",
+            f"{machine['aiohttp']} / {machine['redis_py']} / {machine['hiredis']}",
+        ),
         ("open files limit", f"{machine['files_limit']:,}"),
         ("load average before the run (1 / 5 / 15 min)", machine["load_before"]),
         ("date", machine["date"]),
@@ -187,7 +218,7 @@ measured from a clean start; every Redis is flushed between combinations. Logs g
 def _method(plan: Any) -> str:
     return f"""## What is measured
 
-- **Streams**: N ∈ {{{', '.join(f'{n:,}' for n in plan.sizes)}}} SSE streams on
+- **Streams**: N ∈ {{{", ".join(f"{n:,}" for n in plan.sizes)}}} SSE streams on
   `GET /chatbot/api/sessions/{{s}}/events`, opened by {plan.receivers} receiver process(es)
   (raw asyncio protocol, HTTP/1.1 chunked, parsing the `id:` / `data:` lines), at most 100
   being opened at once; a stream counts as open when its `connected` event arrives. Layouts:
@@ -231,9 +262,12 @@ def _method(plan: Any) -> str:
 
 
 def _open_table(opens: list[OpenResult], plan: Any) -> str:
-    lines = ["## Results\n", "### Opening N idle streams\n",
-             "| N | layout | mode | open | time to open (s) | RSS per stream (KiB) | Redis connections (pub/sub) |",
-             "|---:|---|---|---:|---:|---:|---:|"]
+    lines = [
+        "## Results\n",
+        "### Opening N idle streams\n",
+        "| N | layout | mode | open | time to open (s) | RSS per stream (KiB) | Redis connections (pub/sub) |",
+        "|---:|---|---|---:|---:|---:|---:|",
+    ]
     for n in plan.sizes:
         for layout in plan.layouts:
             for mode in plan.modes:
@@ -243,9 +277,11 @@ def _open_table(opens: list[OpenResult], plan: Any) -> str:
                 if o.failure:
                     lines.append(f"| {n:,} | {LAYOUTS[layout]} | {mode} | {o.failure} | | | |")
                     continue
-                lines.append(f"| {n:,} | {LAYOUTS[layout]} | {mode} | {o.opened:,} | {o.open_seconds:.1f} | "
-                             f"{_fmt(o.rss_per_stream_kib, 1)} | {_fmt(o.redis_connections, 0)} "
-                             f"({_fmt(o.pubsub_connections, 0)}) |")
+                lines.append(
+                    f"| {n:,} | {LAYOUTS[layout]} | {mode} | {o.opened:,} | {o.open_seconds:.1f} | "
+                    f"{_fmt(o.rss_per_stream_kib, 1)} | {_fmt(o.redis_connections, 0)} "
+                    f"({_fmt(o.pubsub_connections, 0)}) |"
+                )
     return "\n".join(lines) + "\n"
 
 
@@ -293,11 +329,19 @@ def _missing_cell(s: ScenarioResult) -> str:
 
 
 RATIO_FIGURES = (
-    ("publish_rps", "publishes/s"), ("deliveries_per_s", "deliveries/s"), ("p50_ms", "p50"),
-    ("p99_ms", "p99"), ("max_ms", "max"), ("server_cpu", "server CPU"),
+    ("publish_rps", "publishes/s"),
+    ("deliveries_per_s", "deliveries/s"),
+    ("p50_ms", "p50"),
+    ("p99_ms", "p99"),
+    ("max_ms", "max"),
+    ("server_cpu", "server CPU"),
 )
-OPEN_FIGURES = (("open_seconds", "time to open"), ("rss_per_stream_kib", "RSS/stream"),
-                ("redis_connections", "Redis connections"), ("pubsub_connections", "pub/sub connections"))
+OPEN_FIGURES = (
+    ("open_seconds", "time to open"),
+    ("rss_per_stream_kib", "RSS/stream"),
+    ("redis_connections", "Redis connections"),
+    ("pubsub_connections", "pub/sub connections"),
+)
 
 
 RATIO_LEGEND = (
@@ -313,9 +357,11 @@ def _ratio_tables(opens: list[OpenResult], scenarios: list[ScenarioResult], plan
         return "## Ratios\n\nNo pair of modes was run: no ratios.\n"
     lines = ["## Ratios switchboard / baseline\n", RATIO_LEGEND]
     for baseline in baselines:
-        lines += [f"### switchboard / {baseline}\n",
-                  "| layout | load | N | " + " | ".join(label for _, label in RATIO_FIGURES) + " |",
-                  "|---|---|---:|" + "---:|" * len(RATIO_FIGURES)]
+        lines += [
+            f"### switchboard / {baseline}\n",
+            "| layout | load | N | " + " | ".join(label for _, label in RATIO_FIGURES) + " |",
+            "|---|---|---:|" + "---:|" * len(RATIO_FIGURES),
+        ]
         for layout in plan.layouts:
             for load in LOADS:
                 for n in plan.sizes:
@@ -323,12 +369,20 @@ def _ratio_tables(opens: list[OpenResult], scenarios: list[ScenarioResult], plan
                     theirs = _scenario(scenarios, baseline, n, layout, load)
                     cells = [_ratio_cell(ours, theirs, attr) for attr, _ in RATIO_FIGURES]
                     if any(c != "-" for c in cells):
-                        lines.append(f"| {LAYOUTS[layout]} | {LOADS[load]} | {n:,} | " + " | ".join(cells) + " |")
-        lines += ["", "| layout | N | " + " | ".join(label for _, label in OPEN_FIGURES) + " |",
-                  "|---|---:|" + "---:|" * len(OPEN_FIGURES)]
+                        lines.append(
+                            f"| {LAYOUTS[layout]} | {LOADS[load]} | {n:,} | " + " | ".join(cells) + " |"
+                        )
+        lines += [
+            "",
+            "| layout | N | " + " | ".join(label for _, label in OPEN_FIGURES) + " |",
+            "|---|---:|" + "---:|" * len(OPEN_FIGURES),
+        ]
         for layout in plan.layouts:
             for n in plan.sizes:
-                our_open, their_open = _open(opens, "switchboard", n, layout), _open(opens, baseline, n, layout)
+                our_open, their_open = (
+                    _open(opens, "switchboard", n, layout),
+                    _open(opens, baseline, n, layout),
+                )
                 cells = [_ratio_cell(our_open, their_open, attr) for attr, _ in OPEN_FIGURES]
                 if any(c != "-" for c in cells):
                     lines.append(f"| {LAYOUTS[layout]} | {n:,} | " + " | ".join(cells) + " |")
@@ -337,15 +391,20 @@ def _ratio_tables(opens: list[OpenResult], scenarios: list[ScenarioResult], plan
 
 
 CLUSTER_FIGURES = (
-    ("publish_rps", "publishes/s", 0), ("deliveries_per_s", "deliveries/s", 0), ("p50_ms", "p50 ms", 1),
-    ("p99_ms", "p99 ms", 1), ("missing", "missing", 0), ("server_cpu", "server CPU %", 0),
+    ("publish_rps", "publishes/s", 0),
+    ("deliveries_per_s", "deliveries/s", 0),
+    ("p50_ms", "p50 ms", 1),
+    ("p99_ms", "p99 ms", 1),
+    ("missing", "missing", 0),
+    ("server_cpu", "server CPU %", 0),
     ("redis_cpu", "Redis CPU %", 0),
 )
 CLUSTER_PAIR = ("switchboard", CLUSTER)
 
 
-def _cluster_section(opens: list[OpenResult], scenarios: list[ScenarioResult], plan: Any,
-                     machine: dict[str, Any]) -> str:
+def _cluster_section(
+    opens: list[OpenResult], scenarios: list[ScenarioResult], plan: Any, machine: dict[str, Any]
+) -> str:
     """switchboard-cluster beside switchboard, at the N the cluster ran, with ratios."""
     if CLUSTER not in plan.modes:
         return ""
@@ -354,15 +413,17 @@ def _cluster_section(opens: list[OpenResult], scenarios: list[ScenarioResult], p
     sizes = ", ".join(f"{n:,}" for n in plan.cluster_sizes)
     lines = [
         "## Redis Cluster\n",
-        ("**switchboard-cluster** is the same server started with `--redis-url "
-        "redis+cluster://127.0.0.1:p1,127.0.0.1:p2,127.0.0.1:p3`: a local cluster of 3 masters, "
-        f"no replicas (`bench/cluster.py`{ready}), sharded pub/sub (SSUBSCRIBE / SPUBLISH), one "
-        "pub/sub connection per primary, commands routed by slot by redis-py's cluster client. "
-        f"It runs at N = {sizes} only, beside **switchboard** on one Redis in the same run. The "
-        "three nodes share the machine's two cores with everything else: this shows what the "
-        "cluster costs the server, not what spreading Redis over machines would gain. Ratio = "
-        "cluster / single Redis (above 1 is better for publishes/s and deliveries/s, below 1 for "
-        "the rest).\n"),
+        (
+            "**switchboard-cluster** is the same server started with `--redis-url "
+            "redis+cluster://127.0.0.1:p1,127.0.0.1:p2,127.0.0.1:p3`: a local cluster of 3 masters, "
+            f"no replicas (`bench/cluster.py`{ready}), sharded pub/sub (SSUBSCRIBE / SPUBLISH), one "
+            "pub/sub connection per primary, commands routed by slot by redis-py's cluster client. "
+            f"It runs at N = {sizes} only, beside **switchboard** on one Redis in the same run. The "
+            "three nodes share the machine's two cores with everything else: this shows what the "
+            "cluster costs the server, not what spreading Redis over machines would gain. Ratio = "
+            "cluster / single Redis (above 1 is better for publishes/s and deliveries/s, below 1 for "
+            "the rest).\n"
+        ),
         "| N | layout | load | mode | " + " | ".join(label for _, label, _ in CLUSTER_FIGURES) + " |",
         "|---:|---|---|---|" + "---:|" * len(CLUSTER_FIGURES),
     ]
@@ -373,16 +434,28 @@ def _cluster_section(opens: list[OpenResult], scenarios: list[ScenarioResult], p
                 for mode, s in zip(CLUSTER_PAIR, pair, strict=True):
                     if s is None:
                         continue
-                    cells = ([s.failure] + [""] * (len(CLUSTER_FIGURES) - 1) if s.failure else
-                             [f"{getattr(s, a):,.{d}f}" for a, _, d in CLUSTER_FIGURES])
-                    lines.append(f"| {n:,} | {LAYOUTS[layout]} | {LOADS[load]} | {mode} | "
-                                 + " | ".join(cells) + " |")
+                    cells = (
+                        [s.failure] + [""] * (len(CLUSTER_FIGURES) - 1)
+                        if s.failure
+                        else [f"{getattr(s, a):,.{d}f}" for a, _, d in CLUSTER_FIGURES]
+                    )
+                    lines.append(
+                        f"| {n:,} | {LAYOUTS[layout]} | {LOADS[load]} | {mode} | " + " | ".join(cells) + " |"
+                    )
                 if pair[0] is not None and pair[1] is not None:
-                    cells = ["" if a == "missing" else _ratio_cell(pair[1], pair[0], a)
-                             for a, _, _ in CLUSTER_FIGURES]
+                    cells = [
+                        "" if a == "missing" else _ratio_cell(pair[1], pair[0], a)
+                        for a, _, _ in CLUSTER_FIGURES
+                    ]
                     lines.append("| | | | *cluster / single* | " + " | ".join(cells) + " |")
-    lines += ["", ("| N | layout | mode | time to open (s) | RSS per stream (KiB) | Redis connections "
-              "(pub/sub), all nodes |"), "|---:|---|---|---:|---:|---:|"]
+    lines += [
+        "",
+        (
+            "| N | layout | mode | time to open (s) | RSS per stream (KiB) | Redis connections "
+            "(pub/sub), all nodes |"
+        ),
+        "|---:|---|---|---:|---:|---:|",
+    ]
     for n in plan.cluster_sizes:
         for layout in plan.layouts:
             opened = [_open(opens, mode, n, layout) for mode in CLUSTER_PAIR]
@@ -392,13 +465,19 @@ def _cluster_section(opens: list[OpenResult], scenarios: list[ScenarioResult], p
                 if o.failure:
                     lines.append(f"| {n:,} | {LAYOUTS[layout]} | {mode} | {o.failure} | | |")
                     continue
-                lines.append(f"| {n:,} | {LAYOUTS[layout]} | {mode} | {o.open_seconds:.1f} | "
-                             f"{_fmt(o.rss_per_stream_kib, 1)} | {_fmt(o.redis_connections, 0)} "
-                             f"({_fmt(o.pubsub_connections, 0)}) |")
+                lines.append(
+                    f"| {n:,} | {LAYOUTS[layout]} | {mode} | {o.open_seconds:.1f} | "
+                    f"{_fmt(o.rss_per_stream_kib, 1)} | {_fmt(o.redis_connections, 0)} "
+                    f"({_fmt(o.pubsub_connections, 0)}) |"
+                )
             if opened[0] is not None and opened[1] is not None:
-                ratios = [_ratio_cell(opened[1], opened[0], a) for a in
-                          ("open_seconds", "rss_per_stream_kib", "redis_connections", "pubsub_connections")]
-                lines.append(f"| | | *cluster / single* | {ratios[0]} | {ratios[1]} | {ratios[2]} ({ratios[3]}) |")
+                ratios = [
+                    _ratio_cell(opened[1], opened[0], a)
+                    for a in ("open_seconds", "rss_per_stream_kib", "redis_connections", "pubsub_connections")
+                ]
+                lines.append(
+                    f"| | | *cluster / single* | {ratios[0]} | {ratios[1]} | {ratios[2]} ({ratios[3]}) |"
+                )
     retried = _retried_notes(opens)
     if retried:
         lines += ["", *retried]
@@ -407,10 +486,13 @@ def _cluster_section(opens: list[OpenResult], scenarios: list[ScenarioResult], p
 
 def _retried_notes(opens: list[OpenResult]) -> list[str]:
     """Combinations measured on a second try, opening fewer streams at once."""
-    notes = [f"- {o.mode}, {o.n:,} streams, {LAYOUTS[o.layout]}: opening {OPEN_AT_ONCE} streams at "
-             f"once failed ({o.retried_after.removeprefix('failed: ')}); its figures are from a "
-             f"second try on a fresh server, opening at most {o.at_once} at once."
-             for o in opens if o.retried_after]
+    notes = [
+        f"- {o.mode}, {o.n:,} streams, {LAYOUTS[o.layout]}: opening {OPEN_AT_ONCE} streams at "
+        f"once failed ({o.retried_after.removeprefix('failed: ')}); its figures are from a "
+        f"second try on a fresh server, opening at most {o.at_once} at once."
+        for o in opens
+        if o.retried_after
+    ]
     if any("MaxConnectionsError" in (o.retried_after or "") for o in opens):
         notes.append(CLUSTER_POOL)
     return notes
@@ -494,9 +576,11 @@ def _overload_notes(scenarios: list[ScenarioResult], plan: Any) -> list[str]:
             continue
         demand = plan.fixed_rate * (s.n if s.layout == "one" else min(s.n, 10))
         if demand > best.deliveries_per_s:
-            notes.append(f"- {_label(s)} asked for {demand:,.0f} deliveries/s, more than the "
-                         f"{best.deliveries_per_s:,.0f}/s of its max rate: overloaded, its latency "
-                         "is the time spent in a growing backlog.")
+            notes.append(
+                f"- {_label(s)} asked for {demand:,.0f} deliveries/s, more than the "
+                f"{best.deliveries_per_s:,.0f}/s of its max rate: overloaded, its latency "
+                "is the time spent in a growing backlog."
+            )
     return notes
 
 
@@ -505,8 +589,11 @@ def _limit_notes(opens: list[OpenResult], scenarios: list[ScenarioResult]) -> li
     notes = [f"- {o.mode}, {o.n:,} streams, {LAYOUTS[o.layout]}: {o.failure}." for o in opens if o.failure]
     if any(o.mode == "baseline" and o.failure and "HTTP 503" in o.failure for o in opens):
         notes.append(BASELINE_503)
-    notes += [f"- the {o.mode} server with {o.n:,} streams ({LAYOUTS[o.layout]}) {o.stopped}."
-              for o in opens if o.stopped]
+    notes += [
+        f"- the {o.mode} server with {o.n:,} streams ({LAYOUTS[o.layout]}) {o.stopped}."
+        for o in opens
+        if o.stopped
+    ]
     notes += _retried_notes(opens)
     ran = [s for s in scenarios if not s.failure]
     notes += [f"- {_label(s)}: {s.failure}." for s in scenarios if s.failure and not _open_failed(opens, s)]
@@ -515,18 +602,23 @@ def _limit_notes(opens: list[OpenResult], scenarios: list[ScenarioResult]) -> li
         if s.missing or s.duplicates or s.cut or s.publish_errors:
             late = ""
             if s.late and s.missing:
-                late = (" (late: still arriving when the wait ended" if s.busy_after is None else
-                        f" (late: the server still used {s.busy_after:.0f}% of a core after the wait")
+                late = (
+                    " (late: still arriving when the wait ended"
+                    if s.busy_after is None
+                    else f" (late: the server still used {s.busy_after:.0f}% of a core after the wait"
+                )
                 late += ", so most likely not lost)"
-            notes.append(f"- {_label(s)}: {s.missing:,} missing{late}, {s.duplicates:,} duplicates, "
-                         f"{s.cut:,} streams cut, publish errors {s.publish_errors or 'none'}.")
+            notes.append(
+                f"- {_label(s)}: {s.missing:,} missing{late}, {s.duplicates:,} duplicates, "
+                f"{s.cut:,} streams cut, publish errors {s.publish_errors or 'none'}."
+            )
     return notes
 
 
 BASELINE_503 = (
     "- baseline: its per-stream pub/sub connections come from redis-py's default pool of 100 "
     "connections; past that redis-py raises `MaxConnectionsError('Too many connections')`, which "
-    "the server answers with 503 \"state store unavailable\" (the original design's failure past "
+    'the server answers with 503 "state store unavailable" (the original design\'s failure past '
     "about 100 streams). baseline-pool measures the same design without that limit."
 )
 
@@ -539,19 +631,26 @@ def _bottleneck_notes(ran: list[ScenarioResult]) -> list[str]:
     gen = [s for s in ran if s.loadgen_bound]
     busiest = max((c for s in ran for c in [*s.receiver_cpu, s.publisher_cpu]), default=0.0)
     if gen:
-        notes += [f"- {_label(s)}: a load-generator process was near a full core (receiver "
-                  f"{'+'.join(f'{c:.0f}' for c in s.receiver_cpu)}%, publisher {s.publisher_cpu:.0f}%): "
-                  "it may have set the pace." for s in gen]
+        notes += [
+            f"- {_label(s)}: a load-generator process was near a full core (receiver "
+            f"{'+'.join(f'{c:.0f}' for c in s.receiver_cpu)}%, publisher {s.publisher_cpu:.0f}%): "
+            "it may have set the pace."
+            for s in gen
+        ]
     else:
-        notes.append(f"- the load generator was not the bottleneck: its busiest process used at "
-                     f"most {busiest:.0f}% of a core.")
+        notes.append(
+            f"- the load generator was not the bottleneck: its busiest process used at "
+            f"most {busiest:.0f}% of a core."
+        )
     redis_peak = max((s.redis_cpu for s in ran), default=0.0)
     notes.append(f"- Redis used at most {redis_peak:.0f}% of a core: it never limited anything.")
     for s in ran:
         ours = s.server_cpu + s.redis_cpu + sum(s.receiver_cpu) + s.publisher_cpu
         if s.machine_cpu - ours > HEAVY_OTHER_CPU:
-            notes.append(f"- {_label(s)}: other work on the machine used about "
-                         f"{s.machine_cpu - ours:.0f}% of a core: noisy.")
+            notes.append(
+                f"- {_label(s)}: other work on the machine used about "
+                f"{s.machine_cpu - ours:.0f}% of a core: noisy."
+            )
     return notes
 
 
@@ -562,8 +661,10 @@ def _cpu_bound_note(ran: list[ScenarioResult], bound: list[ScenarioResult]) -> s
     others = [s for s in bound if not (every_max and s.load == "max")]
     parts = ["every max-rate load"] if every_max else []
     parts += [_label(s) for s in others]
-    return (f"- the server process was CPU-bound (≥ 90% of its one core) in {len(bound)} of "
-            f"{len(ran)} loads: " + "; ".join(parts) + ".")
+    return (
+        f"- the server process was CPU-bound (≥ 90% of its one core) in {len(bound)} of "
+        f"{len(ran)} loads: " + "; ".join(parts) + "."
+    )
 
 
 def _label(s: ScenarioResult) -> str:
@@ -575,7 +676,9 @@ def _open_failed(opens: list[OpenResult], s: ScenarioResult) -> bool:
     return o is not None and o.failure is not None
 
 
-def _scenario(scenarios: list[ScenarioResult], mode: str, n: int, layout: str, load: str) -> ScenarioResult | None:
+def _scenario(
+    scenarios: list[ScenarioResult], mode: str, n: int, layout: str, load: str
+) -> ScenarioResult | None:
     return next((s for s in scenarios if (s.mode, s.n, s.layout, s.load) == (mode, n, layout, load)), None)
 
 

@@ -13,7 +13,7 @@ MODE_NOTES = {
     CLUSTER: "the same server on a local Redis Cluster of 3 masters (`--redis-url "
     "redis+cluster://...`): sharded pub/sub (SSUBSCRIBE / SPUBLISH), one pub/sub connection per "
     "primary, the same publish script with a clock per slot tag; run at one N only (see "
-    "\"Redis Cluster\" below)",
+    '"Redis Cluster" below)',
     "baseline": "the original design (`bench/baseline_broker.py`): one Redis pub/sub connection, and "
     "one reader task, per stream, from redis-py's default pool (at most 100 connections)",
     "baseline-pool": "the same baseline with its pools raised to 20,000 connections "
@@ -102,8 +102,12 @@ def latency_percentiles(samples: numpy.ndarray) -> dict[str, float]:
     if samples.size == 0:
         return {"p50_ms": 0.0, "p90_ms": 0.0, "p99_ms": 0.0, "max_ms": 0.0}
     p50, p90, p99 = numpy.percentile(samples, [50, 90, 99]) * 1000.0
-    return {"p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99),
-            "max_ms": float(samples.max() * 1000.0)}
+    return {
+        "p50_ms": float(p50),
+        "p90_ms": float(p90),
+        "p99_ms": float(p99),
+        "max_ms": float(samples.max() * 1000.0),
+    }
 
 
 def ratio(ours: float | None, theirs: float | None) -> float | None:

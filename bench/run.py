@@ -89,8 +89,17 @@ class Plan:
 
 
 # At 100 streams baseline-pool is the baseline itself (its default pool suffices): left out.
-QUICK = Plan(sizes=(100,), modes=("switchboard", CLUSTER, "baseline"), fixed_seconds=2.0,
-             max_seconds=1.5, drain=5.0, quiet=1.0, settle=0.5, quick=True, cluster_sizes=(100,))
+QUICK = Plan(
+    sizes=(100,),
+    modes=("switchboard", CLUSTER, "baseline"),
+    fixed_seconds=2.0,
+    max_seconds=1.5,
+    drain=5.0,
+    quiet=1.0,
+    settle=0.5,
+    quick=True,
+    cluster_sizes=(100,),
+)
 
 
 @dataclass(slots=True)
@@ -135,8 +144,9 @@ def stop_rig(rig: Rig) -> str:
     return ended
 
 
-def open_streams(rig: Rig, n: int, layout: str, mode: str, redis: RedisLike, plan: Plan,
-                 at_once: int = OPEN_AT_ONCE) -> OpenResult:
+def open_streams(
+    rig: Rig, n: int, layout: str, mode: str, redis: RedisLike, plan: Plan, at_once: int = OPEN_AT_ONCE
+) -> OpenResult:
     """Create and take over the sessions, then open n streams across them (at most ``at_once``
     at a time) and read RSS and Redis connections once they are idle."""
     result = OpenResult(mode, n, layout, at_once=at_once)
@@ -168,8 +178,14 @@ def _open_commands(rig: Rig, n: int, timeout: float, at_once: int) -> list[dict[
     """Stream i is on session i mod S, and opened by receiver i mod R (each opening at most
     ``at_once`` at a time)."""
     plan_for: list[dict[str, Any]] = [
-        {"host": "127.0.0.1", "port": rig.server.port, "paths": [], "sessions": [], "timeout": timeout,
-         "at_once": at_once}
+        {
+            "host": "127.0.0.1",
+            "port": rig.server.port,
+            "paths": [],
+            "sessions": [],
+            "timeout": timeout,
+            "at_once": at_once,
+        }
         for _ in rig.receivers
     ]
     for i in range(n):
@@ -186,17 +202,24 @@ def _server_log_errors(log_path: Path) -> str:
         text = log_path.read_text(errors="replace")[-200_000:]
     except OSError:
         return ""
-    reasons = sorted({line.partition("answering 503): ")[2].strip()[:120]
-                      for line in text.splitlines() if "answering 503): " in line})
+    reasons = sorted(
+        {
+            line.partition("answering 503): ")[2].strip()[:120]
+            for line in text.splitlines()
+            if "answering 503): " in line
+        }
+    )
     return f", server log: {'; '.join(reasons)}" if reasons else ""
 
 
 def _describe(errors: dict[str, int]) -> str:
-    return ", ".join(f"{count:,} × {error}" for error, count in sorted(errors.items(), key=lambda e: -e[1])) or "no error"
+    return (
+        ", ".join(f"{count:,} × {error}" for error, count in sorted(errors.items(), key=lambda e: -e[1]))
+        or "no error"
+    )
 
 
-def run_load(rig: Rig, redis: RedisLike, base: int, load: str, plan: Plan,
-             result: ScenarioResult) -> int:
+def run_load(rig: Rig, redis: RedisLike, base: int, load: str, plan: Plan, result: ScenarioResult) -> int:
     """Publish one load and collect what the streams received; returns the next free
     sequence number."""
     call_all(rig.receivers, "begin", CALL_MARGIN, [{"base": base}] * len(rig.receivers))
@@ -204,12 +227,22 @@ def run_load(rig: Rig, redis: RedisLike, base: int, load: str, plan: Plan,
     before = CpuMeter.take(pids)
     duration = plan.fixed_seconds if load == "fixed" else plan.max_seconds
     published = rig.publisher.call(
-        "publish", duration + CALL_MARGIN, base_url=rig.server.url, sessions=rig.sessions,
-        base=base, duration=duration, rate=plan.fixed_rate if load == "fixed" else None,
+        "publish",
+        duration + CALL_MARGIN,
+        base_url=rig.server.url,
+        sessions=rig.sessions,
+        base=base,
+        duration=duration,
+        rate=plan.fixed_rate if load == "fixed" else None,
         concurrency=plan.max_concurrency,
     )
-    collect = {"base": base, "published": published["ok"], "sessions": len(rig.sessions),
-               "drain": plan.drain, "quiet": plan.quiet}
+    collect = {
+        "base": base,
+        "published": published["ok"],
+        "sessions": len(rig.sessions),
+        "drain": plan.drain,
+        "quiet": plan.quiet,
+    }
     received = call_all(rig.receivers, "collect", plan.drain + CALL_MARGIN, [collect] * len(rig.receivers))
     after = CpuMeter.take(pids)
     _fill_publishing(result, published)
@@ -264,8 +297,9 @@ def _fill_cpu(result: ScenarioResult, before: CpuMeter, after: CpuMeter, rig: Ri
     result.machine_cpu = after.machine_percent_since(before)
 
 
-def run_combination(mode: str, n: int, layout: str, redis: RedisLike, plan: Plan,
-                    tag: str, at_once: int = OPEN_AT_ONCE) -> tuple[OpenResult, list[ScenarioResult]]:
+def run_combination(
+    mode: str, n: int, layout: str, redis: RedisLike, plan: Plan, tag: str, at_once: int = OPEN_AT_ONCE
+) -> tuple[OpenResult, list[ScenarioResult]]:
     """One mode, one N, one layout: a fresh server, N streams, then each load (the max rate
     first: it is closed-loop, so it leaves no backlog, where an overloaded fixed rate may)."""
     loads = [ScenarioResult(mode, n, layout, load) for load in ("max", "fixed")]
@@ -300,15 +334,24 @@ def _log_load(result: ScenarioResult) -> None:
     logger.info(
         "  %s: %s deliveries/s, p50 %.1f ms, p99 %.1f ms, missing %d%s, duplicates %d, "
         "%.0f publishes/s, server CPU %.0f%%, receiver CPU %s%%",
-        result.load, f"{result.deliveries_per_s:,.0f}", result.p50_ms, result.p99_ms,
-        result.missing, " (late)" if result.late else "", result.duplicates, result.publish_rps,
+        result.load,
+        f"{result.deliveries_per_s:,.0f}",
+        result.p50_ms,
+        result.p99_ms,
+        result.missing,
+        " (late)" if result.late else "",
+        result.duplicates,
+        result.publish_rps,
         result.server_cpu,
         "/".join(f"{c:.0f}" for c in result.receiver_cpu),
     )
 
 
-def run_matrix(plan: Plan, redis: RedisProcess, cluster: RedisClusterProcesses | str | None,
-               ) -> tuple[list[OpenResult], list[ScenarioResult]]:
+def run_matrix(
+    plan: Plan,
+    redis: RedisProcess,
+    cluster: RedisClusterProcesses | str | None,
+) -> tuple[list[OpenResult], list[ScenarioResult]]:
     """Every (N, layout) in every mode, the modes side by side so that noise hits them alike;
     switchboard-cluster at plan.cluster_sizes only, on ``cluster`` (a string: why there is none)."""
     tag = f"b{int(time.time()) % 100000}"
@@ -328,10 +371,16 @@ def run_matrix(plan: Plan, redis: RedisProcess, cluster: RedisClusterProcesses |
                     backend.flush()
                     if mode == CLUSTER and opened.failure and "HTTP 503" in opened.failure:
                         first = opened.failure
-                        logger.info("%s: %d streams, %s, again, opening at most %d at once", mode,
-                                    n, LAYOUTS[layout], CLUSTER_RETRY_AT_ONCE)
-                        opened, loads = run_combination(mode, n, layout, backend, plan, tag + "r",
-                                                        CLUSTER_RETRY_AT_ONCE)
+                        logger.info(
+                            "%s: %d streams, %s, again, opening at most %d at once",
+                            mode,
+                            n,
+                            LAYOUTS[layout],
+                            CLUSTER_RETRY_AT_ONCE,
+                        )
+                        opened, loads = run_combination(
+                            mode, n, layout, backend, plan, tag + "r", CLUSTER_RETRY_AT_ONCE
+                        )
                         opened.retried_after = first
                         backend.flush()
                 opens.append(opened)
@@ -363,8 +412,10 @@ def run_profile(plan: Plan, redis: RedisProcess) -> list[Profile]:
     plan.profile_streams streams (max rate, then fixed, as in the matrix)."""
     n = plan.profile_streams
     loads = [ScenarioResult("switchboard", n, "one", load) for load in ("max", "fixed")]
-    labels = {s.load: f"{n:,} streams, one channel, {'max rate' if s.load == 'max' else 'fixed rate'}"
-              for s in loads}
+    labels = {
+        s.load: f"{n:,} streams, one channel, {'max rate' if s.load == 'max' else 'fixed rate'}"
+        for s in loads
+    }
     profiles: list[Profile] = []
     rig: Rig | None = None
     logger.info("profile: switchboard, %d streams, one channel, under py-spy", n)
@@ -376,8 +427,12 @@ def run_profile(plan: Plan, redis: RedisProcess) -> list[Profile]:
         base = 0
         for result in loads:
             duration = plan.fixed_seconds if result.load == "fixed" else plan.max_seconds
-            recording = Recording(rig.server.pid, WORK_DIR / f"profile-{result.load}.raw", labels[result.load],
-                                  max_seconds=duration + plan.drain + 2 * CALL_MARGIN)
+            recording = Recording(
+                rig.server.pid,
+                WORK_DIR / f"profile-{result.load}.raw",
+                labels[result.load],
+                max_seconds=duration + plan.drain + 2 * CALL_MARGIN,
+            )
             recording.start()
             try:
                 base = run_load(rig, redis, base, result.load, plan, result)
@@ -387,7 +442,8 @@ def run_profile(plan: Plan, redis: RedisProcess) -> list[Profile]:
                 f"The load under the profiler: {result.deliveries_per_s:,.0f} deliveries/s, "
                 f"{result.publish_rps:,.0f} publishes/s, p50 {result.p50_ms:.1f} ms, p99 "
                 f"{result.p99_ms:.1f} ms, server CPU {result.server_cpu:.0f}%"
-                + (f" ({result.failure})" if result.failure else "") + "."
+                + (f" ({result.failure})" if result.failure else "")
+                + "."
             )
             logger.info("  %s: %s", profile.label, profile.error or f"{profile.samples} samples")
             profiles.append(profile)
@@ -395,8 +451,11 @@ def run_profile(plan: Plan, redis: RedisProcess) -> list[Profile]:
     except (RuntimeError, OSError, EOFError) as exc:
         logger.warning("profile run failed: %s", exc)
         done = {p.label for p in profiles}
-        profiles += [Profile(labels[s.load], error=f"the profiled run failed: {exc}")
-                     for s in loads if labels[s.load] not in done]
+        profiles += [
+            Profile(labels[s.load], error=f"the profiled run failed: {exc}")
+            for s in loads
+            if labels[s.load] not in done
+        ]
     finally:
         if rig is not None:
             stop_rig(rig)
@@ -408,9 +467,14 @@ def _log_open(opened: OpenResult) -> None:
     if opened.failure:
         logger.warning("  %s", opened.failure)
         return
-    logger.info("  opened %d streams in %.1f s; %.1f KiB RSS per stream; %s Redis connections "
-                "(%s pub/sub)", opened.opened, opened.open_seconds, opened.rss_per_stream_kib or 0.0,
-                opened.redis_connections, opened.pubsub_connections)
+    logger.info(
+        "  opened %d streams in %.1f s; %.1f KiB RSS per stream; %s Redis connections (%s pub/sub)",
+        opened.opened,
+        opened.open_seconds,
+        opened.rss_per_stream_kib or 0.0,
+        opened.redis_connections,
+        opened.pubsub_connections,
+    )
 
 
 def clear_logs() -> None:
@@ -423,14 +487,23 @@ def clear_logs() -> None:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 100 streams, short loads")
-    parser.add_argument("--sizes", type=lambda s: tuple(int(v) for v in s.split(",")),
-                        help="comma-separated stream counts (default 100,1000,5000; quick: 100)")
-    parser.add_argument("--modes", type=lambda s: tuple(s.split(",")), help="comma-separated, of " + ",".join(MODES))
+    parser.add_argument(
+        "--sizes",
+        type=lambda s: tuple(int(v) for v in s.split(",")),
+        help="comma-separated stream counts (default 100,1000,5000; quick: 100)",
+    )
+    parser.add_argument(
+        "--modes", type=lambda s: tuple(s.split(",")), help="comma-separated, of " + ",".join(MODES)
+    )
     parser.add_argument("--receivers", type=int, choices=(1, 2), help="receiver processes [1]")
-    parser.add_argument("--out", type=Path,
-                        help="markdown report [docs/benchmarks.md; quick: .tmp/bench/quick/benchmarks.md]")
-    parser.add_argument("--profile", action="store_true",
-                        help="also sample the server with py-spy during the 1,000-stream one-channel loads")
+    parser.add_argument(
+        "--out", type=Path, help="markdown report [docs/benchmarks.md; quick: .tmp/bench/quick/benchmarks.md]"
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also sample the server with py-spy during the 1,000-stream one-channel loads",
+    )
     parser.add_argument("--profile-streams", type=int, help="streams for --profile [1000]")
     parser.add_argument("--no-publish-steps", action="store_true", help="leave out the publish path section")
     parser.add_argument("--log-level", default="INFO")
@@ -460,13 +533,17 @@ def build_plan(args: argparse.Namespace) -> Plan:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     plan = build_plan(args)
     # Imported here: every spawned load-generator process imports this module again, and
     # needs no matplotlib.
     from bench import report
 
-    out = args.out or (WORK_DIR / "quick" / "benchmarks.md" if plan.quick else ROOT / "docs" / "benchmarks.md")
+    out = args.out or (
+        WORK_DIR / "quick" / "benchmarks.md" if plan.quick else ROOT / "docs" / "benchmarks.md"
+    )
     started = time.monotonic()
     clear_logs()
     files_limit = raise_open_files_limit()
@@ -487,7 +564,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         if plan.publish_steps:
             redis.flush()
             steps = publish_steps.measure(
-                redis.url, publish_steps.QUICK if plan.quick else publish_steps.Config(), WORK_DIR / "logs")
+                redis.url, publish_steps.QUICK if plan.quick else publish_steps.Config(), WORK_DIR / "logs"
+            )
             redis.flush()
         if plan.profile:
             profiles = run_profile(plan, redis)
@@ -499,12 +577,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     elapsed = time.monotonic() - started
     raw = out.with_suffix(".json") if plan.quick or args.out else WORK_DIR / "results.json"
     raw.parent.mkdir(parents=True, exist_ok=True)
-    raw.write_text(json.dumps({"plan": asdict(plan), "machine": machine, "seconds": elapsed,
-                               "opens": [asdict(o) for o in opens],
-                               "scenarios": [asdict(s) for s in scenarios],
-                               "publish_steps": asdict(steps) if steps else None,
-                               "profiles": [asdict(p) for p in profiles] if profiles is not None else None},
-                              indent=1))
+    raw.write_text(
+        json.dumps(
+            {
+                "plan": asdict(plan),
+                "machine": machine,
+                "seconds": elapsed,
+                "opens": [asdict(o) for o in opens],
+                "scenarios": [asdict(s) for s in scenarios],
+                "publish_steps": asdict(steps) if steps else None,
+                "profiles": [asdict(p) for p in profiles] if profiles is not None else None,
+            },
+            indent=1,
+        )
+    )
     report.write(out, plan, machine, opens, scenarios, elapsed, steps, profiles)
     logger.info("done in %.0f s: %s (raw figures in %s)", elapsed, out, raw)
 

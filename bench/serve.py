@@ -19,9 +19,7 @@ logger = logging.getLogger(__name__)
 
 async def open_baseline_backends(settings: Settings) -> Backends:
     redis = redis_client(settings)
-    broker = PerStreamRedisBroker(
-        redis, subscriber_url=settings.redis_url, **redis_broker_options(settings)
-    )
+    broker = PerStreamRedisBroker(redis, subscriber_url=settings.redis_url, **redis_broker_options(settings))
     if not await broker.start(wait=settings.redis_timeout):
         raise RuntimeError("the baseline needs Redis")
     return Backends(broker, RedisSessionStore(redis, timeout=settings.redis_timeout), redis)
@@ -30,14 +28,25 @@ async def open_baseline_backends(settings: Settings) -> Backends:
 def main(argv: Sequence[str]) -> None:
     baseline = "--baseline" in argv
     settings = load_settings([a for a in argv if a != "--baseline"])
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     factory = open_baseline_backends if baseline else None
     app = create_app(settings, backends_factory=factory) if factory else create_app(settings)
-    logger.info("benchmark server (%s) on port %d, event loop %s",
-                "baseline" if baseline else "switchboard", settings.port, settings.event_loop)
+    logger.info(
+        "benchmark server (%s) on port %d, event loop %s",
+        "baseline" if baseline else "switchboard",
+        settings.port,
+        settings.event_loop,
+    )
     web.run_app(
-        app, host=settings.host, port=settings.port, handler_cancellation=True,
-        shutdown_timeout=5.0, print=None, access_log=None,
+        app,
+        host=settings.host,
+        port=settings.port,
+        handler_cancellation=True,
+        shutdown_timeout=5.0,
+        print=None,
+        access_log=None,
         loop=new_event_loop(settings.event_loop),  # SWITCHBOARD_EVENT_LOOP=uvloop to compare
     )
 

@@ -86,6 +86,8 @@ def limit_actions(request: web.Request, principal: Principal | None) -> None:
     wait = request.config_dict[RATE_LIMITER].acquire(principal.key)
     if wait > 0:
         raise ApiError(
-            429, "rate_limited", "too many requests; slow down",
+            429,
+            "rate_limited",
+            "too many requests; slow down",
             headers={"Retry-After": request.config_dict[RATE_LIMITER].retry_after(wait)},
         )

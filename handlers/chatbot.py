@@ -219,9 +219,7 @@ async def escalate(request: web.Request) -> web.Response:
     limit_actions(request, principal)
     body = await load_body(request, EscalateSchema())
     check_session(principal, body["session_name"])
-    transition = await backends(request).store.apply(
-        body["session_name"], "escalate", reason=body["reason"]
-    )
+    transition = await backends(request).store.apply(body["session_name"], "escalate", reason=body["reason"])
     await announce_transition(request, "escalate", transition)
     return web.json_response(transition.session)
 

@@ -28,7 +28,9 @@ def path_name(request: web.Request, key: str) -> str:
     value = request.match_info[key]
     if not is_valid_name(value):
         raise ApiError(
-            400, "invalid_name", f"invalid {key}",
+            400,
+            "invalid_name",
+            f"invalid {key}",
             fields={key: [NAME_ERROR]},
         )
     return value
@@ -41,9 +43,7 @@ async def load_body(request: web.Request, schema: Schema) -> dict[str, Any]:
         data: Any = {}
     else:
         if request.content_type not in JSON_TYPES:
-            raise ApiError(
-                415, "unsupported_media_type", "request body must be application/json"
-            )
+            raise ApiError(415, "unsupported_media_type", "request body must be application/json")
         try:
             data = json.loads(raw)
             # JSON may escape lone surrogates ("\ud800"), which no UTF-8 text can hold: refuse
@@ -95,7 +95,10 @@ async def session_events(request: web.Request) -> web.StreamResponse:
     # The customer's own streams say, to every process, that the customer is connected.
     customer_side = request.app[COMPONENT] == "chatbot"
     return await stream_events(
-        request, (channel,), {"channels": [channel], "session_name": name}, principal,
+        request,
+        (channel,),
+        {"channels": [channel], "session_name": name},
+        principal,
         presence=presence_channel(name) if customer_side else None,
     )
 

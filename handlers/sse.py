@@ -227,12 +227,16 @@ def stream_events(
     refused = registry.reserve(owner, settings.max_streams, settings.max_streams_per_token)
     if refused == "process":
         raise ApiError(
-            503, "too_many_streams", "this process holds as many streams as it may; retry shortly",
+            503,
+            "too_many_streams",
+            "this process holds as many streams as it may; retry shortly",
             headers={"Retry-After": "5"},
         )
     if refused == "owner":
         raise ApiError(
-            429, "too_many_streams", "this token holds as many streams as it may; close one first",
+            429,
+            "too_many_streams",
+            "this token holds as many streams as it may; close one first",
             headers={"Retry-After": "5"},
         )
     return _serve(request, channels, connected, owner, presence, accepts)
@@ -301,8 +305,11 @@ async def _serve(
 def _log_open(subscription: Subscription) -> None:
     where = ",".join(subscription.channels)
     logger.info(
-        "stream opened on %s at %s (recovered: %s)", where, subscription.position,
-        subscription.recovered, extra={"channels": where, "stream": "open"},
+        "stream opened on %s at %s (recovered: %s)",
+        where,
+        subscription.position,
+        subscription.recovered,
+        extra={"channels": where, "stream": "open"},
     )
 
 
@@ -310,7 +317,10 @@ def _log_close(subscription: Subscription, seconds: float, ended: str) -> None:
     where = ",".join(subscription.channels)
     logger.log(
         logging.WARNING if ended.startswith("client too slow") else logging.INFO,
-        "stream closed on %s after %.1f s: %s", where, seconds, ended,
+        "stream closed on %s after %.1f s: %s",
+        where,
+        seconds,
+        ended,
         extra={"channels": where, "stream": "closed", "seconds": round(seconds, 1), "reason": ended},
     )
 

@@ -117,15 +117,17 @@ async def stream_health(request: web.Request) -> web.Response:
     last_event = None
     if last_id is not None:
         last_event = {"id": last_id, "time": ids.parse(last_id)[0] / 1000}
-    return web.json_response({
-        "session_name": name,
-        # Redis counts pub/sub connections: one per process, whatever its number of streams.
-        "subscribed_processes": processes,
-        "streams_in_this_process": broker.local_subscribers(channel),
-        "customer_connected": customer_processes > 0,
-        "last_event": last_event,
-        "scope": scope,
-    })
+    return web.json_response(
+        {
+            "session_name": name,
+            # Redis counts pub/sub connections: one per process, whatever its number of streams.
+            "subscribed_processes": processes,
+            "streams_in_this_process": broker.local_subscribers(channel),
+            "customer_connected": customer_processes > 0,
+            "last_event": last_event,
+            "scope": scope,
+        }
+    )
 
 
 @routes.get("/api/events")
@@ -155,9 +157,7 @@ async def supervisor_events(request: web.Request) -> web.StreamResponse:
     return await stream_events(request, (SESSION_PATTERN,), connected, principal, accepts=accepts)
 
 
-def _supervised(
-    status: str | None, sessions: set[str], members: set[str] | None, event: Event
-) -> bool:
+def _supervised(status: str | None, sessions: set[str], members: set[str] | None, event: Event) -> bool:
     """Whether a supervisor stream passes ``event``. ``members`` (the sessions in ``status``,
     from the queue when the stream opened) follows the status changes that pass by; a
     session's change into or out of the status is shown."""

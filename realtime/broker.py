@@ -28,8 +28,15 @@ from realtime.stats import BrokerStats
 from realtime.subscription import Feed, Subscription
 
 __all__ = [
-    "DEFAULT_QUEUE_SIZE", "Broker", "BrokerError", "History", "ShardUnavailable", "Subscription",
-    "SubscriptionClosed", "SubscriptionGap", "SubscriptionOverflow",
+    "DEFAULT_QUEUE_SIZE",
+    "Broker",
+    "BrokerError",
+    "History",
+    "ShardUnavailable",
+    "Subscription",
+    "SubscriptionClosed",
+    "SubscriptionGap",
+    "SubscriptionOverflow",
 ]
 
 logger = logging.getLogger(__name__)
@@ -40,9 +47,7 @@ DEFAULT_QUEUE_SIZE: Final = 1000
 class Broker(ABC):
     """publish / subscribe / close, and what a process reports about its event path."""
 
-    def __init__(
-        self, *, queue_size: int = DEFAULT_QUEUE_SIZE, stats: BrokerStats | None = None
-    ) -> None:
+    def __init__(self, *, queue_size: int = DEFAULT_QUEUE_SIZE, stats: BrokerStats | None = None) -> None:
         self._queue_size = queue_size
         self.stats = stats if stats is not None else BrokerStats()
 
@@ -98,8 +103,12 @@ class Broker(ABC):
         matching channel's events, resumable from the pattern's own history."""
         feed = self._feed(channels if presence is None else (*channels, presence))
         return Subscription(
-            feed, tuple(dict.fromkeys(channels)), self._queue_size,
-            resume_from=resume_from, presence=presence, accepts=accepts,
+            feed,
+            tuple(dict.fromkeys(channels)),
+            self._queue_size,
+            resume_from=resume_from,
+            presence=presence,
+            accepts=accepts,
         )
 
     async def close(self) -> None:

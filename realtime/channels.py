@@ -58,7 +58,7 @@ WORKBENCH_TAG = "sse:workbench"
 def slot_tag(channel: str) -> str:
     for prefix in (SESSION_PREFIX, PRESENCE_PREFIX):
         if channel.startswith(prefix):
-            return channel[len(prefix):]
+            return channel[len(prefix) :]
     if channel == BROADCAST or channel.startswith(AGENT_PREFIX):
         return WORKBENCH_TAG
     return channel

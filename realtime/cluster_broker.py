@@ -157,9 +157,7 @@ class ClusterBroker(Broker):
     ) -> Subscription:
         if channels == (SESSION_PATTERN,):
             channels = (SESSIONS_FEED,)  # sharded pub/sub has no patterns: see publish
-        return super().subscribe(
-            *channels, resume_from=resume_from, presence=presence, accepts=accepts
-        )
+        return super().subscribe(*channels, resume_from=resume_from, presence=presence, accepts=accepts)
 
     def _feed(self, channels: tuple[str, ...]) -> Feed:
         return self._owner(channels)

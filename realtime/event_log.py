@@ -142,8 +142,11 @@ class RedisEventLog:
         result = await self._publish_script(
             keys=keys,
             args=[
-                layout.wire(channel), data, self._history_maxlen,
-                int(self._history_ttl * 1000), layout.publish_command,
+                layout.wire(channel),
+                data,
+                self._history_maxlen,
+                int(self._history_ttl * 1000),
+                layout.publish_command,
                 self._history_maxlen * PATTERN_HISTORY_FACTOR,
             ],
         )

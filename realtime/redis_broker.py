@@ -81,9 +81,15 @@ class RedisBroker(Broker):
         """``redis`` runs commands and scripts, and the pub/sub connection comes from it."""
         super().__init__(queue_size=queue_size, stats=stats)
         self._node = RedisNode(
-            redis, redis, KeyLayout(), self.stats, history_maxlen=history_maxlen,
-            history_ttl=history_ttl, subscribe_timeout=subscribe_timeout,
-            liveness_interval=liveness_interval, max_backoff=max_backoff,
+            redis,
+            redis,
+            KeyLayout(),
+            self.stats,
+            history_maxlen=history_maxlen,
+            history_ttl=history_ttl,
+            subscribe_timeout=subscribe_timeout,
+            liveness_interval=liveness_interval,
+            max_backoff=max_backoff,
         )
         # Publishes that reached only this process (Redis away): the readiness probe must
         # not take such an event's return for a working Redis.

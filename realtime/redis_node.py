@@ -43,12 +43,15 @@ class RedisNode:
         pub/sub connection comes from ``subscriber``, a plain client of the node."""
         self.stats = stats
         self.fan_out = FanOut(stats)
-        self.log = RedisEventLog(
-            redis, layout, history_maxlen=history_maxlen, history_ttl=history_ttl
-        )
+        self.log = RedisEventLog(redis, layout, history_maxlen=history_maxlen, history_ttl=history_ttl)
         self.connection = PubSubConnection(
-            subscriber, self.log, self.fan_out, stats, subscribe_timeout=subscribe_timeout,
-            liveness_interval=liveness_interval, max_backoff=max_backoff,
+            subscriber,
+            self.log,
+            self.fan_out,
+            stats,
+            subscribe_timeout=subscribe_timeout,
+            liveness_interval=liveness_interval,
+            max_backoff=max_backoff,
         )
 
     @property

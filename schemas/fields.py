@@ -24,16 +24,15 @@ def Name(**kwargs: object) -> fields.String:
     """A session name or agent id: safe to embed in a Redis key or channel name."""
     return fields.String(
         # Regexp formats its error (str.format): the pattern's braces are escaped.
-        validate=validate.Regexp(
-            NAME_PATTERN, error=NAME_ERROR.replace("{", "{{").replace("}", "}}")
-        ),
+        validate=validate.Regexp(NAME_PATTERN, error=NAME_ERROR.replace("{", "{{").replace("}", "}}")),
         **kwargs,  # type: ignore[arg-type]
     )
 
 
 def Content(**kwargs: object) -> fields.String:
     return fields.String(
-        validate=validate.Length(min=1, max=MAX_CONTENT), **kwargs  # type: ignore[arg-type]
+        validate=validate.Length(min=1, max=MAX_CONTENT),
+        **kwargs,  # type: ignore[arg-type]
     )
 
 

@@ -19,9 +19,7 @@ class ChatSchema(Schema):
 
 class EscalateSchema(Schema):
     session_name = Name(required=True)
-    reason = fields.String(
-        load_default=None, allow_none=True, validate=validate.Length(max=MAX_REASON)
-    )
+    reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=MAX_REASON))
 
 
 # With a token, agent_id is optional (the agent is the token's; a body agent_id must agree):

@@ -57,13 +57,16 @@ class SessionSchema(Schema):
     session_name = Name(required=True, metadata={"example": "demo"})
     status = Status(required=True)
     agent_id = Name(
-        required=True, allow_none=True,
+        required=True,
+        allow_none=True,
         metadata={"description": "the agent holding the session (`agent_active`), else null"},
     )
     created_at = UnixTime(required=True)
     updated_at = UnixTime(required=True)
     escalation_reason = fields.String(
-        required=True, allow_none=True, validate=validate.Length(max=MAX_REASON),
+        required=True,
+        allow_none=True,
+        validate=validate.Length(max=MAX_REASON),
         metadata={"description": "why the session was escalated; null when not given"},
     )
     status_seq = fields.Integer(strict=True, required=True, validate=validate.Range(min=0))
@@ -83,8 +86,7 @@ class SessionCreatedSchema(SessionSchema):
 class MessageSchema(envelope.MessageSchema):
     class Meta:
         description = (
-            "One transcript message. `agent_id` is set on agent messages only; ids are 16 "
-            "hex digits."
+            "One transcript message. `agent_id` is set on agent messages only; ids are 16 hex digits."
         )
 
 
@@ -149,12 +151,15 @@ class StreamHealthSchema(Schema):
     )
     last_event = fields.Nested(LastEventSchema, required=True, allow_none=True)
     scope = fields.String(
-        required=True, validate=validate.OneOf(["deployment", "process"]),
-        metadata={"description": (
-            "`deployment`: counted by Redis across every process; `process`: in memory, or while "
-            "Redis is away, what this process alone knows (its own streams; `last_event` from "
-            "its own history in memory, null while Redis is away)"
-        )},
+        required=True,
+        validate=validate.OneOf(["deployment", "process"]),
+        metadata={
+            "description": (
+                "`deployment`: counted by Redis across every process; `process`: in memory, or while "
+                "Redis is away, what this process alone knows (its own streams; `last_event` from "
+                "its own history in memory, null while Redis is away)"
+            )
+        },
     )
 
 
@@ -171,7 +176,9 @@ class ErrorDetailSchema(Schema):
     code = fields.String(required=True, validate=validate.OneOf(ERROR_CODES))
     message = fields.String(required=True)
     fields_ = fields.Dict(
-        data_key="fields", keys=fields.String(), values=fields.Raw(),
+        data_key="fields",
+        keys=fields.String(),
+        values=fields.Raw(),
         metadata={"description": "offending field -> list of messages (nested for nested fields)"},
     )
     request_id = fields.String(
@@ -181,7 +188,7 @@ class ErrorDetailSchema(Schema):
 
 class ErrorSchema(Schema):
     class Meta:
-        description = "Every error answer: `{\"error\": {\"code\", \"message\", \"fields\"?}}`."
+        description = 'Every error answer: `{"error": {"code", "message", "fields"?}}`.'
 
     error = fields.Nested(ErrorDetailSchema, required=True)
 
@@ -200,7 +207,8 @@ class HealthSchema(Schema):
         metadata={"description": "Redis is configured but unusable now: events stay in this process"},
     )
     components = fields.List(
-        fields.String(validate=validate.OneOf(COMPONENTS)), required=True,
+        fields.String(validate=validate.OneOf(COMPONENTS)),
+        required=True,
         metadata={"description": "the sub-apps this process serves"},
     )
     streams = fields.Integer(strict=True, required=True, validate=validate.Range(min=0))
@@ -216,7 +224,8 @@ class ReadySchema(Schema):
     broker = fields.String(required=True, validate=validate.OneOf(BROKER_MODES))
     degraded = fields.Boolean(required=True)
     canary_ms = fields.Float(
-        required=True, validate=validate.Range(min=0),
+        required=True,
+        validate=validate.Range(min=0),
         metadata={"description": "milliseconds the probe took"},
     )
 
@@ -281,7 +290,8 @@ def _event_schema(type_: str) -> type[Schema]:
         "payload": fields.Nested(PAYLOAD_SCHEMAS[type_], required=True),
         "timestamp": UnixTime(required=True, metadata={"description": "unix seconds, set by the server"}),
         "source": fields.String(
-            required=True, validate=validate.OneOf(sorted(ALLOWED_SOURCES[type_])),
+            required=True,
+            validate=validate.OneOf(sorted(ALLOWED_SOURCES[type_])),
             metadata={"description": "the sub-app that published it (`system`: the stream itself)"},
         ),
     }
@@ -292,7 +302,12 @@ EVENT_SCHEMAS: dict[str, type[Schema]] = {type_: _event_schema(type_) for type_ 
 
 # Which events each kind of stream carries (handlers/announce.py, handlers/sse.py).
 SESSION_STREAM_EVENTS = (
-    "connected", "status_change", "new_message", "agent_joined", "agent_left", "heartbeat",
+    "connected",
+    "status_change",
+    "new_message",
+    "agent_joined",
+    "agent_left",
+    "heartbeat",
 )
 AGENT_STREAM_EVENTS = ("connected", "status_change", "transfer_request", "new_message", "heartbeat")
 

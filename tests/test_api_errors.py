@@ -33,6 +33,7 @@ NO_BODY = object()
 
 # --- requests ----------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Call:
     """One request: a JSON ``body`` (NO_BODY for none), or ``raw`` bytes with ``content_type``."""
@@ -147,12 +148,15 @@ async def in_status(client: AppClient, name: str, status: str) -> None:
 
 # --- "nothing changed, nothing published" ------------------------------------------------------
 
+
 async def snapshot(client: AppClient, names: Iterable[str]) -> dict[str, Any]:
     """Everything the API says about ``names`` and every status list."""
     state: dict[str, Any] = {}
     for name in names:
-        state[name] = (await ok(client, Call("GET", f"{CHATBOT}/sessions/{name}")),
-                       await ok(client, Call("GET", f"{CHATBOT}/sessions/{name}/messages")))
+        state[name] = (
+            await ok(client, Call("GET", f"{CHATBOT}/sessions/{name}")),
+            await ok(client, Call("GET", f"{CHATBOT}/sessions/{name}/messages")),
+        )
     for status in STATUSES:
         state[status] = await ok(client, Call("GET", f"{WORKBENCH}/sessions?status={status}"))
     return state
@@ -193,9 +197,13 @@ async def test_malformed_body(client: AppClient, action: str) -> None:
     """Bad JSON, a non-object body and a non-JSON content type get 400/415 on every action."""
     await in_status(client, S, "bot_active")
     async with unchanged(client, S):
-        problems = await problems_of(client, (
-            (label, ACTIONS[action].with_raw(raw, ctype), status, None)
-            for label, raw, ctype, status in MALFORMED))
+        problems = await problems_of(
+            client,
+            (
+                (label, ACTIONS[action].with_raw(raw, ctype), status, None)
+                for label, raw, ctype, status in MALFORMED
+            ),
+        )
     assert not problems, "\n".join(problems)
 
 
@@ -205,8 +213,9 @@ async def test_deeply_nested_json(client: AppClient) -> None:
     raw = b"[" * 30_000 + b"]" * 30_000
     await in_status(client, S, "bot_active")
     async with unchanged(client, S):
-        problems = await problems_of(client, (
-            (action, call.with_raw(raw), 400, None) for action, call in ACTIONS.items()))
+        problems = await problems_of(
+            client, ((action, call.with_raw(raw), 400, None) for action, call in ACTIONS.items())
+        )
     assert not problems, "\n".join(problems)
 
 
@@ -271,9 +280,13 @@ async def test_schema_violations(client: AppClient, action: str) -> None:
     """Unknown, missing and wrongly typed fields get 400 with `fields` naming each of them."""
     await in_status(client, S, "agent_active")
     async with unchanged(client, S):
-        problems = await problems_of(client, (
-            (f"{action} {body!r}", ACTIONS[action].with_body(body), 400, fields)
-            for body, fields in SCHEMA_VIOLATIONS[action]))
+        problems = await problems_of(
+            client,
+            (
+                (f"{action} {body!r}", ACTIONS[action].with_body(body), 400, fields)
+                for body, fields in SCHEMA_VIOLATIONS[action]
+            ),
+        )
     assert not problems, "\n".join(problems)
 
 
@@ -313,8 +326,12 @@ def bad_name_cases(bad: str, encoded: str | None) -> list[tuple[str, Call, int, 
         ("takeover path", "POST", f"{WORKBENCH}/sessions/{encoded}/takeover", body),
         ("release path", "POST", f"{WORKBENCH}/sessions/{encoded}/release", body),
         ("close path", "POST", f"{WORKBENCH}/sessions/{encoded}/close", body),
-        ("agent message path", "POST", f"{WORKBENCH}/sessions/{encoded}/messages",
-         {"agent_id": HOLDER, "content": "hi"}),
+        (
+            "agent message path",
+            "POST",
+            f"{WORKBENCH}/sessions/{encoded}/messages",
+            {"agent_id": HOLDER, "content": "hi"},
+        ),
     ]:
         cases.append((label, Call(method, path, json_body, encoded=True), 400, set()))
     return cases
@@ -345,6 +362,7 @@ async def test_bad_names(client: AppClient, redis: Redis, case: str) -> None:
 
 # --- sizes -------------------------------------------------------------------------------------
 
+
 def padded(call: Call, size: int) -> Call:
     """``call``'s JSON body plus a "padding" field, serialised to exactly ``size`` bytes."""
     body = dict(call.body, padding="")
@@ -361,11 +379,14 @@ async def test_body_size_limit(client: AppClient, action: str) -> None:
     await in_status(client, S, "agent_active")
     call = ACTIONS[action]
     async with unchanged(client, S):
-        problems = await problems_of(client, [
-            ("65,537 bytes", padded(call, MAX_BODY + 1), 413, None),
-            ("256 KiB", padded(call, 4 * MAX_BODY), 413, None),
-            ("65,536 bytes", padded(call, MAX_BODY), 400, {"padding"}),
-        ])
+        problems = await problems_of(
+            client,
+            [
+                ("65,537 bytes", padded(call, MAX_BODY + 1), 413, None),
+                ("256 KiB", padded(call, 4 * MAX_BODY), 413, None),
+                ("65,536 bytes", padded(call, MAX_BODY), 400, {"padding"}),
+            ],
+        )
     assert not problems, "\n".join(problems)
 
 
@@ -382,11 +403,14 @@ async def test_content_length(client: AppClient, action: str) -> None:
     status, make = LENGTH_CASES[action]
     await in_status(client, S, status)
     async with unchanged(client, S):
-        problems = await problems_of(client, [
-            ("empty", make(""), 400, {"content"}),
-            ("4,001 ASCII", make("x" * (MAX_CONTENT + 1)), 400, {"content"}),
-            ("4,001 CJK", make("人" * (MAX_CONTENT + 1)), 400, {"content"}),
-        ])
+        problems = await problems_of(
+            client,
+            [
+                ("empty", make(""), 400, {"content"}),
+                ("4,001 ASCII", make("x" * (MAX_CONTENT + 1)), 400, {"content"}),
+                ("4,001 CJK", make("人" * (MAX_CONTENT + 1)), 400, {"content"}),
+            ],
+        )
     assert not problems, "\n".join(problems)
     for content in ("x" * MAX_CONTENT, "人" * MAX_CONTENT):
         body = await ok(client, make(content))
@@ -397,8 +421,9 @@ async def test_reason_length(client: AppClient) -> None:
     """`reason` over 500 characters is a 400; exactly 500 is accepted."""
     await in_status(client, S, "bot_active")
     async with unchanged(client, S):
-        problems = await problems_of(client, [
-            ("501", escalate_call(S, "r" * (MAX_REASON + 1)), 400, {"reason"})])
+        problems = await problems_of(
+            client, [("501", escalate_call(S, "r" * (MAX_REASON + 1)), 400, {"reason"})]
+        )
     assert not problems, "\n".join(problems)
     session = await ok(client, escalate_call(S, "r" * MAX_REASON))
     assert session["escalation_reason"] == "r" * MAX_REASON
@@ -440,8 +465,9 @@ async def test_unknown_session(client: AppClient, redis: Redis) -> None:
     opens), and none of them creates it."""
     await in_status(client, S, "bot_active")
     async with unchanged(client, S):
-        problems = await problems_of(client, (
-            (f"{call.method} {call.path}", call, 404, None) for call in UNKNOWN_SESSION_CALLS))
+        problems = await problems_of(
+            client, ((f"{call.method} {call.path}", call, 404, None) for call in UNKNOWN_SESSION_CALLS)
+        )
     assert not problems, "\n".join(problems)
     await expect_error(await client.get(f"{CHATBOT}/sessions/{GHOST}"), 404)
     assert not [key for key in await redis.keys("*") if GHOST in key]
@@ -464,8 +490,9 @@ async def test_unknown_route(client: AppClient) -> None:
     """A path that no route serves is a JSON 404."""
     await in_status(client, S, "bot_active")
     async with unchanged(client, S):
-        problems = await problems_of(client, (
-            (f"{call.method} {call.path}", call, 404, None) for call in UNKNOWN_ROUTES))
+        problems = await problems_of(
+            client, ((f"{call.method} {call.path}", call, 404, None) for call in UNKNOWN_ROUTES)
+        )
     assert not problems, "\n".join(problems)
 
 
@@ -557,16 +584,15 @@ OWN_CALL: dict[str, Call] = {
 
 
 @pytest.mark.parametrize("component", OTHER_SUBAPP_CALLS)
-async def test_single_subapp_process(
-    make_client: MakeClient, settings: Settings, component: str
-) -> None:
+async def test_single_subapp_process(make_client: MakeClient, settings: Settings, component: str) -> None:
     """A process running one sub-app answers JSON 404 for the other's paths, serves its own, and
     /health lists only its own."""
     client = await make_client(settings, components=(component,))
     health = await ok(client, Call("GET", "/health"))
     assert health["components"] == [component]
-    problems = await problems_of(client, (
-        (f"{call.method} {call.path}", call, 404, None) for call in OTHER_SUBAPP_CALLS[component]))
+    problems = await problems_of(
+        client, ((f"{call.method} {call.path}", call, 404, None) for call in OTHER_SUBAPP_CALLS[component])
+    )
     assert not problems, "\n".join(problems)
     await ok(client, OWN_CALL[component], 201 if component == "chatbot" else 200)
 
@@ -575,7 +601,11 @@ async def test_bad_status_query(client: AppClient) -> None:
     """GET /workbench/api/sessions with a status that does not exist is a 400 naming status."""
     await in_status(client, S, "waiting_agent")
     async with unchanged(client, S):
-        problems = await problems_of(client, (
-            (value, Call("GET", f"{WORKBENCH}/sessions?status={value}"), 400, {"status"})
-            for value in ("bogus", "", "WAITING_AGENT", "waiting_agent%00")))
+        problems = await problems_of(
+            client,
+            (
+                (value, Call("GET", f"{WORKBENCH}/sessions?status={value}"), 400, {"status"})
+                for value in ("bogus", "", "WAITING_AGENT", "waiting_agent%00")
+            ),
+        )
     assert not problems, "\n".join(problems)

@@ -39,8 +39,7 @@ from tests.support.wait import wait_for
 NAME = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
 FROM_CHATBOT = "ai_chatbot"
 FROM_WORKBENCH = "agent_workbench"
-SESSION_KEYS = {"session_name", "status", "agent_id", "created_at", "updated_at",
-                "escalation_reason"}
+SESSION_KEYS = {"session_name", "status", "agent_id", "created_at", "updated_at", "escalation_reason"}
 MESSAGE_KEYS = {"id", "role", "content", "agent_id", "created_at"}
 # How long a stream must stay silent to prove an action published nothing on it.
 QUIET = 0.25
@@ -64,11 +63,13 @@ async def queue(client: AppClient, status: str | None = None) -> list[str]:
 
 # --- streams -----------------------------------------------------------------------------------
 
+
 async def all_quiet(*opened: SSEStream) -> None:
     await asyncio.gather(*(stream.assert_quiet(QUIET) for stream in opened))
 
 
 # --- shapes ------------------------------------------------------------------------------------
+
 
 def is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
@@ -80,9 +81,7 @@ def has(actual: dict[str, Any], expected: dict[str, Any]) -> None:
     assert not missing, f"{actual} does not hold {missing}"
 
 
-def check_event(
-    event: SSEEvent, type_: str, source: str, payload: dict[str, Any] | None = None
-) -> None:
+def check_event(event: SSEEvent, type_: str, source: str, payload: dict[str, Any] | None = None) -> None:
     """The envelope is exactly the four keys, with an integer timestamp and the right source;
     a data event carries an ``id:``; ``payload`` holds at least ``payload``."""
     assert event.type == type_, event
@@ -98,7 +97,9 @@ def check_event(
 
 
 def check_session(
-    session: dict[str, Any], name: str | None = None, status: str | None = None,
+    session: dict[str, Any],
+    name: str | None = None,
+    status: str | None = None,
     agent_id: str | None = None,
 ) -> None:
     assert set(session) >= SESSION_KEYS, session
@@ -126,8 +127,7 @@ def check_message(
 
 
 def status_change(name: str, status: str, previous: str, agent_id: str | None) -> dict[str, Any]:
-    return {"session_name": name, "status": status, "previous_status": previous,
-            "agent_id": agent_id}
+    return {"session_name": name, "status": status, "previous_status": previous, "agent_id": agent_id}
 
 
 def new_message(name: str, message: dict[str, Any]) -> dict[str, Any]:
@@ -135,6 +135,7 @@ def new_message(name: str, message: dict[str, Any]) -> dict[str, Any]:
 
 
 # --- sessions ----------------------------------------------------------------------------------
+
 
 async def test_create_session_with_name(client: AppClient) -> None:
     """POST /chatbot/api/sessions with a name answers 201 with a fresh bot_active session that
@@ -149,9 +150,7 @@ async def test_create_session_with_name(client: AppClient) -> None:
         await agent.assert_quiet(QUIET)
 
 
-@pytest.mark.parametrize(
-    "body", [None, {}, {"session_name": None}], ids=["no-body", "empty", "null"]
-)
+@pytest.mark.parametrize("body", [None, {}, {"session_name": None}], ids=["no-body", "empty", "null"])
 async def test_create_session_generates_a_name(client: AppClient, body: Any) -> None:
     """Without a name the server generates a valid, unique one."""
     first = await call(client, "POST", f"{CHATBOT}/sessions", body, status=201)
@@ -163,6 +162,7 @@ async def test_create_session_generates_a_name(client: AppClient, body: Any) -> 
 
 
 # --- customer messages -------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("sub", ["chatbot", "workbench"])
 async def test_chat_in_bot_active(client: AppClient, sub: str) -> None:
@@ -208,12 +208,17 @@ async def test_chat_asking_for_a_human(client: AppClient, content: str) -> None:
         customer, bot, change = await session_stream.take(3)
         check_event(customer, "new_message", FROM_CHATBOT, new_message("h1", body["message"]))
         check_event(bot, "new_message", FROM_CHATBOT, new_message("h1", body["reply"]))
-        check_event(change, "status_change", FROM_CHATBOT,
-                    status_change("h1", "waiting_agent", "bot_active", None))
+        check_event(
+            change, "status_change", FROM_CHATBOT, status_change("h1", "waiting_agent", "bot_active", None)
+        )
         (transfer,) = await agent.take(1)
         reason = body["session"]["escalation_reason"]
-        check_event(transfer, "transfer_request", FROM_CHATBOT,
-                    {"session_name": "h1", "status": "waiting_agent", "reason": reason})
+        check_event(
+            transfer,
+            "transfer_request",
+            FROM_CHATBOT,
+            {"session_name": "h1", "status": "waiting_agent", "reason": reason},
+        )
         await all_quiet(session_stream, agent)
     assert await queue(client) == ["h1"]
 
@@ -255,6 +260,7 @@ async def test_chat_while_waiting_gets_no_bot_reply(client: AppClient) -> None:
 
 # --- escalate ----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("reason", ["charged twice", None], ids=["reason", "no-reason"])
 async def test_escalate(client: AppClient, reason: str | None) -> None:
     """Escalate: status_change on the session, transfer_request with the reason (null when
@@ -266,11 +272,16 @@ async def test_escalate(client: AppClient, reason: str | None) -> None:
         check_session(session, "e1", "waiting_agent", None)
         assert session["escalation_reason"] == reason
         (change,) = await session_stream.take(1)
-        check_event(change, "status_change", FROM_CHATBOT,
-                    status_change("e1", "waiting_agent", "bot_active", None))
+        check_event(
+            change, "status_change", FROM_CHATBOT, status_change("e1", "waiting_agent", "bot_active", None)
+        )
         (transfer,) = await agent.take(1)
-        check_event(transfer, "transfer_request", FROM_CHATBOT,
-                    {"session_name": "e1", "status": "waiting_agent", "reason": reason})
+        check_event(
+            transfer,
+            "transfer_request",
+            FROM_CHATBOT,
+            {"session_name": "e1", "status": "waiting_agent", "reason": reason},
+        )
 
         again = await escalate(client, "e1", "a second reason")
         assert again == session
@@ -279,6 +290,7 @@ async def test_escalate(client: AppClient, reason: str | None) -> None:
 
 
 # --- takeover, release, close, agent message ---------------------------------------------------
+
 
 @pytest.mark.parametrize("start", ["waiting_agent", "bot_active"])
 async def test_takeover(client: AppClient, start: str) -> None:
@@ -290,8 +302,7 @@ async def test_takeover(client: AppClient, start: str) -> None:
         session = await act(client, "t1", "takeover", "agent-7")
         check_session(session, "t1", "agent_active", "agent-7")
         joined, change = await session_stream.take(2)
-        check_event(joined, "agent_joined", FROM_WORKBENCH,
-                    {"session_name": "t1", "agent_id": "agent-7"})
+        check_event(joined, "agent_joined", FROM_WORKBENCH, {"session_name": "t1", "agent_id": "agent-7"})
         expected = status_change("t1", "agent_active", start, "agent-7")
         check_event(change, "status_change", FROM_WORKBENCH, expected)
         (broadcast,) = await agent.take(1)
@@ -312,8 +323,7 @@ async def test_release(client: AppClient) -> None:
         session = await act(client, "r1", "release", "agent-0")
         check_session(session, "r1", "bot_active", None)
         left, change = await session_stream.take(2)
-        check_event(left, "agent_left", FROM_WORKBENCH,
-                    {"session_name": "r1", "agent_id": "agent-0"})
+        check_event(left, "agent_left", FROM_WORKBENCH, {"session_name": "r1", "agent_id": "agent-0"})
         expected = status_change("r1", "bot_active", "agent_active", None)
         check_event(change, "status_change", FROM_WORKBENCH, expected)
         (broadcast,) = await agent.take(1)
@@ -356,6 +366,7 @@ async def test_agent_message(client: AppClient) -> None:
 
 # --- reads -------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("sub", ["chatbot", "workbench"])
 async def test_session_state_and_transcript(client: AppClient, sub: str) -> None:
     """GET state and GET messages (oldest first, roles customer/bot/agent) on both sub-apps."""
@@ -379,8 +390,12 @@ async def test_session_state_and_transcript(client: AppClient, sub: str) -> None
 async def test_session_lists_by_status(client: AppClient) -> None:
     """GET /workbench/api/sessions?status=... lists the sessions in that status; the default
     status is waiting_agent."""
-    for name, status in [("w-1", "waiting_agent"), ("b-1", "bot_active"),
-                         ("t-1", "agent_active"), ("z-1", "closed")]:
+    for name, status in [
+        ("w-1", "waiting_agent"),
+        ("b-1", "bot_active"),
+        ("t-1", "agent_active"),
+        ("z-1", "closed"),
+    ]:
         await in_status(client, name, status)
     assert await queue(client) == ["w-1"]
     assert await queue(client, "waiting_agent") == ["w-1"]
@@ -401,12 +416,9 @@ async def test_queue_is_oldest_first(client: AppClient) -> None:
 # --- stream mechanics --------------------------------------------------------------------------
 
 CONNECTED_CASES = {
-    "chatbot-session": (session_events("cn", "chatbot"), ["sse:session:cn"],
-                        {"session_name": "cn"}),
-    "workbench-session": (session_events("cn", "workbench"), ["sse:session:cn"],
-                          {"session_name": "cn"}),
-    "agent": (agent_events("agent-5"), ["sse:agent:agent-5", "sse:broadcast"],
-              {"agent_id": "agent-5"}),
+    "chatbot-session": (session_events("cn", "chatbot"), ["sse:session:cn"], {"session_name": "cn"}),
+    "workbench-session": (session_events("cn", "workbench"), ["sse:session:cn"], {"session_name": "cn"}),
+    "agent": (agent_events("agent-5"), ["sse:agent:agent-5", "sse:broadcast"], {"agent_id": "agent-5"}),
 }
 
 
@@ -421,9 +433,7 @@ async def test_connected_event(client: AppClient, case: str) -> None:
         assert sorted(connected.payload["channels"]) == sorted(channels)
 
 
-async def test_heartbeat_on_an_idle_stream(
-    make_client: MakeClient, settings: Settings
-) -> None:
+async def test_heartbeat_on_an_idle_stream(make_client: MakeClient, settings: Settings) -> None:
     """An idle stream receives heartbeat events (source system, empty payload, no id)."""
     client = await make_client(settings, heartbeat=0.2)
     await create(client, "hb")
@@ -454,10 +464,8 @@ async def test_full_handoff(client: AppClient) -> None:
     whose ids increase from the `connected` id on."""
     await create(client, "journey")
     async with AsyncExitStack() as stack:
-        customer, hello = await stack.enter_async_context(
-            open_stream(client, session_events("journey")))
-        agent, hello_agent = await stack.enter_async_context(
-            open_stream(client, agent_events("agent-9")))
+        customer, hello = await stack.enter_async_context(open_stream(client, session_events("journey")))
+        agent, hello_agent = await stack.enter_async_context(open_stream(client, agent_events("agent-9")))
         on_customer, on_agent = [hello], [hello_agent]
 
         async def customer_sees(count: int) -> list[SSEEvent]:
@@ -472,23 +480,31 @@ async def test_full_handoff(client: AppClient) -> None:
         body = await chat(client, "journey", "hello")
         events = await customer_sees(2)
         assert [(e.type, e.payload["message"]["role"]) for e in events] == [
-            ("new_message", "customer"), ("new_message", "bot")]
+            ("new_message", "customer"),
+            ("new_message", "bot"),
+        ]
         # 2. The customer asks for a human; the agent is told.
         body = await chat(client, "journey", "I want a human")
         events = await customer_sees(3)
         assert [e.type for e in events] == ["new_message", "new_message", "status_change"]
         assert events[2].payload["status"] == "waiting_agent"
         (transfer,) = await agent_sees(1)
-        check_event(transfer, "transfer_request", FROM_CHATBOT,
-                    {"session_name": "journey", "status": "waiting_agent"})
+        check_event(
+            transfer, "transfer_request", FROM_CHATBOT, {"session_name": "journey", "status": "waiting_agent"}
+        )
         assert await queue(client) == ["journey"]
         # 3. The agent takes over; the customer sees the agent join.
         await act(client, "journey", "takeover", "agent-9")
         joined, change = await customer_sees(2)
-        check_event(joined, "agent_joined", FROM_WORKBENCH,
-                    {"session_name": "journey", "agent_id": "agent-9"})
-        check_event(change, "status_change", FROM_WORKBENCH,
-                    status_change("journey", "agent_active", "waiting_agent", "agent-9"))
+        check_event(
+            joined, "agent_joined", FROM_WORKBENCH, {"session_name": "journey", "agent_id": "agent-9"}
+        )
+        check_event(
+            change,
+            "status_change",
+            FROM_WORKBENCH,
+            status_change("journey", "agent_active", "waiting_agent", "agent-9"),
+        )
         (queue_change,) = await agent_sees(1)
         check_event(queue_change, "status_change", FROM_WORKBENCH, change.payload)
         # 4. The customer's message reaches the agent, not the bot.
@@ -505,10 +521,13 @@ async def test_full_handoff(client: AppClient) -> None:
         # 6. The agent releases; the customer sees the agent leave.
         await act(client, "journey", "release", "agent-9")
         left, change = await customer_sees(2)
-        check_event(left, "agent_left", FROM_WORKBENCH,
-                    {"session_name": "journey", "agent_id": "agent-9"})
-        check_event(change, "status_change", FROM_WORKBENCH,
-                    status_change("journey", "bot_active", "agent_active", None))
+        check_event(left, "agent_left", FROM_WORKBENCH, {"session_name": "journey", "agent_id": "agent-9"})
+        check_event(
+            change,
+            "status_change",
+            FROM_WORKBENCH,
+            status_change("journey", "bot_active", "agent_active", None),
+        )
         (queue_change,) = await agent_sees(1)
         check_event(queue_change, "status_change", FROM_WORKBENCH, change.payload)
         # 7. The bot answers again, and the agent no longer hears the customer.
@@ -530,9 +549,9 @@ async def test_concurrent_takeovers_have_one_winner(client: AppClient) -> None:
     async with streams(client, session_events("race"), agent_events("watcher")) as opened:
         session_stream, agent = opened
         agents = [f"agent-{i}" for i in range(20)]
-        responses = await asyncio.gather(*(
-            client.post(f"{WORKBENCH}/sessions/race/takeover", json={"agent_id": a})
-            for a in agents))
+        responses = await asyncio.gather(
+            *(client.post(f"{WORKBENCH}/sessions/race/takeover", json={"agent_id": a}) for a in agents)
+        )
         statuses = [response.status for response in responses]
         bodies = [await response.json() for response in responses]
         assert sorted(statuses) == [200] + [409] * 19, statuses
@@ -542,10 +561,13 @@ async def test_concurrent_takeovers_have_one_winner(client: AppClient) -> None:
                 assert set(body["error"]) >= {"code", "message"}
         check_session(await get_session(client, "race"), "race", "agent_active", winner)
         joined, change = await session_stream.take(2)
-        check_event(joined, "agent_joined", FROM_WORKBENCH,
-                    {"session_name": "race", "agent_id": winner})
-        check_event(change, "status_change", FROM_WORKBENCH,
-                    status_change("race", "agent_active", "waiting_agent", winner))
+        check_event(joined, "agent_joined", FROM_WORKBENCH, {"session_name": "race", "agent_id": winner})
+        check_event(
+            change,
+            "status_change",
+            FROM_WORKBENCH,
+            status_change("race", "agent_active", "waiting_agent", winner),
+        )
         (broadcast,) = await agent.take(1)
         check_event(broadcast, "status_change", FROM_WORKBENCH, change.payload)
         await all_quiet(session_stream, agent)

@@ -103,6 +103,7 @@ def claims_of(token: str) -> dict[str, Any]:
 
 # --- a secure app with its customers and agents ------------------------------------------------
 
+
 @dataclass
 class World:
     """A secure app with two customer sessions (TARGET, OTHER) and two agents (ALICE, BOB)."""
@@ -145,22 +146,30 @@ async def bring_to(world: World, status: str) -> None:
     """TARGET (in bot_active) brought to ``status`` with valid tokens (held by ALICE)."""
     client = world.client
     if status in ("waiting_agent", "agent_active"):
-        await call(client, "POST", f"{CHATBOT}/manual/escalate", {"session_name": TARGET},
-                   status=200, headers=bearer(world.customer))
+        await call(
+            client,
+            "POST",
+            f"{CHATBOT}/manual/escalate",
+            {"session_name": TARGET},
+            status=200,
+            headers=bearer(world.customer),
+        )
     if status == "agent_active":
-        await call(client, "POST", f"{WORKBENCH}/sessions/{TARGET}/takeover",
-                   status=200, headers=bearer(world.alice))
+        await call(
+            client, "POST", f"{WORKBENCH}/sessions/{TARGET}/takeover", status=200, headers=bearer(world.alice)
+        )
 
 
 async def snapshot(world: World, name: str = TARGET) -> dict[str, Any]:
     """The session, its transcript and the queue, read with valid tokens."""
     client = world.client
-    session = await call(client, "GET", f"{WORKBENCH}/sessions/{name}", status=200,
-                         headers=bearer(world.alice))
-    messages = await call(client, "GET", f"{WORKBENCH}/sessions/{name}/messages", status=200,
-                          headers=bearer(world.alice))
-    queue = await call(client, "GET", f"{WORKBENCH}/sessions", status=200,
-                       headers=bearer(world.alice))
+    session = await call(
+        client, "GET", f"{WORKBENCH}/sessions/{name}", status=200, headers=bearer(world.alice)
+    )
+    messages = await call(
+        client, "GET", f"{WORKBENCH}/sessions/{name}/messages", status=200, headers=bearer(world.alice)
+    )
+    queue = await call(client, "GET", f"{WORKBENCH}/sessions", status=200, headers=bearer(world.alice))
     return {"session": session, "messages": messages["messages"], "queue": queue["sessions"]}
 
 
@@ -169,12 +178,12 @@ async def watching(world: World) -> AsyncIterator[tuple[SSEStream, SSEStream]]:
     """TARGET's session stream (customer token) and ALICE's agent stream (her own channel and
     the broadcast), both opened properly with ``?token=``."""
     async with AsyncExitStack() as stack:
-        session_stream, _ = await stack.enter_async_context(open_stream(
-            world.client, with_token(f"{CHATBOT}/sessions/{TARGET}/events", world.customer)
-        ))
-        agent_stream, _ = await stack.enter_async_context(open_stream(
-            world.client, with_token(f"{WORKBENCH}/agents/{ALICE}/events", world.alice)
-        ))
+        session_stream, _ = await stack.enter_async_context(
+            open_stream(world.client, with_token(f"{CHATBOT}/sessions/{TARGET}/events", world.customer))
+        )
+        agent_stream, _ = await stack.enter_async_context(
+            open_stream(world.client, with_token(f"{WORKBENCH}/agents/{ALICE}/events", world.alice))
+        )
         yield session_stream, agent_stream
 
 
@@ -185,15 +194,24 @@ async def assert_only_markers(
     the broadcast) and check that they are the first events each stream sees: nothing was
     published before them. Faster than waiting for silence, and just as strict."""
     client = world.client
-    sent = await call(client, "POST", f"{CHATBOT}/chat",
-                      {"session_name": TARGET, "content": marker}, status=200,
-                      headers=bearer(world.customer))
-    held_by_alice = (sent["session"]["status"], sent["session"]["agent_id"]) == (
-        "agent_active", ALICE
+    sent = await call(
+        client,
+        "POST",
+        f"{CHATBOT}/chat",
+        {"session_name": TARGET, "content": marker},
+        status=200,
+        headers=bearer(world.customer),
     )
+    held_by_alice = (sent["session"]["status"], sent["session"]["agent_id"]) == ("agent_active", ALICE)
     marker_token = await create(client, marker)
-    await call(client, "POST", f"{CHATBOT}/manual/escalate", {"session_name": marker},
-               status=200, headers=bearer(marker_token))
+    await call(
+        client,
+        "POST",
+        f"{CHATBOT}/manual/escalate",
+        {"session_name": marker},
+        status=200,
+        headers=bearer(marker_token),
+    )
 
     first = (await session_stream.take(1))[0]
     assert first.type == "new_message", first
@@ -218,6 +236,7 @@ async def assert_only_markers(
 
 # --- 1. every endpoint x every bad credential --------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Endpoint:
     id: str
@@ -241,32 +260,76 @@ class Endpoint:
 
 
 ENDPOINTS = [
-    Endpoint("chat", "POST", f"{CHATBOT}/chat", "chatbot", "bot_active",
-             {"session_name": TARGET, "content": "hello"}),
-    Endpoint("escalate", "POST", f"{CHATBOT}/manual/escalate", "chatbot", "bot_active",
-             {"session_name": TARGET}),
+    Endpoint(
+        "chat",
+        "POST",
+        f"{CHATBOT}/chat",
+        "chatbot",
+        "bot_active",
+        {"session_name": TARGET, "content": "hello"},
+    ),
+    Endpoint(
+        "escalate", "POST", f"{CHATBOT}/manual/escalate", "chatbot", "bot_active", {"session_name": TARGET}
+    ),
     Endpoint("chatbot-session", "GET", CHATBOT + "/sessions/{s}", "chatbot", "bot_active"),
-    Endpoint("chatbot-messages", "GET", CHATBOT + "/sessions/{s}/messages", "chatbot",
-             "bot_active"),
-    Endpoint("chatbot-events", "GET", CHATBOT + "/sessions/{s}/events", "chatbot", "bot_active",
-             stream=True),
+    Endpoint("chatbot-messages", "GET", CHATBOT + "/sessions/{s}/messages", "chatbot", "bot_active"),
+    Endpoint("chatbot-events", "GET", CHATBOT + "/sessions/{s}/events", "chatbot", "bot_active", stream=True),
     Endpoint("list", "GET", f"{WORKBENCH}/sessions", "workbench", "waiting_agent"),
-    Endpoint("workbench-session", "GET", WORKBENCH + "/sessions/{s}", "workbench",
-             "waiting_agent"),
-    Endpoint("workbench-messages", "GET", WORKBENCH + "/sessions/{s}/messages", "workbench",
-             "waiting_agent"),
-    Endpoint("workbench-events", "GET", WORKBENCH + "/sessions/{s}/events", "workbench",
-             "waiting_agent", stream=True),
-    Endpoint("takeover", "POST", WORKBENCH + "/sessions/{s}/takeover", "workbench",
-             "waiting_agent", {"agent_id": ALICE}, agent_bound=True),
-    Endpoint("release", "POST", WORKBENCH + "/sessions/{s}/release", "workbench",
-             "agent_active", {"agent_id": ALICE}, agent_bound=True),
-    Endpoint("close", "POST", WORKBENCH + "/sessions/{s}/close", "workbench", "agent_active",
-             {"agent_id": ALICE}, agent_bound=True),
-    Endpoint("agent-message", "POST", WORKBENCH + "/sessions/{s}/messages", "workbench",
-             "agent_active", {"agent_id": ALICE, "content": "hello"}, agent_bound=True),
-    Endpoint("agent-events", "GET", WORKBENCH + "/agents/{a}/events", "workbench",
-             "agent_active", stream=True, agent_bound=True),
+    Endpoint("workbench-session", "GET", WORKBENCH + "/sessions/{s}", "workbench", "waiting_agent"),
+    Endpoint("workbench-messages", "GET", WORKBENCH + "/sessions/{s}/messages", "workbench", "waiting_agent"),
+    Endpoint(
+        "workbench-events",
+        "GET",
+        WORKBENCH + "/sessions/{s}/events",
+        "workbench",
+        "waiting_agent",
+        stream=True,
+    ),
+    Endpoint(
+        "takeover",
+        "POST",
+        WORKBENCH + "/sessions/{s}/takeover",
+        "workbench",
+        "waiting_agent",
+        {"agent_id": ALICE},
+        agent_bound=True,
+    ),
+    Endpoint(
+        "release",
+        "POST",
+        WORKBENCH + "/sessions/{s}/release",
+        "workbench",
+        "agent_active",
+        {"agent_id": ALICE},
+        agent_bound=True,
+    ),
+    Endpoint(
+        "close",
+        "POST",
+        WORKBENCH + "/sessions/{s}/close",
+        "workbench",
+        "agent_active",
+        {"agent_id": ALICE},
+        agent_bound=True,
+    ),
+    Endpoint(
+        "agent-message",
+        "POST",
+        WORKBENCH + "/sessions/{s}/messages",
+        "workbench",
+        "agent_active",
+        {"agent_id": ALICE, "content": "hello"},
+        agent_bound=True,
+    ),
+    Endpoint(
+        "agent-events",
+        "GET",
+        WORKBENCH + "/agents/{a}/events",
+        "workbench",
+        "agent_active",
+        stream=True,
+        agent_bound=True,
+    ),
 ]
 
 # Authorization headers that are not "Bearer <token>" at all (None: no header).
@@ -318,8 +381,7 @@ def failing_attempts(endpoint: Endpoint, world: World) -> list[Attempt]:
     """Every refused way of calling ``endpoint``: 401s, then 403s."""
     body = endpoint.body
     attempts = [
-        Attempt(label, {} if value is None else {"Authorization": value}, None, 401,
-                "unauthorized", body)
+        Attempt(label, {} if value is None else {"Authorization": value}, None, 401, "unauthorized", body)
         for label, value in MALFORMED_HEADERS.items()
     ]
     kind, subject = endpoint.rightful
@@ -329,8 +391,11 @@ def failing_attempts(endpoint: Endpoint, world: World) -> list[Attempt]:
         if endpoint.stream:
             attempts.append(Attempt(f"{label} (?token=)", {}, token, 401, "unauthorized", body))
     if endpoint.side == "chatbot":
-        forbidden = {"wrong-kind": world.alice, "other-session": world.other_customer,
-                     "other-agent": world.bob}
+        forbidden = {
+            "wrong-kind": world.alice,
+            "other-session": world.other_customer,
+            "other-agent": world.bob,
+        }
     else:
         forbidden = {"wrong-kind": world.customer, "other-session": world.other_customer}
         if endpoint.agent_bound:
@@ -349,8 +414,15 @@ async def rightful_request(world: World, endpoint: Endpoint) -> None:
         async with open_stream(world.client, endpoint.url, headers=bearer(token)) as (_, connected):
             assert connected.type == "connected"
         return
-    await call(world.client, endpoint.method, endpoint.url, endpoint.body, status=200,
-               headers=bearer(token), what="rightful")
+    await call(
+        world.client,
+        endpoint.method,
+        endpoint.url,
+        endpoint.body,
+        status=200,
+        headers=bearer(token),
+        what="rightful",
+    )
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS, ids=[e.id for e in ENDPOINTS])
@@ -367,15 +439,23 @@ async def test_every_bad_credential_is_refused(
             path = endpoint.url
             if attempt.query_token is not None:
                 path = str(URL(path).with_query(token=attempt.query_token))
-            await refused(world.client, endpoint.method, path, attempt.body,
-                          status=attempt.status, code=attempt.code, headers=attempt.headers,
-                          what=f"[{attempt.label}]")
+            await refused(
+                world.client,
+                endpoint.method,
+                path,
+                attempt.body,
+                status=attempt.status,
+                code=attempt.code,
+                headers=attempt.headers,
+                what=f"[{attempt.label}]",
+            )
             assert await snapshot(world) == before, f"[{attempt.label}] changed state"
         await assert_only_markers(world, session_stream, agent_stream, "marker")
     await rightful_request(world, endpoint)
 
 
 # --- 2. tokens that work, where they work ------------------------------------------------------
+
 
 async def test_created_session_token_works(make_client: MakeClient, settings: Settings) -> None:
     """POST /sessions hands out a session token that works in a header and as ?token= on the
@@ -387,27 +467,36 @@ async def test_created_session_token_works(make_client: MakeClient, settings: Se
     assert claims["exp"] - claims["iat"] == 120
 
     unnamed = await call(client, "POST", f"{CHATBOT}/sessions", status=201)
-    assert TokenAuthority(SECRET).verify(unnamed["token"]) == Principal(
-        "session", unnamed["session_name"]
-    )
+    assert TokenAuthority(SECRET).verify(unnamed["token"]) == Principal("session", unnamed["session_name"])
 
     events = f"{CHATBOT}/sessions/s1/events"
     async with open_stream(client, with_token(events, token)) as (by_query, connected):
         assert connected.payload["session_name"] == "s1"
         async with open_stream(client, events, headers=bearer(token)) as (by_header, _):
-            await call(client, "POST", f"{CHATBOT}/chat",
-                       {"session_name": "s1", "content": "hello"}, status=200,
-                       headers=bearer(token))
-            await call(client, "POST", f"{CHATBOT}/manual/escalate", {"session_name": "s1"},
-                       status=200, headers=bearer(token))
+            await call(
+                client,
+                "POST",
+                f"{CHATBOT}/chat",
+                {"session_name": "s1", "content": "hello"},
+                status=200,
+                headers=bearer(token),
+            )
+            await call(
+                client,
+                "POST",
+                f"{CHATBOT}/manual/escalate",
+                {"session_name": "s1"},
+                status=200,
+                headers=bearer(token),
+            )
             for stream in (by_query, by_header):
                 kinds = [event.type for event in await stream.take(3)]
                 assert kinds == ["new_message", "new_message", "status_change"], kinds
-    session = await call(client, "GET", f"{CHATBOT}/sessions/s1", status=200,
-                         headers=bearer(token))
+    session = await call(client, "GET", f"{CHATBOT}/sessions/s1", status=200, headers=bearer(token))
     assert session["status"] == "waiting_agent"
-    transcript = await call(client, "GET", f"{CHATBOT}/sessions/s1/messages", status=200,
-                            headers=bearer(token))
+    transcript = await call(
+        client, "GET", f"{CHATBOT}/sessions/s1/messages", status=200, headers=bearer(token)
+    )
     assert [m["role"] for m in transcript["messages"]] == ["customer", "bot"]
 
 
@@ -417,8 +506,9 @@ async def test_chat_without_token_only_starts_a_conversation(
     """POST /chat without a token creates a new session and returns its token; for an existing
     session it is a 401 that stores nothing."""
     client = await secure_client(make_client, settings)
-    started = await call(client, "POST", f"{CHATBOT}/chat",
-                         {"session_name": "new-one", "content": "hello"}, status=200)
+    started = await call(
+        client, "POST", f"{CHATBOT}/chat", {"session_name": "new-one", "content": "hello"}, status=200
+    )
     token = started["token"]
     assert TokenAuthority(SECRET).verify(token) == Principal("session", "new-one")
     assert started["session"]["session_name"] == "new-one"
@@ -428,14 +518,26 @@ async def test_chat_without_token_only_starts_a_conversation(
     for name, reader in (("new-one", token), ("made", made)):
         transcript_path = f"{CHATBOT}/sessions/{name}/messages"
         before = await call(client, "GET", transcript_path, status=200, headers=bearer(reader))
-        await refused(client, "POST", f"{CHATBOT}/chat", {"session_name": name, "content": "me?"},
-                      status=401, code="unauthorized", what=name)
+        await refused(
+            client,
+            "POST",
+            f"{CHATBOT}/chat",
+            {"session_name": name, "content": "me?"},
+            status=401,
+            code="unauthorized",
+            what=name,
+        )
         after = await call(client, "GET", transcript_path, status=200, headers=bearer(reader))
         assert after == before, name
 
-    more = await call(client, "POST", f"{CHATBOT}/chat",
-                      {"session_name": "new-one", "content": "hello again"}, status=200,
-                      headers=bearer(token))
+    more = await call(
+        client,
+        "POST",
+        f"{CHATBOT}/chat",
+        {"session_name": "new-one", "content": "hello again"},
+        status=200,
+        headers=bearer(token),
+    )
     assert "token" not in more
     assert more["session"]["session_name"] == "new-one"
 
@@ -456,27 +558,39 @@ CUSTOMER_FORBIDDEN = [
 ]
 
 
-async def test_customer_token_is_confined_to_its_session(
-    make_client: MakeClient, settings: Settings
-) -> None:
+async def test_customer_token_is_confined_to_its_session(make_client: MakeClient, settings: Settings) -> None:
     """A customer token cannot read or act on another session, nor use the workbench, even
     for its own session (403 each, nothing changes); its own session still works."""
     world = await make_world(make_client, settings)
     before = {name: await snapshot(world, name) for name in (TARGET, OTHER)}
     for method, path, body in CUSTOMER_FORBIDDEN:
-        await refused(world.client, method, path, body, status=403, code="forbidden",
-                      headers=bearer(world.customer), what="header")
+        await refused(
+            world.client,
+            method,
+            path,
+            body,
+            status=403,
+            code="forbidden",
+            headers=bearer(world.customer),
+            what="header",
+        )
         if path.endswith("/events"):
-            await refused(world.client, method, with_token(path, world.customer), body,
-                          status=403, code="forbidden", what="?token=")
+            await refused(
+                world.client,
+                method,
+                with_token(path, world.customer),
+                body,
+                status=403,
+                code="forbidden",
+                what="?token=",
+            )
     assert {name: await snapshot(world, name) for name in (TARGET, OTHER)} == before
-    await call(world.client, "GET", f"{CHATBOT}/sessions/{TARGET}", status=200,
-               headers=bearer(world.customer))
+    await call(
+        world.client, "GET", f"{CHATBOT}/sessions/{TARGET}", status=200, headers=bearer(world.customer)
+    )
 
 
-async def test_agent_token_works_on_the_workbench(
-    make_client: MakeClient, settings: Settings
-) -> None:
+async def test_agent_token_works_on_the_workbench(make_client: MakeClient, settings: Settings) -> None:
     """An agent token lists, reads and acts on the workbench; actions without agent_id are done
     as the token's agent; any agent may read, only the holder acts."""
     world = await make_world(make_client, settings)
@@ -488,14 +602,16 @@ async def test_agent_token_works_on_the_workbench(
 
     held = await call(client, "POST", f"{base}/takeover", status=200, headers=alice)
     assert (held["status"], held["agent_id"]) == ("agent_active", ALICE)
-    said = await call(client, "POST", f"{base}/messages", {"content": "hi, Alice here"},
-                      status=200, headers=alice)
+    said = await call(
+        client, "POST", f"{base}/messages", {"content": "hi, Alice here"}, status=200, headers=alice
+    )
     assert (said["message"]["role"], said["message"]["agent_id"]) == ("agent", ALICE)
     for path in (base, f"{base}/messages", f"{WORKBENCH}/sessions?status=agent_active"):
         await call(client, "GET", path, status=200, headers=bob)
     # Bob's token is valid, but the session is Alice's: the store refuses (409), nothing moves.
-    await refused(client, "POST", f"{base}/messages", {"content": "me too"}, status=409,
-                  code="conflict", headers=bob)
+    await refused(
+        client, "POST", f"{base}/messages", {"content": "me too"}, status=409, code="conflict", headers=bob
+    )
     await refused(client, "POST", f"{base}/release", status=409, code="conflict", headers=bob)
     released = await call(client, "POST", f"{base}/release", {}, status=200, headers=alice)
     assert (released["status"], released["agent_id"]) == ("bot_active", None)
@@ -520,12 +636,20 @@ async def test_body_agent_id_must_match_the_token(
     impostor = {**(endpoint.body or {}), "agent_id": BOB}
     async with watching(world) as (session_stream, agent_stream):
         before = await snapshot(world)
-        await refused(world.client, endpoint.method, endpoint.url, impostor, status=403,
-                      code="forbidden", headers=bearer(world.alice))
+        await refused(
+            world.client,
+            endpoint.method,
+            endpoint.url,
+            impostor,
+            status=403,
+            code="forbidden",
+            headers=bearer(world.alice),
+        )
         assert await snapshot(world) == before
         await assert_only_markers(world, session_stream, agent_stream, "marker")
-    done = await call(world.client, endpoint.method, endpoint.url, endpoint.body, status=200,
-                      headers=bearer(world.alice))
+    done = await call(
+        world.client, endpoint.method, endpoint.url, endpoint.body, status=200, headers=bearer(world.alice)
+    )
     assert done != before["session"]
 
 
@@ -545,8 +669,7 @@ async def test_agent_stream_is_its_own(make_client: MakeClient, settings: Settin
         (f"{WORKBENCH}/agents/{TARGET}/events", world.customer),
     ):
         await refused(world.client, "GET", with_token(path, token), status=403, code="forbidden")
-        await refused(world.client, "GET", path, status=403, code="forbidden",
-                      headers=bearer(token))
+        await refused(world.client, "GET", path, status=403, code="forbidden", headers=bearer(token))
 
 
 PLAIN_ENDPOINTS = [e for e in ENDPOINTS if not e.stream]
@@ -562,13 +685,20 @@ async def test_query_token_only_on_streams(
     await bring_to(world, endpoint.state)
     token = world.customer if endpoint.side == "chatbot" else world.alice
     before = await snapshot(world)
-    await refused(world.client, endpoint.method, with_token(endpoint.url, token), endpoint.body,
-                  status=401, code="unauthorized")
+    await refused(
+        world.client,
+        endpoint.method,
+        with_token(endpoint.url, token),
+        endpoint.body,
+        status=401,
+        code="unauthorized",
+    )
     assert await snapshot(world) == before
     await rightful_request(world, endpoint)
 
 
 # --- 3. the handoff, with tokens ---------------------------------------------------------------
+
 
 async def test_handoff_end_to_end_with_tokens(make_client: MakeClient, settings: Settings) -> None:
     """Customer (session token) to bot to agent (agent token) and back, every stream opened
@@ -576,22 +706,27 @@ async def test_handoff_end_to_end_with_tokens(make_client: MakeClient, settings:
     client = await secure_client(make_client, settings)
     authority = TokenAuthority(SECRET)
     alice, bob = authority.mint("agent", ALICE, 600), authority.mint("agent", BOB, 600)
-    started = await call(client, "POST", f"{CHATBOT}/chat",
-                         {"session_name": "handoff", "content": "hello"}, status=200)
+    started = await call(
+        client, "POST", f"{CHATBOT}/chat", {"session_name": "handoff", "content": "hello"}, status=200
+    )
     customer = started["token"]
     chat_path, base = f"{CHATBOT}/chat", f"{WORKBENCH}/sessions/handoff"
 
     async def customer_says(content: str) -> dict[str, Any]:
-        body = await call(client, "POST", chat_path, {"session_name": "handoff",
-                                                         "content": content},
-                             status=200, headers=bearer(customer))
+        body = await call(
+            client,
+            "POST",
+            chat_path,
+            {"session_name": "handoff", "content": content},
+            status=200,
+            headers=bearer(customer),
+        )
         return body  # type: ignore[no-any-return]
 
     async with AsyncExitStack() as stack:
+
         async def stream(path: str, token: str) -> SSEStream:
-            opened, _ = await stack.enter_async_context(
-                open_stream(client, with_token(path, token))
-            )
+            opened, _ = await stack.enter_async_context(open_stream(client, with_token(path, token)))
             return opened
 
         to_customer = await stream(f"{CHATBOT}/sessions/handoff/events", customer)
@@ -600,22 +735,21 @@ async def test_handoff_end_to_end_with_tokens(make_client: MakeClient, settings:
 
         asked = await customer_says("I want a human please")
         assert asked["session"]["status"] == "waiting_agent"
-        assert [e.type for e in await to_customer.take(3)] == [
-            "new_message", "new_message", "status_change"
-        ]
+        assert [e.type for e in await to_customer.take(3)] == ["new_message", "new_message", "status_change"]
         for agent_stream in (to_alice, to_bob):
             transfer = await agent_stream.next_of("transfer_request")
             assert transfer.payload["session_name"] == "handoff"
             assert transfer.data["source"] == "ai_chatbot"
 
-        queue = await call(client, "GET", f"{WORKBENCH}/sessions", status=200,
-                           headers=bearer(alice))
+        queue = await call(client, "GET", f"{WORKBENCH}/sessions", status=200, headers=bearer(alice))
         assert [s["session_name"] for s in queue["sessions"]] == ["handoff"]
         held = await call(client, "POST", f"{base}/takeover", status=200, headers=bearer(alice))
         assert held["agent_id"] == ALICE
         joined, changed = await to_customer.take(2)
         assert (joined.type, joined.payload["agent_id"], joined.data["source"]) == (
-            "agent_joined", ALICE, "agent_workbench"
+            "agent_joined",
+            ALICE,
+            "agent_workbench",
         )
         assert (changed.type, changed.payload["status"]) == ("status_change", "agent_active")
         for agent_stream in (to_alice, to_bob):
@@ -627,40 +761,64 @@ async def test_handoff_end_to_end_with_tokens(make_client: MakeClient, settings:
         for seen in (to_customer, to_alice, on_session):
             event = await seen.next_of("new_message")
             assert event.payload["message"]["content"] == "my order is late"
-        await call(client, "POST", f"{base}/messages", {"content": "On it!"}, status=200,
-                   headers=bearer(alice))
-        answer = await to_customer.next_of("new_message")
-        assert (answer.payload["message"]["role"], answer.payload["message"]["agent_id"]) == (
-            "agent", ALICE
+        await call(
+            client, "POST", f"{base}/messages", {"content": "On it!"}, status=200, headers=bearer(alice)
         )
-        await refused(client, "POST", f"{base}/messages", {"content": "bob here"}, status=409,
-                      code="conflict", headers=bearer(bob))
+        answer = await to_customer.next_of("new_message")
+        assert (answer.payload["message"]["role"], answer.payload["message"]["agent_id"]) == ("agent", ALICE)
+        await refused(
+            client,
+            "POST",
+            f"{base}/messages",
+            {"content": "bob here"},
+            status=409,
+            code="conflict",
+            headers=bearer(bob),
+        )
         await to_bob.assert_quiet(QUIET)  # Bob holds nothing: no customer message reached him
 
         await call(client, "POST", f"{base}/release", status=200, headers=bearer(alice))
         left, back = await to_customer.take(2)
-        assert (left.type, back.type, back.payload["status"]) == (
-            "agent_left", "status_change", "bot_active"
-        )
+        assert (left.type, back.type, back.payload["status"]) == ("agent_left", "status_change", "bot_active")
         again = await customer_says("hello again")
         assert again["reply"] is not None
         await call(client, "POST", f"{base}/takeover", status=200, headers=bearer(alice))
         await call(client, "POST", f"{base}/close", status=200, headers=bearer(alice))
         ending = await to_customer.take(5)
         assert [e.type for e in ending] == [
-            "new_message", "new_message", "agent_joined", "status_change", "status_change"
+            "new_message",
+            "new_message",
+            "agent_joined",
+            "status_change",
+            "status_change",
         ], ending
         assert [e.payload["status"] for e in ending[3:]] == ["agent_active", "closed"], ending
-        await refused(client, "POST", chat_path, {"session_name": "handoff", "content": "hi?"},
-                      status=409, code="conflict", headers=bearer(customer))
-    transcript = await call(client, "GET", f"{CHATBOT}/sessions/handoff/messages", status=200,
-                            headers=bearer(customer))
+        await refused(
+            client,
+            "POST",
+            chat_path,
+            {"session_name": "handoff", "content": "hi?"},
+            status=409,
+            code="conflict",
+            headers=bearer(customer),
+        )
+    transcript = await call(
+        client, "GET", f"{CHATBOT}/sessions/handoff/messages", status=200, headers=bearer(customer)
+    )
     assert [m["role"] for m in transcript["messages"]] == [
-        "customer", "bot", "customer", "bot", "customer", "agent", "customer", "bot"
+        "customer",
+        "bot",
+        "customer",
+        "bot",
+        "customer",
+        "agent",
+        "customer",
+        "bot",
     ]
 
 
 # --- 4. per-token limits -----------------------------------------------------------------------
+
 
 async def test_rate_limit_per_token_triggers_and_recovers(
     make_client: MakeClient, settings: Settings
@@ -673,8 +831,7 @@ async def test_rate_limit_per_token_triggers_and_recovers(
     path = f"{WORKBENCH}/sessions/{TARGET}/messages"
 
     async def alice_says(content: str) -> tuple[int, Mapping[str, str], Any]:
-        async with client.post(path, json={"content": content},
-                               headers=bearer(world.alice)) as response:
+        async with client.post(path, json={"content": content}, headers=bearer(world.alice)) as response:
             assert response.content_type == "application/json", response.headers
             return response.status, response.headers, await response.json()
 
@@ -700,10 +857,17 @@ async def test_rate_limit_per_token_triggers_and_recovers(
     assert agent_lines(await snapshot(world)) == accepted
     # Other tokens are not affected: Bob acts, the customer chats.
     await create(client, "for-bob")
-    await call(client, "POST", f"{WORKBENCH}/sessions/for-bob/takeover", status=200,
-               headers=bearer(world.bob))
-    await call(client, "POST", f"{CHATBOT}/chat", {"session_name": TARGET, "content": "still?"},
-               status=200, headers=bearer(world.customer))
+    await call(
+        client, "POST", f"{WORKBENCH}/sessions/for-bob/takeover", status=200, headers=bearer(world.bob)
+    )
+    await call(
+        client,
+        "POST",
+        f"{CHATBOT}/chat",
+        {"session_name": TARGET, "content": "still?"},
+        status=200,
+        headers=bearer(world.customer),
+    )
 
     async with asyncio.timeout(RECOVER_DEADLINE):  # one request back every half second
         for _ in range(100):
@@ -738,9 +902,9 @@ async def test_streams_per_token_limit_triggers_and_recovers(
             await stack.enter_async_context(
                 open_stream(client, with_token(f"{WORKBENCH}/agents/{BOB}/events", world.bob))
             )
-            await stack.enter_async_context(open_stream(
-                client, with_token(f"{CHATBOT}/sessions/{TARGET}/events", world.customer)
-            ))
+            await stack.enter_async_context(
+                open_stream(client, with_token(f"{CHATBOT}/sessions/{TARGET}/events", world.customer))
+            )
         finally:
             await first.aclose()
         recovered = False
@@ -788,8 +952,9 @@ def test_process_without_a_good_secret_refuses_to_start(
 ) -> None:
     """run.py without a (long enough) secret and without --insecure exits with status 2 and
     says why in one log line, without a traceback."""
-    done = run_py("--no-redis", "--host", "127.0.0.1", "--port", str(free_port()), *args,
-                  env=clean_env(**env))
+    done = run_py(
+        "--no-redis", "--host", "127.0.0.1", "--port", str(free_port()), *args, env=clean_env(**env)
+    )
     output = done.stdout + done.stderr
     assert done.returncode == 2, output
     assert wanted in output, output
@@ -816,8 +981,9 @@ async def test_process_with_a_secret_is_secure(server_process: StartServer, via:
 
 async def test_process_with_insecure_flag_says_so(server_process: StartServer) -> None:
     """--insecure starts without a secret, warns in the log, and /health says insecure true."""
-    server = server_process("--no-redis", "--insecure",
-                            env={"SWITCHBOARD_INSECURE": "", "SWITCHBOARD_SECRET": ""})
+    server = server_process(
+        "--no-redis", "--insecure", env={"SWITCHBOARD_INSECURE": "", "SWITCHBOARD_SECRET": ""}
+    )
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_DEADLINE)) as http:
         async with http.get(f"{server.url}/health") as response:
             assert (await response.json())["insecure"] is True
@@ -828,14 +994,13 @@ async def test_process_with_insecure_flag_says_so(server_process: StartServer) -
 
 # --- 6. run.py token ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("args", "env", "principal", "ttl"),
     [
         (("--agent", ALICE, "--secret", SECRET), {}, Principal("agent", ALICE), AGENT_TOKEN_TTL),
-        (("--session", "s1", "--ttl", "60", "--secret", SECRET), {}, Principal("session", "s1"),
-         60),
-        (("--agent", BOB), {"SWITCHBOARD_SECRET": SECRET}, Principal("agent", BOB),
-         AGENT_TOKEN_TTL),
+        (("--session", "s1", "--ttl", "60", "--secret", SECRET), {}, Principal("session", "s1"), 60),
+        (("--agent", BOB), {"SWITCHBOARD_SECRET": SECRET}, Principal("agent", BOB), AGENT_TOKEN_TTL),
     ],
     ids=["agent", "session-ttl", "secret-from-env"],
 )
@@ -866,8 +1031,16 @@ def test_token_command_mints_accepted_tokens(
         ("--agent", ALICE, "--secret", SECRET, "--ttl", "0"),
         ("--secret", SECRET),
     ],
-    ids=["no-secret", "unsafe-agent", "unsafe-session", "long-session", "short-secret",
-         "negative-ttl", "zero-ttl", "nobody"],
+    ids=[
+        "no-secret",
+        "unsafe-agent",
+        "unsafe-session",
+        "long-session",
+        "short-secret",
+        "negative-ttl",
+        "zero-ttl",
+        "nobody",
+    ],
 )
 def test_token_command_refuses(run_py: RunPy, args: tuple[str, ...]) -> None:
     """``run.py token`` with no secret, an invalid name, a short secret, a non-positive lifetime
@@ -911,8 +1084,7 @@ def segment(name: str) -> str:
     """``name`` as one URL path segment, every byte but [A-Za-z0-9_-] percent-encoded (so the
     client cannot resolve "..", and the server sees exactly ``name``)."""
     return "".join(
-        c if c.isascii() and (c.isalnum() or c in "-_")
-        else "".join(f"%{byte:02X}" for byte in c.encode())
+        c if c.isascii() and (c.isalnum() or c in "-_") else "".join(f"%{byte:02X}" for byte in c.encode())
         for c in name
     )
 
@@ -939,18 +1111,33 @@ def injection_requests(name: str, world: World) -> list[Probe]:
     customer, alice = bearer(world.customer), bearer(world.alice)
     requests: list[Probe] = [
         ("POST", f"{CHATBOT}/sessions", {"session_name": name}, {}, 400, "validation_error"),
-        ("POST", f"{CHATBOT}/chat", {"session_name": name, "content": "hi"}, {}, 400,
-         "validation_error"),
-        ("POST", f"{CHATBOT}/chat", {"session_name": name, "content": "hi"}, customer, 400,
-         "validation_error"),
-        ("POST", f"{CHATBOT}/manual/escalate", {"session_name": name}, customer, 400,
-         "validation_error"),
-        ("POST", f"{WORKBENCH}/sessions/{TARGET}/takeover", {"agent_id": name}, alice, 400,
-         "validation_error"),
-        ("POST", f"{WORKBENCH}/sessions/{TARGET}/messages", {"agent_id": name, "content": "x"},
-         alice, 400, "validation_error"),
-        ("GET", URL(f"{WORKBENCH}/sessions").with_query(status=name), None, alice, 400,
-         "validation_error"),
+        ("POST", f"{CHATBOT}/chat", {"session_name": name, "content": "hi"}, {}, 400, "validation_error"),
+        (
+            "POST",
+            f"{CHATBOT}/chat",
+            {"session_name": name, "content": "hi"},
+            customer,
+            400,
+            "validation_error",
+        ),
+        ("POST", f"{CHATBOT}/manual/escalate", {"session_name": name}, customer, 400, "validation_error"),
+        (
+            "POST",
+            f"{WORKBENCH}/sessions/{TARGET}/takeover",
+            {"agent_id": name},
+            alice,
+            400,
+            "validation_error",
+        ),
+        (
+            "POST",
+            f"{WORKBENCH}/sessions/{TARGET}/messages",
+            {"agent_id": name, "content": "x"},
+            alice,
+            400,
+            "validation_error",
+        ),
+        ("GET", URL(f"{WORKBENCH}/sessions").with_query(status=name), None, alice, 400, "validation_error"),
     ]
     status, code = (404, "not_found") if name == "" else (400, "invalid_name")
     part = segment(name)
@@ -958,14 +1145,12 @@ def injection_requests(name: str, world: World) -> list[Probe]:
         for suffix in ("", "/messages", "/events"):
             path = URL(f"/{side}/api/sessions/{part}{suffix}", encoded=True)
             requests.append(("GET", path, None, headers, status, code))
-    for action, body in (("takeover", {}), ("release", {}), ("close", {}),
-                         ("messages", {"content": "x"})):
+    for action, body in (("takeover", {}), ("release", {}), ("close", {}), ("messages", {"content": "x"})):
         path = URL(f"{WORKBENCH}/sessions/{part}/{action}", encoded=True)
         requests.append(("POST", path, body, alice, status, code))
     agent_stream = f"{WORKBENCH}/agents/{part}/events"
     requests.append(("GET", URL(agent_stream, encoded=True), None, alice, status, code))
-    requests.append(("GET", URL(f"{agent_stream}?token={world.alice}", encoded=True), None, {},
-                     status, code))
+    requests.append(("GET", URL(f"{agent_stream}?token={world.alice}", encoded=True), None, {}, status, code))
     return requests
 
 
@@ -983,8 +1168,9 @@ async def test_unsafe_names_never_reach_redis(
     async with watching(world) as (session_stream, agent_stream):
         before = await snapshot(world)
         for method, path, body, headers, status, code in injection_requests(name, world):
-            await refused(world.client, method, path, body, status=status, code=code,
-                          headers=headers, what=repr(name))
+            await refused(
+                world.client, method, path, body, status=status, code=code, headers=headers, what=repr(name)
+            )
         assert await snapshot(world) == before
         await assert_only_markers(world, session_stream, agent_stream, "marker")
         if backend == "redis":
@@ -998,24 +1184,28 @@ async def test_unsafe_names_never_reach_redis(
 
 # --- 8. tokens stay out of the logs ------------------------------------------------------------
 
+
 async def test_tokens_never_reach_the_logs(server_process: StartServer, redis_url: str) -> None:
     """A secure process at DEBUG, given good and bad tokens in headers and ?token=, on streams
     and plain endpoints, never writes a token (or its signature) to its log."""
     server = server_process(
-        "--redis-url", redis_url, "--log-level", "DEBUG",
+        "--redis-url",
+        redis_url,
+        "--log-level",
+        "DEBUG",
         env={"SWITCHBOARD_INSECURE": "", "SWITCHBOARD_SECRET": SECRET, "USE_REDIS_SSE": "true"},
     )
     alice = TokenAuthority(SECRET).mint("agent", ALICE, 600)
     bad = [make("session", "logged") for make in BAD_TOKENS.values()]
     base = server.url
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_DEADLINE)) as http:
+
         async def status_of(method: str, path: str, **kwargs: Any) -> int:
             async with http.request(method, f"{base}{path}", **kwargs) as response:
                 await response.read()
                 return response.status
 
-        async with http.post(f"{base}{CHATBOT}/sessions",
-                             json={"session_name": "logged"}) as response:
+        async with http.post(f"{base}{CHATBOT}/sessions", json={"session_name": "logged"}) as response:
             customer = (await response.json())["token"]
         session = f"{CHATBOT}/sessions/logged"
         assert await status_of("GET", session, headers=bearer(customer)) == 200
@@ -1025,17 +1215,32 @@ async def test_tokens_never_reach_the_logs(server_process: StartServer, redis_ur
         for token in bad:
             assert await status_of("GET", session, headers=bearer(token)) == 401
             assert await status_of("GET", with_token(f"{session}/events", token)) == 401
-            assert await status_of("POST", f"{CHATBOT}/chat", headers=bearer(token),
-                                   json={"session_name": "logged", "content": "x"}) == 401
+            assert (
+                await status_of(
+                    "POST",
+                    f"{CHATBOT}/chat",
+                    headers=bearer(token),
+                    json={"session_name": "logged", "content": "x"},
+                )
+                == 401
+            )
         async with (
             open_stream(http, f"{base}{with_token(f'{session}/events', customer)}") as (stream, _),
             open_stream(http, f"{base}{WORKBENCH}/agents/{ALICE}/events", headers=bearer(alice)),
         ):
-            assert await status_of("POST", f"{CHATBOT}/chat", headers=bearer(customer),
-                                   json={"session_name": "logged", "content": "human"}) == 200
+            assert (
+                await status_of(
+                    "POST",
+                    f"{CHATBOT}/chat",
+                    headers=bearer(customer),
+                    json={"session_name": "logged", "content": "human"},
+                )
+                == 200
+            )
             await stream.next_of("status_change")
-            assert await status_of("POST", f"{WORKBENCH}/sessions/logged/takeover",
-                                   headers=bearer(alice)) == 200
+            assert (
+                await status_of("POST", f"{WORKBENCH}/sessions/logged/takeover", headers=bearer(alice)) == 200
+            )
     assert server.stop() == 0
     log = server.log()
     assert "stream opened" in log, log  # DEBUG was really on

@@ -49,9 +49,7 @@ def broker_redis_url(broker_kind: str, request: pytest.FixtureRequest) -> str | 
 
 
 @pytest.fixture
-async def make_broker(
-    broker_kind: str, broker_redis_url: str | None
-) -> AsyncIterator[BrokerFactory]:
+async def make_broker(broker_kind: str, broker_redis_url: str | None) -> AsyncIterator[BrokerFactory]:
     """``await make_broker(queue_size=...)``: a started broker of the parametrized kind."""
     cleanups: list[Callable[[], Awaitable[None]]] = []
 
@@ -200,9 +198,7 @@ async def test_fan_out_to_every_subscription(broker: Broker) -> None:
     """50 subscriptions on one channel each receive every event, in order."""
     channel = fresh_channel()
     async with AsyncExitStack() as stack:
-        subscriptions = [
-            await stack.enter_async_context(broker.subscribe(channel)) for _ in range(50)
-        ]
+        subscriptions = [await stack.enter_async_context(broker.subscribe(channel)) for _ in range(50)]
         assert broker.local_subscribers(channel) == 50
         published = [await broker.publish(channel, event(n)) for n in range(20)]
         results = await asyncio.gather(*(take(sub, 20) for sub in subscriptions))
@@ -370,9 +366,7 @@ async def hold_server_busy(admin: Redis, seconds: float) -> None:
     await admin.eval(BUSY_SCRIPT, 0, int(seconds * 1_000_000))
 
 
-async def test_cancelled_join_does_not_fail_concurrent_join(
-    broker: Broker, admin: Redis | None
-) -> None:
+async def test_cancelled_join_does_not_fail_concurrent_join(broker: Broker, admin: Redis | None) -> None:
     """Of two tasks joining a fresh channel at once, cancelling one while both wait for Redis to
     confirm the subscription does not fail or cancel the other, which enters and receives."""
     for trial in range(3):
@@ -853,25 +847,29 @@ FORGED = {
         "agent_joined", {"session_name": "s1", "agent_id": "a1"}, "ai_chatbot"
     ),
     "transfer_request-from-workbench": envelope(
-        "transfer_request", {"session_name": "s1", "status": "waiting_agent", "reason": None},
+        "transfer_request",
+        {"session_name": "s1", "status": "waiting_agent", "reason": None},
         "agent_workbench",
     ),
     "agent-message-from-chatbot": envelope(
         "new_message",
-        {"session_name": "s1", "message": {"id": "m1", "role": "agent", "content": "hi",
-                                           "agent_id": "a1", "created_at": 1}},
+        {
+            "session_name": "s1",
+            "message": {"id": "m1", "role": "agent", "content": "hi", "agent_id": "a1", "created_at": 1},
+        },
         "ai_chatbot",
     ),
     "customer-message-from-workbench": envelope(
         "new_message",
-        {"session_name": "s1", "message": {"id": "m1", "role": "customer", "content": "hi",
-                                           "agent_id": None, "created_at": 1}},
+        {
+            "session_name": "s1",
+            "message": {"id": "m1", "role": "customer", "content": "hi", "agent_id": None, "created_at": 1},
+        },
         "agent_workbench",
     ),
     "status_change-from-system": envelope(
         "status_change",
-        {"session_name": "s1", "status": "closed", "previous_status": "bot_active",
-         "agent_id": None},
+        {"session_name": "s1", "status": "closed", "previous_status": "bot_active", "agent_id": None},
         "system",
     ),
 }
@@ -884,9 +882,7 @@ async def test_forged_events_are_refused_on_publish(broker: Broker, case: str) -
         await broker.publish(fresh_channel(), FORGED[case])
 
 
-async def test_forged_events_from_redis_are_dropped(
-    redis_broker: RedisBroker, redis: Redis
-) -> None:
+async def test_forged_events_from_redis_are_dropped(redis_broker: RedisBroker, redis: Redis) -> None:
     """Events written straight into Redis with a pair the product never produces (an agent
     that never joined, an agent's words from the chatbot side) never reach a subscriber."""
     channel = fresh_channel()

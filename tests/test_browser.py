@@ -62,8 +62,13 @@ pytestmark = pytest.mark.timeout(90)
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # The machine's network is closed: without these, Chromium keeps trying to reach Google.
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 WAIT_MS = 10_000  # every Playwright wait is bounded by this
 DESKTOP: ViewportSize = {"width": 1280, "height": 800}
@@ -147,12 +152,14 @@ class StreamOpenings:
         except PlaywrightError:  # the page closed meanwhile
             return
         url = urlsplit(response.url)
-        self.seen.append({
-            "path": url.path,
-            "status": response.status,
-            "header": headers.get("last-event-id"),
-            "query": parse_qs(url.query).get("last_event_id", [None])[0],
-        })
+        self.seen.append(
+            {
+                "path": url.path,
+                "status": response.status,
+                "header": headers.get("last-event-id"),
+                "query": parse_qs(url.query).get("last_event_id", [None])[0],
+            }
+        )
 
     def of(self, path_end: str) -> list[dict[str, Any]]:
         return [opening for opening in self.seen if opening["path"].endswith(path_end)]
@@ -228,9 +235,7 @@ async def say(page: Page, field: str, button: str, text: str) -> None:
 # --- tests -----------------------------------------------------------------------------------
 
 
-async def test_console_is_static_and_self_contained(
-    server_process: Any, browser: Browser
-) -> None:
+async def test_console_is_static_and_self_contained(server_process: Any, browser: Browser) -> None:
     """/ opens the console; every page carries the CSP and loads only its own origin's files;
     the static files hold no inline script or style and no external URL."""
     server: ServerProcess = await run(server_process, "--insecure", "--no-redis")
@@ -323,9 +328,7 @@ async def test_handoff_live_and_across_a_redis_and_server_restart(
         re.compile("Hi, this is Alice")
     )
     await say(customer, "#message", "#send", "My order is late.")
-    await expect(agent.locator(f"{ag_log} [data-role=customer]").last).to_contain_text(
-        "My order is late."
-    )
+    await expect(agent.locator(f"{ag_log} [data-role=customer]").last).to_contain_text("My order is late.")
 
     # --- 2. Redis and the server restart under the open pages --------------------------------
     before = {
@@ -379,9 +382,7 @@ async def test_handoff_live_and_across_a_redis_and_server_restart(
     await expect(customer.locator(f"{cu_log} [data-role=agent]").last).to_have_text(
         re.compile("Yes, checking your order now.")
     )
-    await expect(agent.locator(f"{ag_log} [data-role=customer]").last).to_contain_text(
-        "Are you still there?"
-    )
+    await expect(agent.locator(f"{ag_log} [data-role=customer]").last).to_contain_text("Are you still there?")
     # The streams were resumed by the browser's own reconnection (EventSource), which sent
     # the last id each page had seen as Last-Event-ID.
     resumed = {
@@ -396,23 +397,22 @@ async def test_handoff_live_and_across_a_redis_and_server_restart(
         assert position and opened[1]["header"] == position, (path, position, opened)
     # And new messages flow live both ways.
     await say(agent, "#reply", "#send", "Found it: it ships tomorrow.")
-    await expect(customer.locator(f"{cu_log} [data-role=agent]").last).to_contain_text(
-        "it ships tomorrow"
-    )
+    await expect(customer.locator(f"{cu_log} [data-role=agent]").last).to_contain_text("it ships tomorrow")
     await say(customer, "#message", "#send", "Great, thank you!")
-    await expect(agent.locator(f"{ag_log} [data-role=customer]").last).to_contain_text(
-        "Great, thank you!"
-    )
+    await expect(agent.locator(f"{ag_log} [data-role=customer]").last).to_contain_text("Great, thank you!")
     expected = await server_transcript(base, CUSTOMER)
     assert len(expected) == 8, expected
     await assert_same_transcript(customer, cu_log, expected)
     await assert_same_transcript(agent, ag_log, expected)
 
     # --- 3. screenshots: a held conversation, another customer waiting in the queue ----------
-    async with aiohttp.ClientSession() as http, http.post(
-        f"{base}/chatbot/api/chat",
-        json={"session_name": SECOND, "content": "Can I talk to a person, please?"},
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{base}/chatbot/api/chat",
+            json={"session_name": SECOND, "content": "Can I talk to a person, please?"},
+        ) as response,
+    ):
         assert response.status == 200, await response.text()
     await expect(agent.locator(f"#queue li[data-session={SECOND}]")).to_be_visible()
     await shoot(customer, "console-customer")
@@ -437,7 +437,9 @@ async def test_handoff_live_and_across_a_redis_and_server_restart(
             await route.abort()
         elif "last_event_id" not in query:  # the browser's reconnection
             await route.fulfill(
-                status=503, content_type="application/json", headers={"Retry-After": "1"},
+                status=503,
+                content_type="application/json",
+                headers={"Retry-After": "1"},
                 body='{"error": {"code": "unavailable", "message": "try again"}}',
             )
         else:  # the client's own reopening
@@ -521,8 +523,13 @@ async def test_pages_with_tokens_and_a_reload(server_process: Any, browser: Brow
     env = {"SWITCHBOARD_INSECURE": "", "SWITCHBOARD_SECRET": secret}
     server: ServerProcess = await run(server_process, "--no-redis", env=env)
     minted = await run(
-        subprocess.run, [sys.executable, str(ROOT / "run.py"), "token", "--agent", AGENT],
-        env={**os.environ, **env}, cwd=ROOT, capture_output=True, text=True, timeout=20,
+        subprocess.run,
+        [sys.executable, str(ROOT / "run.py"), "token", "--agent", AGENT],
+        env={**os.environ, **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=20,
     )
     assert minted.returncode == 0, minted.stderr
     problems = Problems()

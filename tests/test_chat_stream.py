@@ -91,6 +91,7 @@ def check_chunks(chunks: list[Frame], name: str, content: str) -> None:
 
 # --- plain API helpers -------------------------------------------------------------------------
 
+
 def drain(stream: SSEStream) -> Awaitable[list[SSEEvent]]:
     """Every event until the stream stays quiet for QUIET (bounded by DEADLINE)."""
     return stream.drain(QUIET, timeout=DEADLINE)
@@ -118,6 +119,7 @@ def published(events: list[SSEEvent], name: str) -> list[Any]:
 
 
 # --- responders with controllable pacing ------------------------------------------------------
+
 
 class GatedResponder(Responder):
     """Yields a first piece, then waits for ``gate`` before the rest (and a hand-off when the
@@ -182,6 +184,7 @@ def app_client(serve_app: ServeApp, settings: Settings) -> AppWithResponder:
 
 # --- the responder interface --------------------------------------------------------------------
 
+
 def _session_and_message(text: str) -> tuple[Session, Message]:
     return rules.new_session("s1", status_seq=1), rules.new_message("customer", text, None)
 
@@ -240,6 +243,7 @@ async def test_either_form_gives_the_other() -> None:
 
 # --- the endpoint ------------------------------------------------------------------------------
 
+
 async def test_chunks_then_the_stored_message(client: AppClient) -> None:
     """The reply arrives as chunks in order, then ``done`` with /api/chat's answer; the chunks
     make up the stored reply, and ``done`` is what the transcript holds."""
@@ -295,7 +299,8 @@ async def test_publishes_exactly_what_chat_publishes(client: AppClient, scenario
         async with AsyncExitStack() as stack:
             on_session, _ = await stack.enter_async_context(open_stream(client, session_events(name)))
             on_workbench, _ = await stack.enter_async_context(
-                open_stream(client, session_events(name, "workbench")))
+                open_stream(client, session_events(name, "workbench"))
+            )
             on_agent, _ = await stack.enter_async_context(open_stream(client, agent_events("agent-1")))
             if name == "via-chat":
                 answer = await call(client, "POST", CHAT, {"session_name": name, "content": content})
@@ -309,10 +314,14 @@ async def test_publishes_exactly_what_chat_publishes(client: AppClient, scenario
                 else:
                     check_chunks(chunks, name, answer["reply"]["content"])
             session_side, workbench_side, agent_side = await asyncio.gather(
-                drain(on_session), drain(on_workbench), drain(on_agent))
+                drain(on_session), drain(on_workbench), drain(on_agent)
+            )
             assert published(session_side, name) == published(workbench_side, name)
-            seen[name] = (published(session_side, name), published(agent_side, name),
-                          normal(answer, {name: "SESSION"}))
+            seen[name] = (
+                published(session_side, name),
+                published(agent_side, name),
+                normal(answer, {name: "SESSION"}),
+            )
     assert seen["via-stream"] == seen["via-chat"]
     session_seen, agent_seen, _ = seen["via-stream"]
     expected = {
@@ -382,8 +391,14 @@ async def test_tokens_and_limits_as_chat(make_client: MakeClient, settings: Sett
     for path in (CHAT, STREAM):
         refused = await call(client, "POST", path, {"session_name": "mine", "content": "hi"}, status=401)
         assert refused["error"]["code"] == "unauthorized"
-        refused = await call(client, "POST", path, {"session_name": "mine", "content": "hi"}, status=403,
-                             headers={"Authorization": f"Bearer {other}"})
+        refused = await call(
+            client,
+            "POST",
+            path,
+            {"session_name": "mine", "content": "hi"},
+            status=403,
+            headers={"Authorization": f"Bearer {other}"},
+        )
         assert refused["error"]["code"] == "forbidden"
     mine = {"Authorization": f"Bearer {token}"}
     frames = await chat_stream(client, {"session_name": "mine", "content": "thanks"}, headers=mine)
@@ -391,8 +406,9 @@ async def test_tokens_and_limits_as_chat(make_client: MakeClient, settings: Sett
     await call(client, "POST", CHAT, {"session_name": "mine", "content": "one"}, headers=mine)
     await call(client, "POST", CHAT, {"session_name": "mine", "content": "two"}, headers=mine)
     for path in (CHAT, STREAM):
-        limited = await call(client, "POST", path, {"session_name": "mine", "content": "more"},
-                             status=429, headers=mine)
+        limited = await call(
+            client, "POST", path, {"session_name": "mine", "content": "more"}, status=429, headers=mine
+        )
         assert limited["error"]["code"] == "rate_limited"
     roles = [m["role"] for m in await transcript(client, "mine", headers=mine)]
     assert roles == ["customer", "bot"] * 4
@@ -461,13 +477,16 @@ async def test_agent_takes_over_mid_reply(app_client: AppWithResponder) -> None:
 
 # --- a client that leaves mid-reply ------------------------------------------------------------
 
+
 def raw_request(host: str, port: int, body: dict[str, Any]) -> socket.socket:
     payload = json.dumps(body).encode()
     sock = socket.create_connection((host, port), timeout=DEADLINE)
     sock.sendall(
         b"POST " + STREAM.encode() + b" HTTP/1.1\r\nHost: " + host.encode() + b"\r\n"
-        b"Content-Type: application/json\r\nContent-Length: " + str(len(payload)).encode()
-        + b"\r\n\r\n" + payload
+        b"Content-Type: application/json\r\nContent-Length: "
+        + str(len(payload)).encode()
+        + b"\r\n\r\n"
+        + payload
     )
     return sock
 
@@ -544,8 +563,11 @@ async def test_client_leaving_mid_reply_does_not_stop_the_reply(
         assert [m["role"] for m in stored] == ["customer", "bot"]
         assert stored[1] == bot_message.payload["message"]
         await asyncio.gather(on_session.assert_quiet(QUIET), on_agent.assert_quiet(QUIET))
-    problems = [r for r in caplog.records if r.levelno >= logging.ERROR
-                or (r.levelno >= logging.WARNING and r.name != "app.factory")]
+    problems = [
+        r
+        for r in caplog.records
+        if r.levelno >= logging.ERROR or (r.levelno >= logging.WARNING and r.name != "app.factory")
+    ]
     assert not problems, [(r.name, r.getMessage()) for r in problems]
 
 
@@ -587,8 +609,9 @@ async def test_client_leaving_before_the_stream_starts(
     await create(client, "early")
     async with open_stream(client, session_events("early")) as (on_session, _):
         assert client.port is not None  # the server is started
-        sock = await asyncio.to_thread(raw_request, client.host, client.port,
-                                       {"session_name": "early", "content": "hello"})
+        sock = await asyncio.to_thread(
+            raw_request, client.host, client.port, {"session_name": "early", "content": "hello"}
+        )
         async with asyncio.timeout(DEADLINE):
             await store.waiting.wait()
         leave(sock, "reset")
@@ -602,12 +625,16 @@ async def test_client_leaving_before_the_stream_starts(
         assert [customer.payload["message"]["role"], bot.payload["message"]["role"]] == ["customer", "bot"]
         await on_session.assert_quiet(QUIET)
     assert [m["role"] for m in await transcript(client, "early")] == ["customer", "bot"]
-    problems = [r for r in caplog.records if r.levelno >= logging.ERROR
-                or (r.levelno >= logging.WARNING and r.name != "app.factory")]
+    problems = [
+        r
+        for r in caplog.records
+        if r.levelno >= logging.ERROR or (r.levelno >= logging.WARNING and r.name != "app.factory")
+    ]
     assert not problems, [(r.name, r.getMessage()) for r in problems]
 
 
 # --- a split deployment on Redis ---------------------------------------------------------------
+
 
 async def test_split_processes_agent_side_sees_the_streamed_conversation(
     server_process: Callable[..., ServerProcess], redis_url: str
@@ -625,11 +652,13 @@ async def test_split_processes_agent_side_sees_the_streamed_conversation(
         agent_side = workbench.url
         await create(http, "split", base=customer_side)
         on_session, _ = await stack.enter_async_context(
-            open_stream(http, agent_side + session_events("split", "workbench")))
+            open_stream(http, agent_side + session_events("split", "workbench"))
+        )
         on_agent, _ = await stack.enter_async_context(open_stream(http, agent_side + agent_events("agent-1")))
 
-        async with http.post(customer_side + STREAM,
-                             json={"session_name": "split", "content": "I want a human"}) as response:
+        async with http.post(
+            customer_side + STREAM, json={"session_name": "split", "content": "I want a human"}
+        ) as response:
             assert response.status == 200
             frames = await read_frames(response)
         chunks, done = split(frames)
@@ -643,21 +672,24 @@ async def test_split_processes_agent_side_sees_the_streamed_conversation(
         async with http.get(f"{agent_side}/workbench/api/sessions/split/messages") as answer:
             assert (await answer.json())["messages"] == [done.data["message"], done.data["reply"]]
 
-        async with http.post(f"{agent_side}/workbench/api/sessions/split/takeover",
-                             json={"agent_id": "agent-1"}) as answer:
+        async with http.post(
+            f"{agent_side}/workbench/api/sessions/split/takeover", json={"agent_id": "agent-1"}
+        ) as answer:
             assert answer.status == 200
         await on_session.take(2)  # agent_joined, status_change
         await on_agent.take(1)  # the queue's status_change
-        async with http.post(customer_side + STREAM,
-                             json={"session_name": "split", "content": "my order is late"}) as response:
+        async with http.post(
+            customer_side + STREAM, json={"session_name": "split", "content": "my order is late"}
+        ) as response:
             frames = await read_frames(response)
         assert [f.event for f in frames] == ["done"] and frames[0].data["reply"] is None
         (held_session,) = await on_session.take(1)
         (held_agent,) = await on_agent.take(1)
         assert held_session.payload["message"] == held_agent.payload["message"] == frames[0].data["message"]
 
-        async with http.post(f"{agent_side}/workbench/api/sessions/split/release",
-                             json={"agent_id": "agent-1"}) as answer:
+        async with http.post(
+            f"{agent_side}/workbench/api/sessions/split/release", json={"agent_id": "agent-1"}
+        ) as answer:
             assert answer.status == 200
         await on_session.take(2)
         host, port = "127.0.0.1", chatbot.port
@@ -670,4 +702,3 @@ async def test_split_processes_agent_side_sees_the_streamed_conversation(
     for process in (chatbot, workbench):
         log = process.log()
         assert "Traceback" not in log and " ERROR " not in log, log
-

@@ -106,7 +106,9 @@ async def admin(redis_cluster: RedisCluster) -> AsyncIterator[ClusterClient]:
     """A cluster client of the test's own (slot map, key reads), not the app's."""
     client = ClusterClient(
         startup_nodes=[ClusterNode("127.0.0.1", port) for port in redis_cluster.ports],
-        decode_responses=True, socket_timeout=2.0, socket_connect_timeout=1.0,
+        decode_responses=True,
+        socket_timeout=2.0,
+        socket_connect_timeout=1.0,
     )
     await client.initialize()
     yield client
@@ -117,8 +119,14 @@ async def admin(redis_cluster: RedisCluster) -> AsyncIterator[ClusterClient]:
 async def node_clients(redis_cluster: RedisCluster) -> AsyncIterator[dict[int, Redis]]:
     """A plain client per primary, by port, for per-node commands (CLIENT LIST, PUBSUB)."""
     clients = {
-        port: Redis(host="127.0.0.1", port=port, decode_responses=True, client_name=PROBE,
-                    socket_timeout=2.0, socket_connect_timeout=1.0)
+        port: Redis(
+            host="127.0.0.1",
+            port=port,
+            decode_responses=True,
+            client_name=PROBE,
+            socket_timeout=2.0,
+            socket_connect_timeout=1.0,
+        )
         for port in redis_cluster.ports
     }
     yield clients
@@ -200,12 +208,14 @@ def sessions_per_node(admin: ClusterClient, prefix: str, per_node: int = 1) -> d
 take = functools.partial(contract_take, timeout=SETTLE)
 
 
-async def poll(fetch: Callable[[], Awaitable[Any]], done: Callable[[Any], bool],
-               timeout: float, interval: float = 0.05) -> Any:
+async def poll(
+    fetch: Callable[[], Awaitable[Any]], done: Callable[[Any], bool], timeout: float, interval: float = 0.05
+) -> Any:
     """Call ``fetch`` until ``done(value)`` (bounded; a refused connection is a miss); the last
     value."""
-    return await wait.eventually(fetch, done, timeout=timeout, interval=interval,
-                                 ignore=(aiohttp.ClientError, OSError))
+    return await wait.eventually(
+        fetch, done, timeout=timeout, interval=interval, ignore=(aiohttp.ClientError, OSError)
+    )
 
 
 def is_subscriber(entry: dict[str, str]) -> bool:
@@ -236,7 +246,8 @@ async def classic_numsub(nodes: Iterable[Redis], channels: Iterable[str]) -> dic
 
 
 async def test_session_channels_on_different_nodes_reach_their_subscriptions(
-    make_backends: Callable[..., Awaitable[Backends]], admin: ClusterClient,
+    make_backends: Callable[..., Awaitable[Backends]],
+    admin: ClusterClient,
     node_clients: dict[int, Redis],
 ) -> None:
     """One session per primary: each subscription gets exactly its own channel's events, with
@@ -250,13 +261,13 @@ async def test_session_channels_on_different_nodes_reach_their_subscriptions(
     # The slot the client computes is the one the server computes (CLUSTER KEYSLOT).
     for port, channel in channels.items():
         clock = LAYOUT.clock_key((channel,))
-        assert int(await command(node_clients[port], "CLUSTER", "KEYSLOT", clock)) == (
-            admin.keyslot(clock)
-        )
+        assert int(await command(node_clients[port], "CLUSTER", "KEYSLOT", clock)) == (admin.keyslot(clock))
 
     async with AsyncExitStack() as stack:
-        subs = {port: await stack.enter_async_context(broker.subscribe(channel))
-                for port, channel in channels.items()}
+        subs = {
+            port: await stack.enter_async_context(broker.subscribe(channel))
+            for port, channel in channels.items()
+        }
         twin_port = next(iter(channels))
         twin = await stack.enter_async_context(broker.subscribe(channels[twin_port]))
         published: dict[int, list[str]] = {port: [] for port in channels}
@@ -267,9 +278,7 @@ async def test_session_channels_on_different_nodes_reach_their_subscriptions(
             received = await take(subscription, 5)
             assert [e.id for e in received] == published[port], port
             assert {e.channel for e in received} == {channels[port]}
-            assert [e.envelope["payload"]["agent_id"] for e in received] == [
-                f"a{n}" for n in range(5)
-            ]
+            assert [e.envelope["payload"]["agent_id"] for e in received] == [f"a{n}" for n in range(5)]
             await assert_quiet(subscription, 0.1)
         assert [e.id for e in await take(twin, 5)] == published[twin_port]
         await assert_quiet(twin, 0.1)
@@ -283,8 +292,9 @@ async def test_session_channels_on_different_nodes_reach_their_subscriptions(
         assert LAYOUT.wire(channel) == f"{{{name}}}{channel}"
         assert (history, clock) == (f"history:{{{name}}}{channel}", f"clock:{{{name}}}")
         slot = admin.keyslot(session_key(name))
-        assert {admin.keyslot(k) for k in (
-            messages_key(name), history, clock, LAYOUT.wire(channel))} == {slot}
+        assert {admin.keyslot(k) for k in (messages_key(name), history, clock, LAYOUT.wire(channel))} == {
+            slot
+        }
         assert int(await command(node, "CLUSTER", "KEYSLOT", LAYOUT.wire(channel))) == slot
         assert key_port(admin, name) == port
         # Plain GET/XLEN on the owner: no MOVED, the keys are there.
@@ -293,7 +303,8 @@ async def test_session_channels_on_different_nodes_reach_their_subscriptions(
 
 
 async def test_agent_stream_ids_strictly_increase_across_both_channels(
-    make_backends: Callable[..., Awaitable[Backends]], admin: ClusterClient,
+    make_backends: Callable[..., Awaitable[Backends]],
+    admin: ClusterClient,
 ) -> None:
     """An agent subscription (agent channel + broadcast) gets every event of both channels,
     published concurrently, with strictly increasing ids: both share one slot and one clock."""
@@ -306,10 +317,12 @@ async def test_agent_stream_ids_strictly_increase_across_both_channels(
         published: list[str] = []
         async with asyncio.timeout(10):
             for n in range(rounds):
-                published.extend(await asyncio.gather(
-                    broker.publish(agent, event(2 * n)),
-                    broker.publish(BROADCAST, event(2 * n + 1)),
-                ))
+                published.extend(
+                    await asyncio.gather(
+                        broker.publish(agent, event(2 * n)),
+                        broker.publish(BROADCAST, event(2 * n + 1)),
+                    )
+                )
         received = await take(subscription, 2 * rounds, timeout=10)
         await assert_quiet(subscription)
     keys = [e.key for e in received]
@@ -317,13 +330,13 @@ async def test_agent_stream_ids_strictly_increase_across_both_channels(
     assert sorted(e.id for e in received) == sorted(published)
     # Even numbers went to the agent channel, odd ones to the broadcast.
     assert all(
-        (e.channel == agent) == (int(e.envelope["payload"]["agent_id"][1:]) % 2 == 0)
-        for e in received
+        (e.channel == agent) == (int(e.envelope["payload"]["agent_id"][1:]) % 2 == 0) for e in received
     ), [(e.channel, e.envelope["payload"]["agent_id"]) for e in received]
 
 
 async def test_resume_replays_exactly_the_missed_events(
-    make_backends: Callable[..., Awaitable[Backends]], admin: ClusterClient,
+    make_backends: Callable[..., Awaitable[Backends]],
+    admin: ClusterClient,
 ) -> None:
     """Session and agent subscriptions resumed from an earlier id get exactly the later events
     (recovered), then live ones; nothing twice."""
@@ -349,7 +362,8 @@ async def test_resume_replays_exactly_the_missed_events(
 
 
 async def test_resume_older_than_the_trimmed_history_is_not_recovered(
-    make_backends: Callable[..., Awaitable[Backends]], node_clients: dict[int, Redis],
+    make_backends: Callable[..., Awaitable[Backends]],
+    node_clients: dict[int, Redis],
     admin: ClusterClient,
 ) -> None:
     """With history_size 10, a resume from the first of 300 events says recovered False and
@@ -372,7 +386,8 @@ async def test_resume_older_than_the_trimmed_history_is_not_recovered(
 
 
 async def test_one_sharded_pubsub_connection_per_primary(
-    make_backends: Callable[..., Awaitable[Backends]], admin: ClusterClient,
+    make_backends: Callable[..., Awaitable[Backends]],
+    admin: ClusterClient,
     node_clients: dict[int, Redis],
 ) -> None:
     """65 subscriptions (30 session channels, 10 per primary, each subscribed twice, and 5
@@ -419,15 +434,15 @@ async def test_one_sharded_pubsub_connection_per_primary(
 
         async def counts(channels: list[str]) -> list[int]:
             """SHARDNUMSUB of each channel's wire name, on its owner."""
-            return [await shard_numsub(node_clients[channel_port(admin, c)], LAYOUT.wire(c))
-                    for c in channels]
+            return [
+                await shard_numsub(node_clients[channel_port(admin, c)], LAYOUT.wire(c)) for c in channels
+            ]
 
         after = await poll(lambda: counts(second), lambda v: set(v) == {0}, SETTLE)
         assert set(after) == {0}, after
         assert set(await counts(first)) == {1}
         assert broker.local_channels == len(first) + len(agents) + 1
-    after = await poll(lambda: counts([*sessions, *agents, BROADCAST]),
-                       lambda v: set(v) == {0}, SETTLE)
+    after = await poll(lambda: counts([*sessions, *agents, BROADCAST]), lambda v: set(v) == {0}, SETTLE)
     assert set(after) == {0}, after
     for port, node in node_clients.items():
         assert await command(node, "PUBSUB", "SHARDCHANNELS") == [], port
@@ -439,7 +454,8 @@ async def test_one_sharded_pubsub_connection_per_primary(
 
 
 async def test_session_lifecycle_and_queue_order_on_the_cluster(
-    make_backends: Callable[..., Awaitable[Backends]], admin: ClusterClient,
+    make_backends: Callable[..., Awaitable[Backends]],
+    admin: ClusterClient,
 ) -> None:
     """create, escalate, takeover, messages, release, close with sessions on every shard:
     the stored session, its transcript and exactly one status set agree at every step;
@@ -490,7 +506,9 @@ async def test_session_lifecycle_and_queue_order_on_the_cluster(
         await store.add_message(name, "customer", "too late")
     transcript = await store.messages(name)
     assert [(m["role"], m["content"]) for m in transcript] == [
-        ("customer", "hello"), ("bot", "hi there"), ("agent", "I am Alice"),
+        ("customer", "hello"),
+        ("bot", "hi there"),
+        ("agent", "I am Alice"),
         ("customer", "thanks Alice"),
     ]
     assert await admin.llen(messages_key(name)) == 4
@@ -505,17 +523,18 @@ async def test_session_lifecycle_and_queue_order_on_the_cluster(
     await store.apply(queue[2], "takeover", HOLDER)
     await store.apply(queue[0], "takeover", OTHER)
     assert [s["session_name"] for s in await store.list_sessions("waiting_agent")] == [
-        queue[1], queue[3], queue[4]
+        queue[1],
+        queue[3],
+        queue[4],
     ]
-    assert [s["session_name"] for s in await store.list_sessions("agent_active")] == [
-        queue[2], queue[0]
-    ]
+    assert [s["session_name"] for s in await store.list_sessions("agent_active")] == [queue[2], queue[0]]
     assert [s["session_name"] for s in await store.list_sessions("closed")] == [name]
     assert await store.list_sessions("bot_active") == []
 
 
 async def test_concurrent_takeovers_across_cluster_clients(
-    cluster_url: str, admin: ClusterClient,
+    cluster_url: str,
+    admin: ClusterClient,
 ) -> None:
     """20 agents, each through its own cluster client and store (20 processes), take over one
     waiting session at once: exactly one wins, 19 are refused; the session is agent_active
@@ -526,10 +545,7 @@ async def test_concurrent_takeovers_across_cluster_clients(
     try:
         async with asyncio.timeout(10):
             await asyncio.gather(*(client.initialize() for client in clients))
-        names = [
-            find_name("race", held_on(admin, int(node.port)))
-            for node in admin.get_primaries()
-        ]
+        names = [find_name("race", held_on(admin, int(node.port))) for node in admin.get_primaries()]
         agents = [f"agent{i}" for i in range(CONCURRENCY)]
         for name in names:
             await stores[0].create(name)
@@ -545,10 +561,8 @@ async def test_concurrent_takeovers_across_cluster_clients(
             stored = await stores[-1].get(name)
             assert (stored["status"], stored["agent_id"]) == ("agent_active", winner)
             assert await status_sets_holding(admin, name) == ["agent_active"]
-            assert name not in [s["session_name"] for s in await stores[1].list_sessions(
-                "waiting_agent")]
-            assert name in [s["session_name"] for s in await stores[1].list_sessions(
-                "agent_active")]
+            assert name not in [s["session_name"] for s in await stores[1].list_sessions("waiting_agent")]
+            assert name in [s["session_name"] for s in await stores[1].list_sessions("agent_active")]
     finally:
         for store, client in zip(stores, clients, strict=True):
             await store.close()
@@ -559,7 +573,8 @@ async def test_concurrent_takeovers_across_cluster_clients(
 
 
 async def test_handoff_and_resume_across_two_processes_on_the_cluster(
-    server_process: StartServer, cluster_url: str,
+    server_process: StartServer,
+    cluster_url: str,
 ) -> None:
     """A --chatbot and a --workbench process on the cluster: /health says redis-cluster; the
     whole handoff works across them (tests.test_processes.run_handoff); a customer stream and
@@ -603,24 +618,33 @@ async def test_handoff_and_resume_across_two_processes_on_the_cluster(
             assert wire(everything[:2]) == wire(seen)
             missed = everything[2:]  # the customer stream was open for the escalation, unread
             assert [e.type for e in missed] == [
-                "status_change", "agent_joined", "status_change", "new_message", "new_message", "agent_left",
+                "status_change",
+                "agent_joined",
+                "status_change",
+                "new_message",
+                "new_message",
+                "agent_left",
                 "status_change",
             ], wire(missed)
             agent_everything = await agent_watch.take(1 + 1 + 1 + 1)
             assert wire(agent_everything[:1]) == wire([transfer])
             agent_missed = agent_everything[1:]
-            assert [e.type for e in agent_missed] == [
-                "status_change", "new_message", "status_change"
-            ], wire(agent_missed)
+            assert [e.type for e in agent_missed] == ["status_change", "new_message", "status_change"], wire(
+                agent_missed
+            )
 
             last = seen[-1].id
             assert last is not None
             # The customer resumes on the chatbot process, the agent on the workbench one.
             async with (
-                open_stream(http, bot + session_events(name),
-                            headers={"Last-Event-ID": last}) as (resumed, again),
-                open_stream(http, desk + agent_events(agent),
-                            headers={"Last-Event-ID": transfer.id}) as (agent_resumed, agent_again),
+                open_stream(http, bot + session_events(name), headers={"Last-Event-ID": last}) as (
+                    resumed,
+                    again,
+                ),
+                open_stream(http, desk + agent_events(agent), headers={"Last-Event-ID": transfer.id}) as (
+                    agent_resumed,
+                    agent_again,
+                ),
             ):
                 assert again.payload["recovered"] is True and again.id == last, again
                 assert agent_again.payload["recovered"] is True, agent_again
@@ -657,15 +681,15 @@ def assert_unavailable(reply: Reply, what: str) -> None:
 async def wait_healthy(http: aiohttp.ClientSession, base: str, timeout: float = RECOVERY) -> Any:
     return await poll(
         lambda: health(http, base),
-        lambda body: body is not None and body["status"] == "ok"
-        and body["broker"] == "redis-cluster", timeout, 0.1,
+        lambda body: body is not None and body["status"] == "ok" and body["broker"] == "redis-cluster",
+        timeout,
+        0.1,
     )
 
 
 async def wait_degraded(http: aiohttp.ClientSession, base: str) -> Any:
     """/health during a shard outage: degraded, and still on the cluster (no memory mode)."""
-    body = await poll(lambda: health(http, base),
-                      lambda b: b is not None and b["degraded"], SETTLE)
+    body = await poll(lambda: health(http, base), lambda b: b is not None and b["degraded"], SETTLE)
     assert body is not None and body["status"] == "degraded", body
     assert body["broker"] == "redis-cluster", body
     return body
@@ -702,12 +726,17 @@ async def wait_until(check: Callable[[], bool], timeout: float) -> bool:
 
 def about(events: Iterable[SSEEvent], name: str) -> list[SSEEvent]:
     """The events (heartbeats and ``connected`` left out) that concern session ``name``."""
-    return [e for e in events if e.type not in ("heartbeat", "connected")
-            and e.payload.get("session_name") == name]
+    return [
+        e
+        for e in events
+        if e.type not in ("heartbeat", "connected") and e.payload.get("session_name") == name
+    ]
 
 
 async def test_a_session_on_a_dead_shard_is_refused_before_anything_is_written(
-    server_process: StartServer, cluster_url: str, redis_cluster: RedisCluster,
+    server_process: StartServer,
+    cluster_url: str,
+    redis_cluster: RedisCluster,
     admin: ClusterClient,
 ) -> None:
     """Kill the primary that holds a session (its store keys and, same tag, its channel).
@@ -728,9 +757,16 @@ async def test_a_session_on_a_dead_shard_is_refused_before_anything_is_written(
     ports = redis_cluster.ports
     # The victim must hold neither the workbench tag (the agent stream watches the broadcast
     # live) nor the keys an escalation writes before its commit (checked after the outage).
-    keep = {owner(admin, ports, k) for k in (
-        LAYOUT.clock_key((BROADCAST,)), "sessions:status_seq", "status:waiting_agent",
-        "status:agent_active", "status:closed")}
+    keep = {
+        owner(admin, ports, k)
+        for k in (
+            LAYOUT.clock_key((BROADCAST,)),
+            "sessions:status_seq",
+            "status:waiting_agent",
+            "status:agent_active",
+            "status:closed",
+        )
+    }
     victim = next((i for i in range(len(ports)) if i not in keep), None)
     assert victim is not None, f"every primary holds a key this test reads: {keep}"
     dead = ports[victim]
@@ -738,8 +774,9 @@ async def test_a_session_on_a_dead_shard_is_refused_before_anything_is_written(
     assert channel_port(admin, session_channel(doomed)) == dead  # state and events together
     healthy = find_name("healthy", lambda n: key_port(admin, n) != dead)
     agent = "agent-w"
-    process = server_process("--redis-url", cluster_url, "--redis-timeout", "2",
-                             "--heartbeat", "1", env=REDIS_ON)
+    process = server_process(
+        "--redis-url", cluster_url, "--redis-timeout", "2", "--heartbeat", "1", env=REDIS_ON
+    )
     base = process.url
     bot, desk = f"{base}/chatbot/api", f"{base}/workbench/api"
     witness = keep.pop()
@@ -769,12 +806,18 @@ async def test_a_session_on_a_dead_shard_is_refused_before_anything_is_written(
 
                 # The session on the dead shard: refused, reads and writes alike.
                 refusals = {
-                    "chat": request(http, "POST", f"{bot}/chat",
-                                    {"session_name": doomed, "content": "anyone?"}),
-                    "escalate": request(http, "POST", f"{bot}/manual/escalate",
-                                        {"session_name": doomed, "reason": "outage test"}),
-                    "takeover": request(http, "POST", f"{desk}/sessions/{doomed}/takeover",
-                                        {"agent_id": agent}),
+                    "chat": request(
+                        http, "POST", f"{bot}/chat", {"session_name": doomed, "content": "anyone?"}
+                    ),
+                    "escalate": request(
+                        http,
+                        "POST",
+                        f"{bot}/manual/escalate",
+                        {"session_name": doomed, "reason": "outage test"},
+                    ),
+                    "takeover": request(
+                        http, "POST", f"{desk}/sessions/{doomed}/takeover", {"agent_id": agent}
+                    ),
                     "read": request(http, "GET", f"{bot}/sessions/{doomed}"),
                     "messages": request(http, "GET", f"{bot}/sessions/{doomed}/messages"),
                     "stream": request(http, "GET", base + session_events(doomed)),
@@ -785,10 +828,14 @@ async def test_a_session_on_a_dead_shard_is_refused_before_anything_is_written(
                 # What a refused change could have written elsewhere, read at once (a live
                 # shard refuses reads too once the cluster is failed).
                 seq_after = await admin.get("sessions:status_seq")
-                sets_after = [s for s in ("waiting_agent", "agent_active", "closed")
-                              if await admin.sismember(f"status:{s}", doomed)]
-                logger.info("healthy shard served %.2f s after the kill; 503s by %.2f s",
-                            healthy_done, refused_by)
+                sets_after = [
+                    s
+                    for s in ("waiting_agent", "agent_active", "closed")
+                    if await admin.sismember(f"status:{s}", doomed)
+                ]
+                logger.info(
+                    "healthy shard served %.2f s after the kill; 503s by %.2f s", healthy_done, refused_by
+                )
                 assert seq_after == status_seq, "a refused change took a queue number"
                 assert sets_after == [], sets_after
                 degraded = await wait_degraded(http, base)
@@ -835,10 +882,15 @@ async def test_a_session_on_a_dead_shard_is_refused_before_anything_is_written(
                     assert said.payload["message"]["content"] == "back again", wire([said])
                     assert answer.payload["message"]["role"] == "bot", wire([answer])
                 await chat(http, healthy, "and now?", base=base)
-                assert [e.payload["message"]["content"] for e in
-                        await healthy_stream.take(2, timeout=SETTLE)][:1] == ["and now?"]
-                ready = await poll(lambda: request(http, "GET", f"{base}/health/ready"),
-                                   lambda r: r is not None and r.status == 200, SETTLE, 0.2)
+                assert [
+                    e.payload["message"]["content"] for e in await healthy_stream.take(2, timeout=SETTLE)
+                ][:1] == ["and now?"]
+                ready = await poll(
+                    lambda: request(http, "GET", f"{base}/health/ready"),
+                    lambda r: r is not None and r.status == 200,
+                    SETTLE,
+                    0.2,
+                )
                 assert ready is not None and ready.status == 200, ready
     finally:
         await restore(redis_cluster, victim)
@@ -846,7 +898,9 @@ async def test_a_session_on_a_dead_shard_is_refused_before_anything_is_written(
 
 
 async def test_events_for_a_lost_workbench_shard_wait_and_arrive_once(
-    server_process: StartServer, cluster_url: str, redis_cluster: RedisCluster,
+    server_process: StartServer,
+    cluster_url: str,
+    redis_cluster: RedisCluster,
     admin: ClusterClient,
 ) -> None:
     """Kill the primary of the workbench tag (agent channels and the broadcast) while the
@@ -870,13 +924,15 @@ async def test_events_for_a_lost_workbench_shard_wait_and_arrive_once(
     dead = ports[victim]
     assert owner(admin, ports, "sessions:status_seq") == victim, (
         "the harness layout changed: sessions:status_seq is off the workbench shard, so an "
-        "escalation should now be accepted during its outage; update this test")
+        "escalation should now be accepted during its outage; update this test"
+    )
     held = find_name("held", lambda n: key_port(admin, n) != dead)
     asking = find_name("asking", lambda n: key_port(admin, n) != dead)
     agent = "agent-o"
     witness = owner(admin, ports, session_key(held))
-    process = server_process("--redis-url", cluster_url, "--redis-timeout", "2",
-                             "--heartbeat", "1", env=REDIS_ON)
+    process = server_process(
+        "--redis-url", cluster_url, "--redis-timeout", "2", "--heartbeat", "1", env=REDIS_ON
+    )
     base = process.url
     bot = f"{base}/chatbot/api"
     contents = [f"while the desk is away {i}" for i in range(3)]
@@ -897,8 +953,9 @@ async def test_events_for_a_lost_workbench_shard_wait_and_arrive_once(
                 # At once: the session's shard is up, so the change is made and its session
                 # channel event is out; the agent channel's copy waits for the dead shard.
                 for content in contents:
-                    reply = await request(http, "POST", f"{bot}/chat",
-                                          {"session_name": held, "content": content})
+                    reply = await request(
+                        http, "POST", f"{bot}/chat", {"session_name": held, "content": content}
+                    )
                     assert reply.status == 200, (reply.status, reply.body)
                     assert reply.body["reply"] is None, reply.body  # the agent holds it
                 seen = await customer.take(len(contents), timeout=SETTLE)
@@ -907,11 +964,15 @@ async def test_events_for_a_lost_workbench_shard_wait_and_arrive_once(
                 state = redis_cluster.cluster_info(witness)["cluster_state"]
                 assert state == "ok", f"cluster failed within {accepted_in:.2f}s of the kill"
 
-                refused = await request(http, "POST", f"{bot}/manual/escalate",
-                                        {"session_name": asking, "reason": "outage test"})
+                refused = await request(
+                    http, "POST", f"{bot}/manual/escalate", {"session_name": asking, "reason": "outage test"}
+                )
                 assert_unavailable(refused, "escalation needing sessions:status_seq")
-                logger.info("chats accepted %.2f s after the kill, escalation refused by %.2f s",
-                            accepted_in, time.monotonic() - killed_at)
+                logger.info(
+                    "chats accepted %.2f s after the kill, escalation refused by %.2f s",
+                    accepted_in,
+                    time.monotonic() - killed_at,
+                )
                 await wait_degraded(http, base)
                 # No shard to publish on, no local-only delivery: nothing reached the agent.
                 assert about(reader.events, held) == [], wire(reader.events)
@@ -923,18 +984,23 @@ async def test_events_for_a_lost_workbench_shard_wait_and_arrive_once(
 
                 # The outbox retries at most OUTBOX_RETRY[1] apart: the waiting events come out
                 # within a couple of attempts of the shard serving again.
-                await wait_until(lambda: len(about(reader.events, held)) >= len(contents)
-                                 or reading.done(), 2 * OUTBOX_RETRY[1] + SETTLE)
-                problems = [line for line in process.log().splitlines()
-                            if "dropped an event that waited" in line]
+                await wait_until(
+                    lambda: len(about(reader.events, held)) >= len(contents) or reading.done(),
+                    2 * OUTBOX_RETRY[1] + SETTLE,
+                )
+                problems = [
+                    line for line in process.log().splitlines() if "dropped an event that waited" in line
+                ]
                 if reading.done():
                     # EventSource gives up for good on anything but a 200 event stream.
-                    problems.append(f"the agent's stream could not reconnect: "
-                                    f"{reading.exception()!r}")
+                    problems.append(f"the agent's stream could not reconnect: {reading.exception()!r}")
                 assert not problems, "\n".join(problems)
                 assert len(about(reader.events, held)) == len(contents), wire(reader.events)
-                logger.info("the agent had the waiting events %.2f s after the kill "
-                            "(connections: %s)", time.monotonic() - killed_at, reader.endings)
+                logger.info(
+                    "the agent had the waiting events %.2f s after the kill (connections: %s)",
+                    time.monotonic() - killed_at,
+                    reader.endings,
+                )
                 await asyncio.sleep(QUIET)  # room for a duplicate to show
                 got = about(reader.events, held)
                 assert [e.type for e in got] == ["new_message"] * len(contents), wire(got)

@@ -136,6 +136,7 @@ ALL_ROUTES = (
 
 # --- what an example holds: references resolved when the case runs ------------------------------
 
+
 @dataclass(frozen=True)
 class Ref:
     """The live session of a kind (``bot``, ``waiting``, ``held``, ``closed``)."""
@@ -229,6 +230,7 @@ class State:
 
 # --- the harness ---------------------------------------------------------------------------------
 
+
 class Harness:
     """The app under test, on the test's loop, driven from Hypothesis' worker thread."""
 
@@ -295,7 +297,10 @@ class Harness:
             self.totals[group or target] += count
             logger.info(
                 "%d cases for target %s (statuses %s; %d streams opened)",
-                count, target, dict(sorted(self.statuses.items())), self.streams,
+                count,
+                target,
+                dict(sorted(self.statuses.items())),
+                self.streams,
             )
         return count
 
@@ -325,7 +330,9 @@ class Harness:
             await self._must("POST", f"{CHATBOT}/manual/escalate", body, 200, customer)
         elif kind in ("held", "closed"):
             action = "takeover" if kind == "held" else "close"
-            await self._must("POST", f"{WORKBENCH}/sessions/{name}/{action}", {"agent_id": HOLDER}, 200, agent)
+            await self._must(
+                "POST", f"{WORKBENCH}/sessions/{name}/{action}", {"agent_id": HOLDER}, 200, agent
+            )
         return name
 
     async def _must(
@@ -375,9 +382,7 @@ class Harness:
         for status in STATUSES:
             for session in await backends.store.list_sessions(status):
                 sessions[session["session_name"]] = dict(session)
-        transcripts = {
-            name: [dict(m) for m in await backends.store.messages(name)] for name in sessions
-        }
+        transcripts = {name: [dict(m) for m in await backends.store.messages(name)] for name in sessions}
         return State(sessions, transcripts, await backends.broker.position())
 
     async def case(self, request: Request) -> tuple[Outcome, str]:
@@ -411,7 +416,9 @@ class Harness:
 
         assert outcome.status < 500, f"{what} -> {outcome.status} {outcome.body}"
         if outcome.status >= 400:
-            assert outcome.content_type == "application/json", f"{what} -> {outcome.status} {outcome.content_type}"
+            assert outcome.content_type == "application/json", (
+                f"{what} -> {outcome.status} {outcome.content_type}"
+            )
             assert_error_shape(outcome.body, what)
             assert not changes, f"{what} -> {outcome.status} {outcome.body} yet: {changes}"
         if outcome.content_type == "text/event-stream":
@@ -421,7 +428,9 @@ class Harness:
             )
             self.streams += 1
         elif outcome.status < 400:
-            assert outcome.content_type == "application/json", f"{what} -> {outcome.status} {outcome.content_type}"
+            assert outcome.content_type == "application/json", (
+                f"{what} -> {outcome.status} {outcome.content_type}"
+            )
             await self.keep_world()
         return outcome, ",".join(str(v) for v in values.values())
 
@@ -497,6 +506,7 @@ def make_token(kind: str, subject: Any, flavor: str) -> str:
 
 # --- strategies ----------------------------------------------------------------------------------
 
+
 def weighted(*choices: tuple[int, st.SearchStrategy[Any]]) -> st.SearchStrategy[Any]:
     """One of ``choices`` in proportion to its weight (``one_of`` merges repeated branches, so
     repeating one gives it no extra weight)."""
@@ -512,8 +522,34 @@ near_names = st.builds(
     lambda head, bad, tail: head + bad + tail,
     name_part,
     st.sampled_from(
-        ["*", "?", "[", "]", ":", "\n", "\r\n", "..", ".", "/", "\\", "%", "%2F", " ", "\x00",
-         "\t", "é", "名", "\u2028", "\ufeff", "{", "}", "$", "'", '"', "sse:broadcast"]
+        [
+            "*",
+            "?",
+            "[",
+            "]",
+            ":",
+            "\n",
+            "\r\n",
+            "..",
+            ".",
+            "/",
+            "\\",
+            "%",
+            "%2F",
+            " ",
+            "\x00",
+            "\t",
+            "é",
+            "名",
+            "\u2028",
+            "\ufeff",
+            "{",
+            "}",
+            "$",
+            "'",
+            '"',
+            "sse:broadcast",
+        ]
     ),
     name_part,
 )
@@ -591,9 +627,20 @@ raw_bodies = st.one_of(
 )
 bodies = weighted((3, json_bodies), (1, raw_bodies), (1, st.none()))
 content_types = st.sampled_from(
-    [None, "application/json", "application/json", "application/json", "text/plain",
-     "application/json; charset=utf-8", "APPLICATION/JSON", "application/x-www-form-urlencoded",
-     "multipart/form-data; boundary=x", "application/json-patch+json", "*/*", ""]
+    [
+        None,
+        "application/json",
+        "application/json",
+        "application/json",
+        "text/plain",
+        "application/json; charset=utf-8",
+        "APPLICATION/JSON",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/json-patch+json",
+        "*/*",
+        "",
+    ]
 )
 
 # Well-formed ids (as is_event_id sees them: 1-20 digits each) around the 64-bit limits of
@@ -606,9 +653,26 @@ wide_ids = st.builds(
 event_ids = st.one_of(
     st.builds(Position, st.sampled_from([-86_400_000, -1000, -1, 0, 1, 1000, 86_400_000])),
     st.sampled_from(
-        ["0-0", "0-1", "1-0", "-1", "1-", "-", "0x1-0", "1-0-0", "٣-٣", "１-０", " 1-0 ",
-         "99999999999999999999-0", "0-99999999999999999999", "1-18446744073709551615",
-         "1-18446744073709551616", "18446744073709551616-0", "1e3-0", "+1-0"]
+        [
+            "0-0",
+            "0-1",
+            "1-0",
+            "-1",
+            "1-",
+            "-",
+            "0x1-0",
+            "1-0-0",
+            "٣-٣",
+            "１-０",
+            " 1-0 ",
+            "99999999999999999999-0",
+            "0-99999999999999999999",
+            "1-18446744073709551615",
+            "1-18446744073709551616",
+            "18446744073709551616-0",
+            "1e3-0",
+            "+1-0",
+        ]
     ),
     st.from_regex(r"[0-9]{1,22}-[0-9]{1,22}", fullmatch=True),
     wide_ids,
@@ -624,12 +688,15 @@ tokens = st.builds(
 authorizations = weighted(
     (1, st.none()),
     (2, st.builds(lambda token: Joined(("Bearer ", token)), tokens)),
-    (1, st.builds(
-        lambda scheme, sep, token: Joined((scheme, sep, token)),
-        st.sampled_from(["Bearer", "bearer", "BEARER", "Basic", "Token", ""]),
-        st.sampled_from([" ", "  ", "\t", ""]),
-        st.one_of(tokens, header_text),
-    )),
+    (
+        1,
+        st.builds(
+            lambda scheme, sep, token: Joined((scheme, sep, token)),
+            st.sampled_from(["Bearer", "bearer", "BEARER", "Basic", "Token", ""]),
+            st.sampled_from([" ", "  ", "\t", ""]),
+            st.one_of(tokens, header_text),
+        ),
+    ),
     (1, st.builds(lambda garbage: Joined(("Bearer ", garbage)), header_text)),
     (1, header_text),
 )
@@ -704,7 +771,9 @@ def mutated_bodies(draw: st.DrawFn, template: str) -> tuple[tuple[tuple[str, Any
     return shape.path_values, JsonBody(value, draw(st.booleans()))
 
 
-def path_values(template: str, value: st.SearchStrategy[Any]) -> st.SearchStrategy[tuple[tuple[str, Any], ...]]:
+def path_values(
+    template: str, value: st.SearchStrategy[Any]
+) -> st.SearchStrategy[tuple[tuple[str, Any], ...]]:
     if "{s}" in template:
         return st.tuples(st.tuples(st.just("s"), value))
     if "{a}" in template:
@@ -713,6 +782,7 @@ def path_values(template: str, value: st.SearchStrategy[Any]) -> st.SearchStrate
 
 
 # --- fixtures ------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module", autouse=True)
 def hypothesis_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
@@ -739,8 +809,12 @@ async def harness(
     each kind. Limits that would only add 429s are lifted on the secure app."""
     if secure:
         client = await make_client(
-            settings, insecure=False, secret=SECRET,
-            rate_limit=1e6, rate_burst=1_000_000, max_streams_per_token=1_000_000,
+            settings,
+            insecure=False,
+            secret=SECRET,
+            rate_limit=1e6,
+            rate_burst=1_000_000,
+            max_streams_per_token=1_000_000,
         )
     else:
         client = await make_client(settings)
@@ -754,6 +828,7 @@ def memory_settings() -> Settings:
 
 
 # --- 1. bodies -----------------------------------------------------------------------------------
+
 
 @st.composite
 def body_requests(draw: st.DrawFn, templates: tuple[str, ...]) -> Request:
@@ -778,7 +853,9 @@ async def test_post_bodies_never_5xx_and_errors_change_nothing(
     every 4xx in the JSON error shape, and a 4xx changes no session, transcript or queue and
     publishes nothing."""
     fuzz = await harness(make_client, memory_settings(), totals)
-    await fuzz.fuzz(f"bodies {endpoint}", body_requests((endpoint,)), BODY_EXAMPLES, fuzz.case, group="bodies")
+    await fuzz.fuzz(
+        f"bodies {endpoint}", body_requests((endpoint,)), BODY_EXAMPLES, fuzz.case, group="bodies"
+    )
 
 
 async def test_post_bodies_on_redis(make_client: MakeClient, totals: Counter[str], redis_url: str) -> None:
@@ -808,7 +885,10 @@ def path_requests(draw: st.DrawFn) -> Request:
     shape = draw(well_formed(method, template))
     body = JsonBody(shape.body) if shape.body is not None else None
     return Request(
-        method, template, draw(path_values(template, path_texts)), body,
+        method,
+        template,
+        draw(path_values(template, path_texts)),
+        body,
         "application/json" if body is not None else None,
     )
 
@@ -831,10 +911,22 @@ async def test_path_parameters_never_5xx(make_client: MakeClient, totals: Counte
 
 header_content_types = st.one_of(
     st.none(),
-    st.sampled_from(["application/json", "application/json; charset=utf-8", "text/plain",
-                     'application/json; charset="', "application/json;;;", "; charset=utf-8",
-                     "application/json; charset=utf-8; charset=latin-1", "/", "a/b/c", "=",
-                     "application/json; q", 'application/json; x="\\']),
+    st.sampled_from(
+        [
+            "application/json",
+            "application/json; charset=utf-8",
+            "text/plain",
+            'application/json; charset="',
+            "application/json;;;",
+            "; charset=utf-8",
+            "application/json; charset=utf-8; charset=latin-1",
+            "/",
+            "a/b/c",
+            "=",
+            "application/json; q",
+            'application/json; x="\\',
+        ]
+    ),
     header_text,
 )
 
@@ -873,7 +965,9 @@ statuses = st.one_of(
     query_texts,
 )
 extra_params = st.lists(
-    st.tuples(st.one_of(st.sampled_from(["status", "token", "last_event_id", "x"]), query_texts), query_texts),
+    st.tuples(
+        st.one_of(st.sampled_from(["status", "token", "last_event_id", "x"]), query_texts), query_texts
+    ),
     max_size=2,
 )
 
@@ -883,7 +977,9 @@ def query_requests(draw: st.DrawFn) -> Request:
     if draw(st.booleans()):
         auth = draw(st.sampled_from([Joined(("Bearer ", Token("agent", HOLDER, "valid"))), None]))
         query = (("status", draw(statuses)), *draw(extra_params))
-        return Request("GET", f"{WORKBENCH}/sessions", headers=(("Authorization", auth),), params=tuple(query))
+        return Request(
+            "GET", f"{WORKBENCH}/sessions", headers=(("Authorization", auth),), params=tuple(query)
+        )
     template = draw(st.sampled_from(STREAM_ROUTES))
     shape = draw(well_formed("GET", template))
     params: list[tuple[str, Any]] = []
@@ -894,7 +990,9 @@ def query_requests(draw: st.DrawFn) -> Request:
         params.append(("token", draw(weighted((2, st.just(shape.token)), (1, tokens), (1, query_texts)))))
     params.extend(draw(extra_params))
     auth = draw(weighted((3, st.none()), (1, authorizations)))
-    return Request("GET", template, shape.path_values, headers=(("Authorization", auth),), params=tuple(params))
+    return Request(
+        "GET", template, shape.path_values, headers=(("Authorization", auth),), params=tuple(params)
+    )
 
 
 async def test_query_strings_on_secure_app_never_5xx(make_client: MakeClient, totals: Counter[str]) -> None:
@@ -911,11 +1009,15 @@ def resume_requests(draw: st.DrawFn) -> Request:
     value = st.one_of(refs, st.sampled_from([HOLDER, OTHER]))
     position = draw(st.one_of(event_ids, wide_ids))
     if draw(st.booleans()):
-        return Request("GET", template, draw(path_values(template, value)), headers=(("Last-Event-ID", position),))
+        return Request(
+            "GET", template, draw(path_values(template, value)), headers=(("Last-Event-ID", position),)
+        )
     return Request("GET", template, draw(path_values(template, value)), params=(("last_event_id", position),))
 
 
-async def test_resume_positions_on_redis(make_client: MakeClient, totals: Counter[str], redis_url: str) -> None:
+async def test_resume_positions_on_redis(
+    make_client: MakeClient, totals: Counter[str], redis_url: str
+) -> None:
     """Arbitrary resume positions (Last-Event-ID header and ``?last_event_id=``) on the streams
     of the Redis backend, where a position that looks like an id is read back from Redis
     Streams: never a 5xx, and every stream that opens starts with ``connected``."""
@@ -923,7 +1025,9 @@ async def test_resume_positions_on_redis(make_client: MakeClient, totals: Counte
     await fuzz.fuzz("resume positions (redis)", resume_requests(), REDIS_RESUME_EXAMPLES, fuzz.case)
 
 
-@pytest.mark.parametrize("position", ["0-18446744073709551615", "0-18446744073709551616", "1-99999999999999999999"])
+@pytest.mark.parametrize(
+    "position", ["0-18446744073709551615", "0-18446744073709551616", "1-99999999999999999999"]
+)
 @pytest.mark.parametrize("how", ["header", "query"])
 async def test_resume_position_past_64_bits_on_redis(
     make_client: MakeClient, totals: Counter[str], redis_url: str, position: str, how: str

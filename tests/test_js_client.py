@@ -117,8 +117,13 @@ class NodeClient:
     async def start(self) -> None:
         with self.stderr_path.open("ab") as stderr:
             self.process = await asyncio.create_subprocess_exec(
-                self.node, *NODE_ARGS, str(DRIVER), json.dumps(self.config),
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=stderr,
+                self.node,
+                *NODE_ARGS,
+                str(DRIVER),
+                json.dumps(self.config),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=stderr,
                 cwd=ROOT,
             )
         self._reader = asyncio.create_task(self._read())
@@ -155,6 +160,7 @@ class NodeClient:
 
     async def wait(self, what: str, ready: Callable[[], Any], timeout: float = WAIT) -> Any:
         """Until ``ready()`` is truthy (checked on every new line), at most ``timeout``."""
+
         def exited() -> bool:
             return self._reader is not None and self._reader.done()
 
@@ -171,7 +177,8 @@ class NodeClient:
 
     def of(self, kind: str, stream: str | None = None) -> list[dict[str, Any]]:
         return [
-            line for line in self.lines
+            line
+            for line in self.lines
             if line["kind"] == kind and (stream is None or line.get("stream") == stream)
         ]
 
@@ -201,10 +208,12 @@ class NodeClient:
         return states[-1]["state"] if states else None
 
 
-async def node_client(node: str, tmp_path: Path, base: str, streams: list[dict[str, Any]],
-                      **options: Any) -> NodeClient:
+async def node_client(
+    node: str, tmp_path: Path, base: str, streams: list[dict[str, Any]], **options: Any
+) -> NodeClient:
     client = NodeClient(
-        node, {"base": base, "streams": streams, "options": options},
+        node,
+        {"base": base, "streams": streams, "options": options},
         tmp_path / f"node-{len(list(tmp_path.glob('node-*')))}.stderr",
     )
     try:
@@ -240,14 +249,16 @@ async def history_ids(redis: Redis, channels: list[str], after: str) -> list[str
     found: list[str] = []
     for channel in channels:
         # The suite's client decodes responses: each entry is (id, fields) in str.
-        entries = cast(list[tuple[str, dict[str, str]]],
-                       await redis.xrange(f"history:{channel}", min=f"({after}"))
+        entries = cast(
+            list[tuple[str, dict[str, str]]], await redis.xrange(f"history:{channel}", min=f"({after}")
+        )
         found += [entry_id for entry_id, _ in entries]
     return sorted(found, key=key)
 
 
-async def trim_history_past(redis: Redis, channel: str, position: str,
-                            publish: Callable[[int], Awaitable[Any]]) -> int:
+async def trim_history_past(
+    redis: Redis, channel: str, position: str, publish: Callable[[int], Awaitable[Any]]
+) -> int:
     """Publish (through a process with ``--history-size 1``) until the channel's history no
     longer holds ``position``: a client resuming from there is owed events that are gone."""
     for count in range(1, 301):
@@ -263,10 +274,13 @@ def session_streams(name: str) -> list[dict[str, Any]]:
     session = f"/chatbot/api/sessions/{name}"
     queue = "/workbench/api/sessions?status=waiting_agent"
     return [
-        {"name": "customer", "path": f"{session}/events",
-         "resync": [session, f"{session}/messages"], "probe": session},
-        {"name": "agent", "path": f"/workbench/api/agents/{AGENT}/events",
-         "resync": [queue], "probe": queue},
+        {
+            "name": "customer",
+            "path": f"{session}/events",
+            "resync": [session, f"{session}/messages"],
+            "probe": session,
+        },
+        {"name": "agent", "path": f"/workbench/api/agents/{AGENT}/events", "resync": [queue], "probe": queue},
     ]
 
 
@@ -313,8 +327,10 @@ async def test_js_client_resumes_across_restarts_and_refetches_when_told(
             for label, client in clients.items():
                 for stream in streams:
                     # The view is loaded first; the events that came meanwhile (connected) follow.
-                    await client.wait(f"{label} {stream} loaded",
-                                      lambda c=client, s=stream: c.of("resync", s) and c.connected(s))  # type: ignore[misc]  # python/mypy#15459: defaults bind the loop variables
+                    await client.wait(
+                        f"{label} {stream} loaded",
+                        lambda c=client, s=stream: c.of("resync", s) and c.connected(s),  # type: ignore[misc]  # python/mypy#15459: defaults bind the loop variables
+                    )
                     first[label, stream] = client.connected(stream)[0]
                     assert first[label, stream]["payload"]["recovered"] is True
                     loaded = client.of("resync", stream)[0]
@@ -345,17 +361,29 @@ async def test_js_client_resumes_across_restarts_and_refetches_when_told(
             await caught_up()
             for client in everyone:
                 assert [e["type"] for e in client.events("customer")] == [
-                    "new_message", "new_message", "new_message", "new_message", "status_change",
-                    "agent_joined", "status_change", "new_message", "new_message"]
+                    "new_message",
+                    "new_message",
+                    "new_message",
+                    "new_message",
+                    "status_change",
+                    "agent_joined",
+                    "status_change",
+                    "new_message",
+                    "new_message",
+                ]
                 assert [e["type"] for e in client.events("agent")] == [
-                    "transfer_request", "status_change", "new_message"]
+                    "transfer_request",
+                    "status_change",
+                    "new_message",
+                ]
 
             def positions() -> dict[tuple[str, str], str]:
                 return {(label, s): client.last_id(s) for label, client in clients.items() for s in streams}
 
             def counts(kind: Callable[[NodeClient, str], list[Any]]) -> dict[tuple[str, str], int]:
-                return {(label, s): len(kind(client, s))
-                        for label, client in clients.items() for s in streams}
+                return {
+                    (label, s): len(kind(client, s)) for label, client in clients.items() for s in streams
+                }
 
             def opened(label: str, stream: str) -> list[dict[str, Any]]:
                 return clients[label].opens(paths[stream])
@@ -365,16 +393,22 @@ async def test_js_client_resumes_across_restarts_and_refetches_when_told(
             opens = counts(lambda c, s: c.opens(paths[s]))
             assert await run(a.stop) == 0
             for (label, stream), client in ((k, clients[k[0]]) for k in before):
-                await client.wait(f"{label} {stream} reconnecting",
-                                  lambda c=client, s=stream: c.state(s) == "reconnecting")  # type: ignore[misc]  # python/mypy#15459: defaults bind the loop variables
+                await client.wait(
+                    f"{label} {stream} reconnecting",
+                    lambda c=client, s=stream: c.state(s) == "reconnecting",  # type: ignore[misc]  # python/mypy#15459: defaults bind the loop variables
+                )
             await agent_say(http, name, AGENT, "Are you still there?", base=b.url)
             await chat(http, name, "Yes, still here.", base=b.url)  # also on the agent's channel
             await chat(http, "js-other", "Can I talk to a person?", base=b.url)  # the broadcast
             await run(a.start)  # the same port
 
             for (label, stream), client in ((k, clients[k[0]]) for k in before):
-                await client.wait(f"{label} {stream} reconnected", lambda c=client, s=stream,  # type: ignore[misc]  # python/mypy#15459: defaults bind the loop variables
-                                  n=connects[label, stream]: len(c.connected(s)) > n)
+                await client.wait(
+                    f"{label} {stream} reconnected",
+                    lambda c=client,  # type: ignore[misc]  # python/mypy#15459: defaults bind the loop variables
+                    s=stream,
+                    n=connects[label, stream]: len(c.connected(s)) > n,
+                )
                 again = client.connected(stream)[connects[label, stream]]
                 # The server resumed from exactly the last id the client had seen.
                 assert again["id"] == before[label, stream], (again, before)
@@ -382,14 +416,20 @@ async def test_js_client_resumes_across_restarts_and_refetches_when_told(
                 # By EventSource's own reconnection (the Last-Event-ID header: no new
                 # EventSource), or, if it gave up on a refused connection, by the module's
                 # reopening with ?last_event_id=.
-                reopened = opened(label, stream)[opens[label, stream]:]
+                reopened = opened(label, stream)[opens[label, stream] :]
                 assert all(o["last_event_id"] == before[label, stream] for o in reopened), reopened
-                logger.info("restart: %s %s resumed by %s", label, stream,
-                            "the module (?last_event_id=)" if reopened else "EventSource (Last-Event-ID)")
+                logger.info(
+                    "restart: %s %s resumed by %s",
+                    label,
+                    stream,
+                    "the module (?last_event_id=)" if reopened else "EventSource (Last-Event-ID)",
+                )
             await caught_up()
             for client in everyone:
                 assert [e["payload"]["message"]["content"] for e in client.events("customer")[-2:]] == [
-                    "Are you still there?", "Yes, still here."]
+                    "Are you still there?",
+                    "Yes, still here.",
+                ]
                 assert [e["type"] for e in client.events("agent")[-2:]] == ["new_message", "transfer_request"]
                 # Resumed from the replay: the views were loaded once, never refetched.
                 assert [len(client.of("resync", s)) for s in streams] == [1, 1]
@@ -404,23 +444,28 @@ async def test_js_client_resumes_across_restarts_and_refetches_when_told(
                 await agent_say(http, name, AGENT, "Sent while the server was frozen.", base=b.url)
                 for stream in streams:
                     # No heartbeat for 2.5 s: the watchdog reopens from where the client was.
-                    await watchful.wait(f"{stream} reopened by the watchdog",
-                                        lambda s=stream: len(opened("watchful", s)) > opens["watchful", s])  # type: ignore[misc]  # python/mypy#15459: defaults bind the loop variables
+                    await watchful.wait(
+                        f"{stream} reopened by the watchdog",
+                        lambda s=stream: len(opened("watchful", s)) > opens["watchful", s],  # type: ignore[misc]  # python/mypy#15459: defaults bind the loop variables
+                    )
             finally:
                 a.process.send_signal(signal.SIGCONT)
             await caught_up()
             for stream in streams:
                 watchdog_open = opened("watchful", stream)[opens["watchful", stream]]
                 assert watchdog_open["last_event_id"] == before["watchful", stream], watchdog_open
-                await watchful.wait(f"{stream} resumed",
-                                    lambda s=stream: len(watchful.connected(s)) > connects["watchful", s])  # type: ignore[misc]  # python/mypy#15459: defaults bind the loop variables
+                await watchful.wait(
+                    f"{stream} resumed",
+                    lambda s=stream: len(watchful.connected(s)) > connects["watchful", s],  # type: ignore[misc]  # python/mypy#15459: defaults bind the loop variables
+                )
                 assert watchful.connected(stream)[-1]["payload"]["recovered"] is True
                 # The patient client kept its connection: the frozen server caught up on it.
                 assert len(opened("patient", stream)) == opens["patient", stream]
                 assert len(patient.connected(stream)) == connects["patient", stream]
             for client in everyone:
                 assert client.events("customer")[-1]["payload"]["message"]["content"] == (
-                    "Sent while the server was frozen.")
+                    "Sent while the server was frozen."
+                )
 
             # --- 4. the history no longer reaches back: recovered false, refetch ----------------
             before, connects = positions(), counts(NodeClient.connected)
@@ -429,25 +474,34 @@ async def test_js_client_resumes_across_restarts_and_refetches_when_told(
             # At least one reconnection attempt fails while A is down (the end of the stream
             # is one error, a refused connection at least one more).
             for label, client in clients.items():
-                await client.wait(f"{label}: a refused reconnection",
-                                  lambda c=client, n=errors[label]: len(c.errors(paths["customer"])) >= n + 2)  # type: ignore[misc]  # python/mypy#15459: defaults bind the loop variables
+                await client.wait(
+                    f"{label}: a refused reconnection",
+                    lambda c=client, n=errors[label]: len(c.errors(paths["customer"])) >= n + 2,  # type: ignore[misc]  # python/mypy#15459: defaults bind the loop variables
+                )
             trimmed = await trim_history_past(
-                redis, f"sse:session:{name}", before["watchful", "customer"],
+                redis,
+                f"sse:session:{name}",
+                before["watchful", "customer"],
                 lambda i: agent_say(http, name, AGENT, f"Filler {i}", base=short.url),
             )
             await run(a.start)
             transcript = await call(http, "GET", f"{a.url}/chatbot/api/sessions/{name}/messages")
             for label, client in clients.items():
                 for stream in streams:
-                    await client.wait(f"{label} {stream} back", lambda c=client, s=stream,  # type: ignore[misc]  # python/mypy#15459: defaults bind the loop variables
-                                      n=connects[label, stream]: len(c.connected(s)) > n)
+                    await client.wait(
+                        f"{label} {stream} back",
+                        lambda c=client,  # type: ignore[misc]  # python/mypy#15459: defaults bind the loop variables
+                        s=stream,
+                        n=connects[label, stream]: len(c.connected(s)) > n,
+                    )
                 gone = client.connected("customer")[-1]
                 assert gone["payload"]["recovered"] is False, gone
                 refetched = client.of("resync", "customer")
                 assert len(refetched) == 2, refetched
                 assert refetched[1]["initial"] is False and refetched[1]["recovered"] is False
                 assert refetched[1]["data"][f"/chatbot/api/sessions/{name}/messages"]["messages"] == [
-                    m["id"] for m in transcript["messages"]]
+                    m["id"] for m in transcript["messages"]
+                ]
                 # The agent's channels lost nothing: resumed, no refetch.
                 assert client.connected("agent")[-1]["payload"]["recovered"] is True
                 assert client.connected("agent")[-1]["id"] == before[label, "agent"]
@@ -456,9 +510,12 @@ async def test_js_client_resumes_across_restarts_and_refetches_when_told(
             # Live events go on, delivered after the refetch, once.
             await agent_say(http, name, AGENT, "Back to normal.", base=a.url)
             for label, client in clients.items():
-                await client.wait(f"{label}: the live message",
-                                  lambda c=client: c.events("customer")[-1]["payload"]["message"]["content"]  # type: ignore[misc]  # python/mypy#15459: defaults bind the loop variables
-                                  == "Back to normal.")
+                await client.wait(
+                    f"{label}: the live message",
+                    lambda c=client: (  # type: ignore[misc]  # python/mypy#15459: defaults bind the loop variables
+                        c.events("customer")[-1]["payload"]["message"]["content"] == "Back to normal."
+                    ),
+                )
                 for stream in streams:
                     assert_strictly_increasing(client.ids(stream))
                 refetch = client.lines.index(client.of("resync", "customer")[1])
@@ -472,22 +529,26 @@ async def test_js_client_resumes_across_restarts_and_refetches_when_told(
     assert took < 40, f"took {took:.1f} s ({trimmed} fillers)"
 
 
-async def test_js_client_with_tokens(
-    node: str, server_process: StartServer, tmp_path: Path
-) -> None:
+async def test_js_client_with_tokens(node: str, server_process: StartServer, tmp_path: Path) -> None:
     secret = "js-client-test-secret-" + os.urandom(16).hex()
     env = {"SWITCHBOARD_INSECURE": ""}
     server = await run(server_process, "--no-redis", "--secret", secret, env=env)
     minted = await run(
-        subprocess.run, [sys.executable, str(ROOT / "run.py"), "token", "--agent", AGENT, "--secret", secret],
-        cwd=ROOT, capture_output=True, text=True, timeout=20, check=False,
+        subprocess.run,
+        [sys.executable, str(ROOT / "run.py"), "token", "--agent", AGENT, "--secret", secret],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
     )
     assert minted.returncode == 0, minted.stderr
     agent_token = minted.stdout.strip()
     name = "js-secure"
     async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as http:
-        created = await call(http, "POST", f"{server.url}/chatbot/api/sessions",
-                             {"session_name": name}, status=201)
+        created = await call(
+            http, "POST", f"{server.url}/chatbot/api/sessions", {"session_name": name}, status=201
+        )
         customer_token = created["token"]
         customer, agent = session_streams(name)
         streams = [
@@ -507,14 +568,28 @@ async def test_js_client_with_tokens(
                 assert not client.of("event", stream) and not client.of("resync", stream)
 
             await chat(http, name, "I want a human", base=server.url, headers=bearer(customer_token))
-            await call(http, "POST", f"{server.url}/workbench/api/sessions/{name}/takeover",
-                       headers=bearer(agent_token))
-            await call(http, "POST", f"{server.url}/workbench/api/sessions/{name}/messages",
-                       {"content": "Hello from a signed-in agent."}, headers=bearer(agent_token))
+            await call(
+                http,
+                "POST",
+                f"{server.url}/workbench/api/sessions/{name}/takeover",
+                headers=bearer(agent_token),
+            )
+            await call(
+                http,
+                "POST",
+                f"{server.url}/workbench/api/sessions/{name}/messages",
+                {"content": "Hello from a signed-in agent."},
+                headers=bearer(agent_token),
+            )
             await client.wait("the agent's reply", lambda: len(client.events("customer")) == 6)
             assert [e["type"] for e in client.events("customer")] == [
-                "new_message", "new_message", "status_change", "agent_joined", "status_change",
-                "new_message"]
+                "new_message",
+                "new_message",
+                "status_change",
+                "agent_joined",
+                "status_change",
+                "new_message",
+            ]
             assert client.events("customer")[-1]["payload"]["message"]["agent_id"] == AGENT
             await client.wait("the agent's events", lambda: len(client.events("agent")) == 2)
             assert [e["type"] for e in client.events("agent")] == ["transfer_request", "status_change"]
@@ -604,17 +679,25 @@ async def test_python_client_from_the_guide(
             await until("the takeover", lambda: len(ids()) == 8)
             last = ids()[-1]
             assert await run(a.stop) == 0
-            await trim_history_past(redis, f"sse:session:{name}", last,
-                                    lambda i: agent_say(http, name, AGENT, f"Filler {i}", base=short.url))
+            await trim_history_past(
+                redis,
+                f"sse:session:{name}",
+                last,
+                lambda i: agent_say(http, name, AGENT, f"Filler {i}", base=short.url),
+            )
             await run(a.start)
             await until("told", lambda: len(connected()) == 3 and len(refetches) == 2)
             assert connected()[2][1]["payload"]["recovered"] is False
             transcript = await call(http, "GET", f"{a.url}/chatbot/api/sessions/{name}/messages")
             assert refetches[1] == [m["id"] for m in transcript["messages"]]
             await agent_say(http, name, AGENT, "Back to normal.", base=a.url)
-            await until("live after the refetch",
-                        lambda: events[-1][1]["type"] == "new_message"
-                        and events[-1][1]["payload"]["message"]["content"] == "Back to normal.")
+            await until(
+                "live after the refetch",
+                lambda: (
+                    events[-1][1]["type"] == "new_message"
+                    and events[-1][1]["payload"]["message"]["content"] == "Back to normal."
+                ),
+            )
             assert_strictly_increasing(ids())
         finally:
             following.cancel()

@@ -83,6 +83,9 @@ def test_the_two_locks_name_the_same_versions() -> None:
 def test_this_environment_is_the_lock() -> None:
     """The suite runs on what dev.txt names (make test installs it with --require-hashes)."""
     installed = {name: Version(metadata.version(name)) for name in locked(DEV_LOCK)}
-    differ = {name: (str(installed[name]), str(pin)) for name, pin in locked(DEV_LOCK).items()
-              if installed[name] != pin}
+    differ = {
+        name: (str(installed[name]), str(pin))
+        for name, pin in locked(DEV_LOCK).items()
+        if installed[name] != pin
+    }
     assert differ == {}

@@ -140,9 +140,10 @@ class Nginx:
     def start(self) -> None:
         output = (self.logs / "nginx.out").open("ab")
         self.process = subprocess.Popen(
-            [self.binary, "-p", f"{self.root}/", "-c", str(self.conf),
-             "-e", str(self.logs / "error.log")],
-            stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            [self.binary, "-p", f"{self.root}/", "-c", str(self.conf), "-e", str(self.logs / "error.log")],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
         output.close()
         process = self.process
@@ -182,9 +183,7 @@ class Nginx:
         path = self.logs / "switchboard.access.log"
         text = path.read_text() if path.exists() else ""
         pattern = re.compile(r'"(\S+) (\S+) HTTP/[\d.]+" (\d{3}) \d+ [\d.]+ upstream=(\S+) ')
-        return [
-            (m[1], m[2], int(m[3]), m[4]) for m in map(pattern.search, text.splitlines()) if m
-        ]
+        return [(m[1], m[2], int(m[3]), m[4]) for m in map(pattern.search, text.splitlines()) if m]
 
 
 @dataclass
@@ -225,8 +224,9 @@ async def read_stream_answer(http: aiohttp.ClientSession, url: str) -> tuple[int
         return response.status, response.content_type, await response.read()
 
 
-async def assert_away(http: aiohttp.ClientSession, base: str, stream_path: str, action: str,
-                      health_path: str) -> None:
+async def assert_away(
+    http: aiohttp.ClientSession, base: str, stream_path: str, action: str, health_path: str
+) -> None:
     """What nginx answers while the process behind these paths is down: event streams a 200
     that ends at once with a retry hint (EventSource then reconnects), the API a JSON 503 with
     Retry-After."""
@@ -237,9 +237,7 @@ async def assert_away(http: aiohttp.ClientSession, base: str, stream_path: str, 
     await assert_json_error(http, "GET", base + health_path, 503, "unavailable")
 
 
-async def wait_until(
-    check: Callable[[], bool], reading: asyncio.Task[None], timeout: float
-) -> None:
+async def wait_until(check: Callable[[], bool], reading: asyncio.Task[None], timeout: float) -> None:
     """Poll ``check`` (bounded); a reader that failed meanwhile fails the test at once."""
 
     def ready() -> bool:
@@ -266,9 +264,7 @@ async def retried_while_away(reader: ReconnectingReader, reading: asyncio.Task[N
     ``connected`` that asks for a retry in a second; the reader must keep trying."""
     await wait_until(lambda: len(reader.per_connection) >= 2, reading, 8)
     assert len(reader.connected) == 1, reader.connected
-    assert reader.per_connection[1] == 0 and reader.hints[1] == 1000, (
-        reader.per_connection, reader.hints
-    )
+    assert reader.per_connection[1] == 0 and reader.hints[1] == 1000, (reader.per_connection, reader.hints)
 
 
 def check_resumed(reader: ReconnectingReader) -> None:
@@ -320,8 +316,11 @@ async def test_handoff_console_and_health_through_nginx(stack: Stack) -> None:
     # nginx's access log names the process that answered every request.
     logged = stack.nginx.access()
     expected_upstream = {
-        "/chatbot/": chatbot_up, "/console/": chatbot_up, "/health/chatbot": chatbot_up,
-        "/workbench/": workbench_up, "/health/workbench": workbench_up,
+        "/chatbot/": chatbot_up,
+        "/console/": chatbot_up,
+        "/health/chatbot": chatbot_up,
+        "/workbench/": workbench_up,
+        "/health/workbench": workbench_up,
     }
     routed = 0
     for method, path, status, upstream in logged:
@@ -392,7 +391,9 @@ async def test_events_leave_nginx_while_the_stream_is_open(stack: Stack) -> None
                 assert (await stream.next_of("heartbeat", timeout=3)).type == "heartbeat"
     logger.info(
         "through nginx: %d events, latency from publish max %.1f ms, median %.1f ms",
-        len(latencies), max(latencies) * 1000, sorted(latencies)[len(latencies) // 2] * 1000,
+        len(latencies),
+        max(latencies) * 1000,
+        sorted(latencies)[len(latencies) // 2] * 1000,
     )
     assert max(latencies) < PROMPT, [round(x, 3) for x in latencies]
 
@@ -426,9 +427,7 @@ async def test_customer_stream_survives_a_chatbot_restart_behind_nginx(stack: St
                 assert status == 0, stack.chatbot.log()
                 for content in expected[5:10]:  # while the customer side is down
                     await agent_say(http, name, agent, content, base=base)
-                await assert_away(
-                    http, base, session_events(name), "/chatbot/api/chat", "/health/chatbot"
-                )
+                await assert_away(http, base, session_events(name), "/chatbot/api/chat", "/health/chatbot")
                 await retried_while_away(reader, reading)
                 await asyncio.to_thread(stack.chatbot.start)
 
@@ -444,7 +443,9 @@ async def test_customer_stream_survives_a_chatbot_restart_behind_nginx(stack: St
     check_resumed(reader)
     logger.info(
         "chatbot restart behind nginx: %d connections, endings %s, retry hints %s ms",
-        len(reader.connected), reader.endings, reader.hints,
+        len(reader.connected),
+        reader.endings,
+        reader.hints,
     )
 
 
@@ -488,7 +489,10 @@ async def test_agent_stream_survives_a_workbench_restart_behind_nginx(stack: Sta
                 expected.append(("transfer_request", queued))
                 await customer_says(6)
                 await assert_away(
-                    http, base, agent_events(agent), f"/workbench/api/sessions/{held}/release",
+                    http,
+                    base,
+                    agent_events(agent),
+                    f"/workbench/api/sessions/{held}/release",
                     "/health/workbench",
                 )
                 await retried_while_away(reader, reading)
@@ -505,7 +509,9 @@ async def test_agent_stream_survives_a_workbench_restart_behind_nginx(stack: Sta
     check_resumed(reader)
     logger.info(
         "workbench restart behind nginx: %d connections, endings %s, retry hints %s ms",
-        len(reader.connected), reader.endings, reader.hints,
+        len(reader.connected),
+        reader.endings,
+        reader.hints,
     )
 
 

@@ -64,7 +64,7 @@ SETTLE_DEADLINE = 5.0
 # nothing through a socket with a small receive buffer, so the server's socket fills after a
 # few events and the stream's queue (SLOW_QUEUE events) after a few more.
 SLOW_QUEUE = 4
-SLOW_FILLER = "\U0001F600" * 3990
+SLOW_FILLER = "\U0001f600" * 3990
 SLOW_BATCH = 5
 SLOW_MAX_CHATS = 200
 SLOW_DEADLINE = 15.0
@@ -122,14 +122,21 @@ async def settle(
     deadline: float = SETTLE_DEADLINE,
 ) -> Samples:
     """Scrape until ``check`` holds (bounded); the last scrape."""
-    return await until(lambda: scrape(http, base), check, timeout=deadline, what=what,
-                       describe=lambda samples: interesting(samples or {}))
+    return await until(
+        lambda: scrape(http, base),
+        check,
+        timeout=deadline,
+        what=what,
+        describe=lambda samples: interesting(samples or {}),
+    )
 
 
 def interesting(samples: Samples) -> dict[str, float]:
     return {
-        f"{name}{dict(labels)}": number for (name, labels), number in samples.items()
-        if name.startswith("switchboard_") and "_bucket" not in name
+        f"{name}{dict(labels)}": number
+        for (name, labels), number in samples.items()
+        if name.startswith("switchboard_")
+        and "_bucket" not in name
         and not name.startswith("switchboard_request_duration")
     }
 
@@ -146,8 +153,16 @@ def latency_count(samples: Samples) -> float:
 
 
 def request_count(samples: Samples, method: str, route: str, status: int) -> float:
-    return value(samples, "switchboard_request_duration_seconds_count",
-                 method=method, route=route, status=str(status)) or 0.0
+    return (
+        value(
+            samples,
+            "switchboard_request_duration_seconds_count",
+            method=method,
+            route=route,
+            status=str(status),
+        )
+        or 0.0
+    )
 
 
 # --- a client that stops reading -----------------------------------------------------------------
@@ -238,8 +253,14 @@ def formatted(record: logging.LogRecord) -> list[str]:
 async def wait_for_records(
     caplog: pytest.LogCaptureFixture, check: Callable[[list[logging.LogRecord]], bool], what: str
 ) -> list[logging.LogRecord]:
-    await until(lambda: caplog.records, check, timeout=SETTLE_DEADLINE, interval=0.02,
-                what=f"{what}: not logged", describe=lambda records: len(records or []))
+    await until(
+        lambda: caplog.records,
+        check,
+        timeout=SETTLE_DEADLINE,
+        interval=0.02,
+        what=f"{what}: not logged",
+        describe=lambda records: len(records or []),
+    )
     return list(caplog.records)
 
 
@@ -330,9 +351,8 @@ async def test_metrics_count_a_scripted_handoff(
 
     await call(client, "POST", f"{CHATBOT}/sessions", {"session_name": name}, status=201)
     async with AsyncExitStack() as stack:
-        async def stream(path: str, headers: dict[str, str] | None = None) -> tuple[
-            SSEStream, SSEEvent
-        ]:
+
+        async def stream(path: str, headers: dict[str, str] | None = None) -> tuple[SSEStream, SSEEvent]:
             return await stack.enter_async_context(open_stream(client, path, headers=headers))
 
         customer, _ = await stream(session_events(name))
@@ -343,37 +363,52 @@ async def test_metrics_count_a_scripted_handoff(
         assert value(samples, "switchboard_streams_opened_total") == 3
 
         # 1. chat in bot_active: the customer's message and the bot's answer (session channel).
-        answer = await call(client, "POST", f"{CHATBOT}/chat",
-                            {"session_name": name, "content": "hello"})
+        answer = await call(client, "POST", f"{CHATBOT}/chat", {"session_name": name, "content": "hello"})
         assert answer["reply"] is not None
         # 2. escalate: status_change (session), transfer_request (broadcast).
-        await call(client, "POST", f"{CHATBOT}/manual/escalate",
-                   {"session_name": name, "reason": "metrics test"})
+        await call(
+            client, "POST", f"{CHATBOT}/manual/escalate", {"session_name": name, "reason": "metrics test"}
+        )
         # 3. takeover: agent_joined + status_change (session), status_change (broadcast).
         await call(client, "POST", f"{WORKBENCH}/sessions/{name}/takeover", {"agent_id": AGENT})
         # 4. the agent answers: new_message (session).
-        await call(client, "POST", f"{WORKBENCH}/sessions/{name}/messages",
-                   {"agent_id": AGENT, "content": "agent here"})
+        await call(
+            client,
+            "POST",
+            f"{WORKBENCH}/sessions/{name}/messages",
+            {"agent_id": AGENT, "content": "agent here"},
+        )
         # 5. the customer again, now routed to the agent: new_message (session and agent).
-        routed = await call(client, "POST", f"{CHATBOT}/chat",
-                            {"session_name": name, "content": "still there?"})
+        routed = await call(
+            client, "POST", f"{CHATBOT}/chat", {"session_name": name, "content": "still there?"}
+        )
         assert routed["reply"] is None
 
-        session_types = ["new_message", "new_message", "status_change", "agent_joined",
-                         "status_change", "new_message", "new_message"]
+        session_types = [
+            "new_message",
+            "new_message",
+            "status_change",
+            "agent_joined",
+            "status_change",
+            "new_message",
+            "new_message",
+        ]
         seen = await customer.take(len(session_types))
         assert [e.type for e in seen] == session_types
         assert [e.type for e in await watcher.take(len(session_types))] == session_types
-        assert [e.type for e in await agent.take(3)] == [
-            "transfer_request", "status_change", "new_message"
-        ]
+        assert [e.type for e in await agent.take(3)] == ["transfer_request", "status_change", "new_message"]
         samples = await scraped()
         assert by_label(samples, "switchboard_events_published_total", "type") == {
-            "new_message": 5, "status_change": 3, "transfer_request": 1, "agent_joined": 1,
+            "new_message": 5,
+            "status_change": 3,
+            "transfer_request": 1,
+            "agent_joined": 1,
         }
         # One per stream an event reached: the session's 7 events twice, the agent's 3 once.
         assert by_label(samples, "switchboard_events_delivered_total", "type") == {
-            "new_message": 4 * 2 + 1, "status_change": 2 * 2 + 1, "transfer_request": 1,
+            "new_message": 4 * 2 + 1,
+            "status_change": 2 * 2 + 1,
+            "transfer_request": 1,
             "agent_joined": 2,
         }
         # Once per event and process: every one of the 10 events had a stream to go to.
@@ -408,19 +443,26 @@ async def test_metrics_count_a_scripted_handoff(
         }
         for (method, route, status), count in routes.items():
             assert request_count(samples, method, route, status) == count, (
-                method, route, status, observed_routes(samples)
+                method,
+                route,
+                status,
+                observed_routes(samples),
             )
         assert not [r for r in observed_routes(samples) if r[1].endswith("/events")]
         assert not [r for r in observed_routes(samples) if "obs" in r[1] or AGENT in r[1]]
 
     # All four closed: the gauge goes back (bounded wait), and each close was logged.
-    samples = await settle(client, lambda s: streams_open(s) == {"chatbot": 0, "workbench": 0},
-                           "streams closed")
-    records = await wait_for_records(caplog, lambda rs: len(stream_lines(rs, "closed")) >= 4,
-                                     "four stream closes")
+    samples = await settle(
+        client, lambda s: streams_open(s) == {"chatbot": 0, "workbench": 0}, "streams closed"
+    )
+    records = await wait_for_records(
+        caplog, lambda rs: len(stream_lines(rs, "closed")) >= 4, "four stream closes"
+    )
     opened, closed = stream_lines(records, "open"), stream_lines(records, "closed")
     assert len(opened) == 4 and len(closed) == 4, [r.getMessage() for r in records]
-    assert sorted(logged_field(r, "channels") for r in opened) == sorted(logged_field(r, "channels") for r in closed)
+    assert sorted(logged_field(r, "channels") for r in opened) == sorted(
+        logged_field(r, "channels") for r in closed
+    )
     assert {logged_field(r, "reason") for r in closed} == {"client left"}, [r.getMessage() for r in closed]
     assert all(r.levelno == logging.INFO for r in opened + closed)
 
@@ -436,21 +478,24 @@ async def test_metrics_count_a_scripted_handoff(
             while True:
                 assert chats < SLOW_MAX_CHATS, f"no cut-off after {chats} chats of 16 kB"
                 for _ in range(SLOW_BATCH):
-                    await call(client, "POST", f"{CHATBOT}/chat",
-                               {"session_name": slow_name, "content": SLOW_FILLER})
+                    await call(
+                        client, "POST", f"{CHATBOT}/chat", {"session_name": slow_name, "content": SLOW_FILLER}
+                    )
                     chats += 1
                 cut = await scrape(client)
                 if value(cut, "switchboard_slow_consumer_disconnects_total"):
                     break
         # Every event reached the stream's subscription (on Redis, through pub/sub).
         sent = 2 * chats
-        cut = await settle(client, lambda s: latency_count(s) == latency_count(before) + sent,
-                           "fan-outs of the slow session's events")
+        cut = await settle(
+            client,
+            lambda s: latency_count(s) == latency_count(before) + sent,
+            "fan-outs of the slow session's events",
+        )
         assert value(cut, "switchboard_slow_consumer_disconnects_total") == 1
         assert value(cut, "switchboard_stream_gaps_total") == 0
         assert value(cut, "switchboard_events_dropped_total", reason="malformed", type="unknown") == 0
-        discarded = value(cut, "switchboard_events_dropped_total", reason="slow_consumer",
-                          type="new_message")
+        discarded = value(cut, "switchboard_events_dropped_total", reason="slow_consumer", type="new_message")
         published = by_label(cut, "switchboard_events_published_total", "type")
         assert published["new_message"] == 5 + sent, published
         delivered = by_label(cut, "switchboard_events_delivered_total", "type")
@@ -461,19 +506,24 @@ async def test_metrics_count_a_scripted_handoff(
     finally:
         stalled.close()
     # What it gets when it reads: the events written before the cut-off, then a retry hint.
-    got = wire.count(b"\"type\":\"new_message\"")
+    got = wire.count(b'"type":"new_message"')
     assert 0 < got < sent, (got, sent)
     # Dropped: the full queue and the event that did not fit; never one the client got.
     assert discarded is not None and SLOW_QUEUE + 1 <= discarded <= extra - got, (discarded, extra, got)
     assert b"retry: " in wire[-200:], wire[-200:]
     logger.info(
         "slow consumer (%s): cut off after %d chats (%d events of 16 kB); %d counted as "
-        "delivered to it, %d read by it", backend, chats, sent, extra, got,
+        "delivered to it, %d read by it",
+        backend,
+        chats,
+        sent,
+        extra,
+        got,
     )
-    await settle(client, lambda s: streams_open(s) == {"chatbot": 0, "workbench": 0},
-                 "slow stream closed")
-    records = await wait_for_records(caplog, lambda rs: len(stream_lines(rs, "closed")) >= 5,
-                                     "slow stream close")
+    await settle(client, lambda s: streams_open(s) == {"chatbot": 0, "workbench": 0}, "slow stream closed")
+    records = await wait_for_records(
+        caplog, lambda rs: len(stream_lines(rs, "closed")) >= 5, "slow stream close"
+    )
     slow_close = stream_lines(records, "closed")[-1]
     assert logged_field(slow_close, "reason") == "client too slow: cut off", slow_close.getMessage()
     assert slow_close.levelno == logging.WARNING
@@ -503,9 +553,9 @@ async def test_request_histogram_keeps_route_templates(client: AppClient) -> Non
     assert ("GET", f"{WORKBENCH}/sessions/{{session_name}}/messages", "404") in routes, routes
     assert not [r for r in routes if "nobody" in r[1] or "made-up" in r[1]], routes
     unmatched = sum(
-        number for (name, labels), number in samples.items()
-        if name == "switchboard_request_duration_seconds_count"
-        and dict(labels)["route"] == "unmatched"
+        number
+        for (name, labels), number in samples.items()
+        if name == "switchboard_request_duration_seconds_count" and dict(labels)["route"] == "unmatched"
     )
     assert unmatched == 3, routes
 
@@ -522,34 +572,58 @@ async def test_each_request_logs_one_line_with_its_request_id(
     concurrent requests."""
     capture_logs(caplog)
     name = "ids"
-    response = await exchange(client, "POST", f"{CHATBOT}/sessions", {"session_name": name},
-                              status=201, headers={"X-Request-ID": "test-123"})
+    response = await exchange(
+        client,
+        "POST",
+        f"{CHATBOT}/sessions",
+        {"session_name": name},
+        status=201,
+        headers={"X-Request-ID": "test-123"},
+    )
     assert response.headers["X-Request-ID"] == "test-123"
-    response = await exchange(client, "POST", f"{CHATBOT}/chat", {"session_name": name},
-                              status=400, headers={"X-Request-ID": "test-err.1:a_B-9"})
+    response = await exchange(
+        client,
+        "POST",
+        f"{CHATBOT}/chat",
+        {"session_name": name},
+        status=400,
+        headers={"X-Request-ID": "test-err.1:a_B-9"},
+    )
     error = response.body
     assert response.headers["X-Request-ID"] == "test-err.1:a_B-9"
     assert error["error"]["request_id"] == "test-err.1:a_B-9", error
-    response = await exchange(client, "GET", "/no/such/path?x=1", status=404,
-                              headers={"X-Request-ID": "test-404"})
+    response = await exchange(
+        client, "GET", "/no/such/path?x=1", status=404, headers={"X-Request-ID": "test-404"}
+    )
     error = response.body
     assert (response.headers["X-Request-ID"], error["error"]["request_id"]) == ("test-404",) * 2
 
     path = session_events(name)
-    async with open_stream(client, f"{path}?last_event_id=nope",
-                           headers={"X-Request-ID": "test-stream"}) as (stream, _):
+    async with open_stream(client, f"{path}?last_event_id=nope", headers={"X-Request-ID": "test-stream"}) as (
+        stream,
+        _,
+    ):
         assert stream.response.headers["X-Request-ID"] == "test-stream"
         # Concurrent requests, each with its own id, while the stream is open.
-        await asyncio.gather(*(
-            call(client, "GET", f"{CHATBOT}/sessions/{name}", headers={"X-Request-ID": f"par-{i}"})
-            for i in range(8)
-        ))
-        await call(client, "POST", f"{CHATBOT}/chat", {"session_name": name, "content": "hi"},
-                   headers={"X-Request-ID": "test-chat"})
+        await asyncio.gather(
+            *(
+                call(client, "GET", f"{CHATBOT}/sessions/{name}", headers={"X-Request-ID": f"par-{i}"})
+                for i in range(8)
+            )
+        )
+        await call(
+            client,
+            "POST",
+            f"{CHATBOT}/chat",
+            {"session_name": name, "content": "hi"},
+            headers={"X-Request-ID": "test-chat"},
+        )
         await stream.take(2)
     records = await wait_for_records(
-        caplog, lambda rs: any(getattr(r, "request_id", "") == "test-stream"
-                               for r in request_lines(rs)), "the stream's request line")
+        caplog,
+        lambda rs: any(getattr(r, "request_id", "") == "test-stream" for r in request_lines(rs)),
+        "the stream's request line",
+    )
 
     lines = request_lines(records)
     by_id: dict[str, list[logging.LogRecord]] = {}
@@ -561,8 +635,10 @@ async def test_each_request_logs_one_line_with_its_request_id(
         "test-404": ("GET", "/no/such/path", "unmatched", 404),
         "test-stream": ("GET", path, f"{CHATBOT}/sessions/{{session_name}}/events", 200),
         "test-chat": ("POST", f"{CHATBOT}/chat", f"{CHATBOT}/chat", 200),
-        **{f"par-{i}": ("GET", f"{CHATBOT}/sessions/{name}",
-                        f"{CHATBOT}/sessions/{{session_name}}", 200) for i in range(8)},
+        **{
+            f"par-{i}": ("GET", f"{CHATBOT}/sessions/{name}", f"{CHATBOT}/sessions/{{session_name}}", 200)
+            for i in range(8)
+        },
     }
     for request_id, (method, logged_path, route, status) in wanted.items():
         mine = by_id.get(request_id, [])
@@ -583,7 +659,8 @@ async def test_each_request_logs_one_line_with_its_request_id(
             await probed.read()
     probes = [r for r in request_lines(caplog.records) if logged_field(r, "request_id") == "probe"]
     assert sorted((logged_field(r, "path"), r.levelno) for r in probes) == [
-        ("/health", logging.DEBUG), ("/metrics", logging.DEBUG)
+        ("/health", logging.DEBUG),
+        ("/metrics", logging.DEBUG),
     ]
     # Every line in both formats carries the id of the request it was logged in.
     for record in records:
@@ -598,7 +675,7 @@ async def test_each_request_logs_one_line_with_its_request_id(
 
 @pytest.mark.parametrize(
     "claimed",
-    ["has spaces", "x" * 129, "x" * 200, "semi;colon", "slash/es", "quote\"d", "", "é-accent"],
+    ["has spaces", "x" * 129, "x" * 200, "semi;colon", "slash/es", 'quote"d', "", "é-accent"],
     ids=["spaces", "129-chars", "200-chars", "semicolon", "slash", "quote", "empty", "non-ascii"],
 )
 async def test_an_unacceptable_request_id_is_replaced(
@@ -611,11 +688,11 @@ async def test_an_unacceptable_request_id_is_replaced(
     client = await make_client(Settings(port=0, use_redis=False, insecure=True))
     headers = {"X-Request-ID": claimed.encode().decode("latin-1")}
     ids: list[str] = []
-    response = await exchange(client, "POST", f"{CHATBOT}/sessions", {"session_name": "bad-id"},
-                              status=201, headers=headers)
+    response = await exchange(
+        client, "POST", f"{CHATBOT}/sessions", {"session_name": "bad-id"}, status=201, headers=headers
+    )
     ids.append(response.headers["X-Request-ID"])
-    response = await exchange(client, "GET", f"{CHATBOT}/sessions/missing", status=404,
-                              headers=headers)
+    response = await exchange(client, "GET", f"{CHATBOT}/sessions/missing", status=404, headers=headers)
     error = response.body
     ids.append(response.headers["X-Request-ID"])
     assert error["error"]["request_id"] == ids[-1], error
@@ -626,8 +703,7 @@ async def test_an_unacceptable_request_id_is_replaced(
     assert logged == ids, (logged, ids)
     # The longest acceptable id is kept as it is.
     longest = "a." * 64
-    response = await exchange(client, "GET", f"{CHATBOT}/sessions/bad-id",
-                              headers={"X-Request-ID": longest})
+    response = await exchange(client, "GET", f"{CHATBOT}/sessions/bad-id", headers={"X-Request-ID": longest})
     assert response.headers["X-Request-ID"] == longest
 
 
@@ -644,37 +720,63 @@ async def test_no_token_or_message_content_in_logs_at_info(
     alice = authority.mint("agent", AGENT, 600)
     wrong = TokenAuthority("another-secret-0123456789-0123456789-xyz").mint("agent", AGENT, 600)
     name = "private"
-    created = await call(client, "POST", f"{CHATBOT}/sessions", {"session_name": name},
-                         status=201)
+    created = await call(client, "POST", f"{CHATBOT}/sessions", {"session_name": name}, status=201)
     customer = created["token"]
     customer_stream = f"{session_events(name)}?token={customer}"
     agent_stream = f"{agent_events(AGENT)}?token={alice}"
-    async with open_stream(client, customer_stream) as (to_customer, _), \
-            open_stream(client, agent_stream) as (to_agent, _):
-        await call(client, "POST", f"{CHATBOT}/chat",
-                   {"session_name": name, "content": f"{marker} please, a human"},
-                   headers=bearer(customer))
+    async with (
+        open_stream(client, customer_stream) as (to_customer, _),
+        open_stream(client, agent_stream) as (to_agent, _),
+    ):
+        await call(
+            client,
+            "POST",
+            f"{CHATBOT}/chat",
+            {"session_name": name, "content": f"{marker} please, a human"},
+            headers=bearer(customer),
+        )
         await to_agent.next_of("transfer_request")
         await call(client, "POST", f"{WORKBENCH}/sessions/{name}/takeover", headers=bearer(alice))
-        await call(client, "POST", f"{WORKBENCH}/sessions/{name}/messages",
-                   {"content": f"agent says {marker}"}, headers=bearer(alice))
-        await call(client, "POST", f"{CHATBOT}/chat",
-                   {"session_name": name, "content": f"customer says {marker}"},
-                   headers=bearer(customer))
+        await call(
+            client,
+            "POST",
+            f"{WORKBENCH}/sessions/{name}/messages",
+            {"content": f"agent says {marker}"},
+            headers=bearer(alice),
+        )
+        await call(
+            client,
+            "POST",
+            f"{CHATBOT}/chat",
+            {"session_name": name, "content": f"customer says {marker}"},
+            headers=bearer(customer),
+        )
         await to_agent.next_of("new_message")
         assert marker in (await to_customer.next_of("new_message")).payload["message"]["content"]
         # Refused attempts: a forged token in a header and in a query, a token on the wrong
         # side, a message too long (its content in the error, never in the log).
         await call(client, "GET", f"{session_events(name)}?token={wrong}", status=401)
-        await call(client, "POST", f"{CHATBOT}/chat",
-                   {"session_name": name, "content": marker}, status=401, headers=bearer(wrong))
+        await call(
+            client,
+            "POST",
+            f"{CHATBOT}/chat",
+            {"session_name": name, "content": marker},
+            status=401,
+            headers=bearer(wrong),
+        )
         await call(client, "GET", f"{WORKBENCH}/sessions?token={alice}", status=401)
-        await call(client, "POST", f"{CHATBOT}/chat",
-                   {"session_name": name, "content": marker * 200}, status=400,
-                   headers=bearer(customer))
+        await call(
+            client,
+            "POST",
+            f"{CHATBOT}/chat",
+            {"session_name": name, "content": marker * 200},
+            status=400,
+            headers=bearer(customer),
+        )
         await call(client, "GET", f"{CHATBOT}/sessions/{name}/messages", headers=bearer(customer))
     records = await wait_for_records(
-        caplog, lambda rs: len(stream_lines(rs, "closed")) >= 2, "both stream closes")
+        caplog, lambda rs: len(stream_lines(rs, "closed")) >= 2, "both stream closes"
+    )
     assert len(request_lines(records)) >= 12
     secrets_ = [marker, customer, alice, wrong]
     secrets_ += [token.rsplit(".", 1)[-1] for token in (customer, alice, wrong)]
@@ -727,36 +829,44 @@ async def test_process_json_logs(server_process: StartServer, redis_url: str, mo
     marker = f"JSONMARK-{time.time_ns()}"
     alice = TokenAuthority(SECRET).mint("agent", AGENT, 600)
     async with aiohttp.ClientSession() as http:
-        created = await call(http, "POST", f"{base}{CHATBOT}/sessions", {"session_name": name},
-                             status=201, headers={"X-Request-ID": "proc-create"})
+        created = await call(
+            http,
+            "POST",
+            f"{base}{CHATBOT}/sessions",
+            {"session_name": name},
+            status=201,
+            headers={"X-Request-ID": "proc-create"},
+        )
         customer = created["token"]
         url = f"{base}{session_events(name)}?token={customer}"
-        async with open_stream(http, url, headers={"X-Request-ID": "proc-stream"}) as (
-            stream, _
-        ):
-            await call(http, "POST", f"{base}{CHATBOT}/chat",
-                       {"session_name": name, "content": f"hello {marker}"},
-                       headers={**bearer(customer), "X-Request-ID": "proc-chat"})
+        async with open_stream(http, url, headers={"X-Request-ID": "proc-stream"}) as (stream, _):
+            await call(
+                http,
+                "POST",
+                f"{base}{CHATBOT}/chat",
+                {"session_name": name, "content": f"hello {marker}"},
+                headers={**bearer(customer), "X-Request-ID": "proc-chat"},
+            )
             await stream.take(2)
-        response = await exchange(http, "GET", f"{base}{WORKBENCH}/sessions", status=401,
-                                  headers={**bearer(customer + "x"), "X-Request-ID": "proc-401"})
+        response = await exchange(
+            http,
+            "GET",
+            f"{base}{WORKBENCH}/sessions",
+            status=401,
+            headers={**bearer(customer + "x"), "X-Request-ID": "proc-401"},
+        )
         error = response.body
         assert response.headers["X-Request-ID"] == "proc-401"
         assert error["error"]["request_id"] == "proc-401"
         await call(http, "GET", f"{base}{WORKBENCH}/sessions", headers=bearer(alice))
-        samples = await settle(http, lambda s: streams_open(s)["chatbot"] == 0, "stream closed",
-                               base)
+        samples = await settle(http, lambda s: streams_open(s)["chatbot"] == 0, "stream closed", base)
         modes = by_label(samples, "switchboard_broker_mode", "mode")
         backend = "memory" if mode == "memory-flag" else "redis"
         assert modes[backend] == 1 and sum(modes.values()) == 1, modes
         reconnects = value(samples, "switchboard_redis_reconnects_total") or 0
         assert (reconnects >= 1) if backend == "redis" else (reconnects == 0), reconnects
-        assert by_label(samples, "switchboard_events_published_total", "type") == {
-            "new_message": 2
-        }
-        assert by_label(samples, "switchboard_events_delivered_total", "type") == {
-            "new_message": 2
-        }
+        assert by_label(samples, "switchboard_events_published_total", "type") == {"new_message": 2}
+        assert by_label(samples, "switchboard_events_delivered_total", "type") == {"new_message": 2}
     assert server.stop() == 0
     log = server.log()
     lines = json_lines(log)
@@ -773,7 +883,10 @@ async def test_process_json_logs(server_process: StartServer, redis_url: str, mo
         assert len(mine) == 1, (request_id, mine)
         line = mine[0]
         assert (line["method"], line["path"], line["status"], line["level"]) == (
-            method, path, status, "INFO"
+            method,
+            path,
+            status,
+            "INFO",
         ), line
         assert isinstance(line["ms"], (int, float)) and "route" in line, line
     streams = [line for line in lines if line["logger"] == STREAM_LOGGER]
@@ -800,15 +913,15 @@ async def test_a_request_cannot_forge_log_lines(server_process: StartServer) -> 
     decodes into request.path) must not start a line of its own or reach the terminal raw."""
     server = server_process("--no-redis")
     paths = [
-        "/chatbot/api/sessions/x%0A" + FORGED.replace(" ", "%20").replace("[", "%5B")
-        .replace("]", "%5D"),
+        "/chatbot/api/sessions/x%0A" + FORGED.replace(" ", "%20").replace("[", "%5B").replace("]", "%5D"),
         "/nowhere%0D%0Aforged-crlf-line",
         "/nowhere%1B%5B2J%1B%5B31mred",
     ]
     async with aiohttp.ClientSession() as http:
         for path in paths:
-            async with http.get(yarl.URL(server.url + path, encoded=True),
-                                headers={"X-Request-ID": "forger"}) as response:
+            async with http.get(
+                yarl.URL(server.url + path, encoded=True), headers={"X-Request-ID": "forger"}
+            ) as response:
                 assert response.status in (400, 404), await response.text()
                 assert (await response.json())["error"]["request_id"] == "forger"
     assert server.stop() == 0
@@ -824,7 +937,9 @@ async def test_a_request_cannot_forge_log_lines(server_process: StartServer) -> 
 
 
 @pytest.mark.parametrize("how", ["flag", "env"])
-def test_unknown_log_format_is_refused(run_py: Callable[..., subprocess.CompletedProcess[str]], how: str) -> None:
+def test_unknown_log_format_is_refused(
+    run_py: Callable[..., subprocess.CompletedProcess[str]], how: str
+) -> None:
     """``--log-format nope`` (or SWITCHBOARD_LOG_FORMAT=nope) stops the process at start with
     exit status 2 and a usage error naming the setting, without a traceback."""
     args = ["--no-redis", "--insecure", "--host", "127.0.0.1", "--port", str(free_port())]

@@ -231,13 +231,14 @@ class Contract:
         body = json.loads(text)
         media = content["application/json"]
         name = ref_name(media["schema"])
-        assert not schema_errors(self.doc, media["schema"], body), schema_errors(self.doc, media["schema"], body)
+        assert not schema_errors(self.doc, media["schema"], body), schema_errors(
+            self.doc, media["schema"], body
+        )
         if name in self.schemas:
             assert self.schemas[name].validate(body) == {}, (name, self.schemas[name].validate(body), body)
         if name == "Error":
             codes = {
-                resolve(self.doc, example)["value"]["error"]["code"]
-                for example in media["examples"].values()
+                resolve(self.doc, example)["value"]["error"]["code"] for example in media["examples"].values()
             }
             assert body["error"]["code"] in codes, (
                 f"{method} {template} {response.status}: code {body['error']['code']} is not "
@@ -246,9 +247,17 @@ class Contract:
         return body
 
     async def call(
-        self, client: AppClient, method: str, template: str, *, status: int,
-        path: str | None = None, body: Any = None, headers: dict[str, str] | None = None,
-        data: bytes | None = None, params: dict[str, str] | None = None,
+        self,
+        client: AppClient,
+        method: str,
+        template: str,
+        *,
+        status: int,
+        path: str | None = None,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        data: bytes | None = None,
+        params: dict[str, str] | None = None,
     ) -> Any:
         """Send a request (JSON ``body``, or raw ``data``) and check its answer."""
         url = path if path is not None else template
@@ -296,7 +305,9 @@ async def test_every_route_is_documented(
     operation_ids = []
     for method, path, operation in operations(doc):
         where = f"{method} {path}"
-        assert not operation.get("x-undocumented"), f"{where} has no entry in app/web/openapi/operations.py OPERATIONS"
+        assert not operation.get("x-undocumented"), (
+            f"{where} has no entry in app/web/openapi/operations.py OPERATIONS"
+        )
         assert operation.get("description") and operation.get("summary"), where
         assert operation["tags"] and set(operation["tags"]) <= {t["name"] for t in doc["tags"]}, where
         assert operation["responses"], where
@@ -325,7 +336,9 @@ async def test_document_is_built_once_per_app(openapi_client: ClientFactory) -> 
     async with client.get(OPENAPI_PATH) as first, client.get(OPENAPI_PATH) as second:
         assert await first.read() == await second.read()
     holder = client.app.get(OPENAPI_DOCUMENT)
-    assert holder is not None, "route /openapi.json with app.web.openapi.setup_openapi(app): it keeps the document"
+    assert holder is not None, (
+        "route /openapi.json with app.web.openapi.setup_openapi(app): it keeps the document"
+    )
     async with client.get(OPENAPI_PATH) as third:
         assert holder.body == await third.read()
 
@@ -383,7 +396,10 @@ def test_every_example_validates(insecure: bool) -> None:
                 used.add(ref_name(example))
                 value = resolve(doc, example)["value"]
                 schema.load(value)  # raises ValidationError when the example is wrong
-                assert not schema_errors(doc, media["schema"], value), (name, schema_errors(doc, media["schema"], value))
+                assert not schema_errors(doc, media["schema"], value), (
+                    name,
+                    schema_errors(doc, media["schema"], value),
+                )
         for status, response in operation["responses"].items():
             for media_type, media in resolve(doc, response).get("content", {}).items():
                 if media_type == "text/event-stream" and "examples" in media:
@@ -407,7 +423,11 @@ def test_every_example_validates(insecure: bool) -> None:
                     assert not schema_errors(doc, media["schema"], value), example_name
                     if name == "Error":
                         assert rs.ErrorSchema().validate(value) == {}
-                        assert str(ERROR_EXAMPLES[example_name].status) == status, (method, path, example_name)
+                        assert str(ERROR_EXAMPLES[example_name].status) == status, (
+                            method,
+                            path,
+                            example_name,
+                        )
         for parameter in operation["parameters"]:
             parameter = resolve(doc, parameter)
             if "example" in parameter:
@@ -452,7 +472,9 @@ def test_document_is_valid_openapi(components: tuple[str, ...], insecure: bool) 
 
     for ref in walk_refs(doc):
         assert resolve(doc, {"$ref": ref}) is not None, ref
-    for mapping in (s.get("discriminator", {}).get("mapping", {}) for s in doc["components"]["schemas"].values()):
+    for mapping in (
+        s.get("discriminator", {}).get("mapping", {}) for s in doc["components"]["schemas"].values()
+    ):
         for target in mapping.values():
             resolve(doc, {"$ref": target})
     for method, path, operation in operations(doc):
@@ -477,8 +499,15 @@ def test_document_is_valid_openapi(components: tuple[str, ...], insecure: bool) 
 
 
 async def open_events(
-    contract: Contract, stack: AsyncExitStack, client: AppClient, template: str, path: str,
-    *, status: int = 200, headers: dict[str, str] | None = None, params: dict[str, str] | None = None,
+    contract: Contract,
+    stack: AsyncExitStack,
+    client: AppClient,
+    template: str,
+    path: str,
+    *,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+    params: dict[str, str] | None = None,
 ) -> SSEStream | None:
     response = await stack.enter_async_context(
         client.get(path, headers=headers, params=params, timeout=aiohttp.ClientTimeout(total=None))
@@ -500,9 +529,7 @@ AGENT_EVENTS = "/workbench/api/agents/{agent_id}/events"
 SUPERVISOR_EVENTS = "/workbench/api/events"
 
 
-async def test_a_real_flow_matches_the_document(
-    openapi_client: ClientFactory, settings: Settings
-) -> None:
+async def test_a_real_flow_matches_the_document(openapi_client: ClientFactory, settings: Settings) -> None:
     client = await openapi_client(replace(settings, heartbeat=0.2))
     contract = Contract(await fetch_doc(client), insecure=True)
     c, w = contract.call, client
@@ -521,15 +548,19 @@ async def test_a_real_flow_matches_the_document(
         await c(w, "POST", f"{CHATBOT}/sessions", status=201, body={"session_name": "demo"})
         generated = await c(w, "POST", f"{CHATBOT}/sessions", status=201)
         assert generated["session_name"].startswith("s-") and "token" not in generated
-        customer = await open_events(
-            contract, stack, w, SESSION_EVENTS, "/chatbot/api/sessions/demo/events"
-        )
+        customer = await open_events(contract, stack, w, SESSION_EVENTS, "/chatbot/api/sessions/demo/events")
         agent = await open_events(contract, stack, w, AGENT_EVENTS, "/workbench/api/agents/alice/events")
         watcher = await open_events(
-            contract, stack, w, WB_SESSION_EVENTS, "/workbench/api/sessions/demo/events",
+            contract,
+            stack,
+            w,
+            WB_SESSION_EVENTS,
+            "/workbench/api/sessions/demo/events",
             headers={"Last-Event-ID": "1-0"},
         )
-        board = await open_events(contract, stack, w, SUPERVISOR_EVENTS, "/workbench/api/events?status=waiting_agent")
+        board = await open_events(
+            contract, stack, w, SUPERVISOR_EVENTS, "/workbench/api/events?status=waiting_agent"
+        )
         assert customer and agent and watcher and board
         check_events(contract, "SessionStreamEvent", [await board.next()])
         check_events(contract, "SessionStreamEvent", [await customer.next()])
@@ -539,7 +570,9 @@ async def test_a_real_flow_matches_the_document(
         chat = f"{CHATBOT}/chat"
         reply = await c(w, "POST", chat, status=200, body={"session_name": "demo", "content": "Hello"})
         assert reply["reply"] is not None
-        escalated = await c(w, "POST", chat, status=200, body={"session_name": "demo", "content": "I want a human"})
+        escalated = await c(
+            w, "POST", chat, status=200, body={"session_name": "demo", "content": "I want a human"}
+        )
         assert escalated["session"]["status"] == "waiting_agent"
         await c(w, "POST", f"{CHATBOT}/manual/escalate", status=200, body={"session_name": "demo"})
         queue = await c(w, "GET", f"{WORKBENCH}/sessions", status=200, params={"status": "waiting_agent"})
@@ -547,40 +580,113 @@ async def test_a_real_flow_matches_the_document(
         await c(w, "GET", f"{WORKBENCH}/sessions", status=200)
 
         action = WORKBENCH + "/sessions/{session_name}/"
-        await c(w, "POST", action + "takeover", path=f"{WORKBENCH}/sessions/demo/takeover",
-                status=200, body={"agent_id": "alice"})
-        await c(w, "POST", action + "takeover", path=f"{WORKBENCH}/sessions/demo/takeover",
-                status=409, body={"agent_id": "bob"})
-        held = await c(w, "POST", chat, status=200, body={"session_name": "demo", "content": "My order is late"})
+        await c(
+            w,
+            "POST",
+            action + "takeover",
+            path=f"{WORKBENCH}/sessions/demo/takeover",
+            status=200,
+            body={"agent_id": "alice"},
+        )
+        await c(
+            w,
+            "POST",
+            action + "takeover",
+            path=f"{WORKBENCH}/sessions/demo/takeover",
+            status=409,
+            body={"agent_id": "bob"},
+        )
+        held = await c(
+            w, "POST", chat, status=200, body={"session_name": "demo", "content": "My order is late"}
+        )
         assert held["reply"] is None
-        await c(w, "POST", action + "messages", path=f"{WORKBENCH}/sessions/demo/messages",
-                status=200, body={"agent_id": "alice", "content": "Let me check that for you."})
-        await c(w, "POST", action + "messages", path=f"{WORKBENCH}/sessions/demo/messages",
-                status=409, body={"agent_id": "bob", "content": "Me too"})
+        await c(
+            w,
+            "POST",
+            action + "messages",
+            path=f"{WORKBENCH}/sessions/demo/messages",
+            status=200,
+            body={"agent_id": "alice", "content": "Let me check that for you."},
+        )
+        await c(
+            w,
+            "POST",
+            action + "messages",
+            path=f"{WORKBENCH}/sessions/demo/messages",
+            status=409,
+            body={"agent_id": "bob", "content": "Me too"},
+        )
         await c(w, "POST", f"{CHATBOT}/manual/escalate", status=409, body={"session_name": "demo"})
-        health = await c(w, "GET", WORKBENCH + "/sessions/{session_name}/stream",
-                         path=f"{WORKBENCH}/sessions/demo/stream", status=200)
+        health = await c(
+            w,
+            "GET",
+            WORKBENCH + "/sessions/{session_name}/stream",
+            path=f"{WORKBENCH}/sessions/demo/stream",
+            status=200,
+        )
         assert health["last_event"] is not None
-        await c(w, "GET", WORKBENCH + "/sessions/{session_name}/stream",
-                path=f"{WORKBENCH}/sessions/nobody/stream", status=404)
+        await c(
+            w,
+            "GET",
+            WORKBENCH + "/sessions/{session_name}/stream",
+            path=f"{WORKBENCH}/sessions/nobody/stream",
+            status=404,
+        )
         for sub in (CHATBOT, WORKBENCH):
             read = sub + "/sessions/{session_name}"
             await c(w, "GET", read, path=f"{sub}/sessions/demo", status=200)
-            transcript = await c(w, "GET", read + "/messages", path=f"{sub}/sessions/demo/messages", status=200)
+            transcript = await c(
+                w, "GET", read + "/messages", path=f"{sub}/sessions/demo/messages", status=200
+            )
             assert len(transcript["messages"]) == 6
-        await c(w, "POST", action + "release", path=f"{WORKBENCH}/sessions/demo/release",
-                status=409, body={"agent_id": "bob"})
-        await c(w, "POST", action + "release", path=f"{WORKBENCH}/sessions/demo/release",
-                status=200, body={"agent_id": "alice"})
-        await c(w, "POST", action + "release", path=f"{WORKBENCH}/sessions/demo/release",
-                status=409, body={"agent_id": "alice"})
-        await c(w, "POST", action + "close", path=f"{WORKBENCH}/sessions/demo/close",
-                status=200, body={"agent_id": "alice"})
-        await c(w, "POST", action + "close", path=f"{WORKBENCH}/sessions/demo/close",
-                status=409, body={"agent_id": "alice"})
+        await c(
+            w,
+            "POST",
+            action + "release",
+            path=f"{WORKBENCH}/sessions/demo/release",
+            status=409,
+            body={"agent_id": "bob"},
+        )
+        await c(
+            w,
+            "POST",
+            action + "release",
+            path=f"{WORKBENCH}/sessions/demo/release",
+            status=200,
+            body={"agent_id": "alice"},
+        )
+        await c(
+            w,
+            "POST",
+            action + "release",
+            path=f"{WORKBENCH}/sessions/demo/release",
+            status=409,
+            body={"agent_id": "alice"},
+        )
+        await c(
+            w,
+            "POST",
+            action + "close",
+            path=f"{WORKBENCH}/sessions/demo/close",
+            status=200,
+            body={"agent_id": "alice"},
+        )
+        await c(
+            w,
+            "POST",
+            action + "close",
+            path=f"{WORKBENCH}/sessions/demo/close",
+            status=409,
+            body={"agent_id": "alice"},
+        )
         await c(w, "POST", chat, status=409, body={"session_name": "demo", "content": "Hello?"})
-        await c(w, "POST", f"{CHATBOT}/chat/stream", status=409,
-                body={"session_name": "demo", "content": "Hello?"})
+        await c(
+            w,
+            "POST",
+            f"{CHATBOT}/chat/stream",
+            status=409,
+            body={"session_name": "demo", "content": "Hello?"},
+        )
 
         # Everything the streams carried (heartbeats included) is documented.
         check_events(contract, "SessionStreamEvent", await customer.take(12))
@@ -588,37 +694,85 @@ async def test_a_real_flow_matches_the_document(
         agent_events = await agent.take(5)
         check_events(contract, "AgentStreamEvent", agent_events)
         assert [e.type for e in agent_events] == [
-            "transfer_request", "status_change", "new_message", "status_change", "status_change",
+            "transfer_request",
+            "status_change",
+            "new_message",
+            "status_change",
+            "status_change",
         ]
         check_events(contract, "SessionStreamEvent", [await customer.next_of("heartbeat")])
-        await c(w, "POST", f"{CHATBOT}/chat/stream", status=200,
-                body={"session_name": "streamed", "content": "Hello"})
+        await c(
+            w,
+            "POST",
+            f"{CHATBOT}/chat/stream",
+            status=200,
+            body={"session_name": "streamed", "content": "Hello"},
+        )
 
         # Errors.
         await c(w, "POST", f"{CHATBOT}/sessions", status=409, body={"session_name": "demo"})
         await c(w, "POST", f"{CHATBOT}/sessions", status=400, body={"session_name": "no spaces"})
         await c(w, "GET", CHATBOT + "/sessions/{session_name}", path=f"{CHATBOT}/sessions/nobody", status=404)
-        await c(w, "GET", CHATBOT + "/sessions/{session_name}", path=f"{CHATBOT}/sessions/bad!name", status=400)
-        await c(w, "GET", WORKBENCH + "/sessions/{session_name}/messages",
-                path=f"{WORKBENCH}/sessions/nobody/messages", status=404)
-        await open_events(contract, stack, w, SESSION_EVENTS, "/chatbot/api/sessions/nobody/events", status=404)
-        await open_events(contract, stack, w, WB_SESSION_EVENTS, "/workbench/api/sessions/bad!x/events", status=400)
+        await c(
+            w, "GET", CHATBOT + "/sessions/{session_name}", path=f"{CHATBOT}/sessions/bad!name", status=400
+        )
+        await c(
+            w,
+            "GET",
+            WORKBENCH + "/sessions/{session_name}/messages",
+            path=f"{WORKBENCH}/sessions/nobody/messages",
+            status=404,
+        )
+        await open_events(
+            contract, stack, w, SESSION_EVENTS, "/chatbot/api/sessions/nobody/events", status=404
+        )
+        await open_events(
+            contract, stack, w, WB_SESSION_EVENTS, "/workbench/api/sessions/bad!x/events", status=400
+        )
         await open_events(contract, stack, w, AGENT_EVENTS, "/workbench/api/agents/bad!x/events", status=400)
-        await open_events(contract, stack, w, SUPERVISOR_EVENTS, "/workbench/api/events?sessions=bad!x", status=400)
+        await open_events(
+            contract, stack, w, SUPERVISOR_EVENTS, "/workbench/api/events?sessions=bad!x", status=400
+        )
         await c(w, "POST", chat, status=400, data=b"{not json", headers={"Content-Type": "application/json"})
         await c(w, "POST", chat, status=415, data=b"hello", headers={"Content-Type": "text/plain"})
         await c(w, "POST", chat, status=413, data=b"x" * 70_000, headers={"Content-Type": "application/json"})
         await c(w, "POST", chat, status=400, body={"session_name": "demo", "content": ""})
         await c(w, "POST", chat, status=400, body={"session_name": "demo"})
-        await c(w, "POST", f"{CHATBOT}/manual/escalate", status=400, body={"session_name": "demo", "reason": "x" * 501})
+        await c(
+            w,
+            "POST",
+            f"{CHATBOT}/manual/escalate",
+            status=400,
+            body={"session_name": "demo", "reason": "x" * 501},
+        )
         await c(w, "POST", f"{CHATBOT}/manual/escalate", status=404, body={"session_name": "nobody"})
-        await c(w, "POST", action + "takeover", path=f"{WORKBENCH}/sessions/demo/takeover", status=400, body={})
-        await c(w, "POST", action + "takeover", path=f"{WORKBENCH}/sessions/nobody/takeover",
-                status=404, body={"agent_id": "alice"})
-        await c(w, "POST", action + "close", path=f"{WORKBENCH}/sessions/bad!x/close",
-                status=400, body={"agent_id": "alice"})
-        await c(w, "POST", action + "messages", path=f"{WORKBENCH}/sessions/demo/messages",
-                status=400, body={"agent_id": "alice", "content": "x" * 4001})
+        await c(
+            w, "POST", action + "takeover", path=f"{WORKBENCH}/sessions/demo/takeover", status=400, body={}
+        )
+        await c(
+            w,
+            "POST",
+            action + "takeover",
+            path=f"{WORKBENCH}/sessions/nobody/takeover",
+            status=404,
+            body={"agent_id": "alice"},
+        )
+        await c(
+            w,
+            "POST",
+            action + "close",
+            path=f"{WORKBENCH}/sessions/bad!x/close",
+            status=400,
+            body={"agent_id": "alice"},
+        )
+        await c(
+            w,
+            "POST",
+            action + "messages",
+            path=f"{WORKBENCH}/sessions/demo/messages",
+            status=400,
+            body={"agent_id": "alice", "content": "x" * 4001},
+        )
         await c(w, "GET", f"{WORKBENCH}/sessions", status=400, params={"status": "lost"})
         await c(w, "GET", f"{WORKBENCH}/sessions", status=400, params={"limit": "3"})
 
@@ -647,18 +801,43 @@ async def test_a_real_secure_flow_matches_the_document(
         started = await c(w, "POST", chat, status=200, body={"session_name": "fresh", "content": "Hello"})
         assert started["token"]
         await c(w, "POST", chat, status=401, body={"session_name": "demo", "content": "Hello"})
-        await c(w, "POST", chat, status=401, body={"session_name": "demo", "content": "Hello"},
-                headers={"Authorization": "Bearer not-a-token"})
-        await c(w, "POST", chat, status=403, body={"session_name": "demo", "content": "Hello"}, headers=as_other)
-        await c(w, "POST", chat, status=200, body={"session_name": "demo", "content": "I want a human"},
-                headers=as_demo)
-        await c(w, "GET", CHATBOT + "/sessions/{session_name}", path=f"{CHATBOT}/sessions/demo",
-                status=403, headers=as_other)
-        await c(w, "GET", CHATBOT + "/sessions/{session_name}", path=f"{CHATBOT}/sessions/demo",
-                status=401)
+        await c(
+            w,
+            "POST",
+            chat,
+            status=401,
+            body={"session_name": "demo", "content": "Hello"},
+            headers={"Authorization": "Bearer not-a-token"},
+        )
+        await c(
+            w, "POST", chat, status=403, body={"session_name": "demo", "content": "Hello"}, headers=as_other
+        )
+        await c(
+            w,
+            "POST",
+            chat,
+            status=200,
+            body={"session_name": "demo", "content": "I want a human"},
+            headers=as_demo,
+        )
+        await c(
+            w,
+            "GET",
+            CHATBOT + "/sessions/{session_name}",
+            path=f"{CHATBOT}/sessions/demo",
+            status=403,
+            headers=as_other,
+        )
+        await c(w, "GET", CHATBOT + "/sessions/{session_name}", path=f"{CHATBOT}/sessions/demo", status=401)
 
-        stream = await open_events(contract, stack, w, SESSION_EVENTS, "/chatbot/api/sessions/demo/events",
-                                   params={"token": created["token"]})
+        stream = await open_events(
+            contract,
+            stack,
+            w,
+            SESSION_EVENTS,
+            "/chatbot/api/sessions/demo/events",
+            params={"token": created["token"]},
+        )
         assert stream is not None
         check_events(contract, "SessionStreamEvent", [await stream.next()])
         await open_events(contract, stack, w, SESSION_EVENTS, "/chatbot/api/sessions/demo/events", status=401)
@@ -666,40 +845,73 @@ async def test_a_real_secure_flow_matches_the_document(
         await c(w, "GET", f"{WORKBENCH}/sessions", status=401)
         await c(w, "GET", f"{WORKBENCH}/sessions", status=403, headers=as_demo)
         await c(w, "GET", f"{WORKBENCH}/sessions", status=200, headers=as_alice)
-        await c(w, "POST", action + "takeover", path=f"{WORKBENCH}/sessions/demo/takeover",
-                status=403, headers=as_alice, body={"agent_id": "bob"})
-        await c(w, "POST", action + "takeover", path=f"{WORKBENCH}/sessions/demo/takeover",
-                status=200, headers=as_alice)
-        await c(w, "POST", action + "messages", path=f"{WORKBENCH}/sessions/demo/messages",
-                status=200, headers=as_alice, body={"content": "Hello, I am Alice."})
-        await open_events(contract, stack, w, AGENT_EVENTS, "/workbench/api/agents/bob/events",
-                          status=403, headers=as_alice)
-        agent = await open_events(contract, stack, w, AGENT_EVENTS, "/workbench/api/agents/alice/events",
-                                  params={"token": alice})
+        await c(
+            w,
+            "POST",
+            action + "takeover",
+            path=f"{WORKBENCH}/sessions/demo/takeover",
+            status=403,
+            headers=as_alice,
+            body={"agent_id": "bob"},
+        )
+        await c(
+            w,
+            "POST",
+            action + "takeover",
+            path=f"{WORKBENCH}/sessions/demo/takeover",
+            status=200,
+            headers=as_alice,
+        )
+        await c(
+            w,
+            "POST",
+            action + "messages",
+            path=f"{WORKBENCH}/sessions/demo/messages",
+            status=200,
+            headers=as_alice,
+            body={"content": "Hello, I am Alice."},
+        )
+        await open_events(
+            contract, stack, w, AGENT_EVENTS, "/workbench/api/agents/bob/events", status=403, headers=as_alice
+        )
+        agent = await open_events(
+            contract, stack, w, AGENT_EVENTS, "/workbench/api/agents/alice/events", params={"token": alice}
+        )
         assert agent is not None
         check_events(contract, "AgentStreamEvent", [await agent.next()])
 
 
 async def test_limits_answer_as_documented(openapi_client: ClientFactory) -> None:
-    settings = secure(memory_settings(), rate_limit=0.001, rate_burst=1, max_streams=2,
-                      max_streams_per_token=1)
+    settings = secure(
+        memory_settings(), rate_limit=0.001, rate_burst=1, max_streams=2, max_streams_per_token=1
+    )
     client = await openapi_client(settings)
     contract = Contract(await fetch_doc(client), insecure=False)
     authority = TokenAuthority(SECRET)
-    as_agent = {name: {"Authorization": f"Bearer {authority.mint('agent', name, 3600)}"}
-                for name in ("alice", "bob", "carol")}
+    as_agent = {
+        name: {"Authorization": f"Bearer {authority.mint('agent', name, 3600)}"}
+        for name in ("alice", "bob", "carol")
+    }
 
     async with AsyncExitStack() as stack:
         created = await contract.call(client, "POST", f"{CHATBOT}/sessions", status=201)
         token = {"Authorization": f"Bearer {created['token']}"}
         body = {"session_name": created["session_name"]}
-        await contract.call(client, "POST", f"{CHATBOT}/manual/escalate", status=200, body=body, headers=token)
-        await contract.call(client, "POST", f"{CHATBOT}/manual/escalate", status=429, body=body, headers=token)
+        await contract.call(
+            client, "POST", f"{CHATBOT}/manual/escalate", status=200, body=body, headers=token
+        )
+        await contract.call(
+            client, "POST", f"{CHATBOT}/manual/escalate", status=429, body=body, headers=token
+        )
 
         path = "/workbench/api/agents/{}/events"
-        await open_events(contract, stack, client, AGENT_EVENTS, path.format("alice"), headers=as_agent["alice"])
-        await open_events(contract, stack, client, AGENT_EVENTS, path.format("alice"),
-                          status=429, headers=as_agent["alice"])
+        await open_events(
+            contract, stack, client, AGENT_EVENTS, path.format("alice"), headers=as_agent["alice"]
+        )
+        await open_events(
+            contract, stack, client, AGENT_EVENTS, path.format("alice"), status=429, headers=as_agent["alice"]
+        )
         await open_events(contract, stack, client, AGENT_EVENTS, path.format("bob"), headers=as_agent["bob"])
-        await open_events(contract, stack, client, AGENT_EVENTS, path.format("carol"),
-                          status=503, headers=as_agent["carol"])
+        await open_events(
+            contract, stack, client, AGENT_EVENTS, path.format("carol"), status=503, headers=as_agent["carol"]
+        )

@@ -50,9 +50,7 @@ READY_BOUND = 5.0  # the canary waits 2 s: a readiness answer comes well within 
 STREAM_COUNT = 1000
 SHUTDOWN_BOUND = 5.0
 REQUEST_BOUND = 10.0  # any one request (an outage's 503 comes well within it)
-SESSION_FIELDS = (
-    "session_name", "status", "agent_id", "created_at", "updated_at", "escalation_reason"
-)
+SESSION_FIELDS = ("session_name", "status", "agent_id", "created_at", "updated_at", "escalation_reason")
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -77,12 +75,11 @@ async def assert_unavailable(
     return reply.elapsed
 
 
-async def wait_health(
-    http: aiohttp.ClientSession, base: str, status: str, timeout: float
-) -> dict[str, Any]:
+async def wait_health(http: aiohttp.ClientSession, base: str, status: str, timeout: float) -> dict[str, Any]:
     """Poll /health until it reports ``status``; fail if it does not in time."""
-    polled = await poll(lambda: health(http, base), lambda b: b["status"] == status, timeout=timeout,
-                        interval=0.1)
+    polled = await poll(
+        lambda: health(http, base), lambda b: b["status"] == status, timeout=timeout, interval=0.1
+    )
     body = polled.value
     assert body is not None and body["status"] == status, (base, status, body, polled.elapsed)
     return body
@@ -104,8 +101,7 @@ async def assert_not_ready(http: aiohttp.ClientSession, base: str) -> float:
 
 async def wait_ready(http: aiohttp.ClientSession, base: str, timeout: float) -> float:
     """Poll /health/ready until 200 on Redis; fail if not in time; returns the time."""
-    polled = await poll(lambda: ready(http, base), lambda r: r.status == 200, timeout=timeout,
-                        interval=0.2)
+    polled = await poll(lambda: ready(http, base), lambda r: r.status == 200, timeout=timeout, interval=0.2)
     reply = polled.value
     assert reply is not None and reply.status == 200, (reply, polled.elapsed)
     assert reply.body["ready"] is True and reply.body["broker"] == "redis", reply
@@ -155,9 +151,7 @@ async def test_split_deployment_rides_out_a_redis_outage(
             views = [customer, watch, agent_view]
             try:
                 # Before: a message on the chatbot process reaches both processes' streams.
-                await call(
-                    http, "POST", f"{cb}/chatbot/api/chat", {"session_name": name, "content": "hello"}
-                )
+                await call(http, "POST", f"{cb}/chatbot/api/chat", {"session_name": name, "content": "hello"})
                 for view in (customer, watch):
                     assert await view.wait_until(lambda e: len(messages_in(e)) == 2, 5), view.events
 
@@ -170,32 +164,37 @@ async def test_split_deployment_rides_out_a_redis_outage(
 
                 latencies = [
                     await assert_unavailable(
-                        http, "POST", f"{cb}/chatbot/api/chat",
+                        http,
+                        "POST",
+                        f"{cb}/chatbot/api/chat",
                         {"session_name": name, "content": "are you there?"},
                     ),
                     await assert_unavailable(http, "GET", f"{cb}/chatbot/api/sessions/{name}"),
                     await assert_unavailable(http, "GET", f"{wb}/workbench/api/sessions/{name}"),
                     await assert_unavailable(
-                        http, "POST", f"{wb}/workbench/api/sessions/{name}/takeover",
+                        http,
+                        "POST",
+                        f"{wb}/workbench/api/sessions/{name}/takeover",
                         {"agent_id": agent},
                     ),
-                    await assert_unavailable(
-                        http, "GET", f"{wb}/workbench/api/sessions/{name}/messages"
-                    ),
+                    await assert_unavailable(http, "GET", f"{wb}/workbench/api/sessions/{name}/messages"),
                     await assert_unavailable(
                         http, "POST", f"{cb}/chatbot/api/manual/escalate", {"session_name": name}
                     ),
                 ]
                 logger.info(
                     "503 latency during the outage: max %.3f s, mean %.3f s over %d requests",
-                    max(latencies), sum(latencies) / len(latencies), len(latencies),
+                    max(latencies),
+                    sum(latencies) / len(latencies),
+                    len(latencies),
                 )
 
                 # The streams stay open through the outage: heartbeats keep arriving.
                 for view in views:
                     wanted = beats[view.name] + 5
                     alive = await view.wait_until(
-                        lambda e, n=wanted: sum(x.type == "heartbeat" for x in e) >= n, 6.0  # type: ignore[misc]  # python/mypy#15459: the default binds the loop variable
+                        lambda e, n=wanted: sum(x.type == "heartbeat" for x in e) >= n,  # type: ignore[misc]  # python/mypy#15459: the default binds the loop variable
+                        6.0,
                     )
                     assert alive and view.ended is None, (view.name, view.ended, view.events[-3:])
                 for base in (cb, wb):
@@ -210,13 +209,16 @@ async def test_split_deployment_rides_out_a_redis_outage(
                     assert body["broker"] == "redis" and body["degraded"] is False, body
                     recovery[role] = time.monotonic() - restarted
                 logger.info(
-                    "recovery after the Redis restart (/health ok): chatbot %.2f s, "
-                    "workbench %.2f s", recovery["chatbot"], recovery["workbench"],
+                    "recovery after the Redis restart (/health ok): chatbot %.2f s, workbench %.2f s",
+                    recovery["chatbot"],
+                    recovery["workbench"],
                 )
 
                 # Published on the chatbot process, seen on both processes' streams.
                 answer = await call(
-                    http, "POST", f"{cb}/chatbot/api/chat",
+                    http,
+                    "POST",
+                    f"{cb}/chatbot/api/chat",
                     {"session_name": name, "content": "back again?"},
                 )
                 assert answer["reply"] is not None, answer
@@ -233,8 +235,10 @@ async def test_split_deployment_rides_out_a_redis_outage(
                 assert taken["status"] == "agent_active", taken
                 for view in (customer, watch):
                     assert await view.wait_until(
-                        lambda e: [x.type for x in e if x.type != "heartbeat"][-2:]
-                        == ["agent_joined", "status_change"],
+                        lambda e: (
+                            [x.type for x in e if x.type != "heartbeat"][-2:]
+                            == ["agent_joined", "status_change"]
+                        ),
                         RECOVERY_BOUND,
                     ), (view.name, view.events[-5:])
                 assert await agent_view.wait_until(
@@ -249,8 +253,8 @@ async def test_split_deployment_rides_out_a_redis_outage(
                 ), agent_view.events
                 delivered = time.monotonic() - restarted
                 logger.info(
-                    "events after the outage reached both processes' streams %.2f s after "
-                    "the Redis restart", delivered,
+                    "events after the outage reached both processes' streams %.2f s after the Redis restart",
+                    delivered,
                 )
                 assert delivered < RECOVERY_BOUND, delivered
 
@@ -288,9 +292,7 @@ async def test_each_outage_transition_is_logged_once(
             open_stream(http, f"{cb}/chatbot/api/sessions/{name}/events") as (c_stream, c_conn),
             open_stream(http, f"{wb}/workbench/api/sessions/{name}/events") as (w_stream, w_conn),
         ):
-            views = [
-                Collector("chatbot", c_stream, c_conn), Collector("workbench", w_stream, w_conn)
-            ]
+            views = [Collector("chatbot", c_stream, c_conn), Collector("workbench", w_stream, w_conn)]
             try:
                 redis_server.kill()
                 killed = time.monotonic()
@@ -299,7 +301,9 @@ async def test_each_outage_transition_is_logged_once(
                 # Many messages and reads while Redis is away, and several reconnect attempts.
                 for i in range(REFUSED):
                     await assert_unavailable(
-                        http, "POST", f"{cb}/chatbot/api/chat",
+                        http,
+                        "POST",
+                        f"{cb}/chatbot/api/chat",
                         {"session_name": name, "content": f"lost {i}"},
                     )
                     await assert_unavailable(http, "GET", f"{wb}/workbench/api/sessions/{name}")
@@ -310,7 +314,9 @@ async def test_each_outage_transition_is_logged_once(
                     await wait_health(http, base, "ok", RECOVERY_BOUND)
                 for i in range(3):
                     await call(
-                        http, "POST", f"{cb}/chatbot/api/chat",
+                        http,
+                        "POST",
+                        f"{cb}/chatbot/api/chat",
                         {"session_name": name, "content": f"back {i}"},
                     )
                 for view in views:
@@ -332,13 +338,14 @@ async def test_each_outage_transition_is_logged_once(
         warnings = [line for line in log.splitlines() if " WARNING " in line]
         logger.info(
             "%s: %d warnings for one outage and %d refused requests; transitions: %s",
-            process.url, len(warnings), REFUSED,
+            process.url,
+            len(warnings),
+            REFUSED,
             [line.split(": ", 1)[-1][:70] for line in log.splitlines() if "pub/sub" in line],
         )
         # The store's side of the same outage: logged once too, not once per refused request.
         assert len(warnings) < REFUSED, (
-            f"{len(warnings)} warnings for one outage and {REFUSED} refused requests:\n"
-            + "\n".join(warnings)
+            f"{len(warnings)} warnings for one outage and {REFUSED} refused requests:\n" + "\n".join(warnings)
         )
 
 
@@ -361,13 +368,20 @@ async def test_degraded_start_moves_sessions_into_redis_when_it_appears(
     # Redis already holds "clash" (another process's customer, waiting for an agent), written
     # in the documented format; the AOF keeps it across the SIGKILL.
     clash = {
-        "session_name": "clash", "status": "waiting_agent", "agent_id": None,
-        "created_at": 1700000000, "updated_at": 1700000100,
-        "escalation_reason": "kept by redis", "status_seq": 1,
+        "session_name": "clash",
+        "status": "waiting_agent",
+        "agent_id": None,
+        "created_at": 1700000000,
+        "updated_at": 1700000100,
+        "escalation_reason": "kept by redis",
+        "status_seq": 1,
     }
     clash_message = {
-        "id": "0123456789abcdef", "role": "customer", "content": "I was here first",
-        "agent_id": None, "created_at": 1700000050,
+        "id": "0123456789abcdef",
+        "role": "customer",
+        "content": "I was here first",
+        "agent_id": None,
+        "created_at": 1700000050,
     }
     clash_json, clash_message_json = json.dumps(clash), json.dumps(clash_message)
     aof_redis.start()
@@ -401,19 +415,21 @@ async def test_degraded_start_moves_sessions_into_redis_when_it_appears(
                 http, "POST", f"{base}/chatbot/api/sessions", {"session_name": "mem-manual"}, status=201
             )
             await call(
-                http, "POST", f"{base}/chatbot/api/manual/escalate",
+                http,
+                "POST",
+                f"{base}/chatbot/api/manual/escalate",
                 {"session_name": "mem-manual", "reason": "billing"},
             )
             await call(http, "POST", chat, {"session_name": "mem-held", "content": "hi there?"})
-            await call(
-                http, "POST", f"{base}/chatbot/api/manual/escalate", {"session_name": "mem-held"}
-            )
+            await call(http, "POST", f"{base}/chatbot/api/manual/escalate", {"session_name": "mem-held"})
             held = await call(
                 http, "POST", f"{base}/workbench/api/sessions/mem-held/takeover", {"agent_id": "agent-9"}
             )
             assert held["status"] == "agent_active" and held["agent_id"] == "agent-9", held
             await call(
-                http, "POST", f"{base}/workbench/api/sessions/mem-held/messages",
+                http,
+                "POST",
+                f"{base}/workbench/api/sessions/mem-held/messages",
                 {"agent_id": "agent-9", "content": "agent here"},
             )
             await call(http, "POST", chat, {"session_name": "clash", "content": "memory clash"})
@@ -428,7 +444,8 @@ async def test_degraded_start_moves_sessions_into_redis_when_it_appears(
 
             # A stream opened while degraded, to see it carry events through Redis after.
             async with open_stream(http, f"{base}/chatbot/api/sessions/mem-held/events") as (
-                stream, connected
+                stream,
+                connected,
             ):
                 view = Collector("opened-degraded", stream, connected)
                 try:
@@ -457,34 +474,31 @@ async def test_degraded_start_moves_sessions_into_redis_when_it_appears(
                     assert await call(http, "GET", f"{base}/workbench/api/sessions/clash") == clash
 
                     # A second process on the same Redis sees all of it, queue included.
-                    second = server_process(
-                        "--workbench", "--redis-url", aof_redis.url, env=REDIS_ON
-                    )
+                    second = server_process("--workbench", "--redis-url", aof_redis.url, env=REDIS_ON)
                     wb = second.url
                     assert (await health(http, wb))["broker"] == "redis"
                     for name, (session, messages) in in_memory.items():
                         seen = await call(http, "GET", f"{wb}/workbench/api/sessions/{name}")
                         assert documented(seen) == documented(session), (name, seen)
-                        transcript = await call(
-                            http, "GET", f"{wb}/workbench/api/sessions/{name}/messages"
-                        )
+                        transcript = await call(http, "GET", f"{wb}/workbench/api/sessions/{name}/messages")
                         assert transcript["messages"] == messages, (name, transcript)
                     assert await call(http, "GET", f"{wb}/workbench/api/sessions/clash") == clash
-                    queue = await call(
-                        http, "GET", f"{wb}/workbench/api/sessions?status=waiting_agent"
-                    )
+                    queue = await call(http, "GET", f"{wb}/workbench/api/sessions?status=waiting_agent")
                     assert [s["session_name"] for s in queue["sessions"]] == [
-                        "clash", "mem-wait", "mem-manual"
+                        "clash",
+                        "mem-wait",
+                        "mem-manual",
                     ], queue
 
                     # The stream opened while degraded gets what the second process publishes.
                     await call(
-                        http, "POST", f"{wb}/workbench/api/sessions/mem-held/messages",
+                        http,
+                        "POST",
+                        f"{wb}/workbench/api/sessions/mem-held/messages",
                         {"agent_id": "agent-9", "content": "from the other process"},
                     )
                     assert await view.wait_until(
-                        lambda e: [m["content"] for m in messages_in(e)]
-                        == ["from the other process"],
+                        lambda e: [m["content"] for m in messages_in(e)] == ["from the other process"],
                         RECOVERY_BOUND,
                     ), (view.ended, view.events)
                     assert view.ended is None, view.ended
@@ -530,7 +544,10 @@ async def test_readiness_fails_on_a_hung_or_dead_redis_and_passes_after(
     logger.info(
         "readiness: 503 in %s s while Redis was frozen, ready %.2f s after SIGCONT; 503 in %s s "
         "while Redis was dead, ready %.2f s after the restart",
-        [round(t, 2) for t in hung], after_hang, [round(t, 2) for t in dead], after_crash,
+        [round(t, 2) for t in hung],
+        after_hang,
+        [round(t, 2) for t in dead],
+        after_crash,
     )
     assert "Traceback" not in process.log(), process.log()
 
@@ -580,7 +597,8 @@ async def test_stream_open_across_an_outage_misses_no_event(
     async with aiohttp.ClientSession() as http:
         await call(http, "POST", f"{publisher.url}/chatbot/api/sessions", {"session_name": name}, status=201)
         async with open_stream(http, f"{holder.url}/workbench/api/sessions/{name}/events") as (
-            stream, connected
+            stream,
+            connected,
         ):
             view = Collector("across-outage", stream, connected)
             try:
@@ -604,8 +622,11 @@ async def test_stream_open_across_an_outage_misses_no_event(
                 refusals = 0
                 for i in range(3):
                     _, refused = await post_until_served(
-                        http, chat, {"session_name": name, "content": f"just after {i}"},
-                        timeout=RECOVERY_BOUND, interval=0.05,
+                        http,
+                        chat,
+                        {"session_name": name, "content": f"just after {i}"},
+                        timeout=RECOVERY_BOUND,
+                        interval=0.05,
                     )
                     refusals += refused
                 accepted = time.monotonic() - restarted
@@ -619,14 +640,15 @@ async def test_stream_open_across_an_outage_misses_no_event(
                 )["messages"]
                 assert len(transcript) == 18, [m["content"] for m in transcript]
                 # Both processes are back on Redis: whatever is owed arrives promptly now.
-                complete = await view.wait_until(
-                    lambda e: len(messages_in(e)) >= len(transcript), 5.0
-                )
+                complete = await view.wait_until(lambda e: len(messages_in(e)) >= len(transcript), 5.0)
                 streamed = view.messages
                 logger.info(
                     "stream across the outage: %d of %d transcript messages arrived (%d 503s "
                     "first; the retried messages were accepted %.2f s after the restart)",
-                    len(streamed), len(transcript), refusals, accepted,
+                    len(streamed),
+                    len(transcript),
+                    refusals,
+                    accepted,
                 )
                 missing = [m["content"] for m in transcript if m not in streamed]
                 assert complete and not missing, f"missing on the stream: {missing}"
@@ -656,25 +678,25 @@ async def test_sigterm_with_a_thousand_streams_exits_zero_within_five_seconds(
     process = server_process("--redis-url", redis_server.url, env=REDIS_ON)
     base = process.url
     sessions = [f"bye-{i:03d}" for i in range(STREAM_COUNT // 2)]
-    urls = [
-        f"{base}/{side}/api/sessions/{n}/events"
-        for n in sessions
-        for side in ("chatbot", "workbench")
-    ]
+    urls = [f"{base}/{side}/api/sessions/{n}/events" for n in sessions for side in ("chatbot", "workbench")]
     streams: list[SSEStream] = []
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
         try:
             for start in range(0, len(sessions), 100):
                 async with asyncio.timeout(20):
-                    await asyncio.gather(*(
-                        call(http, "POST", f"{base}/chatbot/api/sessions", {"session_name": n}, status=201)
-                        for n in sessions[start:start + 100]
-                    ))
+                    await asyncio.gather(
+                        *(
+                            call(
+                                http, "POST", f"{base}/chatbot/api/sessions", {"session_name": n}, status=201
+                            )
+                            for n in sessions[start : start + 100]
+                        )
+                    )
             opening = time.monotonic()
             for start in range(0, len(urls), 100):  # kept batch by batch: closed on failure
                 async with asyncio.timeout(20):
                     opened_now = await asyncio.gather(
-                        *(connect(http, u, timeout=10) for u in urls[start:start + 100])
+                        *(connect(http, u, timeout=10) for u in urls[start : start + 100])
                     )
                     streams.extend(stream for stream, _ in opened_now)
             opened = time.monotonic() - opening
@@ -698,7 +720,13 @@ async def test_sigterm_with_a_thousand_streams_exits_zero_within_five_seconds(
     logger.info(
         "SIGTERM with %d open streams (opened in %.1f s): exit status %s after %.2f s; every "
         "stream ended within %.2f s; %d broken, %d without a retry: line",
-        len(streams), opened, status, elapsed, ended, len(broken), len(without_retry),
+        len(streams),
+        opened,
+        status,
+        elapsed,
+        ended,
+        len(broken),
+        len(without_retry),
     )
     assert status == 0, process.log()[-3000:]
     assert elapsed < SHUTDOWN_BOUND, f"shutdown took {elapsed:.2f} s"

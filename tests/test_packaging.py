@@ -23,9 +23,21 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("package")
     subprocess.run(
         # The build backend is the locked setuptools of this environment, not a fresh download.
-        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(work / "dist")],
-        check=True, timeout=BUILD_TIMEOUT, cwd=work,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(ROOT),
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(work / "dist"),
+        ],
+        check=True,
+        timeout=BUILD_TIMEOUT,
+        cwd=work,
     )
     (wheel,) = (work / "dist").glob("switchboard-*.whl")
     with zipfile.ZipFile(wheel) as archive:
@@ -38,7 +50,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     target = work / "site"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
-        check=True, timeout=BUILD_TIMEOUT, cwd=work,
+        check=True,
+        timeout=BUILD_TIMEOUT,
+        cwd=work,
     )
     return target
 
@@ -46,8 +60,12 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def command(target: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(target)}
     return subprocess.run(
-        [str(target / "bin" / "switchboard"), *args], capture_output=True, text=True,
-        timeout=30, cwd=cwd, env=env,
+        [str(target / "bin" / "switchboard"), *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=cwd,
+        env=env,
     )
 
 
@@ -63,12 +81,13 @@ def test_the_switchboard_command_takes_run_py_arguments(installed: Path, tmp_pat
     assert refused.returncode == 2
     where = subprocess.run(
         [sys.executable, "-c", "import app, run; print(app.__file__, run.__file__)"],
-        capture_output=True, text=True, timeout=30, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(installed)},
     )
-    assert where.stdout.split() == [
-        str(installed / "app" / "__init__.py"), str(installed / "run.py")
-    ], where
+    assert where.stdout.split() == [str(installed / "app" / "__init__.py"), str(installed / "run.py")], where
 
 
 def test_the_installed_server_serves_the_api_and_the_console(installed: Path, tmp_path: Path) -> None:

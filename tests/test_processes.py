@@ -59,11 +59,17 @@ async def test_handoff_across_chatbot_and_workbench_processes(
 
         # Each process answers only for its own sub-app: JSON 404 for the other's paths.
         await assert_json_error(http, "GET", f"{chatbot.url}/workbench/api/sessions", 404, "not_found")
-        await assert_json_error(http, "GET", f"{chatbot.url}/workbench/api/agents/a1/events", 404, "not_found")
-        await assert_json_error(http, "POST", f"{chatbot.url}/workbench/api/sessions/x/takeover", 404, "not_found")
+        await assert_json_error(
+            http, "GET", f"{chatbot.url}/workbench/api/agents/a1/events", 404, "not_found"
+        )
+        await assert_json_error(
+            http, "POST", f"{chatbot.url}/workbench/api/sessions/x/takeover", 404, "not_found"
+        )
         await assert_json_error(http, "POST", f"{workbench.url}/chatbot/api/chat", 404, "not_found")
         await assert_json_error(http, "POST", f"{workbench.url}/chatbot/api/sessions", 404, "not_found")
-        await assert_json_error(http, "GET", f"{workbench.url}/chatbot/api/sessions/x/events", 404, "not_found")
+        await assert_json_error(
+            http, "GET", f"{workbench.url}/chatbot/api/sessions/x/events", 404, "not_found"
+        )
 
         await run_handoff(http, chatbot.url, workbench.url, "cross-process-1", "agent-7")
 
@@ -86,10 +92,7 @@ async def test_unreachable_redis_at_start_serves_degraded_from_memory(
 
         await run_handoff(http, process.url, process.url, "degraded-1", "agent-3")
 
-    warnings = [
-        line for line in process.log().splitlines()
-        if "WARNING" in line and "redis" in line.lower()
-    ]
+    warnings = [line for line in process.log().splitlines() if "WARNING" in line and "redis" in line.lower()]
     assert warnings, process.log()
 
 
@@ -118,9 +121,7 @@ async def test_redis_switched_off_is_memory_and_not_degraded(
         assert body["degraded"] is False, body
 
         await create(http, "m1", base=process.url)
-        async with open_stream(http, f"{process.url}/chatbot/api/sessions/m1/events") as (
-            stream, _connected
-        ):
+        async with open_stream(http, f"{process.url}/chatbot/api/sessions/m1/events") as (stream, _connected):
             await chat(http, "m1", "hi", base=process.url)
             said, _bot = await stream.take(2)
             check_message(said, "m1", "customer", "ai_chatbot", "hi")
@@ -172,7 +173,9 @@ async def test_client_disconnect_releases_redis_subscriptions(
     process = server_process("--redis-url", redis_url, env=REDIS_ON)
     channels = ("sse:session:leaver", "sse:agent:a9", "sse:broadcast")
     async with aiohttp.ClientSession() as http:
-        await call(http, "POST", f"{process.url}/chatbot/api/sessions", {"session_name": "leaver"}, status=201)
+        await call(
+            http, "POST", f"{process.url}/chatbot/api/sessions", {"session_name": "leaver"}, status=201
+        )
         assert await numsub(redis, *channels) == dict.fromkeys(channels, 0)
         async with (
             open_stream(http, f"{process.url}/chatbot/api/sessions/leaver/events"),
@@ -223,24 +226,33 @@ async def test_thousand_streams_share_one_pubsub_connection(
                 await gather_in_batches(
                     [
                         partial(
-                            call, http, "POST", f"{base}/chatbot/api/sessions", {"session_name": n}, status=201
+                            call,
+                            http,
+                            "POST",
+                            f"{base}/chatbot/api/sessions",
+                            {"session_name": n},
+                            status=201,
                         )
                         for n in sessions
                     ],
-                    batch=100, timeout=20,
+                    batch=100,
+                    timeout=20,
                 )
                 urls = [
                     f"{base}/{side}/api/sessions/{n}/events"
-                    for n in sessions for side in ("chatbot", "workbench")
+                    for n in sessions
+                    for side in ("chatbot", "workbench")
                 ] + [f"{base}/workbench/api/agents/{a}/events" for a in agents]
                 assert len(urls) == STREAM_COUNT
                 opened = time.monotonic()
                 # Appended as each batch completes, so a failure still closes what was opened.
                 for start in range(0, len(urls), 100):
                     async with asyncio.timeout(20):
-                        streams.extend(await asyncio.gather(
-                            *(connect(http, url, timeout=10.0) for url in urls[start:start + 100])
-                        ))
+                        streams.extend(
+                            await asyncio.gather(
+                                *(connect(http, url, timeout=10.0) for url in urls[start : start + 100])
+                            )
+                        )
                 open_time = time.monotonic() - opened
                 assert len(streams) == STREAM_COUNT
 
@@ -257,17 +269,23 @@ async def test_thousand_streams_share_one_pubsub_connection(
                 logger.info(
                     "%d streams opened in %.1f s; Redis clients: %d in total, %d of the "
                     "server process, %d with pub/sub subscriptions (sub=%s)",
-                    len(streams), open_time, len(clients), len(server_clients),
-                    len(subscribers), [c.get("sub") for c in subscribers],
+                    len(streams),
+                    open_time,
+                    len(clients),
+                    len(server_clients),
+                    len(subscribers),
+                    [c.get("sub") for c in subscribers],
                 )
                 assert len(subscribers) == 1, subscribers
                 assert int(subscribers[0]["sub"]) == expected_channels, subscribers[0]
                 assert len(server_clients) <= POOL_SIZE + 1, len(server_clients)
 
                 sample = sessions[::40]
-                sample_channels = [f"sse:session:{n}" for n in sample] + [
-                    f"sse:agent:{a}" for a in agents[::40]
-                ] + ["sse:broadcast"]
+                sample_channels = (
+                    [f"sse:session:{n}" for n in sample]
+                    + [f"sse:agent:{a}" for a in agents[::40]]
+                    + ["sse:broadcast"]
+                )
                 assert await numsub(probe, *sample_channels) == dict.fromkeys(sample_channels, 1)
 
                 # A chat message reaches both streams of each sampled session.
@@ -286,9 +304,7 @@ async def test_thousand_streams_share_one_pubsub_connection(
                 await call(
                     http, "POST", f"{base}/chatbot/api/manual/escalate", {"session_name": sessions[-1]}
                 )
-                agent_streams = [
-                    by_url[f"{base}/workbench/api/agents/{a}/events"][0] for a in agents
-                ]
+                agent_streams = [by_url[f"{base}/workbench/api/agents/{a}/events"][0] for a in agents]
                 async with asyncio.timeout(15):
                     received = await asyncio.gather(*(s.take(1, 10) for s in agent_streams))
                 for [event] in received:
@@ -330,9 +346,7 @@ async def test_ids_increase_across_channels_of_one_stream(
     rounds = 40
     async with aiohttp.ClientSession() as http:
         await call(http, "POST", f"{base}/chatbot/api/sessions", {"session_name": "held"}, status=201)
-        await call(
-            http, "POST", f"{base}/workbench/api/sessions/held/takeover", {"agent_id": "a1"}
-        )
+        await call(http, "POST", f"{base}/workbench/api/sessions/held/takeover", {"agent_id": "a1"})
         await gather_in_batches(
             [
                 partial(
@@ -340,23 +354,22 @@ async def test_ids_increase_across_channels_of_one_stream(
                 )
                 for i in range(rounds)
             ],
-            batch=20, timeout=10,
+            batch=20,
+            timeout=10,
         )
-        async with open_stream(http, f"{base}/workbench/api/agents/a1/events") as (
-            stream, connected
-        ):
+        async with open_stream(http, f"{base}/workbench/api/agents/a1/events") as (stream, connected):
             for i in range(rounds):
                 # One event on sse:agent:a1 (a customer message to the session a1 holds) and
                 # one on sse:broadcast (a transfer request), published concurrently.
                 async with asyncio.timeout(5):
                     await asyncio.gather(
                         call(
-                            http, "POST", f"{base}/chatbot/api/chat",
+                            http,
+                            "POST",
+                            f"{base}/chatbot/api/chat",
                             {"session_name": "held", "content": f"message {i}"},
                         ),
-                        call(
-                            http, "POST", f"{base}/chatbot/api/manual/escalate", {"session_name": f"q{i}"}
-                        ),
+                        call(http, "POST", f"{base}/chatbot/api/manual/escalate", {"session_name": f"q{i}"}),
                     )
             events = await stream.take(2 * rounds, timeout=10)
     assert sorted(event.type for event in events) == sorted(

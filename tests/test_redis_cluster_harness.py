@@ -37,7 +37,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
 async def connect(cluster: RedisCluster, **kwargs: Any) -> ClusterClient:
     client = ClusterClient(
         startup_nodes=[ClusterNode("127.0.0.1", port) for port in cluster.ports],
-        decode_responses=True, socket_timeout=2.0, socket_connect_timeout=1.0, **kwargs,
+        decode_responses=True,
+        socket_timeout=2.0,
+        socket_connect_timeout=1.0,
+        **kwargs,
     )
     await client.initialize()  # pubsub()/keyslot routing need the slot map loaded
     return client
@@ -74,8 +77,9 @@ def channels_per_node(client: ClusterClient, prefix: str) -> dict[str, str]:
     raise AssertionError(f"no channel found for every node: {found}")
 
 
-async def read(pubsub: ClusterPubSub, count: int, types: tuple[str, ...] = ("smessage",),
-               timeout: float = READ_TIMEOUT) -> list[dict[str, Any]]:
+async def read(
+    pubsub: ClusterPubSub, count: int, types: tuple[str, ...] = ("smessage",), timeout: float = READ_TIMEOUT
+) -> list[dict[str, Any]]:
     """Up to ``count`` messages of ``types``, polling every shard, bounded in time and calls."""
     messages: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout
@@ -96,8 +100,7 @@ def test_cluster_is_up_on_loopback(cluster: RedisCluster) -> None:
     assert len(set(cluster.ports)) == 3
     assert cluster.urls == [f"redis://127.0.0.1:{port}/0" for port in cluster.ports]
     assert cluster.url == cluster.urls[0]
-    assert cluster.cluster_url == "redis+cluster://" + ",".join(
-        f"127.0.0.1:{port}" for port in cluster.ports)
+    assert cluster.cluster_url == "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in cluster.ports)
     assert cluster.start_seconds is not None and cluster.start_seconds < 15
     for i in range(3):
         info = cluster.cluster_info(i)
@@ -133,8 +136,7 @@ async def test_hash_tagged_keys_share_a_slot_and_a_script_touches_both(
         await append(keys=[history, f"clock:{{{tag()}}}"], args=["c"])
 
 
-async def test_watch_multi_transaction_on_one_slot(cluster: RedisCluster,
-                                                   client: ClusterClient) -> None:
+async def test_watch_multi_transaction_on_one_slot(cluster: RedisCluster, client: ClusterClient) -> None:
     session = tag()
     history, clock = f"history:{{{session}}}", f"clock:{{{session}}}"
     await client.set(clock, 5)
@@ -185,7 +187,8 @@ async def test_sharded_pubsub_across_nodes(client: ClusterClient) -> None:
             assert await client.spublish(channel, f"to {name}") == 1
         received = await read(pubsub, 3)
         assert {(m["channel"], m["data"]) for m in received} == {
-            (channel, f"to {name}") for name, channel in channels.items()}
+            (channel, f"to {name}") for name, channel in channels.items()
+        }
 
         first = next(iter(channels))
         node = client.get_node(node_name=first)
@@ -229,7 +232,8 @@ async def test_get_sharded_message_splits_its_timeout_across_shards(
 
 
 async def test_node_crash_is_not_raised_while_other_shards_answer_then_resubscribes(
-    cluster: RedisCluster, client: ClusterClient,
+    cluster: RedisCluster,
+    client: ClusterClient,
 ) -> None:
     """redis-py 8.2: a failed poll puts that shard in a cool-off and the healthy shards keep
     delivering; ConnectionError surfaces only when no shard answers (8.1 raised it from the
@@ -276,8 +280,11 @@ async def test_cluster_down_error_refreshes_in_place_and_keeps_subscriptions(
     victim = 1
     try:
         healthy = next(i for i in range(3) if i != victim)
-        key = next(k for k in (f"{tag()}:{n}" for n in range(MAX_SEARCH))
-                   if node_of(shared, k).port == cluster.ports[healthy])
+        key = next(
+            k
+            for k in (f"{tag()}:{n}" for n in range(MAX_SEARCH))
+            if node_of(shared, k).port == cluster.ports[healthy]
+        )
         channel = f"{{{key}}}:events"
         for owner in (shared, dedicated):
             pubsub = owner.pubsub()

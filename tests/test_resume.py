@@ -66,9 +66,7 @@ def resume_request(url: str, last_id: str, form: str) -> tuple[str, dict[str, st
 
 
 @pytest.mark.parametrize("form", ["header", "query"])
-async def test_session_stream_resumes_with_exactly_the_missed_events(
-    client: AppClient, form: str
-) -> None:
+async def test_session_stream_resumes_with_exactly_the_missed_events(client: AppClient, form: str) -> None:
     """A session stream resumed from the last id seen gets exactly the missed events (as a
     stream that stayed open saw them), no duplicates, then live ones; recovered is True."""
     name = f"resume-{form}"
@@ -88,8 +86,13 @@ async def test_session_stream_resumes_with_exactly_the_missed_events(
         assert wire(everything[:2]) == wire(seen)
         missed = everything[2:]
         assert [e.type for e in missed] == [
-            "new_message", "new_message", "status_change", "agent_joined", "status_change",
-            "new_message", "new_message",
+            "new_message",
+            "new_message",
+            "status_change",
+            "agent_joined",
+            "status_change",
+            "new_message",
+            "new_message",
         ], wire(missed)
 
         last = seen[-1].id
@@ -145,18 +148,22 @@ async def test_agent_stream_resumes_both_channels_in_publish_order(client: AppCl
             await escalate(client, "held")
             [seen] = await stream.take(1)
             assert seen.type == "transfer_request", seen
-        await act(client, "held", "takeover", agent)            # broadcast status_change
-        await chat(client, "held", "are you there?")            # agent channel new_message
-        await escalate(client, "queued")                        # broadcast transfer_request
-        await chat(client, "held", "my order is late")          # agent channel new_message
-        await act(client, "other", "takeover", "agent-x")       # broadcast status_change
-        await chat(client, "other", "for agent-x only")         # agent-x's channel: not ours
-        await act(client, "held", "release", agent)             # broadcast status_change
+        await act(client, "held", "takeover", agent)  # broadcast status_change
+        await chat(client, "held", "are you there?")  # agent channel new_message
+        await escalate(client, "queued")  # broadcast transfer_request
+        await chat(client, "held", "my order is late")  # agent channel new_message
+        await act(client, "other", "takeover", "agent-x")  # broadcast status_change
+        await chat(client, "other", "for agent-x only")  # agent-x's channel: not ours
+        await act(client, "held", "release", agent)  # broadcast status_change
         everything = await watch.take(1 + 6)
         assert wire(everything[:1]) == wire([seen])
         missed = everything[1:]
         assert [e.type for e in missed] == [
-            "status_change", "new_message", "transfer_request", "new_message", "status_change",
+            "status_change",
+            "new_message",
+            "transfer_request",
+            "new_message",
+            "status_change",
             "status_change",
         ], wire(missed)
         assert seen.id is not None
@@ -220,13 +227,15 @@ async def test_resume_older_than_the_history(
                     (lambda i=i: agent_say(client, name, agent, f"m{i}"))  # type: ignore[misc]
                     for i in range(count)
                 ],
-                batch=25, timeout=30,
+                batch=25,
+                timeout=30,
             )
         published = await watch.take(count, timeout=15)
 
-        async with open_stream(
-            client, session_events(name), headers={"Last-Event-ID": position}
-        ) as (resumed, again):
+        async with open_stream(client, session_events(name), headers={"Last-Event-ID": position}) as (
+            resumed,
+            again,
+        ):
             assert again.payload["recovered"] is False, again
             left = await resumed.drain(0.5, limit=count, timeout=15)
             assert left, "nothing of the history arrived"
@@ -250,9 +259,10 @@ async def test_resume_older_than_the_history(
         # A position still inside what is left resumes completely.
         inside = left[-3].id
         assert inside is not None
-        async with open_stream(
-            client, session_events(name), headers={"Last-Event-ID": inside}
-        ) as (resumed, again):
+        async with open_stream(client, session_events(name), headers={"Last-Event-ID": inside}) as (
+            resumed,
+            again,
+        ):
             assert again.payload["recovered"] is True, again
             assert wire(await resumed.take(3)) == wire([*left[-2:], *live])
             await resumed.assert_quiet(QUIET)
@@ -318,9 +328,7 @@ async def test_resume_on_the_other_process(server_process: StartServer, redis_ur
             last = seen[-1].id
             assert last is not None
             headers = {"Last-Event-ID": last}
-            async with open_stream(http, bot + session_events(name), headers=headers) as (
-                resumed, again
-            ):
+            async with open_stream(http, bot + session_events(name), headers=headers) as (resumed, again):
                 assert again.payload["recovered"] is True, again
                 assert again.id == last, (again.id, last)
                 replay = await resumed.take(len(missed))
@@ -339,16 +347,14 @@ def message_seq(event: SSEEvent) -> int:
     return int(event.payload["message"]["content"][:5])
 
 
-async def test_slow_consumer_is_cut_off_and_resumes(
-    server_process: StartServer, redis_url: str
-) -> None:
+async def test_slow_consumer_is_cut_off_and_resumes(server_process: StartServer, redis_url: str) -> None:
     """A client that stops reading is cut off (retry hint, then EOF) while a fast client on the
     same session gets every event; the slow one then resumes and misses nothing."""
     process = server_process("--redis-url", redis_url, "--queue-size", "20", env=REDIS_ON)
     base, name, agent = process.url, "slow-and-fast", "agent-s"
     # 4,000 characters with the "NNNNN:" prefix, 4 bytes each in UTF-8 (16 kB an event), so the
     # kernel's socket buffers (about 5 MB on loopback) fill after a few hundred events.
-    filler = "\U0001F600" * 3994
+    filler = "\U0001f600" * 3994
     batch, max_events = 20, 700
     sent: dict[int, float] = {}
     received: dict[int, float] = {}
@@ -424,7 +430,9 @@ async def test_slow_consumer_is_cut_off_and_resumes(
             logger.info(
                 "slow consumer: %d events of 4,000 characters (16 kB) published; fast client "
                 "max latency %.1f ms (median %.1f ms); slow client read %d before the cut-off",
-                published, max(latencies) * 1000, sorted(latencies)[len(latencies) // 2] * 1000,
+                published,
+                max(latencies) * 1000,
+                sorted(latencies)[len(latencies) // 2] * 1000,
                 len(slow_events),
             )
 
@@ -432,9 +440,7 @@ async def test_slow_consumer_is_cut_off_and_resumes(
         last = slow.last_event_id
         assert last is not None
         missed = published - len(slow_events)
-        async with open_stream(slow_http, url, headers={"Last-Event-ID": last}) as (
-            resumed, again
-        ):
+        async with open_stream(slow_http, url, headers={"Last-Event-ID": last}) as (resumed, again):
             assert again.payload["recovered"] is True, again
             rest = await resumed.take(missed, timeout=10)
             assert wire(rest) == wire(fast_events[len(slow_events) :])
@@ -487,9 +493,10 @@ async def test_eventsource_reader_loses_nothing_across_a_server_restart(
     # A new connection per POST, so a retried request can never have been served already on a
     # keep-alive connection the server was closing.
     connector = aiohttp.TCPConnector(force_close=True)
-    async with aiohttp.ClientSession() as stream_http, aiohttp.ClientSession(
-        connector=connector
-    ) as post_http:
+    async with (
+        aiohttp.ClientSession() as stream_http,
+        aiohttp.ClientSession(connector=connector) as post_http,
+    ):
         await create(post_http, name, base=base)
         reader = ReconnectingReader(stream_http, base + session_events(name))
         reading = asyncio.create_task(reader.run())
@@ -502,16 +509,15 @@ async def test_eventsource_reader_loses_nothing_across_a_server_restart(
                     if i == restart_after:
                         restarting = asyncio.create_task(asyncio.to_thread(restart, process))
                     body = {"session_name": name, "content": content}
-                    await post_until_served(post_http, f"{base}{CHATBOT}/chat", body, timeout=20.0,
-                                            while_away=True)
+                    await post_until_served(
+                        post_http, f"{base}{CHATBOT}/chat", body, timeout=20.0, while_away=True
+                    )
                     if i % 3 == 2:
                         await asyncio.sleep(0.1)
                 assert restarting is not None
                 status, took = await restarting
                 assert status == 0, process.log()
-                transcript = await call(
-                    post_http, "GET", f"{base}{CHATBOT}/sessions/{name}/messages"
-                )
+                transcript = await call(post_http, "GET", f"{base}{CHATBOT}/sessions/{name}/messages")
                 messages = transcript["messages"]
                 last_id = messages[-1]["id"]
                 while last_id not in {m["id"] for m in reader.messages()} and not reading.done():
@@ -544,7 +550,11 @@ async def test_eventsource_reader_loses_nothing_across_a_server_restart(
         assert connected.payload["recovered"] is True, connected
     logger.info(
         "restart took %.2f s; reader: %d connections, endings %s, retry hints %s ms, "
-        "events per connection %s (+%d on the last)", took, len(reader.connected),
-        reader.endings, reader.hints, reader.per_connection,
+        "events per connection %s (+%d on the last)",
+        took,
+        len(reader.connected),
+        reader.endings,
+        reader.hints,
+        reader.per_connection,
         len(reader.events) - sum(reader.per_connection),
     )

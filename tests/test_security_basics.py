@@ -81,6 +81,7 @@ async def preflight(
 
 # --- 1. security headers -----------------------------------------------------------------------
 
+
 async def test_security_headers_on_json_responses(client: AppClient) -> None:
     """Every JSON answer (2xx, 4xx from handlers and from aiohttp's router/body limit, health)
     says nosniff and no-store."""
@@ -97,18 +98,25 @@ async def test_security_headers_on_json_responses(client: AppClient) -> None:
         ("GET", f"{WORKBENCH}/sessions", {}, 200),
         ("POST", f"{WORKBENCH}/sessions/hdr/takeover", {"json": {"agent_id": "a1"}}, 200),
         ("POST", f"{CHATBOT}/chat", {"json": {"session_name": "hdr"}}, 400),
-        ("POST", f"{CHATBOT}/chat", {"data": b"{not json", "headers": {
-            "Content-Type": "application/json"}}, 400),
+        (
+            "POST",
+            f"{CHATBOT}/chat",
+            {"data": b"{not json", "headers": {"Content-Type": "application/json"}},
+            400,
+        ),
         ("GET", "/no/such/route", {}, 404),
         ("GET", f"{CHATBOT}/sessions/ghost", {}, 404),
         ("GET", session_events("ghost"), {}, 404),
         ("PUT", f"{CHATBOT}/chat", {"json": {}}, 405),
         ("POST", f"{CHATBOT}/sessions", {"json": {"session_name": "hdr"}}, 409),
         ("POST", f"{WORKBENCH}/sessions/hdr/takeover", {"json": {"agent_id": "a2"}}, 409),
-        ("POST", f"{CHATBOT}/chat", {"data": big, "headers": {
-            "Content-Type": "application/json"}}, 413),
-        ("POST", f"{CHATBOT}/chat", {"data": b"x=1", "headers": {
-            "Content-Type": "application/x-www-form-urlencoded"}}, 415),
+        ("POST", f"{CHATBOT}/chat", {"data": big, "headers": {"Content-Type": "application/json"}}, 413),
+        (
+            "POST",
+            f"{CHATBOT}/chat",
+            {"data": b"x=1", "headers": {"Content-Type": "application/x-www-form-urlencoded"}},
+            415,
+        ),
     ]
     for method, path, kwargs, status in cases:
         what = f"{method} {path} -> {status}"
@@ -134,6 +142,7 @@ async def test_security_headers_on_event_streams(client: AppClient) -> None:
 
 # --- 2. CORS closed by default -----------------------------------------------------------------
 
+
 async def test_cors_closed_by_default(client: AppClient) -> None:
     """Without configured origins no response carries any Access-Control-* header: preflights
     and simple requests from another origin are left for the browser to refuse."""
@@ -152,8 +161,12 @@ async def test_cors_closed_by_default(client: AppClient) -> None:
     reply = await exchange(client, "GET", f"{CHATBOT}/sessions/closed", status=200, headers=origin)
     assert cors_headers(reply) == {}
     reply = await exchange(
-        client, "POST", f"{CHATBOT}/chat", {"session_name": "closed", "content": "hi"},
-        status=200, headers=origin,
+        client,
+        "POST",
+        f"{CHATBOT}/chat",
+        {"session_name": "closed", "content": "hi"},
+        status=200,
+        headers=origin,
     )
     assert cors_headers(reply) == {}
     async with open_stream(client, session_events("closed"), headers=origin) as (stream, _):
@@ -162,9 +175,8 @@ async def test_cors_closed_by_default(client: AppClient) -> None:
 
 # --- 3. CORS open for configured origins -------------------------------------------------------
 
-async def test_cors_preflight_for_configured_origin(
-    make_client: MakeClient, settings: Settings
-) -> None:
+
+async def test_cors_preflight_for_configured_origin(make_client: MakeClient, settings: Settings) -> None:
     """A configured origin's preflight is allowed: its origin echoed, the method and the asked
     headers (content-type, authorization; last-event-id for streams) allowed, no credentials."""
     client = await make_client(settings, cors_origins=(APP_ORIGIN,))
@@ -184,12 +196,8 @@ async def test_cors_preflight_for_configured_origin(
         response = await preflight(client, path, APP_ORIGIN, method, asked)
         assert response.status == 200, (what, response.status)
         assert response.headers.get("Access-Control-Allow-Origin") == APP_ORIGIN, what
-        assert method.lower() in header_list(
-            response.headers.get("Access-Control-Allow-Methods")
-        ), what
-        assert header_list(asked) <= header_list(
-            response.headers.get("Access-Control-Allow-Headers")
-        ), what
+        assert method.lower() in header_list(response.headers.get("Access-Control-Allow-Methods")), what
+        assert header_list(asked) <= header_list(response.headers.get("Access-Control-Allow-Headers")), what
         assert "Access-Control-Allow-Credentials" not in response.headers, what
         assert response.headers.get("X-Content-Type-Options") == "nosniff", what
 
@@ -209,8 +217,12 @@ async def test_cors_actual_requests_for_configured_origin(
     assert_json_headers(response, "GET session with Origin")
 
     response = await exchange(
-        client, "POST", f"{CHATBOT}/chat", {"session_name": "open", "content": "hi"},
-        status=200, headers=origin,
+        client,
+        "POST",
+        f"{CHATBOT}/chat",
+        {"session_name": "open", "content": "hi"},
+        status=200,
+        headers=origin,
     )
     assert response.headers.get("Access-Control-Allow-Origin") == APP_ORIGIN
 
@@ -243,6 +255,7 @@ async def test_cors_other_origin_still_refused(make_client: MakeClient, settings
 
 
 # --- 4. max_streams ----------------------------------------------------------------------------
+
 
 async def expect_too_many_streams(client: AppClient, path: str) -> None:
     response = await exchange(client, "GET", path, status=503)
@@ -290,7 +303,10 @@ async def test_max_streams_refuses_and_recovers(
             await expect_too_many_streams(client, session_events("lim"))
             # The recovered stream is live: it sees what is published now.
             await call(
-                client, "POST", f"{CHATBOT}/chat", {"session_name": "lim", "content": "hello"},
+                client,
+                "POST",
+                f"{CHATBOT}/chat",
+                {"session_name": "lim", "content": "hello"},
                 status=200,
             )
             event = await stream.next_of("new_message")
@@ -305,10 +321,14 @@ async def test_max_streams_holds_under_a_burst(make_client: MakeClient, settings
     responses: list[aiohttp.ClientResponse] = []
     try:
         async with asyncio.timeout(10):
-            responses = list(await asyncio.gather(*(
-                client.get(session_events("burst"), timeout=aiohttp.ClientTimeout(total=None))
-                for _ in range(10)
-            )))
+            responses = list(
+                await asyncio.gather(
+                    *(
+                        client.get(session_events("burst"), timeout=aiohttp.ClientTimeout(total=None))
+                        for _ in range(10)
+                    )
+                )
+            )
             opened = [r for r in responses if r.status == 200]
             for response in opened:
                 assert (await SSEStream(response).next()).type == "connected"
@@ -323,6 +343,7 @@ async def test_max_streams_holds_under_a_burst(make_client: MakeClient, settings
 
 # --- 5. max_message ----------------------------------------------------------------------------
 
+
 def assert_content_too_long(body: Any) -> None:
     assert body["error"]["code"] == "validation_error", body
     assert set(body["error"]["fields"]) == {"content"}, body
@@ -330,16 +351,17 @@ def assert_content_too_long(body: Any) -> None:
 
 
 @pytest.mark.parametrize("char", ["x", "ü", "人"])
-async def test_max_message_on_chat(
-    make_client: MakeClient, settings: Settings, char: str
-) -> None:
+async def test_max_message_on_chat(make_client: MakeClient, settings: Settings, char: str) -> None:
     """With max_message=10, a 10-character chat message (counted in characters, not bytes) is
     accepted; 11 is a 400 validation_error on content that stores and publishes nothing."""
     client = await make_client(settings, max_message=10)
     await create(client, "mm")
     async with open_stream(client, session_events("mm")) as (stream, _):
         body = await call(
-            client, "POST", f"{CHATBOT}/chat", {"session_name": "mm", "content": char * 10},
+            client,
+            "POST",
+            f"{CHATBOT}/chat",
+            {"session_name": "mm", "content": char * 10},
             status=200,
         )
         assert body["message"]["content"] == char * 10
@@ -349,7 +371,10 @@ async def test_max_message_on_chat(
         assert len(before) == 2
 
         body = await call(
-            client, "POST", f"{CHATBOT}/chat", {"session_name": "mm", "content": char * 11},
+            client,
+            "POST",
+            f"{CHATBOT}/chat",
+            {"session_name": "mm", "content": char * 11},
             status=400,
         )
         assert_content_too_long(body)
@@ -360,7 +385,10 @@ async def test_max_message_on_chat(
 
     # A refused chat does not create the session it names either.
     body = await call(
-        client, "POST", f"{CHATBOT}/chat", {"session_name": "mm-new", "content": char * 11},
+        client,
+        "POST",
+        f"{CHATBOT}/chat",
+        {"session_name": "mm-new", "content": char * 11},
         status=400,
     )
     assert_content_too_long(body)
@@ -373,9 +401,7 @@ async def test_max_message_on_agent_message(make_client: MakeClient, settings: S
     client = await make_client(settings, max_message=10)
     await create(client, "mma")
     await call(client, "POST", f"{CHATBOT}/manual/escalate", {"session_name": "mma"}, status=200)
-    await call(
-        client, "POST", f"{WORKBENCH}/sessions/mma/takeover", {"agent_id": "a1"}, status=200
-    )
+    await call(client, "POST", f"{WORKBENCH}/sessions/mma/takeover", {"agent_id": "a1"}, status=200)
     path = f"{WORKBENCH}/sessions/mma/messages"
     async with (
         open_stream(client, session_events("mma")) as (session_stream, _),
@@ -394,7 +420,10 @@ async def test_max_message_on_agent_message(make_client: MakeClient, settings: S
 
         # The customer's side obeys the same limit while an agent holds the session.
         body = await call(
-            client, "POST", f"{CHATBOT}/chat", {"session_name": "mma", "content": "z" * 11},
+            client,
+            "POST",
+            f"{CHATBOT}/chat",
+            {"session_name": "mma", "content": "z" * 11},
             status=400,
         )
         assert_content_too_long(body)
@@ -427,6 +456,7 @@ def test_settings_refuse_zero_max_streams() -> None:
 
 # --- 6. settings parsing -----------------------------------------------------------------------
 
+
 def test_security_settings_defaults() -> None:
     """CORS closed, 10,000 streams and 4,000 characters by default."""
     settings = load_settings([], {})
@@ -437,13 +467,9 @@ def test_security_settings_defaults() -> None:
 
 def test_cors_origin_flag_is_repeatable() -> None:
     """Each --cors-origin adds one origin, in order."""
-    settings = load_settings(
-        ["--cors-origin", "https://a.example", "--cors-origin", "https://b.example"], {}
-    )
+    settings = load_settings(["--cors-origin", "https://a.example", "--cors-origin", "https://b.example"], {})
     assert settings.cors_origins == ("https://a.example", "https://b.example")
-    assert load_settings(["--cors-origin", "https://a.example"], {}).cors_origins == (
-        "https://a.example",
-    )
+    assert load_settings(["--cors-origin", "https://a.example"], {}).cors_origins == ("https://a.example",)
 
 
 def test_cors_origins_environment() -> None:
@@ -488,9 +514,7 @@ def test_limit_flags_reject_non_integers(flag: str, capsys: pytest.CaptureFixtur
 async def test_configured_settings_reach_the_app(make_client: MakeClient, settings: Settings) -> None:
     """Settings loaded from flags drive the running app: a 5-character limit refuses 6."""
     loaded = load_settings(["--max-message", "5", "--cors-origin", APP_ORIGIN], {})
-    client = await make_client(
-        settings, max_message=loaded.max_message, cors_origins=loaded.cors_origins
-    )
+    client = await make_client(settings, max_message=loaded.max_message, cors_origins=loaded.cors_origins)
     body = await call(
         client, "POST", f"{CHATBOT}/chat", {"session_name": "cfg", "content": "123456"}, status=400
     )

@@ -41,8 +41,9 @@ def test_real_environment_is_used_when_none_given(monkeypatch: pytest.MonkeyPatc
 FLAGS: list[Any] = [
     pytest.param(["--host", "0.0.0.0"], "host", "0.0.0.0", id="host"),
     pytest.param(["--port", "8002"], "port", 8002, id="port"),
-    pytest.param(["--redis-url", "redis://cache:6380/2"], "redis_url", "redis://cache:6380/2",
-                 id="redis-url"),
+    pytest.param(
+        ["--redis-url", "redis://cache:6380/2"], "redis_url", "redis://cache:6380/2", id="redis-url"
+    ),
     pytest.param(["--no-redis"], "use_redis", False, id="no-redis"),
     pytest.param(["--heartbeat", "5"], "heartbeat", 5.0, id="heartbeat"),
     pytest.param(["--heartbeat", "0.5"], "heartbeat", 0.5, id="heartbeat-fraction"),
@@ -61,8 +62,7 @@ def test_each_flag(argv: list[str], field: str, value: object) -> None:
 ENVIRONMENT: list[Any] = [
     pytest.param("SWITCHBOARD_HOST", "0.0.0.0", "host", "0.0.0.0", id="host"),
     pytest.param("SWITCHBOARD_PORT", "8002", "port", 8002, id="port"),
-    pytest.param("REDIS_URL", "redis://cache:6380/2", "redis_url", "redis://cache:6380/2",
-                 id="redis-url"),
+    pytest.param("REDIS_URL", "redis://cache:6380/2", "redis_url", "redis://cache:6380/2", id="redis-url"),
     pytest.param("USE_REDIS_SSE", "false", "use_redis", False, id="use-redis-false"),
     pytest.param("USE_REDIS_SSE", "FALSE", "use_redis", False, id="use-redis-FALSE"),
     pytest.param("USE_REDIS_SSE", "0", "use_redis", False, id="use-redis-0"),
@@ -86,8 +86,12 @@ def test_each_environment_variable(var: str, raw: str, field: str, value: object
 
 @pytest.mark.parametrize(
     ("var", "field"),
-    [("SWITCHBOARD_HOST", "host"), ("SWITCHBOARD_PORT", "port"), ("REDIS_URL", "redis_url"),
-     ("SWITCHBOARD_HEARTBEAT", "heartbeat")],
+    [
+        ("SWITCHBOARD_HOST", "host"),
+        ("SWITCHBOARD_PORT", "port"),
+        ("REDIS_URL", "redis_url"),
+        ("SWITCHBOARD_HEARTBEAT", "heartbeat"),
+    ],
 )
 def test_empty_environment_variable_means_default(var: str, field: str) -> None:
     """A variable set to the empty string counts as unset."""
@@ -95,21 +99,23 @@ def test_empty_environment_variable_means_default(var: str, field: str) -> None:
 
 
 PRECEDENCE: list[Any] = [
-    pytest.param(["--host", "0.0.0.0"], "SWITCHBOARD_HOST", "10.1.1.1", "host", "0.0.0.0",
-                 id="host"),
+    pytest.param(["--host", "0.0.0.0"], "SWITCHBOARD_HOST", "10.1.1.1", "host", "0.0.0.0", id="host"),
     pytest.param(["--port", "8002"], "SWITCHBOARD_PORT", "9000", "port", 8002, id="port"),
-    pytest.param(["--redis-url", "redis://flag:1/0"], "REDIS_URL", "redis://env:2/0",
-                 "redis_url", "redis://flag:1/0", id="redis-url"),
+    pytest.param(
+        ["--redis-url", "redis://flag:1/0"],
+        "REDIS_URL",
+        "redis://env:2/0",
+        "redis_url",
+        "redis://flag:1/0",
+        id="redis-url",
+    ),
     pytest.param(["--no-redis"], "USE_REDIS_SSE", "true", "use_redis", False, id="no-redis"),
-    pytest.param(["--heartbeat", "7"], "SWITCHBOARD_HEARTBEAT", "60", "heartbeat", 7.0,
-                 id="heartbeat"),
+    pytest.param(["--heartbeat", "7"], "SWITCHBOARD_HEARTBEAT", "60", "heartbeat", 7.0, id="heartbeat"),
 ]
 
 
 @pytest.mark.parametrize(("argv", "var", "raw", "field", "value"), PRECEDENCE)
-def test_flag_beats_environment(
-    argv: list[str], var: str, raw: str, field: str, value: object
-) -> None:
+def test_flag_beats_environment(argv: list[str], var: str, raw: str, field: str, value: object) -> None:
     """When both are given, the flag wins over its environment variable."""
     assert getattr(load(*argv, **{var: raw}), field) == value
 
@@ -148,9 +154,7 @@ def test_invalid_heartbeat_environment_raises(raw: str) -> None:
 
 
 @pytest.mark.parametrize("argv", [["--port", "http"], ["--heartbeat", "soon"], ["--bogus"]])
-def test_malformed_flag_exits_with_usage_error(
-    argv: list[str], capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_malformed_flag_exits_with_usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     """A flag that does not parse is a usage error (argparse exit status 2)."""
     with pytest.raises(SystemExit) as caught:
         load(*argv)

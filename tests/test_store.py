@@ -35,9 +35,7 @@ from tests.support.store import CONCURRENCY, HOLDER, OTHER, assert_one_winner, s
 ACTIONS: tuple[Action, ...] = ("escalate", "takeover", "release", "close")
 ACTORS: tuple[str | None, ...] = (HOLDER, OTHER, None)
 Case = tuple[Action, Status, str | None]  # (action, starting status, actor)
-SESSION_KEYS = {
-    "session_name", "status", "agent_id", "created_at", "updated_at", "escalation_reason"
-}
+SESSION_KEYS = {"session_name", "status", "agent_id", "created_at", "updated_at", "escalation_reason"}
 MESSAGE_KEYS = {"id", "role", "content", "agent_id", "created_at"}
 OUTAGE_BOUND = 5.0  # docs/api.md: a store outage answers 503 within 5 s
 
@@ -270,8 +268,11 @@ IDEMPOTENT: set[Case] = {("escalate", "waiting_agent", actor) for actor in ACTOR
 # A takeover names the agent taking over; one without an agent is not part of the table.
 UNDEFINED: set[Case] = {("takeover", status, None) for status in STATUSES}
 REFUSED = sorted(
-    (case for case in itertools.product(ACTIONS, STATUSES, ACTORS)
-     if case not in ALLOWED and case not in IDEMPOTENT and case not in UNDEFINED),
+    (
+        case
+        for case in itertools.product(ACTIONS, STATUSES, ACTORS)
+        if case not in ALLOWED and case not in IDEMPOTENT and case not in UNDEFINED
+    ),
     key=str,
 )
 
@@ -423,9 +424,7 @@ async def test_add_message_rules(
     await assert_consistent(harness, "s1")
 
 
-@pytest.mark.parametrize(
-    ("role", "agent_id"), [("customer", None), ("bot", None), ("agent", HOLDER)]
-)
+@pytest.mark.parametrize(("role", "agent_id"), [("customer", None), ("bot", None), ("agent", HOLDER)])
 async def test_message_shape(store: SessionStore, role: Role, agent_id: str | None) -> None:
     """A message has id, role, content, agent_id and integer created_at, as stored."""
     await put_in(store, "s1", "agent_active" if role == "agent" else "bot_active")
@@ -567,7 +566,10 @@ async def test_redis_key_layout(redis_store: RedisSessionStore, redis: Redis) ->
     assert [json.loads(m) for m in await redis.lrange(messages_key("s1"), 0, -1)] == [message]
 
     steps: list[tuple[Action, str | None]] = [
-        ("escalate", None), ("takeover", HOLDER), ("release", HOLDER), ("takeover", OTHER),
+        ("escalate", None),
+        ("takeover", HOLDER),
+        ("release", HOLDER),
+        ("takeover", OTHER),
         ("close", OTHER),
     ]
     for action, actor in steps:
@@ -582,9 +584,7 @@ async def test_redis_key_layout(redis_store: RedisSessionStore, redis: Redis) ->
         assert await status_sets_holding(redis, "s1") == [status]
 
 
-async def test_redis_status_sets_hold_many_sessions(
-    redis_store: RedisSessionStore, redis: Redis
-) -> None:
+async def test_redis_status_sets_hold_many_sessions(redis_store: RedisSessionStore, redis: Redis) -> None:
     """Each status set holds the names of all sessions in that status and nothing else."""
     for i, status in enumerate(STATUSES * 3):
         await put_in(redis_store, f"s{i}", status)
@@ -635,9 +635,7 @@ async def test_concurrent_takeovers_on_one_store(
 
 
 @pytest.mark.parametrize("start", ["bot_active", "waiting_agent"])
-async def test_concurrent_takeovers_on_separate_stores(
-    redis_url: str, redis: Redis, start: Status
-) -> None:
+async def test_concurrent_takeovers_on_separate_stores(redis_url: str, redis: Redis, start: Status) -> None:
     """20 agents, each through its own store and client (20 processes): exactly one wins."""
     clients = [Redis.from_url(redis_url) for _ in range(CONCURRENCY)]
     stores = [RedisSessionStore(c) for c in clients]
@@ -667,8 +665,7 @@ RACES: list[list[tuple[Action, str | None]]] = [
     [("escalate", None), ("takeover", HOLDER), ("close", HOLDER)],
     [("escalate", None), ("takeover", HOLDER), ("takeover", OTHER), ("close", None)],
     [("takeover", HOLDER), ("release", HOLDER), ("close", HOLDER), ("escalate", None)],
-    [("escalate", None), ("escalate", None), ("takeover", OTHER), ("close", OTHER),
-     ("release", OTHER)],
+    [("escalate", None), ("escalate", None), ("takeover", OTHER), ("close", OTHER), ("release", OTHER)],
 ]
 
 

@@ -34,9 +34,14 @@ async def test_in_one_process(client: AppClient, backend: str) -> None:
     """Memory or Redis, one process: streams counted here; the last event is the newest."""
     await create(client, "h1")
     quiet = await health_of(client, "h1")
-    assert quiet == {"session_name": "h1", "subscribed_processes": 0,
-                     "streams_in_this_process": 0, "customer_connected": False, "last_event": None,
-                     "scope": "process" if backend == "memory" else "deployment"}
+    assert quiet == {
+        "session_name": "h1",
+        "subscribed_processes": 0,
+        "streams_in_this_process": 0,
+        "customer_connected": False,
+        "last_event": None,
+        "scope": "process" if backend == "memory" else "deployment",
+    }
     async with open_stream(client, f"{WORKBENCH}/sessions/h1/events"):
         agent_only = await until(lambda: health_of(client, "h1"), lambda b: b["subscribed_processes"] == 1)
         assert agent_only["streams_in_this_process"] == 1
@@ -54,8 +59,9 @@ async def test_in_one_process(client: AppClient, backend: str) -> None:
             assert newest is not None and newest["time"] == pytest.approx(time.time(), abs=30)
         gone = await until(lambda: health_of(client, "h1"), lambda b: not b["customer_connected"])
         assert gone["customer_connected"] is False and gone["streams_in_this_process"] == 1
-    assert (await until(lambda: health_of(client, "h1"),
-                        lambda b: b["subscribed_processes"] == 0))["subscribed_processes"] == 0
+    assert (await until(lambda: health_of(client, "h1"), lambda b: b["subscribed_processes"] == 0))[
+        "subscribed_processes"
+    ] == 0
     missing = await call(client, "GET", f"{WORKBENCH}/sessions/nobody/stream", status=404)
     assert missing["error"]["code"] == "session_not_found"
 
@@ -69,9 +75,14 @@ async def test_while_redis_is_away_answers_for_this_process(server_process: Star
         await create(http, "away", base=base)
         await chat(http, "away", "hello", base=base)
         alone = await health_of(http, "away", base)
-        assert alone == {"session_name": "away", "subscribed_processes": 0,
-                         "streams_in_this_process": 0, "customer_connected": False,
-                         "last_event": None, "scope": "process"}
+        assert alone == {
+            "session_name": "away",
+            "subscribed_processes": 0,
+            "streams_in_this_process": 0,
+            "customer_connected": False,
+            "last_event": None,
+            "scope": "process",
+        }
         async with open_stream(http, f"{base}{CHATBOT}/sessions/away/events"):
             here = await until(lambda: health_of(http, "away", base), lambda b: b["customer_connected"])
         assert here["customer_connected"] is True and here["scope"] == "process"
@@ -88,9 +99,7 @@ async def test_across_a_split_deployment(server_process: StartServer, redis_url:
     await check_split_deployment(server_process, redis_url)
 
 
-async def test_across_a_split_deployment_on_a_cluster(
-    server_process: StartServer, cluster_url: str
-) -> None:
+async def test_across_a_split_deployment_on_a_cluster(server_process: StartServer, cluster_url: str) -> None:
     """The same on the Redis Cluster: PUBSUB SHARDNUMSUB on the shard of the session."""
     await check_split_deployment(server_process, cluster_url)
 

@@ -34,7 +34,10 @@ async def test_sees_sessions_created_after_it_connected(client: AppClient, backe
             await chat(client, name, f"hello from {name}")
         events = await take_sessions_events(board, 4)  # each: the customer's message, the bot's
         assert [(session_of(e), e.type) for e in events] == [
-            ("s1", "new_message"), ("s1", "new_message"), ("s2", "new_message"), ("s2", "new_message")
+            ("s1", "new_message"),
+            ("s1", "new_message"),
+            ("s2", "new_message"),
+            ("s2", "new_message"),
         ]
         ids = [e.id for e in events if e.id is not None]
         assert len(ids) == len(events), events
@@ -82,7 +85,10 @@ async def test_filters_by_session_and_by_status(client: AppClient, backend: str)
         await escalate(client, "a")
         entered = await by_status.next()
         assert (session_of(entered), entered.type, entered.payload["status"]) == (
-            "a", "status_change", "waiting_agent")
+            "a",
+            "status_change",
+            "waiting_agent",
+        )
         await act(client, "b", "takeover", "alice")
         left = await by_status.next_of("status_change")
         assert (session_of(left), left.payload["status"]) == ("b", "agent_active")
@@ -95,9 +101,7 @@ async def test_filters_by_session_and_by_status(client: AppClient, backend: str)
     await call(client, "GET", f"{SUPERVISOR}?status=nope", status=400)
 
 
-async def test_split_deployment_one_pattern_subscription(
-    server_process: StartServer, redis_url: str
-) -> None:
+async def test_split_deployment_one_pattern_subscription(server_process: StartServer, redis_url: str) -> None:
     """Sessions created and driven on the chatbot process, and taken over on the workbench
     process, reach supervisors on the workbench process through one PSUBSCRIBE on its one
     pub/sub connection."""
@@ -112,13 +116,22 @@ async def test_split_deployment_one_pattern_subscription(
         await chat(http, "split", "hello", base=chatbot.url)
         # ... and what happens on the workbench process (the takeover, the agent's words).
         await act(http, "split", "takeover", "alice", base=workbench.url)
-        await call(http, "POST", f"{workbench.url}{WORKBENCH}/sessions/split/messages",
-                   {"agent_id": "alice", "content": "Alice here"})
+        await call(
+            http,
+            "POST",
+            f"{workbench.url}{WORKBENCH}/sessions/split/messages",
+            {"agent_id": "alice", "content": "Alice here"},
+        )
         for stream in (board, second):
             events = await take_sessions_events(stream, 5)
             assert [session_of(e) for e in events] == ["split"] * 5
             assert [e.type for e in events] == [
-                "new_message", "new_message", "agent_joined", "status_change", "new_message"]
+                "new_message",
+                "new_message",
+                "agent_joined",
+                "status_change",
+                "new_message",
+            ]
             assert events[-1].payload["message"]["content"] == "Alice here"
         admin = Redis.from_url(redis_url)
         try:
@@ -140,8 +153,10 @@ async def test_on_a_cluster_through_the_feed(server_process: StartServer, cluste
             events = await take_sessions_events(board, 6)
             assert [session_of(e) for e in events] == [n for n in names for _ in (0, 1)]
             seen = events[1].id
-        async with open_stream(http, workbench.url + SUPERVISOR,
-                               headers={"Last-Event-ID": seen or ""}) as (board, connected):
+        async with open_stream(http, workbench.url + SUPERVISOR, headers={"Last-Event-ID": seen or ""}) as (
+            board,
+            connected,
+        ):
             assert connected.payload["recovered"] is True
             resumed = await take_sessions_events(board, 4)
             assert [session_of(e) for e in resumed] == ["feed-2", "feed-2", "feed-3", "feed-3"]

@@ -43,9 +43,7 @@ WAIT = 10.0
 
 def fresh_connections() -> aiohttp.ClientSession:
     """A client that opens a new connection per request, so the kernel spreads them."""
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(force_close=True), timeout=REQUEST_TIMEOUT
-    )
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True), timeout=REQUEST_TIMEOUT)
 
 
 def child_pids(pid: int) -> set[int]:
@@ -88,7 +86,9 @@ async def worker_pids(server: ServerProcess, count: int = 2, without: int | None
     """The supervisor's ``count`` workers, once it has that many (none of them ``without``)
     and all have listened: /health answering (ServerProcess.start) means one did."""
     assert server.process is not None
-    assert await eventually(lambda: f"all {count} workers are serving" in server.log(), timeout=WAIT), server.log()
+    assert await eventually(lambda: f"all {count} workers are serving" in server.log(), timeout=WAIT), (
+        server.log()
+    )
     supervisor = server.process.pid
 
     def complete() -> set[int] | None:
@@ -156,11 +156,11 @@ async def test_two_workers_share_the_port_and_every_stream_gets_the_event(
         # One pub/sub subscription per worker holding a stream of the session: both do.
         assert await numsub(redis, channel) == 2, (len(streams), server.log())
 
-        await call(
-            http, "POST", f"{server.url}/workbench/api/sessions/{name}/takeover", {"agent_id": agent}
-        )
+        await call(http, "POST", f"{server.url}/workbench/api/sessions/{name}/takeover", {"agent_id": agent})
         sent = await call(
-            http, "POST", f"{server.url}/workbench/api/sessions/{name}/messages",
+            http,
+            "POST",
+            f"{server.url}/workbench/api/sessions/{name}/messages",
             {"agent_id": agent, "content": "Hello from either worker."},
         )
         for stream in streams:
@@ -185,9 +185,7 @@ async def test_sigterm_stops_every_worker_and_frees_the_port(
     assert server.process is not None
     async with fresh_connections() as http:
         await call(http, "POST", f"{server.url}/chatbot/api/sessions", {"session_name": "bye"}, status=201)
-        async with open_stream(http, f"{server.url}/chatbot/api/sessions/bye/events") as (
-            stream, _connected
-        ):
+        async with open_stream(http, f"{server.url}/chatbot/api/sessions/bye/events") as (stream, _connected):
             started = time.monotonic()
             server.process.send_signal(signal.SIGTERM)
             status = await stopped(server, 10.0)
@@ -203,9 +201,7 @@ async def test_sigterm_stops_every_worker_and_frees_the_port(
     assert "SIGKILL" not in server.log(), server.log()
 
 
-async def test_workers_die_with_a_killed_supervisor(
-    server_process: StartServer, redis_url: str
-) -> None:
+async def test_workers_die_with_a_killed_supervisor(server_process: StartServer, redis_url: str) -> None:
     """SIGKILL to the supervisor (no chance to forward anything): the workers still go."""
     server = server_process("--workers", "2", "--redis-url", redis_url, env=REDIS_ON)
     workers = await worker_pids(server)
@@ -278,7 +274,8 @@ def test_first_start_failure_ends_with_the_workers_status(tmp_path: Path, redis_
     with their status 2, the reason in the log, no traceback."""
     server = ServerProcess(
         ["--workers", "2", "--redis-url", redis_url],
-        env={**REDIS_ON, "SWITCHBOARD_INSECURE": "", "SWITCHBOARD_SECRET": ""}, log_dir=tmp_path,
+        env={**REDIS_ON, "SWITCHBOARD_INSECURE": "", "SWITCHBOARD_SECRET": ""},
+        log_dir=tmp_path,
     )
     done = server.run()
     output = done.stdout + done.stderr
@@ -304,17 +301,13 @@ def test_workers_refuse_a_port_already_in_use(tmp_path: Path, redis_url: str) ->
 # --- 5. the event loop --------------------------------------------------------------------------
 
 
-async def test_uvloop_serves_a_session_and_its_stream(
-    server_process: StartServer, redis_url: str
-) -> None:
+async def test_uvloop_serves_a_session_and_its_stream(server_process: StartServer, redis_url: str) -> None:
     """--event-loop uvloop: the log names uvloop, and a session with its stream work (Redis)."""
     server = server_process("--event-loop", "uvloop", "--redis-url", redis_url, env=REDIS_ON)
     assert "(event loop: uvloop)" in server.log(), server.log()
     async with aiohttp.ClientSession(timeout=REQUEST_TIMEOUT) as http:
         await create(http, "uv", base=server.url)
-        async with open_stream(http, f"{server.url}/chatbot/api/sessions/uv/events") as (
-            stream, _connected
-        ):
+        async with open_stream(http, f"{server.url}/chatbot/api/sessions/uv/events") as (stream, _connected):
             await chat(http, "uv", "hi", base=server.url)
             said, bot = await stream.take(2)
     assert said.type == "new_message" and said.payload["message"]["content"] == "hi", said
@@ -340,4 +333,3 @@ def test_uvloop_missing_is_refused_in_one_line(tmp_path: Path) -> None:
     assert done.returncode == 2, done
     assert "pip install '.[uvloop]'" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
-

@@ -80,8 +80,13 @@ class Settings:
 
 POSITIVE_SECONDS = ("heartbeat", "history_ttl", "redis_timeout", "rate_limit", "session_token_ttl")
 AT_LEAST_ONE = (
-    "queue_size", "history_size", "max_streams", "max_streams_per_token", "max_channels",
-    "rate_burst", "workers",
+    "queue_size",
+    "history_size",
+    "max_streams",
+    "max_streams_per_token",
+    "max_channels",
+    "rate_burst",
+    "workers",
 )
 
 
@@ -100,18 +105,47 @@ OPTIONS = (
     Option("host", "SWITCHBOARD_HOST", str, "listen address"),
     Option("port", "SWITCHBOARD_PORT", int, "listen port"),
     Option("redis_url", "REDIS_URL", str, "Redis URL"),
-    Option("heartbeat", "SWITCHBOARD_HEARTBEAT", float, "interval between heartbeat events on every stream", "SECONDS"),
-    Option("queue_size", "SWITCHBOARD_QUEUE_SIZE", int, "events a stream may fall behind before it is cut off"),
+    Option(
+        "heartbeat",
+        "SWITCHBOARD_HEARTBEAT",
+        float,
+        "interval between heartbeat events on every stream",
+        "SECONDS",
+    ),
+    Option(
+        "queue_size", "SWITCHBOARD_QUEUE_SIZE", int, "events a stream may fall behind before it is cut off"
+    ),
     Option("history_size", "SWITCHBOARD_HISTORY_SIZE", int, "events kept per channel for resuming streams"),
-    Option("history_ttl", "SWITCHBOARD_HISTORY_TTL", float, "how long an idle channel keeps its history", "SECONDS"),
-    Option("redis_timeout", "SWITCHBOARD_REDIS_TIMEOUT", float, "longest wait for Redis before a 503", "SECONDS"),
-    Option("max_streams", "SWITCHBOARD_MAX_STREAMS", int, "open streams this process accepts before answering 503"),
-    Option("max_message", "SWITCHBOARD_MAX_MESSAGE", int, "longest message content, in characters, at most 4000"),
-    Option("max_streams_per_token", "SWITCHBOARD_MAX_STREAMS_PER_TOKEN", int, "open streams one token may hold"),
-    Option("rate_limit", "SWITCHBOARD_RATE_LIMIT", float, "action requests per token per second", "PER_SECOND"),
+    Option(
+        "history_ttl",
+        "SWITCHBOARD_HISTORY_TTL",
+        float,
+        "how long an idle channel keeps its history",
+        "SECONDS",
+    ),
+    Option(
+        "redis_timeout", "SWITCHBOARD_REDIS_TIMEOUT", float, "longest wait for Redis before a 503", "SECONDS"
+    ),
+    Option(
+        "max_streams",
+        "SWITCHBOARD_MAX_STREAMS",
+        int,
+        "open streams this process accepts before answering 503",
+    ),
+    Option(
+        "max_message", "SWITCHBOARD_MAX_MESSAGE", int, "longest message content, in characters, at most 4000"
+    ),
+    Option(
+        "max_streams_per_token", "SWITCHBOARD_MAX_STREAMS_PER_TOKEN", int, "open streams one token may hold"
+    ),
+    Option(
+        "rate_limit", "SWITCHBOARD_RATE_LIMIT", float, "action requests per token per second", "PER_SECOND"
+    ),
     Option("rate_burst", "SWITCHBOARD_RATE_BURST", int, "action requests a token may burst above the rate"),
     Option("secret", "SWITCHBOARD_SECRET", str, "token signing secret, 32+ characters (required)"),
-    Option("session_token_ttl", "SWITCHBOARD_SESSION_TOKEN_TTL", float, "lifetime of customer tokens", "SECONDS"),
+    Option(
+        "session_token_ttl", "SWITCHBOARD_SESSION_TOKEN_TTL", float, "lifetime of customer tokens", "SECONDS"
+    ),
     Option("log_level", "SWITCHBOARD_LOG_LEVEL", str, "standard logging level"),
     Option("log_format", "SWITCHBOARD_LOG_FORMAT", str, "text, or json for one JSON object per line"),
     Option("workers", "SWITCHBOARD_WORKERS", int, "processes sharing the port (SO_REUSEPORT); needs Redis"),
@@ -131,16 +165,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-redis", action="store_true", help="memory broker and store [USE_REDIS_SSE=false]"
     )
     parser.add_argument(
-        "--insecure", action="store_true",
+        "--insecure",
+        action="store_true",
         help="no authentication at all, for local development [SWITCHBOARD_INSECURE=true]",
     )
     parser.add_argument(
-        "--redis-cluster", action="store_true",
+        "--redis-cluster",
+        action="store_true",
         help="REDIS_URL names nodes of a Redis Cluster: sharded pub/sub, one pub/sub connection "
         "per shard [SWITCHBOARD_REDIS_CLUSTER=true, or a redis+cluster://host:port,host:port URL]",
     )
     parser.add_argument(
-        "--cors-origin", action="append", dest="cors_origins", metavar="ORIGIN",
+        "--cors-origin",
+        action="append",
+        dest="cors_origins",
+        metavar="ORIGIN",
         help="allow browser calls from this origin (repeatable) "
         "[SWITCHBOARD_CORS_ORIGINS, comma-separated; none]",
     )
@@ -157,9 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_settings(
-    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
-) -> Settings:
+def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     args = build_parser().parse_args(argv)
     env = os.environ if environ is None else environ
     values: dict[str, object] = {}
@@ -173,10 +210,8 @@ def load_settings(
     return Settings(
         **values,  # type: ignore[arg-type]
         components=tuple(c for c in COMPONENTS if getattr(args, c)) or COMPONENTS,
-        use_redis=not args.no_redis
-        and env.get("USE_REDIS_SSE", "true").lower() not in FALSE_WORDS,
+        use_redis=not args.no_redis and env.get("USE_REDIS_SSE", "true").lower() not in FALSE_WORDS,
         insecure=args.insecure or env.get("SWITCHBOARD_INSECURE", "").lower() in TRUE_WORDS,
-        redis_cluster=args.redis_cluster
-        or env.get("SWITCHBOARD_REDIS_CLUSTER", "").lower() in TRUE_WORDS,
+        redis_cluster=args.redis_cluster or env.get("SWITCHBOARD_REDIS_CLUSTER", "").lower() in TRUE_WORDS,
         cors_origins=tuple(o.strip() for o in origins if o.strip()),
     )

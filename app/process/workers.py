@@ -97,9 +97,7 @@ def port_in_use(host: str, port: int) -> str | None:
     would let them silently share the port with another server of the same user (an old
     supervisor still running, say); this bind without it fails if anybody listens there."""
     try:
-        addresses = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except OSError as exc:
         return f"cannot resolve {host}: {exc}"
     for family, kind, proto, _name, address in addresses:
@@ -229,9 +227,7 @@ class WorkerSupervisor:
         while True:
             self._wait_for_ready(POLL_INTERVAL)
             if self._stop_signal is not None:
-                logger.info(
-                    "%s: stopping %d workers", signal.Signals(self._stop_signal).name, self.count
-                )
+                logger.info("%s: stopping %d workers", signal.Signals(self._stop_signal).name, self.count)
                 return 0
             for index, worker in list(self.workers.items()):
                 status = worker.process.poll()
@@ -241,7 +237,9 @@ class WorkerSupervisor:
                 if not started:
                     logger.error(
                         "worker %d (pid %d) failed at start (%s): stopping",
-                        index, worker.pid, describe(status),
+                        index,
+                        worker.pid,
+                        describe(status),
                     )
                     return status if status > 0 else 1
                 logger.warning(
@@ -250,7 +248,8 @@ class WorkerSupervisor:
                 if self._crash_budget_spent():
                     logger.error(
                         "%d worker deaths within %.0f s: giving up, stopping every worker",
-                        self.max_crashes, self.crash_window,
+                        self.max_crashes,
+                        self.crash_window,
                     )
                     return 1
                 self._spawn(index)
@@ -259,9 +258,7 @@ class WorkerSupervisor:
                     started = True
                     logger.info("all %d workers are serving", self.count)
                 elif time.monotonic() > deadline:
-                    logger.error(
-                        "workers not listening %.0f s after start: stopping", self.start_timeout
-                    )
+                    logger.error("workers not listening %.0f s after start: stopping", self.start_timeout)
                     return 1
 
     def _wait_for_ready(self, timeout: float) -> None:
@@ -292,7 +289,10 @@ class WorkerSupervisor:
             except subprocess.TimeoutExpired:
                 logger.warning(
                     "worker %d (pid %d) still running %.0f s after %s: SIGKILL",
-                    worker.index, worker.pid, self.stop_timeout, signal.Signals(signum).name,
+                    worker.index,
+                    worker.pid,
+                    self.stop_timeout,
+                    signal.Signals(signum).name,
                 )
                 worker.process.kill()
                 worker.process.wait()

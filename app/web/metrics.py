@@ -68,11 +68,13 @@ class _EventPathCollector(Collector):
             streams.add_metric((component,), counts.get(component, 0))
         yield streams
         yield CounterMetricFamily(
-            "switchboard_streams_opened", "SSE streams opened since start.",
+            "switchboard_streams_opened",
+            "SSE streams opened since start.",
             value=self._streams.opened_total,
         )
         published = CounterMetricFamily(
-            "switchboard_events_published", "Events this process published, by type.",
+            "switchboard_events_published",
+            "Events this process published, by type.",
             labels=("type",),
         )
         for event_type, count in sorted(stats.published.items()):
@@ -119,14 +121,16 @@ class _EventPathCollector(Collector):
             value=stats.reconnects,
         )
         mode = GaugeMetricFamily(
-            "switchboard_broker_mode", "What carries events now (1 for the current mode).",
+            "switchboard_broker_mode",
+            "What carries events now (1 for the current mode).",
             labels=("mode",),
         )
         for name in BROKER_MODES:
             mode.add_metric((name,), 1 if self._backends.mode == name else 0)
         yield mode
         yield GaugeMetricFamily(
-            "switchboard_degraded", "1 while Redis is configured but cannot be used.",
+            "switchboard_degraded",
+            "1 while Redis is configured but cannot be used.",
             value=1 if self._backends.degraded else 0,
         )
         if broker.waiting is not None:  # a broker with an outbox: a cluster's
@@ -143,4 +147,3 @@ class _EventPathCollector(Collector):
             buckets=latency.cumulative(),
             sum_value=latency.total,
         )
-

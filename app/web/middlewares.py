@@ -40,9 +40,7 @@ HTTP_CODES = {
 
 def _from_exception(exc: Exception) -> web.Response | None:
     if isinstance(exc, ApiError):
-        return error_response(
-            exc.status, exc.code, exc.message, fields=exc.fields, headers=exc.headers
-        )
+        return error_response(exc.status, exc.code, exc.message, fields=exc.fields, headers=exc.headers)
     if isinstance(exc, ValidationError):
         fields = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
         return error_response(400, "validation_error", "invalid request", fields=fields)
@@ -54,7 +52,9 @@ def _from_exception(exc: Exception) -> web.Response | None:
         return error_response(409, "conflict", str(exc))
     if isinstance(exc, (StoreUnavailable, BrokerError)):
         return error_response(
-            503, "unavailable", "state store unavailable; retry shortly",
+            503,
+            "unavailable",
+            "state store unavailable; retry shortly",
             headers={"Retry-After": RETRY_AFTER},
         )
     if isinstance(exc, web.HTTPException) and exc.status >= 400:
@@ -112,9 +112,19 @@ def _finished(request: web.Request, response: web.StreamResponse | None, seconds
     path = request.rel_url.raw_path
     level = logging.DEBUG if request.path in QUIET_PATHS else logging.INFO
     logger.log(
-        level, "%s %s %d %.1f ms", request.method, path, status, seconds * 1000,
-        extra={"method": request.method, "path": path, "route": template,
-               "status": status, "ms": round(seconds * 1000, 1)},
+        level,
+        "%s %s %d %.1f ms",
+        request.method,
+        path,
+        status,
+        seconds * 1000,
+        extra={
+            "method": request.method,
+            "path": path,
+            "route": template,
+            "status": status,
+            "ms": round(seconds * 1000, 1),
+        },
     )
     if not streamed:
         request.config_dict[METRICS].observe_request(request.method, template, status, seconds)

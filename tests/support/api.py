@@ -52,8 +52,13 @@ class Reply:
 
 
 async def send(
-    http: Http, method: str, url: str | URL, body: Any = None, *,
-    headers: Mapping[str, str] | None = None, timeout: float = REQUEST_TIMEOUT,
+    http: Http,
+    method: str,
+    url: str | URL,
+    body: Any = None,
+    *,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = REQUEST_TIMEOUT,
 ) -> Reply:
     """One request with ``body`` as JSON (none when None), read whole within ``timeout`` (an
     event stream opened by mistake fails the test instead of hanging it); any status."""
@@ -65,13 +70,19 @@ async def send(
             parsed: Any = raw.decode(errors="replace")
             if response.content_type == "application/json":
                 parsed = json.loads(raw)
-            return Reply(response.status, response.headers.copy(), response.content_type,
-                          parsed, elapsed)
+            return Reply(response.status, response.headers.copy(), response.content_type, parsed, elapsed)
 
 
 async def exchange(
-    http: Http, method: str, url: str | URL, body: Any = None, *, status: int = 200,
-    headers: Mapping[str, str] | None = None, what: str = "", timeout: float = REQUEST_TIMEOUT,
+    http: Http,
+    method: str,
+    url: str | URL,
+    body: Any = None,
+    *,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+    what: str = "",
+    timeout: float = REQUEST_TIMEOUT,
 ) -> Reply:
     """``send``, asserting the status and a JSON answer; the whole reply (for its headers)."""
     reply = await send(http, method, url, body, headers=headers, timeout=timeout)
@@ -83,13 +94,36 @@ async def exchange(
 
 
 async def call(
-    http: Http, method: str, url: str | URL, body: Any = None, *, status: int = 200,
-    headers: Mapping[str, str] | None = None, what: str = "", timeout: float = REQUEST_TIMEOUT,
+    http: Http,
+    method: str,
+    url: str | URL,
+    body: Any = None,
+    *,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+    what: str = "",
+    timeout: float = REQUEST_TIMEOUT,
 ) -> Any:
     """``exchange``'s JSON answer."""
-    reply = await exchange(http, method, url, body, status=status, headers=headers, what=what,
-                           timeout=timeout)
+    reply = await exchange(
+        http, method, url, body, status=status, headers=headers, what=what, timeout=timeout
+    )
     return reply.body
+
+
+async def call_json(
+    http: Http,
+    method: str,
+    url: str | URL,
+    body: Any = None,
+    *,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """``call`` for an endpoint that answers a JSON object (checked, so typed)."""
+    answer = await call(http, method, url, body, status=status, headers=headers)
+    assert isinstance(answer, dict), answer
+    return answer
 
 
 # --- the requests of a conversation --------------------------------------------------------
@@ -100,55 +134,73 @@ async def create(
 ) -> dict[str, Any]:
     """POST /sessions: the new session (with its token when the app is secure)."""
     body = {"session_name": name}
-    return await call(http, "POST", f"{base}{CHATBOT}/sessions", body, status=201,  # type: ignore[no-any-return]
-                      headers=headers)
+    return await call_json(http, "POST", f"{base}{CHATBOT}/sessions", body, status=201, headers=headers)
 
 
 async def chat(
-    http: Http, name: str, content: str, *, base: str = "",
+    http: Http,
+    name: str,
+    content: str,
+    *,
+    base: str = "",
     headers: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     body = {"session_name": name, "content": content}
-    return await call(http, "POST", f"{base}{CHATBOT}/chat", body, headers=headers)  # type: ignore[no-any-return]
+    return await call_json(http, "POST", f"{base}{CHATBOT}/chat", body, headers=headers)
 
 
 async def escalate(
-    http: Http, name: str, reason: str | None = None, *, base: str = "",
+    http: Http,
+    name: str,
+    reason: str | None = None,
+    *,
+    base: str = "",
     headers: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """POST /manual/escalate, with ``reason`` when one is given."""
     body: dict[str, Any] = {"session_name": name}
     if reason is not None:
         body["reason"] = reason
-    return await call(http, "POST", f"{base}{CHATBOT}/manual/escalate", body, headers=headers)  # type: ignore[no-any-return]
+    return await call_json(http, "POST", f"{base}{CHATBOT}/manual/escalate", body, headers=headers)
 
 
 async def act(
-    http: Http, name: str, action: str, agent_id: str, *, base: str = "",
+    http: Http,
+    name: str,
+    action: str,
+    agent_id: str,
+    *,
+    base: str = "",
     headers: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """takeover / release / close by ``agent_id``."""
     url = f"{base}{WORKBENCH}/sessions/{name}/{action}"
-    return await call(http, "POST", url, {"agent_id": agent_id}, headers=headers)  # type: ignore[no-any-return]
+    return await call_json(http, "POST", url, {"agent_id": agent_id}, headers=headers)
 
 
 async def agent_say(
-    http: Http, name: str, agent_id: str, content: str, *, base: str = "",
+    http: Http,
+    name: str,
+    agent_id: str,
+    content: str,
+    *,
+    base: str = "",
     headers: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     url = f"{base}{WORKBENCH}/sessions/{name}/messages"
-    return await call(http, "POST", url, {"agent_id": agent_id, "content": content},  # type: ignore[no-any-return]
-                      headers=headers)
+    return await call_json(http, "POST", url, {"agent_id": agent_id, "content": content}, headers=headers)
 
 
-async def get_session(
-    http: Http, name: str, sub: str = "chatbot", *, base: str = ""
-) -> dict[str, Any]:
-    return await call(http, "GET", f"{base}/{sub}/api/sessions/{name}")  # type: ignore[no-any-return]
+async def get_session(http: Http, name: str, sub: str = "chatbot", *, base: str = "") -> dict[str, Any]:
+    return await call_json(http, "GET", f"{base}/{sub}/api/sessions/{name}")
 
 
 async def transcript(
-    http: Http, name: str, sub: str = "chatbot", *, base: str = "",
+    http: Http,
+    name: str,
+    sub: str = "chatbot",
+    *,
+    base: str = "",
     headers: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """The session's messages, oldest first."""
@@ -158,7 +210,12 @@ async def transcript(
 
 
 async def in_status(
-    http: Http, name: str, status: str, *, agent_id: str, reason: str | None = None,
+    http: Http,
+    name: str,
+    status: str,
+    *,
+    agent_id: str,
+    reason: str | None = None,
     base: str = "",
 ) -> dict[str, Any]:
     """Create ``name`` and bring it to ``status`` through the API (``agent_id`` holds it when
@@ -174,7 +231,7 @@ async def in_status(
 
 
 async def health(http: Http, base: str = "") -> dict[str, Any]:
-    return await call(http, "GET", f"{base}/health")  # type: ignore[no-any-return]
+    return await call_json(http, "GET", f"{base}/health")
 
 
 async def streams_open(http: Http, base: str = "") -> int:
@@ -183,7 +240,12 @@ async def streams_open(http: Http, base: str = "") -> int:
 
 
 async def post_until_served(
-    http: Http, url: str, body: dict[str, Any], *, timeout: float, interval: float = 0.1,
+    http: Http,
+    url: str,
+    body: dict[str, Any],
+    *,
+    timeout: float,
+    interval: float = 0.1,
     while_away: bool = False,
 ) -> tuple[dict[str, Any], int]:
     """What a client does after a 503: POST again until served (bounded); the answer, which
@@ -212,8 +274,9 @@ async def until_streams_open(http: Http, wanted: int, *, timeout: float, base: s
     def reached(count: int) -> bool:
         return count == wanted
 
-    await until(partial(streams_open, http, base), reached, timeout=timeout,
-                what=f"/health counting {wanted} streams")
+    await until(
+        partial(streams_open, http, base), reached, timeout=timeout, what=f"/health counting {wanted} streams"
+    )
 
 
 async def assert_json_error(http: Http, method: str, url: str, status: int, code: str) -> Reply:

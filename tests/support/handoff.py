@@ -11,8 +11,14 @@ from tests.support.checks import check_envelope, check_ids
 from tests.support.sse import SSEEvent, SSEStream, open_stream
 
 
-def check_message(event: SSEEvent, name: str, role: str, source: str, content: str | None = None,
-                  agent_id: str | None = None) -> dict[str, Any]:
+def check_message(
+    event: SSEEvent,
+    name: str,
+    role: str,
+    source: str,
+    content: str | None = None,
+    agent_id: str | None = None,
+) -> dict[str, Any]:
     assert event.type == "new_message", event
     check_envelope(event, source)
     assert event.payload["session_name"] == name, event
@@ -47,9 +53,7 @@ async def run_handoff(
 ) -> None:
     """The whole handoff: customer on ``chatbot``'s process, agent on ``workbench``'s (which
     may be the same process); every step checked on the customer's and the agent's streams."""
-    created = await call(
-        http, "POST", f"{chatbot}/chatbot/api/sessions", {"session_name": name}, status=201
-    )
+    created = await call(http, "POST", f"{chatbot}/chatbot/api/sessions", {"session_name": name}, status=201)
     assert created["session_name"] == name and created["status"] == "bot_active", created
     assert created["agent_id"] is None, created
     session_channel, agent_channel = f"sse:session:{name}", f"sse:agent:{agent}"
@@ -60,7 +64,9 @@ async def run_handoff(
         open_stream(http, f"{workbench}/workbench/api/sessions/{name}/events") as (w_stream, w_conn),
     ):
         customer, agent_view, watch = (
-            Recorder(c_stream, c_conn), Recorder(a_stream, a_conn), Recorder(w_stream, w_conn)
+            Recorder(c_stream, c_conn),
+            Recorder(a_stream, a_conn),
+            Recorder(w_stream, w_conn),
         )
         for connected in (c_conn, a_conn, w_conn):
             check_envelope(connected, "system")
@@ -83,7 +89,9 @@ async def run_handoff(
 
         # 2. The customer asks for a human: the agent (other process) gets transfer_request.
         answer = await call(
-            http, "POST", f"{chatbot}/chatbot/api/chat",
+            http,
+            "POST",
+            f"{chatbot}/chatbot/api/chat",
             {"session_name": name, "content": "I want to talk to a human please"},
         )
         assert answer["session"]["status"] == "waiting_agent", answer
@@ -130,7 +138,9 @@ async def run_handoff(
 
         # 4. A customer message goes to the agent (other process); the bot stays silent.
         answer = await call(
-            http, "POST", f"{chatbot}/chatbot/api/chat",
+            http,
+            "POST",
+            f"{chatbot}/chatbot/api/chat",
             {"session_name": name, "content": "where is my order?"},
         )
         assert answer["reply"] is None, answer
@@ -144,7 +154,9 @@ async def run_handoff(
 
         # 5. The agent answers through the workbench; the customer's stream (other process) sees it.
         sent = await call(
-            http, "POST", f"{workbench}/workbench/api/sessions/{name}/messages",
+            http,
+            "POST",
+            f"{workbench}/workbench/api/sessions/{name}/messages",
             {"agent_id": agent, "content": "It ships tomorrow."},
         )
         assert sent["message"]["role"] == "agent" and sent["message"]["agent_id"] == agent, sent
@@ -176,7 +188,9 @@ async def run_handoff(
 
         # 7. The bot answers again; the agent no longer hears the customer.
         answer = await call(
-            http, "POST", f"{chatbot}/chatbot/api/chat",
+            http,
+            "POST",
+            f"{chatbot}/chatbot/api/chat",
             {"session_name": name, "content": "thanks, one more thing?"},
         )
         assert answer["reply"] is not None, answer
@@ -193,5 +207,12 @@ async def run_handoff(
 
     transcript = await call(http, "GET", f"{workbench}/workbench/api/sessions/{name}/messages")
     assert [m["role"] for m in transcript["messages"]] == [
-        "customer", "bot", "customer", "bot", "customer", "agent", "customer", "bot"
+        "customer",
+        "bot",
+        "customer",
+        "bot",
+        "customer",
+        "agent",
+        "customer",
+        "bot",
     ], transcript

@@ -72,9 +72,7 @@ def stop_process(process: "subprocess.Popen[bytes]", timeout: float = STOP_TIMEO
     return Stopped(process.returncode, False, killed, time.monotonic() - started)
 
 
-def wait_until_serving(
-    url: str, process: "subprocess.Popen[bytes]", timeout: float = START_TIMEOUT
-) -> bool:
+def wait_until_serving(url: str, process: "subprocess.Popen[bytes]", timeout: float = START_TIMEOUT) -> bool:
     """Whether ``url``/health answers 200 within ``timeout``; RuntimeError if the process
     exits first."""
 
@@ -95,8 +93,7 @@ class ServerProcess:
 
     def __init__(self, args: list[str], *, env: dict[str, str] | None, log_dir: Path) -> None:
         self.port = free_port()
-        self.args = [sys.executable, str(ROOT / "run.py"), "--host", HOST,
-                     "--port", str(self.port), *args]
+        self.args = [sys.executable, str(ROOT / "run.py"), "--host", HOST, "--port", str(self.port), *args]
         # Tests that are not about authentication run the server as `make run` does.
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", "SWITCHBOARD_INSECURE": "true", **(env or {})}
         self.log_path = log_dir / f"server-{self.port}.log"
@@ -134,8 +131,9 @@ class ServerProcess:
 
     def run(self, timeout: float = START_TIMEOUT) -> "subprocess.CompletedProcess[str]":
         """Run this command line to its end instead (for a start that must refuse or fail)."""
-        return subprocess.run(self.args, cwd=ROOT, env=self.env, capture_output=True, text=True,
-                              timeout=timeout, check=False)
+        return subprocess.run(
+            self.args, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout, check=False
+        )
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -144,7 +142,16 @@ def clean_env(**extra: str) -> dict[str, str]:
     return {**env, "PYTHONUNBUFFERED": "1", **extra}
 
 
-def run_py(*args: str, env: dict[str, str], timeout: float = START_TIMEOUT) -> "subprocess.CompletedProcess[str]":
+def run_py(
+    *args: str, env: dict[str, str], timeout: float = START_TIMEOUT
+) -> "subprocess.CompletedProcess[str]":
     """``python run.py *args`` to its end (a command, or a start that must be refused)."""
-    return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

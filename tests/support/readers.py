@@ -22,9 +22,7 @@ class Collector:
     """Reads every event of an open SSE stream in a background task, so that heartbeats and
     events are seen as they arrive, and records whether (and how) the stream ended."""
 
-    def __init__(
-        self, name: str, stream: SSEStream, connected: SSEEvent, limit: int = 5000
-    ) -> None:
+    def __init__(self, name: str, stream: SSEStream, connected: SSEEvent, limit: int = 5000) -> None:
         self.name = name
         self.stream = stream
         self.events: list[SSEEvent] = [connected]
@@ -53,8 +51,12 @@ class Collector:
 
     async def wait_until(self, predicate: Callable[[list[SSEEvent]], bool], timeout: float) -> bool:
         """Whether ``predicate(events)`` comes to hold within ``timeout`` (bounded)."""
-        await until_signalled(lambda: predicate(self.events), self._changed, timeout=timeout,
-                              stop=lambda: self.ended is not None)
+        await until_signalled(
+            lambda: predicate(self.events),
+            self._changed,
+            timeout=timeout,
+            stop=lambda: self.ended is not None,
+        )
         return predicate(self.events)
 
     async def close(self) -> None:
@@ -69,8 +71,13 @@ class ReconnectingReader:
     silent for ``read_timeout`` counts as a dead connection (the server sends heartbeats)."""
 
     def __init__(
-        self, http: aiohttp.ClientSession, url: str, *, max_attempts: int = 20,
-        read_timeout: float = 5.0, retry_ms: int = 300,
+        self,
+        http: aiohttp.ClientSession,
+        url: str,
+        *,
+        max_attempts: int = 20,
+        read_timeout: float = 5.0,
+        retry_ms: int = 300,
     ) -> None:
         self.http = http
         self.url = url
@@ -93,7 +100,8 @@ class ReconnectingReader:
             before = len(self.events)
             try:
                 async with self.http.get(
-                    self.url, headers=headers,
+                    self.url,
+                    headers=headers,
                     timeout=aiohttp.ClientTimeout(total=None, sock_connect=2),
                 ) as response:
                     # EventSource gives up for good on anything but a 200 event stream.

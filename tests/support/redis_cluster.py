@@ -151,8 +151,11 @@ class RedisCluster:
         """Every node says ``cluster_state:ok``, knows every node and sees all slots assigned."""
         clients = [self._client(port) for port in self.ports]
         try:
-            until_sync(lambda: all(self._node_ok(c) for c in clients), timeout=timeout,
-                       what=f"redis cluster on ports {self.ports} did not reach cluster_state:ok")
+            until_sync(
+                lambda: all(self._node_ok(c) for c in clients),
+                timeout=timeout,
+                what=f"redis cluster on ports {self.ports} did not reach cluster_state:ok",
+            )
         except RuntimeError as error:
             raise RuntimeError(f"{error}\n{self._states(clients)}") from None
         finally:
@@ -165,13 +168,27 @@ class RedisCluster:
         port = self.ports[i]
         self.processes[i] = subprocess.Popen(
             [
-                executable, "--port", str(port), "--bind", HOST,
-                "--cluster-enabled", "yes",
-                "--cluster-port", str(self.bus_ports[i]),
-                "--cluster-config-file", str(self.workdir / f"nodes-{port}.conf"),
-                "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
-                "--dir", str(self.workdir), "--save", "", "--appendonly", "no",
-                "--logfile", str(self.log_path(i)),
+                executable,
+                "--port",
+                str(port),
+                "--bind",
+                HOST,
+                "--cluster-enabled",
+                "yes",
+                "--cluster-port",
+                str(self.bus_ports[i]),
+                "--cluster-config-file",
+                str(self.workdir / f"nodes-{port}.conf"),
+                "--cluster-node-timeout",
+                str(NODE_TIMEOUT_MS),
+                "--dir",
+                str(self.workdir),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--logfile",
+                str(self.log_path(i)),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -190,9 +207,18 @@ class RedisCluster:
         cli = shutil.which("redis-cli")
         assert cli, "redis-cli is not installed (it comes with redis-server; make test installs it)"
         result = subprocess.run(
-            [cli, "--cluster", "create", *(f"{HOST}:{port}" for port in self.ports),
-             "--cluster-replicas", "0", "--cluster-yes"],
-            capture_output=True, timeout=CREATE_TIMEOUT, check=False,
+            [
+                cli,
+                "--cluster",
+                "create",
+                *(f"{HOST}:{port}" for port in self.ports),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            timeout=CREATE_TIMEOUT,
+            check=False,
         )
         if result.returncode != 0:
             output = (result.stdout + result.stderr).decode(errors="replace")
@@ -200,17 +226,20 @@ class RedisCluster:
 
     @staticmethod
     def _client(port: int) -> redis.Redis:
-        return redis.Redis(host=HOST, port=port, socket_connect_timeout=0.5,
-                           socket_timeout=1.0, decode_responses=True)
+        return redis.Redis(
+            host=HOST, port=port, socket_connect_timeout=0.5, socket_timeout=1.0, decode_responses=True
+        )
 
     def _node_ok(self, client: redis.Redis) -> bool:
         try:
             info = client.cluster("info")
         except redis.exceptions.RedisError:
             return False
-        return (info.get("cluster_state") == "ok"
-                and int(info.get("cluster_slots_assigned", 0)) == SLOTS
-                and int(info.get("cluster_known_nodes", 0)) == len(self.ports))
+        return (
+            info.get("cluster_state") == "ok"
+            and int(info.get("cluster_slots_assigned", 0)) == SLOTS
+            and int(info.get("cluster_known_nodes", 0)) == len(self.ports)
+        )
 
     @staticmethod
     def _states(clients: list[redis.Redis]) -> str:
@@ -218,8 +247,15 @@ class RedisCluster:
         for client in clients:
             try:
                 info = client.cluster("info")
-                state = {k: info.get(k) for k in ("cluster_state", "cluster_slots_assigned",
-                                                  "cluster_slots_ok", "cluster_known_nodes")}
+                state = {
+                    k: info.get(k)
+                    for k in (
+                        "cluster_state",
+                        "cluster_slots_assigned",
+                        "cluster_slots_ok",
+                        "cluster_known_nodes",
+                    )
+                }
             except redis.exceptions.RedisError as error:
                 state = {"error": repr(error)}
             lines.append(f"  {client.connection_pool.connection_kwargs['port']}: {state}")
@@ -235,6 +271,7 @@ class RedisCluster:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
         self.stop()

@@ -47,8 +47,13 @@ class RedisServer:
     start_timeout = START_TIMEOUT
 
     def __init__(
-        self, workdir: Path, *, appendonly: bool = False, port: int | None = None,
-        extra: Sequence[str] = (), preexec_fn: Callable[[], None] | None = None,
+        self,
+        workdir: Path,
+        *,
+        appendonly: bool = False,
+        port: int | None = None,
+        extra: Sequence[str] = (),
+        preexec_fn: Callable[[], None] | None = None,
     ) -> None:
         self.port = port or free_port()
         self.workdir = workdir.resolve()  # redis-server changes into it: no relative paths
@@ -67,10 +72,20 @@ class RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             [
-                executable, "--port", str(self.port), "--bind", HOST,
-                "--dir", str(self.workdir), "--save", "",
-                "--appendonly", "yes" if self.appendonly else "no",
-                "--logfile", str(self.workdir / f"redis-{self.port}.log"), *self.extra,
+                executable,
+                "--port",
+                str(self.port),
+                "--bind",
+                HOST,
+                "--dir",
+                str(self.workdir),
+                "--save",
+                "",
+                "--appendonly",
+                "yes" if self.appendonly else "no",
+                "--logfile",
+                str(self.workdir / f"redis-{self.port}.log"),
+                *self.extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -55,8 +55,7 @@ async def read_frame(content: aiohttp.StreamReader) -> Frame:
         line = raw.decode().rstrip("\r\n")
         if not line:
             if fields or data or comments or retry is not None:
-                return Frame(fields.get("id"), fields.get("event"), tuple(data), retry,
-                             tuple(comments))
+                return Frame(fields.get("id"), fields.get("event"), tuple(data), retry, tuple(comments))
             continue
         if line.startswith(":"):
             comments.append(line)
@@ -198,7 +197,10 @@ def check_opened(response: aiohttp.ClientResponse, connected: SSEEvent) -> None:
 
 
 async def connect(
-    http: Any, url: str, *, headers: dict[str, str] | None = None,
+    http: Any,
+    url: str,
+    *,
+    headers: dict[str, str] | None = None,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> tuple[SSEStream, SSEEvent]:
     """A stream held open until its ``response`` is closed (by the caller), and its

@@ -17,8 +17,7 @@ CONCURRENCY = 20
 def assert_one_winner(results: Sequence[object], agents: list[str]) -> str:
     """Exactly one takeover changed the session; every other one raised TransitionRefused."""
     winners = [
-        agent for agent, r in zip(agents, results, strict=True)
-        if isinstance(r, Transition) and r.changed
+        agent for agent, r in zip(agents, results, strict=True) if isinstance(r, Transition) and r.changed
     ]
     refused = [r for r in results if isinstance(r, TransitionRefused)]
     others = [r for r in results if not isinstance(r, (Transition, TransitionRefused))]

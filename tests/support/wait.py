@@ -37,13 +37,21 @@ def _rounds(timeout: float, interval: float) -> int:
 
 @overload
 async def poll(
-    fetch: Callable[[], Awaitable[T]], done: Callable[[T], object] = ..., *, timeout: float,
-    interval: float = ..., ignore: tuple[type[BaseException], ...] = ...,
+    fetch: Callable[[], Awaitable[T]],
+    done: Callable[[T], object] = ...,
+    *,
+    timeout: float,
+    interval: float = ...,
+    ignore: tuple[type[BaseException], ...] = ...,
 ) -> Polled[T]: ...
 @overload
 async def poll(
-    fetch: Callable[[], T], done: Callable[[T], object] = ..., *, timeout: float,
-    interval: float = ..., ignore: tuple[type[BaseException], ...] = ...,
+    fetch: Callable[[], T],
+    done: Callable[[T], object] = ...,
+    *,
+    timeout: float,
+    interval: float = ...,
+    ignore: tuple[type[BaseException], ...] = ...,
 ) -> Polled[T]: ...
 async def poll(
     fetch: Fetch[T],
@@ -80,14 +88,24 @@ async def poll(
 
 @overload
 async def until(
-    fetch: Callable[[], Awaitable[T]], done: Callable[[T], object] = ..., *, timeout: float,
-    what: str = ..., interval: float = ..., ignore: tuple[type[BaseException], ...] = ...,
+    fetch: Callable[[], Awaitable[T]],
+    done: Callable[[T], object] = ...,
+    *,
+    timeout: float,
+    what: str = ...,
+    interval: float = ...,
+    ignore: tuple[type[BaseException], ...] = ...,
     describe: Callable[[T | None], object] = ...,
 ) -> T: ...
 @overload
 async def until(
-    fetch: Callable[[], T], done: Callable[[T], object] = ..., *, timeout: float,
-    what: str = ..., interval: float = ..., ignore: tuple[type[BaseException], ...] = ...,
+    fetch: Callable[[], T],
+    done: Callable[[T], object] = ...,
+    *,
+    timeout: float,
+    what: str = ...,
+    interval: float = ...,
+    ignore: tuple[type[BaseException], ...] = ...,
     describe: Callable[[T | None], object] = ...,
 ) -> T: ...
 async def until(
@@ -110,17 +128,29 @@ async def until(
 
 @overload
 async def eventually(
-    fetch: Callable[[], Awaitable[T]], done: Callable[[T], object] = ..., *, timeout: float,
-    interval: float = ..., ignore: tuple[type[BaseException], ...] = ...,
+    fetch: Callable[[], Awaitable[T]],
+    done: Callable[[T], object] = ...,
+    *,
+    timeout: float,
+    interval: float = ...,
+    ignore: tuple[type[BaseException], ...] = ...,
 ) -> T | None: ...
 @overload
 async def eventually(
-    fetch: Callable[[], T], done: Callable[[T], object] = ..., *, timeout: float,
-    interval: float = ..., ignore: tuple[type[BaseException], ...] = ...,
+    fetch: Callable[[], T],
+    done: Callable[[T], object] = ...,
+    *,
+    timeout: float,
+    interval: float = ...,
+    ignore: tuple[type[BaseException], ...] = ...,
 ) -> T | None: ...
 async def eventually(
-    fetch: Fetch[T], done: Callable[[T], object] = bool, *,
-    timeout: float, interval: float = INTERVAL, ignore: tuple[type[BaseException], ...] = (),
+    fetch: Fetch[T],
+    done: Callable[[T], object] = bool,
+    *,
+    timeout: float,
+    interval: float = INTERVAL,
+    ignore: tuple[type[BaseException], ...] = (),
 ) -> T | None:
     """``poll``'s last value (the one ``done`` held for, if it did), for the caller's assert."""
     return (await poll(fetch, done, timeout=timeout, interval=interval, ignore=ignore)).value
@@ -128,24 +158,38 @@ async def eventually(
 
 @overload
 async def wait_for(
-    fetch: Callable[[], Awaitable[T]], expected: Any, *, timeout: float, interval: float = ...,
+    fetch: Callable[[], Awaitable[T]],
+    expected: Any,
+    *,
+    timeout: float,
+    interval: float = ...,
 ) -> T | None: ...
 @overload
 async def wait_for(
-    fetch: Callable[[], T], expected: Any, *, timeout: float, interval: float = ...,
+    fetch: Callable[[], T],
+    expected: Any,
+    *,
+    timeout: float,
+    interval: float = ...,
 ) -> T | None: ...
 async def wait_for(
-    fetch: Fetch[T], expected: Any, *, timeout: float,
+    fetch: Fetch[T],
+    expected: Any,
+    *,
+    timeout: float,
     interval: float = INTERVAL,
 ) -> T | None:
     """Poll until ``fetch()`` returns ``expected``; the last value, for the caller's assert."""
-    return await eventually(fetch, lambda value: value == expected, timeout=timeout,
-                            interval=interval)
+    return await eventually(fetch, lambda value: value == expected, timeout=timeout, interval=interval)
 
 
 async def until_signalled(
-    check: Callable[[], T], changed: asyncio.Event, *, timeout: float,
-    stop: Callable[[], bool] = lambda: False, max_rounds: int = 100_000,
+    check: Callable[[], T],
+    changed: asyncio.Event,
+    *,
+    timeout: float,
+    stop: Callable[[], bool] = lambda: False,
+    max_rounds: int = 100_000,
 ) -> T | None:
     """Re-check ``check`` each time ``changed`` is set (by whoever feeds it new data) until it
     returns something true, ``stop()`` holds, or ``timeout`` passes; the last result."""
@@ -169,7 +213,10 @@ async def until_signalled(
 
 
 def poll_sync(
-    fetch: Callable[[], T], done: Callable[[T], object] = bool, *, timeout: float,
+    fetch: Callable[[], T],
+    done: Callable[[T], object] = bool,
+    *,
+    timeout: float,
     interval: float = INTERVAL,
 ) -> Polled[T]:
     """``poll`` for a thread: blocking sleeps; ``fetch`` may raise to end the wait at once."""
@@ -187,8 +234,12 @@ def poll_sync(
 
 
 def until_sync(
-    fetch: Callable[[], T], done: Callable[[T], object] = bool, *, timeout: float,
-    what: str, interval: float = INTERVAL,
+    fetch: Callable[[], T],
+    done: Callable[[T], object] = bool,
+    *,
+    timeout: float,
+    what: str,
+    interval: float = INTERVAL,
 ) -> T:
     """``poll_sync``, raising RuntimeError (``what`` within ``timeout``) if it never holds."""
     polled = poll_sync(fetch, done, timeout=timeout, interval=interval)
@@ -204,5 +255,5 @@ async def gather_in_batches(
     results: list[T] = []
     for start in range(0, len(factories), batch):
         async with asyncio.timeout(timeout):
-            results.extend(await asyncio.gather(*(make() for make in factories[start:start + batch])))
+            results.extend(await asyncio.gather(*(make() for make in factories[start : start + batch])))
     return results

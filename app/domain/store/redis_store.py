@@ -145,7 +145,9 @@ class RedisSessionStore(SessionStore):
             moved["status_seq"] = await self._redis.incr(STATUS_SEQ_KEY)
             before, after = session["status"], moved["status"]
             if after == before:
-                return Transition(moved, before, True) if await self._commit(session_name, raw, moved) else None
+                return (
+                    Transition(moved, before, True) if await self._commit(session_name, raw, moved) else None
+                )
             await self._redis.sadd(status_key(after), session_name)
             if not await self._commit(session_name, raw, moved):
                 await self._leave_status(session_name, after)  # lost the race: take it back

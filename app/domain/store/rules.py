@@ -28,9 +28,7 @@ def new_session(session_name: str, status_seq: int) -> Session:
 
 
 def new_message(role: Role, content: str, agent_id: str | None) -> Message:
-    return Message(
-        id=secrets.token_hex(8), role=role, content=content, agent_id=agent_id, created_at=now()
-    )
+    return Message(id=secrets.token_hex(8), role=role, content=content, agent_id=agent_id, created_at=now())
 
 
 def apply(session: Session, action: Action, agent_id: str | None, reason: str | None) -> Session | None:

@@ -129,10 +129,7 @@ def _table_routes(components: Sequence[str]) -> list[tuple[str, str]]:
     and those of no sub-app."""
     served = tuple(f"/{c}/" for c in components)
     every_subapp = tuple(f"/{c}/" for c in COMPONENTS)
-    return [
-        key for key in OPERATIONS
-        if key[1].startswith(served) or not key[1].startswith(every_subapp)
-    ]
+    return [key for key in OPERATIONS if key[1].startswith(served) or not key[1].startswith(every_subapp)]
 
 
 def _add_components(spec: APISpec, schemas: Mapping[str, Schema], insecure: bool) -> None:
@@ -218,9 +215,7 @@ def _request_body(op: Operation, schema: Schema, insecure: bool) -> dict[str, An
 
 def _examples(names: Iterable[str], source: Mapping[str, Example], insecure: bool) -> dict[str, Any]:
     """References to the named examples that the process's mode can produce."""
-    return {
-        name: ref("examples", name) for name in names if not (insecure and source[name].token_only)
-    }
+    return {name: ref("examples", name) for name in names if not (insecure and source[name].token_only)}
 
 
 def _answer(answer: Answer, op: Operation, insecure: bool) -> dict[str, Any]:

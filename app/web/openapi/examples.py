@@ -51,8 +51,13 @@ RESUME_ID = event_id(T0 + 20, 151)
 
 def _session(status: str, agent_id: str | None, updated: int, seq: int, reason: str | None) -> dict[str, Any]:
     return {
-        "session_name": SESSION, "status": status, "agent_id": agent_id, "created_at": T0,
-        "updated_at": updated, "escalation_reason": reason, "status_seq": seq,
+        "session_name": SESSION,
+        "status": status,
+        "agent_id": agent_id,
+        "created_at": T0,
+        "updated_at": updated,
+        "escalation_reason": reason,
+        "status_seq": seq,
     }
 
 
@@ -99,7 +104,9 @@ class Example:
 REQUEST_EXAMPLES: dict[str, Example] = {
     "request.create_session.named": Example("Create a session with a name", {"session_name": SESSION}),
     "request.create_session.generated": Example("Let the server name it (s- and 16 hex digits)", {}),
-    "request.chat.hello": Example("A greeting: the bot answers", {"session_name": SESSION, "content": "Hello"}),
+    "request.chat.hello": Example(
+        "A greeting: the bot answers", {"session_name": SESSION, "content": "Hello"}
+    ),
     "request.chat.human": Example(
         "Asking for a person: the bot answers, then escalates",
         {"session_name": SESSION, "content": "I want a human"},
@@ -117,7 +124,8 @@ REQUEST_EXAMPLES: dict[str, Example] = {
     ),
     "request.agent_message.token": Example(
         "With an agent token (agent_id, if given, must be the token's)",
-        {"content": "Let me check that for you."}, token_only=True,
+        {"content": "Let me check that for you."},
+        token_only=True,
     ),
 }
 
@@ -156,31 +164,61 @@ RESPONSE_EXAMPLES: dict[str, Example] = {
     ),
     "stream_health.customer_here": Example(
         "The customer's page is open; an agent's view of it is open in another process",
-        {"session_name": SESSION, "subscribed_processes": 2, "streams_in_this_process": 1,
-         "customer_connected": True, "last_event": LAST_EVENT, "scope": "deployment"},
+        {
+            "session_name": SESSION,
+            "subscribed_processes": 2,
+            "streams_in_this_process": 1,
+            "customer_connected": True,
+            "last_event": LAST_EVENT,
+            "scope": "deployment",
+        },
     ),
     "stream_health.customer_gone": Example(
         "The customer has left",
-        {"session_name": SESSION, "subscribed_processes": 1, "streams_in_this_process": 1,
-         "customer_connected": False, "last_event": LAST_EVENT, "scope": "deployment"},
+        {
+            "session_name": SESSION,
+            "subscribed_processes": 1,
+            "streams_in_this_process": 1,
+            "customer_connected": False,
+            "last_event": LAST_EVENT,
+            "scope": "deployment",
+        },
     ),
     "health.ok": Example(
         "Serving on Redis",
-        {"status": "ok", "broker": "redis", "degraded": False, "components": list(COMPONENTS),
-         "streams": 3, "insecure": False, "pid": 4242},
+        {
+            "status": "ok",
+            "broker": "redis",
+            "degraded": False,
+            "components": list(COMPONENTS),
+            "streams": 3,
+            "insecure": False,
+            "pid": 4242,
+        },
     ),
     "health.degraded": Example(
         "Redis is away: serving from memory",
-        {"status": "degraded", "broker": "memory", "degraded": True, "components": list(COMPONENTS),
-         "streams": 3, "insecure": False, "pid": 4242},
+        {
+            "status": "degraded",
+            "broker": "memory",
+            "degraded": True,
+            "components": list(COMPONENTS),
+            "streams": 3,
+            "insecure": False,
+            "pid": 4242,
+        },
     ),
     "ready.yes": Example(
         "The canary came back", {"ready": True, "broker": "redis", "degraded": False, "canary_ms": 1.4}
     ),
     "ready.no": Example(
         f"The canary did not come back in {READY_TIMEOUT:g} s",
-        {"ready": False, "broker": "redis", "degraded": True,
-         "canary_ms": round(READY_TIMEOUT * 1000 + 1.7, 1)},
+        {
+            "ready": False,
+            "broker": "redis",
+            "degraded": True,
+            "canary_ms": round(READY_TIMEOUT * 1000 + 1.7, 1),
+        },
     ),
 }
 
@@ -237,7 +275,10 @@ ERROR_EXAMPLES: dict[str, ErrorExample] = {
         400, "validation_error", "invalid request", {"content": [CONTENT_LENGTH]}
     ),
     "error.validation.status": ErrorExample(
-        400, "validation_error", "invalid request", {"status": [NOT_A_STATUS]},
+        400,
+        "validation_error",
+        "invalid request",
+        {"status": [NOT_A_STATUS]},
     ),
     "error.validation.sessions": ErrorExample(
         400, "validation_error", "invalid request", {"sessions": {"0": [NAME_ERROR]}}
@@ -293,86 +334,166 @@ ERROR_EXAMPLES: dict[str, ErrorExample] = {
 
 EVENT_EXAMPLES: dict[str, tuple[str, str | None, dict[str, Any]]] = {
     "event.connected.session": (
-        "First event of a session stream", event_id(T0),
-        {"type": "connected", "payload": {"channels": [session_channel(SESSION)], "session_name": SESSION,
-                                          "recovered": False}, "timestamp": T0, "source": "system"},
+        "First event of a session stream",
+        event_id(T0),
+        {
+            "type": "connected",
+            "payload": {"channels": [session_channel(SESSION)], "session_name": SESSION, "recovered": False},
+            "timestamp": T0,
+            "source": "system",
+        },
     ),
     "event.connected.agent": (
-        "First event of an agent stream", event_id(T0),
-        {"type": "connected", "payload": {"channels": [agent_channel(AGENT), BROADCAST],
-                                          "agent_id": AGENT, "recovered": False},
-         "timestamp": T0, "source": "system"},
+        "First event of an agent stream",
+        event_id(T0),
+        {
+            "type": "connected",
+            "payload": {"channels": [agent_channel(AGENT), BROADCAST], "agent_id": AGENT, "recovered": False},
+            "timestamp": T0,
+            "source": "system",
+        },
     ),
     "event.new_message.customer": (
-        "The customer wrote", event_id(T0 + 20, 117),
-        {"type": "new_message", "payload": {"session_name": SESSION, "message": M_HUMAN},
-         "timestamp": T0 + 20, "source": "ai_chatbot"},
+        "The customer wrote",
+        event_id(T0 + 20, 117),
+        {
+            "type": "new_message",
+            "payload": {"session_name": SESSION, "message": M_HUMAN},
+            "timestamp": T0 + 20,
+            "source": "ai_chatbot",
+        },
     ),
     "event.new_message.bot": (
-        "The bot answered", event_id(T0 + 20, 142),
-        {"type": "new_message", "payload": {"session_name": SESSION, "message": M_HUMAN_BOT},
-         "timestamp": T0 + 20, "source": "ai_chatbot"},
+        "The bot answered",
+        event_id(T0 + 20, 142),
+        {
+            "type": "new_message",
+            "payload": {"session_name": SESSION, "message": M_HUMAN_BOT},
+            "timestamp": T0 + 20,
+            "source": "ai_chatbot",
+        },
     ),
     "event.status_change.escalated": (
-        "The session now waits for an agent", RESUME_ID,
-        {"type": "status_change", "payload": {"session_name": SESSION, "status": "waiting_agent",
-                                              "previous_status": "bot_active", "agent_id": None},
-         "timestamp": T0 + 20, "source": "ai_chatbot"},
+        "The session now waits for an agent",
+        RESUME_ID,
+        {
+            "type": "status_change",
+            "payload": {
+                "session_name": SESSION,
+                "status": "waiting_agent",
+                "previous_status": "bot_active",
+                "agent_id": None,
+            },
+            "timestamp": T0 + 20,
+            "source": "ai_chatbot",
+        },
     ),
     "event.transfer_request": (
-        "A session asks for a human (broadcast)", event_id(T0 + 20, 152),
-        {"type": "transfer_request", "payload": {"session_name": SESSION, "status": "waiting_agent",
-                                                 "reason": HANDOFF},
-         "timestamp": T0 + 20, "source": "ai_chatbot"},
+        "A session asks for a human (broadcast)",
+        event_id(T0 + 20, 152),
+        {
+            "type": "transfer_request",
+            "payload": {"session_name": SESSION, "status": "waiting_agent", "reason": HANDOFF},
+            "timestamp": T0 + 20,
+            "source": "ai_chatbot",
+        },
     ),
     "event.agent_joined": (
-        "Alice took the session over", event_id(T0 + 60, 310),
-        {"type": "agent_joined", "payload": {"session_name": SESSION, "agent_id": AGENT},
-         "timestamp": T0 + 60, "source": "agent_workbench"},
+        "Alice took the session over",
+        event_id(T0 + 60, 310),
+        {
+            "type": "agent_joined",
+            "payload": {"session_name": SESSION, "agent_id": AGENT},
+            "timestamp": T0 + 60,
+            "source": "agent_workbench",
+        },
     ),
     "event.status_change.takeover": (
-        "Held by alice now", event_id(T0 + 60, 311),
-        {"type": "status_change", "payload": {"session_name": SESSION, "status": "agent_active",
-                                              "previous_status": "waiting_agent", "agent_id": AGENT},
-         "timestamp": T0 + 60, "source": "agent_workbench"},
+        "Held by alice now",
+        event_id(T0 + 60, 311),
+        {
+            "type": "status_change",
+            "payload": {
+                "session_name": SESSION,
+                "status": "agent_active",
+                "previous_status": "waiting_agent",
+                "agent_id": AGENT,
+            },
+            "timestamp": T0 + 60,
+            "source": "agent_workbench",
+        },
     ),
     "event.new_message.held": (
-        "A customer message of a session alice holds (her agent channel)", event_id(T0 + 70, 20),
-        {"type": "new_message", "payload": {"session_name": SESSION, "message": M_LATE},
-         "timestamp": T0 + 70, "source": "ai_chatbot"},
+        "A customer message of a session alice holds (her agent channel)",
+        event_id(T0 + 70, 20),
+        {
+            "type": "new_message",
+            "payload": {"session_name": SESSION, "message": M_LATE},
+            "timestamp": T0 + 70,
+            "source": "ai_chatbot",
+        },
     ),
     "event.new_message.agent": (
-        "Alice answered", event_id(T0 + 80, 505),
-        {"type": "new_message", "payload": {"session_name": SESSION, "message": M_AGENT},
-         "timestamp": T0 + 80, "source": "agent_workbench"},
+        "Alice answered",
+        event_id(T0 + 80, 505),
+        {
+            "type": "new_message",
+            "payload": {"session_name": SESSION, "message": M_AGENT},
+            "timestamp": T0 + 80,
+            "source": "agent_workbench",
+        },
     ),
     "event.agent_left": (
-        "Alice handed the session back", event_id(T0 + 300, 1),
-        {"type": "agent_left", "payload": {"session_name": SESSION, "agent_id": AGENT},
-         "timestamp": T0 + 300, "source": "agent_workbench"},
+        "Alice handed the session back",
+        event_id(T0 + 300, 1),
+        {
+            "type": "agent_left",
+            "payload": {"session_name": SESSION, "agent_id": AGENT},
+            "timestamp": T0 + 300,
+            "source": "agent_workbench",
+        },
     ),
     "event.status_change.released": (
-        "The bot holds the session again", event_id(T0 + 300, 2),
-        {"type": "status_change", "payload": {"session_name": SESSION, "status": "bot_active",
-                                              "previous_status": "agent_active", "agent_id": None},
-         "timestamp": T0 + 300, "source": "agent_workbench"},
+        "The bot holds the session again",
+        event_id(T0 + 300, 2),
+        {
+            "type": "status_change",
+            "payload": {
+                "session_name": SESSION,
+                "status": "bot_active",
+                "previous_status": "agent_active",
+                "agent_id": None,
+            },
+            "timestamp": T0 + 300,
+            "source": "agent_workbench",
+        },
     ),
     "event.heartbeat": (
-        "Every heartbeat interval (no id)", None,
+        "Every heartbeat interval (no id)",
+        None,
         {"type": "heartbeat", "payload": {}, "timestamp": T0 + 30, "source": "system"},
     ),
 }
 
 # What each kind of stream shows in its examples, in wire order.
 SESSION_STREAM_EXAMPLES = (
-    "event.connected.session", "event.new_message.customer", "event.new_message.bot",
-    "event.status_change.escalated", "event.heartbeat", "event.agent_joined",
-    "event.status_change.takeover", "event.new_message.agent", "event.agent_left",
+    "event.connected.session",
+    "event.new_message.customer",
+    "event.new_message.bot",
+    "event.status_change.escalated",
+    "event.heartbeat",
+    "event.agent_joined",
+    "event.status_change.takeover",
+    "event.new_message.agent",
+    "event.agent_left",
     "event.status_change.released",
 )
 AGENT_STREAM_EXAMPLES = (
-    "event.connected.agent", "event.transfer_request", "event.heartbeat",
-    "event.status_change.takeover", "event.new_message.held",
+    "event.connected.agent",
+    "event.transfer_request",
+    "event.heartbeat",
+    "event.status_change.takeover",
+    "event.new_message.held",
 )
 STREAM_EXAMPLES = {"session": SESSION_STREAM_EXAMPLES, "agent": AGENT_STREAM_EXAMPLES}
 

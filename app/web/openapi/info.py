@@ -28,8 +28,8 @@ def info_description(components: Sequence[str], insecure: bool) -> str:
     auth = (
         "This process runs with `--insecure`: no token is asked for, and workbench bodies must "
         "name their `agent_id`."
-        if insecure else
-        "Every request needs a token (`Authorization: Bearer <token>`, or `?token=` on event "
+        if insecure
+        else "Every request needs a token (`Authorization: Bearer <token>`, or `?token=` on event "
         "streams): the session's customer token on the chatbot side (from `POST "
         "/chatbot/api/sessions`), an agent token on the workbench side (`run.py token --agent "
         "ID`). `POST /chatbot/api/sessions`, and a chat that starts a session, need none."
@@ -38,7 +38,7 @@ def info_description(components: Sequence[str], insecure: bool) -> str:
         f"Realtime customer service: customers talk to a bot, agents take conversations over. "
         f"This process serves {served}.\n\n"
         f"{auth}\n\n"
-        "Errors are JSON: `{\"error\": {\"code\", \"message\", \"fields\"?}}` (see the `Error` "
+        'Errors are JSON: `{"error": {"code", "message", "fields"?}}` (see the `Error` '
         f"schema). Besides the answers listed per operation, any path answers 404 `{HTTP_CODES[404]}` "
         f"when unknown (the other sub-app's paths included) and 405 `{HTTP_CODES[405]}` (with "
         "`Allow`) for a wrong method. A request that fails changes nothing and publishes "

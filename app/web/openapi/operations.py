@@ -79,24 +79,31 @@ def _session_read(component: str) -> dict[tuple[str, str], Operation]:
     access = (*CUSTOMER_ERRORS,) if customer else (*AGENT_ERRORS,)
     return {
         ("GET", prefix): Operation(
-            component, "Get a session", f"The session's state. Token: {who}.",
+            component,
+            "Get a session",
+            f"The session's state. Token: {who}.",
             (Answer(200, "The session.", "Session", ("session.bot_active", "session.agent_active")),),
-            auth, ("error.invalid_name.session", *access, "error.session_not_found", "error.unavailable"),
+            auth,
+            ("error.invalid_name.session", *access, "error.session_not_found", "error.unavailable"),
         ),
         ("GET", f"{prefix}/messages"): Operation(
-            component, "Get the transcript",
+            component,
+            "Get the transcript",
             f"The session's transcript, oldest first (the last {TRANSCRIPT_LIMIT} messages). Token: {who}.",
             (Answer(200, "The transcript.", "Transcript", ("transcript.demo",)),),
-            auth, ("error.invalid_name.session", *access, "error.session_not_found", "error.unavailable"),
+            auth,
+            ("error.invalid_name.session", *access, "error.session_not_found", "error.unavailable"),
         ),
         ("GET", f"{prefix}/events"): Operation(
-            component, "Stream a session's events",
+            component,
+            "Stream a session's events",
             f"Server-Sent Events of channel `{SESSION_PREFIX}{{session_name}}`: everything about the "
             "conversation. The first event is `connected`; resume with `Last-Event-ID` (or "
             f"`?last_event_id=`). Token: {who}, as a header or as `?token=` (EventSource "
             "cannot set headers). An unknown session is a 404 before any stream opens.",
             (SESSION_STREAM_ANSWER,),
-            auth, ("error.invalid_name.session", *access, "error.session_not_found", *STREAM_ERRORS),
+            auth,
+            ("error.invalid_name.session", *access, "error.session_not_found", *STREAM_ERRORS),
             stream="session",
         ),
     }
@@ -105,67 +112,100 @@ def _session_read(component: str) -> dict[tuple[str, str], Operation]:
 OPERATIONS: dict[tuple[str, str], Operation] = {
     # -- the process ---------------------------------------------------------------------
     ("GET", "/health"): Operation(
-        "process", "Liveness and mode",
+        "process",
+        "Liveness and mode",
         "Always 200 while the process serves: its broker, whether it is degraded, the sub-apps "
         "it runs, its open streams and its pid.",
         (Answer(200, "The process is alive.", "Health", ("health.ok", "health.degraded")),),
     ),
     ("GET", "/health/ready"): Operation(
-        "process", "Readiness",
+        "process",
+        "Readiness",
         "Publishes a canary through the broker: 200 when it comes back to this process within "
         f"{READY_TIMEOUT:g} s, else 503 with Retry-After. Use it as the readiness probe.",
         (
             Answer(200, "Ready: events go through.", "Ready", ("ready.yes",)),
-            Answer(503, "Not ready: the canary did not come back in time.", "Ready", ("ready.no",),
-                   headers=("Retry-After",)),
+            Answer(
+                503,
+                "Not ready: the canary did not come back in time.",
+                "Ready",
+                ("ready.no",),
+                headers=("Retry-After",),
+            ),
         ),
     ),
     ("GET", "/metrics"): Operation(
-        "process", "Prometheus metrics",
+        "process",
+        "Prometheus metrics",
         "This process's metrics in the Prometheus text exposition format (open streams, events "
         "published and delivered, request latency by route). Meant for the scraper: protect it "
         "at the proxy.",
         (Answer(200, "The metrics.", media="text/plain", example=METRICS_EXAMPLE),),
     ),
     ("GET", OPENAPI_PATH): Operation(
-        "process", "This document",
+        "process",
+        "This document",
         "The OpenAPI document of this process: the sub-apps it serves and its own endpoints.",
         (Answer(200, "The OpenAPI 3 document.", "OpenApiDocument"),),
     ),
     ("GET", "/"): Operation(
-        "console", "Open the console",
+        "console",
+        "Open the console",
         "Redirects to the browser console (`/console/index.html`, static files).",
         (Answer(302, "To the console.", media=None, headers=("Location",)),),
     ),
     # -- chatbot -------------------------------------------------------------------------
     ("POST", "/chatbot/api/sessions"): Operation(
-        "chatbot", "Create a session",
+        "chatbot",
+        "Create a session",
         "Creates a session in `bot_active` (a name `s-` + 16 hex digits is generated when none "
         "is given; an empty body counts as `{}`). Needs no token, and answers the session with "
         "its customer `token`.",
         (Answer(201, "The new session.", "SessionCreated", ("session.created", "session.created.insecure")),),
         "optional",
-        ("error.validation.create_session", *BODY_ERRORS, *TOKEN_ERRORS, "error.session_exists",
-         "error.rate_limited", "error.unavailable"),
+        (
+            "error.validation.create_session",
+            *BODY_ERRORS,
+            *TOKEN_ERRORS,
+            "error.session_exists",
+            "error.rate_limited",
+            "error.unavailable",
+        ),
         body="CreateSessionRequest",
         body_examples=("request.create_session.named", "request.create_session.generated"),
     ),
     ("POST", "/chatbot/api/chat"): Operation(
-        "chatbot", "Send a customer message",
+        "chatbot",
+        "Send a customer message",
         "Adds the customer's message (creating the session if new). In `bot_active` the bot "
         "answers, and a customer asking for a person is escalated after the answer; otherwise "
         "the message goes to the agent and `reply` is null. Without a token only a new session "
         "may be started (its `token` comes back); a chat to an existing session needs the "
         "session's token (401).",
-        (Answer(200, "The message, the bot's reply and the session after them.", "ChatResponse",
-                ("chat.bot_reply", "chat.escalated", "chat.agent_holds", "chat.new_session")),),
+        (
+            Answer(
+                200,
+                "The message, the bot's reply and the session after them.",
+                "ChatResponse",
+                ("chat.bot_reply", "chat.escalated", "chat.agent_holds", "chat.new_session"),
+            ),
+        ),
         "optional",
-        ("error.validation.chat", *BODY_ERRORS, *CUSTOMER_ERRORS, "error.session_not_found",
-         "error.conflict.closed", "error.rate_limited", "error.unavailable"),
-        body="ChatRequest", body_examples=("request.chat.hello", "request.chat.human"),
+        (
+            "error.validation.chat",
+            *BODY_ERRORS,
+            *CUSTOMER_ERRORS,
+            "error.session_not_found",
+            "error.conflict.closed",
+            "error.rate_limited",
+            "error.unavailable",
+        ),
+        body="ChatRequest",
+        body_examples=("request.chat.hello", "request.chat.human"),
     ),
     ("POST", "/chatbot/api/chat/stream"): Operation(
-        "chatbot", "Send a customer message; stream the bot's reply",
+        "chatbot",
+        "Send a customer message; stream the bot's reply",
         "Takes the body of `POST /chatbot/api/chat` and checks it the same way (same tokens, rate "
         "limit and errors, answered as JSON before any stream starts). Once the customer's message "
         "is stored and published it answers `text/event-stream`: `chunk` events with the bot's "
@@ -177,28 +217,52 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "the session channel gets the same `new_message` events as with `/api/chat`). No chunks "
         "when the bot does not hold the session (`reply` null). A client that leaves mid-reply "
         "does not stop the reply from being stored and published.",
-        (Answer(200, "The reply as the bot writes it, then the stored messages.",
-                media="text/event-stream", headers=("Cache-Control", "X-Accel-Buffering"),
-                example=CHAT_STREAM_EXAMPLE),),
+        (
+            Answer(
+                200,
+                "The reply as the bot writes it, then the stored messages.",
+                media="text/event-stream",
+                headers=("Cache-Control", "X-Accel-Buffering"),
+                example=CHAT_STREAM_EXAMPLE,
+            ),
+        ),
         "optional",
-        ("error.validation.chat", *BODY_ERRORS, *CUSTOMER_ERRORS, "error.session_not_found",
-         "error.conflict.closed", "error.rate_limited", "error.unavailable"),
-        body="ChatRequest", body_examples=("request.chat.hello", "request.chat.human"),
+        (
+            "error.validation.chat",
+            *BODY_ERRORS,
+            *CUSTOMER_ERRORS,
+            "error.session_not_found",
+            "error.conflict.closed",
+            "error.rate_limited",
+            "error.unavailable",
+        ),
+        body="ChatRequest",
+        body_examples=("request.chat.hello", "request.chat.human"),
     ),
     ("POST", "/chatbot/api/manual/escalate"): Operation(
-        "chatbot", "Ask for a human",
+        "chatbot",
+        "Ask for a human",
         "Moves a `bot_active` session to `waiting_agent` and asks every agent for it. Already "
         "waiting: 200, unchanged, no event; held or closed: 409. Token: the session's.",
         (Answer(200, "The session after the escalation.", "Session", ("session.waiting_agent",)),),
         "customer",
-        ("error.validation.escalate", *BODY_ERRORS, *CUSTOMER_ERRORS, "error.session_not_found",
-         "error.conflict.escalate", "error.rate_limited", "error.unavailable"),
-        body="EscalateRequest", body_examples=("request.escalate.reason", "request.escalate.plain"),
+        (
+            "error.validation.escalate",
+            *BODY_ERRORS,
+            *CUSTOMER_ERRORS,
+            "error.session_not_found",
+            "error.conflict.escalate",
+            "error.rate_limited",
+            "error.unavailable",
+        ),
+        body="EscalateRequest",
+        body_examples=("request.escalate.reason", "request.escalate.plain"),
     ),
     **_session_read("chatbot"),
     # -- workbench -----------------------------------------------------------------------
     ("GET", "/workbench/api/sessions"): Operation(
-        "workbench", "List sessions in a status (the queue)",
+        "workbench",
+        "List sessions in a status (the queue)",
         "Sessions in one status, first come first served (by `status_seq`); `status` defaults "
         "to `waiting_agent`, any other query parameter is a 400. Token: an agent's.",
         (Answer(200, "The sessions.", "SessionList", ("session_list.waiting", "session_list.empty")),),
@@ -208,63 +272,113 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     **_session_read("workbench"),
     ("POST", "/workbench/api/sessions/{session_name}/takeover"): Operation(
-        "workbench", "Take a session over",
+        "workbench",
+        "Take a session over",
         "From `waiting_agent` or `bot_active` to `agent_active`, held by the agent. Of many "
         "agents at once exactly one wins; held (even by the same agent: 200, unchanged, no "
         "event) or closed: 409. Token: an agent's, whose agent acts.",
         (Answer(200, "The session, held by the agent.", "Session", ("session.agent_active",)),),
         "agent",
-        ("error.invalid_name.session", "error.validation.agent_action", *BODY_ERRORS, *AGENT_ERRORS,
-         "error.forbidden.agent_mismatch", "error.session_not_found", "error.conflict.held",
-         "error.rate_limited", "error.unavailable"),
-        body="AgentActionRequest", body_examples=("request.agent_action", "request.agent_action.token"),
+        (
+            "error.invalid_name.session",
+            "error.validation.agent_action",
+            *BODY_ERRORS,
+            *AGENT_ERRORS,
+            "error.forbidden.agent_mismatch",
+            "error.session_not_found",
+            "error.conflict.held",
+            "error.rate_limited",
+            "error.unavailable",
+        ),
+        body="AgentActionRequest",
+        body_examples=("request.agent_action", "request.agent_action.token"),
     ),
     ("POST", "/workbench/api/sessions/{session_name}/release"): Operation(
-        "workbench", "Hand a session back to the bot",
+        "workbench",
+        "Hand a session back to the bot",
         "From `agent_active`, by the holder, back to `bot_active`; anything else is 409.",
         (Answer(200, "The session, back with the bot.", "Session", ("session.released",)),),
         "agent",
-        ("error.invalid_name.session", "error.validation.agent_action", *BODY_ERRORS, *AGENT_ERRORS,
-         "error.forbidden.agent_mismatch", "error.session_not_found", "error.conflict.release",
-         "error.conflict.held", "error.rate_limited", "error.unavailable"),
-        body="AgentActionRequest", body_examples=("request.agent_action", "request.agent_action.token"),
+        (
+            "error.invalid_name.session",
+            "error.validation.agent_action",
+            *BODY_ERRORS,
+            *AGENT_ERRORS,
+            "error.forbidden.agent_mismatch",
+            "error.session_not_found",
+            "error.conflict.release",
+            "error.conflict.held",
+            "error.rate_limited",
+            "error.unavailable",
+        ),
+        body="AgentActionRequest",
+        body_examples=("request.agent_action", "request.agent_action.token"),
     ),
     ("POST", "/workbench/api/sessions/{session_name}/close"): Operation(
-        "workbench", "Close a session",
+        "workbench",
+        "Close a session",
         "From any status but `closed` (a held session by its holder only) to `closed`.",
         (Answer(200, "The closed session.", "Session", ("session.closed",)),),
         "agent",
-        ("error.invalid_name.session", "error.validation.agent_action", *BODY_ERRORS, *AGENT_ERRORS,
-         "error.forbidden.agent_mismatch", "error.session_not_found", "error.conflict.already_closed",
-         "error.conflict.held", "error.rate_limited", "error.unavailable"),
-        body="AgentActionRequest", body_examples=("request.agent_action", "request.agent_action.token"),
+        (
+            "error.invalid_name.session",
+            "error.validation.agent_action",
+            *BODY_ERRORS,
+            *AGENT_ERRORS,
+            "error.forbidden.agent_mismatch",
+            "error.session_not_found",
+            "error.conflict.already_closed",
+            "error.conflict.held",
+            "error.rate_limited",
+            "error.unavailable",
+        ),
+        body="AgentActionRequest",
+        body_examples=("request.agent_action", "request.agent_action.token"),
     ),
     ("GET", "/workbench/api/sessions/{session_name}/stream"): Operation(
-        "workbench", "Who is listening to a session",
+        "workbench",
+        "Who is listening to a session",
         "How many processes hold a stream of the session (PUBSUB NUMSUB; in memory, this "
         "process), how many streams of it this process holds, whether the customer side has "
         "one open anywhere (every customer stream also subscribes a presence channel whose "
         "subscribers are counted), and the session's newest event. Lets an agent see that the "
         "customer has left before typing an answer. Token: an agent token.",
-        (Answer(200, "The session's listeners.", "StreamHealth",
-                ("stream_health.customer_here", "stream_health.customer_gone")),),
-        "agent", ("error.invalid_name.session", *AGENT_ERRORS, "error.session_not_found", "error.unavailable"),
+        (
+            Answer(
+                200,
+                "The session's listeners.",
+                "StreamHealth",
+                ("stream_health.customer_here", "stream_health.customer_gone"),
+            ),
+        ),
+        "agent",
+        ("error.invalid_name.session", *AGENT_ERRORS, "error.session_not_found", "error.unavailable"),
     ),
     ("POST", "/workbench/api/sessions/{session_name}/messages"): Operation(
-        "workbench", "Send an agent message",
+        "workbench",
+        "Send an agent message",
         "The holder's message to the customer (the session must be `agent_active` and held by "
         f"this agent, else 409). Content: 1 to {MAX_CONTENT:,} characters (or the process's "
         "`--max-message`).",
         (Answer(200, "The message and the session.", "AgentMessageResponse", ("agent_message.sent",)),),
         "agent",
-        ("error.invalid_name.session", "error.validation.agent_message", *BODY_ERRORS, *AGENT_ERRORS,
-         "error.forbidden.agent_mismatch", "error.session_not_found", "error.conflict.agent_message",
-         "error.rate_limited", "error.unavailable"),
+        (
+            "error.invalid_name.session",
+            "error.validation.agent_message",
+            *BODY_ERRORS,
+            *AGENT_ERRORS,
+            "error.forbidden.agent_mismatch",
+            "error.session_not_found",
+            "error.conflict.agent_message",
+            "error.rate_limited",
+            "error.unavailable",
+        ),
         body="AgentMessageRequest",
         body_examples=("request.agent_message", "request.agent_message.token"),
     ),
     ("GET", "/workbench/api/events"): Operation(
-        "workbench", "Stream every session's events (supervisor)",
+        "workbench",
+        "Stream every session's events (supervisor)",
         "Server-Sent Events of every session channel, for a wall board or an audit: one "
         f"pattern subscription (`PSUBSCRIBE {SESSION_PATTERN}`) on the process's pub/sub connection; "
         f"on a Redis Cluster (no patterns in sharded pub/sub) the `{SESSIONS_FEED}` feed, to which "
@@ -275,13 +389,19 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         f"{rq.MAX_SUPERVISED_SESSIONS}). Token: an agent's, as a header or as `?token=`.",
         (SESSION_STREAM_ANSWER,),
         "agent",
-        ("error.validation.status", "error.validation.sessions", "error.validation.unknown_query",
-         *AGENT_ERRORS, *STREAM_ERRORS),
+        (
+            "error.validation.status",
+            "error.validation.sessions",
+            "error.validation.unknown_query",
+            *AGENT_ERRORS,
+            *STREAM_ERRORS,
+        ),
         query=rq.SupervisorQuerySchema,
         stream="session",
     ),
     ("GET", "/workbench/api/agents/{agent_id}/events"): Operation(
-        "workbench", "Stream an agent's events",
+        "workbench",
+        "Stream an agent's events",
         f"Server-Sent Events of `{AGENT_PREFIX}{{agent_id}}` (customer messages of the sessions the "
         f"agent holds) and `{BROADCAST}` (transfer requests and queue changes). Token: that "
         "agent's own, as a header or as `?token=`.",

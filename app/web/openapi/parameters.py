@@ -23,38 +23,55 @@ def parameters(insecure: bool) -> dict[str, dict[str, Any]]:
     name_schema = {"type": "string", "pattern": ecma_pattern(NAME_PATTERN.pattern)}
     found: dict[str, dict[str, Any]] = {
         "session_name": {
-            "name": "session_name", "in": "path", "required": True,
+            "name": "session_name",
+            "in": "path",
+            "required": True,
             "description": "A session name (anything else is a 400 `invalid_name`).",
-            "schema": dict(name_schema), "example": SESSION,
+            "schema": dict(name_schema),
+            "example": SESSION,
         },
         "agent_id": {
-            "name": "agent_id", "in": "path", "required": True,
+            "name": "agent_id",
+            "in": "path",
+            "required": True,
             "description": "An agent id (anything else is a 400 `invalid_name`).",
-            "schema": dict(name_schema), "example": AGENT,
+            "schema": dict(name_schema),
+            "example": AGENT,
         },
         REQUEST_ID_HEADER: {
-            "name": REQUEST_ID_HEADER, "in": "header", "required": False,
+            "name": REQUEST_ID_HEADER,
+            "in": "header",
+            "required": False,
             "description": "A correlation id for the logs, sent back in the answer's "
             f"`{REQUEST_ID_HEADER}`; one that does not match the pattern is replaced by the server's own.",
             "schema": {"type": "string", "pattern": ecma_pattern(ACCEPTED_REQUEST_ID.pattern)},
             "example": REQUEST_ID,
         },
         "Last-Event-ID": {
-            "name": "Last-Event-ID", "in": "header", "required": False,
+            "name": "Last-Event-ID",
+            "in": "header",
+            "required": False,
             "description": "Resume after this event id (browsers send it when they reconnect). "
             "A malformed or unknown id gives a fresh stream with `recovered: false`.",
-            "schema": {"type": "string"}, "example": RESUME_ID,
+            "schema": {"type": "string"},
+            "example": RESUME_ID,
         },
         "last_event_id": {
-            "name": "last_event_id", "in": "query", "required": False,
+            "name": "last_event_id",
+            "in": "query",
+            "required": False,
             "description": "`Last-Event-ID` for clients that cannot set headers (the header wins).",
-            "schema": {"type": "string"}, "example": RESUME_ID,
+            "schema": {"type": "string"},
+            "example": RESUME_ID,
         },
         TOKEN_PARAMETER: {
-            "name": TOKEN_PARAMETER, "in": "query", "required": False,
+            "name": TOKEN_PARAMETER,
+            "in": "query",
+            "required": False,
             "description": "The token, for clients that cannot set `Authorization` "
             "(`EventSource`); event streams only.",
-            "schema": {"type": "string"}, "example": SESSION_TOKEN,
+            "schema": {"type": "string"},
+            "example": SESSION_TOKEN,
         },
     }
     if insecure:
@@ -71,23 +88,31 @@ def response_headers() -> dict[str, dict[str, Any]]:
             "schema": {"type": "string", "pattern": ecma_pattern(ACCEPTED_REQUEST_ID.pattern)},
         },
         "Retry-After": {
-            "description": "Seconds to wait before retrying.", "required": True,
-            "schema": {"type": "integer", "minimum": 1}, "example": int(RETRY_AFTER),
+            "description": "Seconds to wait before retrying.",
+            "required": True,
+            "schema": {"type": "integer", "minimum": 1},
+            "example": int(RETRY_AFTER),
         },
         "WWW-Authenticate": {
-            "description": "The bearer challenge.", "required": True,
-            "schema": {"type": "string"}, "example": 'Bearer realm="switchboard"',
+            "description": "The bearer challenge.",
+            "required": True,
+            "schema": {"type": "string"},
+            "example": 'Bearer realm="switchboard"',
         },
         "Location": {
-            "description": "Where to go.", "required": True,
-            "schema": {"type": "string"}, "example": "/console/index.html",
+            "description": "Where to go.",
+            "required": True,
+            "schema": {"type": "string"},
+            "example": "/console/index.html",
         },
         "Cache-Control": {
-            "description": "Event streams are never cached.", "schema": {"type": "string"},
+            "description": "Event streams are never cached.",
+            "schema": {"type": "string"},
             "example": "no-cache",
         },
         "X-Accel-Buffering": {
-            "description": "Tells nginx not to buffer the stream.", "schema": {"type": "string"},
+            "description": "Tells nginx not to buffer the stream.",
+            "schema": {"type": "string"},
             "example": "no",
         },
     }

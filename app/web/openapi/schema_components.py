@@ -87,13 +87,15 @@ def documented_schemas(insecure: bool = False) -> dict[str, Schema]:
     }
     for type_ in EVENT_TYPES:
         schemas[event_component(type_)] = rs.EVENT_SCHEMAS[type_]()
-    schemas.update({
-        "CreateSessionRequest": rq.CreateSessionSchema(),
-        "ChatRequest": rq.ChatSchema(),
-        "EscalateRequest": rq.EscalateSchema(),
-        "AgentActionRequest": rq.AgentActionSchema(partial=optional_agent),
-        "AgentMessageRequest": rq.AgentMessageSchema(partial=optional_agent),
-    })
+    schemas.update(
+        {
+            "CreateSessionRequest": rq.CreateSessionSchema(),
+            "ChatRequest": rq.ChatSchema(),
+            "EscalateRequest": rq.EscalateSchema(),
+            "AgentActionRequest": rq.AgentActionSchema(partial=optional_agent),
+            "AgentMessageRequest": rq.AgentMessageSchema(partial=optional_agent),
+        }
+    )
     return schemas
 
 

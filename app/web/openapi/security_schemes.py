@@ -16,11 +16,15 @@ def security_schemes() -> dict[str, dict[str, Any]]:
     """The schemes, by name: the bearer header, and ``?token=`` on event streams."""
     return {
         "bearerAuth": {
-            "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
             "description": "A customer token (bound to one session) or an agent token.",
         },
         "streamToken": {
-            "type": "apiKey", "in": "query", "name": "token",
+            "type": "apiKey",
+            "in": "query",
+            "name": "token",
             "description": "The same token as `?token=`, on event streams only.",
         },
     }
