@@ -18,8 +18,9 @@ LOCK   := $(BIN)/uv pip compile --quiet --upgrade --generate-hashes --python-ver
 run: $(VENV)/.installed
 	$(BIN)/python run.py --insecure $(ARGS)
 
-# The whole suite (every tier).
+# The static checks, then the whole suite (every tier).
 test: $(VENV)/.installed-dev redis-server test-packages
+	$(MAKE) --no-print-directory check
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The fast tier: no browser, nginx, Redis Cluster or multi-process tests (see setup.cfg's markers),
