@@ -1,10 +1,21 @@
 """This run against the previous one: the key figures of switchboard are kept beside the report
 (docs/benchmarks.json) and each run compares itself with what it finds there before replacing
-it, so a refactoring shows at once whether it moved anything beyond noise."""
+it, so a refactoring shows at once whether it moved anything beyond noise.
 
+Figures from two machines do not compare (a host twice as slow halves every figure, the
+baseline's too). To compare two revisions, run both on one machine: the older one with
+``--out`` (its raw figures land beside that report), then seed the comparison from them and
+run ``make bench``::
+
+    python -m bench.previous OLD/benchmarks.results.json --label "before X" > docs/benchmarks.json
+"""
+
+import argparse
+import dataclasses
 import json
 import subprocess
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,11 +116,39 @@ def load(path: Path) -> dict[str, Any] | None:
     return previous if isinstance(previous, dict) and isinstance(previous.get("figures"), dict) else None
 
 
-def save(path: Path, date: str, measured: dict[str, float]) -> None:
-    path.write_text(json.dumps({"date": date, "commit": commit(), "figures": measured}, indent=1) + "\n")
+def save(path: Path, date: str, revision: str, measured: dict[str, float]) -> None:
+    path.write_text(json.dumps({"date": date, "commit": revision, "figures": measured}, indent=1) + "\n")
 
 
-def markdown(previous: dict[str, Any] | None, date: str, measured: dict[str, float]) -> str:
+def from_raw(raw: dict[str, Any]) -> dict[str, float]:
+    """The key figures of a run's raw results (``results.json``, or ``*.results.json`` beside
+    a report written with ``--out``), by the same rules as a live run's."""
+
+    def build(cls: Any, item: dict[str, Any]) -> Any:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in item.items() if key in names})
+
+    opens = [build(OpenResult, item) for item in raw.get("opens", [])]
+    scenarios = [build(ScenarioResult, item) for item in raw.get("scenarios", [])]
+    measured = figures(opens, scenarios, None)
+    steps = raw.get("publish_steps") or {}
+    if steps.get("steps") and not steps.get("failure"):
+        measured["publish_path_us"] = sum(step["mean_us"] for step in steps["steps"])
+    return measured
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="seed docs/benchmarks.json from a run's raw results")
+    parser.add_argument("results", type=Path, help="raw results of a run (JSON)")
+    parser.add_argument("--label", required=True, help="what was measured (a revision, in words)")
+    args = parser.parse_args(argv)
+    raw = json.loads(args.results.read_text())
+    date = raw.get("machine", {}).get("date", "?")
+    json.dump({"date": date, "commit": args.label, "figures": from_raw(raw)}, sys.stdout, indent=1)
+    sys.stdout.write("\n")
+
+
+def markdown(previous: dict[str, Any] | None, date: str, revision: str, measured: dict[str, float]) -> str:
     """The comparison section; empty when there is nothing to compare with."""
     if previous is None:
         return ""
@@ -131,8 +170,13 @@ def markdown(previous: dict[str, Any] | None, date: str, measured: dict[str, flo
     return (
         "## Against the previous run\n\n"
         f"Switchboard's key figures in the previous report ({previous.get('date', '?')}, commit "
-        f"`{previous.get('commit', '?')}`) and in this one ({date}, commit `{commit()}`), on this "
-        f"machine. Run to run, the same code moves by up to ±{NOISE:.0%} here (a shared 2-core "
-        "machine, the load generator on the same cores): only a larger move is a change.\n\n"
+        f"`{previous.get('commit', '?')}`) and in this one ({date}, commit `{revision}`). Run to run "
+        f"on one machine, the same code moves by up to ±{NOISE:.0%} here (a shared 2-core machine, "
+        "the load generator on the same cores): only a larger move is a change. Figures from two "
+        "machines do not compare (see `bench/previous.py` for comparing two revisions on one).\n\n"
         "| | previous | this run | ratio | |\n|---|---:|---:|---:|---|\n" + "\n".join(rows) + "\n"
     )
+
+
+if __name__ == "__main__":
+    main()

@@ -44,6 +44,7 @@ def describe_machine(files_limit: int) -> dict[str, Any]:
         "load_before": " / ".join(f"{v:.2f}" for v in os.getloadavg()),
         "files_limit": files_limit,
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": previous.commit(),  # before the run writes anything
     }
 
 
@@ -79,7 +80,7 @@ def write(
     sections = [
         _title(machine, elapsed, plan),
         _headline(opens, scenarios, plan),
-        previous.markdown(previous.load(figures_path), machine["date"], measured),
+        previous.markdown(previous.load(figures_path), machine["date"], machine["commit"], measured),
         _machine_table(machine),
         HOW_TO_RUN,
         _method(plan),
@@ -93,7 +94,7 @@ def write(
         _notes(opens, scenarios, plan),
     ]
     path.write_text("\n".join(section for section in sections if section))
-    previous.save(figures_path, machine["date"], measured)
+    previous.save(figures_path, machine["date"], machine["commit"], measured)
 
 
 def _title(machine: dict[str, Any], elapsed: float, plan: Any) -> str:
@@ -190,6 +191,7 @@ def _machine_table(machine: dict[str, Any]) -> str:
         ("open files limit", f"{machine['files_limit']:,}"),
         ("load average before the run (1 / 5 / 15 min)", machine["load_before"]),
         ("date", machine["date"]),
+        ("commit measured", machine["commit"]),
     ]
     body = "\n".join(f"| {k} | {v} |" for k, v in rows)
     return f"## Machine\n\n| | |\n|---|---|\n{body}\n"
@@ -203,6 +205,7 @@ make bench ARGS=--quick       # smoke run (100 streams, short loads), report in 
 make bench ARGS=--profile     # the same, plus the server under py-spy (1,000 streams, one channel)
 .venv/bin/python -m bench.run --sizes 100,1000 --modes switchboard,switchboard-cluster   # a subset
 .venv/bin/python -m bench.publish_steps [--redis-url redis://127.0.0.1:6379/0]   # publish path only
+.venv/bin/python -m bench.previous OLD.results.json --label REV > docs/benchmarks.json   # compare with REV, run on this machine
 ```
 
 It needs `redis-server` and `redis-cli` on the PATH (`make bench` installs them with apt-get

@@ -575,7 +575,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             cluster.stop()
         redis.stop()
     elapsed = time.monotonic() - started
-    raw = out.with_suffix(".json") if plan.quick or args.out else WORK_DIR / "results.json"
+    raw = out.with_name(f"{out.stem}.results.json") if plan.quick or args.out else WORK_DIR / "results.json"
     raw.parent.mkdir(parents=True, exist_ok=True)
     raw.write_text(
         json.dumps(
