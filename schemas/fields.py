@@ -1,6 +1,7 @@
 """Field types shared by the request and event schemas."""
 
 import re
+from typing import Any
 
 from marshmallow import fields, validate
 
@@ -20,25 +21,25 @@ def is_valid_name(value: object) -> bool:
     return isinstance(value, str) and NAME_PATTERN.match(value) is not None
 
 
-def Name(**kwargs: object) -> fields.String:
+def Name(**kwargs: Any) -> fields.String:
     """A session name or agent id: safe to embed in a Redis key or channel name."""
     return fields.String(
         # Regexp formats its error (str.format): the pattern's braces are escaped.
         validate=validate.Regexp(NAME_PATTERN, error=NAME_ERROR.replace("{", "{{").replace("}", "}}")),
-        **kwargs,  # type: ignore[arg-type]
+        **kwargs,
     )
 
 
-def Content(**kwargs: object) -> fields.String:
+def Content(**kwargs: Any) -> fields.String:
     return fields.String(
         validate=validate.Length(min=1, max=MAX_CONTENT),
-        **kwargs,  # type: ignore[arg-type]
+        **kwargs,
     )
 
 
-def UnixTime(**kwargs: object) -> fields.Integer:
-    return fields.Integer(strict=True, validate=validate.Range(min=0), **kwargs)  # type: ignore[arg-type]
+def UnixTime(**kwargs: Any) -> fields.Integer:
+    return fields.Integer(strict=True, validate=validate.Range(min=0), **kwargs)
 
 
-def Status(**kwargs: object) -> fields.String:
-    return fields.String(validate=validate.OneOf(SESSION_STATUSES), **kwargs)  # type: ignore[arg-type]
+def Status(**kwargs: Any) -> fields.String:
+    return fields.String(validate=validate.OneOf(SESSION_STATUSES), **kwargs)

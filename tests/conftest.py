@@ -12,6 +12,7 @@ from typing import Any, cast
 import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpClient
+from pytest_redis.executor import RedisExecutor
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
@@ -61,8 +62,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture
-async def redis_url(redis_proc: object) -> str:
-    url = f"redis://{redis_proc.host}:{redis_proc.port}/0"  # type: ignore[attr-defined]
+async def redis_url(redis_proc: RedisExecutor) -> str:
+    url = f"redis://{redis_proc.host}:{redis_proc.port}/0"
     client = Redis.from_url(url)
     try:
         await client.flushall()
@@ -80,7 +81,8 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
-    return request.param  # type: ignore[no-any-return]
+    result: str = request.param
+    return result
 
 
 @pytest.fixture

@@ -111,7 +111,8 @@ async def expect_error(
     if fields is not None:
         assert isinstance(error.get("fields"), dict), f"{where}: no fields in {error}"
         assert set(fields) <= set(error["fields"]), f"{where}: fields {error['fields']}"
-    return error  # type: ignore[no-any-return]
+    result: dict[str, Any] = error
+    return result
 
 
 async def problems_of(
@@ -132,7 +133,8 @@ async def ok(client: AppClient, call: Call, status: int = 200) -> dict[str, Any]
     response = await call.send(client)
     text = await response.text()
     assert response.status == status, f"{call.method} {call.path}: {response.status} {text[:300]}"
-    return json.loads(text)  # type: ignore[no-any-return]
+    result: dict[str, Any] = json.loads(text)
+    return result
 
 
 async def in_status(client: AppClient, name: str, status: str) -> None:

@@ -81,4 +81,4 @@ def test_bot_reply_is_frozen() -> None:
     reply = BotReply("hello")
     assert (reply.escalate, reply.reason) == (False, None)
     with pytest.raises(AttributeError):
-        reply.text = "changed"  # type: ignore[misc]
+        reply.text = "changed"  # type: ignore[misc]  # the point: a frozen dataclass refuses it

@@ -37,14 +37,16 @@ BrokerFactory = Callable[..., Awaitable[Broker]]
 
 @pytest.fixture(params=BROKER_KINDS)
 def broker_kind(request: pytest.FixtureRequest) -> str:
-    return request.param  # type: ignore[no-any-return]
+    result: str = request.param
+    return result
 
 
 @pytest.fixture
 def broker_redis_url(broker_kind: str, request: pytest.FixtureRequest) -> str | None:
     """The suite's redis-server (flushed) for the Redis broker; None for the memory one."""
     if broker_kind == "redis":
-        return request.getfixturevalue("redis_url")  # type: ignore[no-any-return]
+        result: str | None = request.getfixturevalue("redis_url")
+        return result
     return None
 
 

@@ -188,11 +188,12 @@ async def server_transcript(base: str, name: str) -> list[dict[str, Any]]:
             async with http.get(f"{base}/chatbot/api/sessions/{name}/messages") as response:
                 assert response.status == 200, await response.text()
                 body = await response.json()
-    return body["messages"]  # type: ignore[no-any-return]
+    result: list[dict[str, Any]] = body["messages"]
+    return result
 
 
 async def screen_ids(page: Page, transcript: str) -> list[str]:
-    return await page.eval_on_selector_all(  # type: ignore[no-any-return]
+    return await page.eval_on_selector_all(  # type: ignore[no-any-return]  # playwright: a page script's result is Any
         f"{transcript} [data-message-id]", "nodes => nodes.map(n => n.dataset.messageId)"
     )
 
@@ -209,7 +210,7 @@ async def assert_same_transcript(page: Page, transcript: str, expected: list[dic
 
 
 async def connection(page: Page, selector: str) -> dict[str, str]:
-    return await page.eval_on_selector(  # type: ignore[no-any-return]
+    return await page.eval_on_selector(  # type: ignore[no-any-return]  # playwright: a page script's result is Any
         selector, "n => ({state: n.dataset.state, connects: n.dataset.connects, resyncs: n.dataset.resyncs})"
     )
 

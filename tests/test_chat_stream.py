@@ -601,7 +601,7 @@ async def test_client_leaving_before_the_stream_starts(
     async def gated_backends(settings: Settings) -> Backends:
         backends = await open_backends(settings)
         stores.append(GatedStore(backends.store))
-        backends.store = stores[-1]  # type: ignore[assignment]
+        backends.store = stores[-1]  # type: ignore[assignment]  # a duck-typed store, gated for the test
         return backends
 
     client = await serve_app(create_app(settings, backends_factory=gated_backends))

@@ -290,7 +290,7 @@ async def test_handoff_console_and_health_through_nginx(stack: Stack) -> None:
         for side, server in (("chatbot", stack.chatbot), ("workbench", stack.workbench)):
             body = await call(http, "GET", f"{base}/health/{side}")
             assert body["components"] == [side] and body["broker"] == "redis", body
-            assert body["pid"] == server.process.pid, body  # type: ignore[union-attr]
+            assert server.process is not None and body["pid"] == server.process.pid, body
             ready = await call(http, "GET", f"{base}/health/{side}/ready")
             assert ready["ready"] is True, ready
 

@@ -224,7 +224,7 @@ async def test_resume_older_than_the_history(
         async with asyncio.timeout(30):
             await gather_in_batches(
                 [
-                    (lambda i=i: agent_say(client, name, agent, f"m{i}"))  # type: ignore[misc]
+                    (lambda i=i: agent_say(client, name, agent, f"m{i}"))  # type: ignore[misc]  # python/mypy#15459: the default binds the loop variable
                     for i in range(count)
                 ],
                 batch=25,

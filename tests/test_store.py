@@ -56,7 +56,8 @@ class Harness:
 def store_url(backend: str, request: pytest.FixtureRequest) -> str | None:
     """The redis-server URL for the Redis backend, None for memory."""
     if backend == "redis":
-        return request.getfixturevalue("redis_url")  # type: ignore[no-any-return]
+        result: str | None = request.getfixturevalue("redis_url")
+        return result
     return None
 
 

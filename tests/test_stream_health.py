@@ -27,7 +27,8 @@ until = partial(wait.until, timeout=SETTLE, what="stream health")
 
 
 async def health_of(http: Http, name: str, base: str = "") -> dict[str, Any]:
-    return await call(http, "GET", f"{base}{WORKBENCH}/sessions/{name}/stream")  # type: ignore[no-any-return]
+    result: dict[str, Any] = await call(http, "GET", f"{base}{WORKBENCH}/sessions/{name}/stream")
+    return result
 
 
 async def test_in_one_process(client: AppClient, backend: str) -> None:

@@ -17,7 +17,8 @@ StartServer = Callable[..., ServerProcess]
 
 
 def session_of(event: SSEEvent) -> str:
-    return event.payload["session_name"]  # type: ignore[no-any-return]
+    result: str = event.payload["session_name"]
+    return result
 
 
 async def take_sessions_events(stream: SSEStream, count: int) -> list[SSEEvent]:

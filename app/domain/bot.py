@@ -91,14 +91,16 @@ async def collect(
 async def reply_of(responder: Any, session: Session, message: Message) -> BotReply:
     """The one-shot answer of any responder: its ``reply``, else its collected ``stream``."""
     if callable(getattr(responder, "reply", None)):
-        return await responder.reply(session, message)  # type: ignore[no-any-return]
+        answer: BotReply = await responder.reply(session, message)
+        return answer
     return await collect(responder.stream(session, message))
 
 
 def stream_of(responder: Any, session: Session, message: Message) -> AsyncIterator[ReplyPart]:
     """The streamed answer of any responder: its ``stream``, else its ``reply`` in one piece."""
     if callable(getattr(responder, "stream", None)):
-        return responder.stream(session, message)  # type: ignore[no-any-return]
+        parts: AsyncIterator[ReplyPart] = responder.stream(session, message)
+        return parts
     return _in_one_piece(responder, session, message)
 
 

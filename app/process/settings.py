@@ -208,7 +208,7 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
             values[option.name] = option.cast(env[option.env])
     origins = args.cors_origins or env.get("SWITCHBOARD_CORS_ORIGINS", "").split(",")
     return Settings(
-        **values,  # type: ignore[arg-type]
+        **values,  # type: ignore[arg-type]  # each value cast by its option to its field's type
         components=tuple(c for c in COMPONENTS if getattr(args, c)) or COMPONENTS,
         use_redis=not args.no_redis and env.get("USE_REDIS_SSE", "true").lower() not in FALSE_WORDS,
         insecure=args.insecure or env.get("SWITCHBOARD_INSECURE", "").lower() in TRUE_WORDS,

@@ -206,7 +206,8 @@ async def transcript(
     """The session's messages, oldest first."""
     body = await call(http, "GET", f"{base}/{sub}/api/sessions/{name}/messages", headers=headers)
     assert body["session_name"] == name, body
-    return body["messages"]  # type: ignore[no-any-return]
+    result: list[dict[str, Any]] = body["messages"]
+    return result
 
 
 async def in_status(

@@ -24,15 +24,19 @@ def check_ids(events: list[SSEEvent], *, strictly: bool = True) -> None:
     """Every event but heartbeats carries an id; ids increase within the stream (``strictly``:
     no two equal; the ``connected`` id is a position, it may equal nothing but precede all)."""
     with_ids = [event for event in events if event.type != "heartbeat"]
+    event_ids: list[str] = []
     for event in with_ids:
         assert event.id is not None and ids.is_event_id(event.id), event
-    positions = [ids.parse(event.id) for event in with_ids]  # type: ignore[arg-type]
-    assert positions == sorted(positions), [event.id for event in with_ids]
+        event_ids.append(event.id)
+    positions = [ids.parse(event_id) for event_id in event_ids]
+    assert positions == sorted(positions), event_ids
     if strictly:
         repeated = [
             (before.type, after.type, after.id)
-            for before, after in itertools.pairwise(with_ids)
-            if ids.parse(before.id) >= ids.parse(after.id)  # type: ignore[arg-type]
+            for (before, after), (earlier, later) in zip(
+                itertools.pairwise(with_ids), itertools.pairwise(positions), strict=True
+            )
+            if earlier >= later
         ]
         assert not repeated, f"{len(repeated)} ids not above the previous one: {repeated[:5]}"
 

@@ -29,7 +29,8 @@ def check_message(
     assert message["agent_id"] == agent_id, event
     if content is not None:
         assert message["content"] == content, event
-    return message  # type: ignore[no-any-return]
+    result: dict[str, Any] = message
+    return result
 
 
 class Recorder:

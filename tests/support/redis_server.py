@@ -7,6 +7,7 @@ import signal
 import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -16,9 +17,10 @@ from tests.support.wait import poll_sync
 START_TIMEOUT = 10.0
 
 
-def client_of(port: int, **options: object) -> redis.Redis:
-    """A plain client of the server on ``port`` that gives up on a dead one quickly."""
-    return redis.Redis(host=HOST, port=port, socket_connect_timeout=0.5, **options)  # type: ignore[arg-type]
+def client_of(port: int, **options: Any) -> redis.Redis:
+    """A plain client of the server on ``port`` that gives up on a dead one quickly; ``options``
+    go to redis-py's client as they are."""
+    return redis.Redis(host=HOST, port=port, socket_connect_timeout=0.5, **options)
 
 
 def answers_ping(port: int, timeout: float, process: "subprocess.Popen[bytes] | None" = None) -> bool:

@@ -93,11 +93,13 @@ class SSEEvent:
 
     @property
     def type(self) -> str:
-        return self.data["type"]  # type: ignore[no-any-return]
+        result: str = self.data["type"]
+        return result
 
     @property
     def payload(self) -> dict[str, Any]:
-        return self.data["payload"]  # type: ignore[no-any-return]
+        result: dict[str, Any] = self.data["payload"]
+        return result
 
 
 class SSEStream:

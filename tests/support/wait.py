@@ -10,7 +10,7 @@ import inspect
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, TypeVar, cast, overload
 
 T = TypeVar("T")
 
@@ -123,7 +123,7 @@ async def until(
     polled = await poll(fetch, done, timeout=timeout, interval=interval, ignore=ignore)
     if not polled.ok:
         raise AssertionError(f"{what}: not so within {timeout} s; last: {describe(polled.value)}")
-    return polled.value  # type: ignore[return-value]
+    return cast(T, polled.value)  # ok: the value ``done`` held for
 
 
 @overload
@@ -245,7 +245,7 @@ def until_sync(
     polled = poll_sync(fetch, done, timeout=timeout, interval=interval)
     if not polled.ok:
         raise RuntimeError(f"{what} within {timeout}s")
-    return polled.value  # type: ignore[return-value]
+    return cast(T, polled.value)  # ok: the value ``done`` held for
 
 
 async def gather_in_batches(

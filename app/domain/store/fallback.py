@@ -25,7 +25,7 @@ class StartupFallbackStore(SessionStore):
         self._ready.set()
 
     @property
-    def name(self) -> str:  # type: ignore[override]
+    def name(self) -> str:  # type: ignore[override]  # a class attribute elsewhere; here it follows the store in use
         return self._current.name
 
     @property

@@ -34,7 +34,7 @@ class MemorySessionStore(SessionStore):
         return self._insert(session_name)
 
     async def get(self, session_name: str) -> Session:
-        return dict(self._load(session_name))  # type: ignore[return-value]
+        return self._load(session_name).copy()
 
     async def get_or_create(self, session_name: str) -> tuple[Session, bool]:
         if session_name in self._sessions:
@@ -47,10 +47,10 @@ class MemorySessionStore(SessionStore):
         session = self._load(session_name)
         moved = rules.apply(session, action, agent_id, reason)
         if moved is None:
-            return Transition(dict(session), session["status"], False)  # type: ignore[arg-type]
+            return Transition(session.copy(), session["status"], False)
         moved["status_seq"] = next(self._status_seq)
         self._sessions[session_name] = moved
-        return Transition(dict(moved), session["status"], True)  # type: ignore[arg-type]
+        return Transition(moved.copy(), session["status"], True)
 
     async def add_message(
         self, session_name: str, role: Role, content: str, agent_id: str | None = None
@@ -59,20 +59,20 @@ class MemorySessionStore(SessionStore):
         rules.check_can_speak(session, role, agent_id)
         message = rules.new_message(role, content, agent_id)
         self._transcripts[session_name].append(message)
-        return dict(session), dict(message)  # type: ignore[return-value]
+        return session.copy(), message.copy()
 
     async def list_sessions(self, status: Status) -> list[Session]:
-        found = [dict(s) for s in self._sessions.values() if s["status"] == status]
-        return sorted(found, key=queue_order)  # type: ignore[arg-type]
+        found = [s.copy() for s in self._sessions.values() if s["status"] == status]
+        return sorted(found, key=queue_order)
 
     async def messages(self, session_name: str) -> list[Message]:
         self._load(session_name)
-        return [dict(m) for m in self._transcripts[session_name]]  # type: ignore[misc]
+        return [m.copy() for m in self._transcripts[session_name]]
 
     def export(self) -> list[tuple[Session, list[Message]]]:
         """Every session with its transcript (copies), to move them elsewhere."""
         return [
-            (dict(session), [dict(m) for m in self._transcripts[name]])  # type: ignore[misc]
+            (session.copy(), [m.copy() for m in self._transcripts[name]])
             for name, session in self._sessions.items()
         ]
 
@@ -86,4 +86,4 @@ class MemorySessionStore(SessionStore):
         session = rules.new_session(session_name, next(self._status_seq))
         self._sessions[session_name] = session
         self._transcripts[session_name] = deque(maxlen=TRANSCRIPT_LIMIT)
-        return dict(session)  # type: ignore[return-value]
+        return session.copy()

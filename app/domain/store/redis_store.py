@@ -301,4 +301,5 @@ class RedisSessionStore(SessionStore):
 
 
 def _decode(raw: bytes | str) -> Session:
-    return json.loads(raw)  # type: ignore[no-any-return]
+    session: Session = json.loads(raw)  # written by this store, in this shape
+    return session

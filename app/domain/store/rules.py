@@ -7,7 +7,7 @@ rules live in one place and cannot drift between the Redis and memory implementa
 import secrets
 import time
 
-from app.domain.store.base import Action, Message, Role, Session, TransitionRefused
+from app.domain.store.base import Action, Message, Role, Session, Status, TransitionRefused
 
 
 def now() -> int:
@@ -45,7 +45,9 @@ def apply(session: Session, action: Action, agent_id: str | None, reason: str | 
             return None
         if status != "bot_active":
             raise TransitionRefused(f"cannot escalate a session that is {status}")
-        return _moved(session, "waiting_agent", None, escalation_reason=reason)
+        moved = _moved(session, "waiting_agent", None)
+        moved["escalation_reason"] = reason
+        return moved
     if action == "takeover":
         if status == "agent_active":
             if holder == agent_id:
@@ -87,6 +89,7 @@ def _require_holder(session: Session, agent_id: str | None, verb: str) -> None:
         raise TransitionRefused(f"session is held by agent {holder}")
 
 
-def _moved(session: Session, status: str, agent_id: str | None, **changes: object) -> Session:
-    moved = dict(session, status=status, agent_id=agent_id, updated_at=now(), **changes)
-    return moved  # type: ignore[return-value]
+def _moved(session: Session, status: Status, agent_id: str | None) -> Session:
+    moved = session.copy()
+    moved["status"], moved["agent_id"], moved["updated_at"] = status, agent_id, now()
+    return moved
