@@ -31,7 +31,6 @@ import secrets
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -73,7 +72,6 @@ CHROMIUM_ARGS = [
 WAIT_MS = 10_000  # every Playwright wait is bounded by this
 DESKTOP: ViewportSize = {"width": 1280, "height": 800}
 PHONE: ViewportSize = {"width": 375, "height": 667}
-IMAGES = Path(os.environ.get("SWITCHBOARD_SCREENSHOTS") or tempfile.mkdtemp(prefix="screens-"))
 REDIS_ON = {"USE_REDIS_SSE": "true"}
 # Event streams only (not the JSON API), whatever the query string.
 STREAMS = re.compile(r"/events(\?|$)")
@@ -222,9 +220,9 @@ async def fits_width(page: Page) -> None:
     assert overflow <= 0, f"{page.url} scrolls sideways by {overflow}px"
 
 
-async def shoot(page: Page, name: str, *, full_page: bool = False) -> None:
-    IMAGES.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=str(IMAGES / f"{name}.png"), full_page=full_page, animations="disabled")
+async def shoot(page: Page, directory: Path, name: str, *, full_page: bool = False) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(directory / f"{name}.png"), full_page=full_page, animations="disabled")
 
 
 async def say(page: Page, field: str, button: str, text: str) -> None:
@@ -270,8 +268,15 @@ async def test_console_is_static_and_self_contained(server_process: Any, browser
                 assert "style=" not in text and "<style" not in text, f"inline style in {file.name}"
 
 
+@pytest.fixture
+def screenshots(tmp_path: Path) -> Path:
+    """Where the screenshots go: ``SWITCHBOARD_SCREENSHOTS`` (``make screenshots``: docs/img/),
+    else the test's own temporary directory, so a run leaves nothing behind."""
+    return Path(os.environ.get("SWITCHBOARD_SCREENSHOTS") or tmp_path / "screenshots")
+
+
 async def test_handoff_live_and_across_a_redis_and_server_restart(
-    server_process: Any, aof_redis: RedisServer, browser: Browser
+    server_process: Any, aof_redis: RedisServer, browser: Browser, screenshots: Path
 ) -> None:
     started = time.monotonic()
     server: ServerProcess = await run(
@@ -416,13 +421,13 @@ async def test_handoff_live_and_across_a_redis_and_server_restart(
     ):
         assert response.status == 200, await response.text()
     await expect(agent.locator(f"#queue li[data-session={SECOND}]")).to_be_visible()
-    await shoot(customer, "console-customer")
-    await shoot(agent, "console-agent")
+    await shoot(customer, screenshots, "console-customer")
+    await shoot(agent, screenshots, "console-agent")
     for page in (customer, agent):
         await page.set_viewport_size(PHONE)
         await fits_width(page)
-    await shoot(customer, "console-customer-phone")
-    await shoot(agent, "console-agent-phone", full_page=True)
+    await shoot(customer, screenshots, "console-customer-phone")
+    await shoot(agent, screenshots, "console-agent-phone", full_page=True)
 
     # --- 4. a resume the server cannot honour: "recovered": false, and the pages refetch -----
     # The server restarts again. When it is back, the browser's own reconnection is answered
