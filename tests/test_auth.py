@@ -30,7 +30,7 @@ from app.process.settings import Settings
 from tests.support import api
 from tests.support.api import CHATBOT, WORKBENCH, Reply, bearer, call, exchange
 from tests.support.app_server import AppClient, MakeClient
-from tests.support.processes import ServerProcess, clean_env, free_port
+from tests.support.processes import StartServer, clean_env, free_port
 from tests.support.sse import SSEEvent, SSEStream, open_stream
 
 SECRET = "switchboard-test-secret-0123456789-abcdefghij"  # 45 characters
@@ -47,7 +47,6 @@ QUIET = 0.2
 RECOVER_DEADLINE = 5.0
 AGENT_TOKEN_TTL = 8 * 3600
 
-StartServer = Callable[..., ServerProcess]
 RunPy = Callable[..., subprocess.CompletedProcess[str]]
 
 

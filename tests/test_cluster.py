@@ -74,7 +74,7 @@ from tests.support.broker import assert_quiet, event
 from tests.support.broker import take as contract_take
 from tests.support.checks import check_envelope, check_strictly_increasing, wire
 from tests.support.handoff import run_handoff
-from tests.support.processes import REDIS_ON, ServerProcess
+from tests.support.processes import REDIS_ON, StartServer
 from tests.support.readers import Collector, ReconnectingReader
 from tests.support.redis_cluster import RedisCluster
 from tests.support.sse import SSEEvent, SSEStream, open_stream
@@ -88,7 +88,6 @@ from tests.support.store import (
 
 logger = logging.getLogger(__name__)
 
-StartServer = Callable[..., ServerProcess]
 
 PROBE = "cluster-test-probe"  # client name of the inspecting connections (left out of counts)
 LAYOUT = ClusterLayout()

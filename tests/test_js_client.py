@@ -48,7 +48,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.support.api import agent_say, bearer, call, chat
-from tests.support.processes import ROOT, ServerProcess
+from tests.support.processes import ROOT, StartServer
 from tests.support.wait import until_signalled
 
 pytestmark = pytest.mark.timeout(60)
@@ -63,7 +63,6 @@ REDIS_ON = {"USE_REDIS_SSE": "true"}
 WAIT = 10.0  # every wait for the client is bounded by this (seconds)
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=10)
 AGENT = "alice"
-StartServer = Callable[..., ServerProcess]
 
 
 @cache

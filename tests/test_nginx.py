@@ -53,14 +53,13 @@ from tests.support.api import (
 )
 from tests.support.checks import check_strictly_increasing
 from tests.support.handoff import run_handoff
-from tests.support.processes import REDIS_ON, ROOT, ServerProcess, free_port, stop_process
+from tests.support.processes import REDIS_ON, ROOT, ServerProcess, StartServer, free_port, stop_process
 from tests.support.readers import ReconnectingReader
 from tests.support.sse import SSEEvent, open_stream
 from tests.support.wait import poll_sync, until
 
 logger = logging.getLogger(__name__)
 
-StartServer = Callable[..., ServerProcess]
 
 SHIPPED = ROOT / "deploy" / "nginx"
 NGINX_START_TIMEOUT = 10.0

@@ -45,13 +45,12 @@ from tests.support.api import (
     session_events,
 )
 from tests.support.app_server import AppClient, MakeClient
-from tests.support.processes import ServerProcess, clean_env, free_port
+from tests.support.processes import StartServer, clean_env, free_port
 from tests.support.sse import SSEEvent, SSEStream, open_stream
 from tests.support.wait import until
 
 logger = logging.getLogger(__name__)
 
-StartServer = Callable[..., ServerProcess]
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 

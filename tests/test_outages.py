@@ -20,7 +20,7 @@ import json
 import logging
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from app.domain.store.redis_store import messages_key, session_key
 from tests.support import api
 from tests.support.api import STATUSES, Reply, health, post_until_served
 from tests.support.checks import check_ids
-from tests.support.processes import REDIS_ON, ServerProcess, raise_open_file_limit
+from tests.support.processes import REDIS_ON, ServerProcess, StartServer, raise_open_file_limit
 from tests.support.readers import Collector, messages_in
 from tests.support.redis_server import RedisServer
 from tests.support.sse import SSEStream, connect, open_stream
@@ -41,7 +41,6 @@ from tests.support.wait import poll
 
 logger = logging.getLogger(__name__)
 
-StartServer = Callable[..., ServerProcess]
 
 HEARTBEAT = "0.5"  # seconds: an idle stream shows it is alive twice a second
 UNAVAILABLE_BOUND = 5.0  # docs/api.md: during an outage a store request answers 503 within 5 s

@@ -11,7 +11,6 @@ open streams on one process share a single Redis pub/sub connection.
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from functools import partial
 
 import aiohttp
@@ -22,13 +21,12 @@ from app.backends import POOL_SIZE
 from tests.support.api import assert_json_error, call, chat, create, health, streams_open
 from tests.support.checks import check_ids
 from tests.support.handoff import check_message, run_handoff
-from tests.support.processes import REDIS_ON, ServerProcess, free_port, raise_open_file_limit
+from tests.support.processes import REDIS_ON, StartServer, free_port, raise_open_file_limit
 from tests.support.sse import SSEEvent, SSEStream, connect, open_stream
 from tests.support.wait import gather_in_batches, wait_for
 
 logger = logging.getLogger(__name__)
 
-StartServer = Callable[..., ServerProcess]
 
 PROBE_NAME = "switchboard-test-probe"
 STREAM_COUNT = 1000

@@ -18,7 +18,6 @@ across a server restart.
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from contextlib import suppress
 from urllib.parse import quote
 
@@ -43,14 +42,13 @@ from tests.support.api import (
 )
 from tests.support.app_server import AppClient, MakeClient
 from tests.support.checks import check_strictly_increasing, wire
-from tests.support.processes import REDIS_ON, ServerProcess
+from tests.support.processes import REDIS_ON, ServerProcess, StartServer
 from tests.support.readers import ReconnectingReader
 from tests.support.sse import SSEEvent, SSEStream, open_stream
 from tests.support.wait import gather_in_batches, wait_for
 
 logger = logging.getLogger(__name__)
 
-StartServer = Callable[..., ServerProcess]
 
 QUIET = 0.3
 

@@ -5,7 +5,6 @@ the counts are of processes (Redis counts pub/sub connections, one per process),
 customer's presence is seen from the other process, and it goes when the customer leaves."""
 
 import time
-from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -15,12 +14,11 @@ import pytest
 from tests.support import wait
 from tests.support.api import CHATBOT, WORKBENCH, Http, call, chat, create
 from tests.support.app_server import AppClient
-from tests.support.processes import REDIS_ON, ServerProcess, free_port
+from tests.support.processes import REDIS_ON, StartServer, free_port
 from tests.support.sse import open_stream
 
 SETTLE = 5.0  # longest wait for a subscription change to show in Redis
 
-StartServer = Callable[..., ServerProcess]
 
 # ``await until(read, done)``: the stream health ``read`` gives once ``done`` holds for it.
 until = partial(wait.until, timeout=SETTLE, what="stream health")

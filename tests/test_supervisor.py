@@ -1,19 +1,16 @@
 """GET /workbench/api/events: every session's events on one stream (PSUBSCRIBE sse:session:*
 on one Redis; the sessions feed on a Redis Cluster), with filters and resume."""
 
-from collections.abc import Callable
-
 import aiohttp
 from redis.asyncio import Redis
 
 from app.process.settings import Settings
 from tests.support.api import CHATBOT, WORKBENCH, act, call, chat, create, escalate
 from tests.support.app_server import AppClient, MakeClient
-from tests.support.processes import REDIS_ON, ServerProcess
+from tests.support.processes import REDIS_ON, StartServer
 from tests.support.sse import SSEEvent, SSEStream, open_stream
 
 SUPERVISOR = f"{WORKBENCH}/events"
-StartServer = Callable[..., ServerProcess]
 
 
 def session_of(event: SSEEvent) -> str:

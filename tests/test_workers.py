@@ -16,7 +16,6 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -24,13 +23,12 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.support.api import call, chat, create
-from tests.support.processes import REDIS_ON, ServerProcess
+from tests.support.processes import REDIS_ON, ServerProcess, StartServer
 from tests.support.sse import SSEStream, open_stream
 from tests.support.wait import eventually
 
 pytestmark = pytest.mark.timeout(60)
 
-StartServer = Callable[..., ServerProcess]
 
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=5)
 HEALTH_TRIES = 100  # new connections until both workers answered (each one 1 in 2)

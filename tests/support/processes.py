@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,3 +156,7 @@ def run_py(
         timeout=timeout,
         check=False,
     )
+
+
+# The ``server_process`` fixture: start a real run.py process with these arguments.
+StartServer = Callable[..., ServerProcess]
