@@ -109,6 +109,17 @@ def _session_read(component: str) -> dict[tuple[str, str], Operation]:
     }
 
 
+# /api/chat and /api/chat/stream check the same body the same way, so they answer the same errors.
+CHAT_ERRORS = (
+    "error.validation.chat",
+    *BODY_ERRORS,
+    *CUSTOMER_ERRORS,
+    "error.session_not_found",
+    "error.conflict.closed",
+    "error.rate_limited",
+    "error.unavailable",
+)
+
 OPERATIONS: dict[tuple[str, str], Operation] = {
     # -- the process ---------------------------------------------------------------------
     ("GET", "/health"): Operation(
@@ -191,15 +202,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             ),
         ),
         "optional",
-        (
-            "error.validation.chat",
-            *BODY_ERRORS,
-            *CUSTOMER_ERRORS,
-            "error.session_not_found",
-            "error.conflict.closed",
-            "error.rate_limited",
-            "error.unavailable",
-        ),
+        CHAT_ERRORS,
         body="ChatRequest",
         body_examples=("request.chat.hello", "request.chat.human"),
     ),
@@ -227,15 +230,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             ),
         ),
         "optional",
-        (
-            "error.validation.chat",
-            *BODY_ERRORS,
-            *CUSTOMER_ERRORS,
-            "error.session_not_found",
-            "error.conflict.closed",
-            "error.rate_limited",
-            "error.unavailable",
-        ),
+        CHAT_ERRORS,
         body="ChatRequest",
         body_examples=("request.chat.hello", "request.chat.human"),
     ),
