@@ -54,6 +54,10 @@ class EventStreamResponse(EventSourceResponse):
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         if self.prepared:
             return await super().prepare(request)
+        if request.transport is None:
+            # The client left between sending its request and the stream's start (aiohttp-sse
+            # would fail an assertion here: a 500 and a traceback for an ordinary departure).
+            raise ConnectionResetError("the client left before the stream started")
         self._set_tcp_user_timeout(request)
         return await web.StreamResponse.prepare(self, request)
 

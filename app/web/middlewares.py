@@ -87,6 +87,10 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
             response = exc  # a redirect: aiohttp sends it
             raise
         response = _from_exception(exc)
+    except ConnectionResetError:
+        # The client left before any answer: nobody to answer, nothing went wrong. Its log
+        # line says 499; aiohttp takes a cancelled handler for the departure it is.
+        raise asyncio.CancelledError from None
     except Exception as exc:
         response = _from_exception(exc)
         if response is None:
