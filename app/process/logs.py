@@ -12,6 +12,8 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Final
 
+from aiohttp.http_exceptions import HttpProcessingError
+
 LOG_FORMATS = ("text", "json")
 NO_REQUEST: Final = "-"
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
@@ -24,6 +26,29 @@ request_id: ContextVar[str] = ContextVar("request_id", default=NO_REQUEST)
 class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id.get()
+        return True
+
+
+class MalformedRequestFilter(logging.Filter):
+    """aiohttp logs a request it cannot parse (a line over its limit, bad framing) at ERROR,
+    with a traceback whose message quotes the request's start, query string and token
+    included: any client could flood the log, and read tokens into it. One WARNING line
+    instead, naming only the kind of error and the peer."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if record.name == "aiohttp.server" and isinstance(exc, HttpProcessingError):
+            peer = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg, record.args = (
+                "refused a malformed request from %s: %s (%d)",
+                (
+                    peer,
+                    type(exc).__name__,
+                    exc.code,
+                ),
+            )
+            record.exc_info = record.exc_text = None
         return True
 
 
@@ -52,6 +77,7 @@ def configure_logging(level: str, log_format: str = "text", *, prefix: str = "")
     lines in text format (JSON lines carry it as ``worker``)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RequestIdFilter())
+    handler.addFilter(MalformedRequestFilter())
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
         if prefix:
