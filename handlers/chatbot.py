@@ -10,7 +10,7 @@ from aiohttp import web
 from aiohttp.http import StreamWriter
 
 from app.domain.bot import collect, reply_of, stream_of
-from app.domain.store import SessionExists, TransitionRefused
+from app.domain.store import TransitionRefused
 from app.keys import COMPONENT, RESPONDER, SETTINGS, SOURCE, TOKENS
 from app.web.errors import ApiError, error_response
 from app.web.middlewares import _from_exception
@@ -51,36 +51,35 @@ async def create_session(request: web.Request) -> web.Response:
     return web.json_response({**session, **_session_token(request, name)}, status=201)
 
 
-async def _accept_chat(request: web.Request) -> tuple[str, str, dict[str, str]]:
+async def _accept_chat(request: web.Request) -> tuple[str, str]:
     """What /api/chat and /api/chat/stream check before anything is stored: token, rate limit,
-    body, content limit, and the session (created if new: without a token only a new one, whose
-    token comes back). Returns the name, the content and ``{"token"}`` if one was issued."""
+    body, content limit, and the session. With tokens required a conversation starts only
+    through POST /sessions (which hands out its token), so an anonymous client cannot start
+    conversations by chatting; under --insecure a chat creates its session (the curl tour)."""
     principal = who(request, required=False)
     limit_actions(request, principal)
     body = await load_body(request, ChatSchema())
     name, content = body["session_name"], checked_content(request, body["content"])
     store = backends(request).store
-    issued: dict[str, str] = {}
     if principal is not None:
         check_session(principal, name)
         await store.get(name)
     elif TOKENS in request.config_dict:
-        # Without a token a customer may only start a new conversation, and gets its token.
-        try:
-            await store.create(name)
-        except SessionExists:
-            raise ApiError(401, "unauthorized", "a token is required", headers=CHALLENGE) from None
-        issued = _session_token(request, name)
+        raise ApiError(
+            401,
+            "unauthorized",
+            "a token is required: start a conversation with POST /chatbot/api/sessions",
+            headers=CHALLENGE,
+        )
     else:
         await store.get_or_create(name)
-    return name, content, issued
+    return name, content
 
 
 @routes.post("/api/chat")
 async def chat(request: web.Request) -> web.Response:
-    name, content, issued = await _accept_chat(request)
-    response = await _converse(request, name, content)
-    return web.json_response({**response, **issued})
+    name, content = await _accept_chat(request)
+    return web.json_response(await _converse(request, name, content))
 
 
 @routes.post("/api/chat/stream")
@@ -88,7 +87,7 @@ async def chat_stream(request: web.Request) -> web.StreamResponse:
     """/api/chat whose answer is an event stream: ``chunk`` events with the bot's reply as the
     responder produces it, then ``done`` with what /api/chat answers (or ``error``). Anything
     refused before the customer's message is stored is the usual JSON error."""
-    name, content, issued = await _accept_chat(request)
+    name, content = await _accept_chat(request)
     reply = ReplyStream(request, name)
     try:
         result = await _converse(request, name, content, reply)
@@ -97,7 +96,7 @@ async def chat_stream(request: web.Request) -> web.StreamResponse:
             raise  # nothing stored: the JSON error of /api/chat
         await reply.fail(exc)
     else:
-        await reply.send("done", {**result, **issued})
+        await reply.send("done", result)
     return await reply.finish()
 
 

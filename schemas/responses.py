@@ -94,14 +94,12 @@ class ChatResponseSchema(Schema):
     class Meta:
         description = (
             "The customer's message, the session after it, and the bot's reply (null when the "
-            "bot did not answer: an agent holds or is awaited). `token` only when this chat "
-            "created the session on a process that requires tokens."
+            "bot did not answer: an agent holds or is awaited)."
         )
 
     session = fields.Nested(SessionSchema, required=True)
     message = fields.Nested(MessageSchema, required=True)
     reply = fields.Nested(MessageSchema, required=True, allow_none=True)
-    token = fields.String(metadata={"description": "the new session's customer token (JWT)"})
 
 
 class AgentMessageResponseSchema(Schema):

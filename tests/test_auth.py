@@ -500,46 +500,28 @@ async def test_created_session_token_works(make_client: MakeClient, settings: Se
     assert [m["role"] for m in transcript["messages"]] == ["customer", "bot"]
 
 
-async def test_chat_without_token_only_starts_a_conversation(
-    make_client: MakeClient, settings: Settings
-) -> None:
-    """POST /chat without a token creates a new session and returns its token; for an existing
-    session it is a 401 that stores nothing."""
+async def test_chat_without_token_starts_nothing(make_client: MakeClient, settings: Settings) -> None:
+    """With tokens required a conversation starts only through POST /sessions: POST /chat
+    without a token is a 401 that stores nothing, for a new session and an existing one alike
+    (an anonymous client cannot fill the store, or the queue, by chatting)."""
     client = await secure_client(make_client, settings)
-    started = await call(
-        client, "POST", f"{CHATBOT}/chat", {"session_name": "new-one", "content": "hello"}, status=200
-    )
-    token = started["token"]
-    assert TokenAuthority(SECRET).verify(token) == Principal("session", "new-one")
-    assert started["session"]["session_name"] == "new-one"
-    assert started["reply"] is not None
-
     made = await create(client, "made")
-    for name, reader in (("new-one", token), ("made", made)):
-        transcript_path = f"{CHATBOT}/sessions/{name}/messages"
-        before = await call(client, "GET", transcript_path, status=200, headers=bearer(reader))
-        await refused(
-            client,
-            "POST",
-            f"{CHATBOT}/chat",
-            {"session_name": name, "content": "me?"},
-            status=401,
-            code="unauthorized",
-            what=name,
-        )
-        after = await call(client, "GET", transcript_path, status=200, headers=bearer(reader))
-        assert after == before, name
-
-    more = await call(
-        client,
-        "POST",
-        f"{CHATBOT}/chat",
-        {"session_name": "new-one", "content": "hello again"},
-        status=200,
-        headers=bearer(token),
+    for path in (f"{CHATBOT}/chat", f"{CHATBOT}/chat/stream"):
+        for name in ("new-one", "made"):
+            await refused(
+                client,
+                "POST",
+                path,
+                {"session_name": name, "content": "hello"},
+                status=401,
+                code="unauthorized",
+                what=f"{path} {name}",
+            )
+    transcript = await call(
+        client, "GET", f"{CHATBOT}/sessions/made/messages", status=200, headers=bearer(made)
     )
-    assert "token" not in more
-    assert more["session"]["session_name"] == "new-one"
+    assert transcript["messages"] == []
+    assert await create(client, "new-one")  # nothing was started under that name
 
 
 CUSTOMER_FORBIDDEN = [
@@ -706,11 +688,10 @@ async def test_handoff_end_to_end_with_tokens(make_client: MakeClient, settings:
     client = await secure_client(make_client, settings)
     authority = TokenAuthority(SECRET)
     alice, bob = authority.mint("agent", ALICE, 600), authority.mint("agent", BOB, 600)
-    started = await call(
-        client, "POST", f"{CHATBOT}/chat", {"session_name": "handoff", "content": "hello"}, status=200
-    )
-    customer = started["token"]
+    customer = await create(client, "handoff")  # a conversation starts here, with its token
     chat_path, base = f"{CHATBOT}/chat", f"{WORKBENCH}/sessions/handoff"
+    hello = {"session_name": "handoff", "content": "hello"}
+    await call(client, "POST", chat_path, hello, status=200, headers=bearer(customer))
 
     async def customer_says(content: str) -> dict[str, Any]:
         body = await call(

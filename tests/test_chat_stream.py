@@ -379,13 +379,14 @@ async def test_closed_session_is_a_conflict_like_chat(client: AppClient) -> None
 
 
 async def test_tokens_and_limits_as_chat(make_client: MakeClient, settings: Settings) -> None:
-    """Under authentication: a new conversation needs no token and gets it in ``done``; an
-    existing one needs its own token (401 without, 403 with another's); the action rate limit
-    counts stream requests too (429)."""
+    """Under authentication: a conversation starts only through POST /sessions (a chat without
+    a token is 401 and starts nothing); a chat needs the session's own token (401 without,
+    403 with another's); the action rate limit counts stream requests too (429)."""
     client = await make_client(settings, insecure=False, secret=SECRET, rate_limit=0.001, rate_burst=3)
-    frames = await chat_stream(client, {"session_name": "mine", "content": "hello"})
-    _, done = split(frames)
-    token = done.data["token"]
+    for path in (CHAT, STREAM):
+        refused = await call(client, "POST", path, {"session_name": "mine", "content": "hello"}, status=401)
+        assert refused["error"]["code"] == "unauthorized"
+    token = (await create(client, "mine"))["token"]  # nothing was started before: no conflict
     assert TokenAuthority(SECRET).verify(token).subject == "mine"
     other = TokenAuthority(SECRET).mint("session", "theirs", 600)
     for path in (CHAT, STREAM):
@@ -401,7 +402,7 @@ async def test_tokens_and_limits_as_chat(make_client: MakeClient, settings: Sett
         )
         assert refused["error"]["code"] == "forbidden"
     mine = {"Authorization": f"Bearer {token}"}
-    frames = await chat_stream(client, {"session_name": "mine", "content": "thanks"}, headers=mine)
+    frames = await chat_stream(client, {"session_name": "mine", "content": "hello"}, headers=mine)
     assert "token" not in split(frames)[1].data
     await call(client, "POST", CHAT, {"session_name": "mine", "content": "one"}, headers=mine)
     await call(client, "POST", CHAT, {"session_name": "mine", "content": "two"}, headers=mine)
@@ -411,7 +412,7 @@ async def test_tokens_and_limits_as_chat(make_client: MakeClient, settings: Sett
         )
         assert limited["error"]["code"] == "rate_limited"
     roles = [m["role"] for m in await transcript(client, "mine", headers=mine)]
-    assert roles == ["customer", "bot"] * 4
+    assert roles == ["customer", "bot"] * 3
 
 
 async def test_custom_responders_stream(app_client: AppWithResponder) -> None:

@@ -150,11 +150,6 @@ RESPONSE_EXAMPLES: dict[str, Example] = {
     "chat.agent_holds": Example(
         "An agent holds the session: no bot reply", {"session": S_HELD, "message": M_LATE, "reply": None}
     ),
-    "chat.new_session": Example(
-        "The chat created the session: its token comes with the answer",
-        {"session": S_NEW, "message": M_HELLO, "reply": M_HELLO_BOT, "token": SESSION_TOKEN},
-        token_only=True,
-    ),
     "agent_message.sent": Example("Alice's message", {"session": S_HELD, "message": M_AGENT}),
     "session_list.waiting": Example("The queue, oldest first", {"sessions": [S_WAITING]}),
     "session_list.empty": Example("Nobody waiting", {"sessions": []}),

@@ -188,20 +188,20 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/chatbot/api/chat"): Operation(
         "chatbot",
         "Send a customer message",
-        "Adds the customer's message (creating the session if new). In `bot_active` the bot "
-        "answers, and a customer asking for a person is escalated after the answer; otherwise "
-        "the message goes to the agent and `reply` is null. Without a token only a new session "
-        "may be started (its `token` comes back); a chat to an existing session needs the "
-        "session's token (401).",
+        "Adds the customer's message. In `bot_active` the bot answers, and a customer asking for "
+        "a person is escalated after the answer; otherwise the message goes to the agent and "
+        "`reply` is null. Needs the session's token: a conversation starts with `POST "
+        "/chatbot/api/sessions`, which hands it out (401 without one). Under `--insecure` a chat "
+        "creates its session if new.",
         (
             Answer(
                 200,
                 "The message, the bot's reply and the session after them.",
                 "ChatResponse",
-                ("chat.bot_reply", "chat.escalated", "chat.agent_holds", "chat.new_session"),
+                ("chat.bot_reply", "chat.escalated", "chat.agent_holds"),
             ),
         ),
-        "optional",
+        "customer",
         CHAT_ERRORS,
         body="ChatRequest",
         body_examples=("request.chat.hello", "request.chat.human"),
@@ -213,8 +213,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "limit and errors, answered as JSON before any stream starts). Once the customer's message "
         "is stored and published it answers `text/event-stream`: `chunk` events with the bot's "
         "reply as the responder produces it (`{session_name, index, text}`), then one `done` event "
-        "holding exactly what `/api/chat` answers (`{session, message, reply}`, plus `token` when "
-        "the chat created the session), or an `error` event holding the JSON error body if the "
+        "holding exactly what `/api/chat` answers (`{session, message, reply}`), or an `error` event holding the JSON error body if the "
         "reply fails midway; then the response ends. Frames have an `event:` line and no `id:`: "
         "they answer one request and are not the pub/sub envelope (chunks are never published; "
         "the session channel gets the same `new_message` events as with `/api/chat`). No chunks "
@@ -229,7 +228,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                 example=CHAT_STREAM_EXAMPLE,
             ),
         ),
-        "optional",
+        "customer",
         CHAT_ERRORS,
         body="ChatRequest",
         body_examples=("request.chat.hello", "request.chat.human"),
