@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.publish_steps import PublishSteps
-from bench.results import CLUSTER, OpenResult, ScenarioResult
+from bench.results import CLUSTER, OpenResult, ScenarioResult, open_of, scenario_of
 
 SWITCHBOARD = "switchboard"
 # Run to run on this shared 2-core machine, figures of nearly the same code moved by this much
@@ -60,22 +60,12 @@ def figures(
     """The key figures of this run (those it measured)."""
 
     def scenario(mode: str, n: int, load: str, value: Callable[[ScenarioResult], float]) -> float | None:
-        found = next(
-            (
-                s
-                for s in scenarios
-                if (s.mode, s.n, s.layout, s.load) == (mode, n, "one", load) and s.failure is None
-            ),
-            None,
-        )
-        return None if found is None else value(found)
+        found = scenario_of(scenarios, mode, n, "one", load)
+        return None if found is None or found.failure else value(found)
 
     def opened(n: int, value: Callable[[OpenResult], float]) -> float | None:
-        found = next(
-            (o for o in opens if (o.mode, o.n, o.layout) == (SWITCHBOARD, n, "per10") and o.failure is None),
-            None,
-        )
-        return None if found is None else value(found)
+        found = open_of(opens, SWITCHBOARD, n, "per10")
+        return None if found is None or found.failure else value(found)
 
     measured = {
         "deliveries_1000_one_max": scenario(SWITCHBOARD, 1000, "max", lambda s: s.deliveries_per_s),

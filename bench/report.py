@@ -19,7 +19,9 @@ from bench.results import (
     MODE_NOTES,
     OpenResult,
     ScenarioResult,
+    open_of,
     ratio,
+    scenario_of,
 )
 
 OPEN_AT_ONCE = 100  # as bench.run opens streams (a module the report does not import)
@@ -124,7 +126,7 @@ def _headline(opens: list[OpenResult], scenarios: list[ScenarioResult], plan: An
         _headline_row(
             f"deliveries/s, {n:,} streams, one channel, max rate",
             plan,
-            lambda m: _scenario(scenarios, m, n, "one", "max"),
+            lambda m: scenario_of(scenarios, m, n, "one", "max"),
             "deliveries_per_s",
             lambda s: f"{s.deliveries_per_s:,.0f}",
             "≥ 4 × baseline",
@@ -132,7 +134,7 @@ def _headline(opens: list[OpenResult], scenarios: list[ScenarioResult], plan: An
         _headline_row(
             f"p99 ms, {n:,} streams, one channel, fixed rate",
             plan,
-            lambda m: _scenario(scenarios, m, n, "one", "fixed"),
+            lambda m: scenario_of(scenarios, m, n, "one", "fixed"),
             "p99_ms",
             lambda s: f"{s.p99_ms:,.1f}",
             "≤ 50 ms",
@@ -140,7 +142,7 @@ def _headline(opens: list[OpenResult], scenarios: list[ScenarioResult], plan: An
         _headline_row(
             f"RSS KiB per idle stream, {top:,} streams (channel per 10)",
             plan,
-            lambda m: _open(opens, m, top, "per10"),
+            lambda m: open_of(opens, m, top, "per10"),
             "rss_per_stream_kib",
             lambda o: _fmt(o.rss_per_stream_kib, 1),
             "≤ 15 KiB",
@@ -148,7 +150,7 @@ def _headline(opens: list[OpenResult], scenarios: list[ScenarioResult], plan: An
         _headline_row(
             f"Redis connections (pub/sub), {top:,} streams (channel per 10)",
             plan,
-            lambda m: _open(opens, m, top, "per10"),
+            lambda m: open_of(opens, m, top, "per10"),
             "redis_connections",
             lambda o: f"{o.redis_connections:,} ({o.pubsub_connections:,})",
             "one pub/sub connection",
@@ -274,7 +276,7 @@ def _open_table(opens: list[OpenResult], plan: Any) -> str:
     for n in plan.sizes:
         for layout in plan.layouts:
             for mode in plan.modes:
-                o = _open(opens, mode, n, layout)
+                o = open_of(opens, mode, n, layout)
                 if o is None:
                     continue
                 if o.failure:
@@ -301,7 +303,7 @@ def _load_table(scenarios: list[ScenarioResult], layout: str, load: str, plan: A
     lines = [f"### {LAYOUTS[layout].capitalize()}, {LOADS[load]}\n", *LOAD_HEADER]
     for n in plan.sizes:
         for mode in plan.modes:
-            s = _scenario(scenarios, mode, n, layout, load)
+            s = scenario_of(scenarios, mode, n, layout, load)
             if s is None:
                 continue
             if s.failure:
@@ -368,8 +370,8 @@ def _ratio_tables(opens: list[OpenResult], scenarios: list[ScenarioResult], plan
         for layout in plan.layouts:
             for load in LOADS:
                 for n in plan.sizes:
-                    ours = _scenario(scenarios, "switchboard", n, layout, load)
-                    theirs = _scenario(scenarios, baseline, n, layout, load)
+                    ours = scenario_of(scenarios, "switchboard", n, layout, load)
+                    theirs = scenario_of(scenarios, baseline, n, layout, load)
                     cells = [_ratio_cell(ours, theirs, attr) for attr, _ in RATIO_FIGURES]
                     if any(c != "-" for c in cells):
                         lines.append(
@@ -383,8 +385,8 @@ def _ratio_tables(opens: list[OpenResult], scenarios: list[ScenarioResult], plan
         for layout in plan.layouts:
             for n in plan.sizes:
                 our_open, their_open = (
-                    _open(opens, "switchboard", n, layout),
-                    _open(opens, baseline, n, layout),
+                    open_of(opens, "switchboard", n, layout),
+                    open_of(opens, baseline, n, layout),
                 )
                 cells = [_ratio_cell(our_open, their_open, attr) for attr, _ in OPEN_FIGURES]
                 if any(c != "-" for c in cells):
@@ -433,7 +435,7 @@ def _cluster_section(
     for n in plan.cluster_sizes:
         for layout in plan.layouts:
             for load in LOADS:
-                pair = [_scenario(scenarios, mode, n, layout, load) for mode in CLUSTER_PAIR]
+                pair = [scenario_of(scenarios, mode, n, layout, load) for mode in CLUSTER_PAIR]
                 for mode, s in zip(CLUSTER_PAIR, pair, strict=True):
                     if s is None:
                         continue
@@ -461,7 +463,7 @@ def _cluster_section(
     ]
     for n in plan.cluster_sizes:
         for layout in plan.layouts:
-            opened = [_open(opens, mode, n, layout) for mode in CLUSTER_PAIR]
+            opened = [open_of(opens, mode, n, layout) for mode in CLUSTER_PAIR]
             for mode, o in zip(CLUSTER_PAIR, opened, strict=True):
                 if o is None:
                     continue
@@ -574,7 +576,7 @@ def _overload_notes(scenarios: list[ScenarioResult], plan: Any) -> list[str]:
     load achieved: their latency measures a growing backlog, not the delivery path."""
     notes = []
     for s in scenarios:
-        best = _scenario(scenarios, s.mode, s.n, s.layout, "max")
+        best = scenario_of(scenarios, s.mode, s.n, s.layout, "max")
         if s.load != "fixed" or s.failure or best is None or best.failure:
             continue
         demand = plan.fixed_rate * (s.n if s.layout == "one" else min(s.n, 10))
@@ -675,18 +677,8 @@ def _label(s: ScenarioResult) -> str:
 
 
 def _open_failed(opens: list[OpenResult], s: ScenarioResult) -> bool:
-    o = _open(opens, s.mode, s.n, s.layout)
+    o = open_of(opens, s.mode, s.n, s.layout)
     return o is not None and o.failure is not None
-
-
-def _scenario(
-    scenarios: list[ScenarioResult], mode: str, n: int, layout: str, load: str
-) -> ScenarioResult | None:
-    return next((s for s in scenarios if (s.mode, s.n, s.layout, s.load) == (mode, n, layout, load)), None)
-
-
-def _open(opens: list[OpenResult], mode: str, n: int, layout: str) -> OpenResult | None:
-    return next((o for o in opens if (o.mode, o.n, o.layout) == (mode, n, layout)), None)
 
 
 def _fmt(value: float | None, digits: int) -> str:

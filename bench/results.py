@@ -115,3 +115,15 @@ def ratio(ours: float | None, theirs: float | None) -> float | None:
     if ours is None or theirs is None or theirs == 0:
         return None
     return ours / theirs
+
+
+def scenario_of(
+    scenarios: list[ScenarioResult], mode: str, n: int, layout: str, load: str
+) -> ScenarioResult | None:
+    """The load of ``mode`` at ``n`` streams in ``layout`` (each is run once), if it ran."""
+    return next((s for s in scenarios if (s.mode, s.n, s.layout, s.load) == (mode, n, layout, load)), None)
+
+
+def open_of(opens: list[OpenResult], mode: str, n: int, layout: str) -> OpenResult | None:
+    """The opening of ``n`` streams of ``mode`` in ``layout``, if it ran."""
+    return next((o for o in opens if (o.mode, o.n, o.layout) == (mode, n, layout)), None)
