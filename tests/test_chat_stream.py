@@ -45,6 +45,7 @@ from tests.support.api import (
 )
 from tests.support.app_server import AppClient, MakeClient, ServeApp
 from tests.support.processes import ServerProcess
+from tests.support.sockets import close_with_reset
 from tests.support.sse import Frame, SSEEvent, SSEStream, open_stream, read_frames
 from tests.support.wait import until
 
@@ -504,9 +505,10 @@ def read_until(sock: socket.socket, marker: bytes) -> bytes:
 
 
 def leave(sock: socket.socket, how: str) -> None:
-    if how == "reset":  # an RST instead of a FIN: the client vanished
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-    sock.close()
+    if how == "reset":
+        close_with_reset(sock)
+    else:
+        sock.close()
 
 
 @pytest.mark.parametrize("how", ["close", "reset", "aiohttp"])
