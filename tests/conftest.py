@@ -7,7 +7,7 @@ import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -20,7 +20,6 @@ from app.factory import create_app
 from app.process.settings import Settings
 from tests.support.app_server import (
     AppClient,
-    CancellingTestServer,
     MakeClient,
     ServeApp,
     cancels_handlers,
@@ -99,9 +98,7 @@ def serve_app(aiohttp_client: AiohttpClient) -> ServeApp:
     handler when its client leaves (tests/support/app_server.py)."""
 
     async def serve(app: web.Application) -> AppClient:
-        # pytest-aiohttp types a client made from a server as TestClient[_Request, None] (its
-        # TODO for aiohttp 4); this server is a TestServer, so the client has its app.
-        client = cast(AppClient, await aiohttp_client(CancellingTestServer(app)))
+        client = await aiohttp_client(app)
         assert cancels_handlers(client), "the test server does not cancel handlers as run.py does"
         return client
 

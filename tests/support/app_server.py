@@ -1,15 +1,13 @@
 """The in-process test server, run as production runs the app: ``run.py`` passes
 ``handler_cancellation=True`` to ``web.run_app``, so a handler whose client leaves is
-cancelled. aiohttp 3.14's TestServer does the same by itself (its start_server passes
-``handler_cancellation=True``), but it swallows that keyword when given to its constructor;
-this server sets it where the runner is made, so the suite keeps running what production runs
-whatever aiohttp's default becomes."""
+cancelled. aiohttp 3.14's TestServer does the same by itself (its start_server passes it);
+``cancels_handlers`` lets the fixtures check that it still does."""
 
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeAlias
 
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from app.process.settings import Settings
 
@@ -25,14 +23,6 @@ class MakeClient(Protocol):
     being Settings fields."""
 
     def __call__(self, settings: Settings, **changes: Any) -> Awaitable[AppClient]: ...
-
-
-class CancellingTestServer(TestServer):
-    """aiohttp's TestServer with ``handler_cancellation=True`` on its runner."""
-
-    async def _make_runner(self, **kwargs: Any) -> web.BaseRunner:
-        kwargs["handler_cancellation"] = True
-        return web.AppRunner(self.app, **kwargs)
 
 
 def cancels_handlers(client: AppClient) -> bool:
