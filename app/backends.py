@@ -144,7 +144,15 @@ async def open_cluster_backends(settings: Settings) -> Backends:
         await cluster.aclose()
         raise
     logger.info("broker and session store on a Redis Cluster of %d primaries", len(cluster.get_primaries()))
-    return Backends(broker, RedisSessionStore(cluster, timeout=settings.redis_timeout), cluster)
+    store = redis_store(cluster, settings)
+    await _upgrade(store)
+    return Backends(broker, store, cluster)
+
+
+def redis_store(redis: Redis | RedisCluster, settings: Settings) -> RedisSessionStore:
+    return RedisSessionStore(
+        redis, timeout=settings.redis_timeout, bounds=settings.bounds, namespace=settings.namespace
+    )
 
 
 class BrokerOptions(TypedDict):
@@ -172,22 +180,23 @@ async def open_backends(settings: Settings) -> Backends:
             history_size=settings.history_size,
             history_ttl=settings.history_ttl,
         )
-        return Backends(memory, MemorySessionStore())
+        return Backends(memory, MemorySessionStore(settings.bounds))
     if settings.cluster:
         return await open_cluster_backends(settings)
     redis = redis_client(settings)
     broker = RedisBroker(redis, **redis_broker_options(settings))
-    redis_store = RedisSessionStore(redis, timeout=settings.redis_timeout)
+    on_redis = redis_store(redis, settings)
     where = _redacted(settings.redis_url)
     if await broker.start(wait=min(START_WAIT, settings.redis_timeout)):
         logger.info("broker and session store on Redis at %s", where)
-        return Backends(broker, redis_store, redis)
+        await _upgrade(on_redis)
+        return Backends(broker, on_redis, redis)
     logger.warning(
         "Redis at %s is unreachable: serving from memory, degraded (events do not cross "
         "processes); moving to Redis when it answers",
         where,
     )
-    store = StartupFallbackStore(MemorySessionStore(), redis_store)
+    store = StartupFallbackStore(MemorySessionStore(settings.bounds), on_redis)
     backends = Backends(broker, store, redis)
     task = asyncio.create_task(_move_to_redis(broker, store, where), name="move-to-redis")
     backends._tasks.add(task)
@@ -205,6 +214,15 @@ async def _move_to_redis(broker: RedisBroker, store: StartupFallbackStore, where
             await asyncio.sleep(1.0)
             continue
         logger.info("moved to Redis at %s: %d sessions written from memory", where, adopted)
+
+
+async def _upgrade(store: RedisSessionStore) -> None:
+    """Data of an earlier version into this one's layout (a no-op once done). A failure is
+    not fatal: the next start (or the move from memory) tries again."""
+    try:
+        await store.upgrade()
+    except StoreUnavailable as exc:
+        logger.warning("could not check the stored data's layout: %s", exc)
 
 
 def _redacted(url: str) -> str:

@@ -7,6 +7,7 @@ from aiohttp import web
 from marshmallow import Schema, ValidationError
 
 from app.backends import Backends
+from app.domain.store.base import MAX_PAGE
 from app.keys import BACKENDS, COMPONENT, SETTINGS, SOURCE
 from app.web.errors import ApiError
 from handlers.access import require_reader
@@ -84,8 +85,8 @@ async def get_session(request: web.Request) -> web.Response:
 async def get_messages(request: web.Request) -> web.Response:
     name = path_name(request, "session_name")
     require_reader(request, name)
-    messages = await backends(request).store.messages(name)
-    return web.json_response({"session_name": name, "messages": messages})
+    page = await backends(request).store.messages(name, limit=MAX_PAGE)
+    return web.json_response({"session_name": name, "messages": page.items})
 
 
 async def session_events(request: web.Request) -> web.StreamResponse:

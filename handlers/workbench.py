@@ -6,7 +6,8 @@ import functools
 from aiohttp import web
 
 from app.domain.auth import Principal
-from app.domain.store import Action
+from app.domain.store import Action, SessionStore, Status
+from app.domain.store.base import MAX_PAGE
 from app.keys import COMPONENT, SOURCE
 from app.web.errors import ApiError
 from handlers.access import acting_agent, limit_actions, require_agent
@@ -38,13 +39,16 @@ from schemas import (
 
 routes = web.RouteTableDef()
 
+# A supervisor stream filtered by status follows at most this many pages of that status.
+SUPERVISED_PAGES = 10
+
 
 @routes.get("/api/sessions")
 async def list_sessions(request: web.Request) -> web.Response:
     require_agent(request)
     query = SessionListQuerySchema().load(dict(request.query))
-    sessions = await backends(request).store.list_sessions(query["status"])
-    return web.json_response({"sessions": sessions})
+    page = await backends(request).store.list_sessions(query["status"], limit=MAX_PAGE)
+    return web.json_response({"sessions": page.items})
 
 
 def _agent_optional(principal: Principal | None) -> tuple[str, ...]:
@@ -147,14 +151,26 @@ async def supervisor_events(request: web.Request) -> web.StreamResponse:
     if status is not None or sessions:
         members = None
         if status is not None:
-            listed = await backends(request).store.list_sessions(status)
-            members = {s["session_name"] for s in listed}
+            members = await _members(backends(request).store, status)
         accepts = functools.partial(_supervised, status, sessions, members)
     connected = {
         "channels": [SESSION_PATTERN],
         "filter": {"status": status, "sessions": sorted(sessions)},
     }
     return await stream_events(request, (SESSION_PATTERN,), connected, principal, accepts=accepts)
+
+
+async def _members(store: SessionStore, status: Status) -> set[str]:
+    """The sessions in ``status`` now, up to SUPERVISED_PAGES pages (a supervisor watching
+    more than that many sessions at once filters by name instead)."""
+    members: set[str] = set()
+    cursor = None
+    for _ in range(SUPERVISED_PAGES):
+        page = await store.list_sessions(status, limit=MAX_PAGE, after=cursor)
+        members.update(s["session_name"] for s in page.items)
+        if (cursor := page.next_cursor) is None:
+            break
+    return members
 
 
 def _supervised(status: str | None, sessions: set[str], members: set[str] | None, event: Event) -> bool:

@@ -51,7 +51,8 @@ class SessionSchema(Schema):
     class Meta:
         description = (
             "A conversation's state. Times are integer unix seconds; `status_seq` orders the "
-            "queue (it increases every time any session enters a status)."
+            "queue (it increases every time any session enters a status: the microsecond it "
+            "did, or one more than the last number if that is later)."
         )
 
     session_name = Name(required=True, metadata={"example": "demo"})
@@ -70,6 +71,15 @@ class SessionSchema(Schema):
         metadata={"description": "why the session was escalated; null when not given"},
     )
     status_seq = fields.Integer(strict=True, required=True, validate=validate.Range(min=0))
+    incarnation = fields.String(
+        required=True,
+        validate=validate.Regexp(r"^[0-9a-f]{16}$"),
+        metadata={
+            "description": "random, given when the conversation starts; its tokens carry it, so a "
+            "conversation started again under the same name refuses the tokens of the one before",
+            "example": "5f0c2a9e41d7b386",
+        },
+    )
 
 
 class SessionCreatedSchema(SessionSchema):

@@ -100,7 +100,7 @@ def drain(stream: SSEStream) -> Awaitable[list[SSEEvent]]:
 
 # --- normalising published events, to compare the two endpoints ------------------------------
 
-VOLATILE = {"id", "created_at", "updated_at", "status_seq", "timestamp"}
+VOLATILE = {"id", "created_at", "updated_at", "status_seq", "timestamp", "incarnation"}
 
 
 def normal(value: Any, names: dict[str, str]) -> Any:

@@ -51,7 +51,7 @@ from redis.asyncio.cluster import RedisCluster as ClusterClient
 
 from app.backends import Backends, cluster_clients, open_backends
 from app.domain.store import RedisSessionStore, Transition, TransitionRefused
-from app.domain.store.redis_store import messages_key, session_key
+from app.domain.store.redis_store import StoreKeys
 from app.process.settings import Settings
 from realtime.channels import BROADCAST, agent_channel, session_channel
 from realtime.cluster_broker import OUTBOX_RETRY, ClusterLayout
@@ -85,6 +85,8 @@ from tests.support.store import (
     assert_one_winner,
     status_sets_holding,
 )
+
+session_key, messages_key = StoreKeys().session, StoreKeys().messages
 
 logger = logging.getLogger(__name__)
 
@@ -503,7 +505,7 @@ async def test_session_lifecycle_and_queue_order_on_the_cluster(
     await check(name, "closed", None)
     with pytest.raises(TransitionRefused):
         await store.add_message(name, "customer", "too late")
-    transcript = await store.messages(name)
+    transcript = (await store.messages(name)).items
     assert [(m["role"], m["content"]) for m in transcript] == [
         ("customer", "hello"),
         ("bot", "hi there"),
@@ -518,17 +520,20 @@ async def test_session_lifecycle_and_queue_order_on_the_cluster(
         await store.create(other)
     for other in queue:
         await store.apply(other, "escalate")
-    assert [s["session_name"] for s in await store.list_sessions("waiting_agent")] == queue
+    assert [s["session_name"] for s in (await store.list_sessions("waiting_agent")).items] == queue
     await store.apply(queue[2], "takeover", HOLDER)
     await store.apply(queue[0], "takeover", OTHER)
-    assert [s["session_name"] for s in await store.list_sessions("waiting_agent")] == [
+    assert [s["session_name"] for s in (await store.list_sessions("waiting_agent")).items] == [
         queue[1],
         queue[3],
         queue[4],
     ]
-    assert [s["session_name"] for s in await store.list_sessions("agent_active")] == [queue[2], queue[0]]
-    assert [s["session_name"] for s in await store.list_sessions("closed")] == [name]
-    assert await store.list_sessions("bot_active") == []
+    assert [s["session_name"] for s in (await store.list_sessions("agent_active")).items] == [
+        queue[2],
+        queue[0],
+    ]
+    assert [s["session_name"] for s in (await store.list_sessions("closed")).items] == [name]
+    assert (await store.list_sessions("bot_active")).items == []
 
 
 async def test_concurrent_takeovers_across_cluster_clients(
@@ -560,8 +565,10 @@ async def test_concurrent_takeovers_across_cluster_clients(
             stored = await stores[-1].get(name)
             assert (stored["status"], stored["agent_id"]) == ("agent_active", winner)
             assert await status_sets_holding(admin, name) == ["agent_active"]
-            assert name not in [s["session_name"] for s in await stores[1].list_sessions("waiting_agent")]
-            assert name in [s["session_name"] for s in await stores[1].list_sessions("agent_active")]
+            assert name not in [
+                s["session_name"] for s in (await stores[1].list_sessions("waiting_agent")).items
+            ]
+            assert name in [s["session_name"] for s in (await stores[1].list_sessions("agent_active")).items]
     finally:
         for store, client in zip(stores, clients, strict=True):
             await store.close()

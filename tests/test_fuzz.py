@@ -380,9 +380,12 @@ class Harness:
         backends = self.client.app[BACKENDS]
         sessions: dict[str, dict[str, Any]] = {}
         for status in STATUSES:
-            for session in await backends.store.list_sessions(status):
+            for session in (await backends.store.list_sessions(status, limit=1000)).items:
                 sessions[session["session_name"]] = dict(session)
-        transcripts = {name: [dict(m) for m in await backends.store.messages(name)] for name in sessions}
+        transcripts = {
+            name: [dict(m) for m in (await backends.store.messages(name, limit=1000)).items]
+            for name in sessions
+        }
         return State(sessions, transcripts, await backends.broker.position())
 
     async def case(self, request: Request) -> tuple[Outcome, str]:

@@ -18,6 +18,7 @@ Measured numbers are logged (logger tests.test_outages, INFO); to see them:
 import asyncio
 import json
 import logging
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -29,7 +30,7 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from app.domain.store.redis_store import messages_key, session_key
+from app.domain.store.redis_store import StoreKeys
 from tests.support import api
 from tests.support.api import STATUSES, Reply, health, post_until_served
 from tests.support.checks import check_ids
@@ -38,6 +39,8 @@ from tests.support.readers import Collector, messages_in
 from tests.support.redis_server import RedisServer
 from tests.support.sse import SSEStream, connect, open_stream
 from tests.support.wait import poll
+
+session_key, messages_key = StoreKeys().session, StoreKeys().messages
 
 logger = logging.getLogger(__name__)
 
@@ -352,8 +355,8 @@ async def test_each_outage_transition_is_logged_once(
 
 
 async def status_sets_of(redis: Redis, name: str) -> list[str]:
-    """The status sets (``status:{status}``) that hold ``name``."""
-    return [status for status in STATUSES if await redis.sismember(f"status:{status}", name)]
+    """The status indexes (``status:{status}``) that hold ``name``."""
+    return [status for status in STATUSES if await redis.zscore(f"status:{status}", name) is not None]
 
 
 def documented(session: dict[str, Any]) -> dict[str, Any]:
@@ -365,7 +368,8 @@ async def test_degraded_start_moves_sessions_into_redis_when_it_appears(
 ) -> None:
     """A degraded start moves its sessions into Redis when it appears, overwriting nothing there."""
     # Redis already holds "clash" (another process's customer, waiting for an agent), written
-    # in the documented format; the AOF keeps it across the SIGKILL.
+    # by an earlier version (a status set, no incarnation, no expiry); the AOF keeps it across
+    # the SIGKILL. The process brings it to this version's layout and keeps it.
     clash = {
         "session_name": "clash",
         "status": "waiting_agent",
@@ -467,9 +471,14 @@ async def test_degraded_start_moves_sessions_into_redis_when_it_appears(
                         stored = await redis.lrange(messages_key(name), 0, -1)
                         assert [json.loads(m) for m in stored] == messages, (name, stored)
                     # What Redis already held is untouched, and this process now serves it.
-                    assert await redis.get(session_key("clash")) == clash_json
+                    kept = json.loads(await redis.get(session_key("clash")) or "null")
+                    assert kept == {**clash, "incarnation": kept["incarnation"]}, kept
+                    assert re.fullmatch("[0-9a-f]{16}", kept["incarnation"]), kept
                     assert await redis.lrange(messages_key("clash"), 0, -1) == [clash_message_json]
                     assert await status_sets_of(redis, "clash") == ["waiting_agent"]
+                    for key in (session_key("clash"), messages_key("clash"), "status:waiting_agent"):
+                        assert await redis.pttl(key) > 0, f"{key} does not expire after the upgrade"
+                    clash = kept
                     assert await call(http, "GET", f"{base}/workbench/api/sessions/clash") == clash
 
                     # A second process on the same Redis sees all of it, queue included.

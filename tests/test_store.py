@@ -26,11 +26,13 @@ from app.domain.store import (
     TransitionRefused,
     rules,
 )
-from app.domain.store.base import TRANSCRIPT_LIMIT
-from app.domain.store.redis_store import messages_key, session_key
+from app.domain.store.base import Bounds
+from app.domain.store.redis_store import StoreKeys
 from tests.support.api import STATUSES
 from tests.support.processes import free_port
-from tests.support.store import CONCURRENCY, HOLDER, OTHER, assert_one_winner, status_sets_holding
+from tests.support.store import CONCURRENCY, HOLDER, OTHER, assert_one_winner, index_of, status_sets_holding
+
+session_key, messages_key = StoreKeys().session, StoreKeys().messages
 
 ACTIONS: tuple[Action, ...] = ("escalate", "takeover", "release", "close")
 ACTORS: tuple[str | None, ...] = (HOLDER, OTHER, None)
@@ -137,15 +139,15 @@ async def snapshot(h: Harness, name: str) -> Any:
     """Everything the store holds about ``name``: session, transcript and, on Redis, every key."""
     state: dict[str | bytes, Any] = {
         "session": await h.store.get(name),
-        "messages": await h.store.messages(name),
+        "messages": (await h.store.messages(name)).items,
     }
     if h.redis is not None:
         for key in sorted(await h.redis.keys("*")):
             kind = await h.redis.type(key)
             if kind == "string":
                 state[key] = await h.redis.get(key)
-            elif kind == "set":
-                state[key] = sorted(await h.redis.smembers(key))
+            elif kind == "zset":
+                state[key] = await h.redis.zrange(key, 0, -1, withscores=True)
             elif kind == "list":
                 state[key] = await h.redis.lrange(key, 0, -1)
             else:
@@ -179,7 +181,7 @@ async def test_create_returns_a_new_bot_active_session(store: SessionStore) -> N
     assert session["escalation_reason"] is None
     assert session["created_at"] == session["updated_at"]
     assert await store.get("s1") == session
-    assert await store.messages("s1") == []
+    assert (await store.messages("s1")).items == []
 
 
 async def test_create_twice_raises_session_exists(harness: Harness) -> None:
@@ -421,7 +423,7 @@ async def test_add_message_rules(
     session, message = await store.add_message("s1", role, "hello there", agent_id)
     assert session == before["session"]  # speaking never moves the session
     assert await store.get("s1") == before["session"]
-    assert await store.messages("s1") == [message]
+    assert (await store.messages("s1")).items == [message]
     await assert_consistent(harness, "s1")
 
 
@@ -437,7 +439,7 @@ async def test_message_shape(store: SessionStore, role: Role, agent_id: str | No
     assert message["agent_id"] == agent_id
     assert type(message["created_at"]) is int
     assert abs(message["created_at"] - time.time()) < 60
-    assert await store.messages("s1") == [message]
+    assert (await store.messages("s1")).items == [message]
 
 
 async def test_transcript_oldest_first_with_unique_ids(store: SessionStore) -> None:
@@ -447,7 +449,7 @@ async def test_transcript_oldest_first_with_unique_ids(store: SessionStore) -> N
     for i in range(6):
         role: Role = "customer" if i % 2 == 0 else "bot"
         written.append((await store.add_message("s1", role, f"m{i}"))[1])
-    transcript = await store.messages("s1")
+    transcript = (await store.messages("s1")).items
     assert transcript == written
     assert [m["content"] for m in transcript] == [f"m{i}" for i in range(6)]
     assert len({m["id"] for m in transcript}) == 6
@@ -458,8 +460,11 @@ async def test_transcripts_are_per_session(store: SessionStore) -> None:
     await store.create("a")
     await store.create("b")
     await store.add_message("a", "customer", "for a")
-    assert [m["content"] for m in await store.messages("a")] == ["for a"]
-    assert await store.messages("b") == []
+    assert [m["content"] for m in (await store.messages("a")).items] == ["for a"]
+    assert (await store.messages("b")).items == []
+
+
+TRANSCRIPT_LIMIT = Bounds().transcript_messages
 
 
 async def test_transcript_capped_at_limit(harness: Harness) -> None:
@@ -469,7 +474,7 @@ async def test_transcript_capped_at_limit(harness: Harness) -> None:
     await store.create("s1")
     for i in range(TRANSCRIPT_LIMIT + 10):
         await store.add_message("s1", "customer", f"m{i}")
-    transcript = await store.messages("s1")
+    transcript = (await store.messages("s1", limit=1000)).items
     assert len(transcript) == TRANSCRIPT_LIMIT
     assert [m["content"] for m in transcript] == [f"m{i}" for i in range(10, TRANSCRIPT_LIMIT + 10)]
     if harness.redis is not None:
@@ -486,7 +491,7 @@ async def test_list_sessions_only_that_status(harness: Harness) -> None:
     for i, status in enumerate(STATUSES * 2):
         await put_in(store, f"{status}-{i // len(STATUSES)}", status)
     for status in STATUSES:
-        listed = await store.list_sessions(status)
+        listed = (await store.list_sessions(status)).items
         assert {s["session_name"] for s in listed} == {f"{status}-0", f"{status}-1"}
         assert all(s["status"] == status for s in listed)
         for s in listed:
@@ -496,7 +501,7 @@ async def test_list_sessions_only_that_status(harness: Harness) -> None:
 async def test_list_sessions_empty(store: SessionStore) -> None:
     """A status nobody is in lists as an empty list."""
     await store.create("s1")
-    assert await store.list_sessions("waiting_agent") == []
+    assert (await store.list_sessions("waiting_agent")).items == []
 
 
 async def test_list_sessions_first_come_first_served(
@@ -510,15 +515,15 @@ async def test_list_sessions_first_come_first_served(
     for name in ("late", "zeta", "early", "alpha", "mid"):
         await store.apply(name, "escalate")
 
-    queue = [s["session_name"] for s in await store.list_sessions("waiting_agent")]
+    queue = [s["session_name"] for s in (await store.list_sessions("waiting_agent")).items]
     assert queue == ["late", "zeta", "early", "alpha", "mid"]
-    assert [s["session_name"] for s in await store.list_sessions("bot_active")] == ["idle"]
+    assert [s["session_name"] for s in (await store.list_sessions("bot_active")).items] == ["idle"]
 
     # Back in bot_active after a release: it entered bot_active last, so it queues after "idle".
     await store.apply("zeta", "takeover", HOLDER)
     await store.apply("zeta", "release", HOLDER)
-    assert [s["session_name"] for s in await store.list_sessions("bot_active")] == ["idle", "zeta"]
-    queue = [s["session_name"] for s in await store.list_sessions("waiting_agent")]
+    assert [s["session_name"] for s in (await store.list_sessions("bot_active")).items] == ["idle", "zeta"]
+    queue = [s["session_name"] for s in (await store.list_sessions("waiting_agent")).items]
     assert queue == ["late", "early", "alpha", "mid"]
 
 
@@ -550,19 +555,20 @@ async def assert_keys(redis: Redis, expected: dict[str, str]) -> None:
 
 
 async def test_redis_key_layout(redis_store: RedisSessionStore, redis: Redis) -> None:
-    """Keys: session:{name} JSON session, status:{status} sets of names, messages:{name} list,
-    and the one counter that orders the queue."""
+    """Keys: session:{name} JSON session, status:{status} sorted sets of names, messages:{name}
+    list and messages_size:{name} its bytes, and the one clock that orders the queue. Every
+    one of them expires."""
     store = redis_store
     session = await store.create("s1")
     counter = {"sessions:status_seq": "string"}
-    await assert_keys(redis, {session_key("s1"): "string", "status:bot_active": "set", **counter})
+    await assert_keys(redis, {session_key("s1"): "string", "status:bot_active": "zset", **counter})
     assert await stored_json(redis, session_key("s1")) == session
-    assert await redis.smembers("status:bot_active") == {"s1"}
+    assert await index_of(redis, "bot_active") == {"s1"}
 
     _, message = await store.add_message("s1", "customer", "hello")
+    transcript = {messages_key("s1"): "list", "messages_size:{s1}": "string"}
     await assert_keys(
-        redis,
-        {session_key("s1"): "string", "status:bot_active": "set", messages_key("s1"): "list", **counter},
+        redis, {session_key("s1"): "string", "status:bot_active": "zset", **transcript, **counter}
     )
     assert [json.loads(m) for m in await redis.lrange(messages_key("s1"), 0, -1)] == [message]
 
@@ -577,12 +583,13 @@ async def test_redis_key_layout(redis_store: RedisSessionStore, redis: Redis) ->
         transition = await store.apply("s1", action, actor)
         status = transition.session["status"]
         await assert_keys(
-            redis,
-            {session_key("s1"): "string", f"status:{status}": "set", messages_key("s1"): "list", **counter},
+            redis, {session_key("s1"): "string", f"status:{status}": "zset", **transcript, **counter}
         )
         assert await stored_json(redis, session_key("s1")) == transition.session
-        assert await redis.smembers(f"status:{status}") == {"s1"}
+        assert await index_of(redis, status) == {"s1"}
         assert await status_sets_holding(redis, "s1") == [status]
+    for key in await redis.keys("*"):
+        assert await redis.pttl(key) > 0, f"{key!r} does not expire"
 
 
 async def test_redis_status_sets_hold_many_sessions(redis_store: RedisSessionStore, redis: Redis) -> None:
@@ -590,7 +597,7 @@ async def test_redis_status_sets_hold_many_sessions(redis_store: RedisSessionSto
     for i, status in enumerate(STATUSES * 3):
         await put_in(redis_store, f"s{i}", status)
     for j, status in enumerate(STATUSES):
-        assert await redis.smembers(f"status:{status}") == {f"s{j}", f"s{j + 4}", f"s{j + 8}"}
+        assert await index_of(redis, status) == {f"s{j}", f"s{j + 4}", f"s{j + 8}"}
 
 
 async def test_redis_store_reads_what_another_store_wrote(
@@ -604,7 +611,7 @@ async def test_redis_store_reads_what_another_store_wrote(
         await other.apply("s1", "takeover", HOLDER)
         await other.add_message("s1", "agent", "hi", HOLDER)
         assert (await redis_store.get("s1"))["agent_id"] == HOLDER
-        assert [m["content"] for m in await redis_store.messages("s1")] == ["hi"]
+        assert [m["content"] for m in (await redis_store.messages("s1")).items] == ["hi"]
         with pytest.raises(SessionExists):
             await other.create("s1")
     finally:

@@ -9,7 +9,9 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from app.domain.store.base import Bounds
 from app.process.logs import LOG_FORMATS
+from schemas.fields import is_valid_name
 
 COMPONENTS = ("chatbot", "workbench")
 EVENT_LOOPS = ("asyncio", "uvloop")
@@ -51,6 +53,21 @@ class Settings:
     event_loop: str = "asyncio"
     # A Redis Cluster (sharded pub/sub); also chosen by a redis+cluster:// URL.
     redis_cluster: bool = False
+    # Prefix of every Redis key and channel: deployments sharing one Redis keep apart (a DB
+    # number does not separate pub/sub).
+    namespace: str = ""
+    # How long conversations live and how much they hold (app.domain.store.base.Bounds).
+    retention: float = Bounds().retention
+    idle_ttl: float = Bounds().idle_ttl
+    transcript_bytes: int = Bounds().transcript_bytes
+    # Conversations waiting for an agent; past it an escalation is refused (queue_full).
+    max_waiting: int = 1000
+
+    @property
+    def bounds(self) -> Bounds:
+        return Bounds(
+            retention=self.retention, idle_ttl=self.idle_ttl, transcript_bytes=self.transcript_bytes
+        )
 
     @property
     def cluster(self) -> bool:
@@ -76,9 +93,24 @@ class Settings:
             raise ValueError("workers share events through Redis: --workers needs Redis")
         if self.secret is not None and len(self.secret) < 32:
             raise ValueError("the secret must be at least 32 characters")
+        if self.namespace and not is_valid_name(self.namespace):
+            raise ValueError("namespace must be 1-64 of A-Z, a-z, 0-9, _ and -")
+        if self.transcript_bytes < MIN_TRANSCRIPT_BYTES:
+            raise ValueError(f"transcript_bytes must be at least {MIN_TRANSCRIPT_BYTES}")
 
 
-POSITIVE_SECONDS = ("heartbeat", "history_ttl", "redis_timeout", "rate_limit", "session_token_ttl")
+POSITIVE_SECONDS = (
+    "heartbeat",
+    "history_ttl",
+    "redis_timeout",
+    "rate_limit",
+    "session_token_ttl",
+    "retention",
+    "idle_ttl",
+)
+# A transcript holds at least its newest message of the largest size (4,000 characters of 4
+# bytes, JSON-escaped at worst) with room to spare.
+MIN_TRANSCRIPT_BYTES = 64 * 1024
 AT_LEAST_ONE = (
     "queue_size",
     "history_size",
@@ -87,6 +119,7 @@ AT_LEAST_ONE = (
     "max_channels",
     "rate_burst",
     "workers",
+    "max_waiting",
 )
 
 
@@ -145,6 +178,34 @@ OPTIONS = (
     Option("secret", "SWITCHBOARD_SECRET", str, "token signing secret, 32+ characters (required)"),
     Option(
         "session_token_ttl", "SWITCHBOARD_SESSION_TOKEN_TTL", float, "lifetime of customer tokens", "SECONDS"
+    ),
+    Option(
+        "namespace",
+        "SWITCHBOARD_NAMESPACE",
+        str,
+        "prefix of every Redis key and channel, for deployments sharing one Redis",
+        "NAME",
+    ),
+    Option("retention", "SWITCHBOARD_RETENTION", float, "how long closed conversations are kept", "SECONDS"),
+    Option(
+        "idle_ttl",
+        "SWITCHBOARD_IDLE_TTL",
+        float,
+        "a bot conversation idle this long is closed",
+        "SECONDS",
+    ),
+    Option(
+        "transcript_bytes",
+        "SWITCHBOARD_TRANSCRIPT_BYTES",
+        int,
+        "bytes a transcript keeps (its newest messages)",
+        "BYTES",
+    ),
+    Option(
+        "max_waiting",
+        "SWITCHBOARD_MAX_WAITING",
+        int,
+        "conversations waiting for an agent before escalations are refused",
     ),
     Option("log_level", "SWITCHBOARD_LOG_LEVEL", str, "standard logging level"),
     Option("log_format", "SWITCHBOARD_LOG_FORMAT", str, "text, or json for one JSON object per line"),

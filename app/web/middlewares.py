@@ -12,6 +12,7 @@ from aiohttp import web
 from marshmallow import ValidationError
 
 from app.domain.store import SessionExists, SessionNotFound, StoreUnavailable, TransitionRefused
+from app.domain.store.base import InvalidCursor
 from app.keys import METRICS, SENT
 from app.process.logs import request_id
 from app.web.errors import ApiError, error_response
@@ -46,6 +47,8 @@ def _from_exception(exc: Exception) -> web.Response | None:
         return error_response(400, "validation_error", "invalid request", fields=fields)
     if isinstance(exc, SessionNotFound):
         return error_response(404, "session_not_found", str(exc))
+    if isinstance(exc, InvalidCursor):
+        return error_response(400, "invalid_cursor", str(exc))
     if isinstance(exc, SessionExists):
         return error_response(409, "session_exists", str(exc))
     if isinstance(exc, TransitionRefused):

@@ -2,6 +2,7 @@
 agents, how many race, the one-winner check, and the status sets as Redis holds them."""
 
 from collections.abc import Sequence
+from typing import cast
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
@@ -28,5 +29,11 @@ def assert_one_winner(results: Sequence[object], agents: list[str]) -> str:
 
 
 async def status_sets_holding(redis: Redis | RedisCluster, name: str) -> list[str]:
-    """The statuses whose ``status:{status}`` set holds ``name``."""
-    return [s for s in STATUSES if await redis.sismember(f"status:{s}", name)]
+    """The statuses whose ``status:{status}`` index holds ``name``."""
+    return [s for s in STATUSES if await redis.zscore(f"status:{s}", name) is not None]
+
+
+async def index_of(redis: Redis | RedisCluster, status: str) -> set[str]:
+    """The names in a status index."""
+    members = cast(list[bytes | str], await redis.zrange(f"status:{status}", 0, -1))  # no scores asked
+    return {m.decode() if isinstance(m, bytes) else m for m in members}

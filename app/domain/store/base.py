@@ -2,13 +2,38 @@
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Literal, TypedDict
+from typing import Generic, Literal, TypedDict, TypeVar
 
 Status = Literal["bot_active", "waiting_agent", "agent_active", "closed"]
 Role = Literal["customer", "bot", "agent"]
 Action = Literal["escalate", "takeover", "release", "close"]
 
-TRANSCRIPT_LIMIT = 500
+T = TypeVar("T")
+
+# A page of a listing: this many items unless the request asks for another number, at most
+# MAX_PAGE.
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+DAY = 86_400.0
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """How much a conversation may hold and how long it lives (docs/security.md, "Bounds")."""
+
+    # Closed sessions and their transcripts are deleted this long after closing.
+    retention: float = 30 * DAY
+    # A bot_active session without a message or a change for this long is closed.
+    idle_ttl: float = DAY
+    # A transcript keeps its newest messages within both limits.
+    transcript_messages: int = 500
+    transcript_bytes: int = 512 * 1024
+
+    def ttl(self, status: "Status") -> float:
+        """How long a session's keys live after its last write: a closed one for the
+        retention, an open one past the idle time too (the sweeper closes it before that;
+        the expiry is the backstop when no process runs the sweeper)."""
+        return self.retention if status == "closed" else self.idle_ttl + self.retention
 
 
 class Session(TypedDict):
@@ -19,8 +44,13 @@ class Session(TypedDict):
     updated_at: int
     escalation_reason: str | None
     # Increases every time any session enters a status (one counter for all sessions and
-    # processes): the queue order. Seconds are too coarse to tell arrivals apart.
+    # processes): the queue order. Microseconds since the epoch when it entered its status
+    # (or one more than the previous number, if that was later): the sweeper finds sessions
+    # idle or past retention by it.
     status_seq: int
+    # Random, given at creation: tokens carry it, so a session re-created under the same name
+    # (after retention or data loss) refuses the tokens of the one before.
+    incarnation: str
 
 
 class Message(TypedDict):
@@ -29,6 +59,24 @@ class Message(TypedDict):
     content: str
     agent_id: str | None
     created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """Part of a listing; ``next_cursor`` continues it (None: nothing more now). A page may
+    hold fewer items than asked for (entries of the index that moved on are skipped)."""
+
+    items: list[T]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Swept:
+    """What one sweep did: the idle sessions it closed (to announce), and how many closed
+    sessions it deleted past retention."""
+
+    closed: list["Transition"]
+    deleted: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +106,10 @@ class SessionExists(StoreError):
 
 class TransitionRefused(StoreError):
     """The action is not allowed from the session's current state (HTTP 409)."""
+
+
+class InvalidCursor(StoreError):
+    """A cursor this listing did not hand out, or one whose place is gone (HTTP 400)."""
 
 
 class StoreUnavailable(StoreError):
@@ -95,12 +147,27 @@ class SessionStore(ABC):
         """Append to the transcript if the session's state allows ``role`` to speak now."""
 
     @abstractmethod
-    async def list_sessions(self, status: Status) -> list[Session]:
-        """Sessions in ``status``, in the order they entered it (first come, first served)."""
+    async def list_sessions(
+        self, status: Status, *, limit: int = DEFAULT_PAGE, after: str | None = None
+    ) -> Page[Session]:
+        """Sessions in ``status``, in the order they entered it (first come, first served),
+        from after the cursor ``after``; raises InvalidCursor."""
 
     @abstractmethod
-    async def messages(self, session_name: str) -> list[Message]:
-        """The transcript, oldest first, at most TRANSCRIPT_LIMIT messages."""
+    async def count(self, status: Status) -> int:
+        """How many sessions are in ``status`` (may count one that has just left it)."""
+
+    @abstractmethod
+    async def messages(
+        self, session_name: str, *, limit: int = DEFAULT_PAGE, after: str | None = None
+    ) -> Page[Message]:
+        """The transcript (its newest messages within the bounds), oldest first, from after
+        the cursor ``after``; raises SessionNotFound, InvalidCursor."""
+
+    @abstractmethod
+    async def sweep(self, now: float) -> Swept:
+        """Close sessions idle past ``bounds.idle_ttl`` and delete closed ones past
+        ``bounds.retention``, as of ``now`` (unix seconds)."""
 
     async def close(self) -> None:  # noqa: B027  # a hook: only the Redis store has connections
         """Release connections (the memory store has none)."""
@@ -109,3 +176,34 @@ class SessionStore(ABC):
 def queue_order(session: Session) -> tuple[int, str]:
     """First come, first served: by the order sessions entered their status."""
     return session["status_seq"], session["session_name"]
+
+
+def seq_at(unix_seconds: float) -> int:
+    """The status_seq of a session that entered its status at ``unix_seconds``."""
+    return int(unix_seconds * 1_000_000)
+
+
+def session_cursor(status_seq: int) -> str:
+    return str(status_seq)
+
+
+def parse_session_cursor(cursor: str | None) -> int:
+    """The status_seq a queue page continues after (0: from the start)."""
+    if cursor is None:
+        return 0
+    if not cursor.isascii() or not cursor.isdigit() or len(cursor) > 20:
+        raise InvalidCursor(f"not a cursor of this listing: {cursor[:40]!r}")
+    return int(cursor)
+
+
+def page_after(messages: list[Message], limit: int, after: str | None) -> Page[Message]:
+    """A page of a transcript (oldest first); the cursor is the id of a page's last message,
+    which must still be in the transcript."""
+    start = 0
+    if after is not None:
+        start = next((i + 1 for i, m in enumerate(messages) if m["id"] == after), -1)
+        if start < 0:
+            raise InvalidCursor("unknown cursor, or its message has left the transcript: start again")
+    items = messages[start : start + limit]
+    more = start + limit < len(messages)
+    return Page(items, items[-1]["id"] if more and items else None)

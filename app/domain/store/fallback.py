@@ -9,7 +9,18 @@ Redis. Calls made while the sessions move wait for the move, so none lands in th
 import asyncio
 import logging
 
-from app.domain.store.base import Action, Message, Role, Session, SessionStore, Status, Transition
+from app.domain.store.base import (
+    DEFAULT_PAGE,
+    Action,
+    Message,
+    Page,
+    Role,
+    Session,
+    SessionStore,
+    Status,
+    Swept,
+    Transition,
+)
 from app.domain.store.memory import MemorySessionStore
 from app.domain.store.redis_store import RedisSessionStore
 
@@ -39,6 +50,7 @@ class StartupFallbackStore(SessionStore):
             return 0
         self._ready.clear()
         try:
+            await self._redis.upgrade()
             adopted = await self._redis.adopt(self._memory.export())
             self._current = self._redis
         finally:
@@ -68,8 +80,18 @@ class StartupFallbackStore(SessionStore):
     ) -> tuple[Session, Message]:
         return await (await self._store()).add_message(session_name, role, content, agent_id)
 
-    async def list_sessions(self, status: Status) -> list[Session]:
-        return await (await self._store()).list_sessions(status)
+    async def list_sessions(
+        self, status: Status, *, limit: int = DEFAULT_PAGE, after: str | None = None
+    ) -> Page[Session]:
+        return await (await self._store()).list_sessions(status, limit=limit, after=after)
 
-    async def messages(self, session_name: str) -> list[Message]:
-        return await (await self._store()).messages(session_name)
+    async def count(self, status: Status) -> int:
+        return await (await self._store()).count(status)
+
+    async def messages(
+        self, session_name: str, *, limit: int = DEFAULT_PAGE, after: str | None = None
+    ) -> Page[Message]:
+        return await (await self._store()).messages(session_name, limit=limit, after=after)
+
+    async def sweep(self, now: float) -> Swept:
+        return await (await self._store()).sweep(now)

@@ -1,32 +1,57 @@
 """In-process session store. Each method runs without an await between read and write, so it
 is atomic on the event loop without a lock."""
 
-import itertools
+import time
 from collections import deque
+from dataclasses import dataclass, field
 
 from app.domain.store import rules
 from app.domain.store.base import (
-    TRANSCRIPT_LIMIT,
+    DEFAULT_PAGE,
     Action,
+    Bounds,
     Message,
+    Page,
     Role,
     Session,
     SessionExists,
     SessionNotFound,
     SessionStore,
     Status,
+    Swept,
     Transition,
+    page_after,
+    parse_session_cursor,
     queue_order,
+    seq_at,
+    session_cursor,
 )
+
+
+@dataclass(slots=True)
+class _Transcript:
+    """The newest messages within the bounds, and their stored size."""
+
+    messages: deque[Message] = field(default_factory=deque)
+    size: int = 0
+
+    def append(self, message: Message, bounds: Bounds) -> None:
+        self.messages.append(message)
+        self.size += rules.size(message)
+        while len(self.messages) > 1 and (
+            len(self.messages) > bounds.transcript_messages or self.size > bounds.transcript_bytes
+        ):
+            self.size -= rules.size(self.messages.popleft())
 
 
 class MemorySessionStore(SessionStore):
     name = "memory"
 
-    def __init__(self) -> None:
+    def __init__(self, bounds: Bounds | None = None) -> None:
+        self.bounds = bounds if bounds is not None else Bounds()
         self._sessions: dict[str, Session] = {}
-        self._transcripts: dict[str, deque[Message]] = {}
-        self._status_seq = itertools.count(1)
+        self._transcripts: dict[str, _Transcript] = {}
+        self._last_seq = 0
 
     async def create(self, session_name: str) -> Session:
         if session_name in self._sessions:
@@ -48,7 +73,7 @@ class MemorySessionStore(SessionStore):
         moved = rules.apply(session, action, agent_id, reason)
         if moved is None:
             return Transition(session.copy(), session["status"], False)
-        moved["status_seq"] = next(self._status_seq)
+        moved["status_seq"] = self._next_seq()
         self._sessions[session_name] = moved
         return Transition(moved.copy(), session["status"], True)
 
@@ -58,23 +83,56 @@ class MemorySessionStore(SessionStore):
         session = self._load(session_name)
         rules.check_can_speak(session, role, agent_id)
         message = rules.new_message(role, content, agent_id)
-        self._transcripts[session_name].append(message)
+        self._transcripts[session_name].append(message, self.bounds)
         return session.copy(), message.copy()
 
-    async def list_sessions(self, status: Status) -> list[Session]:
-        found = [s.copy() for s in self._sessions.values() if s["status"] == status]
-        return sorted(found, key=queue_order)
+    async def list_sessions(
+        self, status: Status, *, limit: int = DEFAULT_PAGE, after: str | None = None
+    ) -> Page[Session]:
+        start = parse_session_cursor(after)
+        found = sorted(
+            (s for s in self._sessions.values() if s["status"] == status and s["status_seq"] > start),
+            key=queue_order,
+        )
+        items = [s.copy() for s in found[:limit]]
+        more = len(found) > limit
+        return Page(items, session_cursor(items[-1]["status_seq"]) if more else None)
 
-    async def messages(self, session_name: str) -> list[Message]:
+    async def count(self, status: Status) -> int:
+        return sum(1 for s in self._sessions.values() if s["status"] == status)
+
+    async def messages(
+        self, session_name: str, *, limit: int = DEFAULT_PAGE, after: str | None = None
+    ) -> Page[Message]:
         self._load(session_name)
-        return [m.copy() for m in self._transcripts[session_name]]
+        page = page_after(list(self._transcripts[session_name].messages), limit, after)
+        return Page([m.copy() for m in page.items], page.next_cursor)
+
+    async def sweep(self, now: float) -> Swept:
+        closed: list[Transition] = []
+        deleted = 0
+        expired_before = seq_at(now - self.bounds.retention)
+        for name, session in list(self._sessions.items()):
+            if session["status"] == "closed" and session["status_seq"] <= expired_before:
+                del self._sessions[name], self._transcripts[name]
+                deleted += 1
+                continue
+            transcript = self._transcripts[name].messages
+            newest = transcript[-1] if transcript else None
+            if rules.is_idle(session, newest, now, self.bounds.idle_ttl):
+                closed.append(await self.apply(name, "close"))
+        return Swept(closed, deleted)
 
     def export(self) -> list[tuple[Session, list[Message]]]:
         """Every session with its transcript (copies), to move them elsewhere."""
         return [
-            (session.copy(), [m.copy() for m in self._transcripts[name]])
+            (session.copy(), [m.copy() for m in self._transcripts[name].messages])
             for name, session in self._sessions.items()
         ]
+
+    def _next_seq(self) -> int:
+        self._last_seq = rules.next_seq(self._last_seq, time.time())
+        return self._last_seq
 
     def _load(self, session_name: str) -> Session:
         try:
@@ -83,7 +141,7 @@ class MemorySessionStore(SessionStore):
             raise SessionNotFound(session_name) from None
 
     def _insert(self, session_name: str) -> Session:
-        session = rules.new_session(session_name, next(self._status_seq))
+        session = rules.new_session(session_name, self._next_seq())
         self._sessions[session_name] = session
-        self._transcripts[session_name] = deque(maxlen=TRANSCRIPT_LIMIT)
+        self._transcripts[session_name] = _Transcript()
         return session.copy()

@@ -1,7 +1,9 @@
-"""Session store on Redis: ``session:{name}`` (JSON) and ``messages:{name}`` (a list capped at
-TRANSCRIPT_LIMIT), in one hash slot per session (the braces are a Redis Cluster hash tag);
-``status:<status>`` sets index the sessions by status, and one counter,
-``sessions:status_seq``, orders the queue.
+"""Session store on Redis: ``session:{name}`` (JSON), ``messages:{name}`` (a list within the
+transcript's bounds) and ``messages_size:{name}`` (its bytes), in one hash slot per session
+(the braces are a Redis Cluster hash tag); ``status:<status>`` sorted sets index the sessions
+by status, scored by ``status_seq``, which one clock, ``sessions:status_seq``, hands out.
+Every key expires (app.domain.store.base.Bounds): every write renews a session's keys, and the
+sweeper closes idle sessions and deletes closed ones past retention, index entries with them.
 
 Every change reads the session, applies the pure rules of app.domain.store.rules, and commits with a
 compare-and-set script: the write happens only if the session is still what was read. Of many
@@ -10,7 +12,7 @@ get 409. A script, not WATCH/MULTI: it runs on one shard of a cluster as on one 
 costs one round trip.
 
 The status index lives on other slots than the sessions, so it cannot change in the same
-step. A name is added to its new status set before the commit and again after it, and only
+step. A name is added to its new status index before the commit and again after it, and only
 then removed from the old one, which is put back if the session has meanwhile returned to
 that status; an add for a commit that lost its race is taken back the same way. So a status
 set never misses a session that has its status (every removal is followed by a check, every
@@ -22,8 +24,11 @@ import asyncio
 import functools
 import json
 import logging
+import secrets
+import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import TypeVar, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
@@ -31,9 +36,11 @@ from redis.exceptions import RedisError
 
 from app.domain.store import rules
 from app.domain.store.base import (
-    TRANSCRIPT_LIMIT,
+    DEFAULT_PAGE,
     Action,
+    Bounds,
     Message,
+    Page,
     Role,
     Session,
     SessionExists,
@@ -41,8 +48,13 @@ from app.domain.store.base import (
     SessionStore,
     Status,
     StoreUnavailable,
+    Swept,
     Transition,
+    page_after,
+    parse_session_cursor,
     queue_order,
+    seq_at,
+    session_cursor,
 )
 from realtime.redis_replies import as_text
 
@@ -50,59 +62,133 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 MAX_ATTEMPTS = 64
-STATUS_SEQ_KEY = "sessions:status_seq"
+# Index entries the sweeper reads per round trip.
+SWEEP_BATCH = 500
 
-# KEYS: session, messages. ARGV: the session as read ("" = absent), the session to write
-# ("" = unchanged), a message to append ("" = none), the transcript limit. 1 if written.
+# KEYS: session, messages, transcript size. ARGV: the session as read ("" = absent), the
+# session to write ("" = unchanged), a message to append ("" = none), the transcript's limits
+# (messages, bytes), the keys' lifetime in ms. 1 if written. Every write renews the expiry of
+# the session's keys: an active conversation lives on, an abandoned one goes.
 COMPARE_AND_SET_SCRIPT = """
 local current = redis.call('GET', KEYS[1]) or ''
 if current ~= ARGV[1] then
   return 0
 end
 if ARGV[2] ~= '' then
-  redis.call('SET', KEYS[1], ARGV[2])
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[6])
+else
+  redis.call('PEXPIRE', KEYS[1], ARGV[6])
 end
 if ARGV[3] ~= '' then
-  redis.call('RPUSH', KEYS[2], ARGV[3])
-  redis.call('LTRIM', KEYS[2], -tonumber(ARGV[4]), -1)
+  local count = redis.call('RPUSH', KEYS[2], ARGV[3])
+  local size = redis.call('INCRBY', KEYS[3], #ARGV[3])
+  local max_count, max_size = tonumber(ARGV[4]), tonumber(ARGV[5])
+  while count > 1 and (count > max_count or size > max_size) do
+    size = redis.call('DECRBY', KEYS[3], #redis.call('LPOP', KEYS[2]))
+    count = count - 1
+  end
 end
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
+redis.call('PEXPIRE', KEYS[3], ARGV[6])
 return 1
 """
 
-# KEYS: session, messages. ARGV: the session, then its messages. Writes only a session Redis
-# does not have (with its transcript); 1 if written.
+# KEYS: session, messages, transcript size. ARGV: the session, its lifetime in ms, then its
+# messages. Writes only a session Redis does not have (with its transcript); 1 if written.
 ADOPT_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
-redis.call('SET', KEYS[1], ARGV[1])
-redis.call('DEL', KEYS[2])
-for i = 2, #ARGV do
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('DEL', KEYS[2], KEYS[3])
+for i = 3, #ARGV do
   redis.call('RPUSH', KEYS[2], ARGV[i])
+  redis.call('INCRBY', KEYS[3], #ARGV[i])
 end
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('PEXPIRE', KEYS[3], ARGV[2])
+return 1
+"""
+
+# KEYS: the status_seq clock. ARGV: its lifetime in ms. The next queue number: Redis's time
+# in microseconds, or one past the last number if that is later (so it strictly increases
+# whatever the clocks do). Returned as text: Lua numbers are doubles, exact up to 2^53.
+NEXT_SEQ_SCRIPT = """
+local time = redis.call('TIME')
+local seq = tonumber(time[1]) * 1000000 + tonumber(time[2])
+local last = tonumber(redis.call('GET', KEYS[1]) or '0')
+if last >= seq then
+  seq = last + 1
+end
+local text = string.format('%.0f', seq)
+redis.call('SET', KEYS[1], text, 'PX', ARGV[1])
+return text
+"""
+
+# KEYS: session, messages, transcript size. ARGV: the status_seq the session closed with.
+# Deletes the session if it is still that closed session (not one re-created since); 1 if so.
+DELETE_CLOSED_SCRIPT = """
+local raw = redis.call('GET', KEYS[1])
+if not raw then
+  return 0
+end
+local session = cjson.decode(raw)
+if session['status'] ~= 'closed' or string.format('%.0f', session['status_seq']) ~= ARGV[1] then
+  return 0
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 return 1
 """
 
 
-def session_key(name: str) -> str:
-    return f"session:{{{name}}}"
+@dataclass(frozen=True, slots=True)
+class StoreKeys:
+    """The store's key names, under a namespace (``--namespace``: deployments sharing one
+    Redis keep apart). A session's keys share its hash tag, the session name."""
 
+    namespace: str = ""
 
-def status_key(status: str) -> str:
-    return f"status:{status}"
+    def _prefixed(self, key: str) -> str:
+        return f"{self.namespace}:{key}" if self.namespace else key
 
+    def session(self, name: str) -> str:
+        return self._prefixed(f"session:{{{name}}}")
 
-def messages_key(name: str) -> str:
-    return f"messages:{{{name}}}"
+    def messages(self, name: str) -> str:
+        return self._prefixed(f"messages:{{{name}}}")
+
+    def transcript_size(self, name: str) -> str:
+        return self._prefixed(f"messages_size:{{{name}}}")
+
+    def of_session(self, name: str) -> list[str]:
+        return [self.session(name), self.messages(name), self.transcript_size(name)]
+
+    def status(self, status: str) -> str:
+        return self._prefixed(f"status:{status}")
+
+    @property
+    def status_seq(self) -> str:
+        return self._prefixed("sessions:status_seq")
 
 
 class RedisSessionStore(SessionStore):
     name = "redis"
 
-    def __init__(self, redis: Redis | RedisCluster, *, timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        redis: Redis | RedisCluster,
+        *,
+        timeout: float = 5.0,
+        bounds: Bounds | None = None,
+        namespace: str = "",
+    ) -> None:
         self._redis = redis
+        self.bounds = bounds if bounds is not None else Bounds()
+        self.keys = StoreKeys(namespace)
         self._compare_and_set = redis.register_script(COMPARE_AND_SET_SCRIPT)
         self._adopt_script = redis.register_script(ADOPT_SCRIPT)
+        self._next_seq_script = redis.register_script(NEXT_SEQ_SCRIPT)
+        self._delete_closed_script = redis.register_script(DELETE_CLOSED_SCRIPT)
         self._timeout = timeout
         self._down = False  # so that an outage is logged once, not once per request
 
@@ -113,20 +199,20 @@ class RedisSessionStore(SessionStore):
         return session
 
     async def get(self, session_name: str) -> Session:
-        raw = await self._call(lambda: self._redis.get(session_key(session_name)))
+        raw = await self._call(lambda: self._redis.get(self.keys.session(session_name)))
         if raw is None:
             raise SessionNotFound(session_name)
         return _decode(raw)
 
     async def get_or_create(self, session_name: str) -> tuple[Session, bool]:
         async def create() -> tuple[Session, bool] | None:
-            raw = await self._redis.get(session_key(session_name))
+            raw = await self._redis.get(self.keys.session(session_name))
             if raw is not None:
                 return _decode(raw), False
-            session = rules.new_session(session_name, await self._redis.incr(STATUS_SEQ_KEY))
-            await self._redis.sadd(status_key(session["status"]), session_name)
+            session = rules.new_session(session_name, await self._next_seq())
+            await self._enter_status(session)
             if await self._commit(session_name, None, session):
-                await self._after_commit(session_name, session["status"])
+                await self._after_commit(session)
                 return session, True
             await self._leave_status(session_name, session["status"])
             return None  # created by somebody else meanwhile: read it
@@ -142,17 +228,14 @@ class RedisSessionStore(SessionStore):
             if moved is None:
                 return Transition(session, session["status"], False)
             # Taken before the commit (a retry just skips a number): still increasing.
-            moved["status_seq"] = await self._redis.incr(STATUS_SEQ_KEY)
-            before, after = session["status"], moved["status"]
-            if after == before:
-                return (
-                    Transition(moved, before, True) if await self._commit(session_name, raw, moved) else None
-                )
-            await self._redis.sadd(status_key(after), session_name)
+            moved["status_seq"] = await self._next_seq()
+            before = session["status"]
+            await self._enter_status(moved)
             if not await self._commit(session_name, raw, moved):
-                await self._leave_status(session_name, after)  # lost the race: take it back
+                if moved["status"] != before:
+                    await self._leave_status(session_name, moved["status"])  # lost the race
                 return None
-            await self._after_commit(session_name, after, before)
+            await self._after_commit(moved, before)
             return Transition(moved, before, True)
 
         return await self._retrying(session_name, transition)
@@ -165,32 +248,106 @@ class RedisSessionStore(SessionStore):
         async def append() -> tuple[Session, Message] | None:
             raw, session = await self._load(session_name)
             rules.check_can_speak(session, role, agent_id)
-            if not await self._commit(session_name, raw, None, message):
+            if not await self._commit(session_name, raw, None, message, session["status"]):
                 return None  # the session changed (taken over?): check again
             return session, message
 
         return await self._retrying(session_name, append)
 
-    async def list_sessions(self, status: Status) -> list[Session]:
-        names = await self._call(lambda: self._redis.smembers(status_key(status)))
-        if not names:
-            return []
-        raws = await self._call(lambda: self._get_all([session_key(as_text(n)) for n in names]))
+    async def list_sessions(
+        self, status: Status, *, limit: int = DEFAULT_PAGE, after: str | None = None
+    ) -> Page[Session]:
+        start = parse_session_cursor(after)
+        entries = await self._call(
+            functools.partial(self._index, self.keys.status(status), f"({start}", "+inf", limit)
+        )
+        if not entries:
+            return Page([], None)
+        names = [as_text(name) for name, _score in entries]
+        raws = await self._call(lambda: self._get_all([self.keys.session(n) for n in names]))
         sessions = [_decode(raw) for raw in raws if raw is not None]
-        return sorted((s for s in sessions if s["status"] == status), key=queue_order)
+        found = sorted((s for s in sessions if s["status"] == status), key=queue_order)
+        more = len(entries) == limit
+        return Page(found, session_cursor(int(entries[-1][1])) if more else None)
 
-    async def messages(self, session_name: str) -> list[Message]:
+    async def count(self, status: Status) -> int:
+        return int(await self._call(lambda: self._redis.zcard(self.keys.status(status))))
+
+    async def messages(
+        self, session_name: str, *, limit: int = DEFAULT_PAGE, after: str | None = None
+    ) -> Page[Message]:
         async def read() -> tuple[int, list[bytes]]:
             async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.exists(session_key(session_name))
-                pipe.lrange(messages_key(session_name), 0, -1)
+                pipe.exists(self.keys.session(session_name))
+                pipe.lrange(self.keys.messages(session_name), 0, -1)
                 exists, raws = await pipe.execute()
             return exists, raws
 
         exists, raws = await self._call(read)
         if not exists:
             raise SessionNotFound(session_name)
-        return [json.loads(raw) for raw in raws]
+        return page_after([json.loads(raw) for raw in raws], limit, after)
+
+    async def sweep(self, now: float) -> Swept:
+        closed: list[Transition] = []
+        for name, session, newest in await self._entered_before(
+            "bot_active", now - self.bounds.idle_ttl, newest=True
+        ):
+            if rules.is_idle(session, newest, now, self.bounds.idle_ttl):
+                closed.append(await self.apply(name, "close"))
+        deleted = 0
+        for name, session, _ in await self._entered_before("closed", now - self.bounds.retention):
+            deleted += await self._call(functools.partial(self._delete_closed, name, session))
+        for status in ("waiting_agent", "agent_active"):
+            # Only their keys' expiry ends these (nobody touched them for idle_ttl +
+            # retention); what is found here is index entries left by it.
+            await self._entered_before(status, now - self.bounds.ttl(status))
+        return Swept(closed, deleted)
+
+    async def _entered_before(
+        self, status: Status, unix_seconds: float, *, newest: bool = False
+    ) -> list[tuple[str, Session, Message | None]]:
+        """The sessions that entered ``status`` before ``unix_seconds`` and have it still,
+        with their newest message if asked for; index entries of sessions that are gone
+        (expired) are dropped on the way. One round trip per SWEEP_BATCH entries."""
+        found: list[tuple[str, Session, Message | None]] = []
+        key, high = self.keys.status(status), seq_at(unix_seconds)
+
+        async def batch(low: str) -> list[tuple[bytes, float]]:
+            entries = await self._index(key, low, high, SWEEP_BATCH)
+            names = [as_text(name) for name, _score in entries]
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for name in names:
+                    pipe.get(self.keys.session(name))
+                    if newest:
+                        pipe.lindex(self.keys.messages(name), -1)
+                replies = iter(await pipe.execute())
+            for name in names:
+                raw, last = next(replies), next(replies) if newest else None
+                if raw is None:
+                    await self._leave_status(name, status)
+                elif (session := _decode(raw))["status"] == status:
+                    found.append((name, session, json.loads(last) if last else None))
+            return entries
+
+        low = "-inf"
+        while len(entries := await self._call(functools.partial(batch, low))) == SWEEP_BATCH:
+            low = f"({int(entries[-1][1])}"
+        return found
+
+    async def _index(
+        self, key: str, low: str | int, high: str | int, limit: int
+    ) -> list[tuple[bytes, float]]:
+        """Up to ``limit`` entries of a status index, with their scores, from ``low`` up."""
+        entries = await self._redis.zrangebyscore(key, low, high, start=0, num=limit, withscores=True)
+        return cast(list[tuple[bytes, float]], entries)  # withscores: (member, score) pairs
+
+    async def _delete_closed(self, name: str, session: Session) -> int:
+        deleted = await self._delete_closed_script(
+            keys=self.keys.of_session(name), args=[session["status_seq"]]
+        )
+        await self._leave_status(name, "closed")
+        return int(deleted)
 
     async def _get_all(self, keys: list[str]) -> list[bytes | None]:
         """GET of many sessions; a pipeline, not MGET, whose keys must share a slot on a
@@ -201,10 +358,15 @@ class RedisSessionStore(SessionStore):
             return await pipe.execute()
 
     async def _load(self, session_name: str) -> tuple[bytes | str, Session]:
-        raw = await self._redis.get(session_key(session_name))
+        raw = await self._redis.get(self.keys.session(session_name))
         if raw is None:
             raise SessionNotFound(session_name)
         return raw, _decode(raw)
+
+    async def _next_seq(self) -> int:
+        """The next queue number; the clock lives as long as the sessions it numbered."""
+        ttl = _ms(self.bounds.ttl("bot_active"))
+        return int(as_text(await self._next_seq_script(keys=[self.keys.status_seq], args=[ttl])))
 
     async def _commit(
         self,
@@ -212,38 +374,53 @@ class RedisSessionStore(SessionStore):
         read: bytes | str | None,
         session: Session | None,
         message: Message | None = None,
+        status: Status | None = None,
     ) -> bool:
-        """Write ``session`` and/or append ``message`` if the session is still ``read``."""
+        """Write ``session`` and/or append ``message`` if the session is still ``read``; the
+        keys then live for what the session's status (``status`` when not writing it) gives."""
+        lives = session["status"] if session is not None else status
+        assert lives is not None, "a commit writes the session or knows its status"
         written = await self._compare_and_set(
-            keys=[session_key(session_name), messages_key(session_name)],
+            keys=self.keys.of_session(session_name),
             args=[
                 read if read is not None else "",
-                json.dumps(session) if session is not None else "",
-                json.dumps(message) if message is not None else "",
-                TRANSCRIPT_LIMIT,
+                rules.encode(session) if session is not None else "",
+                rules.encode(message) if message is not None else "",
+                self.bounds.transcript_messages,
+                self.bounds.transcript_bytes,
+                _ms(self.bounds.ttl(lives)),
             ],
         )
         return bool(written)
 
-    async def _after_commit(self, session_name: str, status: str, left: str | None = None) -> None:
-        """The index work after a commit: add the name to its status again (undoing a racing
-        removal) and drop it from the status it ``left``. The change is made by then, so a
-        failure here (a cluster shard away) is logged, not answered 503: the worst it leaves
-        is a status set naming a session that has moved on, which readers skip."""
+    async def _enter_status(self, session: Session) -> None:
+        """Index ``session`` under its status; the index lives as long as its newest entry."""
+        key = self.keys.status(session["status"])
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(key, {session["session_name"]: session["status_seq"]})
+            pipe.pexpire(key, _ms(self.bounds.ttl("bot_active")))
+            await pipe.execute()
+
+    async def _after_commit(self, session: Session, left: Status | None = None) -> None:
+        """The index work after a commit: index the session under its status again (undoing
+        a racing removal) and drop it from the status it ``left``. The change is made by
+        then, so a failure here (a cluster shard away) is logged, not answered 503: the worst
+        it leaves is an index entry naming a session that has moved on, which readers skip."""
+        name = session["session_name"]
         try:
-            await self._redis.sadd(status_key(status), session_name)
-            if left is not None:
-                await self._leave_status(session_name, left)
+            await self._enter_status(session)
+            if left is not None and left != session["status"]:
+                await self._leave_status(name, left)
         except RedisError as exc:
-            logger.warning("status index of %r not updated after its change: %r", session_name, exc)
+            logger.warning("status index of %r not updated after its change: %r", name, exc)
 
     async def _leave_status(self, session_name: str, status: str) -> None:
-        """Drop the name from a status set; put it back if the session has that status now
+        """Drop the name from a status index; put it back if the session has that status now
         (a mover added it before our removal and committed before our check)."""
-        await self._redis.srem(status_key(status), session_name)
-        raw = await self._redis.get(session_key(session_name))
-        if raw is not None and _decode(raw)["status"] == status:
-            await self._redis.sadd(status_key(status), session_name)
+        await self._redis.zrem(self.keys.status(status), session_name)
+        raw = await self._redis.get(self.keys.session(session_name))
+        if raw is not None and (session := _decode(raw))["status"] == status:
+            await self._enter_status(session)
 
     async def _retrying(self, session_name: str, attempt: Callable[[], Awaitable[T | None]]) -> T:
         """Run ``attempt`` until it commits (returns a value), reading afresh each time another
@@ -258,6 +435,44 @@ class RedisSessionStore(SessionStore):
 
         return await self._call(attempts)
 
+    async def upgrade(self) -> int:
+        """Bring the data of an earlier version up to this one's layout; returns how many
+        sessions it touched. Status indexes were sets (now sorted sets by status_seq), and
+        sessions had no incarnation and no expiry. Each old session gets an incarnation and
+        its keys the expiry of its status, counted from now, and its index entry a score of
+        now plus its old number (the old numbers were a counter: the queue keeps its order,
+        and the sweeper counts idle time and retention from the upgrade). Safe to run by
+        every process at every start: it finds nothing to do once done."""
+        return await self._call(self._upgrade)
+
+    async def _upgrade(self) -> int:
+        touched = 0
+        for status in ("bot_active", "waiting_agent", "agent_active", "closed"):
+            key = self.keys.status(status)
+            if as_text(await self._redis.type(key)) != "set":
+                continue
+            names = sorted(as_text(n) for n in await self._redis.smembers(key))
+            raws = await self._get_all([self.keys.session(n) for n in names])
+            base, scores = seq_at(time.time()), {}
+            for name, raw in zip(names, raws, strict=True):
+                if raw is None:
+                    continue
+                session = _decode(raw)
+                if not session.get("incarnation"):
+                    session["incarnation"] = secrets.token_hex(8)
+                    await self._commit(name, raw, session)
+                    touched += 1
+                if session["status"] == status:
+                    scores[name] = base + session["status_seq"]
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.delete(key)
+                if scores:
+                    pipe.zadd(key, scores)
+                    pipe.pexpire(key, _ms(self.bounds.ttl("bot_active")))
+                await pipe.execute()
+            logger.info("upgraded the %s index: %d sessions", status, len(scores))
+        return touched
+
     async def adopt(self, records: list[tuple[Session, list[Message]]]) -> int:
         """Write sessions (with their transcripts) that Redis has no record of; sessions it
         already knows are left alone. Returns how many were written."""
@@ -269,14 +484,18 @@ class RedisSessionStore(SessionStore):
     async def _adopt(self, session: Session, messages: list[Message]) -> bool:
         name = session["session_name"]
         # A fresh place in the queue order of this Redis, in the order the sessions had.
-        record: Session = {**session, "status_seq": await self._redis.incr(STATUS_SEQ_KEY)}
-        await self._redis.sadd(status_key(record["status"]), name)
+        record: Session = {**session, "status_seq": await self._next_seq()}
+        await self._enter_status(record)
         written = await self._adopt_script(
-            keys=[session_key(name), messages_key(name)],
-            args=[json.dumps(record), *(json.dumps(m) for m in messages)],
+            keys=self.keys.of_session(name),
+            args=[
+                rules.encode(record),
+                _ms(self.bounds.ttl(record["status"])),
+                *(rules.encode(m) for m in messages),
+            ],
         )
         if written:
-            await self._after_commit(name, record["status"])
+            await self._after_commit(record)
         else:
             await self._leave_status(name, record["status"])
         return bool(written)
@@ -298,6 +517,10 @@ class RedisSessionStore(SessionStore):
             self._down = False
             logger.info("session store available again")
         return result
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
 
 
 def _decode(raw: bytes | str) -> Session:

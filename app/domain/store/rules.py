@@ -1,11 +1,13 @@
 """The state machine of docs/api.md, as pure functions shared by both stores.
 
-Each store runs these inside its own atomic step (a WATCH/MULTI transaction on Redis), so the
+Each store runs these inside its own atomic step (a compare-and-set script on Redis), so the
 rules live in one place and cannot drift between the Redis and memory implementations.
 """
 
+import json
 import secrets
 import time
+from typing import Any
 
 from app.domain.store.base import Action, Message, Role, Session, Status, TransitionRefused
 
@@ -24,7 +26,33 @@ def new_session(session_name: str, status_seq: int) -> Session:
         updated_at=t,
         escalation_reason=None,
         status_seq=status_seq,
+        incarnation=secrets.token_hex(8),
     )
+
+
+def encode(record: Session | Message) -> str:
+    """A record as stored: JSON, non-ASCII text as UTF-8 (an emoji costs its 4 bytes, not the
+    12 of two escapes): what the transcript's byte bound counts."""
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+
+
+def size(record: Any) -> int:
+    return len(encode(record).encode())
+
+
+def next_seq(last: int, unix_seconds: float) -> int:
+    """The next status_seq: the time in microseconds, or one past the last if that is later."""
+    return max(last + 1, int(unix_seconds * 1_000_000))
+
+
+def last_active(session: Session, newest: Message | None) -> int:
+    """When anything last happened in a session: a change of it or its newest message."""
+    return max(session["updated_at"], newest["created_at"] if newest is not None else 0)
+
+
+def is_idle(session: Session, newest: Message | None, now_s: float, idle_ttl: float) -> bool:
+    """A bot conversation nobody has touched for ``idle_ttl``."""
+    return session["status"] == "bot_active" and last_active(session, newest) <= now_s - idle_ttl
 
 
 def new_message(role: Role, content: str, agent_id: str | None) -> Message:

@@ -49,6 +49,9 @@ def event_id(second: int, ms: int = 0, seq: int = 0) -> str:
 RESUME_ID = event_id(T0 + 20, 151)
 
 
+INCARNATION = "5f0c2a9e41d7b386"
+
+
 def _session(status: str, agent_id: str | None, updated: int, seq: int, reason: str | None) -> dict[str, Any]:
     return {
         "session_name": SESSION,
@@ -57,7 +60,8 @@ def _session(status: str, agent_id: str | None, updated: int, seq: int, reason: 
         "created_at": T0,
         "updated_at": updated,
         "escalation_reason": reason,
-        "status_seq": seq,
+        "status_seq": T0 * 1_000_000 + seq,
+        "incarnation": INCARNATION,
     }
 
 

@@ -11,7 +11,7 @@ from typing import Literal
 
 from marshmallow import Schema
 
-from app.domain.store.base import TRANSCRIPT_LIMIT
+from app.domain.store.base import Bounds
 from app.web.limits import MAX_BODY, READY_TIMEOUT
 from app.web.openapi.examples import CHAT_STREAM_EXAMPLE, METRICS_EXAMPLE
 from app.web.openapi.security_schemes import Auth
@@ -89,7 +89,7 @@ def _session_read(component: str) -> dict[tuple[str, str], Operation]:
         ("GET", f"{prefix}/messages"): Operation(
             component,
             "Get the transcript",
-            f"The session's transcript, oldest first (the last {TRANSCRIPT_LIMIT} messages). Token: {who}.",
+            f"The session's transcript, oldest first (its newest messages: at most {Bounds().transcript_messages}, and `--transcript-bytes`). Token: {who}.",
             (Answer(200, "The transcript.", "Transcript", ("transcript.demo",)),),
             auth,
             ("error.invalid_name.session", *access, "error.session_not_found", "error.unavailable"),
