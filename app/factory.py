@@ -7,15 +7,17 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
 from app.backends import Backends, open_backends
 from app.domain.auth import TokenAuthority
 from app.domain.bot import Responder, RuleBasedResponder
-from app.keys import BACKENDS, CANARY, METRICS, RATE_LIMITER, RESPONDER, SETTINGS, STREAMS, TOKENS
+from app.domain.retention import Sweeper
+from app.keys import BACKENDS, CANARY, METRICS, RATE_LIMITER, RESPONDER, SETTINGS, STREAMS, SWEEPER, TOKENS
 from app.process.settings import Settings
 from app.web.limits import MAX_BODY, READY_TIMEOUT, RateLimiter
 from app.web.metrics import Metrics
@@ -23,6 +25,7 @@ from app.web.middlewares import request_middleware
 from app.web.openapi import setup_openapi
 from app.web.security import add_security_headers, allow_origins
 from handlers.chatbot import create_chatbot_app
+from handlers.session_watch import watch_sessions
 from handlers.sse import StreamRegistry, send_heartbeats
 from handlers.workbench import create_workbench_app
 from realtime.channels import canary_channel
@@ -62,7 +65,9 @@ def create_app(
     app[METRICS] = Metrics()
     app[RESPONDER] = responder if responder is not None else RuleBasedResponder()
     app.cleanup_ctx.append(functools.partial(_backends_ctx, backends_factory))
-    app.cleanup_ctx.append(_heartbeats_ctx)
+    app.cleanup_ctx.append(_background("heartbeats", _heartbeats))
+    app.cleanup_ctx.append(_background("sweeper", _sweeper))
+    app.cleanup_ctx.append(_background("session-watch", _session_watch))
     app.on_shutdown.append(_end_streams)
     app[CANARY] = secrets.token_hex(8)
     app.router.add_get("/health", health)
@@ -88,12 +93,36 @@ async def _backends_ctx(backends_factory: BackendsFactory, app: web.Application)
     await backends.close()
 
 
-async def _heartbeats_ctx(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(send_heartbeats(app[STREAMS], app[SETTINGS].heartbeat), name="heartbeats")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+def _background(
+    name: str, job: Callable[[web.Application], Coroutine[Any, Any, None]]
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context running ``job(app)`` as a task while the app serves."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(job(app), name=name)
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return context
+
+
+def _heartbeats(app: web.Application) -> Coroutine[Any, Any, None]:
+    return send_heartbeats(app[STREAMS], app[SETTINGS].heartbeat)
+
+
+def _sweeper(app: web.Application) -> Coroutine[Any, Any, None]:
+    backends = app[BACKENDS]
+    sweeper = Sweeper(backends.store, backends.broker, app[SETTINGS].bounds)
+    app[SWEEPER] = sweeper
+    app[METRICS].watch_sweeper(sweeper.stats)
+    return sweeper.run()
+
+
+def _session_watch(app: web.Application) -> Coroutine[Any, Any, None]:
+    """Streams of sessions that are gone end within a heartbeat."""
+    return watch_sessions(app[STREAMS], app[BACKENDS].store, app[SETTINGS].heartbeat)
 
 
 async def _end_streams(app: web.Application) -> None:

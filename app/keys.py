@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from app.backends import Backends
     from app.domain.auth import TokenAuthority
     from app.domain.bot import Responder
+    from app.domain.retention import Sweeper
     from app.process.settings import Settings
     from app.web.limits import RateLimiter
     from app.web.metrics import Metrics
@@ -34,3 +35,5 @@ COMPONENT: web.AppKey[str] = web.AppKey("component")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 # Set by an event stream when it ends: (its status, True), for the request's log line.
 SENT: web.RequestKey[tuple[int, bool]] = web.RequestKey("sent")
+# The retention sweeper of this process (set once the backends are open).
+SWEEPER: web.AppKey[Sweeper] = web.AppKey("sweeper")

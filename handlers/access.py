@@ -5,6 +5,7 @@ from aiohttp import web
 from marshmallow import ValidationError
 
 from app.domain.auth import Principal, TokenError
+from app.domain.store import Session
 from app.keys import COMPONENT, RATE_LIMITER, TOKENS
 from app.web.errors import ApiError
 
@@ -48,6 +49,18 @@ def check_session(principal: Principal | None, session_name: str) -> Principal |
     if principal is not None and (principal.kind, principal.subject) != ("session", session_name):
         raise ApiError(403, "forbidden", "this token does not grant access to that session")
     return principal
+
+
+def check_incarnation(principal: Principal | None, session: Session) -> None:
+    """A session token minted for an earlier conversation under this name (the session was
+    deleted and started again) is refused like an expired one."""
+    if principal is not None and principal.incarnation not in (None, session["incarnation"]):
+        raise ApiError(
+            401,
+            "unauthorized",
+            "this token belongs to an earlier conversation under this name",
+            headers=CHALLENGE,
+        )
 
 
 def require_agent(request: web.Request, *, query_ok: bool = False) -> Principal | None:

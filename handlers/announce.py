@@ -1,52 +1,27 @@
-"""Which events a state change publishes, in which order (docs/api.md, "Events each action
-publishes"). Both sub-apps announce transitions through here, so the table lives once."""
+"""The announcements of app.domain.announcements, published with the source of the sub-app
+serving the request."""
 
-from typing import Any
+import functools
 
 from aiohttp import web
 
+from app.domain import announcements
+from app.domain.announcements import Publish
 from app.domain.store import Action, Message, Session, Transition
 from handlers.common import publish
-from realtime.channels import BROADCAST, agent_channel, session_channel
 
-PRESENCE = {"takeover": "agent_joined", "release": "agent_left"}
+
+def publisher(request: web.Request) -> Publish:
+    return functools.partial(publish, request)
 
 
 async def announce_transition(
     request: web.Request, action: Action, transition: Transition, agent_id: str | None = None
 ) -> None:
-    if not transition.changed:
-        return
-    session = transition.session
-    name = session["session_name"]
-    channel = session_channel(name)
-    presence = PRESENCE.get(action)
-    if presence is not None:
-        await publish(request, channel, presence, {"session_name": name, "agent_id": agent_id})
-    status_change = {
-        "session_name": name,
-        "status": session["status"],
-        "previous_status": transition.previous_status,
-        "agent_id": session["agent_id"],
-    }
-    await publish(request, channel, "status_change", status_change)
-    if action == "escalate":
-        transfer = {
-            "session_name": name,
-            "status": session["status"],
-            "reason": session["escalation_reason"],
-        }
-        await publish(request, BROADCAST, "transfer_request", transfer)
-    else:
-        await publish(request, BROADCAST, "status_change", status_change)
+    await announcements.announce_transition(publisher(request), action, transition, agent_id)
 
 
 async def announce_message(
     request: web.Request, session: Session, message: Message, *, to_holder: bool = False
 ) -> None:
-    name = session["session_name"]
-    payload: dict[str, Any] = {"session_name": name, "message": message}
-    await publish(request, session_channel(name), "new_message", payload)
-    holder = session["agent_id"]
-    if to_holder and holder is not None and session["status"] == "agent_active":
-        await publish(request, agent_channel(holder), "new_message", payload)
+    await announcements.announce_message(publisher(request), session, message, to_holder=to_holder)

@@ -10,11 +10,11 @@ from aiohttp import web
 from aiohttp.http import StreamWriter
 
 from app.domain.bot import collect, reply_of, stream_of
-from app.domain.store import TransitionRefused
-from app.keys import COMPONENT, RESPONDER, SETTINGS, SOURCE, TOKENS
+from app.domain.store import Session, TransitionRefused
+from app.keys import COMPONENT, METRICS, RESPONDER, SETTINGS, SOURCE, TOKENS
 from app.web.errors import ApiError, error_response
 from app.web.middlewares import _from_exception
-from handlers.access import CHALLENGE, check_session, limit_actions, who
+from handlers.access import CHALLENGE, check_incarnation, check_session, limit_actions, who
 from handlers.announce import announce_message, announce_transition
 from handlers.common import add_session_read_routes, backends, checked_content, load_body
 from handlers.sse import SEND_TIMEOUT
@@ -33,13 +33,32 @@ STREAM_HEADERS = {
 }
 
 
-def _session_token(request: web.Request, session_name: str) -> dict[str, str]:
-    """``{"token": ...}`` for a session just created (nothing under --insecure)."""
+# What the bot says when it would hand the conversation over but --max-waiting customers wait.
+QUEUE_FULL_NOTICE = (
+    "All our agents are busy right now, so I'll stay with you for the moment. "
+    "Please ask for a person again in a few minutes."
+)
+
+
+def _session_token(request: web.Request, session: Session) -> dict[str, str]:
+    """``{"token": ...}`` for a session just created (nothing under --insecure), bound to this
+    conversation by its incarnation."""
     authority = request.config_dict.get(TOKENS)
     if authority is None:
         return {}
     ttl = request.config_dict[SETTINGS].session_token_ttl
-    return {"token": authority.mint("session", session_name, ttl)}
+    return {"token": authority.mint("session", session["session_name"], ttl, session["incarnation"])}
+
+
+async def _queue_full(request: web.Request) -> bool:
+    """Whether --max-waiting conversations wait for an agent already (counted as a refusal).
+    Checked before the escalation, not with it: escalations in flight together may pass the
+    limit by their number."""
+    limit = request.config_dict[SETTINGS].max_waiting
+    if await backends(request).store.count("waiting_agent") < limit:
+        return False
+    request.config_dict[METRICS].escalations_refused["queue_full"] += 1
+    return True
 
 
 @routes.post("/api/sessions")
@@ -48,7 +67,7 @@ async def create_session(request: web.Request) -> web.Response:
     body = await load_body(request, CreateSessionSchema())
     name = body["session_name"] or f"s-{secrets.token_hex(8)}"
     session = await backends(request).store.create(name)
-    return web.json_response({**session, **_session_token(request, name)}, status=201)
+    return web.json_response({**session, **_session_token(request, session)}, status=201)
 
 
 async def _accept_chat(request: web.Request) -> tuple[str, str]:
@@ -63,7 +82,7 @@ async def _accept_chat(request: web.Request) -> tuple[str, str]:
     store = backends(request).store
     if principal is not None:
         check_session(principal, name)
-        await store.get(name)
+        check_incarnation(principal, await store.get(name))
     elif TOKENS in request.config_dict:
         raise ApiError(
             401,
@@ -194,14 +213,22 @@ async def _converse(
         answer = await reply_of(responder, session, message)
     else:
         answer = await collect(stream_of(responder, session, message), stream.chunk)
+    text, escalate = answer.text, answer.escalate
+    if escalate and await _queue_full(request):
+        # The bot says so, in the same reply (a streamed one gets it as its last piece), and
+        # keeps the conversation.
+        notice = f"{chr(10) * 2 if text else ''}{QUEUE_FULL_NOTICE}"
+        text, escalate = text + notice, False
+        if stream is not None:
+            await stream.chunk(notice)
     try:
-        session, reply = await store.add_message(name, "bot", answer.text)
+        session, reply = await store.add_message(name, "bot", text)
     except TransitionRefused:
         # An agent took the session over while the bot was thinking: the agent answers.
         session = await store.get(name)
         return {"session": session, "message": message, "reply": None}
     await announce_message(request, session, reply)
-    if answer.escalate:
+    if escalate:
         try:
             transition = await store.apply(name, "escalate", reason=answer.reason)
         except TransitionRefused:
@@ -217,8 +244,16 @@ async def escalate(request: web.Request) -> web.Response:
     principal = who(request)
     limit_actions(request, principal)
     body = await load_body(request, EscalateSchema())
-    check_session(principal, body["session_name"])
-    transition = await backends(request).store.apply(body["session_name"], "escalate", reason=body["reason"])
+    name = body["session_name"]
+    check_session(principal, name)
+    store = backends(request).store
+    session = await store.get(name)
+    check_incarnation(principal, session)
+    if session["status"] == "bot_active" and await _queue_full(request):
+        raise ApiError(
+            409, "queue_full", "all agents are busy: the conversation stays with the bot; try again later"
+        )
+    transition = await store.apply(name, "escalate", reason=body["reason"])
     await announce_transition(request, "escalate", transition)
     return web.json_response(transition.session)
 

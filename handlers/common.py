@@ -10,7 +10,7 @@ from app.backends import Backends
 from app.domain.store.base import MAX_PAGE
 from app.keys import BACKENDS, COMPONENT, SETTINGS, SOURCE
 from app.web.errors import ApiError
-from handlers.access import require_reader
+from handlers.access import check_incarnation, require_reader
 from handlers.sse import stream_events
 from realtime.channels import presence_channel, session_channel
 from realtime.events import envelope
@@ -78,13 +78,17 @@ async def publish(request: web.Request, channel: str, type_: str, payload: dict[
 
 async def get_session(request: web.Request) -> web.Response:
     name = path_name(request, "session_name")
-    require_reader(request, name)
-    return web.json_response(await backends(request).store.get(name))
+    principal = require_reader(request, name)
+    session = await backends(request).store.get(name)
+    check_incarnation(principal, session)
+    return web.json_response(session)
 
 
 async def get_messages(request: web.Request) -> web.Response:
     name = path_name(request, "session_name")
-    require_reader(request, name)
+    principal = require_reader(request, name)
+    if principal is not None and principal.incarnation is not None:
+        check_incarnation(principal, await backends(request).store.get(name))
     page = await backends(request).store.messages(name, limit=MAX_PAGE)
     return web.json_response({"session_name": name, "messages": page.items})
 
@@ -92,7 +96,8 @@ async def get_messages(request: web.Request) -> web.Response:
 async def session_events(request: web.Request) -> web.StreamResponse:
     name = path_name(request, "session_name")
     principal = require_reader(request, name, query_ok=True)
-    await backends(request).store.get(name)  # 404 before any stream opens
+    session = await backends(request).store.get(name)  # 404 before any stream opens
+    check_incarnation(principal, session)
     channel = session_channel(name)
     # The customer's own streams say, to every process, that the customer is connected.
     customer_side = request.app[COMPONENT] == "chatbot"
@@ -102,6 +107,7 @@ async def session_events(request: web.Request) -> web.StreamResponse:
         {"channels": [channel], "session_name": name},
         principal,
         presence=presence_channel(name) if customer_side else None,
+        session=(name, session["incarnation"]),
     )
 
 

@@ -121,6 +121,8 @@ class OpenStream:
     frames: FrameWriter
     subscription: Subscription
     component: str
+    # A session's stream: (name, incarnation) of the session, which it ends with.
+    session: tuple[str, str] | None = None
 
 
 @dataclass(slots=True)
@@ -219,6 +221,7 @@ def stream_events(
     principal: Principal | None,
     presence: str | None = None,
     accepts: Callable[[Event], bool] | None = None,
+    session: tuple[str, str] | None = None,
 ) -> Coroutine[Any, Any, web.StreamResponse]:
     """Check the limits and take the stream's place, then give the handler the stream to
     await. Not a coroutine itself: a suspended frame per open stream is memory per stream, so
@@ -243,7 +246,7 @@ def stream_events(
             "this token holds as many streams as it may; close one first",
             headers={"Retry-After": "5"},
         )
-    return _serve(request, channels, connected, owner, presence, accepts)
+    return _serve(request, channels, connected, owner, presence, accepts, session)
 
 
 async def _serve(
@@ -253,6 +256,7 @@ async def _serve(
     owner: str | None,
     presence: str | None,
     accepts: Callable[[Event], bool] | None,
+    session: tuple[str, str] | None,
 ) -> web.StreamResponse:
     registry = request.config_dict[STREAMS]
     try:
@@ -267,7 +271,7 @@ async def _serve(
             writer = await response.prepare(request)
             assert writer is not None
             frames = FrameWriter(writer, request, SEND_TIMEOUT)
-            stream = OpenStream(frames, subscription, request.app[COMPONENT])
+            stream = OpenStream(frames, subscription, request.app[COMPONENT], session)
             registry.add(stream)
             _log_open(subscription)
             opened, ended = time.monotonic(), "client left"

@@ -27,7 +27,8 @@ SOURCES = ("ai_chatbot", "agent_workbench", "system")
 ALLOWED_SOURCES: dict[str, frozenset[str]] = {
     "connected": frozenset({"system"}),
     "heartbeat": frozenset({"system"}),
-    "status_change": frozenset({"ai_chatbot", "agent_workbench"}),
+    # "system": the sweeper closing an idle bot conversation.
+    "status_change": frozenset({"ai_chatbot", "agent_workbench", "system"}),
     "transfer_request": frozenset({"ai_chatbot"}),
     "new_message": frozenset({"ai_chatbot", "agent_workbench"}),
     "agent_joined": frozenset({"agent_workbench"}),

@@ -462,12 +462,15 @@ async def test_created_session_token_works(make_client: MakeClient, settings: Se
     stream, for that session's chat, escalate, state, transcript and events."""
     client = await secure_client(make_client, settings, session_token_ttl=120)
     token = await create(client, "s1")
-    assert TokenAuthority(SECRET).verify(token) == Principal("session", "s1")
+    incarnation = (await call(client, "GET", f"{CHATBOT}/sessions/s1", headers=bearer(token)))["incarnation"]
+    assert TokenAuthority(SECRET).verify(token) == Principal("session", "s1", incarnation)
     claims = claims_of(token)
     assert claims["exp"] - claims["iat"] == 120
 
     unnamed = await call(client, "POST", f"{CHATBOT}/sessions", status=201)
-    assert TokenAuthority(SECRET).verify(unnamed["token"]) == Principal("session", unnamed["session_name"])
+    assert TokenAuthority(SECRET).verify(unnamed["token"]) == Principal(
+        "session", unnamed["session_name"], unnamed["incarnation"]
+    )
 
     events = f"{CHATBOT}/sessions/s1/events"
     async with open_stream(client, with_token(events, token)) as (by_query, connected):

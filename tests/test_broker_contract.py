@@ -869,9 +869,9 @@ FORGED = {
         },
         "agent_workbench",
     ),
-    "status_change-from-system": envelope(
-        "status_change",
-        {"session_name": "s1", "status": "closed", "previous_status": "bot_active", "agent_id": None},
+    "transfer_request-from-system": envelope(
+        "transfer_request",
+        {"session_name": "s1", "status": "waiting_agent", "reason": None},
         "system",
     ),
 }

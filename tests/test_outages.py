@@ -280,9 +280,12 @@ REFUSED = 10  # requests each process refuses during the outage of test 2
 
 
 async def test_each_outage_transition_is_logged_once(
-    server_process: StartServer, redis_server: RedisServer
+    server_process: StartServer, aof_redis: RedisServer
 ) -> None:
-    """One outage is logged once per transition on each process, not once per message or request."""
+    """One outage is logged once per transition on each process, not once per message or request.
+    Redis keeps its data (AOF): the session outlives the outage, and so do its streams."""
+    redis_server = aof_redis
+    redis_server.start()
     args = ("--redis-url", redis_server.url, "--heartbeat", HEARTBEAT)
     chatbot = server_process("--chatbot", *args, env=REDIS_ON)
     workbench = server_process("--workbench", *args, env=REDIS_ON)
@@ -311,7 +314,7 @@ async def test_each_outage_transition_is_logged_once(
                     await assert_unavailable(http, "GET", f"{wb}/workbench/api/sessions/{name}")
                 await asyncio.sleep(max(0.0, 4.0 - (time.monotonic() - killed)))
 
-                redis_server.start()  # empty (no AOF): the first chat creates the session again
+                redis_server.start()
                 for base in (cb, wb):
                     await wait_health(http, base, "ok", RECOVERY_BOUND)
                 for i in range(3):

@@ -4,6 +4,7 @@ Two kinds: a session token speaks for one customer conversation, an agent token 
 The secret signs both; rotating it invalidates every token at once (see docs/security.md).
 """
 
+import re
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -16,6 +17,7 @@ Kind = Literal["session", "agent"]
 KINDS: tuple[Kind, ...] = ("session", "agent")
 ALGORITHM = "HS256"
 MIN_SECRET_LENGTH = 32
+INCARNATION = re.compile(r"[0-9a-f]{16}")
 
 
 class TokenError(Exception):
@@ -26,6 +28,9 @@ class TokenError(Exception):
 class Principal:
     kind: Kind
     subject: str
+    # A session token's conversation (its session's incarnation); None in an agent token, and
+    # in a session token minted by the CLI without one (it speaks for the name).
+    incarnation: str | None = None
 
     @property
     def key(self) -> str:
@@ -39,11 +44,15 @@ class TokenAuthority:
             raise ValueError(f"the secret must be at least {MIN_SECRET_LENGTH} characters")
         self._secret = secret
 
-    def mint(self, kind: Kind, subject: str, ttl: float) -> str:
+    def mint(self, kind: Kind, subject: str, ttl: float, incarnation: str | None = None) -> str:
         if kind not in KINDS or not is_valid_name(subject) or ttl < 1:
             raise ValueError("a token needs a kind, a valid name and a lifetime of 1 s or more")
+        if incarnation is not None and (kind != "session" or not INCARNATION.fullmatch(incarnation)):
+            raise ValueError("an incarnation is 16 hex digits, and only session tokens carry one")
         now = int(time.time())
-        claims = {"typ": kind, "sub": subject, "iat": now, "exp": now + int(ttl)}
+        claims: dict[str, str | int] = {"typ": kind, "sub": subject, "iat": now, "exp": now + int(ttl)}
+        if incarnation is not None:
+            claims["inc"] = incarnation
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
 
     def verify(self, token: str) -> Principal:
@@ -58,7 +67,11 @@ class TokenAuthority:
             raise TokenError("token expired") from None
         except jwt.InvalidTokenError:
             raise TokenError("invalid token") from None
-        kind, subject = claims.get("typ"), claims.get("sub")
+        kind, subject, incarnation = claims.get("typ"), claims.get("sub"), claims.get("inc")
         if kind not in KINDS or not isinstance(subject, str) or not is_valid_name(subject):
             raise TokenError("invalid token")
-        return Principal(kind, subject)
+        if incarnation is not None and (
+            kind != "session" or not isinstance(incarnation, str) or not INCARNATION.fullmatch(incarnation)
+        ):
+            raise TokenError("invalid token")
+        return Principal(kind, subject, incarnation)

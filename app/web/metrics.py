@@ -6,6 +6,7 @@ the stream registry) and read when Prometheus scrapes, so that counting costs th
 nothing it would notice.
 """
 
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,7 @@ from prometheus_client.registry import Collector
 from app.backends import Backends
 
 if TYPE_CHECKING:
+    from app.domain.retention import SweepStats
     from handlers.sse import StreamRegistry  # the registry lives with the SSE writer
 
 # Names and help texts of the metrics that the OpenAPI document shows as its example.
@@ -28,6 +30,7 @@ REQUEST_DURATION_HELP = (
 )
 REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BROKER_MODES = ("redis", "redis-cluster", "memory")
+ESCALATION_REFUSALS = ("queue_full",)
 
 
 class Metrics:
@@ -40,6 +43,8 @@ class Metrics:
             buckets=REQUEST_BUCKETS,
             registry=self.registry,
         )
+        # Escalations refused, by reason (``queue_full``: --max-waiting).
+        self.escalations_refused: Counter[str] = Counter()
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self._requests.labels(method, route, str(status)).observe(seconds)
@@ -48,9 +53,40 @@ class Metrics:
         """Export what the streams and the broker count (once the backends are open)."""
         self.registry.register(_EventPathCollector(streams, backends, components))
 
+    def watch_sweeper(self, stats: "SweepStats") -> None:
+        self.registry.register(_BoundsCollector(stats, self.escalations_refused))
+
     def exposition(self) -> tuple[bytes, str]:
         """The text format, and its content type."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class _BoundsCollector(Collector):
+    """What the bounds of docs/security.md did."""
+
+    def __init__(self, sweep: "SweepStats", escalations_refused: Counter[str]) -> None:
+        self._sweep = sweep
+        self._escalations_refused = escalations_refused
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "switchboard_sessions_closed_idle",
+            "Bot conversations the sweeper closed after --idle-ttl without activity.",
+            value=self._sweep.closed_idle,
+        )
+        yield CounterMetricFamily(
+            "switchboard_sessions_expired",
+            "Closed sessions (with their transcripts) deleted past --retention.",
+            value=self._sweep.deleted,
+        )
+        refused = CounterMetricFamily(
+            "switchboard_escalations_refused",
+            "Escalations refused, by reason (queue_full: --max-waiting conversations wait).",
+            labels=("reason",),
+        )
+        for reason in ESCALATION_REFUSALS:
+            refused.add_metric((reason,), self._escalations_refused[reason])
+        yield refused
 
 
 class _EventPathCollector(Collector):

@@ -130,6 +130,10 @@ class SessionStore(ABC):
         """Raises SessionNotFound."""
 
     @abstractmethod
+    async def get_many(self, session_names: list[str]) -> dict[str, Session]:
+        """The sessions of those names that exist."""
+
+    @abstractmethod
     async def get_or_create(self, session_name: str) -> tuple[Session, bool]:
         """The session, created if new; the flag says whether it was created."""
 

@@ -67,6 +67,9 @@ class StartupFallbackStore(SessionStore):
     async def get(self, session_name: str) -> Session:
         return await (await self._store()).get(session_name)
 
+    async def get_many(self, session_names: list[str]) -> dict[str, Session]:
+        return await (await self._store()).get_many(session_names)
+
     async def get_or_create(self, session_name: str) -> tuple[Session, bool]:
         return await (await self._store()).get_or_create(session_name)
 

@@ -61,6 +61,9 @@ class MemorySessionStore(SessionStore):
     async def get(self, session_name: str) -> Session:
         return self._load(session_name).copy()
 
+    async def get_many(self, session_names: list[str]) -> dict[str, Session]:
+        return {n: self._sessions[n].copy() for n in session_names if n in self._sessions}
+
     async def get_or_create(self, session_name: str) -> tuple[Session, bool]:
         if session_name in self._sessions:
             return await self.get(session_name), False
@@ -120,7 +123,7 @@ class MemorySessionStore(SessionStore):
             transcript = self._transcripts[name].messages
             newest = transcript[-1] if transcript else None
             if rules.is_idle(session, newest, now, self.bounds.idle_ttl):
-                closed.append(await self.apply(name, "close"))
+                closed.append(await self.apply(name, "close"))  # one event loop: no rival
         return Swept(closed, deleted)
 
     def export(self) -> list[tuple[Session, list[Message]]]:

@@ -21,6 +21,7 @@ status.
 """
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -50,6 +51,7 @@ from app.domain.store.base import (
     StoreUnavailable,
     Swept,
     Transition,
+    TransitionRefused,
     page_after,
     parse_session_cursor,
     queue_order,
@@ -204,6 +206,10 @@ class RedisSessionStore(SessionStore):
             raise SessionNotFound(session_name)
         return _decode(raw)
 
+    async def get_many(self, session_names: list[str]) -> dict[str, Session]:
+        raws = await self._call(lambda: self._get_all([self.keys.session(n) for n in session_names]))
+        return {n: _decode(raw) for n, raw in zip(session_names, raws, strict=True) if raw is not None}
+
     async def get_or_create(self, session_name: str) -> tuple[Session, bool]:
         async def create() -> tuple[Session, bool] | None:
             raw = await self._redis.get(self.keys.session(session_name))
@@ -294,7 +300,8 @@ class RedisSessionStore(SessionStore):
             "bot_active", now - self.bounds.idle_ttl, newest=True
         ):
             if rules.is_idle(session, newest, now, self.bounds.idle_ttl):
-                closed.append(await self.apply(name, "close"))
+                with contextlib.suppress(TransitionRefused, SessionNotFound):  # another sweeper
+                    closed.append(await self.apply(name, "close"))
         deleted = 0
         for name, session, _ in await self._entered_before("closed", now - self.bounds.retention):
             deleted += await self._call(functools.partial(self._delete_closed, name, session))
