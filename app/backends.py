@@ -159,6 +159,7 @@ class BrokerOptions(TypedDict):
     queue_size: int
     history_maxlen: int
     history_ttl: float
+    history_bytes: int
     subscribe_timeout: float
 
 
@@ -168,6 +169,7 @@ def redis_broker_options(settings: Settings) -> BrokerOptions:
         "queue_size": settings.queue_size,
         "history_maxlen": settings.history_size,
         "history_ttl": settings.history_ttl,
+        "history_bytes": settings.history_bytes,
         "subscribe_timeout": settings.redis_timeout,
     }
 
@@ -179,6 +181,7 @@ async def open_backends(settings: Settings) -> Backends:
             queue_size=settings.queue_size,
             history_size=settings.history_size,
             history_ttl=settings.history_ttl,
+            history_bytes=settings.history_bytes,
         )
         return Backends(memory, MemorySessionStore(settings.bounds))
     if settings.cluster:

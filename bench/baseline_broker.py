@@ -20,6 +20,7 @@ from realtime.broker import DEFAULT_QUEUE_SIZE, Broker, BrokerError, History, Su
 from realtime.event_log import RedisEventLog
 from realtime.events import validated
 from realtime.fanout import FanOut
+from realtime.history import HISTORY_BYTES
 from realtime.pubsub import PubSubConnection
 from realtime.redis_broker import KeyLayout
 from realtime.redis_replies import DISCONNECTED, UNAVAILABLE
@@ -37,11 +38,18 @@ class PerStreamRedisBroker(Broker):
         queue_size: int = DEFAULT_QUEUE_SIZE,
         history_maxlen: int = 1000,
         history_ttl: float = 3600.0,
+        history_bytes: int = HISTORY_BYTES,
         subscribe_timeout: float = 5.0,
     ) -> None:
         super().__init__(queue_size=queue_size)
         self._redis = redis
-        self._log = RedisEventLog(redis, KeyLayout(), history_maxlen=history_maxlen, history_ttl=history_ttl)
+        self._log = RedisEventLog(
+            redis,
+            KeyLayout(),
+            history_maxlen=history_maxlen,
+            history_ttl=history_ttl,
+            history_bytes=history_bytes,
+        )
         self._subscribe_timeout = subscribe_timeout
         self._subscriber_redis = Redis.from_url(subscriber_url)
         self._local = FanOut(self.stats)  # for close() and counting only: no shared fan-out

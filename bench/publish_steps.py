@@ -160,8 +160,8 @@ async def _time_steps(redis_url: str, name: str, config: Config) -> PublishSteps
     from app.process.settings import Settings
     from handlers.access import acting_agent, limit_actions, require_agent
     from handlers.common import checked_content, load_body, path_name
-    from realtime.channels import session_channel
-    from realtime.event_log import PUBLISH_SCRIPT
+    from realtime.channels import PATTERN_HISTORY_FACTOR, session_channel
+    from realtime.event_log import PUBLISH_SCRIPT, size_key
     from realtime.events import envelope, validated
     from realtime.redis_broker import KeyLayout
     from schemas import AgentMessageSchema
@@ -178,11 +178,17 @@ async def _time_steps(redis_url: str, name: str, config: Config) -> PublishSteps
         script = backends.redis.register_script(PUBLISH_SCRIPT)
         layout = KeyLayout()
         channel = session_channel(name)
-        keys = [layout.history_key(channel), layout.clock_key((channel,))]
+        history = layout.history_key(channel)
+        pattern = layout.pattern_history_key(channel)
+        assert pattern is not None, "a session channel's events go to the pattern history too"
+        keys = [history, size_key(history), layout.clock_key((channel,)), pattern, size_key(pattern)]
         args_tail: list[int | str] = [
             settings.history_size,
+            settings.history_bytes,
             int(settings.history_ttl * 1000),
             layout.publish_command,
+            settings.history_size * PATTERN_HISTORY_FACTOR,
+            settings.history_bytes * PATTERN_HISTORY_FACTOR,
         ]
         wall = numpy.zeros((config.iterations, len(STEPS)), dtype=numpy.int64)
         cpu = numpy.zeros((config.iterations, len(STEPS)), dtype=numpy.int64)

@@ -25,7 +25,7 @@ from realtime import ids
 from realtime.channels import PATTERN_HISTORY_FACTOR
 from realtime.errors import BrokerError
 from realtime.events import Event
-from realtime.history import History, merge
+from realtime.history import HISTORY_BYTES, History, merge
 from realtime.layout import Layout
 from realtime.redis_replies import UNAVAILABLE, as_text
 from schemas.envelope import validate_event
@@ -37,17 +37,42 @@ logger = logging.getLogger(__name__)
 # drop all genuine events until the clock caught up.
 MAX_ID_LEAD_MS = 10 * 60 * 1000
 
-# KEYS[1] the channel's history stream, KEYS[2] the event clock, KEYS[3] (optional) the history
-# of a pattern the channel matches; ARGV: channel, data, maxlen, ttl (ms), publish command
-# (PUBLISH, or SPUBLISH on a cluster), the pattern history's maxlen. The id is max(now, last + 1) on one clock for all channels, so ids are unique and
-# increasing across channels (a stream of several channels sees them in order). Should a
-# history hold a larger id than the clock (the clock key was lost), XADD picks the id itself
-# and the clock catches up, rather than the event being refused.
+# KEYS[1] the channel's history stream, KEYS[2] its size in bytes, KEYS[3] the event clock,
+# KEYS[4], KEYS[5] (optional) the history of a pattern the channel matches and its size; ARGV:
+# channel, data, the history's bounds (events, bytes), ttl (ms), publish command (PUBLISH, or
+# SPUBLISH on a cluster), the pattern history's bounds (events, bytes). The id is
+# max(now, last + 1) on one clock for all channels, so ids are unique and increasing across
+# channels (a stream of several channels sees them in order). Should a history hold a larger id
+# than the clock (the clock key was lost), XADD picks the id itself and the clock catches up,
+# rather than the event being refused. A history keeps its newest events within its count, its
+# bytes and the ttl (ids are milliseconds: the oldest entries go first, as a trim would); the
+# clock and the sizes expire with the histories.
 PUBLISH_SCRIPT = """
+local function append(key, size_key, id, data, max_len, max_bytes, cutoff_ms, ttl)
+  local added = redis.pcall('XADD', key, id, 'd', data)
+  if type(added) == 'table' and added.err then
+    added = redis.call('XADD', key, '*', 'd', data)
+  end
+  local size = redis.call('INCRBY', size_key, #data)
+  local len = redis.call('XLEN', key)
+  while len > 1 do
+    local oldest = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)[1]
+    local oldest_ms = tonumber(string.match(oldest[1], '^(%d+)-'))
+    if len <= max_len and size <= max_bytes and oldest_ms >= cutoff_ms then
+      break
+    end
+    redis.call('XDEL', key, oldest[1])
+    size = size - #oldest[2][2]
+    len = len - 1
+  end
+  redis.call('SET', size_key, size, 'PX', ttl)
+  redis.call('PEXPIRE', key, ttl)
+  return added
+end
 local now = redis.call('TIME')
-local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local seq = 0
-local last = redis.call('GET', KEYS[2])
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local ms, seq = now_ms, 0
+local last = redis.call('GET', KEYS[3])
 if last then
   local last_ms, last_seq = string.match(last, '^(%d+)-(%d+)$')
   last_ms = tonumber(last_ms)
@@ -56,23 +81,20 @@ if last then
     seq = tonumber(last_seq) + 1
   end
 end
-local id = string.format('%.0f-%.0f', ms, seq)
-local added = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], id, 'd', ARGV[2])
-if type(added) == 'table' and added.err then
-  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'd', ARGV[2])
+local ttl = tonumber(ARGV[5])
+local cutoff_ms = now_ms - ttl
+local id = append(KEYS[1], KEYS[2], string.format('%.0f-%.0f', ms, seq), ARGV[2],
+  tonumber(ARGV[3]), tonumber(ARGV[4]), cutoff_ms, ttl)
+redis.call('SET', KEYS[3], id, 'PX', ttl)
+if KEYS[4] then
+  append(KEYS[4], KEYS[5], id, ARGV[2], tonumber(ARGV[7]), tonumber(ARGV[8]), cutoff_ms, ttl)
 end
-redis.call('SET', KEYS[2], id)
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-if KEYS[3] then
-  redis.pcall('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], id, 'd', ARGV[2])
-  redis.call('PEXPIRE', KEYS[3], ARGV[4])
-end
-redis.call(ARGV[5], ARGV[1], id .. ' ' .. ARGV[2])
+redis.call(ARGV[6], ARGV[1], id .. ' ' .. ARGV[2])
 return id
 """
 
 # KEYS[1] the event clock; ARGV[1] ms, ARGV[2] seq: the newest id this process has seen or
-# made. Moves the clock forward to it if behind, and returns the clock as it was: a clock
+# made; ARGV[3] the clock's lifetime (ms). Moves the clock forward to it if behind, and returns the clock as it was: a clock
 # behind what a process has seen means Redis lost data (a restart without persistence).
 ADVANCE_CLOCK_SCRIPT = """
 local last = redis.call('GET', KEYS[1])
@@ -85,14 +107,15 @@ if last then
   behind = ms < want_ms or (ms == want_ms and seq < tonumber(ARGV[2]))
 end
 if behind then
-  redis.call('SET', KEYS[1], ARGV[1] .. '-' .. ARGV[2])
+  redis.call('SET', KEYS[1], ARGV[1] .. '-' .. ARGV[2], 'PX', ARGV[3])
 end
 return last
 """
 
 
-# KEYS[1] the event clock. Starts the clock at the current time if it has never run, so that a
-# position is always a real moment (a history's age can then be judged against it).
+# KEYS[1] the event clock; ARGV[1] its lifetime (ms). Starts the clock at the current time if it
+# has never run, so that a position is always a real moment (a history's age can then be
+# judged against it).
 POSITION_SCRIPT = """
 local last = redis.call('GET', KEYS[1])
 if last then
@@ -100,9 +123,15 @@ if last then
 end
 local now = redis.call('TIME')
 local id = string.format('%.0f-0', tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))
-redis.call('SET', KEYS[1], id)
+redis.call('SET', KEYS[1], id, 'PX', ARGV[1])
 return id
 """
+
+
+def size_key(history_key: str) -> str:
+    """The key of a history's size in bytes: beside it (same hash tag; no channel name
+    holds a "#")."""
+    return history_key + "#bytes"
 
 
 class RedisEventLog:
@@ -115,11 +144,14 @@ class RedisEventLog:
         *,
         history_maxlen: int = 1000,
         history_ttl: float = 3600.0,
+        history_bytes: int = HISTORY_BYTES,
     ) -> None:
         self.layout = layout
         self._redis = redis
         self._history_maxlen = history_maxlen
+        self._history_bytes = history_bytes
         self._history_ttl = history_ttl
+        self._ttl_ms = int(history_ttl * 1000)  # of histories, their sizes and the clocks
         self._publish_script = redis.register_script(PUBLISH_SCRIPT)
         self._advance_clock_script = redis.register_script(ADVANCE_CLOCK_SCRIPT)
         self._position_script = redis.register_script(POSITION_SCRIPT)
@@ -135,19 +167,22 @@ class RedisEventLog:
         and publish it, in one step; returns the id. Raises redis-py's errors as they come:
         what an outage means is the broker's call."""
         layout = self.layout
-        keys = [layout.history_key(channel), layout.clock_key((channel,))]
+        history = layout.history_key(channel)
+        keys = [history, size_key(history), layout.clock_key((channel,))]
         pattern_history = layout.pattern_history_key(channel)
         if pattern_history is not None:
-            keys.append(pattern_history)
+            keys += [pattern_history, size_key(pattern_history)]
         result = await self._publish_script(
             keys=keys,
             args=[
                 layout.wire(channel),
                 data,
                 self._history_maxlen,
-                int(self._history_ttl * 1000),
+                self._history_bytes,
+                self._ttl_ms,
                 layout.publish_command,
                 self._history_maxlen * PATTERN_HISTORY_FACTOR,
+                self._history_bytes * PATTERN_HISTORY_FACTOR,
             ],
         )
         event_id = as_text(result)
@@ -159,7 +194,7 @@ class RedisEventLog:
         the newest id this process has seen."""
         try:
             key = self.layout.clock_key(channels)
-            current = as_text(await self._position_script(keys=[key]))
+            current = as_text(await self._position_script(keys=[key], args=[self._ttl_ms]))
         except UNAVAILABLE:
             pass  # the newest id this process has seen will do
         else:
@@ -175,7 +210,7 @@ class RedisEventLog:
         seen = ids.parse(self.clock.current)
         if clock_key is None or seen == (0, 0):
             return
-        before = await self._advance_clock_script(keys=[clock_key], args=[seen[0], seen[1]])
+        before = await self._advance_clock_script(keys=[clock_key], args=[seen[0], seen[1], self._ttl_ms])
         if before is None or ids.parse(as_text(before)) < seen:
             self._history_floor = max(self._history_floor, seen)
             logger.warning(

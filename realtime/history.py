@@ -6,6 +6,10 @@ from dataclasses import dataclass
 
 from realtime.events import Event
 
+# The bytes a channel's history keeps by default (the pattern history of all sessions keeps
+# PATTERN_HISTORY_FACTOR times as much).
+HISTORY_BYTES = 1024 * 1024
+
 
 @dataclass(frozen=True, slots=True)
 class History:

@@ -8,7 +8,7 @@ from typing import Any
 from realtime.broker import DEFAULT_QUEUE_SIZE, Broker
 from realtime.events import validated
 from realtime.fanout import FanOut
-from realtime.history import History
+from realtime.history import HISTORY_BYTES, History
 from realtime.memory_log import MemoryEventLog
 from realtime.stats import BrokerStats
 from realtime.subscription import Feed, Subscription
@@ -22,11 +22,14 @@ class MemoryBroker(Broker):
         *,
         history_size: int = 1000,
         history_ttl: float = 3600.0,
+        history_bytes: int = HISTORY_BYTES,
         queue_size: int = DEFAULT_QUEUE_SIZE,
         stats: BrokerStats | None = None,
     ) -> None:
         super().__init__(queue_size=queue_size, stats=stats)
-        self._log = MemoryEventLog(history_size=history_size, history_ttl=history_ttl)
+        self._log = MemoryEventLog(
+            history_size=history_size, history_ttl=history_ttl, history_bytes=history_bytes
+        )
         self._fan_out = FanOut(self.stats)
 
     async def publish(self, channel: str, event: dict[str, Any]) -> str:

@@ -1,7 +1,8 @@
 """The event log in memory: ids from one clock for all channels, and a history per channel.
 
-History is a ring buffer per channel, like Redis' trimmed streams: the newest
-``history_size`` events, and channels idle for ``history_ttl`` seconds are forgotten.
+History is a ring buffer per channel, like Redis' trimmed streams: the newest events within
+``history_size`` events and ``history_bytes`` bytes, and channels idle for ``history_ttl``
+seconds are forgotten.
 """
 
 import time
@@ -13,20 +14,26 @@ from typing import Any
 from realtime import ids
 from realtime.channels import PATTERN_HISTORY_FACTOR, SESSION_PATTERN, SESSION_PREFIX, is_pattern
 from realtime.events import Event
-from realtime.history import History, merge
+from realtime.history import HISTORY_BYTES, History, merge
 
 
 @dataclass(slots=True)
 class ChannelHistory:
-    events: deque[Event]
+    max_events: int
+    max_bytes: int
+    events: deque[Event] = field(default_factory=deque)
+    size: int = 0
     # The newest id pushed out of the ring: a resume from before it is incomplete.
     trimmed: tuple[int, int] = (0, 0)
     touched: float = field(default_factory=time.monotonic)
 
     def add(self, event: Event) -> None:
-        if len(self.events) == self.events.maxlen:
-            self.trimmed = self.events[0].key
         self.events.append(event)
+        self.size += len(event.frame)
+        while len(self.events) > 1 and (len(self.events) > self.max_events or self.size > self.max_bytes):
+            oldest = self.events.popleft()
+            self.size -= len(oldest.frame)
+            self.trimmed = oldest.key
         self.touched = time.monotonic()
 
     def after(self, key: tuple[int, int]) -> History:
@@ -36,9 +43,12 @@ class ChannelHistory:
 class MemoryEventLog:
     """Ids and histories of the events published in this process."""
 
-    def __init__(self, *, history_size: int = 1000, history_ttl: float = 3600.0) -> None:
+    def __init__(
+        self, *, history_size: int = 1000, history_ttl: float = 3600.0, history_bytes: int = HISTORY_BYTES
+    ) -> None:
         self._clock = ids.IdClock()
         self._history_size = history_size
+        self._history_bytes = history_bytes
         self._history_ttl = history_ttl
         self._started = time.monotonic()
         # Oldest-touched first, so forgetting idle channels only looks at the front.
@@ -82,7 +92,7 @@ class MemoryEventLog:
         history = self._histories.pop(key, None)
         if history is None:
             factor = PATTERN_HISTORY_FACTOR if is_pattern(key) else 1
-            history = ChannelHistory(deque(maxlen=self._history_size * factor))
+            history = ChannelHistory(self._history_size * factor, self._history_bytes * factor)
         history.add(event)
         self._histories[key] = history  # moved to the newest end
         self._forget_idle()

@@ -23,6 +23,7 @@ from realtime.broker import DEFAULT_QUEUE_SIZE, Broker, BrokerError, History
 from realtime.channels import SESSION_PATTERN, SESSION_PREFIX
 from realtime.events import Event, validated
 from realtime.fanout import FanOut
+from realtime.history import HISTORY_BYTES
 from realtime.redis_node import RedisNode
 from realtime.redis_replies import CONNECTION_LOST, UNAVAILABLE
 from realtime.stats import BrokerStats
@@ -72,6 +73,7 @@ class RedisBroker(Broker):
         *,
         history_maxlen: int = 1000,
         history_ttl: float = 3600.0,
+        history_bytes: int = HISTORY_BYTES,
         subscribe_timeout: float = 5.0,
         liveness_interval: float = 5.0,
         max_backoff: float = 2.0,
@@ -87,6 +89,7 @@ class RedisBroker(Broker):
             self.stats,
             history_maxlen=history_maxlen,
             history_ttl=history_ttl,
+            history_bytes=history_bytes,
             subscribe_timeout=subscribe_timeout,
             liveness_interval=liveness_interval,
             max_backoff=max_backoff,

@@ -16,7 +16,7 @@ from redis.asyncio.cluster import RedisCluster
 from realtime.event_log import RedisEventLog
 from realtime.events import Event
 from realtime.fanout import FanOut
-from realtime.history import History
+from realtime.history import HISTORY_BYTES, History
 from realtime.layout import Layout
 from realtime.pubsub import PubSubConnection
 from realtime.stats import BrokerStats
@@ -35,6 +35,7 @@ class RedisNode:
         *,
         history_maxlen: int = 1000,
         history_ttl: float = 3600.0,
+        history_bytes: int = HISTORY_BYTES,
         subscribe_timeout: float = 5.0,
         liveness_interval: float = 5.0,
         max_backoff: float = 2.0,
@@ -43,7 +44,9 @@ class RedisNode:
         pub/sub connection comes from ``subscriber``, a plain client of the node."""
         self.stats = stats
         self.fan_out = FanOut(stats)
-        self.log = RedisEventLog(redis, layout, history_maxlen=history_maxlen, history_ttl=history_ttl)
+        self.log = RedisEventLog(
+            redis, layout, history_maxlen=history_maxlen, history_ttl=history_ttl, history_bytes=history_bytes
+        )
         self.connection = PubSubConnection(
             subscriber,
             self.log,

@@ -1057,9 +1057,10 @@ UNSAFE_NAMES = {
 NAME = r"[A-Za-z0-9_-]{1,64}"
 # Every key and channel the product may create; anything else came from an unchecked name.
 SAFE_KEY = re.compile(
-    rf"(?:(?:session|messages|messages_size):\{{{NAME}\}}|(?:history:sse:session|history:sse:agent):{NAME}"
+    rf"(?:(?:session|messages|messages_size):\{{{NAME}\}}"
+    rf"|(?:(?:history:sse:session|history:sse:agent):{NAME}"
+    rf"|history:sse:broadcast|history:sse:canary:{NAME}|history:sse:session:\*)(?:#bytes)?"
     rf"|status:(?:bot_active|waiting_agent|agent_active|closed)"
-    rf"|history:sse:broadcast|history:sse:canary:{NAME}|history:sse:session:\*"
     rf"|events:clock|sessions:status_seq)\Z"
 )
 SAFE_CHANNEL = re.compile(rf"(?:sse:(?:session|agent|canary|presence):{NAME}|sse:broadcast)\Z")

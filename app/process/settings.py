@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from app.domain.store.base import Bounds
 from app.process.logs import LOG_FORMATS
+from realtime.history import HISTORY_BYTES
 from schemas.fields import is_valid_name
 
 COMPONENTS = ("chatbot", "workbench")
@@ -31,6 +32,7 @@ class Settings:
     queue_size: int = 1000
     history_size: int = 1000
     history_ttl: float = 3600.0
+    history_bytes: int = HISTORY_BYTES
     redis_timeout: float = 5.0
     log_level: str = "INFO"
     log_format: str = "text"
@@ -120,6 +122,7 @@ AT_LEAST_ONE = (
     "rate_burst",
     "workers",
     "max_waiting",
+    "history_bytes",
 )
 
 
@@ -149,6 +152,7 @@ OPTIONS = (
         "queue_size", "SWITCHBOARD_QUEUE_SIZE", int, "events a stream may fall behind before it is cut off"
     ),
     Option("history_size", "SWITCHBOARD_HISTORY_SIZE", int, "events kept per channel for resuming streams"),
+    Option("history_bytes", "SWITCHBOARD_HISTORY_BYTES", int, "bytes of events kept per channel", "BYTES"),
     Option(
         "history_ttl",
         "SWITCHBOARD_HISTORY_TTL",

@@ -296,14 +296,14 @@ class RedisSessionStore(SessionStore):
 
     async def sweep(self, now: float) -> Swept:
         closed: list[Transition] = []
-        for name, session, newest in await self._entered_before(
-            "bot_active", now - self.bounds.idle_ttl, newest=True
-        ):
+        idle, _ = await self._entered_before("bot_active", now - self.bounds.idle_ttl, newest=True)
+        for name, session, newest in idle:
             if rules.is_idle(session, newest, now, self.bounds.idle_ttl):
                 with contextlib.suppress(TransitionRefused, SessionNotFound):  # another sweeper
                     closed.append(await self.apply(name, "close"))
-        deleted = 0
-        for name, session, _ in await self._entered_before("closed", now - self.bounds.retention):
+        # Closed sessions past retention: deleted here, or by their keys' expiry just before.
+        found, deleted = await self._entered_before("closed", now - self.bounds.retention)
+        for name, session, _ in found:
             deleted += await self._call(functools.partial(self._delete_closed, name, session))
         for status in ("waiting_agent", "agent_active"):
             # Only their keys' expiry ends these (nobody touched them for idle_ttl +
@@ -313,14 +313,16 @@ class RedisSessionStore(SessionStore):
 
     async def _entered_before(
         self, status: Status, unix_seconds: float, *, newest: bool = False
-    ) -> list[tuple[str, Session, Message | None]]:
+    ) -> tuple[list[tuple[str, Session, Message | None]], int]:
         """The sessions that entered ``status`` before ``unix_seconds`` and have it still,
-        with their newest message if asked for; index entries of sessions that are gone
-        (expired) are dropped on the way. One round trip per SWEEP_BATCH entries."""
+        with their newest message if asked for; and how many index entries named sessions
+        that are gone (expired), dropped on the way. One round trip per SWEEP_BATCH entries."""
         found: list[tuple[str, Session, Message | None]] = []
+        gone = 0
         key, high = self.keys.status(status), seq_at(unix_seconds)
 
         async def batch(low: str) -> list[tuple[bytes, float]]:
+            nonlocal gone
             entries = await self._index(key, low, high, SWEEP_BATCH)
             names = [as_text(name) for name, _score in entries]
             async with self._redis.pipeline(transaction=False) as pipe:
@@ -333,6 +335,7 @@ class RedisSessionStore(SessionStore):
                 raw, last = next(replies), next(replies) if newest else None
                 if raw is None:
                     await self._leave_status(name, status)
+                    gone += 1
                 elif (session := _decode(raw))["status"] == status:
                     found.append((name, session, json.loads(last) if last else None))
             return entries
@@ -340,7 +343,7 @@ class RedisSessionStore(SessionStore):
         low = "-inf"
         while len(entries := await self._call(functools.partial(batch, low))) == SWEEP_BATCH:
             low = f"({int(entries[-1][1])}"
-        return found
+        return found, gone
 
     async def _index(
         self, key: str, low: str | int, high: str | int, limit: int
