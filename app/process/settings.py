@@ -30,6 +30,9 @@ class Settings:
     history_size: int = 1000
     history_ttl: float = 3600.0
     redis_timeout: float = 5.0
+    # A connection must deliver a whole request head (and then its body) within this, counted
+    # from its connection or its previous response; else it is closed (slow clients).
+    client_timeout: float = 30.0
     log_level: str = "INFO"
     log_format: str = "text"
     # Origins whose pages may call the API from a browser (CORS); none by default.
@@ -78,7 +81,14 @@ class Settings:
             raise ValueError("the secret must be at least 32 characters")
 
 
-POSITIVE_SECONDS = ("heartbeat", "history_ttl", "redis_timeout", "rate_limit", "session_token_ttl")
+POSITIVE_SECONDS = (
+    "heartbeat",
+    "history_ttl",
+    "redis_timeout",
+    "client_timeout",
+    "rate_limit",
+    "session_token_ttl",
+)
 AT_LEAST_ONE = (
     "queue_size",
     "history_size",
@@ -125,6 +135,13 @@ OPTIONS = (
     ),
     Option(
         "redis_timeout", "SWITCHBOARD_REDIS_TIMEOUT", float, "longest wait for Redis before a 503", "SECONDS"
+    ),
+    Option(
+        "client_timeout",
+        "SWITCHBOARD_CLIENT_TIMEOUT",
+        float,
+        "time a connection has to send a whole request (head, then body) before it is closed",
+        "SECONDS",
     ),
     Option(
         "max_streams",
