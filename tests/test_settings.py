@@ -115,7 +115,12 @@ PRECEDENCE: list[Any] = [
     pytest.param(["--no-redis"], "USE_REDIS_SSE", "true", "use_redis", False, id="no-redis"),
     pytest.param(["--heartbeat", "7"], "SWITCHBOARD_HEARTBEAT", "60", "heartbeat", 7.0, id="heartbeat"),
     pytest.param(
-        ["--client-timeout", "3"], "SWITCHBOARD_CLIENT_TIMEOUT", "9", "client_timeout", 3.0, id="client-timeout"
+        ["--client-timeout", "3"],
+        "SWITCHBOARD_CLIENT_TIMEOUT",
+        "9",
+        "client_timeout",
+        3.0,
+        id="client-timeout",
     ),
 ]
 
