@@ -15,6 +15,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from app.backends import Backends
+from app.web.connections import STAGES, TimedOut
 
 if TYPE_CHECKING:
     from handlers.sse import StreamRegistry  # the registry lives with the SSE writer
@@ -47,6 +48,10 @@ class Metrics:
     def watch(self, streams: "StreamRegistry", backends: Backends, components: Sequence[str]) -> None:
         """Export what the streams and the broker count (once the backends are open)."""
         self.registry.register(_EventPathCollector(streams, backends, components))
+
+    def watch_connections(self, timed_out: TimedOut) -> None:
+        """Export the connections closed for their client's slowness."""
+        self.registry.register(_ConnectionCollector(timed_out))
 
     def exposition(self) -> tuple[bytes, str]:
         """The text format, and its content type."""
@@ -147,3 +152,20 @@ class _EventPathCollector(Collector):
             buckets=latency.cumulative(),
             sum_value=latency.total,
         )
+
+
+class _ConnectionCollector(Collector):
+    def __init__(self, timed_out: TimedOut) -> None:
+        self._timed_out = timed_out
+
+    def collect(self) -> Iterator[Metric]:
+        closed = CounterMetricFamily(
+            "switchboard_connections_timed_out",
+            "Connections closed because their client did not send a whole request within "
+            "--client-timeout, by what it was sending: idle (nothing: a silent or idle "
+            "keep-alive connection), head (a request head), body (a request body).",
+            labels=("stage",),
+        )
+        for stage in STAGES:
+            closed.add_metric((stage,), self._timed_out.by_stage[stage])
+        yield closed
