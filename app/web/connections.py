@@ -154,7 +154,12 @@ class GuardedRequestHandler(web.RequestHandler):
                 self._arm("idle")
             return
         self._timed_out.by_stage[self._stage] += 1
-        logger.debug("closing a connection: no whole request %s in %.1f s", self._stage, self._client_timeout)
+        # DEBUG: a slowloris flood would otherwise flood the log; the metric counts them.
+        logger.debug(
+            "closed a slow connection: its request %s was not complete within %.1f s",
+            self._stage,
+            self._client_timeout,
+        )
         self.force_close()
 
 
