@@ -15,6 +15,7 @@ from aiohttp import web
 from app.domain.auth import TokenAuthority
 from app.factory import create_app
 from app.process.logs import configure_logging
+from app.process.serving import serve
 from app.process.settings import Settings, build_parser, load_settings
 from app.process.workers import WorkerRole, WorkerSupervisor, die_with_parent, port_in_use
 
@@ -62,19 +63,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings.port,
         type(loop).__module__.partition(".")[0],
     )
-    web.run_app(
+    serve(
         app,
         host=settings.host,
         port=settings.port,
-        # Cancel a handler as soon as its client disconnects: an SSE stream releases its
-        # subscription at once instead of at its next failed write. Actions are shielded.
-        handler_cancellation=True,
-        shutdown_timeout=5.0,
+        loop=loop,
         # A supervised worker shares the port with its siblings and says when it listens.
         reuse_port=True if role is not None else None,
-        print=role.announce_ready if role is not None else None,
-        access_log=None,
-        loop=loop,
+        on_listening=role.announce_ready if role is not None else None,
     )
 
 

@@ -17,8 +17,20 @@ from app.backends import Backends, open_backends
 from app.domain.auth import TokenAuthority
 from app.domain.bot import Responder, RuleBasedResponder
 from app.domain.retention import Sweeper
-from app.keys import BACKENDS, CANARY, METRICS, RATE_LIMITER, RESPONDER, SETTINGS, STREAMS, SWEEPER, TOKENS
+from app.keys import (
+    BACKENDS,
+    CANARY,
+    METRICS,
+    RATE_LIMITER,
+    RESPONDER,
+    SETTINGS,
+    STREAMS,
+    SWEEPER,
+    TIMED_OUT,
+    TOKENS,
+)
 from app.process.settings import Settings
+from app.web.connections import TimedOut
 from app.web.limits import MAX_BODY, READY_TIMEOUT, RateLimiter
 from app.web.metrics import Metrics
 from app.web.middlewares import request_middleware
@@ -63,6 +75,8 @@ def create_app(
     app[RATE_LIMITER] = RateLimiter(settings.rate_limit, settings.rate_burst)
     app[STREAMS] = StreamRegistry()
     app[METRICS] = Metrics()
+    app[TIMED_OUT] = TimedOut()  # counted by the connections app.process.serving listens with
+    app[METRICS].watch_connections(app[TIMED_OUT])
     app[RESPONDER] = responder if responder is not None else RuleBasedResponder()
     app.cleanup_ctx.append(functools.partial(_backends_ctx, backends_factory))
     app.cleanup_ctx.append(_background("heartbeats", _heartbeats))

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from app.domain.bot import Responder
     from app.domain.retention import Sweeper
     from app.process.settings import Settings
+    from app.web.connections import TimedOut
     from app.web.limits import RateLimiter
     from app.web.metrics import Metrics
     from handlers.sse import StreamRegistry
@@ -33,6 +34,8 @@ SOURCE: web.AppKey[str] = web.AppKey("source")
 # Set on each sub-app: "chatbot" or "workbench", for counting its streams.
 COMPONENT: web.AppKey[str] = web.AppKey("component")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+# Connections closed for a client too slow to send its request (app.web.connections).
+TIMED_OUT: web.AppKey[TimedOut] = web.AppKey("timed_out")
 # Set by an event stream when it ends: (its status, True), for the request's log line.
 SENT: web.RequestKey[tuple[int, bool]] = web.RequestKey("sent")
 # The retention sweeper of this process (set once the backends are open).

@@ -24,6 +24,7 @@ def test_defaults() -> None:
     assert settings.redis_url == "redis://localhost:6379/0"
     assert settings.use_redis is True
     assert settings.heartbeat == 30
+    assert settings.client_timeout == 30
     assert settings.components == BOTH
 
 
@@ -47,6 +48,7 @@ FLAGS: list[Any] = [
     pytest.param(["--no-redis"], "use_redis", False, id="no-redis"),
     pytest.param(["--heartbeat", "5"], "heartbeat", 5.0, id="heartbeat"),
     pytest.param(["--heartbeat", "0.5"], "heartbeat", 0.5, id="heartbeat-fraction"),
+    pytest.param(["--client-timeout", "2.5"], "client_timeout", 2.5, id="client-timeout"),
 ]
 
 
@@ -72,6 +74,7 @@ ENVIRONMENT: list[Any] = [
     pytest.param("USE_REDIS_SSE", "yes", "use_redis", True, id="use-redis-yes"),
     pytest.param("SWITCHBOARD_HEARTBEAT", "5", "heartbeat", 5.0, id="heartbeat"),
     pytest.param("SWITCHBOARD_HEARTBEAT", "0.25", "heartbeat", 0.25, id="heartbeat-fraction"),
+    pytest.param("SWITCHBOARD_CLIENT_TIMEOUT", "10", "client_timeout", 10.0, id="client-timeout"),
 ]
 
 
@@ -111,6 +114,14 @@ PRECEDENCE: list[Any] = [
     ),
     pytest.param(["--no-redis"], "USE_REDIS_SSE", "true", "use_redis", False, id="no-redis"),
     pytest.param(["--heartbeat", "7"], "SWITCHBOARD_HEARTBEAT", "60", "heartbeat", 7.0, id="heartbeat"),
+    pytest.param(
+        ["--client-timeout", "3"],
+        "SWITCHBOARD_CLIENT_TIMEOUT",
+        "9",
+        "client_timeout",
+        3.0,
+        id="client-timeout",
+    ),
 ]
 
 
@@ -173,6 +184,14 @@ def test_settings_validates_heartbeat(heartbeat: float) -> None:
     """Settings itself refuses a heartbeat that is not positive."""
     with pytest.raises(ValueError):
         Settings(heartbeat=heartbeat)
+
+
+@pytest.mark.parametrize("client_timeout", [0, -1, math.nan, math.inf])
+def test_settings_validates_client_timeout(client_timeout: float) -> None:
+    """A client timeout must be a positive number of seconds: without one, a slow client could
+    hold a connection for ever."""
+    with pytest.raises(ValueError):
+        Settings(client_timeout=client_timeout)
 
 
 @pytest.mark.parametrize("components", [(), ("admin",), ("chatbot", "admin")])

@@ -34,6 +34,9 @@ class Settings:
     history_ttl: float = 3600.0
     history_bytes: int = HISTORY_BYTES
     redis_timeout: float = 5.0
+    # A connection must deliver a whole request head (and then its body) within this, counted
+    # from its connection or its previous response; else it is closed (slow clients).
+    client_timeout: float = 30.0
     log_level: str = "INFO"
     log_format: str = "text"
     # Origins whose pages may call the API from a browser (CORS); none by default.
@@ -105,6 +108,7 @@ POSITIVE_SECONDS = (
     "heartbeat",
     "history_ttl",
     "redis_timeout",
+    "client_timeout",
     "rate_limit",
     "session_token_ttl",
     "retention",
@@ -162,6 +166,13 @@ OPTIONS = (
     ),
     Option(
         "redis_timeout", "SWITCHBOARD_REDIS_TIMEOUT", float, "longest wait for Redis before a 503", "SECONDS"
+    ),
+    Option(
+        "client_timeout",
+        "SWITCHBOARD_CLIENT_TIMEOUT",
+        float,
+        "time a connection has to send a whole request (head, then body) before it is closed",
+        "SECONDS",
     ),
     Option(
         "max_streams",

@@ -54,10 +54,10 @@ class WorkerRole:
         index, supervisor_pid, ready_fd = (int(part) for part in raw.split(":"))
         return cls(index, supervisor_pid, ready_fd)
 
-    def announce_ready(self, _message: str = "") -> None:
-        """Tell the supervisor this worker listens. Passed to ``run_app`` as ``print``, which
-        aiohttp calls once every site is bound: the supervisor learns the first start worked
-        without guessing from time or probing the shared port (any worker would answer)."""
+    def announce_ready(self) -> None:
+        """Tell the supervisor this worker listens. Passed to ``serving.serve`` as
+        ``on_listening``, called once the port is bound: the supervisor learns the first start
+        worked without guessing from time or probing the shared port (any worker would answer)."""
         with contextlib.suppress(OSError):
             os.write(self.ready_fd, b"1")
         with contextlib.suppress(OSError):

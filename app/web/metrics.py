@@ -16,6 +16,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from app.backends import Backends
+from app.web.connections import STAGES, TimedOut
 
 if TYPE_CHECKING:
     from app.domain.retention import SweepStats
@@ -55,6 +56,10 @@ class Metrics:
 
     def watch_sweeper(self, stats: "SweepStats") -> None:
         self.registry.register(_BoundsCollector(stats, self.escalations_refused))
+
+    def watch_connections(self, timed_out: TimedOut) -> None:
+        """Export the connections closed for their client's slowness."""
+        self.registry.register(_ConnectionCollector(timed_out))
 
     def exposition(self) -> tuple[bytes, str]:
         """The text format, and its content type."""
@@ -183,3 +188,20 @@ class _EventPathCollector(Collector):
             buckets=latency.cumulative(),
             sum_value=latency.total,
         )
+
+
+class _ConnectionCollector(Collector):
+    def __init__(self, timed_out: TimedOut) -> None:
+        self._timed_out = timed_out
+
+    def collect(self) -> Iterator[Metric]:
+        closed = CounterMetricFamily(
+            "switchboard_connections_timed_out",
+            "Connections closed because their client did not send a whole request within "
+            "--client-timeout, by what it was sending: idle (nothing: a silent or idle "
+            "keep-alive connection), head (a request head), body (a request body).",
+            labels=("stage",),
+        )
+        for stage in STAGES:
+            closed.add_metric((stage,), self._timed_out.by_stage[stage])
+        yield closed

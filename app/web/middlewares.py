@@ -60,6 +60,9 @@ def _from_exception(exc: Exception) -> web.Response | None:
             "state store unavailable; retry shortly",
             headers={"Retry-After": RETRY_AFTER},
         )
+    if isinstance(exc, web.RequestPayloadError):
+        # A body whose framing or encoding breaks mid-way (a bad chunk, bad gzip): the client's.
+        return error_response(400, "bad_request", "the request body could not be read")
     if isinstance(exc, web.HTTPException) and exc.status >= 400:
         headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
         if exc.status == 413:

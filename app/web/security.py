@@ -11,6 +11,12 @@ from app.web.middlewares import REQUEST_ID_HEADER
 
 # What a cross-origin page may send: the bearer token, JSON bodies, and the resume position.
 CORS_REQUEST_HEADERS = ("Authorization", "Content-Type", "Last-Event-ID", "X-Request-ID")
+# On every response: no MIME sniffing, no referrer, and never cached.
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
 CONSOLE_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
@@ -22,9 +28,8 @@ async def add_security_headers(request: web.Request, response: web.StreamRespons
     responses already say ``no-cache``, which aiohttp-sse sets); the request id goes back to
     the client."""
     response.headers.setdefault(REQUEST_ID_HEADER, request_id.get())
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "no-referrer")
-    response.headers.setdefault("Cache-Control", "no-store")
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
     if request.path.startswith("/console/"):
         # The console's own files only: no inline script, no other origin, no framing.
         response.headers.setdefault("Content-Security-Policy", CONSOLE_POLICY)

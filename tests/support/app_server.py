@@ -1,7 +1,9 @@
-"""The in-process test server, run as production runs the app: ``run.py`` passes
-``handler_cancellation=True`` to ``web.run_app``, so a handler whose client leaves is
+"""The in-process test server, run as production runs the app: ``app.process.serving`` passes
+``handler_cancellation=True`` to its ``AppRunner``, so a handler whose client leaves is
 cancelled. aiohttp 3.14's TestServer does the same by itself (its start_server passes it);
-``cancels_handlers`` lets the fixtures check that it still does."""
+``cancels_handlers`` lets the fixtures check that it still does. Its connections are
+aiohttp's own: the client deadline and the JSON refusals of app.web.connections are tested
+against run.py processes (tests/test_hostile_clients.py)."""
 
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeAlias

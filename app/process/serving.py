@@ -1,0 +1,109 @@
+"""Serving the app on its port until SIGTERM or SIGINT: what ``web.run_app`` does, with the
+connections of app.web.connections (a deadline for slow clients, JSON for unparseable requests).
+
+``run_app`` offers no way to choose the connection class, so the listening socket is made here
+with that protocol factory, around an ``AppRunner`` that runs the app's start-up, its signal
+handlers and its graceful shutdown exactly as ``run_app`` sets them up.
+"""
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from app.keys import SETTINGS, TIMED_OUT
+from app.web.connections import guarded_connections
+
+# Streams are ended in on_shutdown; this bounds the wait for the rest (SIGTERM to exit).
+SHUTDOWN_TIMEOUT = 5.0
+# aiohttp's own limit on an idle keep-alive connection, as run_app sets it; client_timeout,
+# 30 s by default, closes one sooner.
+KEEPALIVE_TIMEOUT = 75.0
+BACKLOG = 128
+
+
+def serve(
+    app: web.Application,
+    *,
+    host: str,
+    port: int,
+    loop: asyncio.AbstractEventLoop,
+    reuse_port: bool | None = None,
+    on_listening: Callable[[], None] | None = None,
+) -> None:
+    """Serve ``app`` on ``loop`` until a stop signal, then shut down and close the loop.
+    ``on_listening`` is called once the port listens (a supervised worker says so)."""
+    main = loop.create_task(_serve(app, host, port, reuse_port, on_listening))
+    try:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(main)
+    except (web.GracefulExit, KeyboardInterrupt):
+        pass
+    finally:
+        try:
+            if not main.done():
+                main.cancel()  # its finally shuts the app down gracefully
+                with contextlib.suppress(asyncio.CancelledError):
+                    loop.run_until_complete(main)
+        finally:
+            _cancel_remaining_tasks(loop)
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+
+async def _serve(
+    app: web.Application,
+    host: str,
+    port: int,
+    reuse_port: bool | None,
+    on_listening: Callable[[], None] | None,
+) -> None:
+    runner = web.AppRunner(
+        app,
+        handle_signals=True,
+        # Cancel a handler as soon as its client disconnects: an SSE stream releases its
+        # subscription at once instead of at its next failed write. Actions are shielded.
+        handler_cancellation=True,
+        shutdown_timeout=SHUTDOWN_TIMEOUT,
+    )
+    await runner.setup()  # the app's start-up: a failure here ends the process
+    try:
+        assert runner.server is not None  # set by setup()
+        connection = guarded_connections(
+            runner.server,
+            app[SETTINGS].client_timeout,
+            app[TIMED_OUT],
+            keepalive_timeout=KEEPALIVE_TIMEOUT,
+            access_log=None,  # the request middleware logs each request
+        )
+        listener = await asyncio.get_running_loop().create_server(
+            connection, host, port, backlog=BACKLOG, reuse_port=reuse_port
+        )
+        try:
+            if on_listening is not None:
+                on_listening()
+            await asyncio.get_running_loop().create_future()  # until cancelled by a stop
+        finally:
+            listener.close()  # no new connections; open ones end in runner.cleanup()
+    finally:
+        await runner.cleanup()
+
+
+def _cancel_remaining_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    """As ``run_app`` ends: cancel what is left, wait for it, report what failed."""
+    tasks = asyncio.all_tasks(loop)
+    if not tasks:
+        return
+    for task in tasks:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+    for task in tasks:
+        if not task.cancelled() and task.exception() is not None:
+            context: dict[str, Any] = {
+                "message": "unhandled exception while stopping",
+                "exception": task.exception(),
+                "task": task,
+            }
+            loop.call_exception_handler(context)
