@@ -15,9 +15,22 @@ from aiohttp import web
 from app.backends import Backends, open_backends
 from app.domain.auth import TokenAuthority
 from app.domain.bot import Responder, RuleBasedResponder
-from app.keys import BACKENDS, CANARY, METRICS, RATE_LIMITER, RESPONDER, SETTINGS, STREAMS, TOKENS
+from app.keys import (
+    BACKENDS,
+    CANARY,
+    METRICS,
+    RATE_LIMITER,
+    RESPONDER,
+    SETTINGS,
+    START_LIMITER,
+    STARTS_REFUSED,
+    STREAMS,
+    TOKENS,
+    TRUSTED_PROXIES,
+)
 from app.process.settings import Settings
-from app.web.limits import MAX_BODY, READY_TIMEOUT, RateLimiter
+from app.web.client_address import trusted_networks
+from app.web.limits import MAX_BODY, READY_TIMEOUT, RateLimiter, StartRefusals
 from app.web.metrics import Metrics
 from app.web.middlewares import request_middleware
 from app.web.openapi import setup_openapi
@@ -58,8 +71,13 @@ def create_app(
     else:
         logger.warning("running with --insecure: no authentication, anybody can act as anybody")
     app[RATE_LIMITER] = RateLimiter(settings.rate_limit, settings.rate_burst)
+    # --start-rate per minute per client address, in bursts of as many.
+    app[START_LIMITER] = RateLimiter(settings.start_rate / 60, settings.start_rate)
+    app[TRUSTED_PROXIES] = trusted_networks(settings.trusted_proxies)
+    app[STARTS_REFUSED] = StartRefusals()
     app[STREAMS] = StreamRegistry()
     app[METRICS] = Metrics()
+    app[METRICS].count_refusals(app[STARTS_REFUSED])
     app[RESPONDER] = responder if responder is not None else RuleBasedResponder()
     app.cleanup_ctx.append(functools.partial(_backends_ctx, backends_factory))
     app.cleanup_ctx.append(_heartbeats_ctx)

@@ -10,11 +10,11 @@ from aiohttp import web
 from aiohttp.http import StreamWriter
 
 from app.domain.bot import collect, reply_of, stream_of
-from app.domain.store import TransitionRefused
+from app.domain.store import Session, SessionNotFound, TransitionRefused
 from app.keys import COMPONENT, RESPONDER, SETTINGS, SOURCE, TOKENS
 from app.web.errors import ApiError, error_response
 from app.web.middlewares import _from_exception
-from handlers.access import CHALLENGE, check_session, limit_actions, who
+from handlers.access import CHALLENGE, check_session, limit_actions, limit_starts, start_wait, who
 from handlers.announce import announce_message, announce_transition
 from handlers.common import add_session_read_routes, backends, checked_content, load_body
 from handlers.sse import SEND_TIMEOUT
@@ -46,6 +46,7 @@ def _session_token(request: web.Request, session_name: str) -> dict[str, str]:
 async def create_session(request: web.Request) -> web.Response:
     limit_actions(request, who(request, required=False))
     body = await load_body(request, CreateSessionSchema())
+    limit_starts(request, "start")
     name = body["session_name"] or f"s-{secrets.token_hex(8)}"
     session = await backends(request).store.create(name)
     return web.json_response({**session, **_session_token(request, name)}, status=201)
@@ -55,7 +56,8 @@ async def _accept_chat(request: web.Request) -> tuple[str, str]:
     """What /api/chat and /api/chat/stream check before anything is stored: token, rate limit,
     body, content limit, and the session. With tokens required a conversation starts only
     through POST /sessions (which hands out its token), so an anonymous client cannot start
-    conversations by chatting; under --insecure a chat creates its session (the curl tour)."""
+    conversations by chatting; under --insecure a chat creates its session (the curl tour),
+    which counts against the client address's --start-rate as POST /sessions does."""
     principal = who(request, required=False)
     limit_actions(request, principal)
     body = await load_body(request, ChatSchema())
@@ -72,7 +74,11 @@ async def _accept_chat(request: web.Request) -> tuple[str, str]:
             headers=CHALLENGE,
         )
     else:
-        await store.get_or_create(name)
+        try:
+            await store.get(name)
+        except SessionNotFound:
+            limit_starts(request, "start")  # only a chat that starts a conversation counts
+            await store.get_or_create(name)
     return name, content
 
 
@@ -202,14 +208,27 @@ async def _converse(
         return {"session": session, "message": message, "reply": None}
     await announce_message(request, session, reply)
     if answer.escalate:
-        try:
-            transition = await store.apply(name, "escalate", reason=answer.reason)
-        except TransitionRefused:
-            pass  # taken over meanwhile: nothing to ask for
-        else:
-            await announce_transition(request, "escalate", transition)
-            session = transition.session
+        session = await _bot_escalates(request, session, answer.reason)
     return {"session": session, "message": message, "reply": reply}
+
+
+async def _bot_escalates(request: web.Request, session: Session, reason: str | None) -> Session:
+    """The bot hands the conversation to a person; the session after it.
+
+    An escalation counts against the client address's --start-rate like POST /manual/escalate.
+    Past it the escalation is skipped (and counted as refused): the session stays with the bot
+    and the chat answers 200 with the customer's message and the bot's reply, both already
+    stored and published by then; asking again later (or POST /manual/escalate) will do."""
+    name = session["session_name"]
+    if start_wait(request, "escalation") > 0:
+        logger.info("session %s: the bot's escalation skipped, its client is over --start-rate", name)
+        return session
+    try:
+        transition = await backends(request).store.apply(name, "escalate", reason=reason)
+    except TransitionRefused:
+        return session  # taken over meanwhile: nothing to ask for
+    await announce_transition(request, "escalate", transition)
+    return transition.session
 
 
 @routes.post("/api/manual/escalate")
@@ -218,6 +237,7 @@ async def escalate(request: web.Request) -> web.Response:
     limit_actions(request, principal)
     body = await load_body(request, EscalateSchema())
     check_session(principal, body["session_name"])
+    limit_starts(request, "escalation")
     transition = await backends(request).store.apply(body["session_name"], "escalate", reason=body["reason"])
     await announce_transition(request, "escalate", transition)
     return web.json_response(transition.session)

@@ -15,6 +15,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from app.backends import Backends
+from app.web.limits import StartRefusals
 
 if TYPE_CHECKING:
     from handlers.sse import StreamRegistry  # the registry lives with the SSE writer
@@ -28,6 +29,7 @@ REQUEST_DURATION_HELP = (
 )
 REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BROKER_MODES = ("redis", "redis-cluster", "memory")
+STARTS_REFUSED = "switchboard_starts_refused"
 
 
 class Metrics:
@@ -44,6 +46,10 @@ class Metrics:
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self._requests.labels(method, route, str(status)).observe(seconds)
 
+    def count_refusals(self, refusals: StartRefusals) -> None:
+        """Export what the per-address limit refused (read at scrape time)."""
+        self.registry.register(_RefusalCollector(refusals))
+
     def watch(self, streams: "StreamRegistry", backends: Backends, components: Sequence[str]) -> None:
         """Export what the streams and the broker count (once the backends are open)."""
         self.registry.register(_EventPathCollector(streams, backends, components))
@@ -51,6 +57,22 @@ class Metrics:
     def exposition(self) -> tuple[bytes, str]:
         """The text format, and its content type."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class _RefusalCollector(Collector):
+    def __init__(self, refusals: StartRefusals) -> None:
+        self._refusals = refusals
+
+    def collect(self) -> Iterator[Metric]:
+        refused = CounterMetricFamily(
+            STARTS_REFUSED,
+            "Requests refused by the per-address limit (--start-rate), by kind: start (a "
+            "conversation) or escalation (POST /manual/escalate, or the bot's hand-off skipped).",
+            labels=("kind",),
+        )
+        for kind, count in self._refusals.by_kind.items():  # every kind, 0 until refused
+            refused.add_metric((kind,), count)
+        yield refused
 
 
 class _EventPathCollector(Collector):
