@@ -47,14 +47,12 @@ from tests.support.api import (
     session_events,
 )
 from tests.support.app_server import AppClient, MakeClient
+from tests.support.metrics import Samples, by_label, parse_metrics, scrape, value
 from tests.support.processes import StartServer, clean_env, free_port
 from tests.support.sse import SSEEvent, SSEStream, open_stream
 from tests.support.wait import until
 
 logger = logging.getLogger(__name__)
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
 
 SECRET = "observability-test-secret-0123456789-abcdef"  # 43 characters
 AGENT = "alice"
@@ -78,41 +76,6 @@ STREAM_LOGGER = "handlers.sse"
 
 
 # --- metrics -----------------------------------------------------------------------------------
-
-
-def parse_metrics(text: str) -> Samples:
-    """Every sample of the exposition, by (sample name, sorted labels)."""
-    samples: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
-
-
-def value(samples: Samples, name: str, **labels: str) -> float | None:
-    return samples.get((name, tuple(sorted(labels.items()))))
-
-
-def by_label(samples: Samples, name: str, label: str) -> dict[str, float]:
-    """{label value: sample value} of every sample ``name`` (other labels must not vary)."""
-    found: dict[str, float] = {}
-    for (sample, labels), number in samples.items():
-        if sample == name:
-            key = dict(labels)[label]
-            assert key not in found, (name, labels)
-            found[key] = number
-    return found
-
-
-async def scrape(http: AppClient | aiohttp.ClientSession, base: str = "") -> Samples:
-    async with asyncio.timeout(REQUEST_DEADLINE):
-        async with http.get(f"{base}/metrics") as response:
-            text = await response.text()
-            assert response.status == 200, text[:300]
-            content_type = response.headers["Content-Type"]
-            assert content_type.startswith("text/plain"), content_type
-            assert re.search(r"version=(0\.0\.4|1\.0\.0)", content_type), content_type
-            return parse_metrics(text)
 
 
 async def settle(
@@ -292,6 +255,7 @@ async def test_metrics_endpoint_speaks_prometheus(
         "switchboard_broker_mode": "gauge",
         "switchboard_request_duration_seconds": "histogram",
         "switchboard_publish_to_delivery_seconds": "histogram",
+        "switchboard_starts_refused": "counter",
     }.items():
         assert types.get(name) == kind, (name, types)
     samples = parse_metrics(text)
@@ -309,6 +273,7 @@ async def test_metrics_endpoint_speaks_prometheus(
     assert value(samples, "switchboard_slow_consumer_disconnects_total") == 0
     assert by_label(samples, "switchboard_events_dropped_total", "reason") == {"malformed": 0}
     assert value(samples, "switchboard_stream_gaps_total") == 0
+    assert by_label(samples, "switchboard_starts_refused_total", "kind") == {"start": 0, "escalation": 0}
     assert latency_count(samples) == 0
     assert streams_open(samples) == {"chatbot": 0, "workbench": 0}
     # A scrape is observed once it is answered: the first one is in the second.
