@@ -108,15 +108,11 @@ def load(*argv: str, **environ: str) -> Settings:
 
 
 def test_start_rate_and_trusted_proxies_defaults() -> None:
+    """30 a minute, no proxy trusted (--start-rate's flag and variable are tested with the other
+    limits' in tests/test_security_basics.py)."""
     settings = load()
     assert settings.start_rate == 30
     assert settings.trusted_proxies == ()
-
-
-def test_start_rate_from_flag_and_environment() -> None:
-    assert load("--start-rate", "7").start_rate == 7
-    assert load(SWITCHBOARD_START_RATE="8").start_rate == 8
-    assert load("--start-rate", "7", SWITCHBOARD_START_RATE="8").start_rate == 7
 
 
 @pytest.mark.parametrize("bad", ["0", "-1"])
