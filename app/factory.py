@@ -24,14 +24,18 @@ from app.keys import (
     RATE_LIMITER,
     RESPONDER,
     SETTINGS,
+    START_LIMITER,
+    STARTS_REFUSED,
     STREAMS,
     SWEEPER,
     TIMED_OUT,
     TOKENS,
+    TRUSTED_PROXIES,
 )
 from app.process.settings import Settings
+from app.web.client_address import trusted_networks
 from app.web.connections import TimedOut
-from app.web.limits import MAX_BODY, READY_TIMEOUT, RateLimiter
+from app.web.limits import MAX_BODY, READY_TIMEOUT, RateLimiter, StartRefusals
 from app.web.metrics import Metrics
 from app.web.middlewares import request_middleware
 from app.web.openapi import setup_openapi
@@ -73,10 +77,15 @@ def create_app(
     else:
         logger.warning("running with --insecure: no authentication, anybody can act as anybody")
     app[RATE_LIMITER] = RateLimiter(settings.rate_limit, settings.rate_burst)
+    # --start-rate per minute per client address, in bursts of as many.
+    app[START_LIMITER] = RateLimiter(settings.start_rate / 60, settings.start_rate)
+    app[TRUSTED_PROXIES] = trusted_networks(settings.trusted_proxies)
+    app[STARTS_REFUSED] = StartRefusals()
     app[STREAMS] = StreamRegistry()
     app[METRICS] = Metrics()
     app[TIMED_OUT] = TimedOut()  # counted by the connections app.process.serving listens with
     app[METRICS].watch_connections(app[TIMED_OUT])
+    app[METRICS].count_refusals(app[STARTS_REFUSED])
     app[RESPONDER] = responder if responder is not None else RuleBasedResponder()
     app.cleanup_ctx.append(functools.partial(_backends_ctx, backends_factory))
     app.cleanup_ctx.append(_background("heartbeats", _heartbeats))

@@ -15,8 +15,9 @@ if TYPE_CHECKING:
     from app.domain.bot import Responder
     from app.domain.retention import Sweeper
     from app.process.settings import Settings
+    from app.web.client_address import Network
     from app.web.connections import TimedOut
-    from app.web.limits import RateLimiter
+    from app.web.limits import RateLimiter, StartRefusals
     from app.web.metrics import Metrics
     from handlers.sse import StreamRegistry
 
@@ -27,6 +28,11 @@ RESPONDER: web.AppKey[Responder] = web.AppKey("responder")
 # Set only when tokens are required (not under --insecure).
 TOKENS: web.AppKey[TokenAuthority] = web.AppKey("tokens")
 RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("rate_limiter")
+# Conversation starts and escalations, per client address (app.web.client_address), and the
+# proxies whose X-Forwarded-For names that address.
+START_LIMITER: web.AppKey[RateLimiter] = web.AppKey("start_limiter")
+TRUSTED_PROXIES: web.AppKey[tuple[Network, ...]] = web.AppKey("trusted_proxies")
+STARTS_REFUSED: web.AppKey[StartRefusals] = web.AppKey("starts_refused")
 # This process's private channel for the readiness canary.
 CANARY: web.AppKey[str] = web.AppKey("canary")
 # Set on each sub-app: the envelope "source" of everything that sub-app publishes.

@@ -143,6 +143,8 @@ class ServerProcess:
             "100000",
             "--rate-burst",
             "100000",
+            "--start-rate",  # every session of a run starts from this one address
+            "1000000",
             "--heartbeat",
             "30",
             "--log-level",

@@ -1,13 +1,16 @@
-"""Who may do what: authentication from tokens, authorization per endpoint, and the
-per-token rate limit on actions. Under ``--insecure`` every check passes (and says so)."""
+"""Who may do what: authentication from tokens, authorization per endpoint, the per-token
+rate limit on actions and the per-address limit on conversation starts and escalations. Under
+``--insecure`` every token check passes (and says so); the per-address limit still holds."""
 
 from aiohttp import web
 from marshmallow import ValidationError
 
 from app.domain.auth import Principal, TokenError
 from app.domain.store import Session
-from app.keys import COMPONENT, RATE_LIMITER, TOKENS
+from app.keys import COMPONENT, RATE_LIMITER, START_LIMITER, STARTS_REFUSED, TOKENS, TRUSTED_PROXIES
+from app.web.client_address import client_address, limit_key
 from app.web.errors import ApiError
+from app.web.limits import START_RATE_MESSAGE, RateLimiter, StartKind
 
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="switchboard"'}
 
@@ -92,8 +95,8 @@ def acting_agent(principal: Principal | None, agent_id: str | None) -> str:
 
 def limit_actions(request: web.Request, principal: Principal | None) -> None:
     """429 past the per-token action rate. Requests without a token (under --insecure, or a
-    customer starting a conversation) are not limited here: behind a proxy every client has the
-    proxy's address, so a per-address limit belongs to the proxy (nginx limit_req)."""
+    customer starting a conversation) are not limited here: what an anonymous client can do
+    (start conversations, ask for a human) is limited per client address (``limit_starts``)."""
     if principal is None:
         return
     wait = request.config_dict[RATE_LIMITER].acquire(principal.key)
@@ -103,4 +106,31 @@ def limit_actions(request: web.Request, principal: Principal | None) -> None:
             "rate_limited",
             "too many requests; slow down",
             headers={"Retry-After": request.config_dict[RATE_LIMITER].retry_after(wait)},
+        )
+
+
+def address_of(request: web.Request) -> str:
+    """The key of the request's client address: the peer, or what ``X-Forwarded-For`` says
+    when the peer is a ``--trusted-proxy`` (see app.web.client_address)."""
+    forwarded = request.headers.getall("X-Forwarded-For", [])
+    proxies = request.config_dict[TRUSTED_PROXIES]
+    return limit_key(client_address(request.remote, forwarded, proxies))
+
+
+def start_wait(request: web.Request, kind: StartKind) -> float:
+    """Take one from the client address's budget of starts and escalations: 0 if allowed, else
+    the seconds to wait (and the refusal is counted)."""
+    wait = request.config_dict[START_LIMITER].acquire(address_of(request))
+    if wait > 0:
+        request.config_dict[STARTS_REFUSED].count(kind)
+    return wait
+
+
+def limit_starts(request: web.Request, kind: StartKind) -> None:
+    """429 past ``--start-rate``: conversations started or escalated from one client address,
+    with or without a token (a token is one conversation; an address could open thousands)."""
+    wait = start_wait(request, kind)
+    if wait > 0:
+        raise ApiError(
+            429, "rate_limited", START_RATE_MESSAGE, headers={"Retry-After": RateLimiter.retry_after(wait)}
         )

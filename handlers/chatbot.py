@@ -10,11 +10,19 @@ from aiohttp import web
 from aiohttp.http import StreamWriter
 
 from app.domain.bot import collect, reply_of, stream_of
-from app.domain.store import Session, TransitionRefused
+from app.domain.store import Session, SessionNotFound, TransitionRefused
 from app.keys import COMPONENT, METRICS, RESPONDER, SETTINGS, SOURCE, TOKENS
 from app.web.errors import ApiError, error_response
 from app.web.middlewares import _from_exception
-from handlers.access import CHALLENGE, check_incarnation, check_session, limit_actions, who
+from handlers.access import (
+    CHALLENGE,
+    check_incarnation,
+    check_session,
+    limit_actions,
+    limit_starts,
+    start_wait,
+    who,
+)
 from handlers.announce import announce_message, announce_transition
 from handlers.common import add_session_read_routes, backends, checked_content, load_body
 from handlers.sse import SEND_TIMEOUT
@@ -37,6 +45,11 @@ STREAM_HEADERS = {
 QUEUE_FULL_NOTICE = (
     "All our agents are busy right now, so I'll stay with you for the moment. "
     "Please ask for a person again in a few minutes."
+)
+# ... and when this client address has started or escalated --start-rate conversations lately.
+START_RATE_NOTICE = (
+    "I can't reach a person for you just yet: too many requests came from your network. "
+    "Please ask again in a minute."
 )
 
 
@@ -65,6 +78,7 @@ async def _queue_full(request: web.Request) -> bool:
 async def create_session(request: web.Request) -> web.Response:
     limit_actions(request, who(request, required=False))
     body = await load_body(request, CreateSessionSchema())
+    limit_starts(request, "start")
     name = body["session_name"] or f"s-{secrets.token_hex(8)}"
     session = await backends(request).store.create(name)
     return web.json_response({**session, **_session_token(request, session)}, status=201)
@@ -74,7 +88,8 @@ async def _accept_chat(request: web.Request) -> tuple[str, str]:
     """What /api/chat and /api/chat/stream check before anything is stored: token, rate limit,
     body, content limit, and the session. With tokens required a conversation starts only
     through POST /sessions (which hands out its token), so an anonymous client cannot start
-    conversations by chatting; under --insecure a chat creates its session (the curl tour)."""
+    conversations by chatting; under --insecure a chat creates its session (the curl tour),
+    which counts against the client address's --start-rate as POST /sessions does."""
     principal = who(request, required=False)
     limit_actions(request, principal)
     body = await load_body(request, ChatSchema())
@@ -91,7 +106,11 @@ async def _accept_chat(request: web.Request) -> tuple[str, str]:
             headers=CHALLENGE,
         )
     else:
-        await store.get_or_create(name)
+        try:
+            await store.get(name)
+        except SessionNotFound:
+            limit_starts(request, "start")  # only a chat that starts a conversation counts
+            await store.get_or_create(name)
     return name, content
 
 
@@ -214,10 +233,11 @@ async def _converse(
     else:
         answer = await collect(stream_of(responder, session, message), stream.chunk)
     text, escalate = answer.text, answer.escalate
-    if escalate and await _queue_full(request):
+    refusal = await _escalation_refused(request, session) if escalate else None
+    if refusal is not None:
         # The bot says so, in the same reply (a streamed one gets it as its last piece), and
         # keeps the conversation.
-        notice = f"{chr(10) * 2 if text else ''}{QUEUE_FULL_NOTICE}"
+        notice = f"{chr(10) * 2 if text else ''}{refusal}"
         text, escalate = text + notice, False
         if stream is not None:
             await stream.chunk(notice)
@@ -229,14 +249,34 @@ async def _converse(
         return {"session": session, "message": message, "reply": None}
     await announce_message(request, session, reply)
     if escalate:
-        try:
-            transition = await store.apply(name, "escalate", reason=answer.reason)
-        except TransitionRefused:
-            pass  # taken over meanwhile: nothing to ask for
-        else:
-            await announce_transition(request, "escalate", transition)
-            session = transition.session
+        session = await _bot_escalates(request, session, answer.reason)
     return {"session": session, "message": message, "reply": reply}
+
+
+async def _bot_escalates(request: web.Request, session: Session, reason: str | None) -> Session:
+    """The bot hands the conversation to a person (it has said so, and the escalation was not
+    refused: see ``_escalation_refused``); the session after it."""
+    try:
+        transition = await backends(request).store.apply(session["session_name"], "escalate", reason=reason)
+    except TransitionRefused:
+        return session  # taken over meanwhile: nothing to ask for
+    await announce_transition(request, "escalate", transition)
+    return transition.session
+
+
+async def _escalation_refused(request: web.Request, session: Session) -> str | None:
+    """What the bot tells the customer when it would hand over but may not: --max-waiting
+    customers wait already, or this client address is past --start-rate (both counted as
+    refusals). The conversation then stays with the bot, and the chat answers 200."""
+    if await _queue_full(request):
+        return QUEUE_FULL_NOTICE
+    if start_wait(request, "escalation") > 0:
+        logger.info(
+            "session %s: the bot's escalation refused, its client is over --start-rate",
+            session["session_name"],
+        )
+        return START_RATE_NOTICE
+    return None
 
 
 @routes.post("/api/manual/escalate")
@@ -249,6 +289,7 @@ async def escalate(request: web.Request) -> web.Response:
     store = backends(request).store
     session = await store.get(name)
     check_incarnation(principal, session)
+    limit_starts(request, "escalation")
     if session["status"] == "bot_active" and await _queue_full(request):
         raise ApiError(
             409, "queue_full", "all agents are busy: the conversation stays with the bot; try again later"

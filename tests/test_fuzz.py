@@ -809,7 +809,8 @@ async def harness(
     make_client: MakeClient, settings: Settings, totals: Counter[str], *, secure: bool = False
 ) -> Harness:
     """The real app (memory or Redis, insecure or with tokens), seeded with one session of
-    each kind. Limits that would only add 429s are lifted on the secure app."""
+    each kind. Limits that would only add 429s are lifted: the per-address one (every case
+    comes from 127.0.0.1), and the per-token ones on the secure app."""
     if secure:
         client = await make_client(
             settings,
@@ -818,9 +819,10 @@ async def harness(
             rate_limit=1e6,
             rate_burst=1_000_000,
             max_streams_per_token=1_000_000,
+            start_rate=1_000_000,
         )
     else:
-        client = await make_client(settings)
+        client = await make_client(settings, start_rate=1_000_000)
     fuzz = Harness(client, totals, secure=secure)
     await fuzz.seed_world()
     return fuzz

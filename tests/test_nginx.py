@@ -53,7 +53,15 @@ from tests.support.api import (
 )
 from tests.support.checks import check_strictly_increasing
 from tests.support.handoff import run_handoff
-from tests.support.processes import REDIS_ON, ROOT, ServerProcess, StartServer, free_port, stop_process
+from tests.support.processes import (
+    MANY_STARTS,
+    REDIS_ON,
+    ROOT,
+    ServerProcess,
+    StartServer,
+    free_port,
+    stop_process,
+)
 from tests.support.readers import ReconnectingReader
 from tests.support.sse import SSEEvent, open_stream
 from tests.support.wait import poll_sync, until
@@ -204,7 +212,11 @@ def stack(server_process: StartServer, redis_url: str, tmp_path: Path) -> Iterat
         pytest.skip("nginx is not installed (make test installs Debian's nginx package)")
     # Heartbeats every second: the reconnecting reader counts 5 silent seconds as a dead link.
     common = ("--redis-url", redis_url, "--heartbeat", "1")
-    chatbot = server_process("--chatbot", *common, env=REDIS_ON)
+    # As the shipped unit runs it (nginx its trusted proxy), with --start-rate out of the way:
+    # these tests start more conversations from one address than it allows, and test nginx's.
+    chatbot = server_process(
+        "--chatbot", *common, "--trusted-proxy", "127.0.0.1/32", *MANY_STARTS, env=REDIS_ON
+    )
     workbench = server_process("--workbench", *common, env=REDIS_ON)
     nginx = Nginx(binary, tmp_path / "nginx", chatbot.port, workbench.port)
     try:

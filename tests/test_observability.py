@@ -256,6 +256,7 @@ async def test_metrics_endpoint_speaks_prometheus(
         "switchboard_broker_mode": "gauge",
         "switchboard_request_duration_seconds": "histogram",
         "switchboard_publish_to_delivery_seconds": "histogram",
+        "switchboard_starts_refused": "counter",
     }.items():
         assert types.get(name) == kind, (name, types)
     samples = parse_metrics(text)
@@ -275,6 +276,10 @@ async def test_metrics_endpoint_speaks_prometheus(
     assert value(samples, "switchboard_stream_gaps_total") == 0
     timed_out = by_label(samples, "switchboard_connections_timed_out_total", "stage")
     assert timed_out == {"idle": 0, "head": 0, "body": 0}, timed_out
+    assert by_label(samples, "switchboard_starts_refused_total", "kind") == {"start": 0, "escalation": 0}
+    assert by_label(samples, "switchboard_escalations_refused_total", "reason") == {"queue_full": 0}
+    assert value(samples, "switchboard_sessions_closed_idle_total") == 0
+    assert value(samples, "switchboard_sessions_expired_total") == 0
     assert latency_count(samples) == 0
     assert streams_open(samples) == {"chatbot": 0, "workbench": 0}
     # A scrape is observed once it is answered: the first one is in the second.

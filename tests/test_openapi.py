@@ -34,6 +34,13 @@ from tests.support.app_server import AppClient
 from tests.support.sse import SSEEvent, SSEStream
 
 COMPONENT_SETS = (("chatbot",), ("workbench",), ("chatbot", "workbench"))
+# What the per-address limit (--start-rate) answers 429 for, with or without tokens.
+ADDRESS_LIMITED = {
+    f"{CHATBOT}/sessions",
+    f"{CHATBOT}/chat",
+    f"{CHATBOT}/chat/stream",
+    f"{CHATBOT}/manual/escalate",
+}
 SECRET = "openapi-test-secret-0123456789-abcdefghij"
 METHODS = ("get", "put", "post", "delete", "patch", "options", "head", "trace")
 
@@ -329,7 +336,10 @@ async def test_every_route_is_documented(
         assert not schemes
         assert not any("security" in operation for _, _, operation in operations(doc))
         statuses = {code for _, _, operation in operations(doc) for code in operation["responses"]}
-        assert not statuses & {"401", "403", "429"}
+        assert not statuses & {"401", "403"}
+        # 429 only where the per-address limit (--start-rate) holds, tokens or not.
+        limited = {path for _, path, operation in operations(doc) if "429" in operation["responses"]}
+        assert limited == ADDRESS_LIMITED & {path for _, path in documented}, limited
 
 
 async def test_document_is_built_once_per_app(openapi_client: ClientFactory) -> None:
@@ -884,7 +894,12 @@ async def test_a_real_secure_flow_matches_the_document(
 
 async def test_limits_answer_as_documented(openapi_client: ClientFactory) -> None:
     settings = secure(
-        memory_settings(), rate_limit=0.001, rate_burst=1, max_streams=2, max_streams_per_token=1
+        memory_settings(),
+        rate_limit=0.001,
+        rate_burst=1,
+        max_streams=2,
+        max_streams_per_token=1,
+        start_rate=2,
     )
     client = await openapi_client(settings)
     contract = Contract(await fetch_doc(client), insecure=False)
@@ -904,6 +919,8 @@ async def test_limits_answer_as_documented(openapi_client: ClientFactory) -> Non
         await contract.call(
             client, "POST", f"{CHATBOT}/manual/escalate", status=429, body=body, headers=token
         )
+        # The start and the escalation took this address's two: a third start is refused.
+        await contract.call(client, "POST", f"{CHATBOT}/sessions", status=429)
 
         path = "/workbench/api/agents/{}/events"
         await open_events(
@@ -916,3 +933,18 @@ async def test_limits_answer_as_documented(openapi_client: ClientFactory) -> Non
         await open_events(
             contract, stack, client, AGENT_EVENTS, path.format("carol"), status=503, headers=as_agent["carol"]
         )
+
+
+async def test_address_limit_answers_as_documented_without_tokens(openapi_client: ClientFactory) -> None:
+    """Under --insecure too, a start or an escalation past --start-rate is the documented 429."""
+    client = await openapi_client(memory_settings(start_rate=2))
+    contract = Contract(await fetch_doc(client), insecure=True)
+    await contract.call(client, "POST", f"{CHATBOT}/sessions", status=201, body={"session_name": "demo"})
+    chat = {"session_name": "other", "content": "hello"}
+    await contract.call(client, "POST", f"{CHATBOT}/chat", status=200, body=chat)  # starts "other"
+    await contract.call(client, "POST", f"{CHATBOT}/sessions", status=429)
+    await contract.call(client, "POST", f"{CHATBOT}/chat", status=429, body={**chat, "session_name": "new"})
+    await contract.call(client, "POST", f"{CHATBOT}/chat", status=200, body=chat)  # not a start
+    await contract.call(
+        client, "POST", f"{CHATBOT}/manual/escalate", status=429, body={"session_name": "demo"}
+    )

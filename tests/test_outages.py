@@ -34,7 +34,7 @@ from app.domain.store.redis_store import StoreKeys
 from tests.support import api
 from tests.support.api import STATUSES, Reply, health, post_until_served
 from tests.support.checks import check_ids
-from tests.support.processes import REDIS_ON, ServerProcess, StartServer, raise_open_file_limit
+from tests.support.processes import MANY_STARTS, REDIS_ON, ServerProcess, StartServer, raise_open_file_limit
 from tests.support.readers import Collector, messages_in
 from tests.support.redis_server import RedisServer
 from tests.support.sse import SSEStream, connect, open_stream
@@ -686,7 +686,7 @@ async def test_sigterm_with_a_thousand_streams_exits_zero_within_five_seconds(
     """SIGTERM, 1,000 streams: exit 0 in < 5 s; every stream ends cleanly after a retry: hint."""
     limit = raise_open_file_limit(2 * STREAM_COUNT + 512)  # the server inherits it
     assert limit >= 2 * STREAM_COUNT + 512, limit
-    process = server_process("--redis-url", redis_server.url, env=REDIS_ON)
+    process = server_process("--redis-url", redis_server.url, *MANY_STARTS, env=REDIS_ON)
     base = process.url
     sessions = [f"bye-{i:03d}" for i in range(STREAM_COUNT // 2)]
     urls = [f"{base}/{side}/api/sessions/{n}/events" for n in sessions for side in ("chatbot", "workbench")]

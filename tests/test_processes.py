@@ -21,7 +21,7 @@ from app.backends import POOL_SIZE
 from tests.support.api import assert_json_error, call, chat, create, health, streams_open
 from tests.support.checks import check_ids
 from tests.support.handoff import check_message, run_handoff
-from tests.support.processes import REDIS_ON, StartServer, free_port, raise_open_file_limit
+from tests.support.processes import MANY_STARTS, REDIS_ON, StartServer, free_port, raise_open_file_limit
 from tests.support.sse import SSEEvent, SSEStream, connect, open_stream
 from tests.support.wait import gather_in_batches, wait_for
 
@@ -211,7 +211,7 @@ async def test_thousand_streams_share_one_pubsub_connection(
     # Client and server each hold one socket per stream; the server inherits this limit.
     limit = raise_open_file_limit(2 * STREAM_COUNT + 512)
     assert limit >= 2 * STREAM_COUNT + 512, limit
-    process = server_process("--redis-url", redis_url, env=REDIS_ON)
+    process = server_process("--redis-url", redis_url, *MANY_STARTS, env=REDIS_ON)
     probe = Redis.from_url(redis_url, decode_responses=True, client_name=PROBE_NAME)
     sessions = [f"load-{i:03d}" for i in range(400)]
     agents = [f"agent-{i:03d}" for i in range(200)]
@@ -339,7 +339,7 @@ async def test_ids_increase_across_channels_of_one_stream(
     Events are published on the stream's two channels at the same moment, in rounds.
     """
     args = ("--no-redis",) if backend == "memory" else ("--redis-url", redis_url)
-    process = server_process(*args, env=REDIS_ON)
+    process = server_process(*args, *MANY_STARTS, env=REDIS_ON)
     base = process.url
     rounds = 40
     async with aiohttp.ClientSession() as http:

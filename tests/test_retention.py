@@ -6,7 +6,6 @@ backend where the bound exists there too)."""
 
 import asyncio
 import json
-import re
 from typing import cast
 
 import aiohttp
@@ -36,17 +35,12 @@ from tests.support.api import (
     session_events,
 )
 from tests.support.app_server import MakeClient
+from tests.support.metrics import scrape, value
 from tests.support.processes import REDIS_ON, StartServer
 from tests.support.sse import SSEStream, open_stream
 
 SECRET = "retention-test-secret-0123456789-abcdefghij"
 EMOJI = "\U0001f600"  # 4 bytes of UTF-8
-
-
-def metric(text: str, name: str) -> float:
-    found = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.MULTILINE)
-    assert found is not None, f"{name} not exported"
-    return float(found.group(1))
 
 
 async def ended(stream: SSEStream, timeout: float) -> bool:
@@ -94,9 +88,9 @@ async def test_idle_conversations_close_and_closed_ones_are_deleted(
                 assert await redis.zscore(store.keys.status(status), "idle") is None
         finally:
             await redis.aclose()
-    exposition = await (await client.get("/metrics")).text()
-    assert metric(exposition, "switchboard_sessions_closed_idle_total") >= 1
-    assert metric(exposition, "switchboard_sessions_expired_total") >= 1
+    samples = await scrape(client)
+    assert (value(samples, "switchboard_sessions_closed_idle_total") or 0) >= 1
+    assert (value(samples, "switchboard_sessions_expired_total") or 0) >= 1
 
 
 async def test_every_key_expires(make_client: MakeClient, redis_url: str, redis: Redis) -> None:
@@ -198,8 +192,8 @@ async def test_escalations_past_max_waiting_are_refused(make_client: MakeClient,
     answer = await chat(client, "asks", "I want to talk to a human")
     assert answer["session"]["status"] == "bot_active", answer
     assert answer["reply"]["content"].endswith(QUEUE_FULL_NOTICE), answer["reply"]
-    exposition = await (await client.get("/metrics")).text()
-    assert metric(exposition, 'switchboard_escalations_refused_total{reason="queue_full"}') == 2
+    samples = await scrape(client)
+    assert value(samples, "switchboard_escalations_refused_total", reason="queue_full") == 2
 
 
 async def test_a_conversation_started_again_refuses_the_old_tokens(

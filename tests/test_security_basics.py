@@ -493,6 +493,7 @@ def test_cors_origin_flag_beats_environment() -> None:
     [
         ("--max-streams", "SWITCHBOARD_MAX_STREAMS", "max_streams"),
         ("--max-message", "SWITCHBOARD_MAX_MESSAGE", "max_message"),
+        ("--start-rate", "SWITCHBOARD_START_RATE", "start_rate"),
     ],
 )
 def test_limit_flags_and_environment(flag: str, var: str, field: str) -> None:
@@ -503,7 +504,7 @@ def test_limit_flags_and_environment(flag: str, var: str, field: str) -> None:
     assert getattr(load_settings([flag, "9"], {var: "8"}), field) == 9
 
 
-@pytest.mark.parametrize("flag", ["--max-streams", "--max-message"])
+@pytest.mark.parametrize("flag", ["--max-streams", "--max-message", "--start-rate"])
 def test_limit_flags_reject_non_integers(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
     """A limit flag that is not an integer is a usage error."""
     with pytest.raises(SystemExit):

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from app.domain.store.base import Bounds
 from app.process.logs import LOG_FORMATS
+from app.web.client_address import trusted_networks
 from realtime.history import HISTORY_BYTES
 from schemas.fields import is_valid_name
 
@@ -49,6 +50,10 @@ class Settings:
     # Action requests (POST) per token per second, and the burst allowed above that rate.
     rate_limit: float = 10.0
     rate_burst: int = 20
+    # Conversation starts and escalations per client address per minute (bursts of as many),
+    # and the proxies (CIDRs) whose X-Forwarded-For says which address that is; none by default.
+    start_rate: int = 30
+    trusted_proxies: tuple[str, ...] = ()
     # Signing secret for tokens; without one the process refuses to start unless insecure.
     secret: str | None = field(default=None, repr=False)
     insecure: bool = False
@@ -102,6 +107,7 @@ class Settings:
             raise ValueError("namespace must be 1-64 of A-Z, a-z, 0-9, _ and -")
         if self.transcript_bytes < MIN_TRANSCRIPT_BYTES:
             raise ValueError(f"transcript_bytes must be at least {MIN_TRANSCRIPT_BYTES}")
+        trusted_networks(self.trusted_proxies)  # ValueError naming a CIDR that is not one
 
 
 POSITIVE_SECONDS = (
@@ -124,6 +130,7 @@ AT_LEAST_ONE = (
     "max_streams_per_token",
     "max_channels",
     "rate_burst",
+    "start_rate",
     "workers",
     "max_waiting",
     "history_bytes",
@@ -190,6 +197,13 @@ OPTIONS = (
         "rate_limit", "SWITCHBOARD_RATE_LIMIT", float, "action requests per token per second", "PER_SECOND"
     ),
     Option("rate_burst", "SWITCHBOARD_RATE_BURST", int, "action requests a token may burst above the rate"),
+    Option(
+        "start_rate",
+        "SWITCHBOARD_START_RATE",
+        int,
+        "conversation starts and escalations per client address per minute (bursts of as many)",
+        "PER_MINUTE",
+    ),
     Option("secret", "SWITCHBOARD_SECRET", str, "token signing secret, 32+ characters (required)"),
     Option(
         "session_token_ttl", "SWITCHBOARD_SESSION_TOKEN_TTL", float, "lifetime of customer tokens", "SECONDS"
@@ -259,6 +273,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow browser calls from this origin (repeatable) "
         "[SWITCHBOARD_CORS_ORIGINS, comma-separated; none]",
     )
+    parser.add_argument(
+        "--trusted-proxy",
+        action="append",
+        dest="trusted_proxies",
+        metavar="CIDR",
+        help="a proxy whose X-Forwarded-For names the client address for the per-address limit "
+        "(repeatable) [SWITCHBOARD_TRUSTED_PROXIES, comma-separated; none]",
+    )
     defaults = Settings()
     for option in OPTIONS:
         default = getattr(defaults, option.name)
@@ -283,6 +305,7 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         elif env.get(option.env):
             values[option.name] = option.cast(env[option.env])
     origins = args.cors_origins or env.get("SWITCHBOARD_CORS_ORIGINS", "").split(",")
+    proxies = args.trusted_proxies or env.get("SWITCHBOARD_TRUSTED_PROXIES", "").split(",")
     return Settings(
         **values,  # type: ignore[arg-type]  # each value cast by its option to its field's type
         components=tuple(c for c in COMPONENTS if getattr(args, c)) or COMPONENTS,
@@ -290,4 +313,5 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         insecure=args.insecure or env.get("SWITCHBOARD_INSECURE", "").lower() in TRUE_WORDS,
         redis_cluster=args.redis_cluster or env.get("SWITCHBOARD_REDIS_CLUSTER", "").lower() in TRUE_WORDS,
         cors_origins=tuple(o.strip() for o in origins if o.strip()),
+        trusted_proxies=tuple(p.strip() for p in proxies if p.strip()),
     )

@@ -1,14 +1,20 @@
 """Limits of the web layer: the largest request body, the readiness probe's wait, and rate
-limits (a token bucket per principal, in memory, per process)."""
+limits (token buckets in memory, per process: one per principal for actions, one per client
+address for conversation starts and escalations)."""
 
 import math
 import time
 from collections import OrderedDict
+from typing import Literal
 
 # The largest request body, in bytes (aiohttp answers 413 past it).
 MAX_BODY = 64 * 1024
 # How long GET /health/ready waits for its canary to come back, in seconds.
 READY_TIMEOUT = 2.0
+# What the per-address limit counts: conversations started, and requests for a human.
+StartKind = Literal["start", "escalation"]
+START_KINDS: tuple[StartKind, ...] = ("start", "escalation")
+START_RATE_MESSAGE = "too many conversations started or escalated from this address; retry later"
 
 
 class RateLimiter:
@@ -44,3 +50,14 @@ class RateLimiter:
     @staticmethod
     def retry_after(wait: float) -> str:
         return str(max(1, math.ceil(wait)))
+
+
+class StartRefusals:
+    """What the per-address limit refused, by kind: plain integers, read when Prometheus
+    scrapes (a bot's escalation skipped over the limit counts as an ``escalation``)."""
+
+    def __init__(self) -> None:
+        self.by_kind: dict[StartKind, int] = dict.fromkeys(START_KINDS, 0)
+
+    def count(self, kind: StartKind) -> None:
+        self.by_kind[kind] += 1

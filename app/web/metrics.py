@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 
 from app.backends import Backends
 from app.web.connections import STAGES, TimedOut
+from app.web.limits import StartRefusals
 
 if TYPE_CHECKING:
     from app.domain.retention import SweepStats
@@ -32,6 +33,7 @@ REQUEST_DURATION_HELP = (
 REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BROKER_MODES = ("redis", "redis-cluster", "memory")
 ESCALATION_REFUSALS = ("queue_full",)
+STARTS_REFUSED = "switchboard_starts_refused"
 
 
 class Metrics:
@@ -49,6 +51,10 @@ class Metrics:
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self._requests.labels(method, route, str(status)).observe(seconds)
+
+    def count_refusals(self, refusals: StartRefusals) -> None:
+        """Export what the per-address limit refused (read at scrape time)."""
+        self.registry.register(_RefusalCollector(refusals))
 
     def watch(self, streams: "StreamRegistry", backends: Backends, components: Sequence[str]) -> None:
         """Export what the streams and the broker count (once the backends are open)."""
@@ -91,6 +97,22 @@ class _BoundsCollector(Collector):
         )
         for reason in ESCALATION_REFUSALS:
             refused.add_metric((reason,), self._escalations_refused[reason])
+        yield refused
+
+
+class _RefusalCollector(Collector):
+    def __init__(self, refusals: StartRefusals) -> None:
+        self._refusals = refusals
+
+    def collect(self) -> Iterator[Metric]:
+        refused = CounterMetricFamily(
+            STARTS_REFUSED,
+            "Requests refused by the per-address limit (--start-rate), by kind: start (a "
+            "conversation) or escalation (POST /manual/escalate, or the bot's hand-off skipped).",
+            labels=("kind",),
+        )
+        for kind, count in self._refusals.by_kind.items():  # every kind, 0 until refused
+            refused.add_metric((kind,), count)
         yield refused
 
 

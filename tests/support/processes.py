@@ -25,6 +25,9 @@ START_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
 # Explicit, so a developer's USE_REDIS_SSE=false in the environment cannot change a test.
 REDIS_ON = {"USE_REDIS_SSE": "true"}
+# run.py flags for a test that starts more conversations from this one address than the default
+# --start-rate allows in a minute, and is not about that limit (tests/test_address_limits.py is).
+MANY_STARTS = ("--start-rate", "1000000")
 
 
 def free_port() -> int:

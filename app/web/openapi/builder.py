@@ -6,8 +6,9 @@ The paths come from the app's router (``routes_of``); each is described by its e
 without a route (the other sub-app's, in a one-component process) is left out.
 
 The document says what the answering process does: under ``--insecure`` it documents no
-security, no 401/403/429 answers and no token-only examples, and ``agent_id`` is then required
-in workbench bodies (with a token it is optional: the agent is the token's).
+security, no 401/403 answers, no 429 but the per-address limit's and no token-only examples,
+and ``agent_id`` is then required in workbench bodies (with a token it is optional: the agent
+is the token's).
 """
 
 import copy

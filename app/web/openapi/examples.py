@@ -12,7 +12,7 @@ from typing import Any
 
 from app.domain.store import SessionExists, SessionNotFound
 from app.process.settings import COMPONENTS
-from app.web.limits import READY_TIMEOUT
+from app.web.limits import READY_TIMEOUT, START_RATE_MESSAGE
 from app.web.metrics import (
     REQUEST_DURATION,
     REQUEST_DURATION_HELP,
@@ -229,17 +229,20 @@ RESPONSE_EXAMPLES: dict[str, Example] = {
 
 @dataclass(frozen=True, slots=True)
 class ErrorExample:
-    """An error answer: its status, and the body the server would send (``body()``)."""
+    """An error answer: its status, and the body the server would send (``body()``).
+    ``anonymous``: answered without a token too, though its status is one of the token-only
+    ones (the per-address limit's 429)."""
 
     status: int
     code: str
     message: str
     fields: Mapping[str, Any] | None = None
+    anonymous: bool = False
 
     @property
     def token_only(self) -> bool:
         """Only a process that requires tokens answers this status."""
-        return self.status in TOKEN_STATUSES
+        return self.status in TOKEN_STATUSES and not self.anonymous
 
     def body(self) -> dict[str, Any]:
         error: dict[str, Any] = {"code": self.code, "message": self.message}
@@ -316,6 +319,7 @@ ERROR_EXAMPLES: dict[str, ErrorExample] = {
         415, "unsupported_media_type", "request body must be application/json"
     ),
     "error.rate_limited": ErrorExample(429, "rate_limited", "too many requests; slow down"),
+    "error.rate_limited.address": ErrorExample(429, "rate_limited", START_RATE_MESSAGE, anonymous=True),
     "error.too_many_streams.token": ErrorExample(
         429, "too_many_streams", "this token holds as many streams as it may; close one first"
     ),

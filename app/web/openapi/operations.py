@@ -117,6 +117,7 @@ CHAT_ERRORS = (
     "error.session_not_found",
     "error.conflict.closed",
     "error.rate_limited",
+    "error.rate_limited.address",
     "error.unavailable",
 )
 
@@ -171,7 +172,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Create a session",
         "Creates a session in `bot_active` (a name `s-` + 16 hex digits is generated when none "
         "is given; an empty body counts as `{}`). Needs no token, and answers the session with "
-        "its customer `token`.",
+        "its customer `token`. Counts against the client address's `--start-rate` (429 past it).",
         (Answer(201, "The new session.", "SessionCreated", ("session.created", "session.created.insecure")),),
         "optional",
         (
@@ -180,6 +181,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             *TOKEN_ERRORS,
             "error.session_exists",
             "error.rate_limited",
+            "error.rate_limited.address",
             "error.unavailable",
         ),
         body="CreateSessionRequest",
@@ -192,7 +194,9 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "a person is escalated after the answer; otherwise the message goes to the agent and "
         "`reply` is null. Needs the session's token: a conversation starts with `POST "
         "/chatbot/api/sessions`, which hands it out (401 without one). Under `--insecure` a chat "
-        "creates its session if new.",
+        "creates its session if new, which counts against the client address's `--start-rate` "
+        "(429 past it). A bot's escalation past that rate is skipped: the session stays with the "
+        "bot and the chat still answers 200.",
         (
             Answer(
                 200,
@@ -237,7 +241,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "chatbot",
         "Ask for a human",
         "Moves a `bot_active` session to `waiting_agent` and asks every agent for it. Already "
-        "waiting: 200, unchanged, no event; held or closed: 409. Token: the session's.",
+        "waiting: 200, unchanged, no event; held or closed: 409. Token: the session's. Counts "
+        "against the client address's `--start-rate` (429 past it).",
         (Answer(200, "The session after the escalation.", "Session", ("session.waiting_agent",)),),
         "customer",
         (
@@ -247,6 +252,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             "error.session_not_found",
             "error.conflict.escalate",
             "error.rate_limited",
+            "error.rate_limited.address",
             "error.unavailable",
         ),
         body="EscalateRequest",
@@ -423,6 +429,7 @@ STATUS_TEXT = {
     409: "Not allowed in the session's current state.",
     413: f"Body over {MAX_BODY:,} bytes.",
     415: "A non-empty body that is not `application/json`.",
-    429: "Too many requests or streams for this token: retry after `Retry-After` seconds.",
+    429: "Too many requests or streams for this token, or conversations started or escalated from "
+    "this client address (`--start-rate`): retry after `Retry-After` seconds.",
     503: "Unavailable now (state store, or this process's stream limit): retry after `Retry-After` seconds.",
 }
