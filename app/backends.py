@@ -160,6 +160,7 @@ class BrokerOptions(TypedDict):
     history_maxlen: int
     history_ttl: float
     subscribe_timeout: float
+    namespace: str
 
 
 def redis_broker_options(settings: Settings) -> BrokerOptions:
@@ -169,6 +170,7 @@ def redis_broker_options(settings: Settings) -> BrokerOptions:
         "history_maxlen": settings.history_size,
         "history_ttl": settings.history_ttl,
         "subscribe_timeout": settings.redis_timeout,
+        "namespace": settings.namespace,
     }
 
 

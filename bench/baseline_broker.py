@@ -38,10 +38,12 @@ class PerStreamRedisBroker(Broker):
         history_maxlen: int = 1000,
         history_ttl: float = 3600.0,
         subscribe_timeout: float = 5.0,
+        namespace: str = "",
     ) -> None:
         super().__init__(queue_size=queue_size)
         self._redis = redis
-        self._log = RedisEventLog(redis, KeyLayout(), history_maxlen=history_maxlen, history_ttl=history_ttl)
+        layout = KeyLayout(namespace)
+        self._log = RedisEventLog(redis, layout, history_maxlen=history_maxlen, history_ttl=history_ttl)
         self._subscribe_timeout = subscribe_timeout
         self._subscriber_redis = Redis.from_url(subscriber_url)
         self._local = FanOut(self.stats)  # for close() and counting only: no shared fan-out
