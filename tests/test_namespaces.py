@@ -23,6 +23,8 @@ What these tests prove, on real Redis (a redis-server, the suite's 3-master clus
 * a default process beside a namespaced one still uses the contract's unprefixed names, and
   neither hears the other (so the namespaced pattern is prefixed: unprefixed, it would hear
   the default process's sessions and not its own);
+* the ACL rule docs/security.md gives a namespace (its keys and channels, its pattern named
+  literally) is enough for a whole conversation and the readiness probe;
 * a namespaced process on a cluster: a session's store key, history, clock and shard channel
   on one slot, every key under the prefix.
 """
@@ -37,6 +39,7 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 from redis.crc import key_slot
+from redis.exceptions import NoPermissionError
 
 from app.domain.store.redis_store import StoreKeys
 from realtime.broker import Broker, Subscription
@@ -69,10 +72,12 @@ from tests.support.checks import check_ids, wire
 from tests.support.processes import REDIS_ON, ServerProcess, StartServer
 from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_names import SAFE_CHANNEL, SAFE_KEY, outside, redis_names
+from tests.support.redis_server import RedisServer, client_of
 from tests.support.sse import SSEEvent, SSEStream, open_stream
 
 SESSION, AGENT = "s1", "alice"  # the same in every namespace: only the prefix keeps them apart
 QUIET = 0.5  # the window in which nothing may cross
+ACL_PASSWORD = "switchboard-test-acl-password"
 SUPERVISOR = f"{WORKBENCH}/events"
 # What one conversation (see ``converse``) puts on a session's streams, and on the agent's.
 SESSION_TYPES = [
@@ -354,6 +359,38 @@ async def test_the_default_namespace_keeps_the_contract_names(
         )
         assert {c for c in names.channels if not c.startswith("a:")} == HELD
         assert names.patterns == 2
+
+
+async def test_an_acl_user_confined_to_its_namespace_is_enough(
+    server_process: StartServer, redis_server: RedisServer
+) -> None:
+    """The ACL rule docs/security.md gives (keys and channels ``a:*``, the supervisor pattern
+    named literally: Redis lets PSUBSCRIBE through only for a pattern the user is granted as
+    written) runs a whole conversation and the readiness canary, and refuses ``b:``."""
+    admin = client_of(redis_server.port)
+    try:
+        admin.acl_setuser(
+            "switchboard-a",
+            enabled=True,
+            passwords=[f"+{ACL_PASSWORD}"],
+            keys=["a:*"],
+            channels=["a:*", "a:sse:session:*"],
+            commands=["+@all", "-@dangerous"],
+        )
+    finally:
+        admin.close()
+    url = f"redis://switchboard-a:{ACL_PASSWORD}@127.0.0.1:{redis_server.port}/0"
+    a = server_process("--redis-url", url, "--namespace", "a", env=REDIS_ON)
+    async with aiohttp.ClientSession() as http, watched(http, "a", a) as in_a:
+        await converse_alone(http, in_a, [])
+        assert (await call(http, "GET", f"{a.url}/health/ready"))["ready"] is True
+        assert (await call(http, "GET", f"{a.url}/health"))["degraded"] is False
+    confined = client_of(redis_server.port, username="switchboard-a", password=ACL_PASSWORD)
+    try:
+        with pytest.raises(NoPermissionError):
+            confined.set("b:session:{s1}", "{}")
+    finally:
+        confined.close()
 
 
 # --------------------------------------------------------------------------- cluster
