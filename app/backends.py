@@ -161,6 +161,7 @@ class BrokerOptions(TypedDict):
     history_ttl: float
     history_bytes: int
     subscribe_timeout: float
+    namespace: str
 
 
 def redis_broker_options(settings: Settings) -> BrokerOptions:
@@ -171,6 +172,7 @@ def redis_broker_options(settings: Settings) -> BrokerOptions:
         "history_ttl": settings.history_ttl,
         "history_bytes": settings.history_bytes,
         "subscribe_timeout": settings.redis_timeout,
+        "namespace": settings.namespace,
     }
 
 

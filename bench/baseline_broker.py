@@ -40,12 +40,13 @@ class PerStreamRedisBroker(Broker):
         history_ttl: float = 3600.0,
         history_bytes: int = HISTORY_BYTES,
         subscribe_timeout: float = 5.0,
+        namespace: str = "",
     ) -> None:
         super().__init__(queue_size=queue_size)
         self._redis = redis
         self._log = RedisEventLog(
             redis,
-            KeyLayout(),
+            KeyLayout(namespace),
             history_maxlen=history_maxlen,
             history_ttl=history_ttl,
             history_bytes=history_bytes,

@@ -33,6 +33,7 @@ from realtime.broker import Broker, BrokerError, History, ShardUnavailable, Subs
 from realtime.channels import SESSION_PATTERN, SESSION_PREFIX, SESSIONS_FEED, slot_tag
 from realtime.events import Event, validated
 from realtime.fanout import FanOut
+from realtime.layout import namespace_prefix
 from realtime.outbox import Outbox
 from realtime.redis_node import RedisNode
 from realtime.redis_replies import DISCONNECTED, UNAVAILABLE
@@ -48,26 +49,35 @@ OUTBOX_RETRY = (0.1, 2.0)  # seconds between attempts: first, and at most (doubl
 
 class ClusterLayout:
     """Keys and wire channels named by slot tag: ``history:{tag}``, ``clock:{tag}``; sharded
-    pub/sub, and one clock per tag."""
+    pub/sub, and one clock per tag. Under a namespace every name begins with ``NAME:``, and a
+    wire channel always spells its tag out (``NAME:{tag}channel``): the prefix would otherwise
+    change the slot a tagless channel hashes to."""
 
+    __slots__ = ("_prefix",)
     sharded = True
     publish_command = "SPUBLISH"
     shared_clock_key: str | None = None
 
+    def __init__(self, namespace: str = "") -> None:
+        self._prefix = namespace_prefix(namespace)
+
     def history_key(self, channel: str) -> str:
         tag = slot_tag(channel)
-        return f"history:{{{tag}}}" + ("" if tag == channel else channel)
+        return f"{self._prefix}history:{{{tag}}}" + ("" if tag == channel else channel)
 
     def clock_key(self, channels: Iterable[str]) -> str:
-        return f"clock:{{{self.tag_of(channels)}}}"
+        return f"{self._prefix}clock:{{{self.tag_of(channels)}}}"
 
     def wire(self, channel: str) -> str:
         # A channel that is its own tag hashes like "{channel}" already; the others need the
         # tag spelled out (SPUBLISH in the script must hash to the script's slot).
         tag = slot_tag(channel)
-        return channel if tag == channel else f"{{{tag}}}{channel}"
+        if tag == channel and not self._prefix:
+            return channel
+        return f"{self._prefix}{{{tag}}}{channel}"
 
     def logical(self, wire: str) -> str:
+        wire = wire.removeprefix(self._prefix)
         return wire.partition("}")[2] if wire.startswith("{") else wire
 
     def pattern_history_key(self, channel: str) -> str | None:
@@ -92,15 +102,17 @@ class ClusterBroker(Broker):
         subscriber_factory: SubscriberFactory,
         *,
         queue_size: int,
+        namespace: str = "",
         **node_options: Any,
     ) -> None:
         """``subscriber_factory(host, port)`` makes the plain client a node's pub/sub
-        connection comes from; ``node_options`` go to every RedisNode."""
+        connection comes from; ``namespace`` prefixes every key and wire channel (see
+        ClusterLayout); ``node_options`` go to every RedisNode."""
         super().__init__(queue_size=queue_size)
         self._cluster = cluster
         self._subscriber_factory = subscriber_factory
         self._node_options = node_options
-        self._layout = ClusterLayout()
+        self._layout = ClusterLayout(namespace)
         self._nodes: dict[str, RedisNode] = {}
         self._subscribers: list[Redis] = []
         self._outbox = Outbox(self._publish_now, limit=OUTBOX_LIMIT, retry=OUTBOX_RETRY)

@@ -3,10 +3,27 @@
 One Redis (``realtime.redis_broker.KeyLayout``) and a Redis Cluster
 (``realtime.cluster_broker.ClusterLayout``) differ here: the event log and the pub/sub
 connection take a layout and have no branch of their own for either.
+
+A layout also holds the namespace (``--namespace``) that every key and wire channel carries, so
+that deployments sharing one Redis keep apart: a Redis DB number separates keys, not pub/sub.
+Logical channel names (what handlers and clients see) never carry it.
 """
 
 from collections.abc import Iterable
 from typing import Protocol
+
+from schemas.fields import is_valid_name
+
+
+def namespace_prefix(namespace: str) -> str:
+    """What every key and wire channel of ``namespace`` begins with: ``NAME:``, or nothing for
+    the default (empty) namespace. Settings validate the name; this refuses an unsafe one
+    anyway (a ``*`` or a brace would change what a pattern matches or a key hashes to)."""
+    if not namespace:
+        return ""
+    if not is_valid_name(namespace):
+        raise ValueError(f"unsafe namespace: {namespace!r}")
+    return namespace + ":"
 
 
 class Layout(Protocol):
@@ -32,9 +49,9 @@ class Layout(Protocol):
         ...
 
     def wire(self, channel: str) -> str:
-        """The Redis pub/sub channel that carries ``channel``."""
+        """The Redis pub/sub channel (or pattern) that carries ``channel`` (or pattern)."""
         ...
 
     def logical(self, wire: str) -> str:
-        """The channel a Redis pub/sub channel carries."""
+        """The channel (or pattern) a Redis pub/sub channel (or pattern) carries."""
         ...

@@ -367,11 +367,10 @@ class PubSubConnection:
             self._clock.observe(event.key)
             # A pattern's message goes to that pattern's subscriptions only: the channel's
             # own subscriptions get the same event as a plain message.
-            self._deliver(event, to=as_text(message["pattern"]) if kind == "pmessage" else None)
-        elif kind in ("subscribe", "ssubscribe"):
+            pattern = self._logical(as_text(message["pattern"])) if kind == "pmessage" else None
+            self._deliver(event, to=pattern)
+        elif kind in ("subscribe", "ssubscribe", "psubscribe"):
             self._subscribed.confirm(self._logical(as_text(message["channel"])))
-        elif kind == "psubscribe":
-            self._subscribed.confirm(as_text(message["channel"]))
         elif kind == "sunsubscribe":
             self._dropped_by_server(self._logical(as_text(message["channel"])))
 

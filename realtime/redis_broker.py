@@ -24,6 +24,7 @@ from realtime.channels import SESSION_PATTERN, SESSION_PREFIX
 from realtime.events import Event, validated
 from realtime.fanout import FanOut
 from realtime.history import HISTORY_BYTES
+from realtime.layout import namespace_prefix
 from realtime.redis_node import RedisNode
 from realtime.redis_replies import CONNECTION_LOST, UNAVAILABLE
 from realtime.stats import BrokerStats
@@ -31,6 +32,7 @@ from realtime.subscription import Feed
 
 logger = logging.getLogger(__name__)
 
+# The names of the default (empty) namespace; a namespace prefixes them (KeyLayout).
 HISTORY_PREFIX = "history:"
 CLOCK_KEY = "events:clock"
 
@@ -41,21 +43,27 @@ def history_key(channel: str) -> str:
 
 class KeyLayout:
     """Where a channel lives on one Redis: plain pub/sub, one history stream per channel and
-    one clock for all channels (ids strictly increase across every channel)."""
+    one clock for all channels (ids strictly increase across every channel); every key and
+    wire channel (patterns included) under the namespace's prefix."""
 
+    __slots__ = ("_prefix", "shared_clock_key")
     sharded = False
     publish_command = "PUBLISH"
-    shared_clock_key: str | None = CLOCK_KEY
+
+    def __init__(self, namespace: str = "") -> None:
+        self._prefix = namespace_prefix(namespace)
+        self.shared_clock_key: str | None = self._prefix + CLOCK_KEY
 
     def history_key(self, channel: str) -> str:
-        return history_key(channel)
+        return self._prefix + history_key(channel)
 
     def clock_key(self, channels: Iterable[str]) -> str:
-        return CLOCK_KEY
+        return self._prefix + CLOCK_KEY
 
     def wire(self, channel: str) -> str:
-        """The Redis pub/sub channel that carries ``channel``."""
-        return channel
+        """The Redis pub/sub channel that carries ``channel``: a pattern under the prefix
+        matches only the namespace's channels (names hold no ":" or "*")."""
+        return self._prefix + channel
 
     def pattern_history_key(self, channel: str) -> str | None:
         """The history of the pattern ``channel`` matches, written with it (so that a
@@ -63,7 +71,7 @@ class KeyLayout:
         return self.history_key(SESSION_PATTERN) if channel.startswith(SESSION_PREFIX) else None
 
     def logical(self, wire: str) -> str:
-        return wire
+        return wire.removeprefix(self._prefix)
 
 
 class RedisBroker(Broker):
@@ -79,13 +87,15 @@ class RedisBroker(Broker):
         max_backoff: float = 2.0,
         queue_size: int = DEFAULT_QUEUE_SIZE,
         stats: BrokerStats | None = None,
+        namespace: str = "",
     ) -> None:
-        """``redis`` runs commands and scripts, and the pub/sub connection comes from it."""
+        """``redis`` runs commands and scripts, and the pub/sub connection comes from it;
+        ``namespace`` prefixes every key and wire channel (see realtime.layout)."""
         super().__init__(queue_size=queue_size, stats=stats)
         self._node = RedisNode(
             redis,
             redis,
-            KeyLayout(),
+            KeyLayout(namespace),
             self.stats,
             history_maxlen=history_maxlen,
             history_ttl=history_ttl,

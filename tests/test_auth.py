@@ -16,12 +16,11 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import aiohttp
 import jwt
 import pytest
-from redis.asyncio import Redis
 from yarl import URL
 
 from app.domain.auth import Principal, TokenAuthority
@@ -31,6 +30,7 @@ from tests.support import api
 from tests.support.api import CHATBOT, WORKBENCH, Reply, bearer, call, exchange
 from tests.support.app_server import AppClient, MakeClient
 from tests.support.processes import StartServer, clean_env, free_port
+from tests.support.redis_names import SAFE_CHANNEL, SAFE_KEY, outside, redis_names
 from tests.support.sse import SSEEvent, SSEStream, open_stream
 
 SECRET = "switchboard-test-secret-0123456789-abcdefghij"  # 45 characters
@@ -1054,16 +1054,6 @@ UNSAFE_NAMES = {
     "empty": "",
     "65-chars": "a" * 65,
 }
-NAME = r"[A-Za-z0-9_-]{1,64}"
-# Every key and channel the product may create; anything else came from an unchecked name.
-SAFE_KEY = re.compile(
-    rf"(?:(?:session|messages|messages_size):\{{{NAME}\}}"
-    rf"|(?:(?:history:sse:session|history:sse:agent):{NAME}"
-    rf"|history:sse:broadcast|history:sse:canary:{NAME}|history:sse:session:\*)(?:#bytes)?"
-    rf"|status:(?:bot_active|waiting_agent|agent_active|closed)"
-    rf"|events:clock|sessions:status_seq)\Z"
-)
-SAFE_CHANNEL = re.compile(rf"(?:sse:(?:session|agent|canary|presence):{NAME}|sse:broadcast)\Z")
 
 
 def segment(name: str) -> str:
@@ -1073,18 +1063,6 @@ def segment(name: str) -> str:
         c if c.isascii() and (c.isalnum() or c in "-_") else "".join(f"%{byte:02X}" for byte in c.encode())
         for c in name
     )
-
-
-async def redis_names(url: str) -> tuple[list[str], list[str], int]:
-    """Every key, every subscribed channel, and the number of pattern subscriptions."""
-    redis = Redis.from_url(url, decode_responses=True)
-    try:
-        # A decoding client: the names come as str.
-        keys = sorted(cast(list[str], await redis.keys("*")))
-        channels = sorted(cast(list[str], await redis.pubsub_channels("*")))
-        return keys, channels, int(await redis.pubsub_numpat())
-    finally:
-        await redis.aclose()
 
 
 # (method, path, body, headers, status, code) of one request that must be refused.
@@ -1160,12 +1138,12 @@ async def test_unsafe_names_never_reach_redis(
         assert await snapshot(world) == before
         await assert_only_markers(world, session_stream, agent_stream, "marker")
         if backend == "redis":
-            keys, channels, patterns = await redis_names(settings.redis_url)
-            assert any(key.startswith("session:") for key in keys), keys  # the store is Redis
-            assert channels, "the open streams subscribe their channels"
-            assert [key for key in keys if not SAFE_KEY.match(key)] == [], keys
-            assert [ch for ch in channels if not SAFE_CHANNEL.match(ch)] == [], channels
-            assert patterns == 0  # never a pattern subscription
+            names = await redis_names(settings.redis_url)
+            assert any(key.startswith("session:") for key in names.keys), names  # the store is Redis
+            assert names.channels, "the open streams subscribe their channels"
+            assert outside(names.keys, SAFE_KEY) == [], names.keys
+            assert outside(names.channels, SAFE_CHANNEL) == [], names.channels
+            assert names.patterns == 0  # never a pattern subscription
 
 
 # --- 8. tokens stay out of the logs ------------------------------------------------------------
