@@ -229,11 +229,10 @@ async def transcript(
     base: str = "",
     headers: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """The session's messages, oldest first."""
-    body = await call(http, "GET", f"{base}/{sub}/api/sessions/{name}/messages", headers=headers)
-    assert body["session_name"] == name, body
-    result: list[dict[str, Any]] = body["messages"]
-    return result
+    """The session's messages, oldest first (every page)."""
+    pages = await every_page(http, f"{base}/{sub}/api/sessions/{name}/messages", headers=headers)
+    assert all(page["session_name"] == name for page in pages), pages
+    return [message for page in pages for message in page["messages"]]
 
 
 async def in_status(
