@@ -7,14 +7,13 @@ from aiohttp import web
 from marshmallow import Schema, ValidationError
 
 from app.backends import Backends
-from app.domain.store.base import MAX_PAGE
 from app.keys import BACKENDS, COMPONENT, SETTINGS, SOURCE
 from app.web.errors import ApiError
 from handlers.access import check_incarnation, require_reader
 from handlers.sse import stream_events
 from realtime.channels import presence_channel, session_channel
 from realtime.events import envelope
-from schemas import is_valid_name
+from schemas import TranscriptQuerySchema, is_valid_name
 from schemas.fields import NAME_ERROR
 
 JSON_TYPES = frozenset({"application/json"})
@@ -87,10 +86,12 @@ async def get_session(request: web.Request) -> web.Response:
 async def get_messages(request: web.Request) -> web.Response:
     name = path_name(request, "session_name")
     principal = require_reader(request, name)
+    query = TranscriptQuerySchema().load(dict(request.query))
+    store = backends(request).store
     if principal is not None and principal.incarnation is not None:
-        check_incarnation(principal, await backends(request).store.get(name))
-    page = await backends(request).store.messages(name, limit=MAX_PAGE)
-    return web.json_response({"session_name": name, "messages": page.items})
+        check_incarnation(principal, await store.get(name))
+    page = await store.messages(name, limit=query["limit"], after=query.get("cursor"))
+    return web.json_response({"session_name": name, "messages": page.items, "next_cursor": page.next_cursor})
 
 
 async def session_events(request: web.Request) -> web.StreamResponse:

@@ -47,8 +47,10 @@ SUPERVISED_PAGES = 10
 async def list_sessions(request: web.Request) -> web.Response:
     require_agent(request)
     query = SessionListQuerySchema().load(dict(request.query))
-    page = await backends(request).store.list_sessions(query["status"], limit=MAX_PAGE)
-    return web.json_response({"sessions": page.items})
+    page = await backends(request).store.list_sessions(
+        query["status"], limit=query["limit"], after=query.get("cursor")
+    )
+    return web.json_response({"sessions": page.items, "next_cursor": page.next_cursor})
 
 
 def _agent_optional(principal: Principal | None) -> tuple[str, ...]:

@@ -15,6 +15,7 @@ from schemas.requests import (
     EscalateSchema,
     SessionListQuerySchema,
     SupervisorQuerySchema,
+    TranscriptQuerySchema,
 )
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "EscalateSchema",
     "SessionListQuerySchema",
     "SupervisorQuerySchema",
+    "TranscriptQuerySchema",
     "is_valid_name",
     "validate_event",
 ]

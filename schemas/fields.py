@@ -1,9 +1,12 @@
 """Field types shared by the request and event schemas."""
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from marshmallow import fields, validate
+
+from app.domain.store.base import DEFAULT_PAGE, MAX_PAGE
 
 # \Z, not $: "$" also matches before a trailing newline, which would let "abc\n" through
 # into a channel or key name.
@@ -15,6 +18,16 @@ SESSION_STATUSES = ("bot_active", "waiting_agent", "agent_active", "closed")
 MESSAGE_ROLES = ("customer", "bot", "agent")
 MAX_CONTENT = 4000
 MAX_REASON = 500
+
+# A listing's cursor, as a client sends back the ``next_cursor`` it was given: a queue position
+# (digits) or a message id (16 hex digits). Opaque to clients; bounded here before any store
+# reads it (a well-formed cursor the listing did not hand out is the store's 400 invalid_cursor).
+CURSOR_PATTERN = re.compile(r"[0-9a-f]{1,32}\Z")
+CURSOR_ERROR = "must be the next_cursor of a page of this listing (1 to 32 of 0-9 and a-f)"
+LIMIT_ERROR = f"Must be a whole number from 1 to {MAX_PAGE}."
+# What ``limit=`` may look like before it is read as a number: int() would also take " 7",
+# "+7", "7_0" and the digits of other scripts.
+QUERY_DIGITS = re.compile(r"[0-9]{1,9}\Z")
 
 
 def is_valid_name(value: object) -> bool:
@@ -43,3 +56,34 @@ def UnixTime(**kwargs: Any) -> fields.Integer:
 
 def Status(**kwargs: Any) -> fields.String:
     return fields.String(validate=validate.OneOf(SESSION_STATUSES), **kwargs)
+
+
+class QueryInteger(fields.Integer):
+    """An integer written in a query string: ASCII digits and nothing else."""
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> int:
+        if not isinstance(value, str) or QUERY_DIGITS.match(value) is None:
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+def PageLimit(**kwargs: Any) -> QueryInteger:
+    """``?limit=``: how many items a page holds at most."""
+    return QueryInteger(
+        load_default=DEFAULT_PAGE,
+        validate=validate.Range(min=1, max=MAX_PAGE, error=LIMIT_ERROR),
+        error_messages={"invalid": LIMIT_ERROR},
+        metadata={
+            "description": f"How many items the page holds at most: 1 to {MAX_PAGE:,} "
+            f"({DEFAULT_PAGE} when absent). A page may hold fewer, even none, with more to come: "
+            "only `next_cursor: null` ends the listing."
+        },
+        **kwargs,
+    )
+
+
+def Cursor(**kwargs: Any) -> fields.String:
+    """A listing's position: ``?cursor=`` in a request, ``next_cursor`` in an answer."""
+    return fields.String(validate=validate.Regexp(CURSOR_PATTERN, error=CURSOR_ERROR), **kwargs)

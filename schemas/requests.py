@@ -2,7 +2,7 @@
 
 from marshmallow import Schema, fields, validate
 
-from schemas.fields import MAX_REASON, Content, Name, Status
+from schemas.fields import MAX_REASON, Content, Cursor, Name, PageLimit, Status
 
 # The most sessions a supervisor stream may name.
 MAX_SUPERVISED_SESSIONS = 100
@@ -33,8 +33,28 @@ class AgentMessageSchema(Schema):
     content = Content(required=True)
 
 
+# ?cursor= on a listing.
+CURSOR_DESCRIPTION = (
+    "The `next_cursor` of the page before: this page continues after it (absent: the first "
+    "page). Send it back as given: a malformed one is a 400 `validation_error`, one this listing "
+    "cannot continue from (another listing's, or a transcript's whose message has since been "
+    "trimmed away) a 400 `invalid_cursor`: start again without it."
+)
+
+
 class SessionListQuerySchema(Schema):
+    """The queue listing: one status, a page of it."""
+
     status = Status(load_default="waiting_agent")
+    limit = PageLimit()
+    cursor = Cursor(metadata={"description": CURSOR_DESCRIPTION})
+
+
+class TranscriptQuerySchema(Schema):
+    """A page of a transcript."""
+
+    limit = PageLimit()
+    cursor = Cursor(metadata={"description": CURSOR_DESCRIPTION})
 
 
 class SupervisorQuerySchema(Schema):

@@ -13,7 +13,7 @@ from marshmallow import Schema, fields, validate
 
 from schemas import envelope
 from schemas.envelope import ALLOWED_SOURCES, EVENT_TYPES
-from schemas.fields import MAX_REASON, Name, Status, UnixTime
+from schemas.fields import MAX_REASON, Cursor, Name, Status, UnixTime
 
 COMPONENTS = ("chatbot", "workbench")
 BROKER_MODES = ("redis", "redis-cluster", "memory")
@@ -29,6 +29,7 @@ ERROR_CODES = (
     "forbidden",
     "http_error",
     "internal_error",
+    "invalid_cursor",
     "invalid_name",
     "method_not_allowed",
     "not_found",
@@ -120,19 +121,45 @@ class AgentMessageResponseSchema(Schema):
     message = fields.Nested(MessageSchema, required=True)
 
 
+# What every page of a listing says of the next one.
+PAGE_TEXT = (
+    "A page may hold fewer items than `limit`, even none, while more follow (the queue skips "
+    "sessions that moved on meanwhile): only `next_cursor: null` means the end."
+)
+
+
+def NextCursor() -> fields.String:
+    return Cursor(
+        required=True,
+        allow_none=True,
+        metadata={
+            "description": "Send it as `?cursor=` (with the same `limit`, or another) for the next page; "
+            "null: nothing more now. Opaque: a queue position or a message id, not to be made up."
+        },
+    )
+
+
 class SessionListSchema(Schema):
     class Meta:
-        description = "Sessions in one status, in the order they entered it (first come, first served)."
+        description = (
+            "A page of the sessions in one status, in the order they entered it (first come, first "
+            f"served). {PAGE_TEXT}"
+        )
 
     sessions = fields.List(fields.Nested(SessionSchema), required=True)
+    next_cursor = NextCursor()
 
 
 class TranscriptSchema(Schema):
     class Meta:
-        description = "A session's transcript, oldest first (the last 500 messages)."
+        description = (
+            "A page of a session's transcript, oldest first (the transcript keeps its newest "
+            f"messages within its bounds). {PAGE_TEXT}"
+        )
 
     session_name = Name(required=True)
     messages = fields.List(fields.Nested(MessageSchema), required=True)
+    next_cursor = NextCursor()
 
 
 class LastEventSchema(Schema):

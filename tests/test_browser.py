@@ -17,6 +17,7 @@ What these tests prove (the console issue):
   every view refetch its state and say so;
 - under authentication the customer page keeps its conversation's token (and a reload resumes
   from ``?last_event_id=``), and the agent page works with a minted agent token;
+- a long queue is shown a page at a time ("Show more"), arrivals joining its end;
 - both pages fit a 375x667 phone; the end of the story is played at that size.
 
 Screenshots of both pages, desktop and phone, are taken every run (never compared) and
@@ -53,6 +54,7 @@ from playwright.async_api import (
 )
 from playwright.async_api import Error as PlaywrightError
 
+from tests.support.api import CHATBOT, call
 from tests.support.processes import ROOT, ServerProcess
 from tests.support.redis_server import RedisServer
 
@@ -583,5 +585,46 @@ async def test_pages_with_tokens_and_a_reload(server_process: Any, browser: Brow
         assert ids == await screen_ids(agent, ag_log) and len(ids) == len(set(ids)) == 4, ids
     finally:
         for context in (customer_ctx, agent_ctx):
+            await context.close()
+    assert not problems.errors and not problems.network, problems.__dict__
+
+
+async def test_a_long_queue_is_shown_a_page_at_a_time(server_process: Any, browser: Browser) -> None:
+    """Past 100 waiting conversations the workbench shows the oldest 100 and "Show more" for
+    the next page; one escalated meanwhile joins the end of the queue, shown once the end is."""
+    server: ServerProcess = await run(server_process, "--insecure", "--no-redis")
+    names = [f"wait-{index:03d}" for index in range(130)]
+    async with aiohttp.ClientSession(base_url=server.url) as http:
+        for name in names:
+            await call(http, "POST", f"{CHATBOT}/sessions", {"session_name": name}, status=201)
+            await call(http, "POST", f"{CHATBOT}/manual/escalate", {"session_name": name})
+        problems = Problems()
+        context, agent = await new_page(browser, problems, "agent")
+        try:
+            await agent.goto(f"{server.url}/console/agent.html")
+            await agent.get_by_label("Agent id").fill(AGENT)
+            await agent.get_by_role("button", name="Open the workbench").click()
+            await expect(agent.locator("#connection")).to_have_attribute("data-state", "connected")
+            await expect(agent.locator("#queue-count")).to_have_text("100+")
+            await expect(agent.locator("#queue li")).to_have_count(100)
+            await expect(agent.locator("#queue li").first).to_have_attribute("data-session", names[0])
+
+            # Announced live while the end of the queue is not shown: it waits for the end.
+            await call(http, "POST", f"{CHATBOT}/sessions", {"session_name": "late"}, status=201)
+            await call(http, "POST", f"{CHATBOT}/manual/escalate", {"session_name": "late"})
+            await agent.get_by_role("button", name="Show more").click()
+            await expect(agent.locator("#queue-count")).to_have_text("131")
+            shown = await agent.eval_on_selector_all(
+                "#queue li", "nodes => nodes.map(n => n.dataset.session)"
+            )
+            assert shown == [*names, "late"], shown
+            await expect(agent.get_by_role("button", name="Show more")).to_be_hidden()
+
+            # With the whole queue shown, a new arrival is shown at once, at the end.
+            await call(http, "POST", f"{CHATBOT}/sessions", {"session_name": "later"}, status=201)
+            await call(http, "POST", f"{CHATBOT}/manual/escalate", {"session_name": "later"})
+            await expect(agent.locator("#queue li").last).to_have_attribute("data-session", "later")
+            await expect(agent.locator("#queue-count")).to_have_text("132")
+        finally:
             await context.close()
     assert not problems.errors and not problems.network, problems.__dict__

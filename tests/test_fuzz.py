@@ -56,6 +56,7 @@ from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 from yarl import URL
 
+from app.domain.store.base import MAX_PAGE
 from app.keys import BACKENDS
 from app.process.settings import Settings
 from schemas import is_valid_name
@@ -977,13 +978,45 @@ extra_params = st.lists(
 )
 
 
+# A page of a listing: limits and cursors, well-formed or not.
+limits = st.one_of(
+    st.integers(-2, MAX_PAGE + 2).map(str), st.sampled_from(["1.5", " 5", "+5", "1e3", "١٠", ""]), query_texts
+)
+cursors = st.one_of(
+    st.sampled_from(["0", "c0ffee1234abcd56", "9" * 25]),
+    st.text("0123456789abcdef", min_size=1, max_size=40),
+    query_texts,
+)
+TRANSCRIPT_ROUTES = (f"{CHATBOT}/sessions/{{s}}/messages", f"{WORKBENCH}/sessions/{{s}}/messages")
+
+
+@st.composite
+def page_params(draw: st.DrawFn) -> list[tuple[str, Any]]:
+    """``limit`` and ``cursor``, each there half the time."""
+    params: list[tuple[str, Any]] = []
+    if draw(st.booleans()):
+        params.append(("limit", draw(limits)))
+    if draw(st.booleans()):
+        params.append(("cursor", draw(cursors)))
+    return params
+
+
 @st.composite
 def query_requests(draw: st.DrawFn) -> Request:
-    if draw(st.booleans()):
+    kind = draw(st.sampled_from(["queue", "transcript", "stream"]))
+    if kind == "queue":
         auth = draw(st.sampled_from([Joined(("Bearer ", Token("agent", HOLDER, "valid"))), None]))
-        query = (("status", draw(statuses)), *draw(extra_params))
+        query = (("status", draw(statuses)), *draw(page_params()), *draw(extra_params))
         return Request(
             "GET", f"{WORKBENCH}/sessions", headers=(("Authorization", auth),), params=tuple(query)
+        )
+    if kind == "transcript":
+        template = draw(st.sampled_from(TRANSCRIPT_ROUTES))
+        shape = draw(well_formed("GET", template))
+        auth = draw(st.sampled_from([Joined(("Bearer ", shape.token)), None]))
+        query = (*draw(page_params()), *draw(extra_params))
+        return Request(
+            "GET", template, shape.path_values, headers=(("Authorization", auth),), params=tuple(query)
         )
     template = draw(st.sampled_from(STREAM_ROUTES))
     shape = draw(well_formed("GET", template))
@@ -1001,8 +1034,8 @@ def query_requests(draw: st.DrawFn) -> Request:
 
 
 async def test_query_strings_on_secure_app_never_5xx(make_client: MakeClient, totals: Counter[str]) -> None:
-    """Arbitrary ``status=`` on the queue listing, arbitrary ``last_event_id=`` and ``token=`` on
-    the three streams (plus stray and repeated parameters), on a secure app: never a 5xx, a 4xx
+    """Arbitrary ``status=``, ``limit=`` and ``cursor=`` on the queue listing (the last two on
+    the transcripts too), arbitrary ``last_event_id=`` and ``token=`` on the three streams (plus stray and repeated parameters), on a secure app: never a 5xx, a 4xx
     changes nothing, and a stream that opens starts with ``connected``."""
     fuzz = await harness(make_client, memory_settings(), totals, secure=True)
     await fuzz.fuzz("query strings", query_requests(), QUERY_EXAMPLES, fuzz.case)

@@ -19,6 +19,7 @@ What these tests prove:
 - under authentication the module sends the token as ``?token=`` on streams and as a Bearer
   header on the API, and a stream whose token is refused (401, 403) ends in state ``failed``
   after one probe of the API instead of retrying for ever;
+- ``api.all`` reads a paged listing whole, following ``next_cursor``, within its page budget;
 - the guide's Python (aiohttp) client resumes across a restart with every event once and in
   order, and refetches on ``recovered: false``.
 
@@ -613,6 +614,52 @@ def guide_python_client() -> dict[str, Any]:
     exec(compile(blocks[0], f"{GUIDE}:python", "exec"), namespace)  # our own doc
     assert callable(namespace.get("follow")), "the guide's example defines no follow()"
     return namespace
+
+
+# Reads every page of a transcript and of the queue with the module's api.all, at a small page
+# size (so that it follows cursors), and prints what it got.
+PAGES_SCRIPT = """
+import { createApi } from %(module)s;
+const [base, name] = process.argv.slice(1);
+const api = createApi({ base });
+const transcript = await api.all(`/chatbot/api/sessions/${name}/messages`, 'messages', { limit: 100 });
+const queue = await api.all('/workbench/api/sessions?status=waiting_agent', 'sessions', { limit: 10 });
+const capped = await api.all('/workbench/api/sessions?status=waiting_agent', 'sessions', { limit: 10, maxPages: 2 });
+const ids = (got) => ({ complete: got.complete, items: got.items.map((x) => x.id || x.session_name) });
+console.log(JSON.stringify({ transcript: ids(transcript), queue: ids(queue), capped: ids(capped) }));
+"""
+
+
+async def test_js_api_reads_every_page(node: str, server_process: StartServer) -> None:
+    """``api.all`` (what the console reads transcripts and held conversations with) follows
+    ``next_cursor`` to the end, and stops at ``maxPages`` saying the listing is incomplete."""
+    server = await run(server_process, "--insecure", "--no-redis")
+    name = "js-pages"
+    async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as http:
+        for index in range(115):  # 230 messages: the customer's and the bot's
+            await chat(http, name, f"hello {index}", base=server.url)
+        waiting = [f"js-wait-{index:02d}" for index in range(25)]
+        for waiter in waiting:
+            await call(
+                http, "POST", f"{server.url}/chatbot/api/sessions", {"session_name": waiter}, status=201
+            )
+            await call(http, "POST", f"{server.url}/chatbot/api/manual/escalate", {"session_name": waiter})
+        whole = await call(http, "GET", f"{server.url}/chatbot/api/sessions/{name}/messages?limit=1000")
+    script = PAGES_SCRIPT % {"module": json.dumps(MODULE.as_uri())}
+    done = await run(
+        subprocess.run,
+        [node, "--input-type=module", "-e", script, server.url, name],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout)
+    assert got["transcript"] == {"complete": True, "items": [m["id"] for m in whole["messages"]]}
+    assert len(got["transcript"]["items"]) == 230
+    assert got["queue"] == {"complete": True, "items": waiting}
+    assert got["capped"] == {"complete": False, "items": waiting[:20]}
 
 
 async def test_python_client_from_the_guide(

@@ -587,8 +587,22 @@ async def test_a_real_flow_matches_the_document(openapi_client: ClientFactory, s
         assert escalated["session"]["status"] == "waiting_agent"
         await c(w, "POST", f"{CHATBOT}/manual/escalate", status=200, body={"session_name": "demo"})
         queue = await c(w, "GET", f"{WORKBENCH}/sessions", status=200, params={"status": "waiting_agent"})
-        assert [s["session_name"] for s in queue["sessions"]] == ["demo"]
+        assert [s["session_name"] for s in queue["sessions"]] == ["demo"] and queue["next_cursor"] is None
         await c(w, "GET", f"{WORKBENCH}/sessions", status=200)
+        # Paged: a page of one, then the page after it (the generated session and this one).
+        await c(w, "POST", f"{CHATBOT}/sessions", status=201, body={"session_name": "pager"})
+        bots = await c(
+            w, "GET", f"{WORKBENCH}/sessions", status=200, params={"status": "bot_active", "limit": "1"}
+        )
+        assert len(bots["sessions"]) == 1 and bots["next_cursor"] is not None
+        rest = await c(
+            w,
+            "GET",
+            f"{WORKBENCH}/sessions",
+            status=200,
+            params={"status": "bot_active", "limit": "1", "cursor": bots["next_cursor"]},
+        )
+        assert rest["sessions"][0]["session_name"] != bots["sessions"][0]["session_name"]
 
         action = WORKBENCH + "/sessions/{session_name}/"
         await c(
@@ -649,7 +663,29 @@ async def test_a_real_flow_matches_the_document(openapi_client: ClientFactory, s
             transcript = await c(
                 w, "GET", read + "/messages", path=f"{sub}/sessions/demo/messages", status=200
             )
-            assert len(transcript["messages"]) == 6
+            assert len(transcript["messages"]) == 6 and transcript["next_cursor"] is None
+            first = await c(
+                w,
+                "GET",
+                read + "/messages",
+                path=f"{sub}/sessions/demo/messages",
+                status=200,
+                params={"limit": "4"},
+            )
+            second = await c(
+                w,
+                "GET",
+                read + "/messages",
+                path=f"{sub}/sessions/demo/messages",
+                status=200,
+                params={"limit": "4", "cursor": first["next_cursor"]},
+            )
+            assert first["messages"] + second["messages"] == transcript["messages"]
+            assert second["next_cursor"] is None
+            for bad in ({"limit": "0"}, {"cursor": "NOPE"}, {"order": "asc"}, {"cursor": "0123456789abcdef"}):
+                await c(
+                    w, "GET", read + "/messages", path=f"{sub}/sessions/demo/messages", status=400, params=bad
+                )
         await c(
             w,
             "POST",
@@ -785,7 +821,8 @@ async def test_a_real_flow_matches_the_document(openapi_client: ClientFactory, s
             body={"agent_id": "alice", "content": "x" * 4001},
         )
         await c(w, "GET", f"{WORKBENCH}/sessions", status=400, params={"status": "lost"})
-        await c(w, "GET", f"{WORKBENCH}/sessions", status=400, params={"limit": "3"})
+        for bad in ({"order": "asc"}, {"limit": "1001"}, {"cursor": "x"}, {"cursor": "0123456789abcdef"}):
+            await c(w, "GET", f"{WORKBENCH}/sessions", status=400, params=bad)
 
     # The flow went through every documented operation.
     exercised = {(method, template) for method, template, _ in contract.seen}

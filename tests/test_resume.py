@@ -32,10 +32,10 @@ from tests.support.api import (
     act,
     agent_events,
     agent_say,
-    call,
     chat,
     create,
     escalate,
+    every_page,
     post_until_served,
     session_events,
     streams_open,
@@ -515,8 +515,9 @@ async def test_eventsource_reader_loses_nothing_across_a_server_restart(
                 assert restarting is not None
                 status, took = await restarting
                 assert status == 0, process.log()
-                transcript = await call(post_http, "GET", f"{base}{CHATBOT}/sessions/{name}/messages")
-                messages = transcript["messages"]
+                # 120 messages: more than a default page (100).
+                pages = await every_page(post_http, f"{base}{CHATBOT}/sessions/{name}/messages")
+                messages = [m for page in pages for m in page["messages"]]
                 last_id = messages[-1]["id"]
                 while last_id not in {m["id"] for m in reader.messages()} and not reading.done():
                     await asyncio.sleep(0.05)

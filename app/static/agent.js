@@ -3,18 +3,31 @@
  * stream (its own channel plus the broadcast of transfer requests and queue changes), and the
  * open conversation, live over that session's stream: take over, reply, release, close.
  */
-import { createApi, LiveStream, seg } from './switchboard.js';
+import { createApi, LiveStream, seg, withQuery } from './switchboard.js';
 import { byId, clock, el, showConnection, showError, Transcript } from './ui.js';
 
 const STORAGE_KEY = 'switchboard.agent';
 const NAME = /^[A-Za-z0-9_-]{1,64}$/;
 const WB = '/workbench/api';
+// The queue is shown a page at a time, oldest first ("Show more" for the next): an agent takes
+// the oldest, and a long queue (thousands) would be a heavy answer and a long list.
+const QUEUE_PAGE = 100;
+// My conversations are found among every agent_active session: at most this many pages of them.
+const HELD_PAGES = 10;
 
 /** @type {{agentId: string, token: string|null, lastEventId: string|null, selected: string|null}|null} */
 let me = null;
 let agentStream = null;
 /** Waiting sessions, oldest first: name -> session (or what a transfer_request says of it). */
 const queue = new Map();
+/**
+ * Where the shown part of the queue ends: the `next_cursor` of its last page, null once the
+ * whole queue is shown. Sessions announced meanwhile are newer than any not yet shown, so they
+ * wait in `queueLater` until the end is reached; `queueLoads` tells a stale page from a fresh one.
+ */
+let queueCursor = null;
+const queueLater = new Map();
+let queueLoads = 0;
 /** Sessions this agent holds: name -> {unread} */
 const mine = new Map();
 /** The open conversation. */
@@ -34,6 +47,7 @@ const dom = {
   queue: byId('queue'),
   queueCount: byId('queue-count'),
   queueEmpty: byId('queue-empty'),
+  queueMore: byId('queue-more'),
   mine: byId('mine'),
   mineEmpty: byId('mine-empty'),
   convSection: byId('conversation'),
@@ -93,8 +107,10 @@ function renderQueue() {
     ]),
   ]));
   dom.queue.replaceChildren(...items);
-  dom.queueCount.textContent = String(queue.size);
-  dom.queueEmpty.hidden = queue.size > 0;
+  const more = queueCursor !== null;
+  dom.queueCount.textContent = more ? `${queue.size}+` : String(queue.size);
+  dom.queueEmpty.hidden = queue.size > 0 || more;
+  dom.queueMore.hidden = !more;
 }
 
 function renderMine() {
@@ -110,14 +126,46 @@ function renderMine() {
 }
 
 function queueAdd(session) {
-  if (!queue.has(session.session_name)) {
+  if (queueCursor !== null) {
+    queueLater.set(session.session_name, session); // shown when the end of the queue is
+  } else if (!queue.has(session.session_name)) {
     queue.set(session.session_name, session);
     renderQueue();
   }
 }
 
 function queueRemove(name) {
+  queueLater.delete(name);
   if (queue.delete(name)) renderQueue();
+}
+
+/** Show a page of the queue: the first (`cursor` null, replacing what is shown) or the next. */
+async function loadQueue(cursor) {
+  const load = ++queueLoads;
+  dom.queueMore.disabled = true;
+  try {
+    const page = await api.get(withQuery(`${WB}/sessions`, { status: 'waiting_agent', limit: QUEUE_PAGE, cursor }));
+    if (load !== queueLoads) return; // a newer load replaced this one
+    if (cursor === null) queue.clear();
+    for (const s of page.sessions) queue.set(s.session_name, s);
+    queueCursor = page.next_cursor ?? null;
+    if (queueCursor === null) {
+      for (const [name, s] of queueLater) if (!queue.has(name)) queue.set(name, s);
+      queueLater.clear();
+    }
+    renderQueue();
+  } finally {
+    if (load === queueLoads) dom.queueMore.disabled = false;
+  }
+}
+
+async function showMore() {
+  report(null);
+  try {
+    await loadQueue(queueCursor);
+  } catch (error) {
+    report(error);
+  }
 }
 
 function mineSet(name, held) {
@@ -127,20 +175,21 @@ function mineSet(name, held) {
   renderMine();
 }
 
-/** Rebuild the queue and my conversations: first connection, and after `recovered: false`. */
+/**
+ * Rebuild the queue (its first page) and my conversations: first connection, and after
+ * `recovered: false`.
+ */
 async function resyncLists() {
-  const [waiting, active] = await Promise.all([
-    api.get(`${WB}/sessions?status=waiting_agent`),
-    api.get(`${WB}/sessions?status=agent_active`),
+  queueLater.clear();
+  const [, active] = await Promise.all([
+    loadQueue(null),
+    api.all(withQuery(`${WB}/sessions`, { status: 'agent_active' }), 'sessions', { maxPages: HELD_PAGES }),
   ]);
-  queue.clear();
-  for (const s of waiting.sessions) queue.set(s.session_name, s);
   const unread = new Map(mine);
   mine.clear();
-  for (const s of active.sessions) {
+  for (const s of active.items) {
     if (s.agent_id === me.agentId) mine.set(s.session_name, unread.get(s.session_name) || { unread: 0 });
   }
-  renderQueue();
   renderMine();
 }
 
@@ -209,11 +258,11 @@ async function resyncConv() {
   const name = conv.name;
   const [state, history] = await Promise.all([
     api.get(convPath()),
-    api.get(`${convPath()}/messages`),
+    api.all(`${convPath()}/messages`, 'messages'), // the whole transcript: every page
   ]);
   if (name !== conv.name) return;
   transcript.clear();
-  for (const message of history.messages) transcript.add(message);
+  for (const message of history.items) transcript.add(message);
   applyConv(state);
 }
 
@@ -343,7 +392,7 @@ function enter(saved) {
       showConnection(dom.connection, s);
       if (state === 'failed') report(s.error);
     },
-    probe: () => api.get(`${WB}/sessions?status=waiting_agent`),
+    probe: () => api.get(withQuery(`${WB}/sessions`, { status: 'waiting_agent', limit: 1 })),
   });
   showConnection(dom.connection, agentStream);
   agentStream.start();
@@ -370,6 +419,9 @@ function signout() {
   me = null;
   save();
   queue.clear();
+  queueLater.clear();
+  queueCursor = null;
+  queueLoads += 1;
   mine.clear();
   transcript.clear();
   dom.workbench.hidden = true;
@@ -382,6 +434,7 @@ function signout() {
 dom.signinForm.addEventListener('submit', signin);
 dom.signout.addEventListener('click', signout);
 dom.queue.addEventListener('click', onListClick);
+dom.queueMore.addEventListener('click', showMore);
 dom.mine.addEventListener('click', onListClick);
 dom.replyForm.addEventListener('submit', sendReply);
 dom.takeover.addEventListener('click', () => conv.name && takeover(conv.name));

@@ -83,10 +83,10 @@ function applySession(next) {
 async function resync() {
   const [state, history] = await Promise.all([
     api.get(sessionPath()),
-    api.get(`${sessionPath()}/messages`),
+    api.all(`${sessionPath()}/messages`, 'messages'), // the whole transcript: every page
   ]);
   transcript.clear();
-  for (const message of history.messages) transcript.add(message);
+  for (const message of history.items) transcript.add(message);
   applySession(state);
 }
 

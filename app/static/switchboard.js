@@ -43,6 +43,25 @@ export class ApiError extends Error {
 /** One URL path segment (session names and agent ids are `[A-Za-z0-9_-]`, but be safe). */
 export const seg = (value) => encodeURIComponent(String(value));
 
+/** The most items one page of a listing holds (`?limit=`, 1 to 1,000; 100 when absent). */
+export const MAX_PAGE = 1000;
+
+/**
+ * `path` with query parameters added (null and undefined ones left out).
+ * @param {string} path
+ * @param {Object<string, (string|number|null|undefined)>} params
+ * @returns {string}
+ */
+export function withQuery(path, params) {
+  const query = new URLSearchParams();
+  for (const [name, value] of Object.entries(params)) {
+    if (value !== null && value !== undefined) query.append(name, String(value));
+  }
+  const text = query.toString();
+  if (!text) return path;
+  return `${path}${path.includes('?') ? '&' : '?'}${text}`;
+}
+
 /**
  * JSON API helpers bound to a base URL and a token.
  * @param {Object} [options]
@@ -50,8 +69,10 @@ export const seg = (value) => encodeURIComponent(String(value));
  * @param {(() => (string|null|undefined))|string|null} [options.token] Bearer token, or a
  *   function returning the current one (tokens are not needed under `--insecure`).
  * @returns {{request: function(string, string, Object=): Promise<any>,
- *            get: function(string): Promise<any>, post: function(string, Object=): Promise<any>}}
- *   Each resolves to the parsed JSON body, or rejects with an {@link ApiError}.
+ *            get: function(string): Promise<any>, post: function(string, Object=): Promise<any>,
+ *            all: function(string, string, Object=): Promise<{items: Array, complete: boolean}>}}
+ *   Each resolves to the parsed JSON body (`all`: the items of every page), or rejects with
+ *   an {@link ApiError}.
  */
 export function createApi({ base = '', token = null } = {}) {
   async function request(method, path, body) {
@@ -89,10 +110,40 @@ export function createApi({ base = '', token = null } = {}) {
     }
     return data;
   }
+  /**
+   * Every item of a paged listing (the queue, a transcript): its pages, following
+   * `next_cursor` until it is null, at most `maxPages` of them (`complete` says whether the
+   * end was reached). A page may hold fewer than `limit` items with more to come: only a null
+   * cursor ends the listing. A cursor the server no longer knows (`invalid_cursor`: its
+   * transcript message was trimmed meanwhile) starts the listing again, within the same budget.
+   * @param {string} path The listing, with its own query if any (`?status=agent_active`).
+   * @param {string} key The array of each page (`sessions`, `messages`).
+   * @param {{limit?: number, maxPages?: number}} [options]
+   */
+  async function all(path, key, { limit = MAX_PAGE, maxPages = 10 } = {}) {
+    let items = [];
+    let cursor = null;
+    for (let page = 0; page < maxPages; page += 1) {
+      let body;
+      try {
+        body = await request('GET', withQuery(path, { limit, cursor }));
+      } catch (error) {
+        if (!(error instanceof ApiError && error.code === 'invalid_cursor' && cursor !== null)) throw error;
+        items = [];
+        cursor = null;
+        continue;
+      }
+      items = items.concat(body[key] || []);
+      cursor = body.next_cursor ?? null;
+      if (cursor === null) return { items, complete: true };
+    }
+    return { items, complete: false };
+  }
   return {
     request,
     get: (path) => request('GET', path),
     post: (path, body = {}) => request('POST', path, body),
+    all,
   };
 }
 

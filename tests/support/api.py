@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 from yarl import URL
@@ -26,6 +27,7 @@ CHATBOT = "/chatbot/api"
 WORKBENCH = "/workbench/api"
 STATUSES: tuple[Status, ...] = ("bot_active", "waiting_agent", "agent_active", "closed")
 REQUEST_TIMEOUT = 5.0  # the longest one plain (non-stream) request may take
+MAX_PAGES = 50  # the most pages of one listing a test follows
 
 
 def session_events(name: str, sub: str = "chatbot") -> str:
@@ -126,6 +128,30 @@ async def call_json(
     return answer
 
 
+def with_query(url: str, **params: str | int | None) -> str:
+    """``url`` with ``params`` added to its query string (None: left out)."""
+    query = urlencode({key: value for key, value in params.items() if value is not None})
+    if not query:
+        return url
+    return f"{url}{'&' if '?' in url else '?'}{query}"
+
+
+async def every_page(
+    http: Http, url: str, *, limit: int | None = None, headers: Mapping[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """Every page of a listing (the queue, a transcript), following ``next_cursor`` until it is
+    null: the answers, in order (at most MAX_PAGES of them, else the test fails)."""
+    pages: list[dict[str, Any]] = []
+    cursor: str | None = None
+    for _ in range(MAX_PAGES):
+        page = await call_json(http, "GET", with_query(url, limit=limit, cursor=cursor), headers=headers)
+        pages.append(page)
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return pages
+    raise AssertionError(f"GET {url}: still a next_cursor after {MAX_PAGES} pages")
+
+
 # --- the requests of a conversation --------------------------------------------------------
 
 
@@ -203,11 +229,10 @@ async def transcript(
     base: str = "",
     headers: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """The session's messages, oldest first."""
-    body = await call(http, "GET", f"{base}/{sub}/api/sessions/{name}/messages", headers=headers)
-    assert body["session_name"] == name, body
-    result: list[dict[str, Any]] = body["messages"]
-    return result
+    """The session's messages, oldest first (every page)."""
+    pages = await every_page(http, f"{base}/{sub}/api/sessions/{name}/messages", headers=headers)
+    assert all(page["session_name"] == name for page in pages), pages
+    return [message for page in pages for message in page["messages"]]
 
 
 async def in_status(

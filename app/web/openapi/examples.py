@@ -6,11 +6,12 @@ the server defines elsewhere (limits, the name rule, channel names, metric names
 delay, error messages its own exceptions make) is taken from there, not repeated.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from app.domain.store import SessionExists, SessionNotFound
+from app.domain.store.base import InvalidCursor, page_after, parse_session_cursor, session_cursor
 from app.process.settings import COMPONENTS
 from app.web.limits import READY_TIMEOUT, START_RATE_MESSAGE
 from app.web.metrics import (
@@ -23,7 +24,14 @@ from app.web.openapi.security_schemes import TOKEN_STATUSES
 from realtime import ids
 from realtime.channels import BROADCAST, agent_channel, session_channel
 from realtime.events import encode, named_frame, sse_frame
-from schemas.fields import MAX_CONTENT, MAX_REASON, NAME_ERROR, SESSION_STATUSES
+from schemas.fields import (
+    CURSOR_ERROR,
+    LIMIT_ERROR,
+    MAX_CONTENT,
+    MAX_REASON,
+    NAME_ERROR,
+    SESSION_STATUSES,
+)
 
 # ---------------------------------------------------------------------------------------
 # The timeline.
@@ -84,6 +92,7 @@ M_HUMAN_BOT = _message(
 )
 M_LATE = _message("0a1b2c3d4e5f6071", "customer", "My order is late", T0 + 70)
 M_AGENT = _message("9f8e7d6c5b4a3928", "agent", "Let me check that for you.", T0 + 80, AGENT)
+TRANSCRIPT = [M_HELLO, M_HELLO_BOT, M_HUMAN, M_HUMAN_BOT, M_LATE, M_AGENT]
 
 # The newest event of a session, as GET .../stream reports it (its time is its id's).
 LAST_EVENT_ID = event_id(1732867200)
@@ -155,11 +164,22 @@ RESPONSE_EXAMPLES: dict[str, Example] = {
         "An agent holds the session: no bot reply", {"session": S_HELD, "message": M_LATE, "reply": None}
     ),
     "agent_message.sent": Example("Alice's message", {"session": S_HELD, "message": M_AGENT}),
-    "session_list.waiting": Example("The queue, oldest first", {"sessions": [S_WAITING]}),
-    "session_list.empty": Example("Nobody waiting", {"sessions": []}),
+    "session_list.waiting": Example(
+        "The queue, oldest first: all of it (next_cursor null)",
+        {"sessions": [S_WAITING], "next_cursor": None},
+    ),
+    "session_list.page": Example(
+        "A page of a longer queue (?limit=1): ?cursor=<next_cursor> for the next",
+        {"sessions": [S_WAITING], "next_cursor": session_cursor(S_WAITING["status_seq"])},
+    ),
+    "session_list.empty": Example("Nobody waiting", {"sessions": [], "next_cursor": None}),
     "transcript.demo": Example(
-        "The conversation so far",
-        {"session_name": SESSION, "messages": [M_HELLO, M_HELLO_BOT, M_HUMAN, M_HUMAN_BOT, M_LATE, M_AGENT]},
+        "The conversation so far: all of it (next_cursor null)",
+        {"session_name": SESSION, "messages": TRANSCRIPT, "next_cursor": None},
+    ),
+    "transcript.page": Example(
+        "Its first page (?limit=2): ?cursor=<next_cursor> for the next",
+        {"session_name": SESSION, "messages": TRANSCRIPT[:2], "next_cursor": TRANSCRIPT[1]["id"]},
     ),
     "stream_health.customer_here": Example(
         "The customer's page is open; an agent's view of it is open in another process",
@@ -257,6 +277,20 @@ TOO_LONG_REASON = f"Longer than maximum length {MAX_REASON}."
 CONTENT_LENGTH = f"Length must be between 1 and {MAX_CONTENT}."
 NOT_A_STATUS = f"Must be one of: {', '.join(SESSION_STATUSES)}."
 
+
+def _refused(read: Callable[[], object]) -> str:
+    """The message of the InvalidCursor that ``read`` raises (the store's own words)."""
+    try:
+        read()
+    except InvalidCursor as exc:
+        return str(exc)
+    raise AssertionError("the cursor was accepted")
+
+
+# A transcript's cursor sent to the queue; a cursor whose message has been trimmed away.
+NOT_A_QUEUE_CURSOR = _refused(lambda: parse_session_cursor(M_HELLO["id"]))
+TRIMMED_CURSOR = _refused(lambda: page_after([], 1, M_HELLO["id"]))
+
 ERROR_EXAMPLES: dict[str, ErrorExample] = {
     "error.bad_json": ErrorExample(
         400, "bad_json", "request body is not valid JSON: Expecting value: line 1 column 1 (char 0)"
@@ -286,8 +320,16 @@ ERROR_EXAMPLES: dict[str, ErrorExample] = {
         400, "validation_error", "invalid request", {"sessions": {"0": [NAME_ERROR]}}
     ),
     "error.validation.unknown_query": ErrorExample(
-        400, "validation_error", "invalid request", {"limit": ["Unknown field."]}
+        400, "validation_error", "invalid request", {"order": ["Unknown field."]}
     ),
+    "error.validation.limit": ErrorExample(
+        400, "validation_error", "invalid request", {"limit": [LIMIT_ERROR]}
+    ),
+    "error.validation.cursor": ErrorExample(
+        400, "validation_error", "invalid request", {"cursor": [CURSOR_ERROR]}
+    ),
+    "error.invalid_cursor.queue": ErrorExample(400, "invalid_cursor", NOT_A_QUEUE_CURSOR),
+    "error.invalid_cursor.trimmed": ErrorExample(400, "invalid_cursor", TRIMMED_CURSOR),
     "error.invalid_name.session": ErrorExample(
         400, "invalid_name", "invalid session_name", {"session_name": [NAME_ERROR]}
     ),

@@ -11,7 +11,7 @@ from typing import Literal
 
 from marshmallow import Schema
 
-from app.domain.store.base import Bounds
+from app.domain.store.base import DEFAULT_PAGE, MAX_PAGE, Bounds
 from app.web.limits import MAX_BODY, READY_TIMEOUT
 from app.web.openapi.examples import CHAT_STREAM_EXAMPLE, METRICS_EXAMPLE
 from app.web.openapi.security_schemes import Auth
@@ -67,6 +67,13 @@ CUSTOMER_ERRORS = (*TOKEN_ERRORS, "error.forbidden.session")
 AGENT_ERRORS = (*TOKEN_ERRORS, "error.forbidden.workbench")
 STREAM_ERRORS = ("error.too_many_streams.token", "error.too_many_streams.process", "error.unavailable")
 SESSION_STREAM_ANSWER = Answer(200, "The session's event stream.")
+PAGE_ERRORS = ("error.validation.limit", "error.validation.cursor", "error.validation.unknown_query")
+# How a listing is paged, said the same way by each paged operation.
+PAGING = (
+    f"`limit` (1 to {MAX_PAGE:,}, default {DEFAULT_PAGE}) and `cursor` (a page's `next_cursor`: the "
+    "page after it); any other query parameter is a 400. Follow `next_cursor` until it is null: "
+    "only null means the end, a page may hold fewer than `limit` items."
+)
 AGENT_STREAM_ANSWER = Answer(200, "The agent's event stream.")
 
 
@@ -89,10 +96,21 @@ def _session_read(component: str) -> dict[tuple[str, str], Operation]:
         ("GET", f"{prefix}/messages"): Operation(
             component,
             "Get the transcript",
-            f"The session's transcript, oldest first (its newest messages: at most {Bounds().transcript_messages}, and `--transcript-bytes`). Token: {who}.",
-            (Answer(200, "The transcript.", "Transcript", ("transcript.demo",)),),
+            "A page of the session's transcript, oldest first (it keeps its newest messages: at "
+            f"most {Bounds().transcript_messages}, and `--transcript-bytes`). {PAGING} A cursor whose "
+            "message has been trimmed from the transcript meanwhile is a 400 `invalid_cursor`: read "
+            f"it again from the start. Token: {who}.",
+            (Answer(200, "A page of the transcript.", "Transcript", ("transcript.demo", "transcript.page")),),
             auth,
-            ("error.invalid_name.session", *access, "error.session_not_found", "error.unavailable"),
+            (
+                "error.invalid_name.session",
+                *PAGE_ERRORS,
+                "error.invalid_cursor.trimmed",
+                *access,
+                "error.session_not_found",
+                "error.unavailable",
+            ),
+            query=rq.TranscriptQuerySchema,
         ),
         ("GET", f"{prefix}/events"): Operation(
             component,
@@ -263,11 +281,26 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/workbench/api/sessions"): Operation(
         "workbench",
         "List sessions in a status (the queue)",
-        "Sessions in one status, first come first served (by `status_seq`); `status` defaults "
-        "to `waiting_agent`, any other query parameter is a 400. Token: an agent's.",
-        (Answer(200, "The sessions.", "SessionList", ("session_list.waiting", "session_list.empty")),),
+        "A page of the sessions in one status, first come first served (by `status_seq`): "
+        f"`status` (default `waiting_agent`), {PAGING} A session that leaves the status while a "
+        "client pages is not listed again (one that comes back is, at its new place at the end). "
+        "Token: an agent's.",
+        (
+            Answer(
+                200,
+                "A page of the sessions.",
+                "SessionList",
+                ("session_list.waiting", "session_list.page", "session_list.empty"),
+            ),
+        ),
         "agent",
-        ("error.validation.status", "error.validation.unknown_query", *AGENT_ERRORS, "error.unavailable"),
+        (
+            "error.validation.status",
+            *PAGE_ERRORS,
+            "error.invalid_cursor.queue",
+            *AGENT_ERRORS,
+            "error.unavailable",
+        ),
         query=rq.SessionListQuerySchema,
     ),
     **_session_read("workbench"),
@@ -422,7 +455,7 @@ TAGS = {
 
 # What each error status means: the description of its answer, before the codes it carries.
 STATUS_TEXT = {
-    400: "Bad request: invalid JSON, a schema violation, or a bad name in the URL.",
+    400: "Bad request: invalid JSON, a schema violation, a bad name in the URL, or a cursor the listing cannot continue from.",
     401: "Missing, malformed, badly signed or expired token.",
     403: "The token does not grant this.",
     404: "Unknown session.",
