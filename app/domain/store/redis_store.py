@@ -58,7 +58,6 @@ from app.domain.store.base import (
     seq_at,
     session_cursor,
 )
-from realtime.layout import namespace_prefix
 from realtime.redis_replies import as_text
 
 logger = logging.getLogger(__name__)
@@ -152,7 +151,7 @@ class StoreKeys:
     namespace: str = ""
 
     def _prefixed(self, key: str) -> str:
-        return namespace_prefix(self.namespace) + key
+        return f"{self.namespace}:{key}" if self.namespace else key
 
     def session(self, name: str) -> str:
         return self._prefixed(f"session:{{{name}}}")
