@@ -15,6 +15,8 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
+
 from app.domain.store.base import DEFAULT_PAGE, MAX_PAGE
 from app.process.settings import MIN_TRANSCRIPT_BYTES, Settings
 from tests.support.api import (
@@ -63,6 +65,15 @@ def names_of(pages: list[dict[str, Any]]) -> list[str]:
 
 def ids_of(pages: list[dict[str, Any]]) -> list[str]:
     return [message["id"] for page in pages for message in page["messages"]]
+
+
+# Hundreds of conversations from one address: past --start-rate unless lifted.
+UNLIMITED = 1_000_000
+
+
+@pytest.fixture
+async def client(make_client: MakeClient, settings: Settings) -> AppClient:
+    return await make_client(settings, start_rate=UNLIMITED)
 
 
 async def waiting_in_order(client: AppClient, count: int, prefix: str) -> list[str]:
@@ -177,7 +188,7 @@ async def test_a_session_that_leaves_the_status_between_pages_is_not_listed_twic
 async def test_a_big_queue_answers_a_bounded_page(make_client: MakeClient, settings: Settings) -> None:
     """1,000 waiting sessions: the default answer holds 100 of them (the finding: a whole
     queue in one answer); at most 1,000 in one."""
-    client = await make_client(settings, max_waiting=2 * MAX_PAGE)
+    client = await make_client(settings, max_waiting=2 * MAX_PAGE, start_rate=UNLIMITED)
     await waiting_at_once(client, MAX_PAGE, "big")
 
     reply = await send(client, "GET", WAITING)
@@ -220,7 +231,7 @@ async def test_a_cursor_whose_message_was_trimmed_away_is_refused(
 ) -> None:
     """A transcript keeps its newest messages: once the message a cursor names is trimmed, the
     cursor is a 400 invalid_cursor (read again from the start), and nothing changed."""
-    client = await make_client(settings, transcript_bytes=MIN_TRANSCRIPT_BYTES)
+    client = await make_client(settings, transcript_bytes=MIN_TRANSCRIPT_BYTES, start_rate=UNLIMITED)
     # 25 customer messages of 3,000 characters: past the bound, so each new one trims the oldest.
     await chatted(client, "trimmed", 50, "a" * 3000)
     first = await call_json(client, "GET", with_query(transcript_url("trimmed"), limit=1))
