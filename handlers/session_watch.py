@@ -16,15 +16,12 @@ logger = logging.getLogger(__name__)
 
 async def end_streams_of_gone_sessions(registry: StreamRegistry, store: SessionStore) -> int:
     """One check; returns how many streams it ended."""
-    watched = [s for s in registry.open_streams() if s.session is not None]
+    watched = [(s, *s.session) for s in registry.open_streams() if s.session is not None]
     if not watched:
         return 0
-    names = sorted({name for name, _ in (s.session for s in watched if s.session is not None)})
-    alive = await store.get_many(names)
+    alive = await store.get_many(sorted({name for _, name, _ in watched}))
     ended = 0
-    for stream in watched:
-        assert stream.session is not None
-        name, incarnation = stream.session
+    for stream, name, incarnation in watched:
         session = alive.get(name)
         if session is None or session["incarnation"] != incarnation:
             stream.subscription.close()

@@ -6,7 +6,7 @@ from typing import Any
 
 from marshmallow import fields, validate
 
-from app.domain.store.base import DEFAULT_PAGE, MAX_PAGE
+from app.domain.pages import DEFAULT_PAGE, MAX_PAGE
 
 # \Z, not $: "$" also matches before a trailing newline, which would let "abc\n" through
 # into a channel or key name.

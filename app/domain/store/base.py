@@ -4,16 +4,15 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Generic, Literal, TypedDict, TypeVar
 
+from app.domain.pages import DEFAULT_PAGE as DEFAULT_PAGE
+from app.domain.pages import MAX_PAGE as MAX_PAGE
+
 Status = Literal["bot_active", "waiting_agent", "agent_active", "closed"]
 Role = Literal["customer", "bot", "agent"]
 Action = Literal["escalate", "takeover", "release", "close"]
 
 T = TypeVar("T")
 
-# A page of a listing: this many items unless the request asks for another number, at most
-# MAX_PAGE.
-DEFAULT_PAGE = 100
-MAX_PAGE = 1000
 DAY = 86_400.0
 
 

@@ -58,6 +58,7 @@ from app.domain.store.base import (
     seq_at,
     session_cursor,
 )
+from realtime.layout import namespace_prefix
 from realtime.redis_replies import as_text
 
 logger = logging.getLogger(__name__)
@@ -151,7 +152,7 @@ class StoreKeys:
     namespace: str = ""
 
     def _prefixed(self, key: str) -> str:
-        return f"{self.namespace}:{key}" if self.namespace else key
+        return namespace_prefix(self.namespace) + key
 
     def session(self, name: str) -> str:
         return self._prefixed(f"session:{{{name}}}")
