@@ -592,7 +592,7 @@ async def test_pages_with_tokens_and_a_reload(server_process: Any, browser: Brow
 async def test_a_long_queue_is_shown_a_page_at_a_time(server_process: Any, browser: Browser) -> None:
     """Past 100 waiting conversations the workbench shows the oldest 100 and "Show more" for
     the next page; one escalated meanwhile joins the end of the queue, shown once the end is."""
-    server: ServerProcess = await run(server_process, "--insecure", "--no-redis")
+    server: ServerProcess = await run(server_process, "--insecure", "--no-redis", "--start-rate", "1000000")
     names = [f"wait-{index:03d}" for index in range(130)]
     async with aiohttp.ClientSession(base_url=server.url) as http:
         for name in names:

@@ -633,7 +633,7 @@ console.log(JSON.stringify({ transcript: ids(transcript), queue: ids(queue), cap
 async def test_js_api_reads_every_page(node: str, server_process: StartServer) -> None:
     """``api.all`` (what the console reads transcripts and held conversations with) follows
     ``next_cursor`` to the end, and stops at ``maxPages`` saying the listing is incomplete."""
-    server = await run(server_process, "--insecure", "--no-redis")
+    server = await run(server_process, "--insecure", "--no-redis", "--start-rate", "1000000")
     name = "js-pages"
     async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as http:
         for index in range(115):  # 230 messages: the customer's and the bot's
