@@ -113,11 +113,18 @@ def supervise(settings: Settings, args: list[str], logger: logging.Logger) -> in
 
 
 def mint_token(argv: Sequence[str]) -> int:
-    """``run.py token --agent ID | --session NAME [--ttl S] [--secret S]``: print a token."""
+    """``run.py token --agent ID | --session NAME [--incarnation ID] [--ttl S] [--secret S]``:
+    print a token."""
     parser = argparse.ArgumentParser(prog="switchboard token", description=mint_token.__doc__)
     who = parser.add_mutually_exclusive_group(required=True)
     who.add_argument("--agent", metavar="AGENT_ID")
     who.add_argument("--session", metavar="SESSION_NAME")
+    parser.add_argument(
+        "--incarnation",
+        metavar="ID",
+        help="a session token for this conversation only (its session's `incarnation`); "
+        "without it the token speaks for whatever conversation holds the name",
+    )
     parser.add_argument("--ttl", type=float, help="lifetime in seconds [agent 28800, session 7200]")
     parser.add_argument("--secret", help="[SWITCHBOARD_SECRET]")
     args = parser.parse_args(argv)
@@ -125,12 +132,16 @@ def mint_token(argv: Sequence[str]) -> int:
     if not secret:
         parser.error("no secret: pass --secret or set SWITCHBOARD_SECRET")
     kind: Literal["session", "agent"] = "agent" if args.agent else "session"
+    if args.incarnation is not None and kind != "session":
+        parser.error("--incarnation belongs to a --session token")
     default_ttl = AGENT_TOKEN_TTL if kind == "agent" else Settings().session_token_ttl
     ttl = default_ttl if args.ttl is None else args.ttl
     if ttl < 1:
         parser.error("--ttl must be at least 1 second")
     try:
-        token = TokenAuthority(secret).mint(kind, args.agent or args.session, ttl)
+        token = TokenAuthority(secret).mint(
+            kind, args.agent or args.session, ttl, incarnation=args.incarnation
+        )
     except ValueError as exc:
         parser.error(str(exc))
     sys.stdout.write(token + "\n")

@@ -986,8 +986,14 @@ async def test_process_with_insecure_flag_says_so(server_process: StartServer) -
         (("--agent", ALICE, "--secret", SECRET), {}, Principal("agent", ALICE), AGENT_TOKEN_TTL),
         (("--session", "s1", "--ttl", "60", "--secret", SECRET), {}, Principal("session", "s1"), 60),
         (("--agent", BOB), {"SWITCHBOARD_SECRET": SECRET}, Principal("agent", BOB), AGENT_TOKEN_TTL),
+        (
+            ("--session", "s1", "--incarnation", "0123456789abcdef", "--secret", SECRET),
+            {},
+            Principal("session", "s1", "0123456789abcdef"),
+            7200,
+        ),
     ],
-    ids=["agent", "session-ttl", "secret-from-env"],
+    ids=["agent", "session-ttl", "secret-from-env", "session-incarnation"],
 )
 def test_token_command_mints_accepted_tokens(
     run_py: RunPy, args: tuple[str, ...], env: dict[str, str], principal: Principal, ttl: int
@@ -1015,6 +1021,8 @@ def test_token_command_mints_accepted_tokens(
         ("--agent", ALICE, "--secret", SECRET, "--ttl", "-5"),
         ("--agent", ALICE, "--secret", SECRET, "--ttl", "0"),
         ("--secret", SECRET),
+        ("--session", "s1", "--incarnation", "not-hex", "--secret", SECRET),
+        ("--agent", ALICE, "--incarnation", "0123456789abcdef", "--secret", SECRET),
     ],
     ids=[
         "no-secret",
@@ -1025,11 +1033,13 @@ def test_token_command_mints_accepted_tokens(
         "negative-ttl",
         "zero-ttl",
         "nobody",
+        "bad-incarnation",
+        "agent-incarnation",
     ],
 )
 def test_token_command_refuses(run_py: RunPy, args: tuple[str, ...]) -> None:
-    """``run.py token`` with no secret, an invalid name, a short secret, a non-positive lifetime
-    or no principal exits with status 2 and prints no token."""
+    """``run.py token`` with no secret, an invalid name, a short secret, a non-positive lifetime,
+    no principal or a malformed or misplaced incarnation exits with status 2 and prints no token."""
     done = run_py("token", *args, env=clean_env())
     assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
     assert done.stdout == ""
