@@ -144,14 +144,20 @@ async def open_cluster_backends(settings: Settings) -> Backends:
         await cluster.aclose()
         raise
     logger.info("broker and session store on a Redis Cluster of %d primaries", len(cluster.get_primaries()))
-    store = redis_store(cluster, settings)
+    store = redis_store(cluster, settings, broker)
     await _upgrade(store)
     return Backends(broker, store, cluster)
 
 
-def redis_store(redis: Redis | RedisCluster, settings: Settings) -> RedisSessionStore:
+def redis_store(redis: Redis | RedisCluster, settings: Settings, broker: Broker) -> RedisSessionStore:
+    """The store on Redis, publishing each change's events in its own script, through
+    ``broker``'s keys and bounds."""
     return RedisSessionStore(
-        redis, timeout=settings.redis_timeout, bounds=settings.bounds, namespace=settings.namespace
+        redis,
+        timeout=settings.redis_timeout,
+        bounds=settings.bounds,
+        namespace=settings.namespace,
+        events=broker.scripted_events(),
     )
 
 
@@ -185,12 +191,12 @@ async def open_backends(settings: Settings) -> Backends:
             history_ttl=settings.history_ttl,
             history_bytes=settings.history_bytes,
         )
-        return Backends(memory, MemorySessionStore(settings.bounds))
+        return Backends(memory, MemorySessionStore(settings.bounds, memory.publish))
     if settings.cluster:
         return await open_cluster_backends(settings)
     redis = redis_client(settings)
     broker = RedisBroker(redis, **redis_broker_options(settings))
-    on_redis = redis_store(redis, settings)
+    on_redis = redis_store(redis, settings, broker)
     where = _redacted(settings.redis_url)
     if await broker.start(wait=min(START_WAIT, settings.redis_timeout)):
         logger.info("broker and session store on Redis at %s", where)
@@ -201,7 +207,7 @@ async def open_backends(settings: Settings) -> Backends:
         "processes); moving to Redis when it answers",
         where,
     )
-    store = StartupFallbackStore(MemorySessionStore(settings.bounds), on_redis)
+    store = StartupFallbackStore(MemorySessionStore(settings.bounds, broker.publish), on_redis)
     backends = Backends(broker, store, redis)
     task = asyncio.create_task(_move_to_redis(broker, store, where), name="move-to-redis")
     backends._tasks.add(task)

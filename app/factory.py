@@ -137,7 +137,7 @@ def _heartbeats(app: web.Application) -> Coroutine[Any, Any, None]:
 
 def _sweeper(app: web.Application) -> Coroutine[Any, Any, None]:
     backends = app[BACKENDS]
-    sweeper = Sweeper(backends.store, backends.broker, app[SETTINGS].bounds)
+    sweeper = Sweeper(backends.store, app[SETTINGS].bounds)
     app[SWEEPER] = sweeper
     app[METRICS].watch_sweeper(sweeper.stats)
     return sweeper.run()

@@ -18,15 +18,31 @@ from redis.exceptions import RedisError
 
 from realtime.broker import DEFAULT_QUEUE_SIZE, Broker, BrokerError, History, Subscription
 from realtime.event_log import RedisEventLog
+from realtime.event_script import EventKeys
 from realtime.events import validated
 from realtime.fanout import FanOut
 from realtime.history import HISTORY_BYTES
 from realtime.pubsub import PubSubConnection
 from realtime.redis_broker import KeyLayout
 from realtime.redis_replies import DISCONNECTED, UNAVAILABLE
+from realtime.scripted_events import ScriptedEvents
 from realtime.subscription import Feed
 
 logger = logging.getLogger(__name__)
+
+
+class BaselineScriptedEvents(ScriptedEvents):
+    """The baseline's events go out from the store's script as the product's do."""
+
+    def __init__(self, broker: "PerStreamRedisBroker", keys: EventKeys) -> None:
+        super().__init__(keys)
+        self._broker = broker
+
+    def _belongs(self, channel: str, home: str) -> bool:
+        return True
+
+    def _record(self, event_id: str, channel: str, event: dict[str, Any], data: str) -> None:
+        self._broker.stats.published[event["type"]] += 1
 
 
 class PerStreamRedisBroker(Broker):
@@ -51,6 +67,7 @@ class PerStreamRedisBroker(Broker):
             history_ttl=history_ttl,
             history_bytes=history_bytes,
         )
+        self._scripted = BaselineScriptedEvents(self, self._log.keys)
         self._subscribe_timeout = subscribe_timeout
         self._subscriber_redis = Redis.from_url(subscriber_url)
         self._local = FanOut(self.stats)  # for close() and counting only: no shared fan-out
@@ -81,6 +98,9 @@ class PerStreamRedisBroker(Broker):
         for subscription in list(self._own):
             await self._release(subscription)
         await self._subscriber_redis.aclose()
+
+    def scripted_events(self) -> BaselineScriptedEvents:
+        return self._scripted
 
     async def publish(self, channel: str, event: dict[str, Any]) -> str:
         data = validated(event)

@@ -16,6 +16,7 @@ counter).
 
 import argparse
 import asyncio
+import functools
 import gc
 import json
 import logging
@@ -49,25 +50,12 @@ STEPS = (
         ),
     ),
     (
-        "store",
+        "action",
         (
-            "`store.add_message` on a session the agent has taken over: GET of the session, "
-            "then the compare-and-set script (RPUSH + LTRIM of the transcript)"
-        ),
-    ),
-    (
-        "event",
-        (
-            "the `new_message` payload and `envelope(...)`, then `validated()`: `check_event` "
-            "(envelope, payload and provenance) and the JSON encoding"
-        ),
-    ),
-    (
-        "publish",
-        (
-            "the broker's publish script alone (`PUBLISH_SCRIPT` by EVALSHA on the same "
-            "pool: event clock, history XADD, PEXPIRE, PUBLISH), as `broker.publish` runs it after "
-            "validating"
+            "`store.add_message(..., announce=...)` on a session the agent has taken over: GET of "
+            "the session, the rules, the `new_message` event built and validated (`envelope`, "
+            "`check_event`, JSON), then one script (`ACTION_SCRIPT`): compare-and-set, transcript "
+            "append and trim, and the event's id, history XADD with its trims and PUBLISH"
         ),
     ),
     ("response", "`web.json_response` of the session and the message (built, not sent)"),
@@ -156,14 +144,13 @@ async def _time_steps(redis_url: str, name: str, config: Config) -> PublishSteps
     from aiohttp import web
 
     from app.backends import open_backends
+    from app.domain.announcements import of_message
     from app.keys import SETTINGS
     from app.process.settings import Settings
     from handlers.access import acting_agent, limit_actions, require_agent
     from handlers.common import checked_content, load_body, path_name
-    from realtime.channels import PATTERN_HISTORY_FACTOR, session_channel
-    from realtime.event_log import PUBLISH_SCRIPT, size_key
-    from realtime.events import envelope, validated
-    from realtime.redis_broker import KeyLayout
+    from realtime.channels import session_channel
+    from realtime.events import envelope
     from schemas import AgentMessageSchema
 
     settings = Settings(redis_url=redis_url, insecure=True)
@@ -175,21 +162,8 @@ async def _time_steps(redis_url: str, name: str, config: Config) -> PublishSteps
         await store.create(name)
         await store.apply(name, "takeover", agent_id=AGENT)
         config_dict: dict[Any, Any] = {SETTINGS: settings}
-        script = backends.redis.register_script(PUBLISH_SCRIPT)
-        layout = KeyLayout()
         channel = session_channel(name)
-        history = layout.history_key(channel)
-        pattern = layout.pattern_history_key(channel)
-        assert pattern is not None, "a session channel's events go to the pattern history too"
-        keys = [history, size_key(history), layout.clock_key((channel,)), pattern, size_key(pattern)]
-        args_tail: list[int | str] = [
-            settings.history_size,
-            settings.history_bytes,
-            int(settings.history_ttl * 1000),
-            layout.publish_command,
-            settings.history_size * PATTERN_HISTORY_FACTOR,
-            settings.history_bytes * PATTERN_HISTORY_FACTOR,
-        ]
+        announce = functools.partial(of_message, source="agent_workbench")  # as the workbench's
         wall = numpy.zeros((config.iterations, len(STEPS)), dtype=numpy.int64)
         cpu = numpy.zeros((config.iterations, len(STEPS)), dtype=numpy.int64)
         clock, cpu_clock = time.perf_counter_ns, time.process_time_ns
@@ -205,14 +179,9 @@ async def _time_steps(redis_url: str, name: str, config: Config) -> PublishSteps
             agent_id = acting_agent(principal, parsed.get("agent_id"))
             content = checked_content(request, parsed["content"])
             marks.append((clock(), cpu_clock()))
-            session, message = await store.add_message(session_name, "agent", content, agent_id=agent_id)
-            marks.append((clock(), cpu_clock()))
-            event = envelope(
-                "new_message", {"session_name": session_name, "message": message}, "agent_workbench"
+            session, message = await store.add_message(
+                session_name, "agent", content, agent_id=agent_id, announce=announce
             )
-            data = validated(event)
-            marks.append((clock(), cpu_clock()))
-            await script(keys=keys, args=[layout.wire(channel), data, *args_tail])
             marks.append((clock(), cpu_clock()))
             web.json_response({"session": session, "message": message})
             marks.append((clock(), cpu_clock()))

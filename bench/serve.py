@@ -7,8 +7,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from app.backends import Backends, redis_broker_options, redis_client
-from app.domain.store import RedisSessionStore
+from app.backends import Backends, redis_broker_options, redis_client, redis_store
 from app.factory import create_app
 from app.process.settings import Settings, load_settings
 from bench.baseline_broker import PerStreamRedisBroker
@@ -22,7 +21,7 @@ async def open_baseline_backends(settings: Settings) -> Backends:
     broker = PerStreamRedisBroker(redis, subscriber_url=settings.redis_url, **redis_broker_options(settings))
     if not await broker.start(wait=settings.redis_timeout):
         raise RuntimeError("the baseline needs Redis")
-    return Backends(broker, RedisSessionStore(redis, timeout=settings.redis_timeout), redis)
+    return Backends(broker, redis_store(redis, settings, broker), redis)
 
 
 def main(argv: Sequence[str]) -> None:

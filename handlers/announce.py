@@ -1,27 +1,21 @@
-"""The announcements of app.domain.announcements, published with the source of the sub-app
-serving the request."""
+"""The announcements of app.domain.announcements, with the source of the sub-app serving the
+request: what a handler hands the store to publish with a change."""
 
 import functools
 
 from aiohttp import web
 
 from app.domain import announcements
-from app.domain.announcements import Publish
-from app.domain.store import Action, Message, Session, Transition
-from handlers.common import publish
+from app.domain.store import Action
+from app.domain.store.base import Announce, AnnounceMessage
+from app.keys import SOURCE
 
 
-def publisher(request: web.Request) -> Publish:
-    return functools.partial(publish, request)
+def transition_events(request: web.Request, action: Action, agent_id: str | None = None) -> Announce:
+    return functools.partial(
+        announcements.of_transition, action=action, source=request.app[SOURCE], agent_id=agent_id
+    )
 
 
-async def announce_transition(
-    request: web.Request, action: Action, transition: Transition, agent_id: str | None = None
-) -> None:
-    await announcements.announce_transition(publisher(request), action, transition, agent_id)
-
-
-async def announce_message(
-    request: web.Request, session: Session, message: Message, *, to_holder: bool = False
-) -> None:
-    await announcements.announce_message(publisher(request), session, message, to_holder=to_holder)
+def message_events(request: web.Request, *, to_holder: bool = False) -> AnnounceMessage:
+    return functools.partial(announcements.of_message, source=request.app[SOURCE], to_holder=to_holder)

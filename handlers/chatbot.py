@@ -23,7 +23,7 @@ from handlers.access import (
     start_wait,
     who,
 )
-from handlers.announce import announce_message, announce_transition
+from handlers.announce import message_events, transition_events
 from handlers.common import add_session_read_routes, backends, checked_content, load_body
 from handlers.sse import SEND_TIMEOUT
 from realtime.events import named_frame
@@ -220,8 +220,9 @@ async def _converse(
     and published, and the reply's pieces go to it as the responder produces them; everything
     stored and published is the same as without it."""
     store = backends(request).store
-    session, message = await store.add_message(name, "customer", content)
-    await announce_message(request, session, message, to_holder=True)
+    session, message = await store.add_message(
+        name, "customer", content, announce=message_events(request, to_holder=True)
+    )
     if stream is not None:
         await stream.start()
     if session["status"] != "bot_active":
@@ -242,12 +243,11 @@ async def _converse(
         if stream is not None:
             await stream.chunk(notice)
     try:
-        session, reply = await store.add_message(name, "bot", text)
+        session, reply = await store.add_message(name, "bot", text, announce=message_events(request))
     except TransitionRefused:
         # An agent took the session over while the bot was thinking: the agent answers.
         session = await store.get(name)
         return {"session": session, "message": message, "reply": None}
-    await announce_message(request, session, reply)
     if escalate:
         session = await _bot_escalates(request, session, answer.reason)
     return {"session": session, "message": message, "reply": reply}
@@ -257,10 +257,14 @@ async def _bot_escalates(request: web.Request, session: Session, reason: str | N
     """The bot hands the conversation to a person (it has said so, and the escalation was not
     refused: see ``_escalation_refused``); the session after it."""
     try:
-        transition = await backends(request).store.apply(session["session_name"], "escalate", reason=reason)
+        transition = await backends(request).store.apply(
+            session["session_name"],
+            "escalate",
+            reason=reason,
+            announce=transition_events(request, "escalate"),
+        )
     except TransitionRefused:
         return session  # taken over meanwhile: nothing to ask for
-    await announce_transition(request, "escalate", transition)
     return transition.session
 
 
@@ -294,8 +298,9 @@ async def escalate(request: web.Request) -> web.Response:
         raise ApiError(
             409, "queue_full", "all agents are busy: the conversation stays with the bot; try again later"
         )
-    transition = await store.apply(name, "escalate", reason=body["reason"])
-    await announce_transition(request, "escalate", transition)
+    transition = await store.apply(
+        name, "escalate", reason=body["reason"], announce=transition_events(request, "escalate")
+    )
     return web.json_response(transition.session)
 
 

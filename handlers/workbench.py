@@ -11,7 +11,7 @@ from app.domain.store.base import MAX_PAGE
 from app.keys import COMPONENT, SOURCE
 from app.web.errors import ApiError
 from handlers.access import acting_agent, limit_actions, require_agent
-from handlers.announce import announce_message, announce_transition
+from handlers.announce import message_events, transition_events
 from handlers.common import (
     add_session_read_routes,
     backends,
@@ -64,8 +64,9 @@ async def _agent_action(request: web.Request, action: Action) -> web.Response:
     name = path_name(request, "session_name")
     body = await load_body(request, AgentActionSchema(partial=_agent_optional(principal)))
     agent_id = acting_agent(principal, body.get("agent_id"))
-    transition = await backends(request).store.apply(name, action, agent_id=agent_id)
-    await announce_transition(request, action, transition, agent_id=agent_id)
+    transition = await backends(request).store.apply(
+        name, action, agent_id=agent_id, announce=transition_events(request, action, agent_id)
+    )
     return web.json_response(transition.session)
 
 
@@ -92,9 +93,12 @@ async def agent_message(request: web.Request) -> web.Response:
     body = await load_body(request, AgentMessageSchema(partial=_agent_optional(principal)))
     agent_id = acting_agent(principal, body.get("agent_id"))
     session, message = await backends(request).store.add_message(
-        name, "agent", checked_content(request, body["content"]), agent_id=agent_id
+        name,
+        "agent",
+        checked_content(request, body["content"]),
+        agent_id=agent_id,
+        announce=message_events(request),
     )
-    await announce_message(request, session, message)
     return web.json_response({"session": session, "message": message})
 
 

@@ -12,7 +12,7 @@ import asyncio
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from realtime.errors import (
     BrokerError,
@@ -26,6 +26,9 @@ from realtime.fanout import FanOut
 from realtime.history import History
 from realtime.stats import BrokerStats
 from realtime.subscription import Feed, Subscription
+
+if TYPE_CHECKING:
+    from realtime.scripted_events import ScriptedEvents
 
 __all__ = [
     "DEFAULT_QUEUE_SIZE",
@@ -67,6 +70,11 @@ class Broker(ABC):
     def available(self) -> bool:
         """Whether events cross processes right now (always True for a local-only broker)."""
         return True
+
+    def scripted_events(self) -> "ScriptedEvents | None":
+        """How a session store publishes the events of a change in the script that commits it
+        (realtime.scripted_events); None when events are published after the change (memory)."""
+        return None
 
     @abstractmethod
     async def publish(self, channel: str, event: dict[str, Any]) -> str:

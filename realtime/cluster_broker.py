@@ -31,12 +31,14 @@ from redis.exceptions import RedisError
 
 from realtime.broker import Broker, BrokerError, History, ShardUnavailable, Subscription
 from realtime.channels import SESSION_PATTERN, SESSION_PREFIX, SESSIONS_FEED, slot_tag
+from realtime.event_script import EventKeys
 from realtime.events import Event, validated
 from realtime.fanout import FanOut
 from realtime.layout import namespace_prefix
 from realtime.outbox import Outbox
 from realtime.redis_node import RedisNode
 from realtime.redis_replies import DISCONNECTED, UNAVAILABLE
+from realtime.scripted_events import Outgoing, ScriptedEvents, record_on
 from realtime.subscription import Feed
 
 logger = logging.getLogger(__name__)
@@ -91,6 +93,33 @@ class ClusterLayout:
         return tags.pop()
 
 
+class ClusterScriptedEvents(ScriptedEvents):
+    """On a cluster a script reaches only its own slot: the events of other slot tags (the
+    broadcast and agent channels), and the feed copies of session events, are published by the
+    broker after it (through the outbox while their shard is away)."""
+
+    def __init__(self, broker: "ClusterBroker", keys: EventKeys) -> None:
+        super().__init__(keys)
+        self._broker = broker
+
+    def _belongs(self, channel: str, home: str) -> bool:
+        return slot_tag(channel) == home
+
+    def _also_after(
+        self, in_script: list[tuple[str, dict[str, Any], str]], after: list[Outgoing]
+    ) -> list[Outgoing]:
+        feed = [
+            (SESSIONS_FEED, event) for channel, event, _ in in_script if channel.startswith(SESSION_PREFIX)
+        ]
+        return feed + after
+
+    def _record(self, event_id: str, channel: str, event: dict[str, Any], data: str) -> None:
+        record_on(self._broker._owner((channel,)), event_id, channel, event, data)
+
+    async def _publish_after(self, channel: str, event: dict[str, Any]) -> None:
+        await self._broker.publish(channel, event)
+
+
 class ClusterBroker(Broker):
     # No memory fallback: a cluster stays "redis-cluster" while a shard is away (``available``
     # and the app's ``degraded`` say that one is).
@@ -116,6 +145,15 @@ class ClusterBroker(Broker):
         self._nodes: dict[str, RedisNode] = {}
         self._subscribers: list[Redis] = []
         self._outbox = Outbox(self._publish_now, limit=OUTBOX_LIMIT, retry=OUTBOX_RETRY)
+        self._scripted: ClusterScriptedEvents | None = None
+
+    def scripted_events(self) -> ClusterScriptedEvents:
+        if self._scripted is None:
+            any_node = next(iter(self._nodes.values()), None)
+            if any_node is None:
+                raise BrokerError("the cluster broker has not started")
+            self._scripted = ClusterScriptedEvents(self, any_node.log.keys)
+        return self._scripted
 
     @property
     def waiting(self) -> int:

@@ -22,8 +22,8 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from realtime import ids
-from realtime.channels import PATTERN_HISTORY_FACTOR
 from realtime.errors import BrokerError
+from realtime.event_script import EVENTS_LUA, EventKeys
 from realtime.events import Event
 from realtime.history import HISTORY_BYTES, History, merge
 from realtime.layout import Layout
@@ -37,61 +37,9 @@ logger = logging.getLogger(__name__)
 # drop all genuine events until the clock caught up.
 MAX_ID_LEAD_MS = 10 * 60 * 1000
 
-# KEYS[1] the channel's history stream, KEYS[2] its size in bytes, KEYS[3] the event clock,
-# KEYS[4], KEYS[5] (optional) the history of a pattern the channel matches and its size; ARGV:
-# channel, data, the history's bounds (events, bytes), ttl (ms), publish command (PUBLISH, or
-# SPUBLISH on a cluster), the pattern history's bounds (events, bytes). The id is
-# max(now, last + 1) on one clock for all channels, so ids are unique and increasing across
-# channels (a stream of several channels sees them in order). Should a history hold a larger id
-# than the clock (the clock key was lost), XADD picks the id itself and the clock catches up,
-# rather than the event being refused. A history keeps its newest events within its count, its
-# bytes and the ttl (ids are milliseconds: the oldest entries go first, as a trim would); the
-# clock and the sizes expire with the histories.
-PUBLISH_SCRIPT = """
-local function append(key, size_key, id, data, max_len, max_bytes, cutoff_ms, ttl)
-  local added = redis.pcall('XADD', key, id, 'd', data)
-  if type(added) == 'table' and added.err then
-    added = redis.call('XADD', key, '*', 'd', data)
-  end
-  local size = redis.call('INCRBY', size_key, #data)
-  local len = redis.call('XLEN', key)
-  while len > 1 do
-    local oldest = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)[1]
-    local oldest_ms = tonumber(string.match(oldest[1], '^(%d+)-'))
-    if len <= max_len and size <= max_bytes and oldest_ms >= cutoff_ms then
-      break
-    end
-    redis.call('XDEL', key, oldest[1])
-    size = size - #oldest[2][2]
-    len = len - 1
-  end
-  redis.call('SET', size_key, size, 'PX', ttl)
-  redis.call('PEXPIRE', key, ttl)
-  return added
-end
-local now = redis.call('TIME')
-local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local ms, seq = now_ms, 0
-local last = redis.call('GET', KEYS[3])
-if last then
-  local last_ms, last_seq = string.match(last, '^(%d+)-(%d+)$')
-  last_ms = tonumber(last_ms)
-  if ms <= last_ms then
-    ms = last_ms
-    seq = tonumber(last_seq) + 1
-  end
-end
-local ttl = tonumber(ARGV[5])
-local cutoff_ms = now_ms - ttl
-local id = append(KEYS[1], KEYS[2], string.format('%.0f-%.0f', ms, seq), ARGV[2],
-  tonumber(ARGV[3]), tonumber(ARGV[4]), cutoff_ms, ttl)
-redis.call('SET', KEYS[3], id, 'PX', ttl)
-if KEYS[4] then
-  append(KEYS[4], KEYS[5], id, ARGV[2], tonumber(ARGV[7]), tonumber(ARGV[8]), cutoff_ms, ttl)
-end
-redis.call(ARGV[6], ARGV[1], id .. ' ' .. ARGV[2])
-return id
-"""
+# One event through the shared section of realtime.event_script: the channel's history, its
+# size, the clock (and the pattern history with its size) are its keys.
+PUBLISH_SCRIPT = EVENTS_LUA + "return publish_events(0, 0)[1]\n"
 
 # KEYS[1] the event clock; ARGV[1] ms, ARGV[2] seq: the newest id this process has seen or
 # made; ARGV[3] the clock's lifetime (ms). Moves the clock forward to it if behind, and returns the clock as it was: a clock
@@ -128,12 +76,6 @@ return id
 """
 
 
-def size_key(history_key: str) -> str:
-    """The key of a history's size in bytes: beside it (same hash tag; no channel name
-    holds a "#")."""
-    return history_key + "#bytes"
-
-
 class RedisEventLog:
     """Ids and histories of the channels of one layout, on one Redis or through a cluster client."""
 
@@ -152,6 +94,7 @@ class RedisEventLog:
         self._history_bytes = history_bytes
         self._history_ttl = history_ttl
         self._ttl_ms = int(history_ttl * 1000)  # of histories, their sizes and the clocks
+        self.keys = EventKeys(layout, history_maxlen, history_bytes, self._ttl_ms)
         self._publish_script = redis.register_script(PUBLISH_SCRIPT)
         self._advance_clock_script = redis.register_script(ADVANCE_CLOCK_SCRIPT)
         self._position_script = redis.register_script(POSITION_SCRIPT)
@@ -166,25 +109,8 @@ class RedisEventLog:
         """Give the event (encoded as ``data``) the next id, add it to the channel's history
         and publish it, in one step; returns the id. Raises redis-py's errors as they come:
         what an outage means is the broker's call."""
-        layout = self.layout
-        history = layout.history_key(channel)
-        keys = [history, size_key(history), layout.clock_key((channel,))]
-        pattern_history = layout.pattern_history_key(channel)
-        if pattern_history is not None:
-            keys += [pattern_history, size_key(pattern_history)]
-        result = await self._publish_script(
-            keys=keys,
-            args=[
-                layout.wire(channel),
-                data,
-                self._history_maxlen,
-                self._history_bytes,
-                self._ttl_ms,
-                layout.publish_command,
-                self._history_maxlen * PATTERN_HISTORY_FACTOR,
-                self._history_bytes * PATTERN_HISTORY_FACTOR,
-            ],
-        )
+        section = self.keys.section([(channel, data)])
+        result = await self._publish_script(keys=section.keys, args=section.args)
         event_id = as_text(result)
         self.clock.observe(ids.parse(event_id))
         return event_id

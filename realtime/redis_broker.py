@@ -27,6 +27,7 @@ from realtime.history import HISTORY_BYTES
 from realtime.layout import namespace_prefix
 from realtime.redis_node import RedisNode
 from realtime.redis_replies import CONNECTION_LOST, UNAVAILABLE
+from realtime.scripted_events import OneRedisScriptedEvents
 from realtime.stats import BrokerStats
 from realtime.subscription import Feed
 
@@ -104,6 +105,7 @@ class RedisBroker(Broker):
             liveness_interval=liveness_interval,
             max_backoff=max_backoff,
         )
+        self._scripted = OneRedisScriptedEvents(self._node)
         # Publishes that reached only this process (Redis away): the readiness probe must
         # not take such an event's return for a working Redis.
         self._local_only_publishes = 0
@@ -128,6 +130,9 @@ class RedisBroker(Broker):
     async def close(self) -> None:
         await super().close()
         await self._node.connection.close()
+
+    def scripted_events(self) -> OneRedisScriptedEvents:
+        return self._scripted
 
     async def publish(self, channel: str, event: dict[str, Any]) -> str:
         """Into the history and out to every process; if Redis cannot take it, to this

@@ -6,18 +6,20 @@ compare-and-set that one sweeper wins, deleting is idempotent), so there is no l
 with a process. Closes are announced like an agent's, from the source ``system``."""
 
 import asyncio
+import functools
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
 
-from app.domain.announcements import announce_transition
+from app.domain.announcements import of_transition
 from app.domain.store import SessionStore, StoreUnavailable
 from app.domain.store.base import Bounds
-from realtime.broker import Broker, BrokerError
-from realtime.events import envelope
+from realtime.broker import BrokerError
 
 logger = logging.getLogger(__name__)
+
+# A sweeper's close, announced like an agent's, from the source ``system``.
+ANNOUNCE_CLOSE = functools.partial(of_transition, action="close", source="system")
 
 # The longest pause between sweeps; shorter when the bounds are short (tests, demos).
 MAX_INTERVAL = 60.0
@@ -37,9 +39,8 @@ class SweepStats:
 
 
 class Sweeper:
-    def __init__(self, store: SessionStore, broker: Broker, bounds: Bounds) -> None:
+    def __init__(self, store: SessionStore, bounds: Bounds) -> None:
         self._store = store
-        self._broker = broker
         self.interval = sweep_interval(bounds)
         self.stats = SweepStats()
         self._failing = False  # log an outage once, not every sweep
@@ -51,9 +52,7 @@ class Sweeper:
 
     async def sweep_once(self) -> None:
         try:
-            swept = await self._store.sweep(time.time())
-            for transition in swept.closed:
-                await announce_transition(self._publish, "close", transition)
+            swept = await self._store.sweep(time.time(), announce=ANNOUNCE_CLOSE)
         except (StoreUnavailable, BrokerError) as exc:
             if not self._failing:
                 logger.warning("sweep failed, trying again in %.1f s: %s", self.interval, exc)
@@ -64,6 +63,3 @@ class Sweeper:
         self.stats.deleted += swept.deleted
         if swept.closed or swept.deleted:
             logger.info("sweep: closed %d idle sessions, deleted %d", len(swept.closed), swept.deleted)
-
-    async def _publish(self, channel: str, type_: str, payload: dict[str, Any]) -> str:
-        return await self._broker.publish(channel, envelope(type_, payload, "system"))

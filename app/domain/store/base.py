@@ -1,8 +1,9 @@
 """The session store interface, its records and its errors."""
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, Literal, TypedDict, TypeVar
+from typing import Any, Generic, Literal, TypedDict, TypeVar
 
 from app.domain.pages import DEFAULT_PAGE as DEFAULT_PAGE
 from app.domain.pages import MAX_PAGE as MAX_PAGE
@@ -71,8 +72,8 @@ class Page(Generic[T]):
 
 @dataclass(frozen=True, slots=True)
 class Swept:
-    """What one sweep did: the idle sessions it closed (to announce), and how many closed
-    sessions it deleted past retention."""
+    """What one sweep did: the idle sessions it closed (announced with ``announce``), and how
+    many closed sessions it deleted past retention."""
 
     closed: list["Transition"]
     deleted: int
@@ -85,6 +86,15 @@ class Transition:
     session: Session
     previous_status: Status
     changed: bool
+
+
+# An event a change causes: its channel and its envelope (app.domain.announcements says which).
+Outgoing = tuple[str, dict[str, Any]]
+# The events of a transition, and of a message added to a session. A store publishes them with
+# the change, in one atomic step where it can (one Redis script): the change is never made
+# without its events, nor its events published without the change.
+Announce = Callable[[Transition], Sequence[Outgoing]]
+AnnounceMessage = Callable[[Session, Message], Sequence[Outgoing]]
 
 
 class StoreError(Exception):
@@ -138,16 +148,29 @@ class SessionStore(ABC):
 
     @abstractmethod
     async def apply(
-        self, session_name: str, action: Action, agent_id: str | None = None, reason: str | None = None
+        self,
+        session_name: str,
+        action: Action,
+        agent_id: str | None = None,
+        reason: str | None = None,
+        *,
+        announce: Announce | None = None,
     ) -> Transition:
-        """Apply a state transition (see app.domain.store.rules); raises SessionNotFound,
-        TransitionRefused."""
+        """Apply a state transition (see app.domain.store.rules) and publish what ``announce``
+        makes of it, if it changed anything; raises SessionNotFound, TransitionRefused."""
 
     @abstractmethod
     async def add_message(
-        self, session_name: str, role: Role, content: str, agent_id: str | None = None
+        self,
+        session_name: str,
+        role: Role,
+        content: str,
+        agent_id: str | None = None,
+        *,
+        announce: AnnounceMessage | None = None,
     ) -> tuple[Session, Message]:
-        """Append to the transcript if the session's state allows ``role`` to speak now."""
+        """Append to the transcript if the session's state allows ``role`` to speak now, and
+        publish what ``announce`` makes of it."""
 
     @abstractmethod
     async def list_sessions(
@@ -168,7 +191,7 @@ class SessionStore(ABC):
         the cursor ``after``; raises SessionNotFound, InvalidCursor."""
 
     @abstractmethod
-    async def sweep(self, now: float) -> Swept:
+    async def sweep(self, now: float, *, announce: Announce | None = None) -> Swept:
         """Close sessions idle past ``bounds.idle_ttl`` and delete closed ones past
         ``bounds.retention``, as of ``now`` (unix seconds)."""
 

@@ -12,6 +12,8 @@ import logging
 from app.domain.store.base import (
     DEFAULT_PAGE,
     Action,
+    Announce,
+    AnnounceMessage,
     Message,
     Page,
     Role,
@@ -74,14 +76,28 @@ class StartupFallbackStore(SessionStore):
         return await (await self._store()).get_or_create(session_name)
 
     async def apply(
-        self, session_name: str, action: Action, agent_id: str | None = None, reason: str | None = None
+        self,
+        session_name: str,
+        action: Action,
+        agent_id: str | None = None,
+        reason: str | None = None,
+        *,
+        announce: Announce | None = None,
     ) -> Transition:
-        return await (await self._store()).apply(session_name, action, agent_id, reason)
+        store = await self._store()
+        return await store.apply(session_name, action, agent_id, reason, announce=announce)
 
     async def add_message(
-        self, session_name: str, role: Role, content: str, agent_id: str | None = None
+        self,
+        session_name: str,
+        role: Role,
+        content: str,
+        agent_id: str | None = None,
+        *,
+        announce: AnnounceMessage | None = None,
     ) -> tuple[Session, Message]:
-        return await (await self._store()).add_message(session_name, role, content, agent_id)
+        store = await self._store()
+        return await store.add_message(session_name, role, content, agent_id, announce=announce)
 
     async def list_sessions(
         self, status: Status, *, limit: int = DEFAULT_PAGE, after: str | None = None
@@ -96,5 +112,5 @@ class StartupFallbackStore(SessionStore):
     ) -> Page[Message]:
         return await (await self._store()).messages(session_name, limit=limit, after=after)
 
-    async def sweep(self, now: float) -> Swept:
-        return await (await self._store()).sweep(now)
+    async def sweep(self, now: float, *, announce: Announce | None = None) -> Swept:
+        return await (await self._store()).sweep(now, announce=announce)

@@ -1,16 +1,22 @@
 """In-process session store. Each method runs without an await between read and write, so it
-is atomic on the event loop without a lock."""
+is atomic on the event loop without a lock. Its events are published after the change, through
+the broker (``publish``): in one process nothing can die between the two and leave the other."""
 
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from app.domain.store import rules
 from app.domain.store.base import (
     DEFAULT_PAGE,
     Action,
+    Announce,
+    AnnounceMessage,
     Bounds,
     Message,
+    Outgoing,
     Page,
     Role,
     Session,
@@ -44,11 +50,17 @@ class _Transcript:
             self.size -= rules.size(self.messages.popleft())
 
 
+# Publishes an envelope on a channel (a broker's publish); returns the event id.
+Publish = Callable[[str, dict[str, Any]], Awaitable[str]]
+
+
 class MemorySessionStore(SessionStore):
     name = "memory"
 
-    def __init__(self, bounds: Bounds | None = None) -> None:
+    def __init__(self, bounds: Bounds | None = None, publish: Publish | None = None) -> None:
+        """Without ``publish`` the store publishes nothing (``announce`` is then refused)."""
         self.bounds = bounds if bounds is not None else Bounds()
+        self._publish = publish
         self._sessions: dict[str, Session] = {}
         self._transcripts: dict[str, _Transcript] = {}
         self._last_seq = 0
@@ -70,7 +82,13 @@ class MemorySessionStore(SessionStore):
         return self._insert(session_name), True
 
     async def apply(
-        self, session_name: str, action: Action, agent_id: str | None = None, reason: str | None = None
+        self,
+        session_name: str,
+        action: Action,
+        agent_id: str | None = None,
+        reason: str | None = None,
+        *,
+        announce: Announce | None = None,
     ) -> Transition:
         session = self._load(session_name)
         moved = rules.apply(session, action, agent_id, reason)
@@ -78,16 +96,34 @@ class MemorySessionStore(SessionStore):
             return Transition(session.copy(), session["status"], False)
         moved["status_seq"] = self._next_seq()
         self._sessions[session_name] = moved
-        return Transition(moved.copy(), session["status"], True)
+        transition = Transition(moved.copy(), session["status"], True)
+        if announce is not None:
+            await self._announce(announce(transition))
+        return transition
 
     async def add_message(
-        self, session_name: str, role: Role, content: str, agent_id: str | None = None
+        self,
+        session_name: str,
+        role: Role,
+        content: str,
+        agent_id: str | None = None,
+        *,
+        announce: AnnounceMessage | None = None,
     ) -> tuple[Session, Message]:
         session = self._load(session_name)
         rules.check_can_speak(session, role, agent_id)
         message = rules.new_message(role, content, agent_id)
         self._transcripts[session_name].append(message, self.bounds)
+        if announce is not None:
+            await self._announce(announce(session, message))
         return session.copy(), message.copy()
+
+    async def _announce(self, events: Sequence[Outgoing]) -> None:
+        if events and self._publish is None:
+            raise RuntimeError("this store was made without a broker: it cannot announce")
+        for channel, event in events:
+            assert self._publish is not None
+            await self._publish(channel, event)
 
     async def list_sessions(
         self, status: Status, *, limit: int = DEFAULT_PAGE, after: str | None = None
@@ -111,7 +147,7 @@ class MemorySessionStore(SessionStore):
         page = page_after(list(self._transcripts[session_name].messages), limit, after)
         return Page([m.copy() for m in page.items], page.next_cursor)
 
-    async def sweep(self, now: float) -> Swept:
+    async def sweep(self, now: float, *, announce: Announce | None = None) -> Swept:
         closed: list[Transition] = []
         deleted = 0
         expired_before = seq_at(now - self.bounds.retention)
@@ -123,7 +159,8 @@ class MemorySessionStore(SessionStore):
             transcript = self._transcripts[name].messages
             newest = transcript[-1] if transcript else None
             if rules.is_idle(session, newest, now, self.bounds.idle_ttl):
-                closed.append(await self.apply(name, "close"))  # one event loop: no rival
+                # One event loop: no rival.
+                closed.append(await self.apply(name, "close", announce=announce))
         return Swept(closed, deleted)
 
     def export(self) -> list[tuple[Session, list[Message]]]:

@@ -5,19 +5,23 @@ by status, scored by ``status_seq``, which one clock, ``sessions:status_seq``, h
 Every key expires (app.domain.store.base.Bounds): every write renews a session's keys, and the
 sweeper closes idle sessions and deletes closed ones past retention, index entries with them.
 
-Every change reads the session, applies the pure rules of app.domain.store.rules, and commits with a
-compare-and-set script: the write happens only if the session is still what was read. Of many
-concurrent takeovers exactly one commits, the others read again, see the session held, and
-get 409. A script, not WATCH/MULTI: it runs on one shard of a cluster as on one Redis, and
-costs one round trip.
+One action is one script. A change reads the session, applies the pure rules of
+app.domain.store.rules in Python, and commits with ACTION_SCRIPT: if the session is still what
+was read, it writes the session, appends to the transcript, updates the status indexes and
+publishes every event the change causes (realtime.scripted_events), atomically; if not, it
+answers the session as it is now, and the change is worked out again from that (no second
+read). Of many concurrent takeovers exactly one commits; the others see the session held and
+get 409. A process that dies after the script leaves a change with all its events, and one
+that dies before it leaves neither.
 
-The status index lives on other slots than the sessions, so it cannot change in the same
-step. A name is added to its new status index before the commit and again after it, and only
-then removed from the old one, which is put back if the session has meanwhile returned to
-that status; an add for a commit that lost its race is taken back the same way. So a status
-set never misses a session that has its status (every removal is followed by a check, every
-commit by an add), may name one that has just moved on, and readers check each session's own
-status.
+On a Redis Cluster a script reaches one slot: the session's (its keys, its channel's history
+and clock share the session's hash tag). There the status indexes, which live on other slots,
+are updated around the commit: a name is added to its new status index before the commit and
+again after it, and only then removed from the old one, which is put back if the session has
+meanwhile returned to that status; an add for a commit that lost its race is taken back the
+same way. So a status set never misses a session that has its status, may name one that has
+just moved on, and readers check each session's own status. The events of other slots (the
+broadcast, agent channels) are published by the broker right after the script.
 """
 
 import asyncio
@@ -27,9 +31,9 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar, cast
+from typing import Generic, TypeVar, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
@@ -39,8 +43,11 @@ from app.domain.store import rules
 from app.domain.store.base import (
     DEFAULT_PAGE,
     Action,
+    Announce,
+    AnnounceMessage,
     Bounds,
     Message,
+    Outgoing,
     Page,
     Role,
     Session,
@@ -58,8 +65,10 @@ from app.domain.store.base import (
     seq_at,
     session_cursor,
 )
+from realtime.event_script import EVENTS_LUA, NO_EVENTS
 from realtime.layout import namespace_prefix
 from realtime.redis_replies import as_text
+from realtime.scripted_events import Planned, ScriptedEvents
 
 logger = logging.getLogger(__name__)
 
@@ -68,17 +77,45 @@ MAX_ATTEMPTS = 64
 # Index entries the sweeper reads per round trip.
 SWEEP_BATCH = 500
 
-# KEYS: session, messages, transcript size. ARGV: the session as read ("" = absent), the
-# session to write ("" = unchanged), a message to append ("" = none), the transcript's limits
-# (messages, bytes), the keys' lifetime in ms. 1 if written. Every write renews the expiry of
-# the session's keys: an active conversation lives on, an abandoned one goes.
-COMPARE_AND_SET_SCRIPT = """
+# Written in a session that is to get the next status_seq: the script puts the number there.
+NEW_SEQ = -1
+
+# KEYS: session, messages, transcript size, the status_seq clock, the index of the status the
+# session enters, the index of the status it leaves; then the events' (realtime.event_script).
+# ARGV: 1 the session as read ("" = absent), 2 the session to write ("" = unchanged), 3 a
+# message to append ("" = none), 4-5 the transcript's limits (messages, bytes), 6 the keys'
+# lifetime in ms, 7 "1" if the session enters a status and the indexes are updated here (one
+# Redis; the session's ``"status_seq":-1`` then gets the clock's next number), 8 the indexes'
+# and the clock's lifetime in ms, 9 the session's name; then the events' arguments. Returns
+# {1, the new status_seq or "", the events' ids...} if written, else {0, the session as it is
+# ("" = absent)}. Every write renews the expiry of the session's keys: an active conversation
+# lives on, an abandoned one goes.
+ACTION_SCRIPT = (
+    EVENTS_LUA
+    + """
 local current = redis.call('GET', KEYS[1]) or ''
 if current ~= ARGV[1] then
-  return 0
+  return {0, current}
 end
-if ARGV[2] ~= '' then
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[6])
+local session, seq = ARGV[2], ''
+if ARGV[7] == '1' then
+  local time = redis.call('TIME')
+  local number = tonumber(time[1]) * 1000000 + tonumber(time[2])
+  local last = tonumber(redis.call('GET', KEYS[4]) or '0')
+  if last >= number then
+    number = last + 1
+  end
+  seq = string.format('%.0f', number)
+  redis.call('SET', KEYS[4], seq, 'PX', ARGV[8])
+  session = string.gsub(session, '"status_seq":%-1([,}])', '"status_seq":' .. seq .. '%1', 1)
+  redis.call('ZADD', KEYS[5], seq, ARGV[9])
+  redis.call('PEXPIRE', KEYS[5], ARGV[8])
+  if KEYS[6] ~= KEYS[5] then
+    redis.call('ZREM', KEYS[6], ARGV[9])
+  end
+end
+if session ~= '' then
+  redis.call('SET', KEYS[1], session, 'PX', ARGV[6])
 else
   redis.call('PEXPIRE', KEYS[1], ARGV[6])
 end
@@ -93,8 +130,9 @@ if ARGV[3] ~= '' then
 end
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
 redis.call('PEXPIRE', KEYS[3], ARGV[6])
-return 1
+return {1, seq, unpack(publish_events(6, 9))}
 """
+)
 
 # KEYS: session, messages, transcript size. ARGV: the session, its lifetime in ms, then its
 # messages. Writes only a session Redis does not have (with its transcript); 1 if written.
@@ -174,6 +212,26 @@ class StoreKeys:
         return self._prefixed("sessions:status_seq")
 
 
+@dataclass(frozen=True, slots=True)
+class _Conflict:
+    """The session changed since it was read: what it is now (None: gone)."""
+
+    current: bytes | str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Committed(Generic[T]):
+    """What a committed attempt gives back, and the events the broker still publishes."""
+
+    result: T
+    planned: Planned | None
+    event_ids: list[str]
+
+
+# One try at a change, given the session as it is (None: absent).
+Attempt = Callable[[bytes | str | None], Awaitable[_Committed[T] | _Conflict]]
+
+
 class RedisSessionStore(SessionStore):
     name = "redis"
 
@@ -184,11 +242,17 @@ class RedisSessionStore(SessionStore):
         timeout: float = 5.0,
         bounds: Bounds | None = None,
         namespace: str = "",
+        events: ScriptedEvents | None = None,
     ) -> None:
+        """``events``: how the broker's events go into this store's scripts; without it the
+        store publishes nothing (``announce`` is then refused)."""
         self._redis = redis
         self.bounds = bounds if bounds is not None else Bounds()
         self.keys = StoreKeys(namespace)
-        self._compare_and_set = redis.register_script(COMPARE_AND_SET_SCRIPT)
+        self._events = events
+        # One Redis: the status indexes change in the commit's script. A cluster: around it.
+        self._indexes_in_script = not isinstance(redis, RedisCluster)
+        self._action = redis.register_script(ACTION_SCRIPT)
         self._adopt_script = redis.register_script(ADOPT_SCRIPT)
         self._next_seq_script = redis.register_script(NEXT_SEQ_SCRIPT)
         self._delete_closed_script = redis.register_script(DELETE_CLOSED_SCRIPT)
@@ -212,52 +276,60 @@ class RedisSessionStore(SessionStore):
         return {n: _decode(raw) for n, raw in zip(session_names, raws, strict=True) if raw is not None}
 
     async def get_or_create(self, session_name: str) -> tuple[Session, bool]:
-        async def create() -> tuple[Session, bool] | None:
-            raw = await self._redis.get(self.keys.session(session_name))
+        async def create(raw: bytes | str | None) -> "_Committed[tuple[Session, bool]] | _Conflict":
             if raw is not None:
-                return _decode(raw), False
-            session = rules.new_session(session_name, await self._next_seq())
-            await self._enter_status(session)
-            if await self._commit(session_name, None, session):
-                await self._after_commit(session)
-                return session, True
-            await self._leave_status(session_name, session["status"])
-            return None  # created by somebody else meanwhile: read it
+                return _Committed((_decode(raw), False), None, [])
+            session = rules.new_session(session_name, NEW_SEQ)
+            outcome = await self._commit_change(session_name, None, session, None, ())
+            if isinstance(outcome, _Conflict):
+                return outcome  # created by somebody else meanwhile: that one, then
+            return _Committed((outcome.result, True), None, [])
 
         return await self._retrying(session_name, create)
 
     async def apply(
-        self, session_name: str, action: Action, agent_id: str | None = None, reason: str | None = None
+        self,
+        session_name: str,
+        action: Action,
+        agent_id: str | None = None,
+        reason: str | None = None,
+        *,
+        announce: Announce | None = None,
     ) -> Transition:
-        async def transition() -> Transition | None:
-            raw, session = await self._load(session_name)
+        async def transition(raw: bytes | str | None) -> "_Committed[Transition] | _Conflict":
+            session = _found(session_name, raw)
             moved = rules.apply(session, action, agent_id, reason)
             if moved is None:
-                return Transition(session, session["status"], False)
-            # Taken before the commit (a retry just skips a number): still increasing.
-            moved["status_seq"] = await self._next_seq()
+                return _Committed(Transition(session, session["status"], False), None, [])
             before = session["status"]
-            await self._enter_status(moved)
-            if not await self._commit(session_name, raw, moved):
-                if moved["status"] != before:
-                    await self._leave_status(session_name, moved["status"])  # lost the race
-                return None
-            await self._after_commit(moved, before)
-            return Transition(moved, before, True)
+            moved["status_seq"] = NEW_SEQ
+            events = announce(Transition(moved, before, True)) if announce is not None else ()
+            outcome = await self._commit_change(session_name, raw, moved, before, events)
+            if isinstance(outcome, _Conflict):
+                return outcome
+            return _Committed(Transition(outcome.result, before, True), outcome.planned, outcome.event_ids)
 
         return await self._retrying(session_name, transition)
 
     async def add_message(
-        self, session_name: str, role: Role, content: str, agent_id: str | None = None
+        self,
+        session_name: str,
+        role: Role,
+        content: str,
+        agent_id: str | None = None,
+        *,
+        announce: AnnounceMessage | None = None,
     ) -> tuple[Session, Message]:
         message = rules.new_message(role, content, agent_id)
 
-        async def append() -> tuple[Session, Message] | None:
-            raw, session = await self._load(session_name)
+        async def append(raw: bytes | str | None) -> "_Committed[tuple[Session, Message]] | _Conflict":
+            session = _found(session_name, raw)
             rules.check_can_speak(session, role, agent_id)
-            if not await self._commit(session_name, raw, None, message, session["status"]):
-                return None  # the session changed (taken over?): check again
-            return session, message
+            planned = self._plan(session_name, announce(session, message) if announce is not None else ())
+            written = await self._commit(session_name, raw, None, session["status"], planned, message=message)
+            if isinstance(written, _Conflict):
+                return written  # the session changed (taken over?): check again
+            return _Committed((session, message), planned, written[1])
 
         return await self._retrying(session_name, append)
 
@@ -295,13 +367,13 @@ class RedisSessionStore(SessionStore):
             raise SessionNotFound(session_name)
         return page_after([json.loads(raw) for raw in raws], limit, after)
 
-    async def sweep(self, now: float) -> Swept:
+    async def sweep(self, now: float, *, announce: Announce | None = None) -> Swept:
         closed: list[Transition] = []
         idle, _ = await self._entered_before("bot_active", now - self.bounds.idle_ttl, newest=True)
         for name, session, newest in idle:
             if rules.is_idle(session, newest, now, self.bounds.idle_ttl):
                 with contextlib.suppress(TransitionRefused, SessionNotFound):  # another sweeper
-                    closed.append(await self.apply(name, "close"))
+                    closed.append(await self.apply(name, "close", announce=announce))
         # Closed sessions past retention: deleted here, or by their keys' expiry just before.
         found, deleted = await self._entered_before("closed", now - self.bounds.retention)
         for name, session, _ in found:
@@ -368,31 +440,74 @@ class RedisSessionStore(SessionStore):
                 pipe.get(key)
             return await pipe.execute()
 
-    async def _load(self, session_name: str) -> tuple[bytes | str, Session]:
-        raw = await self._redis.get(self.keys.session(session_name))
-        if raw is None:
-            raise SessionNotFound(session_name)
-        return raw, _decode(raw)
-
     async def _next_seq(self) -> int:
         """The next queue number; the clock lives as long as the sessions it numbered."""
         ttl = _ms(self.bounds.ttl("bot_active"))
         return int(as_text(await self._next_seq_script(keys=[self.keys.status_seq], args=[ttl])))
+
+    def _plan(self, session_name: str, events: Sequence[Outgoing]) -> Planned | None:
+        """The events' part of the commit's script (None: no events)."""
+        if not events:
+            return None
+        if self._events is None:
+            raise RuntimeError("this store was made without a broker: it cannot announce")
+        return self._events.plan(events, home=session_name)
+
+    async def _commit_change(
+        self,
+        session_name: str,
+        read: bytes | str | None,
+        session: Session,
+        left: Status | None,
+        events: Sequence[Outgoing],
+    ) -> "_Committed[Session] | _Conflict":
+        """Write ``session``, which enters its status (its status_seq is NEW_SEQ), leaving
+        ``left`` (None: a new session), with its events, if the session is still ``read``."""
+        planned = self._plan(session_name, events)
+        if self._indexes_in_script:
+            written = await self._commit(session_name, read, session, session["status"], planned, left=left)
+            if isinstance(written, _Conflict):
+                return written
+            seq, event_ids = written
+            assert seq is not None, "a session entering a status gets a number"
+            return _Committed({**session, "status_seq": seq}, planned, event_ids)
+        # A cluster: the number from its own clock, the indexes around the commit.
+        session = {**session, "status_seq": await self._next_seq()}
+        await self._enter_status(session)
+        written = await self._commit(session_name, read, session, session["status"], planned)
+        if isinstance(written, _Conflict):
+            if left != session["status"]:
+                await self._leave_status(session_name, session["status"])  # lost the race
+            return written
+        await self._after_commit(session, left)
+        return _Committed(session, planned, written[1])
 
     async def _commit(
         self,
         session_name: str,
         read: bytes | str | None,
         session: Session | None,
+        lives: Status,
+        planned: Planned | None,
+        *,
         message: Message | None = None,
-        status: Status | None = None,
-    ) -> bool:
-        """Write ``session`` and/or append ``message`` if the session is still ``read``; the
-        keys then live for what the session's status (``status`` when not writing it) gives."""
-        lives = session["status"] if session is not None else status
-        assert lives is not None, "a commit writes the session or knows its status"
-        written = await self._compare_and_set(
-            keys=self.keys.of_session(session_name),
+        left: Status | None = None,
+    ) -> "tuple[int | None, list[str]] | _Conflict":
+        """One ACTION_SCRIPT: write ``session`` and/or append ``message``, with the planned
+        events, if the session is still ``read``; the keys then live for what status ``lives``
+        gives. With ``session`` at NEW_SEQ (one Redis) it enters its status here, leaving
+        ``left``. Returns the new status_seq (if any) and the events' ids."""
+        keys = self.keys.of_session(session_name)
+        enters = session is not None and session["status_seq"] == NEW_SEQ
+        if enters:
+            assert session is not None
+            entered = self.keys.status(session["status"])
+            keys += [self.keys.status_seq, entered, self.keys.status(left) if left is not None else entered]
+        else:
+            keys += keys[:1] * 3  # unused, and on the session's slot
+        section = planned.section if planned is not None else NO_EVENTS
+        reply = await self._action(
+            keys=keys + section.keys,
             args=[
                 read if read is not None else "",
                 rules.encode(session) if session is not None else "",
@@ -400,9 +515,16 @@ class RedisSessionStore(SessionStore):
                 self.bounds.transcript_messages,
                 self.bounds.transcript_bytes,
                 _ms(self.bounds.ttl(lives)),
+                "1" if enters else "",
+                _ms(self.bounds.ttl("bot_active")),
+                session_name,
+                *section.args,
             ],
         )
-        return bool(written)
+        if not int(reply[0]):
+            return _Conflict(reply[1] or None)
+        seq = as_text(reply[1])
+        return (int(seq) if seq else None), [as_text(event_id) for event_id in reply[2:]]
 
     async def _enter_status(self, session: Session) -> None:
         """Index ``session`` under its status; the index lives as long as its newest entry."""
@@ -433,18 +555,26 @@ class RedisSessionStore(SessionStore):
         if raw is not None and (session := _decode(raw))["status"] == status:
             await self._enter_status(session)
 
-    async def _retrying(self, session_name: str, attempt: Callable[[], Awaitable[T | None]]) -> T:
-        """Run ``attempt`` until it commits (returns a value), reading afresh each time another
-        writer won (it returned None)."""
+    async def _retrying(self, session_name: str, attempt: Attempt[T]) -> T:
+        """Run ``attempt`` on the session until it commits, giving it the session as the
+        failed commit found it when another writer won (no second read); then let the broker
+        publish what the script could not (other slots of a cluster)."""
+        key = self.keys.session(session_name)
 
-        async def attempts() -> T:
+        async def attempts() -> _Committed[T]:
+            raw = await self._redis.get(key)
             for _ in range(MAX_ATTEMPTS):
-                result = await attempt()
-                if result is not None:
-                    return result
+                outcome = await attempt(raw)
+                if not isinstance(outcome, _Conflict):
+                    return outcome
+                raw = outcome.current
             raise StoreUnavailable(f"session {session_name!r} is too contended; try again")
 
-        return await self._call(attempts)
+        committed = await self._call(attempts)
+        if committed.planned is not None:
+            assert self._events is not None
+            await self._events.finish(committed.planned, committed.event_ids)
+        return committed.result
 
     async def upgrade(self) -> int:
         """Bring the data of an earlier version up to this one's layout; returns how many
@@ -471,7 +601,7 @@ class RedisSessionStore(SessionStore):
                 session = _decode(raw)
                 if not session.get("incarnation"):
                     session["incarnation"] = secrets.token_hex(8)
-                    await self._commit(name, raw, session)
+                    await self._commit(name, raw, session, session["status"], None)
                     touched += 1
                 if session["status"] == status:
                     scores[name] = base + session["status_seq"]
@@ -532,6 +662,12 @@ class RedisSessionStore(SessionStore):
 
 def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
+
+
+def _found(session_name: str, raw: bytes | str | None) -> Session:
+    if raw is None:
+        raise SessionNotFound(session_name)
+    return _decode(raw)
 
 
 def _decode(raw: bytes | str) -> Session:
