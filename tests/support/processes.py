@@ -130,6 +130,13 @@ class ServerProcess:
         self.returncode = stop_process(self.process).returncode
         return self.returncode
 
+    def kill(self) -> None:
+        """SIGKILL, at once: a crash, an OOM kill. The process may be started again."""
+        if self.process is None or self.returncode is not None:
+            return
+        self.process.kill()
+        self.returncode = self.process.wait(timeout=STOP_TIMEOUT)
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
