@@ -31,6 +31,7 @@ import json
 import logging
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar, cast
@@ -74,6 +75,8 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 MAX_ATTEMPTS = 64
+# Sessions whose stored bytes a process remembers (about 400 bytes each).
+RECENT_SESSIONS = 10_000
 # Index entries the sweeper reads per round trip.
 SWEEP_BATCH = 500
 
@@ -226,6 +229,31 @@ class _Committed(Generic[T]):
     result: T
     planned: Planned | None
     event_ids: list[str]
+    stored: bytes | str | None  # the session as Redis has it now (None: unknown)
+
+
+class RecentSessions:
+    """A bounded map of session name to its stored bytes, least recently used out first. Only
+    a guess: a stale entry costs one script run that answers the session as it is."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._entries: OrderedDict[str, bytes | str] = OrderedDict()
+
+    def get(self, name: str) -> bytes | str | None:
+        raw = self._entries.get(name)
+        if raw is not None:
+            self._entries.move_to_end(name)
+        return raw
+
+    def put(self, name: str, raw: bytes | str | None) -> None:
+        if raw is None:
+            self._entries.pop(name, None)
+            return
+        self._entries[name] = raw
+        self._entries.move_to_end(name)
+        if len(self._entries) > self._size:
+            self._entries.popitem(last=False)
 
 
 # One try at a change, given the session as it is (None: absent).
@@ -258,6 +286,9 @@ class RedisSessionStore(SessionStore):
         self._delete_closed_script = redis.register_script(DELETE_CLOSED_SCRIPT)
         self._timeout = timeout
         self._down = False  # so that an outage is logged once, not once per request
+        # The sessions as this process last wrote or saw them: a change starts from there and
+        # needs no GET when nobody else changed the session since (the script compares bytes).
+        self._recent = RecentSessions(RECENT_SESSIONS)
 
     async def create(self, session_name: str) -> Session:
         session, created = await self.get_or_create(session_name)
@@ -278,14 +309,15 @@ class RedisSessionStore(SessionStore):
     async def get_or_create(self, session_name: str) -> tuple[Session, bool]:
         async def create(raw: bytes | str | None) -> "_Committed[tuple[Session, bool]] | _Conflict":
             if raw is not None:
-                return _Committed((_decode(raw), False), None, [])
+                return _Committed((_decode(raw), False), None, [], raw)
             session = rules.new_session(session_name, NEW_SEQ)
             outcome = await self._commit_change(session_name, None, session, None, ())
             if isinstance(outcome, _Conflict):
                 return outcome  # created by somebody else meanwhile: that one, then
-            return _Committed((outcome.result, True), None, [])
+            return _Committed((outcome.result, True), None, [], outcome.stored)
 
-        return await self._retrying(session_name, create)
+        # Read from Redis, not from memory: an answer that it exists must be true.
+        return await self._retrying(session_name, create, recent=False)
 
     async def apply(
         self,
@@ -300,16 +332,20 @@ class RedisSessionStore(SessionStore):
             session = _found(session_name, raw)
             moved = rules.apply(session, action, agent_id, reason)
             if moved is None:
-                return _Committed(Transition(session, session["status"], False), None, [])
+                return _Committed(Transition(session, session["status"], False), None, [], raw)
             before = session["status"]
             moved["status_seq"] = NEW_SEQ
             events = announce(Transition(moved, before, True)) if announce is not None else ()
             outcome = await self._commit_change(session_name, raw, moved, before, events)
             if isinstance(outcome, _Conflict):
                 return outcome
-            return _Committed(Transition(outcome.result, before, True), outcome.planned, outcome.event_ids)
+            return _Committed(
+                Transition(outcome.result, before, True), outcome.planned, outcome.event_ids, outcome.stored
+            )
 
-        return await self._retrying(session_name, transition)
+        # On a cluster the first write of a transition goes to other shards (the queue number,
+        # the index): the GET first makes sure the session's own shard answers.
+        return await self._retrying(session_name, transition, recent=self._indexes_in_script)
 
     async def add_message(
         self,
@@ -329,7 +365,7 @@ class RedisSessionStore(SessionStore):
             written = await self._commit(session_name, raw, None, session["status"], planned, message=message)
             if isinstance(written, _Conflict):
                 return written  # the session changed (taken over?): check again
-            return _Committed((session, message), planned, written[1])
+            return _Committed((session, message), planned, written[1], raw)
 
         return await self._retrying(session_name, append)
 
@@ -470,7 +506,9 @@ class RedisSessionStore(SessionStore):
                 return written
             seq, event_ids = written
             assert seq is not None, "a session entering a status gets a number"
-            return _Committed({**session, "status_seq": seq}, planned, event_ids)
+            numbered: Session = {**session, "status_seq": seq}
+            # What the script wrote: the same JSON with the number in its place.
+            return _Committed(numbered, planned, event_ids, rules.encode(numbered))
         # A cluster: the number from its own clock, the indexes around the commit.
         session = {**session, "status_seq": await self._next_seq()}
         await self._enter_status(session)
@@ -480,7 +518,7 @@ class RedisSessionStore(SessionStore):
                 await self._leave_status(session_name, session["status"])  # lost the race
             return written
         await self._after_commit(session, left)
-        return _Committed(session, planned, written[1])
+        return _Committed(session, planned, written[1], rules.encode(session))
 
     async def _commit(
         self,
@@ -555,22 +593,31 @@ class RedisSessionStore(SessionStore):
         if raw is not None and (session := _decode(raw))["status"] == status:
             await self._enter_status(session)
 
-    async def _retrying(self, session_name: str, attempt: Attempt[T]) -> T:
+    async def _retrying(self, session_name: str, attempt: Attempt[T], *, recent: bool = True) -> T:
         """Run ``attempt`` on the session until it commits, giving it the session as the
         failed commit found it when another writer won (no second read); then let the broker
-        publish what the script could not (other slots of a cluster)."""
+        publish what the script could not (other slots of a cluster). With ``recent`` the first
+        try starts from the session as this process last knew it, without a GET."""
         key = self.keys.session(session_name)
 
         async def attempts() -> _Committed[T]:
-            raw = await self._redis.get(key)
+            raw = self._recent.get(session_name) if recent else None
+            if raw is None:
+                raw = await self._redis.get(key)
             for _ in range(MAX_ATTEMPTS):
                 outcome = await attempt(raw)
                 if not isinstance(outcome, _Conflict):
                     return outcome
                 raw = outcome.current
+                self._recent.put(session_name, raw)
             raise StoreUnavailable(f"session {session_name!r} is too contended; try again")
 
-        committed = await self._call(attempts)
+        try:
+            committed = await self._call(attempts)
+        except SessionNotFound:
+            self._recent.put(session_name, None)
+            raise
+        self._recent.put(session_name, committed.stored)
         if committed.planned is not None:
             assert self._events is not None
             await self._events.finish(committed.planned, committed.event_ids)
