@@ -17,6 +17,7 @@ from app.domain.store.fallback import StartupFallbackStore
 from app.process.settings import Settings
 from realtime.broker import Broker
 from realtime.cluster_broker import ClusterBroker
+from realtime.command_pipe import CommandPipe
 from realtime.memory_broker import MemoryBroker
 from realtime.redis_broker import RedisBroker
 
@@ -151,13 +152,21 @@ async def open_cluster_backends(settings: Settings) -> Backends:
 
 def redis_store(redis: Redis | RedisCluster, settings: Settings, broker: Broker) -> RedisSessionStore:
     """The store on Redis, publishing each change's events in its own script, through
-    ``broker``'s keys and bounds."""
+    ``broker``'s keys and bounds; on one Redis its hot path on a pipelined connection."""
+    pipe = None
+    if not isinstance(redis, RedisCluster):
+        pipe = CommandPipe.for_url(
+            settings.redis_url,
+            timeout=settings.redis_timeout,
+            connect_timeout=min(1.0, settings.redis_timeout),
+        )
     return RedisSessionStore(
         redis,
         timeout=settings.redis_timeout,
         bounds=settings.bounds,
         namespace=settings.namespace,
         events=broker.scripted_events(),
+        pipe=pipe,
     )
 
 

@@ -33,6 +33,7 @@ from app.keys import (
     TRUSTED_PROXIES,
 )
 from app.process.settings import Settings
+from app.web.answers import json_answer
 from app.web.client_address import trusted_networks
 from app.web.connections import TimedOut
 from app.web.limits import MAX_BODY, READY_TIMEOUT, RateLimiter, StartRefusals
@@ -166,7 +167,7 @@ async def health(request: web.Request) -> web.Response:
     """Liveness and mode: always 200 while the process serves."""
     app = request.app
     backends = app[BACKENDS]
-    return web.json_response(
+    return json_answer(
         {
             "status": "degraded" if backends.degraded else "ok",
             "broker": backends.mode,
@@ -194,5 +195,5 @@ async def ready(request: web.Request) -> web.Response:
         "canary_ms": round((time.monotonic() - started) * 1000, 1),
     }
     if delivered:
-        return web.json_response(body)
-    return web.json_response(body, status=503, headers={"Retry-After": "5"})
+        return json_answer(body)
+    return json_answer(body, status=503, headers={"Retry-After": "5"})

@@ -12,6 +12,7 @@ from aiohttp.http import StreamWriter
 from app.domain.bot import collect, reply_of, stream_of
 from app.domain.store import Session, SessionNotFound, TransitionRefused
 from app.keys import COMPONENT, METRICS, RESPONDER, SETTINGS, SOURCE, TOKENS
+from app.web.answers import json_answer
 from app.web.errors import ApiError, error_response
 from app.web.middlewares import _from_exception
 from handlers.access import (
@@ -81,7 +82,7 @@ async def create_session(request: web.Request) -> web.Response:
     limit_starts(request, "start")
     name = body["session_name"] or f"s-{secrets.token_hex(8)}"
     session = await backends(request).store.create(name)
-    return web.json_response({**session, **_session_token(request, session)}, status=201)
+    return json_answer({**session, **_session_token(request, session)}, status=201)
 
 
 async def _accept_chat(request: web.Request) -> tuple[str, str]:
@@ -117,7 +118,7 @@ async def _accept_chat(request: web.Request) -> tuple[str, str]:
 @routes.post("/api/chat")
 async def chat(request: web.Request) -> web.Response:
     name, content = await _accept_chat(request)
-    return web.json_response(await _converse(request, name, content))
+    return json_answer(await _converse(request, name, content))
 
 
 @routes.post("/api/chat/stream")
@@ -301,7 +302,7 @@ async def escalate(request: web.Request) -> web.Response:
     transition = await store.apply(
         name, "escalate", reason=body["reason"], announce=transition_events(request, "escalate")
     )
-    return web.json_response(transition.session)
+    return json_answer(transition.session)
 
 
 add_session_read_routes(routes)

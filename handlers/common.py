@@ -8,6 +8,7 @@ from marshmallow import Schema, ValidationError
 
 from app.backends import Backends
 from app.keys import BACKENDS, COMPONENT, SETTINGS, SOURCE
+from app.web.answers import json_answer
 from app.web.errors import ApiError
 from handlers.access import check_incarnation, require_reader
 from handlers.sse import stream_events
@@ -80,7 +81,7 @@ async def get_session(request: web.Request) -> web.Response:
     principal = require_reader(request, name)
     session = await backends(request).store.get(name)
     check_incarnation(principal, session)
-    return web.json_response(session)
+    return json_answer(session)
 
 
 async def get_messages(request: web.Request) -> web.Response:
@@ -91,7 +92,7 @@ async def get_messages(request: web.Request) -> web.Response:
     if principal is not None and principal.incarnation is not None:
         check_incarnation(principal, await store.get(name))
     page = await store.messages(name, limit=query["limit"], after=query.get("cursor"))
-    return web.json_response({"session_name": name, "messages": page.items, "next_cursor": page.next_cursor})
+    return json_answer({"session_name": name, "messages": page.items, "next_cursor": page.next_cursor})
 
 
 async def session_events(request: web.Request) -> web.StreamResponse:

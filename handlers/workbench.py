@@ -9,6 +9,7 @@ from app.domain.auth import Principal
 from app.domain.store import Action, SessionStore, Status
 from app.domain.store.base import MAX_PAGE
 from app.keys import COMPONENT, SOURCE
+from app.web.answers import json_answer
 from app.web.errors import ApiError
 from handlers.access import acting_agent, limit_actions, require_agent
 from handlers.announce import message_events, transition_events
@@ -50,7 +51,7 @@ async def list_sessions(request: web.Request) -> web.Response:
     page = await backends(request).store.list_sessions(
         query["status"], limit=query["limit"], after=query.get("cursor")
     )
-    return web.json_response({"sessions": page.items, "next_cursor": page.next_cursor})
+    return json_answer({"sessions": page.items, "next_cursor": page.next_cursor})
 
 
 def _agent_optional(principal: Principal | None) -> tuple[str, ...]:
@@ -67,7 +68,7 @@ async def _agent_action(request: web.Request, action: Action) -> web.Response:
     transition = await backends(request).store.apply(
         name, action, agent_id=agent_id, announce=transition_events(request, action, agent_id)
     )
-    return web.json_response(transition.session)
+    return json_answer(transition.session)
 
 
 @routes.post("/api/sessions/{session_name}/takeover")
@@ -99,7 +100,7 @@ async def agent_message(request: web.Request) -> web.Response:
         agent_id=agent_id,
         announce=message_events(request),
     )
-    return web.json_response({"session": session, "message": message})
+    return json_answer({"session": session, "message": message})
 
 
 @routes.get("/api/sessions/{session_name}/stream")
@@ -127,7 +128,7 @@ async def stream_health(request: web.Request) -> web.Response:
     last_event = None
     if last_id is not None:
         last_event = {"id": last_id, "time": ids.parse(last_id)[0] / 1000}
-    return web.json_response(
+    return json_answer(
         {
             "session_name": name,
             # Redis counts pub/sub connections: one per process, whatever its number of streams.

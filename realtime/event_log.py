@@ -12,12 +12,12 @@ answers for the position while Redis cannot, gives ids to events published while
 away, and tells, after a reconnect, whether Redis lost data.
 """
 
-import json
 import logging
 import time
 from collections.abc import Iterable
 from typing import Any
 
+import orjson
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
@@ -220,8 +220,8 @@ def decode(channel: str, event_id: str, data: str | bytes) -> Event | None:
         return None
     try:
         text = as_text(data)
-        envelope = json.loads(text)
-    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        envelope = orjson.loads(text)
+    except ValueError:  # orjson's JSONDecodeError (depth too) and UnicodeDecodeError are ValueErrors
         logger.warning("dropped a message that is not JSON on %s", channel)
         return None
     errors = validate_event(envelope)

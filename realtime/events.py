@@ -1,9 +1,10 @@
 """Events as they travel: built once, encoded once, framed for SSE once, shared by every stream."""
 
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from realtime import ids
 from schemas.envelope import check_event
@@ -19,8 +20,9 @@ def envelope(type_: str, payload: dict[str, Any], source: str) -> dict[str, Any]
 
 
 def encode(event: dict[str, Any]) -> str:
-    """Compact JSON; json.dumps escapes newlines, so the text is always one SSE data line."""
-    return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+    """Compact JSON, text as UTF-8 (orjson: several times json.dumps' speed on the event
+    path). JSON escapes newlines in strings, so the text is always one SSE data line."""
+    return orjson.dumps(event).decode()
 
 
 def sse_frame(data: str, event_id: str | None = None) -> bytes:

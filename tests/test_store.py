@@ -770,3 +770,28 @@ async def test_unreachable_redis_raises_store_unavailable(
             await call(dead_store)
     assert time.monotonic() - started < OUTAGE_BOUND
     assert type(caught.value) is StoreUnavailable
+
+
+async def test_what_a_process_remembers_of_a_session_never_decides_a_refusal(redis_url: str) -> None:
+    """Two stores (two processes): the first remembers the session as it wrote it; the second
+    changes it. The first's next decisions follow Redis, not its memory: the holder speaks, a
+    second agent is refused, and an action its memory calls a no-op is judged on the session
+    as it is."""
+    clients = [Redis.from_url(redis_url) for _ in range(2)]
+    mine, theirs = (RedisSessionStore(c) for c in clients)
+    try:
+        await mine.create("remembered")
+        await mine.apply("remembered", "escalate")  # remembered as waiting_agent
+        await theirs.apply("remembered", "takeover", HOLDER)
+        with pytest.raises(TransitionRefused):  # not the no-op that waiting_agent would give
+            await mine.apply("remembered", "escalate")
+        await theirs.apply("remembered", "release", HOLDER)
+        await theirs.apply("remembered", "takeover", HOLDER)
+        _, message = await mine.add_message("remembered", "agent", "hello", HOLDER)
+        assert message["agent_id"] == HOLDER
+        with pytest.raises(TransitionRefused):
+            await mine.apply("remembered", "takeover", OTHER)
+    finally:
+        for store, client in zip((mine, theirs), clients, strict=True):
+            await store.close()
+            await client.aclose()

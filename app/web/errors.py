@@ -5,6 +5,7 @@ from typing import Any
 from aiohttp import web
 
 from app.process.logs import request_id
+from app.web.answers import json_answer
 
 
 class ApiError(Exception):
@@ -39,4 +40,4 @@ def error_response(
     if fields is not None:
         error["fields"] = fields
     error["request_id"] = request_id.get()  # the id in the X-Request-ID header and the logs
-    return web.json_response({"error": error}, status=status, headers=headers)
+    return json_answer({"error": error}, status=status, headers=headers)

@@ -27,7 +27,6 @@ broadcast, agent channels) are published by the broker right after the script.
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import secrets
 import time
@@ -56,6 +55,7 @@ from app.domain.store.base import (
     SessionNotFound,
     SessionStore,
     Status,
+    StoreError,
     StoreUnavailable,
     Swept,
     Transition,
@@ -66,6 +66,7 @@ from app.domain.store.base import (
     seq_at,
     session_cursor,
 )
+from realtime.command_pipe import CommandPipe, PipeScript
 from realtime.event_script import EVENTS_LUA, NO_EVENTS
 from realtime.layout import namespace_prefix
 from realtime.redis_replies import as_text
@@ -136,6 +137,8 @@ redis.call('PEXPIRE', KEYS[3], ARGV[6])
 return {1, seq, unpack(publish_events(6, 9))}
 """
 )
+
+ACTION = PipeScript.of(ACTION_SCRIPT)
 
 # KEYS: session, messages, transcript size. ARGV: the session, its lifetime in ms, then its
 # messages. Writes only a session Redis does not have (with its transcript); 1 if written.
@@ -230,6 +233,7 @@ class _Committed(Generic[T]):
     planned: Planned | None
     event_ids: list[str]
     stored: bytes | str | None  # the session as Redis has it now (None: unknown)
+    wrote: bool = True  # False: decided from the session alone (nothing changed)
 
 
 class RecentSessions:
@@ -271,13 +275,17 @@ class RedisSessionStore(SessionStore):
         bounds: Bounds | None = None,
         namespace: str = "",
         events: ScriptedEvents | None = None,
+        pipe: CommandPipe | None = None,
     ) -> None:
         """``events``: how the broker's events go into this store's scripts; without it the
-        store publishes nothing (``announce`` is then refused)."""
+        store publishes nothing (``announce`` is then refused). ``pipe``: the connection the
+        hot path (a change's GET and script) takes instead of ``redis``'s pool; the store
+        closes it."""
         self._redis = redis
         self.bounds = bounds if bounds is not None else Bounds()
         self.keys = StoreKeys(namespace)
         self._events = events
+        self._pipe = pipe
         # One Redis: the status indexes change in the commit's script. A cluster: around it.
         self._indexes_in_script = not isinstance(redis, RedisCluster)
         self._action = redis.register_script(ACTION_SCRIPT)
@@ -289,6 +297,10 @@ class RedisSessionStore(SessionStore):
         # The sessions as this process last wrote or saw them: a change starts from there and
         # needs no GET when nobody else changed the session since (the script compares bytes).
         self._recent = RecentSessions(RECENT_SESSIONS)
+
+    async def close(self) -> None:
+        if self._pipe is not None:
+            await self._pipe.close()
 
     async def create(self, session_name: str) -> Session:
         session, created = await self.get_or_create(session_name)
@@ -309,7 +321,7 @@ class RedisSessionStore(SessionStore):
     async def get_or_create(self, session_name: str) -> tuple[Session, bool]:
         async def create(raw: bytes | str | None) -> "_Committed[tuple[Session, bool]] | _Conflict":
             if raw is not None:
-                return _Committed((_decode(raw), False), None, [], raw)
+                return _Committed((_decode(raw), False), None, [], raw, wrote=False)
             session = rules.new_session(session_name, NEW_SEQ)
             outcome = await self._commit_change(session_name, None, session, None, ())
             if isinstance(outcome, _Conflict):
@@ -332,7 +344,7 @@ class RedisSessionStore(SessionStore):
             session = _found(session_name, raw)
             moved = rules.apply(session, action, agent_id, reason)
             if moved is None:
-                return _Committed(Transition(session, session["status"], False), None, [], raw)
+                return _Committed(Transition(session, session["status"], False), None, [], raw, wrote=False)
             before = session["status"]
             moved["status_seq"] = NEW_SEQ
             events = announce(Transition(moved, before, True)) if announce is not None else ()
@@ -401,7 +413,7 @@ class RedisSessionStore(SessionStore):
         exists, raws = await self._call(read)
         if not exists:
             raise SessionNotFound(session_name)
-        return page_after([json.loads(raw) for raw in raws], limit, after)
+        return page_after([rules.decode(raw) for raw in raws], limit, after)
 
     async def sweep(self, now: float, *, announce: Announce | None = None) -> Swept:
         closed: list[Transition] = []
@@ -446,7 +458,7 @@ class RedisSessionStore(SessionStore):
                     await self._leave_status(name, status)
                     gone += 1
                 elif (session := _decode(raw))["status"] == status:
-                    found.append((name, session, json.loads(last) if last else None))
+                    found.append((name, session, rules.decode(last) if last else None))
             return entries
 
         low = "-inf"
@@ -544,21 +556,23 @@ class RedisSessionStore(SessionStore):
         else:
             keys += keys[:1] * 3  # unused, and on the session's slot
         section = planned.section if planned is not None else NO_EVENTS
-        reply = await self._action(
-            keys=keys + section.keys,
-            args=[
-                read if read is not None else "",
-                rules.encode(session) if session is not None else "",
-                rules.encode(message) if message is not None else "",
-                self.bounds.transcript_messages,
-                self.bounds.transcript_bytes,
-                _ms(self.bounds.ttl(lives)),
-                "1" if enters else "",
-                _ms(self.bounds.ttl("bot_active")),
-                session_name,
-                *section.args,
-            ],
-        )
+        keys += section.keys
+        args = [
+            read if read is not None else "",
+            rules.encode(session) if session is not None else "",
+            rules.encode(message) if message is not None else "",
+            self.bounds.transcript_messages,
+            self.bounds.transcript_bytes,
+            _ms(self.bounds.ttl(lives)),
+            "1" if enters else "",
+            _ms(self.bounds.ttl("bot_active")),
+            session_name,
+            *section.args,
+        ]
+        if self._pipe is not None:
+            reply = await self._pipe.run_script(ACTION, keys, args)
+        else:
+            reply = await self._action(keys=keys, args=args)
         if not int(reply[0]):
             return _Conflict(reply[1] or None)
         seq = as_text(reply[1])
@@ -600,15 +614,31 @@ class RedisSessionStore(SessionStore):
         try starts from the session as this process last knew it, without a GET."""
         key = self.keys.session(session_name)
 
+        async def read() -> bytes | str | None:
+            raw = await (self._pipe.execute("GET", key) if self._pipe else self._redis.get(key))
+            self._recent.put(session_name, raw)
+            return cast(bytes | None, raw)
+
         async def attempts() -> _Committed[T]:
             raw = self._recent.get(session_name) if recent else None
+            remembered = raw is not None  # a guess: only a commit proves it was right
             if raw is None:
-                raw = await self._redis.get(key)
+                raw = await read()
             for _ in range(MAX_ATTEMPTS):
-                outcome = await attempt(raw)
+                try:
+                    outcome = await attempt(raw)
+                except StoreError:
+                    if not remembered:
+                        raise
+                    outcome = None  # refused on what this process remembered: ask Redis
+                if outcome is None or (
+                    remembered and not isinstance(outcome, _Conflict) and not outcome.wrote
+                ):
+                    raw, remembered = await read(), False
+                    continue
                 if not isinstance(outcome, _Conflict):
                     return outcome
-                raw = outcome.current
+                raw, remembered = outcome.current, False  # what the script found: Redis's word
                 self._recent.put(session_name, raw)
             raise StoreUnavailable(f"session {session_name!r} is too contended; try again")
 
@@ -718,5 +748,5 @@ def _found(session_name: str, raw: bytes | str | None) -> Session:
 
 
 def _decode(raw: bytes | str) -> Session:
-    session: Session = json.loads(raw)  # written by this store, in this shape
+    session: Session = rules.decode(raw)  # written by this store, in this shape
     return session

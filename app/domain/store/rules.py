@@ -4,10 +4,11 @@ Each store runs these inside its own atomic step (a compare-and-set script on Re
 rules live in one place and cannot drift between the Redis and memory implementations.
 """
 
-import json
 import secrets
 import time
 from typing import Any
+
+import orjson
 
 from app.domain.store.base import Action, Message, Role, Session, Status, TransitionRefused
 
@@ -31,13 +32,18 @@ def new_session(session_name: str, status_seq: int) -> Session:
 
 
 def encode(record: Session | Message) -> str:
-    """A record as stored: JSON, non-ASCII text as UTF-8 (an emoji costs its 4 bytes, not the
-    12 of two escapes): what the transcript's byte bound counts."""
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+    """A record as stored: compact JSON, non-ASCII text as UTF-8 (an emoji costs its 4 bytes,
+    not the 12 of two escapes): what the transcript's byte bound counts."""
+    return orjson.dumps(record).decode()
+
+
+def decode(raw: bytes | str) -> Any:
+    """A record as ``encode`` wrote it."""
+    return orjson.loads(raw)
 
 
 def size(record: Any) -> int:
-    return len(encode(record).encode())
+    return len(orjson.dumps(record))
 
 
 def next_seq(last: int, unix_seconds: float) -> int:
