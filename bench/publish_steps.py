@@ -45,8 +45,8 @@ STEPS = (
         "validation",
         (
             "the request checks and body, as the handler makes them: `require_agent`, "
-            "`limit_actions`, `path_name`, `load_body` (JSON parse, the lone-surrogate check, a new "
-            "`AgentMessageSchema(partial=...)` and its `load`), `acting_agent`, `checked_content`"
+            "`limit_actions`, `path_name`, `load_body` (JSON parse, the lone-surrogate check, the "
+            "handler's `AgentMessageSchema` and its `load`), `acting_agent`, `checked_content`"
         ),
     ),
     (
@@ -149,9 +149,9 @@ async def _time_steps(redis_url: str, name: str, config: Config) -> PublishSteps
     from app.process.settings import Settings
     from handlers.access import acting_agent, limit_actions, require_agent
     from handlers.common import checked_content, load_body, path_name
+    from handlers.workbench import AGENT_MESSAGE
     from realtime.channels import session_channel
     from realtime.events import envelope
-    from schemas import AgentMessageSchema
 
     settings = Settings(redis_url=redis_url, insecure=True)
     backends = await open_backends(settings)
@@ -175,7 +175,7 @@ async def _time_steps(redis_url: str, name: str, config: Config) -> PublishSteps
             principal = require_agent(request)
             limit_actions(request, principal)
             session_name = path_name(request, "session_name")
-            parsed = await load_body(request, AgentMessageSchema(partial=()))
+            parsed = await load_body(request, AGENT_MESSAGE[False])
             agent_id = acting_agent(principal, parsed.get("agent_id"))
             content = checked_content(request, parsed["content"])
             marks.append((clock(), cpu_clock()))

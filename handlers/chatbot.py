@@ -34,6 +34,11 @@ logger = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
 
+# Schemas are stateless once built, and building one deep-copies its fields: built once.
+CREATE_SESSION = CreateSessionSchema()
+CHAT = ChatSchema()
+ESCALATE = EscalateSchema()
+
 # /api/chat/stream's answer: an event stream that no proxy buffers and nobody caches.
 STREAM_HEADERS = {
     "Content-Type": "text/event-stream",
@@ -78,7 +83,7 @@ async def _queue_full(request: web.Request) -> bool:
 @routes.post("/api/sessions")
 async def create_session(request: web.Request) -> web.Response:
     limit_actions(request, who(request, required=False))
-    body = await load_body(request, CreateSessionSchema())
+    body = await load_body(request, CREATE_SESSION)
     limit_starts(request, "start")
     name = body["session_name"] or f"s-{secrets.token_hex(8)}"
     session = await backends(request).store.create(name)
@@ -93,7 +98,7 @@ async def _accept_chat(request: web.Request) -> tuple[str, str]:
     which counts against the client address's --start-rate as POST /sessions does."""
     principal = who(request, required=False)
     limit_actions(request, principal)
-    body = await load_body(request, ChatSchema())
+    body = await load_body(request, CHAT)
     name, content = body["session_name"], checked_content(request, body["content"])
     store = backends(request).store
     if principal is not None:
@@ -288,7 +293,7 @@ async def _escalation_refused(request: web.Request, session: Session) -> str | N
 async def escalate(request: web.Request) -> web.Response:
     principal = who(request)
     limit_actions(request, principal)
-    body = await load_body(request, EscalateSchema())
+    body = await load_body(request, ESCALATE)
     name = body["session_name"]
     check_session(principal, name)
     store = backends(request).store

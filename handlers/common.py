@@ -18,6 +18,8 @@ from schemas import TranscriptQuerySchema, is_valid_name
 from schemas.fields import NAME_ERROR
 
 JSON_TYPES = frozenset({"application/json"})
+# Stateless once built; building it deep-copies its fields: built once.
+TRANSCRIPT_QUERY = TranscriptQuerySchema()
 
 
 def backends(request: web.Request) -> Backends:
@@ -87,7 +89,7 @@ async def get_session(request: web.Request) -> web.Response:
 async def get_messages(request: web.Request) -> web.Response:
     name = path_name(request, "session_name")
     principal = require_reader(request, name)
-    query = TranscriptQuerySchema().load(dict(request.query))
+    query = TRANSCRIPT_QUERY.load(dict(request.query))
     store = backends(request).store
     if principal is not None and principal.incarnation is not None:
         check_incarnation(principal, await store.get(name))
