@@ -6,13 +6,11 @@ from aiohttp import web
 from marshmallow import ValidationError
 
 from app.domain.auth import Principal, TokenError
-from app.domain.store import Session
+from app.domain.store import Session, rules
 from app.keys import COMPONENT, RATE_LIMITER, START_LIMITER, STARTS_REFUSED, TOKENS, TRUSTED_PROXIES
 from app.web.client_address import client_address, limit_key
-from app.web.errors import ApiError
+from app.web.errors import CHALLENGE, ApiError
 from app.web.limits import START_RATE_MESSAGE, RateLimiter, StartKind
-
-CHALLENGE = {"WWW-Authenticate": 'Bearer realm="switchboard"'}
 
 
 def who(request: web.Request, *, query_ok: bool = False, required: bool = True) -> Principal | None:
@@ -57,13 +55,7 @@ def check_session(principal: Principal | None, session_name: str) -> Principal |
 def check_incarnation(principal: Principal | None, session: Session) -> None:
     """A session token minted for an earlier conversation under this name (the session was
     deleted and started again) is refused like an expired one."""
-    if principal is not None and principal.incarnation not in (None, session["incarnation"]):
-        raise ApiError(
-            401,
-            "unauthorized",
-            "this token belongs to an earlier conversation under this name",
-            headers=CHALLENGE,
-        )
+    rules.check_conversation(session, principal.incarnation if principal is not None else None)
 
 
 def require_agent(request: web.Request, *, query_ok: bool = False) -> Principal | None:

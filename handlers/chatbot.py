@@ -13,10 +13,9 @@ from app.domain.bot import collect, reply_of, stream_of
 from app.domain.store import Session, SessionNotFound, TransitionRefused
 from app.keys import COMPONENT, METRICS, RESPONDER, SETTINGS, SOURCE, TOKENS
 from app.web.answers import json_answer
-from app.web.errors import ApiError, error_response
+from app.web.errors import CHALLENGE, ApiError, error_response
 from app.web.middlewares import _from_exception
 from handlers.access import (
-    CHALLENGE,
     check_incarnation,
     check_session,
     limit_actions,
@@ -90,40 +89,41 @@ async def create_session(request: web.Request) -> web.Response:
     return json_answer({**session, **_session_token(request, session)}, status=201)
 
 
-async def _accept_chat(request: web.Request) -> tuple[str, str]:
+async def _accept_chat(request: web.Request) -> tuple[str, str, str | None]:
     """What /api/chat and /api/chat/stream check before anything is stored: token, rate limit,
-    body, content limit, and the session. With tokens required a conversation starts only
-    through POST /sessions (which hands out its token), so an anonymous client cannot start
-    conversations by chatting; under --insecure a chat creates its session (the curl tour),
-    which counts against the client address's --start-rate as POST /sessions does."""
+    body and content limit; then the name, the content, and the token's conversation, which
+    the store checks as it stores the message (no read of its own). With tokens required a
+    conversation starts only through POST /sessions (which hands out its token), so an
+    anonymous client cannot start conversations by chatting; under --insecure a chat creates
+    its session (the curl tour), which counts against the client address's --start-rate as
+    POST /sessions does."""
     principal = who(request, required=False)
     limit_actions(request, principal)
     body = await load_body(request, CHAT)
     name, content = body["session_name"], checked_content(request, body["content"])
-    store = backends(request).store
     if principal is not None:
         check_session(principal, name)
-        check_incarnation(principal, await store.get(name))
-    elif TOKENS in request.config_dict:
+        return name, content, principal.incarnation
+    if TOKENS in request.config_dict:
         raise ApiError(
             401,
             "unauthorized",
             "a token is required: start a conversation with POST /chatbot/api/sessions",
             headers=CHALLENGE,
         )
-    else:
-        try:
-            await store.get(name)
-        except SessionNotFound:
-            limit_starts(request, "start")  # only a chat that starts a conversation counts
-            await store.get_or_create(name)
-    return name, content
+    store = backends(request).store
+    try:
+        await store.get(name)
+    except SessionNotFound:
+        limit_starts(request, "start")  # only a chat that starts a conversation counts
+        await store.get_or_create(name)
+    return name, content, None
 
 
 @routes.post("/api/chat")
 async def chat(request: web.Request) -> web.Response:
-    name, content = await _accept_chat(request)
-    return json_answer(await _converse(request, name, content))
+    name, content, incarnation = await _accept_chat(request)
+    return json_answer(await _converse(request, name, content, incarnation))
 
 
 @routes.post("/api/chat/stream")
@@ -131,10 +131,10 @@ async def chat_stream(request: web.Request) -> web.StreamResponse:
     """/api/chat whose answer is an event stream: ``chunk`` events with the bot's reply as the
     responder produces it, then ``done`` with what /api/chat answers (or ``error``). Anything
     refused before the customer's message is stored is the usual JSON error."""
-    name, content = await _accept_chat(request)
+    name, content, incarnation = await _accept_chat(request)
     reply = ReplyStream(request, name)
     try:
-        result = await _converse(request, name, content, reply)
+        result = await _converse(request, name, content, incarnation, reply)
     except Exception as exc:
         if not reply.started:
             raise  # nothing stored: the JSON error of /api/chat
@@ -218,7 +218,11 @@ class ReplyStream:
 
 
 async def _converse(
-    request: web.Request, name: str, content: str, stream: ReplyStream | None = None
+    request: web.Request,
+    name: str,
+    content: str,
+    incarnation: str | None,
+    stream: ReplyStream | None = None,
 ) -> dict[str, Any]:
     """The customer's message, and the bot's answer while the bot holds the conversation.
 
@@ -227,7 +231,7 @@ async def _converse(
     stored and published is the same as without it."""
     store = backends(request).store
     session, message = await store.add_message(
-        name, "customer", content, announce=message_events(request, to_holder=True)
+        name, "customer", content, announce=message_events(request, to_holder=True), incarnation=incarnation
     )
     if stream is not None:
         await stream.start()

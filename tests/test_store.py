@@ -26,7 +26,7 @@ from app.domain.store import (
     TransitionRefused,
     rules,
 )
-from app.domain.store.base import Bounds
+from app.domain.store.base import Bounds, OtherConversation
 from app.domain.store.redis_store import StoreKeys
 from tests.support.api import STATUSES
 from tests.support.processes import free_port
@@ -795,3 +795,18 @@ async def test_what_a_process_remembers_of_a_session_never_decides_a_refusal(red
         for store, client in zip((mine, theirs), clients, strict=True):
             await store.close()
             await client.aclose()
+
+
+async def test_a_token_of_another_conversation_changes_nothing(store: SessionStore) -> None:
+    """The store checks the token's conversation (incarnation) as it acts: a message or an
+    action carrying another one is refused and leaves the session and transcript as they were."""
+    session = await store.create("reborn")
+    other = "0" * 16 if session["incarnation"] != "0" * 16 else "1" * 16
+    with pytest.raises(OtherConversation):
+        await store.add_message("reborn", "customer", "hello", incarnation=other)
+    with pytest.raises(OtherConversation):
+        await store.apply("reborn", "escalate", incarnation=other)
+    assert (await store.messages("reborn")).items == []
+    assert (await store.get("reborn"))["status"] == "bot_active"
+    _, message = await store.add_message("reborn", "customer", "hello", incarnation=session["incarnation"])
+    assert [m["id"] for m in (await store.messages("reborn")).items] == [message["id"]]

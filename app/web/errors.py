@@ -28,6 +28,10 @@ class ApiError(Exception):
         self.headers = headers
 
 
+# The answer's header to a missing or refused token (RFC 6750).
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="switchboard"'}
+
+
 def error_response(
     status: int,
     code: str,

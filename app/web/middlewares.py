@@ -12,10 +12,10 @@ from aiohttp import web
 from marshmallow import ValidationError
 
 from app.domain.store import SessionExists, SessionNotFound, StoreUnavailable, TransitionRefused
-from app.domain.store.base import InvalidCursor
+from app.domain.store.base import InvalidCursor, OtherConversation
 from app.keys import METRICS, SENT
 from app.process.logs import request_id
-from app.web.errors import ApiError, error_response
+from app.web.errors import CHALLENGE, ApiError, error_response
 from realtime.broker import BrokerError
 
 logger = logging.getLogger(__name__)
@@ -47,6 +47,8 @@ def _from_exception(exc: Exception) -> web.Response | None:
         return error_response(400, "validation_error", "invalid request", fields=fields)
     if isinstance(exc, SessionNotFound):
         return error_response(404, "session_not_found", str(exc))
+    if isinstance(exc, OtherConversation):
+        return error_response(401, "unauthorized", str(exc), headers=CHALLENGE)
     if isinstance(exc, InvalidCursor):
         return error_response(400, "invalid_cursor", str(exc))
     if isinstance(exc, SessionExists):

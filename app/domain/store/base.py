@@ -117,6 +117,14 @@ class TransitionRefused(StoreError):
     """The action is not allowed from the session's current state (HTTP 409)."""
 
 
+class OtherConversation(StoreError):
+    """A token of an earlier conversation under this session's name (HTTP 401): the session
+    was deleted and started again, with another incarnation."""
+
+    def __init__(self) -> None:
+        super().__init__("this token belongs to an earlier conversation under this name")
+
+
 class InvalidCursor(StoreError):
     """A cursor this listing did not hand out, or one whose place is gone (HTTP 400)."""
 
@@ -155,9 +163,11 @@ class SessionStore(ABC):
         reason: str | None = None,
         *,
         announce: Announce | None = None,
+        incarnation: str | None = None,
     ) -> Transition:
         """Apply a state transition (see app.domain.store.rules) and publish what ``announce``
-        makes of it, if it changed anything; raises SessionNotFound, TransitionRefused."""
+        makes of it, if it changed anything; raises SessionNotFound, TransitionRefused, and
+        OtherConversation if ``incarnation`` is given and is not the session's."""
 
     @abstractmethod
     async def add_message(
@@ -168,9 +178,11 @@ class SessionStore(ABC):
         agent_id: str | None = None,
         *,
         announce: AnnounceMessage | None = None,
+        incarnation: str | None = None,
     ) -> tuple[Session, Message]:
-        """Append to the transcript if the session's state allows ``role`` to speak now, and
-        publish what ``announce`` makes of it."""
+        """Append to the transcript if the session's state allows ``role`` to speak now (and
+        ``incarnation``, if given, is the session's), and publish what ``announce`` makes of
+        it."""
 
     @abstractmethod
     async def list_sessions(

@@ -83,9 +83,12 @@ class StartupFallbackStore(SessionStore):
         reason: str | None = None,
         *,
         announce: Announce | None = None,
+        incarnation: str | None = None,
     ) -> Transition:
         store = await self._store()
-        return await store.apply(session_name, action, agent_id, reason, announce=announce)
+        return await store.apply(
+            session_name, action, agent_id, reason, announce=announce, incarnation=incarnation
+        )
 
     async def add_message(
         self,
@@ -95,9 +98,12 @@ class StartupFallbackStore(SessionStore):
         agent_id: str | None = None,
         *,
         announce: AnnounceMessage | None = None,
+        incarnation: str | None = None,
     ) -> tuple[Session, Message]:
         store = await self._store()
-        return await store.add_message(session_name, role, content, agent_id, announce=announce)
+        return await store.add_message(
+            session_name, role, content, agent_id, announce=announce, incarnation=incarnation
+        )
 
     async def list_sessions(
         self, status: Status, *, limit: int = DEFAULT_PAGE, after: str | None = None

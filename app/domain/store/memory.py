@@ -89,8 +89,10 @@ class MemorySessionStore(SessionStore):
         reason: str | None = None,
         *,
         announce: Announce | None = None,
+        incarnation: str | None = None,
     ) -> Transition:
         session = self._load(session_name)
+        rules.check_conversation(session, incarnation)
         moved = rules.apply(session, action, agent_id, reason)
         if moved is None:
             return Transition(session.copy(), session["status"], False)
@@ -109,8 +111,10 @@ class MemorySessionStore(SessionStore):
         agent_id: str | None = None,
         *,
         announce: AnnounceMessage | None = None,
+        incarnation: str | None = None,
     ) -> tuple[Session, Message]:
         session = self._load(session_name)
+        rules.check_conversation(session, incarnation)
         rules.check_can_speak(session, role, agent_id)
         message = rules.new_message(role, content, agent_id)
         self._transcripts[session_name].append(message, self.bounds)

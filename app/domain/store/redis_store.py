@@ -339,9 +339,11 @@ class RedisSessionStore(SessionStore):
         reason: str | None = None,
         *,
         announce: Announce | None = None,
+        incarnation: str | None = None,
     ) -> Transition:
         async def transition(raw: bytes | str | None) -> "_Committed[Transition] | _Conflict":
             session = _found(session_name, raw)
+            rules.check_conversation(session, incarnation)
             moved = rules.apply(session, action, agent_id, reason)
             if moved is None:
                 return _Committed(Transition(session, session["status"], False), None, [], raw, wrote=False)
@@ -367,11 +369,13 @@ class RedisSessionStore(SessionStore):
         agent_id: str | None = None,
         *,
         announce: AnnounceMessage | None = None,
+        incarnation: str | None = None,
     ) -> tuple[Session, Message]:
         message = rules.new_message(role, content, agent_id)
 
         async def append(raw: bytes | str | None) -> "_Committed[tuple[Session, Message]] | _Conflict":
             session = _found(session_name, raw)
+            rules.check_conversation(session, incarnation)
             rules.check_can_speak(session, role, agent_id)
             planned = self._plan(session_name, announce(session, message) if announce is not None else ())
             written = await self._commit(session_name, raw, None, session["status"], planned, message=message)

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from app.domain.store.base import Action, Message, Role, Session, Status, TransitionRefused
+from app.domain.store.base import Action, Message, OtherConversation, Role, Session, Status, TransitionRefused
 
 
 def now() -> int:
@@ -100,6 +100,12 @@ def apply(session: Session, action: Action, agent_id: str | None, reason: str | 
             raise TransitionRefused(f"session is held by agent {holder}")
         return _moved(session, "closed", None)
     raise ValueError(f"unknown action {action!r}")
+
+
+def check_conversation(session: Session, incarnation: str | None) -> None:
+    """Raises OtherConversation unless ``incarnation`` (a token's) is None or the session's."""
+    if incarnation is not None and incarnation != session["incarnation"]:
+        raise OtherConversation()
 
 
 def check_can_speak(session: Session, role: Role, agent_id: str | None) -> None:
