@@ -110,6 +110,14 @@ QUICK = Plan(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Run:
+    """A plan and what came of it, as bench.run hands them to its report."""
+
+    plan: Plan
+    results: list["ConfigResult"]
+
+
 class RedisLike(Protocol):
     """What the scenario needs of its Redis (bench.procs.RedisProcess, or ExternalRedis)."""
 
