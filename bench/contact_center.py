@@ -16,9 +16,16 @@ gets a fresh server (``run.py`` itself, limits lifted) and a flushed Redis.
 
 Alone, the module starts its own redis-server (or uses ``--redis-url``, which it never
 flushes: names are then unique per run and the connection counts include other clients) and
-writes ``docs/benchmarks-contact-center.md`` (``--quick``: ``.tmp/bench/quick/``), with the
-raw figures beside it as JSON. Everything runs on 127.0.0.1; every process is stopped by its
-PID; every wait is bounded.
+writes ``docs/benchmarks-contact-center.md`` (``--quick``: ``.tmp/bench/quick/``; raw figures
+in ``.tmp/bench/contact-center/results.json``, or beside the report with ``--out``/``--quick``).
+Everything runs on 127.0.0.1; every process is stopped by its PID; every wait is bounded.
+
+One receiver process suffices (it parses frames with a regular expression, and used about a
+tenth of a core at the highest steps, a fraction of the publisher's cost); ``--receivers 2``
+spreads the streams over two. The machine is shared, so a step waits for the rest of it to be
+quiet and a step failing while it was not runs once more; and since a step's p99 turned out
+to hinge on the server's full garbage collections, those are logged (bench/gc_watch) and
+shown beside each step.
 """
 
 import argparse
@@ -79,7 +86,7 @@ class Plan:
     rates: tuple[float, ...] = (250, 500, 1000, 1500, 2000, 3000, 4000, 6000)
     workers: tuple[int, ...] = (1, 2)
     warmup: float = 2.0  # seconds at R before the measured window
-    seconds: float = 6.0  # the measured window
+    seconds: float = 10.0  # the measured window
     drain: float = 10.0  # longest wait for the last deliveries after publishing ends
     quiet: float = 3.0  # ... or for this long without any delivery
     settle: float = 1.0  # idle time before RSS is read, and between steps
@@ -844,6 +851,23 @@ def _notes(results: list[ConfigResult], plan: Plan) -> str:
             + "; ".join(f"{r.label} at {s.rate:,.0f}/s ({s.busy_before:.0f}%)" for r, s in busy)
             + "."
         )
+    paused = [
+        (r, s)
+        for r in results
+        for s in r.steps
+        if s.p99_ms >= plan.target_p99_ms and s.gc_longest_ms >= plan.target_p99_ms / 2
+    ]
+    if paused:
+        notes.append(
+            "Steps over the p99 target with long garbage collections in the server: "
+            + "; ".join(
+                f"{r.label} at {s.rate:,.0f}/s, p99 {s.p99_ms:,.0f} ms, {s.gc_pauses} pauses up to "
+                f"{s.gc_longest_ms:,.0f} ms ({s.gc_total_ms:,.0f} ms in all), server CPU {s.server_cpu:.0f}%"
+                for r, s in paused
+            )
+            + ". While a collection runs nothing else does: the requests and deliveries of that "
+            "moment wait, then the backlog drains, so one pause sets the p99 of a whole step."
+        )
     cut = [(r, s) for r in results for s in r.steps if s.cut]
     if cut:
         notes.append(
@@ -851,6 +875,12 @@ def _notes(results: list[ConfigResult], plan: Plan) -> str:
             + "; ".join(f"{r.label} at {s.rate:,.0f}/s: {s.cut}" for r, s in cut)
             + "."
         )
+    receiver_top = max((max(s.receiver_cpu, default=0.0) for r in results for s in r.steps), default=0.0)
+    notes.append(
+        f"{plan.receivers} receiver process{'es' if plan.receivers > 1 else ''}: the busiest used "
+        f"{receiver_top:.0f}% of a core in a step (the publisher, sending and parsing HTTP, costs "
+        "several times more)."
+    )
     if plan.quick:
         notes.append("A quick run (`--quick`): fewer conversations and agents, short steps; figures only.")
     return "\n".join(f"- {n}" for n in notes) + "\n"
@@ -885,7 +915,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=lambda s: tuple(float(v) for v in s.split(",")),
         help="comma-separated steps, messages/s",
     )
-    parser.add_argument("--seconds", type=float, help="measured window of each step [6; quick 2]")
+    parser.add_argument("--seconds", type=float, help="measured window of each step [10; quick 2]")
     parser.add_argument("--receivers", type=int, choices=(1, 2), help="receiver processes [1]")
     parser.add_argument(
         "--no-gc-watch", action="store_true", help="do not log the server's long garbage collections"
@@ -894,7 +924,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--out",
         type=Path,
-        help="markdown report [docs/benchmarks-contact-center.md; quick: .tmp/bench/quick/...]",
+        help="markdown report [docs/benchmarks-contact-center.md; quick: .tmp/bench/quick/...]; the raw "
+        "figures go beside it with --out or --quick, else to .tmp/bench/contact-center/results.json",
     )
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
@@ -952,7 +983,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"{elapsed / 60:.1f} minutes; do not edit by hand, run it again. `make bench` writes the same "
         "section into [benchmarks.md](benchmarks.md).\n\n" + markdown(results, plan)
     )
-    raw = out.with_suffix(".results.json")
+    raw = out.with_suffix(".results.json") if plan.quick or args.out else WORK_DIR / "results.json"
     raw.write_text(
         json.dumps(
             {"plan": asdict(plan), "seconds": elapsed, "results": [asdict(r) for r in results]}, indent=1
