@@ -675,7 +675,8 @@ def markdown(results: list[ConfigResult] | None, plan: Plan, heading: str = "##"
     sub = heading + "#"
     parts = [title, _method(plan), _headline(results, plan)]
     for result in results:
-        parts.append(f"{sub} {result.label}\n\n{_config_line(result)}\n\n{_step_table(result, plan)}")
+        heading_label = result.label[:1].upper() + result.label[1:]
+        parts.append(f"{sub} {heading_label}\n\n{_config_line(result)}\n\n{_step_table(result, plan)}")
     parts.append(_notes(results, plan))
     return "\n".join(parts)
 
@@ -727,6 +728,11 @@ def _headline(results: list[ConfigResult], plan: Plan) -> str:
             f"< {plan.target_p99_ms:g} ms",
         ),
         (
+            f"server GC pauses ≥ {GC_MIN_MS:g} ms at {plan.reference_rate:,.0f} messages/s (longest ms)",
+            [_reference_gc_cell(r, plan) for r in results],
+            "",
+        ),
+        (
             "RSS KiB per conversation (its customer stream, its share of an agent's)",
             [_fmt(r.rss_per_conversation_kib(), 1) if not r.failure else r.failure for r in results],
             "",
@@ -753,15 +759,23 @@ def _sustained_cell(result: ConfigResult, plan: Plan) -> str:
     if best is None:
         return "none (the first step failed)"
     last = len(result.steps) == len(plan.rates) and not result.steps[-1].problems(plan)
-    return f"{'≥ ' if last else ''}{best.rate:,.0f} (p99 {best.p99_ms:,.1f} ms)"
+    later = [s for s in result.steps if s.rate > best.rate and not s.problems(plan)]
+    return f"{'≥ ' if last else ''}{best.rate:,.0f} (p99 {best.p99_ms:,.1f} ms)" + (
+        f"; {', '.join(f'{s.rate:,.0f}' for s in later)}/s passed after a failure" if later else ""
+    )
+
+
+def _reference_gc_cell(result: ConfigResult, plan: Plan) -> str:
+    step = result.at_rate(plan.reference_rate)
+    return "not run" if step is None else _gc_cell(step)
 
 
 def _reference_cell(result: ConfigResult, plan: Plan) -> str:
     step = result.at_rate(plan.reference_rate)
     if step is None:
         return "not run"
-    problems = step.problems(plan)
-    return f"{step.p99_ms:,.1f}" + (f" ({'; '.join(problems)})" if problems else "")
+    others = [p for p in step.problems(plan) if not p.startswith("p99")]
+    return f"{step.p99_ms:,.1f}" + (f" ({'; '.join(others)})" if others else "")
 
 
 def _config_line(result: ConfigResult) -> str:
