@@ -880,7 +880,8 @@ def _notes(results: list[ConfigResult], plan: Plan) -> str:
                 for r, s in paused
             )
             + ". While a collection runs nothing else does: the requests and deliveries of that "
-            "moment wait, then the backlog drains, so one pause sets the p99 of a whole step."
+            "moment wait, then the backlog drains, so one pause can set the p99 of a whole step "
+            "(a server near a full core of CPU adds queueing of its own)."
         )
     cut = [(r, s) for r in results for s in r.steps if s.cut]
     if cut:
