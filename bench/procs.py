@@ -151,6 +151,7 @@ class ServerProcess:
             "WARNING",
         ]
         self.log_path = log_dir / f"server-{mode}-{self.port}.log"
+        self.env: dict[str, str] = {}  # added to the harness's environment
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -174,7 +175,7 @@ class ServerProcess:
                 cwd=ROOT,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
                 preexec_fn=die_with_parent,  # safe as preexec_fn: no other thread runs
             )
         try:

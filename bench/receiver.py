@@ -6,6 +6,7 @@ import contextlib
 import gc
 import logging
 import time
+from array import array
 from collections import Counter
 from typing import Any
 
@@ -94,11 +95,23 @@ class Receiver:
         gc.disable()
 
     async def do_collect(
-        self, base: int, published: list[int], sessions: int, drain: float, quiet: float
+        self,
+        base: int,
+        published: list[int],
+        sessions: int,
+        drain: float,
+        quiet: float,
+        routes: bytes | None = None,
     ) -> dict[str, Any]:
         """Wait until every stream has every published message (or ``drain`` seconds pass, or
-        nothing arrives for ``quiet`` seconds), then count what arrived and what did not."""
-        expected = self._expected(base, published, sessions)
+        nothing arrives for ``quiet`` seconds), then count what arrived and what did not.
+        ``routes`` (int64 pairs: sequence number, session index), when given, replaces the
+        round-robin rule of ``_expected``: a message may be due on several channels, which
+        the contact-center scenario (bench.contact_center) needs."""
+        if routes is None:
+            expected = self._expected(base, published, sessions)
+        else:
+            expected = self._routed(routes, sessions)
         live = [s for s in self.streams if s.error is None]
         target = sum(len(expected[s.session]) for s in live)
         try:
@@ -114,6 +127,16 @@ class Receiver:
         expected: list[set[int]] = [set() for _ in range(sessions)]
         for seq in published:
             expected[(seq - base) % sessions].add(seq)
+        return expected
+
+    @staticmethod
+    def _routed(routes: bytes, sessions: int) -> list[set[int]]:
+        """Sequence numbers each session index's streams should get, pair by pair."""
+        pairs = array("q")
+        pairs.frombytes(routes)
+        expected: list[set[int]] = [set() for _ in range(sessions)]
+        for seq, session in zip(pairs[0::2], pairs[1::2], strict=True):
+            expected[session].add(seq)
         return expected
 
     async def _wait_for(

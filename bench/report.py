@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import previous, profiling, publish_steps
+from bench import contact_center, previous, profiling, publish_steps
 from bench.plot import write_plot
 from bench.procs import RedisProcess
 from bench.results import (
@@ -71,6 +71,7 @@ def write(
     elapsed: float,
     steps: publish_steps.PublishSteps | None = None,
     profiles: list[profiling.Profile] | None = None,
+    contact: contact_center.Run | None = None,
 ) -> None:
     """The markdown report and, beside it, the PNG plot and the key figures (JSON) that the
     next run compares itself with."""
@@ -92,6 +93,7 @@ def write(
         _cluster_section(opens, scenarios, plan, machine),
         publish_steps.markdown(steps) if plan.publish_steps else "",
         profiling.markdown(profiles, plan.profile_streams),
+        contact_center.markdown(contact.results, contact.plan) if contact is not None else "",
         f"## Plot\n\n![latency and throughput against N]({plot.name})\n",
         _notes(opens, scenarios, plan),
     ]
@@ -207,6 +209,7 @@ make bench ARGS=--quick       # smoke run (100 streams, short loads), report in 
 make bench ARGS=--profile     # the same, plus the server under py-spy (1,000 streams, one channel)
 .venv/bin/python -m bench.run --sizes 100,1000 --modes switchboard,switchboard-cluster   # a subset
 .venv/bin/python -m bench.publish_steps [--redis-url redis://127.0.0.1:6379/0]   # publish path only
+.venv/bin/python -m bench.contact_center [--quick] [--workers 1,2]   # contact center only; docs/benchmarks-contact-center.md
 .venv/bin/python -m bench.previous OLD.results.json --label REV > docs/benchmarks.json   # compare with REV, run on this machine
 ```
 

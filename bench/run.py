@@ -6,8 +6,8 @@ per process; switchboard-cluster: the same on the cluster, at one N; baseline: o
 the original design; baseline-pool: the same with redis-py's pools raised past their default
 100 connections), opens N SSE streams from a receiver process, publishes agent messages from a
 publisher process, measures; then the publish path step by step (bench.publish_steps) and,
-with --profile, the server under py-spy (bench.profiling); and writes docs/benchmarks.md and
-docs/benchmarks.png. Everything runs on 127.0.0.1; every process is stopped by its PID; every
+with --profile, the server under py-spy (bench.profiling); then the contact-center scenario
+(bench.contact_center); and writes docs/benchmarks.md and docs/benchmarks.png. Everything runs on 127.0.0.1; every process is stopped by its PID; every
 wait is bounded.
 """
 
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy
 
-from bench import profiling, publish_steps
+from bench import contact_center, profiling, publish_steps
 from bench.cluster import RedisClusterProcesses
 from bench.procs import (
     ROOT,
@@ -82,6 +82,7 @@ class Plan:
     publish_steps: bool = True
     profile: bool = False
     profile_streams: int = 1000
+    contact_center: bool = True
 
     def open_timeout(self, n: int) -> float:
         """Longest time to open n streams (past it the mode fails at that size)."""
@@ -506,6 +507,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--profile-streams", type=int, help="streams for --profile [1000]")
     parser.add_argument("--no-publish-steps", action="store_true", help="leave out the publish path section")
+    parser.add_argument(
+        "--no-contact-center", action="store_true", help="leave out the contact-center scenario"
+    )
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
 
@@ -525,6 +529,8 @@ def build_plan(args: argparse.Namespace) -> Plan:
         changes["profile_streams"] = args.profile_streams
     if args.no_publish_steps:
         changes["publish_steps"] = False
+    if args.no_contact_center:
+        changes["contact_center"] = False
     plan = replace(plan, **changes)
     # The cluster mode at its own N when the run has it, else at the run's largest N.
     cluster_sizes = tuple(n for n in plan.cluster_sizes if n in plan.sizes) or (max(plan.sizes),)
@@ -553,6 +559,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     cluster = None
     steps: publish_steps.PublishSteps | None = None
     profiles: list[Profile] | None = None
+    contact: contact_center.Run | None = None
     try:
         machine["redis"] = report.redis_version(redis)
         cluster = start_cluster(plan)
@@ -570,6 +577,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         if plan.profile:
             profiles = run_profile(plan, redis)
             (WORK_DIR / "profile.txt").write_text(profiling.text(profiles))
+        if plan.contact_center:
+            redis.flush()
+            cc_plan = contact_center.QUICK if plan.quick else contact_center.Plan()
+            contact = contact_center.Run(cc_plan, contact_center.run(cc_plan, redis, WORK_DIR / "logs"))
     finally:
         if isinstance(cluster, RedisClusterProcesses):
             cluster.stop()
@@ -587,11 +598,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "scenarios": [asdict(s) for s in scenarios],
                 "publish_steps": asdict(steps) if steps else None,
                 "profiles": [asdict(p) for p in profiles] if profiles is not None else None,
+                "contact_center": asdict(contact) if contact is not None else None,
             },
             indent=1,
         )
     )
-    report.write(out, plan, machine, opens, scenarios, elapsed, steps, profiles)
+    report.write(out, plan, machine, opens, scenarios, elapsed, steps, profiles, contact)
     logger.info("done in %.0f s: %s (raw figures in %s)", elapsed, out, raw)
 
 
