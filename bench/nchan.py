@@ -11,7 +11,6 @@ location starts at the newest message in the channel, so a stream's first event 
 announcement, which the receiver takes for "open" as it takes Switchboard's own.
 """
 
-import json
 import logging
 import shutil
 import subprocess
@@ -21,9 +20,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from app.domain.store.rules import new_message
 from bench.procs import START_TIMEOUT, die_with_parent, stop_pid
 from bench.publisher import AGENT, PublishRun
 from bench.results import NCHAN
+from realtime.channels import session_channel
+from realtime.events import encode, envelope
 from tests.support.processes import HOST, free_port, wait_until_serving
 from tests.support.wait import poll_sync
 
@@ -31,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 MODULE = Path("/usr/lib/nginx/modules/ngx_nchan_module.so")
 TEMPLATE = Path(__file__).with_name("nchan") / "nginx.conf"
-PACKAGES = "nginx and libnginx-mod-nchan"
+PACKAGES = "nginx libnginx-mod-nchan"
 # More than the largest N plus the publisher's connections, within the harness's open files
 # limit (which nginx inherits).
 CONNECTIONS = 16000
@@ -175,37 +177,19 @@ def children(pid: int) -> list[int]:
     return sorted(found)
 
 
-def connected_envelope(session: str, now: float) -> bytes:
-    """What Switchboard sends first on a stream, in the same shape."""
-    event = {
-        "type": "connected",
-        "payload": {"channels": [f"sse:session:{session}"], "session_name": session, "recovered": False},
-        "timestamp": int(now),
-        "source": "system",
-    }
-    return json.dumps(event, separators=(",", ":")).encode()
+def connected_envelope(session: str) -> bytes:
+    """What Switchboard sends first on a stream, in the same shape (its only use here: the
+    receiver's sign that the stream is open)."""
+    payload = {"channels": [session_channel(session)], "session_name": session, "recovered": False}
+    return encode(envelope("connected", payload, "system")).encode()
 
 
-def message_envelope(session: str, content: str, seq: int, sent: float) -> bytes:
-    """What Switchboard sends its streams for an agent message, in the same shape and about
-    the same size (a 16-hex-digit message id, whole-second times), compact as orjson writes it
-    (the receiver matches ``"content":"t=... n=..."`` without decoding the JSON)."""
-    event = {
-        "type": "new_message",
-        "payload": {
-            "session_name": session,
-            "message": {
-                "id": f"{seq:016x}",
-                "role": "agent",
-                "content": content,
-                "agent_id": AGENT,
-                "created_at": int(sent),
-            },
-        },
-        "timestamp": int(sent),
-        "source": "agent_workbench",
-    }
-    return json.dumps(event, separators=(",", ":")).encode()
+def message_envelope(session: str, content: str) -> bytes:
+    """The event Switchboard sends its streams for an agent message, built by the same code
+    (its message record, envelope and encoding): the same fields and, but for the session's
+    name, the same size."""
+    payload = {"session_name": session, "message": new_message("agent", content, AGENT)}
+    return encode(envelope("new_message", payload, "agent_workbench")).encode()
 
 
 def announce(base_url: str, sessions: list[str]) -> dict[str, Any]:
@@ -217,7 +201,7 @@ def announce(base_url: str, sessions: list[str]) -> dict[str, Any]:
     for session in sessions:
         request = urllib.request.Request(
             f"{base_url}/workbench/api/sessions/{session}/messages",
-            data=connected_envelope(session, time.time()),
+            data=connected_envelope(session),
             headers=JSON,
             method="POST",
         )
@@ -247,4 +231,4 @@ class NchanPublishRun(PublishRun):
 
     def body(self, seq: int, sent: float) -> dict[str, Any] | bytes:
         session = self.sessions[(seq - self.base) % len(self.sessions)]
-        return message_envelope(session, self.content(seq, sent), seq, sent)
+        return message_envelope(session, self.content(seq, sent))
