@@ -13,7 +13,7 @@ UV_VERSION := 0.13.9
 LOCK   := $(BIN)/uv pip compile --quiet --upgrade --generate-hashes --python-version 3.11 \
 	--custom-compile-command 'make lock' setup.cfg requirements/build.in --output-file
 
-.PHONY: run test test-fast check lock bench clean redis-server test-packages screenshots
+.PHONY: run test test-fast check lock bench clean redis-server test-packages bench-packages screenshots
 
 run: $(VENV)/.installed
 	$(BIN)/python run.py --insecure $(ARGS)
@@ -65,7 +65,7 @@ screenshots: $(VENV)/.installed-dev redis-server test-packages
 
 # The benchmark (bench/run.py) starts its own redis-server and server processes on loopback
 # ports and writes docs/benchmarks.md and docs/benchmarks.png. `make bench ARGS=--quick`: smoke run.
-bench: $(VENV)/.installed-dev redis-server
+bench: $(VENV)/.installed-dev redis-server bench-packages
 	$(BIN)/python -m bench.run $(ARGS)
 
 # The tests start their own redis-server on a free loopback port (and a 3-node Redis Cluster,
@@ -73,10 +73,15 @@ bench: $(VENV)/.installed-dev redis-server
 redis-server:
 	@command -v redis-server >/dev/null && command -v redis-cli >/dev/null || { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server redis-tools; }
 
+# nginx's nchan module: the benchmark's reference server (bench/nchan.py), tested by the suite.
+NCHAN_MODULE := /usr/lib/nginx/modules/ngx_nchan_module.so
+bench-packages:
+	@test -e $(NCHAN_MODULE) || { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y nginx libnginx-mod-nchan; }
+
 # The browser and proxy tests drive Debian's Chromium (with Playwright, no browser download)
-# and start Debian's nginx on loopback ports.
+# and start Debian's nginx on loopback ports (and the benchmark's nchan, tests/test_bench_nchan.py).
 test-packages:
-	@command -v chromium >/dev/null && command -v nginx >/dev/null || { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium nginx; }
+	@command -v chromium >/dev/null && command -v nginx >/dev/null && test -e $(NCHAN_MODULE) || { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium nginx libnginx-mod-nchan; }
 
 clean:
 	rm -rf $(VENV) build *.egg-info

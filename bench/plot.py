@@ -10,15 +10,16 @@ import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.ticker import FuncFormatter
 
-from bench.results import CLUSTER, LAYOUTS, MODES, ScenarioResult
+from bench.results import CLUSTER, LAYOUTS, MODES, NCHAN, ScenarioResult
 
 STYLE = {
     "switchboard": "tab:blue",
     CLUSTER: "tab:green",
     "baseline": "tab:orange",
     "baseline-pool": "tab:red",
+    NCHAN: "tab:gray",
 }
-MARKER = {"switchboard": "o", CLUSTER: "^", "baseline": "D", "baseline-pool": "s"}
+MARKER = {"switchboard": "o", CLUSTER: "^", "baseline": "D", "baseline-pool": "s", NCHAN: "x"}
 
 
 def write_plot(path: Path, sizes: tuple[int, ...], scenarios: list[ScenarioResult]) -> None:
@@ -37,7 +38,7 @@ def write_plot(path: Path, sizes: tuple[int, ...], scenarios: list[ScenarioResul
                 ax.legend(fontsize=7, framealpha=0.6)
     fig.suptitle(
         "switchboard (one Redis; switchboard-cluster: a 3-master cluster, at one N) vs baseline "
-        "(one pub/sub connection per stream); failed points left out",
+        "(one pub/sub connection per stream), nchan for reference; failed points left out",
         fontsize=10,
     )
     fig.tight_layout()

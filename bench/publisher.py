@@ -20,6 +20,7 @@ AGENT = "bench-agent"
 REQUEST_TIMEOUT = 10.0
 SETUP_CONCURRENCY = 32
 FIXED_RATE_IN_FLIGHT = 256  # open-loop sends still waiting for an answer, at most
+JSON = {"Content-Type": "application/json"}
 
 
 class Publisher:
@@ -36,10 +37,17 @@ class Publisher:
             )
         return self._http
 
-    async def _post(self, url: str, body: dict[str, Any]) -> int | str:
-        """POST JSON; the status, or the name of the error."""
+    async def _post(self, url: str, body: dict[str, Any] | bytes) -> int | str:
+        """POST JSON (``body`` already encoded, or to encode); the status, or the name of the
+        error."""
+        encoded = isinstance(body, bytes)
         try:
-            async with self.http().post(url, json=body) as response:
+            async with self.http().post(
+                url,
+                data=body if encoded else None,
+                json=None if encoded else body,
+                headers=JSON if encoded else None,
+            ) as response:
                 await response.read()
                 return response.status
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -81,12 +89,13 @@ class Publisher:
         duration: float,
         rate: float | None,
         concurrency: int,
+        feed: str | None = None,
     ) -> dict[str, Any]:
         """Publish for ``duration`` seconds: ``rate`` messages/s in all (open loop), or, with no
         rate, from ``concurrency`` tasks each sending as soon as its last answer came. The
         garbage collector is off meanwhile: a pause between stamping and sending would count
-        as the server's latency."""
-        run = PublishRun(self, base_url, sessions, base)
+        as the server's latency. ``feed="nchan"``: the same messages, as nchan takes them."""
+        run = _run_class(feed)(self, base_url, sessions, base)
         gc.collect()
         gc.disable()
         try:
@@ -133,11 +142,22 @@ class Publisher:
             self._http = None
 
 
+def _run_class(feed: str | None) -> "type[PublishRun]":
+    if feed == "nchan":
+        from bench.nchan import NchanPublishRun  # it builds on this module
+
+        return NchanPublishRun
+    return PublishRun
+
+
 class PublishRun:
     """One scenario's publishing, and what came of it."""
 
+    accepted: frozenset[int | str] = frozenset({200})  # the statuses of a message published
+
     def __init__(self, publisher: Publisher, base_url: str, sessions: list[str], base: int) -> None:
         self.publisher = publisher
+        self.sessions = sessions
         self.urls = [f"{base_url}/workbench/api/sessions/{name}/messages" for name in sessions]
         self.base = base
         self.ok: list[int] = []
@@ -151,13 +171,21 @@ class PublishRun:
         self.attempted += 1
         url = self.urls[(seq - self.base) % len(self.urls)]
         sent = time.time()
-        status = await self.publisher._post(url, {"agent_id": AGENT, "content": f"t={sent:.6f} n={seq}"})
+        status = await self.publisher._post(url, self.body(seq, sent))
         self.end = time.time()
         self.request_seconds.append(self.end - sent)
-        if status == 200:
+        if status in self.accepted:
             self.ok.append(seq)
         else:
             self.errors[str(status)] += 1
+
+    @staticmethod
+    def content(seq: int, sent: float) -> str:
+        return f"t={sent:.6f} n={seq}"
+
+    def body(self, seq: int, sent: float) -> dict[str, Any] | bytes:
+        """What is posted for message number ``seq``."""
+        return {"agent_id": AGENT, "content": self.content(seq, sent)}
 
     async def at_fixed_rate(self, duration: float, rate: float) -> None:
         total = max(1, round(rate * duration))

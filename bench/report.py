@@ -8,12 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import contact_center, previous, profiling, publish_steps
+from bench import contact_center, nchan_report, previous, profiling, publish_steps
 from bench.plot import write_plot
 from bench.procs import RedisProcess
 from bench.results import (
-    BASELINES,
     CLUSTER,
+    COMPARED,
     LAYOUTS,
     LOADS,
     MODE_NOTES,
@@ -91,6 +91,7 @@ def write(
         *(_load_table(scenarios, layout, load, plan) for layout in plan.layouts for load in LOADS),
         _ratio_tables(opens, scenarios, plan),
         _cluster_section(opens, scenarios, plan, machine),
+        nchan_report.markdown(opens, scenarios, plan),
         publish_steps.markdown(steps) if plan.publish_steps else "",
         profiling.markdown(profiles, plan.profile_streams),
         contact_center.markdown(contact.results, contact.plan) if contact is not None else "",
@@ -108,10 +109,10 @@ def _title(machine: dict[str, Any], elapsed: float, plan: Any) -> str:
         "# Benchmarks\n\n"
         f"Written by {kind} on {machine['date']} in {elapsed / 60:.1f} minutes; do not edit by "
         "hand, run it again. The modes, all publishing the same way (same Lua script, history "
-        "and ids; on the cluster with SPUBLISH and a clock per slot tag) and differing in how "
-        "they subscribe:\n\n"
+        "and ids; on the cluster with SPUBLISH and a clock per slot tag; nchan aside) and "
+        "differing in how they subscribe:\n\n"
         f"{modes}\n\nEvery figure is from the same run, side by side, with its ratio "
-        "switchboard / baseline.\n"
+        "switchboard / baseline (and switchboard / nchan).\n"
     )
 
 
@@ -119,7 +120,7 @@ def _headline(opens: list[OpenResult], scenarios: list[ScenarioResult], plan: An
     n = 1000 if 1000 in plan.sizes else plan.sizes[-1]
     top = max(plan.sizes)
     plan = _Modes(plan, [m for m in plan.modes if m != CLUSTER])  # the cluster has its own section
-    baselines = [m for m in plan.modes if m in BASELINES]
+    baselines = [m for m in plan.modes if m in COMPARED]
     head = (
         "| | " + " | ".join([*plan.modes, *(f"switchboard / {m}" for m in baselines)]) + " | issue 5 target |"
     )
@@ -177,7 +178,7 @@ def _headline_row(
     """One figure for every mode (``pick`` finds a mode's result), its ratios, its target."""
     results = {mode: pick(mode) for mode in plan.modes}
     cells = ["-" if r is None else r.failure or show(r) for r in results.values()]
-    ratios = [_ratio_cell(results.get("switchboard"), results[m], attr) for m in plan.modes if m in BASELINES]
+    ratios = [_ratio_cell(results.get("switchboard"), results[m], attr) for m in plan.modes if m in COMPARED]
     return f"| {label} | " + " | ".join([*cells, *ratios, target]) + " |"
 
 
@@ -360,10 +361,10 @@ RATIO_LEGEND = (
 
 
 def _ratio_tables(opens: list[OpenResult], scenarios: list[ScenarioResult], plan: Any) -> str:
-    baselines = [m for m in plan.modes if m in BASELINES]
+    baselines = [m for m in plan.modes if m in COMPARED]
     if "switchboard" not in plan.modes or not baselines:
         return "## Ratios\n\nNo pair of modes was run: no ratios.\n"
-    lines = ["## Ratios switchboard / baseline\n", RATIO_LEGEND]
+    lines = ["## Ratios switchboard / baseline, switchboard / nchan\n", RATIO_LEGEND]
     for baseline in baselines:
         lines += [
             f"### switchboard / {baseline}\n",

@@ -5,8 +5,11 @@ from dataclasses import dataclass, field
 import numpy
 
 CLUSTER = "switchboard-cluster"
-MODES = ("switchboard", CLUSTER, "baseline", "baseline-pool")
+NCHAN = "nchan"
+MODES = ("switchboard", CLUSTER, "baseline", "baseline-pool", NCHAN)
 BASELINES = ("baseline", "baseline-pool")
+# The modes switchboard is compared with, figure by figure (switchboard / mode).
+COMPARED = (*BASELINES, NCHAN)
 # How each mode runs bench.serve, in the report's words.
 MODE_NOTES = {
     "switchboard": "this server: one Redis pub/sub connection per process, fanning out to its streams",
@@ -19,8 +22,11 @@ MODE_NOTES = {
     "baseline-pool": "the same baseline with its pools raised to 20,000 connections "
     "(`?max_connections=20000` on the Redis URL, which redis-py applies to every pool built "
     "from that URL), so that it can be measured past 100 streams",
+    NCHAN: "the reference: nchan (nginx's pub/sub module, Debian's `libnginx-mod-nchan`) with "
+    "Redis storage in one nginx worker, on the same URLs and fed the same messages "
+    '(`bench/nchan.py`, see "nchan" below); skipped, and shown as not installed, without it',
 }
-SHORT = {"switchboard": "s", CLUSTER: "c", "baseline": "b", "baseline-pool": "p"}
+SHORT = {"switchboard": "s", CLUSTER: "c", "baseline": "b", "baseline-pool": "p", NCHAN: "n"}
 POOL_QUERY = "?max_connections=20000"
 LAYOUTS = {"one": "one channel", "per10": "one channel per 10 streams"}
 LOADS = {"fixed": "fixed rate", "max": "max rate"}

@@ -23,8 +23,9 @@ from typing import Any
 
 import numpy
 
-from bench import contact_center, profiling, publish_steps
+from bench import contact_center, nchan, profiling, publish_steps
 from bench.cluster import RedisClusterProcesses
+from bench.nchan import NchanProcess
 from bench.procs import (
     ROOT,
     CpuMeter,
@@ -38,6 +39,7 @@ from bench.results import (
     CLUSTER,
     LAYOUTS,
     MODES,
+    NCHAN,
     POOL_QUERY,
     SHORT,
     OpenResult,
@@ -107,7 +109,7 @@ QUICK = Plan(
 class Rig:
     """The processes of one combination (mode, N, layout)."""
 
-    server: ServerProcess
+    server: ServerProcess | NchanProcess
     receivers: list[Worker]
     publisher: Worker
     sessions: list[str]
@@ -126,7 +128,11 @@ def session_names(tag: str, mode: str, n: int, layout: str) -> list[str]:
 def start_rig(mode: str, n: int, layout: str, redis: RedisLike, plan: Plan, tag: str) -> Rig:
     """A fresh server in ``mode`` and fresh load-generator processes."""
     url = redis.url + (POOL_QUERY if mode == "baseline-pool" else "")
-    server = ServerProcess(mode, url, WORK_DIR / "logs")
+    server: ServerProcess | NchanProcess = (
+        NchanProcess(url, WORK_DIR / "logs", WORK_DIR / "nchan")
+        if mode == NCHAN
+        else ServerProcess(mode, url, WORK_DIR / "logs")
+    )
     receivers = [Worker("receiver", f"receiver-{i}") for i in range(plan.receivers)]
     rig = Rig(server, receivers, Worker("publisher", "publisher"), session_names(tag, mode, n, layout))
     server.start()
@@ -151,7 +157,11 @@ def open_streams(
     """Create and take over the sessions, then open n streams across them (at most ``at_once``
     at a time) and read RSS and Redis connections once they are idle."""
     result = OpenResult(mode, n, layout, at_once=at_once)
-    setup = rig.publisher.call("setup", SETUP_TIMEOUT, base_url=rig.server.url, sessions=rig.sessions)
+    setup = (
+        nchan.announce(rig.server.url, rig.sessions)
+        if mode == NCHAN
+        else rig.publisher.call("setup", SETUP_TIMEOUT, base_url=rig.server.url, sessions=rig.sessions)
+    )
     if setup["errors"]:
         result.failure = f"failed: session setup ({_describe(setup['errors'])})"
         return result
@@ -236,6 +246,7 @@ def run_load(rig: Rig, redis: RedisLike, base: int, load: str, plan: Plan, resul
         duration=duration,
         rate=plan.fixed_rate if load == "fixed" else None,
         concurrency=plan.max_concurrency,
+        **nchan.publish_options(result.mode),
     )
     collect = {
         "base": base,
@@ -303,6 +314,8 @@ def run_combination(
 ) -> tuple[OpenResult, list[ScenarioResult]]:
     """One mode, one N, one layout: a fresh server, N streams, then each load (the max rate
     first: it is closed-loop, so it leaves no backlog, where an overloaded fixed rate may)."""
+    if mode == NCHAN and (absent := nchan.missing()):
+        return _not_run(mode, n, layout, absent)
     loads = [ScenarioResult(mode, n, layout, load) for load in ("max", "fixed")]
     opened = OpenResult(mode, n, layout)
     rig: Rig | None = None
