@@ -45,6 +45,7 @@ import redis
 
 from bench.procs import (
     ROOT,
+    SERVER_LIMITS_LIFTED,
     CpuMeter,
     RedisProcess,
     ServerProcess,
@@ -283,20 +284,7 @@ class ContactCenterServer(ServerProcess):
             str(self.port),
             "--redis-url",
             redis_url,
-            "--max-streams",
-            "100000",
-            "--max-streams-per-token",
-            "1000000",
-            "--rate-limit",
-            "1000000",
-            "--rate-burst",
-            "1000000",
-            "--start-rate",
-            "1000000",
-            "--heartbeat",
-            "30",
-            "--log-level",
-            "WARNING",
+            *SERVER_LIMITS_LIFTED,
         ]
 
     def start(self) -> None:

@@ -116,6 +116,26 @@ class RedisProcess(RedisServer):
             self.process = None
 
 
+# A benchmark server's flags: its limits lifted (every stream and session of a run comes from
+# one address and one principal), quiet logs, rare heartbeats.
+SERVER_LIMITS_LIFTED = (
+    "--max-streams",
+    "100000",
+    "--max-streams-per-token",
+    "1000000",
+    "--rate-limit",
+    "1000000",
+    "--rate-burst",
+    "1000000",
+    "--start-rate",
+    "1000000",
+    "--heartbeat",
+    "30",
+    "--log-level",
+    "WARNING",
+)
+
+
 class ServerProcess:
     """``python -m bench.serve [--baseline] ...`` on a free loopback port, its output in a log."""
 
@@ -135,20 +155,7 @@ class ServerProcess:
             str(self.port),
             "--redis-url",
             redis_url,
-            "--max-streams",
-            "20000",
-            "--max-streams-per-token",
-            "100000",
-            "--rate-limit",
-            "100000",
-            "--rate-burst",
-            "100000",
-            "--start-rate",  # every session of a run starts from this one address
-            "1000000",
-            "--heartbeat",
-            "30",
-            "--log-level",
-            "WARNING",
+            *SERVER_LIMITS_LIFTED,
         ]
         self.log_path = log_dir / f"server-{mode}-{self.port}.log"
         self.env: dict[str, str] = {}  # added to the harness's environment

@@ -62,23 +62,56 @@ class EventStreamResponse(EventSourceResponse):
         return await web.StreamResponse.prepare(self, request)
 
 
+class WriteTurns:
+    """Which turn of the event loop this is, for the streams' writes: a stream's first frame
+    of a turn is written at once, and what else it takes in the same turn (the pub/sub reader
+    handing over several events in a row) is written together at the turn's end. One callback
+    per turn for all streams: a callback per stream cost more than the writes it saved."""
+
+    __slots__ = ("_loop", "_scheduled", "_waiting", "turn")
+
+    def __init__(self) -> None:
+        self.turn = 0
+        self._scheduled = False
+        self._waiting: list[FrameWriter] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def wrote(self) -> None:
+        """A stream wrote in this turn: the turn must end (and be counted) after it."""
+        if not self._scheduled:
+            self._scheduled = True
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()
+            self._loop.call_soon(self._end_turn)
+
+    def hold(self, writer: "FrameWriter") -> None:
+        self._waiting.append(writer)
+        self.wrote()
+
+    def _end_turn(self) -> None:
+        self.turn += 1
+        self._scheduled = False
+        waiting, self._waiting = self._waiting, []
+        for writer in waiting:
+            writer.flush()
+
+
 class FrameWriter:
-    """Writes frames to one stream's socket; ``offer`` never waits, ``write`` may.
+    """Writes frames to one stream's socket; ``offer`` never waits, ``write`` may."""
 
-    What ``offer`` takes in one turn of the event loop leaves in one ``transport.write`` at
-    the end of the turn: when the pub/sub reader hands over several events in a row (a busy
-    channel), each stream makes one write (one syscall) for all of them, not one each."""
+    __slots__ = ("_chunked", "_held", "_protocol", "_send_timeout", "_turn", "_turns", "_writer")
 
-    __slots__ = ("_chunked", "_loop", "_pending", "_protocol", "_send_timeout", "_writer")
-
-    def __init__(self, writer: AbstractStreamWriter, request: web.Request, send_timeout: float) -> None:
+    def __init__(
+        self, writer: AbstractStreamWriter, request: web.Request, send_timeout: float, turns: WriteTurns
+    ) -> None:
         self._writer = writer
         self._protocol = request.protocol
         # HTTP/1.1 bodies are chunked (EventSource always speaks it); HTTP/1.0 ones are not.
         self._chunked = bool(getattr(writer, "chunked", False))
         self._send_timeout = send_timeout
-        self._loop = asyncio.get_running_loop()
-        self._pending: list[bytes] | None = None  # taken this turn, written at its end
+        self._turns = turns
+        self._turn = -1  # the turn of this stream's last write
+        self._held: list[bytes] = []  # taken this turn after its first write: written at its end
 
     def offer(self, event: Event) -> bool:
         """The subscription's write-through: the event's shared bytes, if the socket takes
@@ -88,17 +121,20 @@ class FrameWriter:
         if transport is None or protocol.writing_paused or transport.is_closing():
             return False
         data = event.chunk if self._chunked else event.frame
-        if self._pending is None:
-            self._pending = [data]
-            self._loop.call_soon(self._flush)
-        else:
-            self._pending.append(data)
+        turns = self._turns
+        if self._turn != turns.turn:
+            self._turn = turns.turn
+            turns.wrote()
+            return self.write_now(data)
+        if not self._held:
+            turns.hold(self)
+        self._held.append(data)
         return True
 
-    def _flush(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending:
-            self.write_now(pending[0] if len(pending) == 1 else b"".join(pending))
+    def flush(self) -> None:
+        held, self._held = self._held, []
+        if held:
+            self.write_now(held[0] if len(held) == 1 else b"".join(held))
 
     def bytes_of(self, event: Event) -> bytes:
         return event.chunk if self._chunked else event.frame
@@ -158,6 +194,8 @@ class StreamRegistry:
     _places: int = 0
     _places_by_owner: Counter[str] = field(default_factory=Counter)
     opened_total: int = 0
+    # The turns of the event loop that the streams' writes are grouped by (FrameWriter).
+    turns: WriteTurns = field(default_factory=WriteTurns)
 
     def reserve(self, owner: str | None, max_total: int, max_per_owner: int) -> str | None:
         """Take a place for a new stream; None if granted, else which limit refused it
@@ -291,7 +329,7 @@ async def _serve(
             response = EventStreamResponse()
             writer = await response.prepare(request)
             assert writer is not None
-            frames = FrameWriter(writer, request, SEND_TIMEOUT)
+            frames = FrameWriter(writer, request, SEND_TIMEOUT, registry.turns)
             stream = OpenStream(frames, subscription, request.app[COMPONENT], session)
             registry.add(stream)
             _log_open(subscription)
