@@ -52,13 +52,14 @@ STEPS = (
     (
         "action",
         (
-            "`store.add_message(..., announce=...)` on a session the agent has taken over: GET of "
-            "the session, the rules, the `new_message` event built and validated (`envelope`, "
-            "`check_event`, JSON), then one script (`ACTION_SCRIPT`): compare-and-set, transcript "
-            "append and trim, and the event's id, history XADD with its trims and PUBLISH"
+            "`store.add_message(..., announce=...)` on a session the agent has taken over: "
+            "the session as this process last wrote it (no GET), the rules, the `new_message` "
+            "event built and validated (`envelope`, the plain check, orjson), then one script "
+            "(`ACTION_SCRIPT`, on the command pipe): compare-and-set, transcript append and "
+            "trim, and the event's id, history XADD with its trims and PUBLISH"
         ),
     ),
-    ("response", "`web.json_response` of the session and the message (built, not sent)"),
+    ("response", "`json_answer` of the session and the message (built, not sent)"),
 )
 
 
@@ -141,12 +142,11 @@ class _Request:
 
 async def _time_steps(redis_url: str, name: str, config: Config) -> PublishSteps:
     # Imported here: bench.run's spawned load generators import nothing of the app.
-    from aiohttp import web
-
     from app.backends import open_backends
     from app.domain.announcements import of_message
     from app.keys import SETTINGS
     from app.process.settings import Settings
+    from app.web.answers import json_answer
     from handlers.access import acting_agent, limit_actions, require_agent
     from handlers.common import checked_content, load_body, path_name
     from handlers.workbench import AGENT_MESSAGE
@@ -183,7 +183,7 @@ async def _time_steps(redis_url: str, name: str, config: Config) -> PublishSteps
                 session_name, "agent", content, agent_id=agent_id, announce=announce
             )
             marks.append((clock(), cpu_clock()))
-            web.json_response({"session": session, "message": message})
+            json_answer({"session": session, "message": message})
             marks.append((clock(), cpu_clock()))
             if row is not None:
                 for k in range(len(STEPS)):
