@@ -5,7 +5,7 @@ dies after the script leaves no committed change unannounced.
 The broker decides which events can go into a script whose keys live on ``home`` (a slot tag;
 on one Redis every event can) and publishes the others itself, after the script, the way it
 publishes anything (on a cluster: through its ordered outbox while their shard is away). The
-caller runs ``EVENTS_LUA``'s ``publish_events`` on the section's keys and arguments and hands
+caller runs realtime.event_script's ``publish_events`` on the section's keys and arguments and hands
 the ids back to ``finish``."""
 
 from abc import ABC, abstractmethod
@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from realtime import ids
-from realtime.event_script import EVENTS_LUA, EventKeys, EventSection
+from realtime.event_script import EventKeys, EventSection
 from realtime.events import validated
 from realtime.redis_node import RedisNode
 
-__all__ = ["EVENTS_LUA", "Outgoing", "Planned", "ScriptedEvents"]
+__all__ = ["Outgoing", "Planned", "ScriptedEvents"]
 
 # An event on its way out: its channel and its envelope.
 Outgoing = tuple[str, dict[str, Any]]

@@ -30,7 +30,6 @@ import functools
 import logging
 import secrets
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar, cast
@@ -66,8 +65,17 @@ from app.domain.store.base import (
     seq_at,
     session_cursor,
 )
-from realtime.command_pipe import CommandPipe, PipeScript
-from realtime.event_script import EVENTS_LUA, NO_EVENTS
+from app.domain.store.recent import RECENT_SESSIONS, RecentSessions
+from app.domain.store.redis_scripts import (
+    ACTION,
+    ACTION_SCRIPT,
+    ADOPT_SCRIPT,
+    DELETE_CLOSED_SCRIPT,
+    NEW_SEQ,
+    NEXT_SEQ_SCRIPT,
+)
+from realtime.command_pipe import CommandPipe
+from realtime.event_script import NO_EVENTS
 from realtime.layout import namespace_prefix
 from realtime.redis_replies import as_text
 from realtime.scripted_events import Planned, ScriptedEvents
@@ -76,116 +84,8 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 MAX_ATTEMPTS = 64
-# Sessions whose stored bytes a process remembers (about 400 bytes each).
-RECENT_SESSIONS = 10_000
 # Index entries the sweeper reads per round trip.
 SWEEP_BATCH = 500
-
-# Written in a session that is to get the next status_seq: the script puts the number there.
-NEW_SEQ = -1
-
-# KEYS: session, messages, transcript size, the status_seq clock, the index of the status the
-# session enters, the index of the status it leaves; then the events' (realtime.event_script).
-# ARGV: 1 the session as read ("" = absent), 2 the session to write ("" = unchanged), 3 a
-# message to append ("" = none), 4-5 the transcript's limits (messages, bytes), 6 the keys'
-# lifetime in ms, 7 "1" if the session enters a status and the indexes are updated here (one
-# Redis; the session's ``"status_seq":-1`` then gets the clock's next number), 8 the indexes'
-# and the clock's lifetime in ms, 9 the session's name; then the events' arguments. Returns
-# {1, the new status_seq or "", the events' ids...} if written, else {0, the session as it is
-# ("" = absent)}. Every write renews the expiry of the session's keys: an active conversation
-# lives on, an abandoned one goes.
-ACTION_SCRIPT = (
-    EVENTS_LUA
-    + """
-local current = redis.call('GET', KEYS[1]) or ''
-if current ~= ARGV[1] then
-  return {0, current}
-end
-local session, seq = ARGV[2], ''
-if ARGV[7] == '1' then
-  local time = redis.call('TIME')
-  local number = tonumber(time[1]) * 1000000 + tonumber(time[2])
-  local last = tonumber(redis.call('GET', KEYS[4]) or '0')
-  if last >= number then
-    number = last + 1
-  end
-  seq = string.format('%.0f', number)
-  redis.call('SET', KEYS[4], seq, 'PX', ARGV[8])
-  session = string.gsub(session, '"status_seq":%-1([,}])', '"status_seq":' .. seq .. '%1', 1)
-  redis.call('ZADD', KEYS[5], seq, ARGV[9])
-  redis.call('PEXPIRE', KEYS[5], ARGV[8])
-  if KEYS[6] ~= KEYS[5] then
-    redis.call('ZREM', KEYS[6], ARGV[9])
-  end
-end
-if session ~= '' then
-  redis.call('SET', KEYS[1], session, 'PX', ARGV[6])
-else
-  redis.call('PEXPIRE', KEYS[1], ARGV[6])
-end
-if ARGV[3] ~= '' then
-  local count = redis.call('RPUSH', KEYS[2], ARGV[3])
-  local size = redis.call('INCRBY', KEYS[3], #ARGV[3])
-  local max_count, max_size = tonumber(ARGV[4]), tonumber(ARGV[5])
-  while count > 1 and (count > max_count or size > max_size) do
-    size = redis.call('DECRBY', KEYS[3], #redis.call('LPOP', KEYS[2]))
-    count = count - 1
-  end
-end
-redis.call('PEXPIRE', KEYS[2], ARGV[6])
-redis.call('PEXPIRE', KEYS[3], ARGV[6])
-return {1, seq, unpack(publish_events(6, 9))}
-"""
-)
-
-ACTION = PipeScript.of(ACTION_SCRIPT)
-
-# KEYS: session, messages, transcript size. ARGV: the session, its lifetime in ms, then its
-# messages. Writes only a session Redis does not have (with its transcript); 1 if written.
-ADOPT_SCRIPT = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  return 0
-end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-redis.call('DEL', KEYS[2], KEYS[3])
-for i = 3, #ARGV do
-  redis.call('RPUSH', KEYS[2], ARGV[i])
-  redis.call('INCRBY', KEYS[3], #ARGV[i])
-end
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
-redis.call('PEXPIRE', KEYS[3], ARGV[2])
-return 1
-"""
-
-# KEYS: the status_seq clock. ARGV: its lifetime in ms. The next queue number: Redis's time
-# in microseconds, or one past the last number if that is later (so it strictly increases
-# whatever the clocks do). Returned as text: Lua numbers are doubles, exact up to 2^53.
-NEXT_SEQ_SCRIPT = """
-local time = redis.call('TIME')
-local seq = tonumber(time[1]) * 1000000 + tonumber(time[2])
-local last = tonumber(redis.call('GET', KEYS[1]) or '0')
-if last >= seq then
-  seq = last + 1
-end
-local text = string.format('%.0f', seq)
-redis.call('SET', KEYS[1], text, 'PX', ARGV[1])
-return text
-"""
-
-# KEYS: session, messages, transcript size. ARGV: the status_seq the session closed with.
-# Deletes the session if it is still that closed session (not one re-created since); 1 if so.
-DELETE_CLOSED_SCRIPT = """
-local raw = redis.call('GET', KEYS[1])
-if not raw then
-  return 0
-end
-local session = cjson.decode(raw)
-if session['status'] ~= 'closed' or string.format('%.0f', session['status_seq']) ~= ARGV[1] then
-  return 0
-end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
-return 1
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,30 +134,6 @@ class _Committed(Generic[T]):
     event_ids: list[str]
     stored: bytes | str | None  # the session as Redis has it now (None: unknown)
     wrote: bool = True  # False: decided from the session alone (nothing changed)
-
-
-class RecentSessions:
-    """A bounded map of session name to its stored bytes, least recently used out first. Only
-    a guess: a stale entry costs one script run that answers the session as it is."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._entries: OrderedDict[str, bytes | str] = OrderedDict()
-
-    def get(self, name: str) -> bytes | str | None:
-        raw = self._entries.get(name)
-        if raw is not None:
-            self._entries.move_to_end(name)
-        return raw
-
-    def put(self, name: str, raw: bytes | str | None) -> None:
-        if raw is None:
-            self._entries.pop(name, None)
-            return
-        self._entries[name] = raw
-        self._entries.move_to_end(name)
-        if len(self._entries) > self._size:
-            self._entries.popitem(last=False)
 
 
 # One try at a change, given the session as it is (None: absent).
