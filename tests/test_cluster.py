@@ -51,7 +51,7 @@ from redis.asyncio.cluster import RedisCluster as ClusterClient
 
 from app.backends import Backends, cluster_clients, open_backends
 from app.domain.store import RedisSessionStore, Transition, TransitionRefused
-from app.domain.store.redis_store import StoreKeys
+from app.domain.store.redis_indexes import StoreKeys
 from app.process.settings import Settings
 from realtime.channels import BROADCAST, agent_channel, session_channel
 from realtime.cluster_broker import OUTBOX_RETRY, ClusterLayout

@@ -41,7 +41,7 @@ from redis.asyncio import Redis
 from redis.crc import key_slot
 from redis.exceptions import NoPermissionError
 
-from app.domain.store.redis_store import StoreKeys
+from app.domain.store.redis_indexes import StoreKeys
 from realtime.broker import Broker, Subscription
 from realtime.channels import (
     BROADCAST,

@@ -30,7 +30,7 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from app.domain.store.redis_store import StoreKeys
+from app.domain.store.redis_indexes import StoreKeys
 from tests.support import api
 from tests.support.api import STATUSES, Reply, health, post_until_served
 from tests.support.checks import check_ids

@@ -27,7 +27,7 @@ from app.domain.store import (
     rules,
 )
 from app.domain.store.base import Bounds, OtherConversation
-from app.domain.store.redis_store import StoreKeys
+from app.domain.store.redis_indexes import StoreKeys
 from tests.support.api import STATUSES
 from tests.support.processes import free_port
 from tests.support.store import CONCURRENCY, HOLDER, OTHER, assert_one_winner, index_of, status_sets_holding

@@ -1,27 +1,18 @@
 """Session store on Redis: ``session:{name}`` (JSON), ``messages:{name}`` (a list within the
 transcript's bounds) and ``messages_size:{name}`` (its bytes), in one hash slot per session
-(the braces are a Redis Cluster hash tag); ``status:<status>`` sorted sets index the sessions
-by status, scored by ``status_seq``, which one clock, ``sessions:status_seq``, hands out.
-Every key expires (app.domain.store.base.Bounds): every write renews a session's keys, and the
-sweeper closes idle sessions and deletes closed ones past retention, index entries with them.
+(the braces are a Redis Cluster hash tag), and the status indexes (redis_indexes). Every key
+expires (app.domain.store.base.Bounds): every write renews a session's keys, and the sweeper
+closes idle sessions and deletes closed ones past retention, index entries with them.
 
-One action is one script. A change reads the session, applies the pure rules of
-app.domain.store.rules in Python, and commits with ACTION_SCRIPT: if the session is still what
-was read, it writes the session, appends to the transcript, updates the status indexes and
-publishes every event the change causes (realtime.scripted_events), atomically; if not, it
-answers the session as it is now, and the change is worked out again from that (no second
-read). Of many concurrent takeovers exactly one commits; the others see the session held and
-get 409. A process that dies after the script leaves a change with all its events, and one
-that dies before it leaves neither.
-
-On a Redis Cluster a script reaches one slot: the session's (its keys, its channel's history
-and clock share the session's hash tag). There the status indexes, which live on other slots,
-are updated around the commit: a name is added to its new status index before the commit and
-again after it, and only then removed from the old one, which is put back if the session has
-meanwhile returned to that status; an add for a commit that lost its race is taken back the
-same way. So a status set never misses a session that has its status, may name one that has
-just moved on, and readers check each session's own status. The events of other slots (the
-broadcast, agent channels) are published by the broker right after the script.
+One action is one script (docs/architecture.md, "One action, one script"). A change starts
+from the session as this process last knew it (or a GET), applies the pure rules of
+app.domain.store.rules in Python, and commits with ACTION_SCRIPT (redis_scripts): if the
+session is still those bytes, it writes the session, the transcript, the indexes (one Redis)
+and publishes every event the change causes, atomically; if not, it answers the session as it
+is now, and the change is worked out again from that. Of many concurrent takeovers exactly one
+commits; the others see the session held and get 409. On a Redis Cluster a script reaches the
+session's slot only: the indexes are kept around the commit and the events of other slots are
+published by the broker right after it.
 """
 
 import asyncio
@@ -31,14 +22,14 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Generic, TypeVar, cast
+from typing import cast
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from app.domain.store import rules
+from app.domain.store.attempts import Attempt, Committed, Conflict, T
 from app.domain.store.base import (
     DEFAULT_PAGE,
     Action,
@@ -66,78 +57,24 @@ from app.domain.store.base import (
     session_cursor,
 )
 from app.domain.store.recent import RECENT_SESSIONS, RecentSessions
+from app.domain.store.redis_indexes import StatusIndexes, StoreKeys, ms
 from app.domain.store.redis_scripts import (
     ACTION,
     ACTION_SCRIPT,
     ADOPT_SCRIPT,
     DELETE_CLOSED_SCRIPT,
     NEW_SEQ,
-    NEXT_SEQ_SCRIPT,
 )
 from realtime.command_pipe import CommandPipe
 from realtime.event_script import NO_EVENTS
-from realtime.layout import namespace_prefix
 from realtime.redis_replies import as_text
 from realtime.scripted_events import Planned, ScriptedEvents
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
 MAX_ATTEMPTS = 64
 # Index entries the sweeper reads per round trip.
 SWEEP_BATCH = 500
-
-
-@dataclass(frozen=True, slots=True)
-class StoreKeys:
-    """The store's key names, under a namespace (``--namespace``: deployments sharing one
-    Redis keep apart). A session's keys share its hash tag, the session name."""
-
-    namespace: str = ""
-
-    def _prefixed(self, key: str) -> str:
-        return namespace_prefix(self.namespace) + key
-
-    def session(self, name: str) -> str:
-        return self._prefixed(f"session:{{{name}}}")
-
-    def messages(self, name: str) -> str:
-        return self._prefixed(f"messages:{{{name}}}")
-
-    def transcript_size(self, name: str) -> str:
-        return self._prefixed(f"messages_size:{{{name}}}")
-
-    def of_session(self, name: str) -> list[str]:
-        return [self.session(name), self.messages(name), self.transcript_size(name)]
-
-    def status(self, status: str) -> str:
-        return self._prefixed(f"status:{status}")
-
-    @property
-    def status_seq(self) -> str:
-        return self._prefixed("sessions:status_seq")
-
-
-@dataclass(frozen=True, slots=True)
-class _Conflict:
-    """The session changed since it was read: what it is now (None: gone)."""
-
-    current: bytes | str | None
-
-
-@dataclass(frozen=True, slots=True)
-class _Committed(Generic[T]):
-    """What a committed attempt gives back, and the events the broker still publishes."""
-
-    result: T
-    planned: Planned | None
-    event_ids: list[str]
-    stored: bytes | str | None  # the session as Redis has it now (None: unknown)
-    wrote: bool = True  # False: decided from the session alone (nothing changed)
-
-
-# One try at a change, given the session as it is (None: absent).
-Attempt = Callable[[bytes | str | None], Awaitable[_Committed[T] | _Conflict]]
 
 
 class RedisSessionStore(SessionStore):
@@ -160,13 +97,13 @@ class RedisSessionStore(SessionStore):
         self._redis = redis
         self.bounds = bounds if bounds is not None else Bounds()
         self.keys = StoreKeys(namespace)
+        self._indexes = StatusIndexes(redis, self.keys, self.bounds)
         self._events = events
         self._pipe = pipe
         # One Redis: the status indexes change in the commit's script. A cluster: around it.
         self._indexes_in_script = not isinstance(redis, RedisCluster)
         self._action = redis.register_script(ACTION_SCRIPT)
         self._adopt_script = redis.register_script(ADOPT_SCRIPT)
-        self._next_seq_script = redis.register_script(NEXT_SEQ_SCRIPT)
         self._delete_closed_script = redis.register_script(DELETE_CLOSED_SCRIPT)
         self._timeout = timeout
         self._down = False  # so that an outage is logged once, not once per request
@@ -195,14 +132,14 @@ class RedisSessionStore(SessionStore):
         return {n: _decode(raw) for n, raw in zip(session_names, raws, strict=True) if raw is not None}
 
     async def get_or_create(self, session_name: str) -> tuple[Session, bool]:
-        async def create(raw: bytes | str | None) -> "_Committed[tuple[Session, bool]] | _Conflict":
+        async def create(raw: bytes | str | None) -> "Committed[tuple[Session, bool]] | Conflict":
             if raw is not None:
-                return _Committed((_decode(raw), False), None, [], raw, wrote=False)
+                return Committed((_decode(raw), False), None, [], raw, wrote=False)
             session = rules.new_session(session_name, NEW_SEQ)
             outcome = await self._commit_change(session_name, None, session, None, ())
-            if isinstance(outcome, _Conflict):
+            if isinstance(outcome, Conflict):
                 return outcome  # created by somebody else meanwhile: that one, then
-            return _Committed((outcome.result, True), None, [], outcome.stored)
+            return Committed((outcome.result, True), None, [], outcome.stored)
 
         # Read from Redis, not from memory: an answer that it exists must be true.
         return await self._retrying(session_name, create, recent=False)
@@ -217,19 +154,19 @@ class RedisSessionStore(SessionStore):
         announce: Announce | None = None,
         incarnation: str | None = None,
     ) -> Transition:
-        async def transition(raw: bytes | str | None) -> "_Committed[Transition] | _Conflict":
+        async def transition(raw: bytes | str | None) -> "Committed[Transition] | Conflict":
             session = _found(session_name, raw)
             rules.check_conversation(session, incarnation)
             moved = rules.apply(session, action, agent_id, reason)
             if moved is None:
-                return _Committed(Transition(session, session["status"], False), None, [], raw, wrote=False)
+                return Committed(Transition(session, session["status"], False), None, [], raw, wrote=False)
             before = session["status"]
             moved["status_seq"] = NEW_SEQ
             events = announce(Transition(moved, before, True)) if announce is not None else ()
             outcome = await self._commit_change(session_name, raw, moved, before, events)
-            if isinstance(outcome, _Conflict):
+            if isinstance(outcome, Conflict):
                 return outcome
-            return _Committed(
+            return Committed(
                 Transition(outcome.result, before, True), outcome.planned, outcome.event_ids, outcome.stored
             )
 
@@ -249,15 +186,15 @@ class RedisSessionStore(SessionStore):
     ) -> tuple[Session, Message]:
         message = rules.new_message(role, content, agent_id)
 
-        async def append(raw: bytes | str | None) -> "_Committed[tuple[Session, Message]] | _Conflict":
+        async def append(raw: bytes | str | None) -> "Committed[tuple[Session, Message]] | Conflict":
             session = _found(session_name, raw)
             rules.check_conversation(session, incarnation)
             rules.check_can_speak(session, role, agent_id)
             planned = self._plan(session_name, announce(session, message) if announce is not None else ())
             written = await self._commit(session_name, raw, None, session["status"], planned, message=message)
-            if isinstance(written, _Conflict):
+            if isinstance(written, Conflict):
                 return written  # the session changed (taken over?): check again
-            return _Committed((session, message), planned, written[1], raw)
+            return Committed((session, message), planned, written[1], raw)
 
         return await self._retrying(session_name, append)
 
@@ -266,7 +203,7 @@ class RedisSessionStore(SessionStore):
     ) -> Page[Session]:
         start = parse_session_cursor(after)
         entries = await self._call(
-            functools.partial(self._index, self.keys.status(status), f"({start}", "+inf", limit)
+            functools.partial(self._indexes.entries, self.keys.status(status), f"({start}", "+inf", limit)
         )
         if not entries:
             return Page([], None)
@@ -324,7 +261,7 @@ class RedisSessionStore(SessionStore):
 
         async def batch(low: str) -> list[tuple[bytes, float]]:
             nonlocal gone
-            entries = await self._index(key, low, high, SWEEP_BATCH)
+            entries = await self._indexes.entries(key, low, high, SWEEP_BATCH)
             names = [as_text(name) for name, _score in entries]
             async with self._redis.pipeline(transaction=False) as pipe:
                 for name in names:
@@ -335,7 +272,7 @@ class RedisSessionStore(SessionStore):
             for name in names:
                 raw, last = next(replies), next(replies) if newest else None
                 if raw is None:
-                    await self._leave_status(name, status)
+                    await self._indexes.leave(name, status)
                     gone += 1
                 elif (session := _decode(raw))["status"] == status:
                     found.append((name, session, rules.decode(last) if last else None))
@@ -346,18 +283,11 @@ class RedisSessionStore(SessionStore):
             low = f"({int(entries[-1][1])}"
         return found, gone
 
-    async def _index(
-        self, key: str, low: str | int, high: str | int, limit: int
-    ) -> list[tuple[bytes, float]]:
-        """Up to ``limit`` entries of a status index, with their scores, from ``low`` up."""
-        entries = await self._redis.zrangebyscore(key, low, high, start=0, num=limit, withscores=True)
-        return cast(list[tuple[bytes, float]], entries)  # withscores: (member, score) pairs
-
     async def _delete_closed(self, name: str, session: Session) -> int:
         deleted = await self._delete_closed_script(
             keys=self.keys.of_session(name), args=[session["status_seq"]]
         )
-        await self._leave_status(name, "closed")
+        await self._indexes.leave(name, "closed")
         return int(deleted)
 
     async def _get_all(self, keys: list[str]) -> list[bytes | None]:
@@ -367,11 +297,6 @@ class RedisSessionStore(SessionStore):
             for key in keys:
                 pipe.get(key)
             return await pipe.execute()
-
-    async def _next_seq(self) -> int:
-        """The next queue number; the clock lives as long as the sessions it numbered."""
-        ttl = _ms(self.bounds.ttl("bot_active"))
-        return int(as_text(await self._next_seq_script(keys=[self.keys.status_seq], args=[ttl])))
 
     def _plan(self, session_name: str, events: Sequence[Outgoing]) -> Planned | None:
         """The events' part of the commit's script (None: no events)."""
@@ -388,29 +313,29 @@ class RedisSessionStore(SessionStore):
         session: Session,
         left: Status | None,
         events: Sequence[Outgoing],
-    ) -> "_Committed[Session] | _Conflict":
+    ) -> "Committed[Session] | Conflict":
         """Write ``session``, which enters its status (its status_seq is NEW_SEQ), leaving
         ``left`` (None: a new session), with its events, if the session is still ``read``."""
         planned = self._plan(session_name, events)
         if self._indexes_in_script:
             written = await self._commit(session_name, read, session, session["status"], planned, left=left)
-            if isinstance(written, _Conflict):
+            if isinstance(written, Conflict):
                 return written
             seq, event_ids = written
             assert seq is not None, "a session entering a status gets a number"
             numbered: Session = {**session, "status_seq": seq}
             # What the script wrote: the same JSON with the number in its place.
-            return _Committed(numbered, planned, event_ids, rules.encode(numbered))
+            return Committed(numbered, planned, event_ids, rules.encode(numbered))
         # A cluster: the number from its own clock, the indexes around the commit.
-        session = {**session, "status_seq": await self._next_seq()}
-        await self._enter_status(session)
+        session = {**session, "status_seq": await self._indexes.next_seq()}
+        await self._indexes.enter(session)
         written = await self._commit(session_name, read, session, session["status"], planned)
-        if isinstance(written, _Conflict):
+        if isinstance(written, Conflict):
             if left != session["status"]:
-                await self._leave_status(session_name, session["status"])  # lost the race
+                await self._indexes.leave(session_name, session["status"])  # lost the race
             return written
-        await self._after_commit(session, left)
-        return _Committed(session, planned, written[1], rules.encode(session))
+        await self._indexes.after_commit(session, left)
+        return Committed(session, planned, written[1], rules.encode(session))
 
     async def _commit(
         self,
@@ -422,7 +347,7 @@ class RedisSessionStore(SessionStore):
         *,
         message: Message | None = None,
         left: Status | None = None,
-    ) -> "tuple[int | None, list[str]] | _Conflict":
+    ) -> "tuple[int | None, list[str]] | Conflict":
         """One ACTION_SCRIPT: write ``session`` and/or append ``message``, with the planned
         events, if the session is still ``read``; the keys then live for what status ``lives``
         gives. With ``session`` at NEW_SEQ (one Redis) it enters its status here, leaving
@@ -443,9 +368,9 @@ class RedisSessionStore(SessionStore):
             rules.encode(message) if message is not None else "",
             self.bounds.transcript_messages,
             self.bounds.transcript_bytes,
-            _ms(self.bounds.ttl(lives)),
+            ms(self.bounds.ttl(lives)),
             "1" if enters else "",
-            _ms(self.bounds.ttl("bot_active")),
+            ms(self.bounds.ttl("bot_active")),
             session_name,
             *section.args,
         ]
@@ -454,38 +379,9 @@ class RedisSessionStore(SessionStore):
         else:
             reply = await self._action(keys=keys, args=args)
         if not int(reply[0]):
-            return _Conflict(reply[1] or None)
+            return Conflict(reply[1] or None)
         seq = as_text(reply[1])
         return (int(seq) if seq else None), [as_text(event_id) for event_id in reply[2:]]
-
-    async def _enter_status(self, session: Session) -> None:
-        """Index ``session`` under its status; the index lives as long as its newest entry."""
-        key = self.keys.status(session["status"])
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(key, {session["session_name"]: session["status_seq"]})
-            pipe.pexpire(key, _ms(self.bounds.ttl("bot_active")))
-            await pipe.execute()
-
-    async def _after_commit(self, session: Session, left: Status | None = None) -> None:
-        """The index work after a commit: index the session under its status again (undoing
-        a racing removal) and drop it from the status it ``left``. The change is made by
-        then, so a failure here (a cluster shard away) is logged, not answered 503: the worst
-        it leaves is an index entry naming a session that has moved on, which readers skip."""
-        name = session["session_name"]
-        try:
-            await self._enter_status(session)
-            if left is not None and left != session["status"]:
-                await self._leave_status(name, left)
-        except RedisError as exc:
-            logger.warning("status index of %r not updated after its change: %r", name, exc)
-
-    async def _leave_status(self, session_name: str, status: str) -> None:
-        """Drop the name from a status index; put it back if the session has that status now
-        (a mover added it before our removal and committed before our check)."""
-        await self._redis.zrem(self.keys.status(status), session_name)
-        raw = await self._redis.get(self.keys.session(session_name))
-        if raw is not None and (session := _decode(raw))["status"] == status:
-            await self._enter_status(session)
 
     async def _retrying(self, session_name: str, attempt: Attempt[T], *, recent: bool = True) -> T:
         """Run ``attempt`` on the session until it commits, giving it the session as the
@@ -499,7 +395,7 @@ class RedisSessionStore(SessionStore):
             self._recent.put(session_name, raw)
             return cast(bytes | None, raw)
 
-        async def attempts() -> _Committed[T]:
+        async def attempts() -> Committed[T]:
             raw = self._recent.get(session_name) if recent else None
             remembered = raw is not None  # a guess: only a commit proves it was right
             if raw is None:
@@ -512,11 +408,11 @@ class RedisSessionStore(SessionStore):
                         raise
                     outcome = None  # refused on what this process remembered: ask Redis
                 if outcome is None or (
-                    remembered and not isinstance(outcome, _Conflict) and not outcome.wrote
+                    remembered and not isinstance(outcome, Conflict) and not outcome.wrote
                 ):
                     raw, remembered = await read(), False
                     continue
-                if not isinstance(outcome, _Conflict):
+                if not isinstance(outcome, Conflict):
                     return outcome
                 raw, remembered = outcome.current, False  # what the script found: Redis's word
                 self._recent.put(session_name, raw)
@@ -566,7 +462,7 @@ class RedisSessionStore(SessionStore):
                 pipe.delete(key)
                 if scores:
                     pipe.zadd(key, scores)
-                    pipe.pexpire(key, _ms(self.bounds.ttl("bot_active")))
+                    pipe.pexpire(key, ms(self.bounds.ttl("bot_active")))
                 await pipe.execute()
             logger.info("upgraded the %s index: %d sessions", status, len(scores))
         return touched
@@ -582,20 +478,20 @@ class RedisSessionStore(SessionStore):
     async def _adopt(self, session: Session, messages: list[Message]) -> bool:
         name = session["session_name"]
         # A fresh place in the queue order of this Redis, in the order the sessions had.
-        record: Session = {**session, "status_seq": await self._next_seq()}
-        await self._enter_status(record)
+        record: Session = {**session, "status_seq": await self._indexes.next_seq()}
+        await self._indexes.enter(record)
         written = await self._adopt_script(
             keys=self.keys.of_session(name),
             args=[
                 rules.encode(record),
-                _ms(self.bounds.ttl(record["status"])),
+                ms(self.bounds.ttl(record["status"])),
                 *(rules.encode(m) for m in messages),
             ],
         )
         if written:
-            await self._after_commit(record)
+            await self._indexes.after_commit(record)
         else:
-            await self._leave_status(name, record["status"])
+            await self._indexes.leave(name, record["status"])
         return bool(written)
 
     async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
@@ -615,10 +511,6 @@ class RedisSessionStore(SessionStore):
             self._down = False
             logger.info("session store available again")
         return result
-
-
-def _ms(seconds: float) -> int:
-    return max(1, int(seconds * 1000))
 
 
 def _found(session_name: str, raw: bytes | str | None) -> Session:
