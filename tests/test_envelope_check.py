@@ -3,6 +3,7 @@ to save their cost on the events the server publishes; it must never accept an e
 schemas refuse, and it must accept what the server actually publishes (or it saves nothing).
 Generated events: valid ones of every type, then each mutated where a check could slip."""
 
+import os
 from typing import Any
 
 from hypothesis import given, settings
@@ -13,7 +14,9 @@ from app.domain.store import Session, Transition
 from app.domain.store.rules import new_message, new_session
 from schemas.envelope import _plainly_valid, schema_errors, validate_event
 
-EXAMPLES = 3000
+# The fast tier (make test-fast sets SWITCHBOARD_FUZZ_TIER=fast, as for tests/test_fuzz.py)
+# runs a tenth; the whole suite runs them all.
+EXAMPLES = 3000 // (10 if os.environ.get("SWITCHBOARD_FUZZ_TIER") == "fast" else 1)
 
 names = st.one_of(
     st.from_regex(r"[A-Za-z0-9_-]{1,64}", fullmatch=True),
