@@ -8,13 +8,12 @@ from marshmallow import Schema, ValidationError
 
 from app.backends import Backends
 from app.domain.auth import Principal
-from app.keys import BACKENDS, COMPONENT, SETTINGS, SOURCE
+from app.keys import BACKENDS, COMPONENT, SETTINGS
 from app.web.answers import json_answer
 from app.web.errors import ApiError
 from handlers.access import check_incarnation, require_reader
 from handlers.sse import stream_events
 from realtime.channels import presence_channel, session_channel
-from realtime.events import envelope
 from schemas import TranscriptQuerySchema, is_valid_name
 from schemas.fields import NAME_ERROR
 
@@ -71,12 +70,6 @@ def checked_content(request: web.Request, content: str) -> str:
     if len(content) > limit:
         raise ValidationError({"content": [f"Longer than maximum length {limit}."]})
     return content
-
-
-async def publish(request: web.Request, channel: str, type_: str, payload: dict[str, Any]) -> str:
-    """Publish with the source of the sub-app serving the request: never the client's word."""
-    event = envelope(type_, payload, request.app[SOURCE])
-    return await backends(request).broker.publish(channel, event)
 
 
 async def get_session(request: web.Request) -> web.Response:
