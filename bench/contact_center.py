@@ -49,6 +49,7 @@ from bench.procs import (
     CpuMeter,
     RedisProcess,
     ServerProcess,
+    children,
     raise_open_files_limit,
     redis_connections,
     rss_kib,
@@ -332,19 +333,6 @@ class ContactCenterServer(ServerProcess):
                 return
             time.sleep(WORKER_POLL)
         raise RuntimeError(f"only {len(seen)} of {self.workers} workers answered /health")
-
-
-def children(pid: int) -> list[int]:
-    """The live children of ``pid`` (from /proc/*/stat)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return sorted(found)
 
 
 @dataclass(slots=True)

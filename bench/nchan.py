@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from app.domain.store.rules import new_message
-from bench.procs import START_TIMEOUT, die_with_parent, stop_pid
+from bench.procs import START_TIMEOUT, children, die_with_parent, stop_pid
 from bench.publisher import AGENT, PublishRun
 from bench.results import NCHAN
 from realtime.channels import session_channel
@@ -160,21 +160,6 @@ class NchanProcess:
         ended = stop_pid(self.process)
         self.process = None
         return ended
-
-
-def children(pid: int) -> list[int]:
-    """The PIDs whose parent is ``pid`` (from /proc/<pid>/stat)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue  # gone meanwhile
-        if int(stat.rpartition(")")[2].split()[1]) == pid:
-            found.append(int(entry.name))
-    return sorted(found)
 
 
 def connected_envelope(session: str) -> bytes:

@@ -202,6 +202,20 @@ class ServerProcess:
         return ended
 
 
+def children(pid: int) -> list[int]:
+    """The live children of ``pid`` (from /proc/*/stat): a supervisor's workers, nginx's
+    worker."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return sorted(found)
+
+
 def rss_kib(pid: int) -> int:
     """VmRSS of ``pid`` in KiB (from /proc/<pid>/status)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
