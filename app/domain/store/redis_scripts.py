@@ -7,6 +7,23 @@ from realtime.event_script import EVENTS_LUA
 # Written in a session that is to get the next status_seq: the script puts the number there.
 NEW_SEQ = -1
 
+# ``next_seq(clock, ttl)``: the next queue number, Redis's time in microseconds or one past the
+# clock's last number if that is later (so it strictly increases whatever the clocks do), kept
+# in ``clock`` for ``ttl`` ms. Returned as text: Lua numbers are doubles, exact up to 2^53.
+NEXT_SEQ_LUA = """
+local function next_seq(clock, ttl)
+  local time = redis.call('TIME')
+  local number = tonumber(time[1]) * 1000000 + tonumber(time[2])
+  local last = tonumber(redis.call('GET', clock) or '0')
+  if last >= number then
+    number = last + 1
+  end
+  local text = string.format('%.0f', number)
+  redis.call('SET', clock, text, 'PX', ttl)
+  return text
+end
+"""
+
 # KEYS: session, messages, transcript size, the status_seq clock, the index of the status the
 # session enters, the index of the status it leaves; then the events' (realtime.event_script).
 # ARGV: 1 the session as read ("" = absent), 2 the session to write ("" = unchanged), 3 a
@@ -19,6 +36,7 @@ NEW_SEQ = -1
 # lives on, an abandoned one goes.
 ACTION_SCRIPT = (
     EVENTS_LUA
+    + NEXT_SEQ_LUA
     + """
 local current = redis.call('GET', KEYS[1]) or ''
 if current ~= ARGV[1] then
@@ -26,14 +44,7 @@ if current ~= ARGV[1] then
 end
 local session, seq = ARGV[2], ''
 if ARGV[7] == '1' then
-  local time = redis.call('TIME')
-  local number = tonumber(time[1]) * 1000000 + tonumber(time[2])
-  local last = tonumber(redis.call('GET', KEYS[4]) or '0')
-  if last >= number then
-    number = last + 1
-  end
-  seq = string.format('%.0f', number)
-  redis.call('SET', KEYS[4], seq, 'PX', ARGV[8])
+  seq = next_seq(KEYS[4], ARGV[8])
   session = string.gsub(session, '"status_seq":%-1([,}])', '"status_seq":' .. seq .. '%1', 1)
   redis.call('ZADD', KEYS[5], seq, ARGV[9])
   redis.call('PEXPIRE', KEYS[5], ARGV[8])
@@ -80,20 +91,9 @@ redis.call('PEXPIRE', KEYS[3], ARGV[2])
 return 1
 """
 
-# KEYS: the status_seq clock. ARGV: its lifetime in ms. The next queue number: Redis's time
-# in microseconds, or one past the last number if that is later (so it strictly increases
-# whatever the clocks do). Returned as text: Lua numbers are doubles, exact up to 2^53.
-NEXT_SEQ_SCRIPT = """
-local time = redis.call('TIME')
-local seq = tonumber(time[1]) * 1000000 + tonumber(time[2])
-local last = tonumber(redis.call('GET', KEYS[1]) or '0')
-if last >= seq then
-  seq = last + 1
-end
-local text = string.format('%.0f', seq)
-redis.call('SET', KEYS[1], text, 'PX', ARGV[1])
-return text
-"""
+# KEYS: the status_seq clock. ARGV: its lifetime in ms. The next queue number (a cluster's:
+# the action script takes its own on one Redis).
+NEXT_SEQ_SCRIPT = NEXT_SEQ_LUA + "return next_seq(KEYS[1], ARGV[1])\n"
 
 # KEYS: session, messages, transcript size. ARGV: the status_seq the session closed with.
 # Deletes the session if it is still that closed session (not one re-created since); 1 if so.
