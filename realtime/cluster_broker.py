@@ -14,17 +14,19 @@ still strictly increase. All of that is ``ClusterLayout``: the nodes run the sin
 While a shard is away, its channels' events cannot get ids (they come from the shard's
 clock), so there is no local-only delivery as on one Redis. A session's state and its events
 share a shard, so a change to a session on a lost shard is refused (503) before anything is
-written. What an accepted change must still publish on another shard that is away (the
-broadcast and agent channels share one) waits in a bounded outbox (realtime.outbox), in order
-per tag, and is published when the shard answers again. A slot that moves to another node ends
+written. What an accepted change must still publish on another slot waits in the session's
+outbox in Redis (realtime.session_outbox) until it is out, so neither a shard that is away nor
+a process that dies loses it; what the broker publishes itself waits for an away shard in a
+bounded in-memory outbox (realtime.outbox), in order per tag. A slot that moves to another node ends
 the streams on it, which then resume on the new owner (the history moves with the slot).
 """
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import orjson
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
@@ -38,7 +40,8 @@ from realtime.layout import namespace_prefix
 from realtime.outbox import Outbox
 from realtime.redis_node import RedisNode
 from realtime.redis_replies import DISCONNECTED, UNAVAILABLE
-from realtime.scripted_events import Outgoing, ScriptedEvents, record_on
+from realtime.scripted_events import Planned, ScriptedEvents, record_on
+from realtime.session_outbox import SessionOutboxes
 from realtime.subscription import Feed
 
 logger = logging.getLogger(__name__)
@@ -95,29 +98,39 @@ class ClusterLayout:
 
 class ClusterScriptedEvents(ScriptedEvents):
     """On a cluster a script reaches only its own slot: the events of other slot tags (the
-    broadcast and agent channels), and the feed copies of session events, are published by the
-    broker after it (through the outbox while their shard is away)."""
+    broadcast and agent channels), and the feed copies of session events, go into the
+    session's outbox in the script and are published from there (realtime.session_outbox)."""
 
-    def __init__(self, broker: "ClusterBroker", keys: EventKeys) -> None:
+    def __init__(self, broker: "ClusterBroker", keys: EventKeys, outboxes: SessionOutboxes) -> None:
         super().__init__(keys)
         self._broker = broker
+        self._outboxes = outboxes
 
     def _belongs(self, channel: str, home: str) -> bool:
         return slot_tag(channel) == home
 
-    def _also_after(
-        self, in_script: list[tuple[str, dict[str, Any], str]], after: list[Outgoing]
-    ) -> list[Outgoing]:
-        feed = [
-            (SESSIONS_FEED, event) for channel, event, _ in in_script if channel.startswith(SESSION_PREFIX)
-        ]
-        return feed + after
+    def _planned(
+        self, in_script: list[tuple[str, dict[str, Any], str]], elsewhere: list[tuple[str, str]], home: str
+    ) -> Planned:
+        own = [(channel, data) for channel, _, data in in_script]
+        held = [
+            (SESSIONS_FEED, data) for channel, data in own if channel.startswith(SESSION_PREFIX)
+        ] + elsewhere
+        if not held:
+            return Planned(in_script, self._keys.section(own), home)
+        section = self._keys.section(own, (self._outboxes.outbox_key(home), held))
+        return Planned(in_script, section, home, self._outboxes.pending_member(home))
+
+    async def before(self, planned: Planned) -> None:
+        if planned.pending:
+            await self._outboxes.note_pending(planned.home, planned.pending)
 
     def _record(self, event_id: str, channel: str, event: dict[str, Any], data: str) -> None:
         record_on(self._broker._owner((channel,)), event_id, channel, event, data)
 
-    async def _publish_after(self, channel: str, event: dict[str, Any]) -> None:
-        await self._broker.publish(channel, event)
+    async def _after(self, planned: Planned, held: Sequence[str]) -> None:
+        if planned.pending:
+            await self._outboxes.drained(planned.home, planned.pending, held)
 
 
 class ClusterBroker(Broker):
@@ -144,20 +157,22 @@ class ClusterBroker(Broker):
         self._layout = ClusterLayout(namespace)
         self._nodes: dict[str, RedisNode] = {}
         self._subscribers: list[Redis] = []
+        self._namespace = namespace
         self._outbox = Outbox(self._publish_now, limit=OUTBOX_LIMIT, retry=OUTBOX_RETRY)
+        self._outboxes: SessionOutboxes | None = None
         self._scripted: ClusterScriptedEvents | None = None
 
     def scripted_events(self) -> ClusterScriptedEvents:
         if self._scripted is None:
             any_node = next(iter(self._nodes.values()), None)
-            if any_node is None:
+            if any_node is None or self._outboxes is None:
                 raise BrokerError("the cluster broker has not started")
-            self._scripted = ClusterScriptedEvents(self, any_node.log.keys)
+            self._scripted = ClusterScriptedEvents(self, any_node.log.keys, self._outboxes)
         return self._scripted
 
     @property
     def waiting(self) -> int:
-        return len(self._outbox)
+        return len(self._outbox) + (self._outboxes.waiting if self._outboxes is not None else 0)
 
     @property
     def available(self) -> bool:
@@ -174,6 +189,17 @@ class ClusterBroker(Broker):
         for node in self._cluster.get_primaries():
             self._node(node.name, node.host, int(node.port))
         await asyncio.gather(*(node.connection.wait_available() for node in self._nodes.values()))
+        if self._outboxes is None:
+            any_node = next(iter(self._nodes.values()))
+            self._outboxes = SessionOutboxes(
+                self._cluster,
+                self._publish_relayed,
+                namespace=self._namespace,
+                ttl_ms=any_node.log.keys.ttl_ms,
+                retry=OUTBOX_RETRY,
+                limit=OUTBOX_LIMIT,
+            )
+            self._outboxes.start()
         return self.available
 
     def _node(self, name: str, host: str, port: int) -> RedisNode:
@@ -246,6 +272,19 @@ class ClusterBroker(Broker):
             raise BrokerError(f"publish failed: {exc}") from exc
         return node.published(event_id, channel, event, data)
 
+    async def _publish_relayed(self, channel: str, data: str, mark_key: str, entry_id: str) -> str | None:
+        """An event from a session's outbox (realtime.session_outbox); None if it was out."""
+        node = self._owner((channel,))
+        try:
+            event_id = await node.log.append_relayed(channel, data, mark_key, entry_id)
+        except UNAVAILABLE as exc:
+            raise ShardUnavailable(f"publish failed: shard unavailable: {exc!r}") from exc
+        except RedisError as exc:
+            raise BrokerError(f"publish failed: {exc}") from exc
+        if event_id is None:
+            return None
+        return node.published(event_id, channel, orjson.loads(data), data)
+
     def _defer(self, channel: str, event: dict[str, Any]) -> str:
         validated(event)  # a bad event is refused now, not found out later
         self._outbox.add(channel, event)
@@ -268,6 +307,8 @@ class ClusterBroker(Broker):
         return await self._owner(channels).history(channels, after)
 
     async def close(self) -> None:
+        if self._outboxes is not None:
+            await self._outboxes.close()
         await self._outbox.close()
         await super().close()
         await asyncio.gather(*(node.connection.close() for node in self._nodes.values()))

@@ -23,7 +23,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from realtime import ids
 from realtime.errors import BrokerError
-from realtime.event_script import EVENTS_LUA, EventKeys
+from realtime.event_script import EVENTS_LUA, RELAYED_PUBLISH_SCRIPT, EventKeys
 from realtime.events import Event
 from realtime.history import HISTORY_BYTES, History, merge
 from realtime.layout import Layout
@@ -96,6 +96,7 @@ class RedisEventLog:
         self._ttl_ms = int(history_ttl * 1000)  # of histories, their sizes and the clocks
         self.keys = EventKeys(layout, history_maxlen, history_bytes, self._ttl_ms)
         self._publish_script = redis.register_script(PUBLISH_SCRIPT)
+        self._relayed_publish_script = redis.register_script(RELAYED_PUBLISH_SCRIPT)
         self._advance_clock_script = redis.register_script(ADVANCE_CLOCK_SCRIPT)
         self._position_script = redis.register_script(POSITION_SCRIPT)
         # The newest id seen or made; ids for events published while Redis is away come just
@@ -111,6 +112,19 @@ class RedisEventLog:
         what an outage means is the broker's call."""
         section = self.keys.section([(channel, data)])
         result = await self._publish_script(keys=section.keys, args=section.args)
+        event_id = as_text(result)
+        self.clock.observe(ids.parse(event_id))
+        return event_id
+
+    async def append_relayed(self, channel: str, data: str, mark_key: str, entry_id: str) -> str | None:
+        """As ``append``, for the outbox entry ``entry_id`` of a session whose mark on this
+        channel's slot is ``mark_key``: None if that entry (or a newer one) is out already."""
+        section = self.keys.section([(channel, data)])
+        result = await self._relayed_publish_script(
+            keys=[mark_key, *section.keys], args=[entry_id, self._ttl_ms, *section.args]
+        )
+        if result is None:
+            return None
         event_id = as_text(result)
         self.clock.observe(ids.parse(event_id))
         return event_id

@@ -18,15 +18,12 @@ from realtime.layout import Layout
 # a+1 how many, a+2 .. a+7 the history bounds (events, bytes), their lifetime (ms), the publish
 # command (PUBLISH, or SPUBLISH on a cluster) and the pattern history's bounds (events, bytes);
 # then per event its wire channel, its data and how many keys it has: 3 (history, its size, the
-# clock) or 5 (and the history of the pattern its channel matches, with its size). Returns the
-# ids, in order.
+# clock) or 5 (and the history of the pattern its channel matches, with its size). Then the
+# outbox (a cluster's: events for other slots, which the script cannot reach): how many, and if
+# any, its key (the next KEYS), its lifetime (ms) and per event its channel and data, added to
+# the outbox stream. Returns the ids, in order, then (if the outbox took any) every entry the
+# outbox holds, older ones first, as id, channel, data.
 #
-# An id is max(now, last + 1) of the clock, so ids are unique and increasing on a clock (one
-# for all channels on one Redis: a stream of several channels sees them in order). Should a
-# history hold a larger id than its clock (the clock key was lost), XADD picks the id itself
-# and the clock catches up, rather than the event being refused. A history keeps its newest
-# events within its count, its bytes and its lifetime (ids are milliseconds: the oldest
-# entries go first, as a trim would); the clock and the sizes expire with the histories.
 EVENTS_LUA = """
 local function append(key, size_key, id, data, max_len, max_bytes, cutoff_ms, ttl)
   local added = redis.pcall('XADD', key, id, 'd', data)
@@ -64,31 +61,54 @@ local function next_id(clock, now_ms)
   return string.format('%.0f-%.0f', ms, seq)
 end
 
-local function publish_events(k, a)
+local function to_outbox(k, a)
   local count = tonumber(ARGV[a + 1])
   if count == 0 then
     return {}
   end
-  local max_len, max_bytes = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
-  local ttl, command = tonumber(ARGV[a + 4]), ARGV[a + 5]
-  local pattern_len, pattern_bytes = tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7])
-  local now = redis.call('TIME')
-  local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-  local cutoff_ms = now_ms - ttl
-  local ids = {}
-  a = a + 7
+  local key, ttl = KEYS[k + 1], ARGV[a + 2]
+  a = a + 2
   for i = 1, count do
-    local wire, data, keys = ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
-    local clock = KEYS[k + 3]
-    local id = append(KEYS[k + 1], KEYS[k + 2], next_id(clock, now_ms), data, max_len, max_bytes, cutoff_ms, ttl)
-    redis.call('SET', clock, id, 'PX', ttl)
-    if keys == 5 then
-      append(KEYS[k + 4], KEYS[k + 5], id, data, pattern_len, pattern_bytes, cutoff_ms, ttl)
+    redis.call('XADD', key, '*', 'c', ARGV[a + 1], 'd', ARGV[a + 2])
+    a = a + 2
+  end
+  redis.call('PEXPIRE', key, ttl)
+  local held = {}
+  for _, entry in ipairs(redis.call('XRANGE', key, '-', '+')) do
+    local fields = entry[2]
+    held[#held + 1] = entry[1]
+    held[#held + 1] = fields[2]
+    held[#held + 1] = fields[4]
+  end
+  return held
+end
+
+local function publish_events(k, a)
+  local count = tonumber(ARGV[a + 1])
+  local ids = {}
+  if count > 0 then
+    local max_len, max_bytes = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+    local ttl, command = tonumber(ARGV[a + 4]), ARGV[a + 5]
+    local pattern_len, pattern_bytes = tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7])
+    local now = redis.call('TIME')
+    local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+    local cutoff_ms = now_ms - ttl
+    for i = 1, count do
+      local at = a + 7 + 3 * (i - 1)
+      local wire, data, keys = ARGV[at + 1], ARGV[at + 2], tonumber(ARGV[at + 3])
+      local clock = KEYS[k + 3]
+      local id = append(KEYS[k + 1], KEYS[k + 2], next_id(clock, now_ms), data, max_len, max_bytes, cutoff_ms, ttl)
+      redis.call('SET', clock, id, 'PX', ttl)
+      if keys == 5 then
+        append(KEYS[k + 4], KEYS[k + 5], id, data, pattern_len, pattern_bytes, cutoff_ms, ttl)
+      end
+      redis.call(command, wire, id .. ' ' .. data)
+      ids[i] = id
+      k = k + keys
     end
-    redis.call(command, wire, id .. ' ' .. data)
-    ids[i] = id
-    a = a + 3
-    k = k + keys
+  end
+  for _, held in ipairs(to_outbox(k, a + 7 + 3 * count)) do
+    ids[#ids + 1] = held
   end
   return ids
 end
@@ -105,7 +125,30 @@ class EventSection:
 
 
 # The section of a script that publishes nothing.
-NO_EVENTS = EventSection([], [0, 0, 0, 0, "PUBLISH", 0, 0])
+NO_EVENTS = EventSection([], [0, 0, 0, 0, "PUBLISH", 0, 0, 0])
+
+# Published from a session's outbox (a cluster's; realtime.session_outbox): KEYS[1] the mark of
+# the newest outbox entry of that session published on the event's slot, ARGV[1] this entry's
+# id, ARGV[2] the mark's lifetime (ms); then one event's section. Publishes only an entry newer
+# than the mark, so that one published twice (by the process that committed it and by a relay
+# after it died) goes out once; returns its id, or false if it was out already.
+RELAYED_PUBLISH_SCRIPT = (
+    EVENTS_LUA
+    + """
+local function older(a, b)
+  local a_ms, a_seq = string.match(a, '^(%d+)-(%d+)$')
+  local b_ms, b_seq = string.match(b, '^(%d+)-(%d+)$')
+  a_ms, b_ms = tonumber(a_ms), tonumber(b_ms)
+  return a_ms < b_ms or (a_ms == b_ms and tonumber(a_seq) <= tonumber(b_seq))
+end
+local mark = redis.call('GET', KEYS[1])
+if mark and older(ARGV[1], mark) then
+  return false
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return publish_events(1, 2)[1]
+"""
+)
 
 
 def size_key(history_key: str) -> str:
@@ -123,8 +166,11 @@ class EventKeys:
     history_bytes: int
     ttl_ms: int
 
-    def section(self, events: Sequence[tuple[str, str]]) -> EventSection:
-        """``publish_events``'s part for ``events`` as (channel, data), in order."""
+    def section(
+        self, events: Sequence[tuple[str, str]], outbox: "tuple[str, Sequence[tuple[str, str]]] | None" = None
+    ) -> EventSection:
+        """``publish_events``'s part for ``events`` as (channel, data), in order, and the
+        ``outbox`` (its key, and its events as (channel, data)) if any."""
         layout = self.layout
         keys: list[str] = []
         args: list[Any] = [
@@ -143,4 +189,11 @@ class EventKeys:
             if pattern_history is not None:
                 keys += [pattern_history, size_key(pattern_history)]
             args += [layout.wire(channel), data, 3 if pattern_history is None else 5]
+        if not outbox or not outbox[1]:
+            return EventSection(keys, [*args, 0])
+        outbox_key, held = outbox
+        keys.append(outbox_key)
+        args += [len(held), self.ttl_ms]
+        for channel, data in held:
+            args += [channel, data]
         return EventSection(keys, args)

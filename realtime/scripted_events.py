@@ -3,14 +3,15 @@ commits a change and publishes every event it causes in one script, so that a pr
 dies after the script leaves no committed change unannounced.
 
 The broker decides which events can go into a script whose keys live on ``home`` (a slot tag;
-on one Redis every event can) and publishes the others itself, after the script, the way it
-publishes anything (on a cluster: through its ordered outbox while their shard is away). The
-caller runs realtime.event_script's ``publish_events`` on the section's keys and arguments and hands
-the ids back to ``finish``."""
+on one Redis every event can). On a cluster the others go into the session's outbox in the
+same script and the broker publishes them after it (realtime.session_outbox), so they too
+survive the process. The caller calls ``before`` before each run of the script, runs
+realtime.event_script's ``publish_events`` on the section's keys and arguments, and hands its
+reply to ``finish``."""
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from realtime import ids
@@ -26,12 +27,14 @@ Outgoing = tuple[str, dict[str, Any]]
 
 @dataclass(frozen=True, slots=True)
 class Planned:
-    """The events of one script: those it publishes (with their encodings) and its section,
-    and those the broker publishes after it."""
+    """The events of one script: those it publishes (with their encodings), its section, and
+    (a cluster's) those it leaves in the session's outbox for the broker to publish after it,
+    with the name the session is known by among the pending outboxes."""
 
     in_script: list[tuple[str, dict[str, Any], str]]
     section: EventSection
-    after: list[Outgoing] = field(default_factory=list)
+    home: str = ""
+    pending: str = ""
 
 
 class ScriptedEvents(ABC):
@@ -40,42 +43,48 @@ class ScriptedEvents(ABC):
 
     def plan(self, events: Sequence[Outgoing], home: str) -> Planned:
         """Validate and encode ``events`` (ValidationError for a bad one, before anything is
-        written) and split them into the script's part and the broker's."""
+        written) and split them into the script's part and the outbox's."""
         in_script: list[tuple[str, dict[str, Any], str]] = []
-        after: list[Outgoing] = []
+        elsewhere: list[tuple[str, str]] = []
         for channel, event in events:
             data = validated(event)
             if self._belongs(channel, home):
                 in_script.append((channel, event, data))
             else:
-                after.append((channel, event))
-        section = self._keys.section([(channel, data) for channel, _, data in in_script])
-        return Planned(in_script, section, self._also_after(in_script, after))
+                elsewhere.append((channel, data))
+        return self._planned(in_script, elsewhere, home)
 
-    async def finish(self, planned: Planned, event_ids: Sequence[str]) -> None:
-        """After the script committed: count the events it published (and hand them to this
-        process's streams if the pub/sub reader is away), then publish the rest."""
-        for (channel, event, data), event_id in zip(planned.in_script, event_ids, strict=True):
+    def _planned(
+        self, in_script: list[tuple[str, dict[str, Any], str]], elsewhere: list[tuple[str, str]], home: str
+    ) -> Planned:
+        if elsewhere:
+            raise AssertionError(f"events on {[c for c, _ in elsewhere]} were left out of the script")
+        return Planned(in_script, self._keys.section([(channel, data) for channel, _, data in in_script]))
+
+    async def before(self, planned: Planned) -> None:
+        """Before each run of the script (a cluster notes the session's outbox as pending)."""
+        return None
+
+    async def finish(self, planned: Planned, reply: Sequence[str]) -> None:
+        """After the script committed, with what its ``publish_events`` returned: count the
+        events it published (and hand them to this process's streams if the pub/sub reader is
+        away), then publish what waits in the outbox."""
+        count = len(planned.in_script)
+        for (channel, event, data), event_id in zip(planned.in_script, reply[:count], strict=True):
             self._record(event_id, channel, event, data)
-        for channel, event in planned.after:
-            await self._publish_after(channel, event)
+        await self._after(planned, reply[count:])
 
     @abstractmethod
     def _belongs(self, channel: str, home: str) -> bool:
         """Whether the channel's keys live on the slot of ``home``."""
 
-    def _also_after(
-        self, in_script: list[tuple[str, dict[str, Any], str]], after: list[Outgoing]
-    ) -> list[Outgoing]:
-        """What else the broker publishes for the events the script does (a cluster's feed)."""
-        return after
-
     @abstractmethod
     def _record(self, event_id: str, channel: str, event: dict[str, Any], data: str) -> None:
         """What the broker does with an event it published itself (count it, ...)."""
 
-    async def _publish_after(self, channel: str, event: dict[str, Any]) -> None:
-        raise AssertionError(f"an event on {channel} was left out of the script on one Redis")
+    async def _after(self, planned: Planned, held: Sequence[str]) -> None:
+        """Publish the outbox's entries (id, channel, data each) the script answered."""
+        return None
 
 
 def record_on(node: RedisNode, event_id: str, channel: str, event: dict[str, Any], data: str) -> None:

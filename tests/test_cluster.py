@@ -41,7 +41,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import pytest
@@ -55,7 +55,9 @@ from app.domain.store.redis_indexes import StoreKeys
 from app.process.settings import Settings
 from realtime.channels import BROADCAST, agent_channel, session_channel
 from realtime.cluster_broker import OUTBOX_RETRY, ClusterLayout
+from realtime.event_log import RedisEventLog
 from realtime.redis_replies import as_text
+from realtime.session_outbox import SessionOutboxes
 from tests.support import wait
 from tests.support.api import (
     Reply,
@@ -901,6 +903,37 @@ async def test_a_session_on_a_dead_shard_is_refused_before_anything_is_written(
     finally:
         await restore(redis_cluster, victim)
     assert "Traceback" not in process.log(), process.log()[-3000:]
+
+
+async def test_an_outbox_entry_goes_out_once_however_often_it_is_published(
+    cluster_url: str, admin: ClusterClient
+) -> None:
+    """The relayed publish refuses an entry no newer than its session's mark on the target
+    slot (a committer and a relay may both publish one); a relay round publishes what a
+    pending outbox holds, empties it, takes it off the pending index, and then finds nothing."""
+    log = RedisEventLog(admin, LAYOUT)
+    outboxes = SessionOutboxes(admin, log.append_relayed, ttl_ms=60_000, grace=0.0)
+    data = [json.dumps(event(n)) for n in range(3)]
+    mark = outboxes.mark_key(BROADCAST, "s1")
+    assert await log.append_relayed(BROADCAST, data[0], mark, "100-1") is not None
+    assert await log.append_relayed(BROADCAST, data[0], mark, "100-1") is None  # again
+    assert await log.append_relayed(BROADCAST, data[0], mark, "99-7") is None  # older
+    assert await log.append_relayed(BROADCAST, data[1], mark, "100-2") is not None
+    other = outboxes.mark_key(BROADCAST, "s2")
+    assert await log.append_relayed(BROADCAST, data[1], other, "100-1") is not None  # another session's
+    assert await admin.xlen(LAYOUT.history_key(BROADCAST)) == 3
+
+    # What a process killed after its script leaves: an entry, and the session noted pending.
+    await admin.xadd(outboxes.outbox_key("s3"), {"c": agent_channel("a9"), "d": data[2]})
+    await admin.zadd(outboxes.pending_keys("s3")[0], {"s3 dead": 1})
+    assert await outboxes.relay_once() == 1
+    relayed = cast(
+        list[tuple[str, dict[str, str]]], await admin.xrange(LAYOUT.history_key(agent_channel("a9")))
+    )
+    assert [fields["d"] for _, fields in relayed] == [data[2]]
+    assert await admin.xlen(outboxes.outbox_key("s3")) == 0
+    assert await admin.zcard(outboxes.pending_keys("s3")[0]) == 0
+    assert await outboxes.relay_once() == 0
 
 
 async def test_events_for_a_lost_workbench_shard_wait_and_arrive_once(

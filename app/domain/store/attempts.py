@@ -23,7 +23,7 @@ class Committed(Generic[T]):
 
     result: T
     planned: Planned | None
-    event_ids: list[str]
+    events_reply: list[str]  # publish_events: the ids, then a cluster outbox's entries
     stored: bytes | str | None  # the session as Redis has it now (None: unknown)
     wrote: bool = True  # False: decided from the session alone (nothing changed)
 

@@ -95,17 +95,31 @@ return 1
 # the action script takes its own on one Redis).
 NEXT_SEQ_SCRIPT = NEXT_SEQ_LUA + "return next_seq(KEYS[1], ARGV[1])\n"
 
-# KEYS: session, messages, transcript size. ARGV: the status_seq the session closed with.
-# Deletes the session if it is still that closed session (not one re-created since); 1 if so.
+# KEYS: session, messages, transcript size, the closed index (one Redis; on a cluster the
+# session's key again: the store updates the index after). ARGV: the status_seq the session
+# closed with, its name. Deletes the session (and its index entry) if it is still that closed
+# session (not one re-created since); 1 if so. The entry goes too if the session is gone or
+# not closed.
 DELETE_CLOSED_SCRIPT = """
+local function unindex()
+  if KEYS[4] ~= KEYS[1] then
+    redis.call('ZREM', KEYS[4], ARGV[2])
+  end
+end
 local raw = redis.call('GET', KEYS[1])
 if not raw then
+  unindex()
   return 0
 end
 local session = cjson.decode(raw)
-if session['status'] ~= 'closed' or string.format('%.0f', session['status_seq']) ~= ARGV[1] then
+if session['status'] ~= 'closed' then
+  unindex()
+  return 0
+end
+if string.format('%.0f', session['status_seq']) ~= ARGV[1] then
   return 0
 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+unindex()
 return 1
 """

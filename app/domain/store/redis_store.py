@@ -11,8 +11,8 @@ session is still those bytes, it writes the session, the transcript, the indexes
 and publishes every event the change causes, atomically; if not, it answers the session as it
 is now, and the change is worked out again from that. Of many concurrent takeovers exactly one
 commits; the others see the session held and get 409. On a Redis Cluster a script reaches the
-session's slot only: the indexes are kept around the commit and the events of other slots are
-published by the broker right after it.
+session's slot only: the indexes are kept around the commit, and the events of other slots
+wait in the session's outbox, written by the script, for the broker to publish.
 """
 
 import asyncio
@@ -167,7 +167,10 @@ class RedisSessionStore(SessionStore):
             if isinstance(outcome, Conflict):
                 return outcome
             return Committed(
-                Transition(outcome.result, before, True), outcome.planned, outcome.event_ids, outcome.stored
+                Transition(outcome.result, before, True),
+                outcome.planned,
+                outcome.events_reply,
+                outcome.stored,
             )
 
         # On a cluster the first write of a transition goes to other shards (the queue number,
@@ -284,10 +287,11 @@ class RedisSessionStore(SessionStore):
         return found, gone
 
     async def _delete_closed(self, name: str, session: Session) -> int:
-        deleted = await self._delete_closed_script(
-            keys=self.keys.of_session(name), args=[session["status_seq"]]
-        )
-        await self._indexes.leave(name, "closed")
+        keys = self.keys.of_session(name)
+        index = self.keys.status("closed") if self._indexes_in_script else keys[0]
+        deleted = await self._delete_closed_script(keys=[*keys, index], args=[session["status_seq"], name])
+        if not self._indexes_in_script:
+            await self._indexes.leave(name, "closed")
         return int(deleted)
 
     async def _get_all(self, keys: list[str]) -> list[bytes | None]:
@@ -321,11 +325,11 @@ class RedisSessionStore(SessionStore):
             written = await self._commit(session_name, read, session, session["status"], planned, left=left)
             if isinstance(written, Conflict):
                 return written
-            seq, event_ids = written
+            seq, events_reply = written
             assert seq is not None, "a session entering a status gets a number"
             numbered: Session = {**session, "status_seq": seq}
             # What the script wrote: the same JSON with the number in its place.
-            return Committed(numbered, planned, event_ids, rules.encode(numbered))
+            return Committed(numbered, planned, events_reply, rules.encode(numbered))
         # A cluster: the number from its own clock, the indexes around the commit.
         session = {**session, "status_seq": await self._indexes.next_seq()}
         await self._indexes.enter(session)
@@ -351,7 +355,7 @@ class RedisSessionStore(SessionStore):
         """One ACTION_SCRIPT: write ``session`` and/or append ``message``, with the planned
         events, if the session is still ``read``; the keys then live for what status ``lives``
         gives. With ``session`` at NEW_SEQ (one Redis) it enters its status here, leaving
-        ``left``. Returns the new status_seq (if any) and the events' ids."""
+        ``left``. Returns the new status_seq (if any) and the events' part of the reply."""
         keys = self.keys.of_session(session_name)
         enters = session is not None and session["status_seq"] == NEW_SEQ
         if enters:
@@ -374,6 +378,9 @@ class RedisSessionStore(SessionStore):
             session_name,
             *section.args,
         ]
+        if planned is not None:
+            assert self._events is not None
+            await self._events.before(planned)
         if self._pipe is not None:
             reply = await self._pipe.run_script(ACTION, keys, args)
         else:
@@ -426,7 +433,7 @@ class RedisSessionStore(SessionStore):
         self._recent.put(session_name, committed.stored)
         if committed.planned is not None:
             assert self._events is not None
-            await self._events.finish(committed.planned, committed.event_ids)
+            await self._events.finish(committed.planned, committed.events_reply)
         return committed.result
 
     async def upgrade(self) -> int:
