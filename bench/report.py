@@ -535,7 +535,7 @@ def scaled_down(plan: Any, scenarios: list[ScenarioResult]) -> list[str]:
     """What this run left out or made smaller than a real load test would."""
     top = max(plan.sizes)
     return [
-        "Scaled down to fit a 2-core machine and under 10 minutes for the whole matrix:",
+        "Scaled down to fit a 2-core machine and about a quarter of an hour for the whole run:",
         "",
         (
             "- the load generator (one receiver and one publisher process) shares the two cores "

@@ -67,7 +67,7 @@ RedisLike = RedisProcess | RedisClusterProcesses  # url, pids, flush(), connecti
 class Plan:
     """The matrix and its durations."""
 
-    sizes: tuple[int, ...] = (100, 1000, 5000)
+    sizes: tuple[int, ...] = (100, 1000, 3000, 5000)
     layouts: tuple[str, ...] = tuple(LAYOUTS)
     modes: tuple[str, ...] = MODES
     fixed_rate: float = 20.0  # messages per second, all sessions together
@@ -504,7 +504,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--sizes",
         type=lambda s: tuple(int(v) for v in s.split(",")),
-        help="comma-separated stream counts (default 100,1000,5000; quick: 100)",
+        help="comma-separated stream counts (default 100,1000,3000,5000; quick: 100)",
     )
     parser.add_argument(
         "--modes", type=lambda s: tuple(s.split(",")), help="comma-separated, of " + ",".join(MODES)
