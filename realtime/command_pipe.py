@@ -13,11 +13,13 @@ It speaks plain RESP2 over TCP with AUTH and SELECT (from the Redis URL); a URL 
 serve (TLS, a unix socket) leaves the hot path on redis-py (``CommandPipe.for_url`` says
 None). Errors are redis-py's, so callers judge an outage as they already do: a lost
 connection is ``ConnectionError`` for every command in flight (the next command connects
-again), no answer within the timeout is ``TimeoutError`` and drops the connection, and an
-error reply is ``ResponseError``.
+again), no answer within the timeout is ``TimeoutError`` and drops the connection (one timer
+per connection watches the oldest command: no timeout object per command), and an error reply
+is ``ResponseError``.
 """
 
 import asyncio
+import functools
 import hashlib
 import logging
 from collections import deque
@@ -52,12 +54,15 @@ class PipeScript:
 class _Connection(asyncio.Protocol):
     """The socket: commands out in order, replies in order to the oldest waiting future."""
 
-    def __init__(self) -> None:
+    def __init__(self, timeout: float) -> None:
         self._reader = hiredis.Reader(replyError=ResponseError)
-        self._waiting: deque[asyncio.Future[Any]] = deque()
+        # The futures of the commands sent, oldest first, each with its deadline.
+        self._waiting: deque[tuple[asyncio.Future[Any], float]] = deque()
         self._out: list[bytes] = []
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
+        self._timeout = timeout
+        self._watch: asyncio.TimerHandle | None = None
         self.lost: BaseException | None = None  # why the connection ended, once it has
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -68,11 +73,27 @@ class _Connection(asyncio.Protocol):
         if self.lost is not None or self._transport is None:
             raise RedisConnectionError(f"Redis connection lost: {self.lost!r}")
         future: asyncio.Future[Any] = self._loop.create_future()
-        self._waiting.append(future)
+        deadline = self._loop.time() + self._timeout
+        self._waiting.append((future, deadline))
+        if self._watch is None:
+            self._watch = self._loop.call_at(deadline, self._check_deadline)
         if not self._out:
             self._loop.call_soon(self._flush)
         self._out.append(packed)
         return future
+
+    def _check_deadline(self) -> None:
+        """One timer for all commands in flight, not one per command: replies come in order,
+        so only the oldest's deadline matters; past it the connection may be dead without
+        knowing it, and every command on it fails."""
+        self._watch = None
+        if not self._waiting or self.lost is not None:
+            return
+        deadline = self._waiting[0][1]
+        if self._loop.time() >= deadline:
+            self.abort(RedisTimeoutError(f"no answer from Redis in {self._timeout} s"))
+        else:
+            self._watch = self._loop.call_at(deadline, self._check_deadline)
 
     def _flush(self) -> None:
         out, self._out = self._out, []
@@ -92,9 +113,9 @@ class _Connection(asyncio.Protocol):
             if not self._waiting:
                 self.abort(RedisConnectionError("a reply from Redis that nothing asked for"))
                 return
-            future = self._waiting.popleft()
+            future = self._waiting.popleft()[0]
             if future.done():
-                continue  # its caller gave up (cancelled, timed out)
+                continue  # its caller gave up (cancelled)
             if isinstance(reply, ResponseError):
                 future.set_exception(reply)
             else:
@@ -111,8 +132,11 @@ class _Connection(asyncio.Protocol):
     def _fail(self, exc: Exception) -> None:
         if self.lost is None:
             self.lost = exc
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         while self._waiting:
-            future = self._waiting.popleft()
+            future = self._waiting.popleft()[0]
             if not future.done():
                 future.set_exception(exc)
 
@@ -184,14 +208,11 @@ class CommandPipe:
 
     async def _await(self, connection: _Connection, future: "asyncio.Future[Any]") -> Any:
         try:
-            async with asyncio.timeout(self._timeout):
-                return await future
-        except TimeoutError:
-            # Redis did not answer in time: the connection may be dead without knowing it.
-            connection.abort(RedisTimeoutError("Redis did not answer in time"))
+            return await future
+        except RedisTimeoutError:
             if self._connection is connection:
                 self._connection = None
-            raise RedisTimeoutError(f"no answer from Redis in {self._timeout} s") from None
+            raise
         except ResponseError as exc:
             if str(exc).startswith("NOSCRIPT"):
                 raise NoScriptError(str(exc)) from None
@@ -212,7 +233,9 @@ class CommandPipe:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self._connect_timeout):
-                _, connection = await loop.create_connection(_Connection, *self._address)
+                _, connection = await loop.create_connection(
+                    functools.partial(_Connection, self._timeout), *self._address
+                )
         except (OSError, TimeoutError) as exc:
             raise RedisConnectionError(f"cannot connect to Redis at {self._address}: {exc!r}") from exc
         for command in self._setup:

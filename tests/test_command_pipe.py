@@ -92,6 +92,9 @@ async def test_a_hung_server_times_out_and_is_used_again_when_it_answers(tmp_pat
         server.pause()
         with pytest.raises(RedisTimeoutError):
             await pipe.execute("GET", "k")
+        # Everything in flight fails with the oldest command (one timer for the connection).
+        replies = await asyncio.gather(*(pipe.execute("GET", "k") for _ in range(5)), return_exceptions=True)
+        assert all(isinstance(reply, RedisTimeoutError) for reply in replies), replies
         server.resume()
         assert await pipe.execute("GET", "k") == b"v"
     finally:

@@ -426,7 +426,7 @@ class RedisSessionStore(SessionStore):
             raise StoreUnavailable(f"session {session_name!r} is too contended; try again")
 
         try:
-            committed = await self._call(attempts)
+            committed = await self._call(attempts, piped=self._pipe is not None and self._indexes_in_script)
         except SessionNotFound:
             self._recent.put(session_name, None)
             raise
@@ -501,12 +501,17 @@ class RedisSessionStore(SessionStore):
             await self._indexes.leave(name, record["status"])
         return bool(written)
 
-    async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
+    async def _call(self, operation: Callable[[], Awaitable[T]], *, piped: bool = False) -> T:
         """Run a Redis operation; an outage becomes StoreUnavailable (503) within the timeout,
-        however many reconnect attempts redis-py would make."""
+        however many reconnect attempts redis-py would make. ``piped``: the operation's
+        commands all go through the command pipe, which bounds each by the timeout itself
+        (cheaper than a timeout per call)."""
         try:
-            async with asyncio.timeout(self._timeout):
+            if piped:
                 result = await operation()
+            else:
+                async with asyncio.timeout(self._timeout):
+                    result = await operation()
         except (RedisError, TimeoutError) as exc:
             if self._down:
                 logger.debug("session store still unavailable: %r", exc)
