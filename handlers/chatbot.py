@@ -28,15 +28,16 @@ from handlers.common import add_session_read_routes, backends, checked_content, 
 from handlers.sse import SEND_TIMEOUT
 from realtime.events import named_frame
 from schemas import ChatSchema, CreateSessionSchema, EscalateSchema
+from schemas.plain import PlainBody
 
 logger = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
 
 # Schemas are stateless once built, and building one deep-copies its fields: built once.
-CREATE_SESSION = CreateSessionSchema()
-CHAT = ChatSchema()
-ESCALATE = EscalateSchema()
+CREATE_SESSION = PlainBody(CreateSessionSchema())
+CHAT = PlainBody(ChatSchema())
+ESCALATE = PlainBody(EscalateSchema())
 
 # /api/chat/stream's answer: an event stream that no proxy buffers and nobody caches.
 STREAM_HEADERS = {

@@ -4,7 +4,7 @@ import json
 from typing import Any
 
 from aiohttp import web
-from marshmallow import Schema, ValidationError
+from marshmallow import ValidationError
 
 from app.backends import Backends
 from app.domain.auth import Principal
@@ -16,6 +16,7 @@ from handlers.sse import stream_events
 from realtime.channels import presence_channel, session_channel
 from schemas import TranscriptQuerySchema, is_valid_name
 from schemas.fields import NAME_ERROR
+from schemas.plain import PlainBody
 
 JSON_TYPES = frozenset({"application/json"})
 # Stateless once built; building it deep-copies its fields: built once.
@@ -39,7 +40,7 @@ def path_name(request: web.Request, key: str) -> str:
     return value
 
 
-async def load_body(request: web.Request, schema: Schema) -> dict[str, Any]:
+async def load_body(request: web.Request, schema: PlainBody) -> dict[str, Any]:
     """The JSON body validated by ``schema``; an absent body counts as ``{}``."""
     raw = await request.read()  # raises 413 past client_max_size
     if not raw.strip():

@@ -36,6 +36,7 @@ from schemas import (
     SessionListQuerySchema,
     SupervisorQuerySchema,
 )
+from schemas.plain import PlainBody
 
 routes = web.RouteTableDef()
 
@@ -56,8 +57,14 @@ async def list_sessions(request: web.Request) -> web.Response:
 # Schemas are stateless once built, and building one deep-copies its fields (tens of µs a
 # request): each is built once. With a token the body may leave agent_id out (the token says
 # who acts): the schemas by whether a token came.
-AGENT_ACTION = {True: AgentActionSchema(partial=("agent_id",)), False: AgentActionSchema()}
-AGENT_MESSAGE = {True: AgentMessageSchema(partial=("agent_id",)), False: AgentMessageSchema()}
+AGENT_ACTION = {
+    True: PlainBody(AgentActionSchema(partial=("agent_id",))),
+    False: PlainBody(AgentActionSchema()),
+}
+AGENT_MESSAGE = {
+    True: PlainBody(AgentMessageSchema(partial=("agent_id",))),
+    False: PlainBody(AgentMessageSchema()),
+}
 SESSION_LIST_QUERY = SessionListQuerySchema()
 SUPERVISOR_QUERY = SupervisorQuerySchema()
 
