@@ -187,8 +187,10 @@ def markdown(profiles: list[Profile] | None, n: int) -> str:
         "## Profile (`--profile`)\n",
         (
             f"The switchboard server process sampled by `py-spy record --format raw --nolineno` "
-            f"({RATE} samples/s, idle samples left out) during a separate run of the {n:,}-stream "
-            "one-channel loads after the matrix (a fresh server, the same loads as in the matrix; "
+            f"({RATE} samples/s, idle samples left out) during a separate run of {n:,}-stream "
+            "loads after the matrix: the one-channel ones, and the max rate on one channel per 10 "
+            "streams, where each publish is an agent message with its few streams, as in a contact "
+            "center (a fresh server per layout, the same loads as in the matrix; "
             "the matrix's own figures are not taken under the profiler, which pauses the process at "
             "each sample). Self: the function was running (the leaf of the stack); inclusive: it "
             "was anywhere on the stack, leaving out the frames on every stack (process start, "

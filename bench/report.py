@@ -207,7 +207,7 @@ HOW_TO_RUN = """## How to run
 ```sh
 make bench                    # the full matrix; writes docs/benchmarks.md and docs/benchmarks.png
 make bench ARGS=--quick       # smoke run (100 streams, short loads), report in .tmp/bench/quick/
-make bench ARGS=--profile     # the same, plus the server under py-spy (1,000 streams, one channel)
+make bench ARGS=--profile     # the same, plus the server under py-spy (1,000 streams, both layouts)
 .venv/bin/python -m bench.run --sizes 100,1000 --modes switchboard,switchboard-cluster   # a subset
 .venv/bin/python -m bench.publish_steps [--redis-url redis://127.0.0.1:6379/0]   # publish path only
 .venv/bin/python -m bench.contact_center [--quick] [--workers 1,2]   # contact center only; docs/benchmarks-contact-center.md

@@ -38,6 +38,7 @@ from bench.profiling import Profile, Recording
 from bench.results import (
     CLUSTER,
     LAYOUTS,
+    LOADS,
     MODES,
     NCHAN,
     POOL_QUERY,
@@ -421,29 +422,38 @@ def start_cluster(plan: Plan) -> RedisClusterProcesses | str | None:
     return cluster
 
 
+# What --profile samples: per layout, the loads (the matrix's own), each on a fresh server.
+PROFILED = (("one", ("max", "fixed")), ("per10", ("max",)))
+
+
 def run_profile(plan: Plan, redis: RedisProcess) -> list[Profile]:
-    """The switchboard server under py-spy during the one-channel loads on a fresh server with
-    plan.profile_streams streams (max rate, then fixed, as in the matrix)."""
+    """The switchboard server under py-spy with plan.profile_streams streams: the one-channel
+    loads (max rate, then fixed, as in the matrix), then the max rate on one channel per 10
+    streams (an agent message's whole path with its few streams: the contact-center shape)."""
+    profiles: list[Profile] = []
+    for layout, loads in PROFILED:
+        profiles += _profile_layout(plan, redis, layout, loads)
+    return profiles
+
+
+def _profile_layout(plan: Plan, redis: RedisProcess, layout: str, loads: tuple[str, ...]) -> list[Profile]:
     n = plan.profile_streams
-    loads = [ScenarioResult("switchboard", n, "one", load) for load in ("max", "fixed")]
-    labels = {
-        s.load: f"{n:,} streams, one channel, {'max rate' if s.load == 'max' else 'fixed rate'}"
-        for s in loads
-    }
+    results = [ScenarioResult("switchboard", n, layout, load) for load in loads]
+    labels = {load: f"{n:,} streams, {LAYOUTS[layout]}, {LOADS[load]}" for load in loads}
     profiles: list[Profile] = []
     rig: Rig | None = None
-    logger.info("profile: switchboard, %d streams, one channel, under py-spy", n)
+    logger.info("profile: switchboard, %d streams, %s, under py-spy", n, LAYOUTS[layout])
     try:
-        rig = start_rig("switchboard", n, "one", redis, plan, f"prof{int(time.time()) % 100000}")
-        opened = open_streams(rig, n, "one", "switchboard", redis, plan)
+        rig = start_rig("switchboard", n, layout, redis, plan, f"prof{int(time.time()) % 100000}")
+        opened = open_streams(rig, n, layout, "switchboard", redis, plan)
         if opened.failure:
-            return [Profile(labels[s.load], error=opened.failure) for s in loads]
+            return [Profile(labels[load], error=opened.failure) for load in loads]
         base = 0
-        for result in loads:
+        for result in results:
             duration = plan.fixed_seconds if result.load == "fixed" else plan.max_seconds
             recording = Recording(
                 rig.server.pid,
-                WORK_DIR / f"profile-{result.load}.raw",
+                WORK_DIR / f"profile-{layout}-{result.load}.raw",
                 labels[result.load],
                 max_seconds=duration + plan.drain + 2 * CALL_MARGIN,
             )
@@ -466,9 +476,9 @@ def run_profile(plan: Plan, redis: RedisProcess) -> list[Profile]:
         logger.warning("profile run failed: %s", exc)
         done = {p.label for p in profiles}
         profiles += [
-            Profile(labels[s.load], error=f"the profiled run failed: {exc}")
-            for s in loads
-            if labels[s.load] not in done
+            Profile(labels[load], error=f"the profiled run failed: {exc}")
+            for load in loads
+            if labels[load] not in done
         ]
     finally:
         if rig is not None:
@@ -516,7 +526,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="also sample the server with py-spy during the 1,000-stream one-channel loads",
+        help="also sample the server with py-spy during the 1,000-stream loads (both layouts)",
     )
     parser.add_argument("--profile-streams", type=int, help="streams for --profile [1000]")
     parser.add_argument("--no-publish-steps", action="store_true", help="leave out the publish path section")
