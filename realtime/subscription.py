@@ -230,17 +230,27 @@ class Subscription:
     async def batch(self) -> list[Event]:
         """Every queued event, oldest first, waiting for one if none is queued; raises like
         ``get`` at the end. A consumer that fell behind catches up in one write."""
-        while not self._items:  # not self._wait(): one suspended frame less per open stream
+        while not (events := self.take()):
+            await self.arrival()
+        return events
+
+    def take(self) -> list[Event]:
+        """Every queued event, oldest first, or none; raises like ``get`` at the end. With
+        ``arrival``, ``batch`` without a suspended coroutine of its own: the SSE handler waits
+        in its own frame, which is one frame (about 200 bytes) less per open stream."""
+        if not self._items:
             if self._ended is not None:
                 raise self._ended()
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+            return []
         items, self._items = self._items, []
         self._replayed = 0
         return [item.event if isinstance(item, _Replayed) else item for item in items]
+
+    def arrival(self) -> "asyncio.Future[None]":
+        """A future done once an event is queued or the subscription ends (for one consumer)."""
+        if self._waiter is None or self._waiter.done():
+            self._waiter = asyncio.get_running_loop().create_future()
+        return self._waiter
 
     async def _wait(self, timeout: float | None) -> bool:
         while not self._items:
@@ -260,8 +270,9 @@ class Subscription:
         return True
 
     def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def close(self) -> None:
         """End the iteration (server shutdown); events already queued are still delivered."""
