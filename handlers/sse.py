@@ -274,7 +274,14 @@ def resume_position(request: web.Request) -> str | None:
     """Where a reconnecting client left off: the Last-Event-ID header (sent by EventSource on
     its own reconnects, so it is newer than a query string the page once built), else
     ``?last_event_id=`` for clients that cannot set headers."""
-    return request.headers.get("Last-Event-ID") or request.query.get("last_event_id") or None
+    resumed = request.headers.get("Last-Event-ID")
+    if resumed:
+        return resumed
+    # Parsed only if it may be there: the parsed query stays cached on the request, for as long
+    # as the stream is open.
+    if "last_event_id" not in request.rel_url.raw_query_string:
+        return None
+    return request.query.get("last_event_id") or None
 
 
 def stream_events(
@@ -329,6 +336,7 @@ async def _serve(
         subscribing = broker.subscribe(
             *channels, resume_from=resume_position(request), presence=presence, accepts=accepts
         )
+        del channels  # the subscription holds its own tuple of them
         async with subscribing as subscription:
             response = EventStreamResponse()
             writer = await response.prepare(request)
@@ -352,15 +360,20 @@ async def _serve(
                 # (aiohttp only ends the chunked body), and the dict holds about 1.5 KiB with
                 # the strings its serialization cached in it.
                 response.headers.clear()
+                # aiohttp's keep-alive timer (a timer handle and its context) would only reschedule
+                # itself while a handler runs; aiohttp sets keep-alive anew from the response once
+                # the stream ends, and times the idle connection from then on.
+                request.protocol.keep_alive(False)
                 subscription.write_through(frames.offer)
                 # What the write-through could not take: all queued events in one write. The
                 # wait is in this frame, not in a coroutine of the subscription's.
                 while True:
                     events = subscription.take()
-                    if events:
-                        await frames.write(b"".join(map(frames.bytes_of, events)))
-                    else:
+                    if events is None:
                         await subscription.arrival()
+                    else:
+                        await frames.write(b"".join(map(frames.bytes_of, events)))
+                        del events
             except (ConnectionResetError, TimeoutError) as exc:
                 # The client went away or stalled: nothing more to send.
                 ended = "client stalled" if isinstance(exc, TimeoutError) else "client left"
