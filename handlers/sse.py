@@ -111,7 +111,9 @@ class FrameWriter:
         self._send_timeout = send_timeout
         self._turns = turns
         self._turn = -1  # the turn of this stream's last write
-        self._held: list[bytes] = []  # taken this turn after its first write: written at its end
+        # Taken this turn after its first write, written at its end; None (no list kept per
+        # stream) while there is nothing to hold.
+        self._held: list[bytes] | None = None
 
     def offer(self, event: Event) -> bool:
         """The subscription's write-through: the event's shared bytes, if the socket takes
@@ -126,13 +128,15 @@ class FrameWriter:
             self._turn = turns.turn
             turns.wrote()
             return self.write_now(data)
-        if not self._held:
+        if self._held is None:
+            self._held = [data]
             turns.hold(self)
-        self._held.append(data)
+        else:
+            self._held.append(data)
         return True
 
     def flush(self) -> None:
-        held, self._held = self._held, []
+        held, self._held = self._held, None
         if held:
             self.write_now(held[0] if len(held) == 1 else b"".join(held))
 
@@ -270,7 +274,14 @@ def resume_position(request: web.Request) -> str | None:
     """Where a reconnecting client left off: the Last-Event-ID header (sent by EventSource on
     its own reconnects, so it is newer than a query string the page once built), else
     ``?last_event_id=`` for clients that cannot set headers."""
-    return request.headers.get("Last-Event-ID") or request.query.get("last_event_id") or None
+    resumed = request.headers.get("Last-Event-ID")
+    if resumed:
+        return resumed
+    # Parsed only if it may be there: the parsed query stays cached on the request, for as long
+    # as the stream is open.
+    if "last_event_id" not in request.rel_url.raw_query_string:
+        return None
+    return request.query.get("last_event_id") or None
 
 
 def stream_events(
@@ -325,6 +336,7 @@ async def _serve(
         subscribing = broker.subscribe(
             *channels, resume_from=resume_position(request), presence=presence, accepts=accepts
         )
+        del channels  # the subscription holds its own tuple of them
         async with subscribing as subscription:
             response = EventStreamResponse()
             writer = await response.prepare(request)
@@ -344,11 +356,24 @@ async def _serve(
                 # Through aiohttp: the first write carries the response headers with it.
                 await response.write(hello)
                 del hello
+                # The head is on the wire with it: nothing reads the response's headers again
+                # (aiohttp only ends the chunked body), and the dict holds about 1.5 KiB with
+                # the strings its serialization cached in it.
+                response.headers.clear()
+                # aiohttp's keep-alive timer (a timer handle and its context) would only reschedule
+                # itself while a handler runs; aiohttp sets keep-alive anew from the response once
+                # the stream ends, and times the idle connection from then on.
+                request.protocol.keep_alive(False)
                 subscription.write_through(frames.offer)
-                # What the write-through could not take: all queued events in one write.
+                # What the write-through could not take: all queued events in one write. The
+                # wait is in this frame, not in a coroutine of the subscription's.
                 while True:
-                    events = await subscription.batch()
-                    await frames.write(b"".join(map(frames.bytes_of, events)))
+                    events = subscription.take()
+                    if events is None:
+                        await subscription.arrival()
+                    else:
+                        await frames.write(b"".join(map(frames.bytes_of, events)))
+                        del events
             except (ConnectionResetError, TimeoutError) as exc:
                 # The client went away or stalled: nothing more to send.
                 ended = "client stalled" if isinstance(exc, TimeoutError) else "client left"
