@@ -89,6 +89,7 @@ class _Socket(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
         self._waiter: asyncio.Future[None] | None = None  # the pump's, while it waits
+        self.closed: asyncio.Future[None] = self._loop.create_future()  # the socket is closed
         self.heard = time.monotonic()
         self.lost: Exception | None = None  # why the connection ended, once it has
         self.refused: ResponseError | None = None  # an error reply, for the pump to raise
@@ -157,6 +158,8 @@ class _Socket(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(RedisConnectionError(f"Redis closed the pub/sub connection: {exc!r}"))
+        if not self.closed.done():
+            self.closed.set_result(None)
 
     def abort(self, exc: Exception) -> None:
         self._fail(exc)
@@ -274,8 +277,12 @@ class HiredisPubSub:
             self._socket.abort(RedisConnectionError("pub/sub connection dropped"))
 
     async def close(self) -> None:
-        await self.drop()
-        self._socket = None
+        sock, self._socket = self._socket, None
+        if sock is not None:
+            sock.abort(RedisConnectionError("pub/sub connection closed"))
+            # The transport closes its socket on the next loop iteration: wait for it, so a
+            # loop closed right after this leaves no socket open.
+            await asyncio.wait((sock.closed,), timeout=1.0)
 
     def _connected(self) -> _Socket:
         sock = self._socket
