@@ -3,8 +3,9 @@ are open.
 
 Channels are SUBSCRIBEd when their first local subscriber arrives and UNSUBSCRIBEd when the
 last one leaves; the connection's socket (realtime.pubsub_wire) hands each message over as it
-arrives, decoded here once for the local fan-out, and one reader task keeps the connection. Redis may be away, at start or for a while: the reader reconnects with capped,
-jittered backoff, and meanwhile subscriptions are registered locally. When the connection is
+arrives, decoded here once for the local fan-out, and one reader task keeps the connection.
+Redis may be away, at start or for a while: the reader reconnects with capped, jittered
+backoff, and meanwhile subscriptions are registered locally. When the connection is
 back, every channel with local subscribers is re-subscribed and every subscription is caught up
 from the history, so a stream open across the outage misses nothing the history still holds
 (and is ended, to resume with ``recovered: false``, if it does not).

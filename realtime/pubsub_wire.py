@@ -4,10 +4,11 @@ as RESP gives them (``[b"message", channel, data]``, ``[b"pmessage", pattern, ch
 
 redis-py's PubSub cost the reader most of its CPU per message: ``get_message`` is an await, a
 timeout, a retry wrapper and a dict per message (docs/architecture.md, "One reader": the
-figures before and after). ``HiredisPubSub`` is a protocol on the socket instead, as realtime.command_pipe
-is for commands: every chunk the socket gives is parsed at once by hiredis and each reply is
-handed over from the same callback, with no await, timer or task switch per message; the reader
-task only waits for the connection to fail or to fall quiet (``pump``).
+figures before and after). ``HiredisPubSub`` is a protocol on the socket instead, as
+realtime.command_pipe is for commands: every chunk the socket gives is parsed at once by
+hiredis and each reply is handed over from the same callback, with no await, timer or task
+switch per message; the reader task only waits for the connection to fail or to fall quiet
+(``pump``).
 
 It speaks plain RESP2 over TCP with AUTH, SELECT and CLIENT SETNAME from the client's settings.
 A client it cannot stand in for (TLS, a unix socket, RESP3, a credential provider) keeps
