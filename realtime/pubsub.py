@@ -2,9 +2,10 @@
 are open.
 
 Channels are SUBSCRIBEd when their first local subscriber arrives and UNSUBSCRIBEd when the
-last one leaves; one reader task reads the connection and hands each event to the local
-fan-out. Redis may be away, at start or for a while: the reader reconnects with capped,
-jittered backoff, and meanwhile subscriptions are registered locally. When the connection is
+last one leaves; the connection's socket (realtime.pubsub_wire) hands each message over as it
+arrives, decoded here once for the local fan-out, and one reader task keeps the connection.
+Redis may be away, at start or for a while: the reader reconnects with capped, jittered
+backoff, and meanwhile subscriptions are registered locally. When the connection is
 back, every channel with local subscribers is re-subscribed and every subscription is caught up
 from the history, so a stream open across the outage misses nothing the history still holds
 (and is ended, to resume with ``recovered: false``, if it does not).
@@ -14,12 +15,10 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
@@ -27,6 +26,7 @@ from realtime.channels import is_pattern
 from realtime.errors import BrokerError
 from realtime.event_log import RedisEventLog, decode
 from realtime.fanout import FanOut
+from realtime.pubsub_wire import pubsub_wire
 from realtime.redis_replies import CONNECTION_LOST, DISCONNECTED, UNAVAILABLE, as_text
 from realtime.stats import BrokerStats
 from realtime.subscribed_channels import SubscribedChannels
@@ -56,7 +56,7 @@ class PubSubConnection:
         """The connection comes from ``client``, a plain client of the node (PUBSUB NUMSUB /
         SHARDNUMSUB go to it too: they count the node's own subscribers)."""
         self._client = client
-        self._pubsub = client.pubsub()
+        self._pubsub = pubsub_wire(client, self._on_reply, self._on_connect)
         self._log = log
         self._clock = log.clock
         self._fan_out = fan_out
@@ -65,16 +65,8 @@ class PubSubConnection:
         layout = log.layout
         self._wire = layout.wire
         self._logical = layout.logical
-        self._subscribe_channels: Callable[..., Awaitable[Any]]
-        self._unsubscribe_channels: Callable[..., Awaitable[Any]]
-        if layout.sharded:
-            self._subscribe_channels = self._pubsub.ssubscribe
-            self._unsubscribe_channels = self._sunsubscribe
-            self._count_command = "SHARDNUMSUB"
-        else:
-            self._subscribe_channels = self._pubsub.subscribe
-            self._unsubscribe_channels = self._pubsub.unsubscribe
-            self._count_command = "NUMSUB"
+        self._sharded = layout.sharded
+        self._count_command = "SHARDNUMSUB" if layout.sharded else "NUMSUB"
         self._subscribe_timeout = subscribe_timeout
         self._liveness_interval = liveness_interval
         self._max_backoff = max_backoff
@@ -125,7 +117,7 @@ class PubSubConnection:
                 logger.exception("broker task had failed")
         self._reader = None
         self._up.clear()
-        await self._pubsub.aclose()
+        await self._pubsub.close()
 
     async def subscribers(self, channel: str) -> int:
         """How many pub/sub connections of the node hold ``channel``: one per process."""
@@ -209,27 +201,26 @@ class PubSubConnection:
         patterns = [w for w in wires if is_pattern(w)]
         channels = [w for w in wires if not is_pattern(w)]
         if patterns:
-            await self._pubsub.psubscribe(*patterns)
+            await self._pubsub.send("PSUBSCRIBE", *patterns)
         if channels:
-            await self._subscribe_channels(*channels)
+            await self._pubsub.send("SSUBSCRIBE" if self._sharded else "SUBSCRIBE", *channels)
 
     async def _unsubscribe_command(self, *wires: str) -> None:
         patterns = [w for w in wires if is_pattern(w)]
         channels = [w for w in wires if not is_pattern(w)]
         if patterns:
-            await self._pubsub.punsubscribe(*patterns)
-        if channels:
-            await self._unsubscribe_channels(*channels)
-
-    async def _sunsubscribe(self, *wires: str) -> None:
-        """SUNSUBSCRIBE, noting the confirmations to expect (see _dropped_by_server)."""
-        self._subscribed.leaving(map(self._logical, wires))
-        await self._pubsub.sunsubscribe(*wires)
+            await self._pubsub.send("PUNSUBSCRIBE", *patterns)
+        if channels and self._sharded:
+            # Noting the confirmations to expect (see _dropped_by_server).
+            self._subscribed.leaving(map(self._logical, channels))
+            await self._pubsub.send("SUNSUBSCRIBE", *channels)
+        elif channels:
+            await self._pubsub.send("UNSUBSCRIBE", *channels)
 
     # ------------------------------------------------------------------ the connection
 
-    def _on_connect(self, connection: object) -> None:
-        """Called by redis-py whenever the pub/sub connection is (re)established."""
+    def _on_connect(self) -> None:
+        """Called by the wire whenever the pub/sub connection is (re)established."""
         self._needs_resync = True
 
     def _mark_down(self, exc: BaseException) -> None:
@@ -241,20 +232,7 @@ class PubSubConnection:
         self._subscribed.release()
 
     async def _connect(self) -> None:
-        if self._pubsub.connection is None:
-            await self._pubsub.connect()  # type: ignore[no-untyped-call]  # redis-py leaves PubSub.connect unannotated
-            connection = self._pubsub.connection
-            assert connection is not None
-            # Reconnecting is the reader's job: redis-py retrying inside a read would reconnect
-            # behind its back, and the re-subscription would wait for the next read timeout.
-            connection.retry = Retry(NoBackoff(), 0)
-            # Re-subscribing is ours (see _resync): redis-py's own would answer SUBSCRIBEs
-            # nobody waits for, which confirmations could be mistaken for.
-            connection.deregister_connect_callback(self._pubsub.on_connect)
-            connection.register_connect_callback(self._on_connect)
-            self._needs_resync = True
-        else:
-            await self._pubsub.connect()
+        await self._pubsub.connect()  # a new connection calls _on_connect
         if self._needs_resync or not self.available:
             await self._resync()
 
@@ -293,8 +271,12 @@ class PubSubConnection:
             logger.info("caught up %d streams after reconnecting", len(subscriptions))
 
     async def _read_loop(self) -> None:
+        """Connect, keep the connection, reconnect; messages are handed over by the wire as
+        they arrive (``_on_reply``), so this task wakes only when the connection falls quiet
+        or fails (on redis-py's PubSub, for every message)."""
         failures = 0
         last_traffic = time.monotonic()
+        interval = self._liveness_interval
         # Checked, not only cancelled: redis-py may turn a cancellation that lands inside one of
         # its reads into a ConnectionError, which this loop would otherwise take for an outage.
         while not self._closed:
@@ -302,13 +284,16 @@ class PubSubConnection:
                 if not self.available or self._needs_resync:
                     await self._connect()
                     last_traffic = time.monotonic()
-                message = await self._pubsub.get_message(timeout=self._liveness_interval)
+                heard = self._pubsub.heard
+                quiet = time.monotonic() - last_traffic
+                # Back when the connection has been quiet for an interval, or at once on a failure.
+                await self._pubsub.pump(interval - quiet if quiet < interval else interval)
                 if self._needs_resync:
                     await self._resync()
-                if message is None:
+                if self._pubsub.heard == heard:
                     last_traffic = await self._check_liveness(last_traffic)
                     continue
-                last_traffic = time.monotonic()
+                last_traffic = self._pubsub.heard
                 failures = 0
             except asyncio.CancelledError:
                 raise
@@ -316,19 +301,11 @@ class PubSubConnection:
                 failures += 1
                 self._mark_down(exc)
                 await asyncio.sleep(self._backoff(failures))
-                continue
             except Exception as exc:
                 failures += 1
                 logger.exception("pub/sub reader failed; reconnecting")
                 self._mark_down(exc)
                 await asyncio.sleep(self._backoff(failures))
-                continue
-            try:
-                self._on_message(message)
-            except Exception:
-                # Nothing one message holds may stop the reader: every stream depends on it.
-                self._stats.malformed += 1
-                logger.exception("dropped a message that could not be handled")
 
     def _backoff(self, failures: int) -> float:
         """Capped exponential backoff with full jitter (so processes do not reconnect in step)."""
@@ -341,38 +318,46 @@ class PubSubConnection:
             return time.monotonic()  # nothing to lose; the next SUBSCRIBE tests the connection
         silent = time.monotonic() - last_traffic
         if silent > 3 * self._liveness_interval:
-            connection = self._pubsub.connection
-            if connection is not None:
-                await connection.disconnect(nowait=True)
+            await self._pubsub.drop()
             raise RedisConnectionError(f"no answer from Redis for {silent:.0f} s")
-        await self._pubsub.ping("switchboard")
+        await self._pubsub.ping()
         return last_traffic
 
-    def _on_message(self, message: dict[str, Any]) -> None:
-        kind = message["type"]
-        if kind in ("message", "smessage", "pmessage"):
-            channel = self._logical(as_text(message["channel"]))
-            raw = message["data"]
-            try:
-                text = as_text(raw)
-            except UnicodeDecodeError:
-                logger.warning("dropped a message that is not UTF-8 on %s", channel)
-                self._stats.malformed += 1
-                return
-            event_id, _, data = text.partition(" ")
-            event = decode(channel, event_id, data)
-            if event is None:
-                self._stats.malformed += 1
-                return
-            self._clock.observe(event.key)
-            # A pattern's message goes to that pattern's subscriptions only: the channel's
-            # own subscriptions get the same event as a plain message.
-            pattern = self._logical(as_text(message["pattern"])) if kind == "pmessage" else None
-            self._deliver(event, to=pattern)
-        elif kind in ("subscribe", "ssubscribe", "psubscribe"):
-            self._subscribed.confirm(self._logical(as_text(message["channel"])))
-        elif kind == "sunsubscribe":
-            self._dropped_by_server(self._logical(as_text(message["channel"])))
+    def _on_reply(self, reply: list[Any]) -> None:
+        """One reply off the connection as RESP has it, in the order they came: ``[kind,
+        channel, data]``, a pattern's message ``[kind, pattern, channel, data]``. Nothing one
+        message holds may stop the others: every stream depends on the reader."""
+        try:
+            kind = reply[0]
+            if kind == b"message" or kind == b"smessage":
+                self._on_message(reply[1], reply[2], None)
+            elif kind == b"pmessage":
+                # A pattern's message goes to that pattern's subscriptions only: the channel's
+                # own subscriptions get the same event as a plain message.
+                self._on_message(reply[2], reply[3], self._logical(as_text(reply[1])))
+            elif kind == b"subscribe" or kind == b"ssubscribe" or kind == b"psubscribe":
+                self._subscribed.confirm(self._logical(as_text(reply[1])))
+            elif kind == b"sunsubscribe":
+                self._dropped_by_server(self._logical(as_text(reply[1])))
+        except Exception:
+            self._stats.malformed += 1
+            logger.exception("dropped a message that could not be handled")
+
+    def _on_message(self, wire: bytes | str, raw: bytes | str, pattern: str | None) -> None:
+        channel = self._logical(as_text(wire))
+        try:
+            text = as_text(raw)
+        except UnicodeDecodeError:
+            logger.warning("dropped a message that is not UTF-8 on %s", channel)
+            self._stats.malformed += 1
+            return
+        event_id, _, data = text.partition(" ")
+        event = decode(channel, event_id, data)
+        if event is None:
+            self._stats.malformed += 1
+            return
+        self._clock.observe(event.key)
+        self._deliver(event, to=pattern)
 
     def _dropped_by_server(self, channel: str) -> None:
         """A cluster unsubscribes a shard channel whose slot moved to another node; streams
