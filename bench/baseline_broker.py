@@ -23,6 +23,7 @@ from realtime.events import validated
 from realtime.fanout import FanOut
 from realtime.history import HISTORY_BYTES
 from realtime.pubsub import PubSubConnection
+from realtime.pubsub_wire import RedisPyPubSub
 from realtime.redis_broker import KeyLayout
 from realtime.redis_replies import DISCONNECTED, UNAVAILABLE
 from realtime.scripted_events import ScriptedEvents
@@ -129,6 +130,7 @@ class PerStreamRedisBroker(Broker):
             own,
             self.stats,
             subscribe_timeout=self._subscribe_timeout,
+            wire=RedisPyPubSub,  # the original design read through redis-py's PubSub
         )
         self._local.add(subscription)
         self._own[subscription] = connection

@@ -26,7 +26,7 @@ from realtime.channels import is_pattern
 from realtime.errors import BrokerError
 from realtime.event_log import RedisEventLog, decode
 from realtime.fanout import FanOut
-from realtime.pubsub_wire import pubsub_wire
+from realtime.pubsub_wire import WireFactory, pubsub_wire
 from realtime.redis_replies import CONNECTION_LOST, DISCONNECTED, UNAVAILABLE, as_text
 from realtime.stats import BrokerStats
 from realtime.subscribed_channels import SubscribedChannels
@@ -52,11 +52,14 @@ class PubSubConnection:
         subscribe_timeout: float = 5.0,
         liveness_interval: float = 5.0,
         max_backoff: float = 2.0,
+        wire: WireFactory = pubsub_wire,
     ) -> None:
         """The connection comes from ``client``, a plain client of the node (PUBSUB NUMSUB /
-        SHARDNUMSUB go to it too: they count the node's own subscribers)."""
+        SHARDNUMSUB go to it too: they count the node's own subscribers), through ``wire``
+        (our hiredis socket where it can serve the client; the benchmark's baseline keeps
+        redis-py's)."""
         self._client = client
-        self._pubsub = pubsub_wire(client, self._on_reply, self._on_connect)
+        self._pubsub = wire(client, self._on_reply, self._on_connect)
         self._log = log
         self._clock = log.clock
         self._fan_out = fan_out

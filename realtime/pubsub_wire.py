@@ -68,6 +68,10 @@ class PubSubWire(Protocol):
     async def close(self) -> None: ...
 
 
+# Makes the wire of a PubSubConnection: (client, on_reply, on_connect) -> the wire.
+WireFactory = Callable[[Redis, OnReply, OnConnect], PubSubWire]
+
+
 def pubsub_wire(client: Redis, on_reply: OnReply, on_connect: OnConnect) -> PubSubWire:
     """Our own socket if it can serve ``client``'s connections, else redis-py's PubSub."""
     wire = HiredisPubSub.for_client(client, on_reply, on_connect)
