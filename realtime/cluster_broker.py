@@ -33,7 +33,9 @@ from redis.exceptions import RedisError
 
 from realtime.broker import Broker, BrokerError, History, ShardUnavailable, Subscription
 from realtime.channels import SESSION_PATTERN, SESSION_PREFIX, SESSIONS_FEED, slot_tag
-from realtime.event_script import EventKeys
+from realtime.cluster_pipes import ClusterPipes
+from realtime.command_pipe import PipeScript
+from realtime.event_script import RELAYED_PUBLISH_SCRIPT, EventKeys
 from realtime.events import Event, validated
 from realtime.fanout import FanOut
 from realtime.layout import namespace_prefix
@@ -50,6 +52,7 @@ SubscriberFactory = Callable[[str, int], Redis]
 # Events waiting for their shard, in all: past this, publishes to a lost shard answer 503.
 OUTBOX_LIMIT = 10_000
 OUTBOX_RETRY = (0.1, 2.0)  # seconds between attempts: first, and at most (doubling)
+RELAYED_PUBLISH = PipeScript.of(RELAYED_PUBLISH_SCRIPT)
 
 
 class ClusterLayout:
@@ -160,6 +163,7 @@ class ClusterBroker(Broker):
         self._namespace = namespace
         self._outbox = Outbox(self._publish_now, limit=OUTBOX_LIMIT, retry=OUTBOX_RETRY)
         self._outboxes: SessionOutboxes | None = None
+        self._pipes = ClusterPipes(cluster)
         self._scripted: ClusterScriptedEvents | None = None
 
     def scripted_events(self) -> ClusterScriptedEvents:
@@ -193,6 +197,7 @@ class ClusterBroker(Broker):
             any_node = next(iter(self._nodes.values()))
             self._outboxes = SessionOutboxes(
                 self._cluster,
+                self._pipes,
                 self._publish_relayed,
                 namespace=self._namespace,
                 ttl_ms=any_node.log.keys.ttl_ms,
@@ -275,8 +280,9 @@ class ClusterBroker(Broker):
     async def _publish_relayed(self, channel: str, data: str, mark_key: str, entry_id: str) -> str | None:
         """An event from a session's outbox (realtime.session_outbox); None if it was out."""
         node = self._owner((channel,))
+        keys, args = node.log.relayed_call(channel, data, mark_key, entry_id)
         try:
-            event_id = await node.log.append_relayed(channel, data, mark_key, entry_id)
+            event_id = node.log.relayed(await self._pipes.run_script(RELAYED_PUBLISH, keys, args))
         except UNAVAILABLE as exc:
             raise ShardUnavailable(f"publish failed: shard unavailable: {exc!r}") from exc
         except RedisError as exc:
@@ -310,6 +316,7 @@ class ClusterBroker(Broker):
         if self._outboxes is not None:
             await self._outboxes.close()
         await self._outbox.close()
+        await self._pipes.close()
         await super().close()
         await asyncio.gather(*(node.connection.close() for node in self._nodes.values()))
         for subscriber in self._subscribers:

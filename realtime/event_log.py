@@ -116,18 +116,27 @@ class RedisEventLog:
         self.clock.observe(ids.parse(event_id))
         return event_id
 
-    async def append_relayed(self, channel: str, data: str, mark_key: str, entry_id: str) -> str | None:
-        """As ``append``, for the outbox entry ``entry_id`` of a session whose mark on this
-        channel's slot is ``mark_key``: None if that entry (or a newer one) is out already."""
+    def relayed_call(
+        self, channel: str, data: str, mark_key: str, entry_id: str
+    ) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of RELAYED_PUBLISH_SCRIPT for the outbox entry ``entry_id``
+        of a session whose mark on this channel's slot is ``mark_key``."""
         section = self.keys.section([(channel, data)])
-        result = await self._relayed_publish_script(
-            keys=[mark_key, *section.keys], args=[entry_id, self._ttl_ms, *section.args]
-        )
+        return [mark_key, *section.keys], [entry_id, self._ttl_ms, *section.args]
+
+    def relayed(self, result: bytes | str | None) -> str | None:
+        """The event id from the relayed publish script's answer (None: it was out already)."""
         if result is None:
             return None
         event_id = as_text(result)
         self.clock.observe(ids.parse(event_id))
         return event_id
+
+    async def append_relayed(self, channel: str, data: str, mark_key: str, entry_id: str) -> str | None:
+        """As ``append``, for the outbox entry ``entry_id`` of a session whose mark on this
+        channel's slot is ``mark_key``: None if that entry (or a newer one) is out already."""
+        keys, args = self.relayed_call(channel, data, mark_key, entry_id)
+        return self.relayed(await self._relayed_publish_script(keys=keys, args=args))
 
     async def position(self, channels: Iterable[str]) -> str:
         """The clock of ``channels`` (started now if it never ran); if Redis cannot answer,

@@ -26,6 +26,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from realtime.channels import slot_tag
+from realtime.cluster_pipes import ClusterPipes
 from realtime.errors import BrokerError, ShardUnavailable
 from realtime.layout import namespace_prefix
 from realtime.redis_replies import UNAVAILABLE, as_text
@@ -45,6 +46,7 @@ class SessionOutboxes:
     def __init__(
         self,
         cluster: RedisCluster,
+        pipes: ClusterPipes,
         publish: RelayedPublish,
         *,
         namespace: str = "",
@@ -58,7 +60,8 @@ class SessionOutboxes:
         ``grace``: how old a pending entry is before a relay takes it up; ``retry``: seconds
         before a slot that was away is tried again, first and at most (doubling); ``limit``:
         entries this process may know waiting for away slots before it refuses new ones."""
-        self._cluster = cluster
+        self._cluster = cluster  # the relay's reads
+        self._pipes = pipes  # what every change adds: the note, the deletes
         self._publish = publish
         self._prefix = namespace_prefix(namespace)
         self._ttl_ms = ttl_ms
@@ -109,11 +112,11 @@ class SessionOutboxes:
             if self._is_away(key):
                 continue
             try:
-                async with self._cluster.pipeline(transaction=False) as pipe:
-                    pipe.zadd(key, {member: time.time() * 1000})
-                    pipe.pexpire(key, self._ttl_ms)
-                    await pipe.execute()
-            except UNAVAILABLE as exc:
+                await asyncio.gather(  # one write: the pipe sends a turn's commands together
+                    self._pipes.execute(key, "ZADD", key, time.time() * 1000, member),
+                    self._pipes.execute(key, "PEXPIRE", key, self._ttl_ms),
+                )
+            except (*UNAVAILABLE, ShardUnavailable) as exc:
                 failure = exc
                 self._went_away(key, exc)
                 continue
@@ -158,8 +161,9 @@ class SessionOutboxes:
             out.append(entry_id)
         if out:
             try:
-                await self._cluster.xdel(self.outbox_key(home), *out)
-            except (RedisError, *UNAVAILABLE) as exc:
+                key = self.outbox_key(home)
+                await self._pipes.execute(key, "XDEL", key, *out)
+            except (RedisError, *UNAVAILABLE, ShardUnavailable) as exc:
                 # Left in the outbox: a relay finds them, and the marks keep them from going
                 # out twice.
                 logger.warning("published events of %r's outbox not deleted from it: %r", home, exc)
@@ -170,8 +174,8 @@ class SessionOutboxes:
         if key is None:
             return  # a relay takes it off
         try:
-            await self._cluster.zrem(key, member)
-        except (RedisError, *UNAVAILABLE) as exc:
+            await self._pipes.execute(key, "ZREM", key, member)
+        except (RedisError, *UNAVAILABLE, ShardUnavailable) as exc:
             logger.debug("pending outbox of %r left for a relay: %r", home, exc)
 
     def _is_away(self, tag: str) -> bool:

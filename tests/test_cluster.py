@@ -55,6 +55,7 @@ from app.domain.store.redis_indexes import StoreKeys
 from app.process.settings import Settings
 from realtime.channels import BROADCAST, agent_channel, session_channel
 from realtime.cluster_broker import OUTBOX_RETRY, ClusterLayout
+from realtime.cluster_pipes import ClusterPipes
 from realtime.event_log import RedisEventLog
 from realtime.redis_replies import as_text
 from realtime.session_outbox import SessionOutboxes
@@ -912,7 +913,8 @@ async def test_an_outbox_entry_goes_out_once_however_often_it_is_published(
     slot (a committer and a relay may both publish one); a relay round publishes what a
     pending outbox holds, empties it, takes it off the pending index, and then finds nothing."""
     log = RedisEventLog(admin, LAYOUT)
-    outboxes = SessionOutboxes(admin, log.append_relayed, ttl_ms=60_000, grace=0.0)
+    pipes = ClusterPipes(admin)
+    outboxes = SessionOutboxes(admin, pipes, log.append_relayed, ttl_ms=60_000, grace=0.0)
     data = [json.dumps(event(n)) for n in range(3)]
     mark = outboxes.mark_key(BROADCAST, "s1")
     assert await log.append_relayed(BROADCAST, data[0], mark, "100-1") is not None
@@ -934,6 +936,11 @@ async def test_an_outbox_entry_goes_out_once_however_often_it_is_published(
     assert await admin.xlen(outboxes.outbox_key("s3")) == 0
     assert await admin.zcard(outboxes.pending_keys("s3")[0]) == 0
     assert await outboxes.relay_once() == 0
+
+    # What a change adds on a cluster goes through a pipe per primary.
+    await outboxes.note_pending("s4", "s4 live")
+    assert await admin.zscore(outboxes.pending_keys("s4")[0], "s4 live") is not None
+    await pipes.close()
 
 
 async def test_events_for_a_lost_workbench_shard_wait_and_arrive_once(
