@@ -33,7 +33,7 @@ from redis.exceptions import RedisError
 
 from realtime.broker import Broker, BrokerError, History, ShardUnavailable, Subscription
 from realtime.channels import SESSION_PATTERN, SESSION_PREFIX, SESSIONS_FEED, slot_tag
-from realtime.cluster_pipes import ClusterPipes
+from realtime.cluster_pipes import ClusterPipes, owner_node
 from realtime.command_pipe import PipeScript
 from realtime.event_script import RELAYED_PUBLISH_SCRIPT, EventKeys
 from realtime.events import Event, validated
@@ -220,13 +220,7 @@ class ClusterBroker(Broker):
 
     def _owner(self, channels: Iterable[str]) -> RedisNode:
         """The node that owns the channels' slot (as the slot map says now)."""
-        key = self._layout.clock_key(channels)
-        try:
-            node = self._cluster.get_node_from_key(key)
-        except RedisError as exc:
-            raise ShardUnavailable(f"no node owns the slot of {key}: {exc}") from exc
-        if node is None:
-            raise ShardUnavailable(f"no node owns the slot of {key}")
+        node = owner_node(self._cluster, self._layout.clock_key(channels))
         return self._node(node.name, node.host, int(node.port))
 
     def subscribe(

@@ -12,7 +12,7 @@ command through the cluster client, which follows the redirect and learns the ne
 import logging
 from typing import Any
 
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import Connection
 from redis.exceptions import RedisError, ResponseError
 
@@ -24,6 +24,17 @@ logger = logging.getLogger(__name__)
 REDIRECTS = ("MOVED", "ASK")
 
 
+def owner_node(cluster: RedisCluster, key: str) -> ClusterNode:
+    """The primary that owns ``key``'s slot, as the slot map says now."""
+    try:
+        node = cluster.get_node_from_key(key)
+    except RedisError as exc:
+        raise ShardUnavailable(f"no node owns the slot of {key}: {exc}") from exc
+    if node is None:
+        raise ShardUnavailable(f"no node owns the slot of {key}")
+    return node
+
+
 class ClusterPipes:
     def __init__(self, cluster: RedisCluster) -> None:
         self._cluster = cluster
@@ -32,12 +43,7 @@ class ClusterPipes:
     def _pipe(self, key: str) -> CommandPipe | None:
         """The pipe to the primary that owns ``key``'s slot; None if the node's connections
         are not plain TCP (TLS: the cluster client serves them)."""
-        try:
-            node = self._cluster.get_node_from_key(key)
-        except RedisError as exc:
-            raise ShardUnavailable(f"no node owns the slot of {key}: {exc}") from exc
-        if node is None:
-            raise ShardUnavailable(f"no node owns the slot of {key}")
+        node = owner_node(self._cluster, key)
         pipe = self._pipes.get(node.name)
         if pipe is None:
             if node.connection_class is not Connection:

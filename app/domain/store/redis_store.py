@@ -19,8 +19,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import secrets
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import cast
 
@@ -65,6 +63,7 @@ from app.domain.store.redis_scripts import (
     DELETE_CLOSED_SCRIPT,
     NEW_SEQ,
 )
+from app.domain.store.redis_upgrade import upgrade_indexes
 from realtime.command_pipe import CommandPipe
 from realtime.event_script import NO_EVENTS
 from realtime.redis_replies import as_text
@@ -444,35 +443,13 @@ class RedisSessionStore(SessionStore):
         now plus its old number (the old numbers were a counter: the queue keeps its order,
         and the sweeper counts idle time and retention from the upgrade). Safe to run by
         every process at every start: it finds nothing to do once done."""
-        return await self._call(self._upgrade)
 
-    async def _upgrade(self) -> int:
-        touched = 0
-        for status in ("bot_active", "waiting_agent", "agent_active", "closed"):
-            key = self.keys.status(status)
-            if as_text(await self._redis.type(key)) != "set":
-                continue
-            names = sorted(as_text(n) for n in await self._redis.smembers(key))
-            raws = await self._get_all([self.keys.session(n) for n in names])
-            base, scores = seq_at(time.time()), {}
-            for name, raw in zip(names, raws, strict=True):
-                if raw is None:
-                    continue
-                session = _decode(raw)
-                if not session.get("incarnation"):
-                    session["incarnation"] = secrets.token_hex(8)
-                    await self._commit(name, raw, session, session["status"], None)
-                    touched += 1
-                if session["status"] == status:
-                    scores[name] = base + session["status_seq"]
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.delete(key)
-                if scores:
-                    pipe.zadd(key, scores)
-                    pipe.pexpire(key, ms(self.bounds.ttl("bot_active")))
-                await pipe.execute()
-            logger.info("upgraded the %s index: %d sessions", status, len(scores))
-        return touched
+        async def rewrite(name: str, raw: bytes | str, session: Session) -> None:
+            await self._commit(name, raw, session, session["status"], None)
+
+        return await self._call(
+            functools.partial(upgrade_indexes, self._redis, self.keys, self.bounds, self._get_all, rewrite)
+        )
 
     async def adopt(self, records: list[tuple[Session, list[Message]]]) -> int:
         """Write sessions (with their transcripts) that Redis has no record of; sessions it
