@@ -128,6 +128,10 @@ class ClusterScriptedEvents(ScriptedEvents):
         if planned.pending:
             await self._outboxes.note_pending(planned.home, planned.pending)
 
+    async def abandon(self, planned: Planned) -> None:
+        if planned.pending:
+            await self._outboxes.forget(planned.home, planned.pending)
+
     def _record(self, event_id: str, channel: str, event: dict[str, Any], data: str) -> None:
         record_on(self._broker._owner((channel,)), event_id, channel, event, data)
 

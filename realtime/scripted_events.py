@@ -65,6 +65,11 @@ class ScriptedEvents(ABC):
         """Before each run of the script (a cluster notes the session's outbox as pending)."""
         return None
 
+    async def abandon(self, planned: Planned) -> None:
+        """After a run of the script that wrote nothing (the session had changed): what
+        ``before`` noted is not needed."""
+        return None
+
     async def finish(self, planned: Planned, reply: Sequence[str]) -> None:
         """After the script committed, with what its ``publish_events`` returned: count the
         events it published (and hand them to this process's streams if the pub/sub reader is

@@ -134,7 +134,7 @@ class SessionOutboxes:
         script answered); off the pending index if all went out."""
         entries = [(held[i], held[i + 1], held[i + 2]) for i in range(0, len(held), 3)]
         if await self._drain(home, entries) == 0:
-            await self._forget(home, member)
+            await self.forget(home, member)
 
     async def _drain(self, home: str, entries: Sequence[tuple[str, str, str]]) -> int:
         """Publish ``entries`` in order, except on slots that are away (and all after the
@@ -169,7 +169,9 @@ class SessionOutboxes:
                 logger.warning("published events of %r's outbox not deleted from it: %r", home, exc)
         return len(entries) - len(out)
 
-    async def _forget(self, home: str, member: str) -> None:
+    async def forget(self, home: str, member: str) -> None:
+        """Take a change's note off the pending index (its outbox is drained, or the script
+        wrote nothing)."""
         key = self._noted.pop(member, None)
         if key is None:
             return  # a relay takes it off

@@ -50,6 +50,7 @@ from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.cluster import RedisCluster as ClusterClient
 
 from app.backends import Backends, cluster_clients, open_backends
+from app.domain.announcements import of_transition
 from app.domain.store import RedisSessionStore, Transition, TransitionRefused
 from app.domain.store.redis_indexes import StoreKeys
 from app.process.settings import Settings
@@ -941,6 +942,42 @@ async def test_an_outbox_entry_goes_out_once_however_often_it_is_published(
     await outboxes.note_pending("s4", "s4 live")
     assert await admin.zscore(outboxes.pending_keys("s4")[0], "s4 live") is not None
     await pipes.close()
+
+
+async def test_racing_changes_leave_no_pending_outbox_behind(
+    make_backends: Callable[..., Awaitable[Backends]], admin: ClusterClient
+) -> None:
+    """Ten agents on two processes (backends) take over one waiting conversation at once: the
+    scripts of all but one find the session changed and write nothing. One wins, its events go
+    out, and no change is left noted as pending, not even those whose script wrote nothing:
+    checked right after, before any relay would look (it takes notes older than 2 s)."""
+    first, second = await make_backends(), await make_backends()
+    name = "racing-notes"
+    await first.store.create(name)
+    await first.store.apply(name, "escalate")
+    agents = [f"a{i}" for i in range(10)]
+
+    async def take(backends: Backends, agent: str) -> Transition:
+        taken = functools.partial(of_transition, action="takeover", source="agent_workbench", agent_id=agent)
+        return await backends.store.apply(name, "takeover", agent, announce=taken)
+
+    async with asyncio.timeout(10):
+        results = await asyncio.gather(
+            *(take(backends, agent) for agent, backends in zip(agents, itertools.cycle((first, second)))),
+            return_exceptions=True,
+        )
+    winner = assert_one_winner(results, agents)
+    outboxes = SessionOutboxes(
+        admin, ClusterPipes(admin), RedisEventLog(admin, LAYOUT).append_relayed, ttl_ms=1
+    )
+    notes = [await admin.zcard(key) for key in outboxes.pending_keys(name)]
+    assert sum(notes) == 0, f"changes left noted as pending: {notes}"
+    assert await admin.xlen(outboxes.outbox_key(name)) == 0
+    entries = cast(list[tuple[str, dict[str, str]]], await admin.xrange(LAYOUT.history_key(BROADCAST)))
+    changes = [json.loads(fields["d"])["payload"] for _, fields in entries]
+    assert [(c["session_name"], c["agent_id"]) for c in changes if c["status"] == "agent_active"] == [
+        (name, winner)
+    ]
 
 
 async def test_events_for_a_lost_workbench_shard_wait_and_arrive_once(

@@ -385,6 +385,9 @@ class RedisSessionStore(SessionStore):
         else:
             reply = await self._action(keys=keys, args=args)
         if not int(reply[0]):
+            if planned is not None:
+                assert self._events is not None
+                await self._events.abandon(planned)  # nothing written: no outbox to relay
             return Conflict(reply[1] or None)
         seq = as_text(reply[1])
         return (int(seq) if seq else None), [as_text(event_id) for event_id in reply[2:]]
