@@ -260,11 +260,13 @@ async def _converse(
         session = await store.get(name)
         return {"session": session, "message": message, "reply": None}
     if escalate:
-        session = await _bot_escalates(request, session, answer.reason)
+        session = await _bot_escalates(request, session, answer.reason, answer.summary)
     return {"session": session, "message": message, "reply": reply}
 
 
-async def _bot_escalates(request: web.Request, session: Session, reason: str | None) -> Session:
+async def _bot_escalates(
+    request: web.Request, session: Session, reason: str | None, summary: str | None
+) -> Session:
     """The bot hands the conversation to a person (it has said so, and the escalation was not
     refused: see ``_escalation_refused``); the session after it."""
     try:
@@ -272,6 +274,7 @@ async def _bot_escalates(request: web.Request, session: Session, reason: str | N
             session["session_name"],
             "escalate",
             reason=reason,
+            summary=summary,
             announce=transition_events(request, "escalate"),
         )
     except TransitionRefused:
@@ -310,7 +313,11 @@ async def escalate(request: web.Request) -> web.Response:
             409, "queue_full", "all agents are busy: the conversation stays with the bot; try again later"
         )
     transition = await store.apply(
-        name, "escalate", reason=body["reason"], announce=transition_events(request, "escalate")
+        name,
+        "escalate",
+        reason=body["reason"],
+        summary=body["summary"],
+        announce=transition_events(request, "escalate"),
     )
     return json_answer(transition.session)
 

@@ -18,6 +18,7 @@ from marshmallow import Schema, ValidationError, fields, validate
 
 from schemas.fields import (
     MAX_CONTENT,
+    MAX_SUMMARY,
     MESSAGE_ROLES,
     NAME_PATTERN,
     SESSION_STATUSES,
@@ -81,6 +82,8 @@ class TransferRequestPayload(Schema):
     session_name = Name(required=True)
     status = Status(required=True)
     reason = fields.String(required=True, allow_none=True)
+    # Not required: events published before it existed are still in histories.
+    summary = fields.String(allow_none=True, validate=validate.Length(max=MAX_SUMMARY))
 
 
 class MessageSchema(Schema):
@@ -197,11 +200,12 @@ _PLAIN_PAYLOADS: dict[str, tuple[frozenset[str], Callable[[dict[str, Any], str],
         ),
     ),
     "transfer_request": (
-        frozenset(("session_name", "status", "reason")),
+        frozenset(("session_name", "status", "reason", "summary")),
         lambda p, _: (
             _is_name(p["session_name"])
             and _is_status(p["status"])
             and (p["reason"] is None or type(p["reason"]) is str)
+            and (p["summary"] is None or (type(p["summary"]) is str and len(p["summary"]) <= MAX_SUMMARY))
         ),
     ),
     "agent_joined": (

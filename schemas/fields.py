@@ -18,6 +18,7 @@ SESSION_STATUSES = ("bot_active", "waiting_agent", "agent_active", "closed")
 MESSAGE_ROLES = ("customer", "bot", "agent")
 MAX_CONTENT = 4000
 MAX_REASON = 500
+MAX_SUMMARY = 2000
 
 # A listing's cursor, as a client sends back the ``next_cursor`` it was given: a queue position
 # (digits) or a message id (16 hex digits). Opaque to clients; bounded here before any store

@@ -2,7 +2,7 @@
 
 from marshmallow import Schema, fields, validate
 
-from schemas.fields import MAX_REASON, Content, Cursor, Name, PageLimit, Status
+from schemas.fields import MAX_REASON, MAX_SUMMARY, Content, Cursor, Name, PageLimit, Status
 
 # The most sessions a supervisor stream may name.
 MAX_SUPERVISED_SESSIONS = 100
@@ -20,6 +20,12 @@ class ChatSchema(Schema):
 class EscalateSchema(Schema):
     session_name = Name(required=True)
     reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=MAX_REASON))
+    summary = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(max=MAX_SUMMARY),
+        metadata={"description": "what the agent should know (the session's `handoff_summary`)"},
+    )
 
 
 # With a token, agent_id is optional (the agent is the token's; a body agent_id must agree):

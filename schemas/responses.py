@@ -13,7 +13,7 @@ from marshmallow import Schema, fields, validate
 
 from schemas import envelope
 from schemas.envelope import ALLOWED_SOURCES, EVENT_TYPES
-from schemas.fields import MAX_REASON, Cursor, Name, Status, UnixTime
+from schemas.fields import MAX_REASON, MAX_SUMMARY, Cursor, Name, Status, UnixTime
 
 COMPONENTS = ("chatbot", "workbench")
 BROKER_MODES = ("redis", "redis-cluster", "memory")
@@ -70,6 +70,15 @@ class SessionSchema(Schema):
         allow_none=True,
         validate=validate.Length(max=MAX_REASON),
         metadata={"description": "why the session was escalated; null when not given"},
+    )
+    handoff_summary = fields.String(
+        allow_none=True,
+        validate=validate.Length(max=MAX_SUMMARY),
+        metadata={
+            "description": "what the bot (or whoever escalated) tells the agent, so that the customer "
+            "need not repeat it; set by an escalation, cleared when the session is released to the "
+            "bot; null when none (absent on conversations stored before it existed)"
+        },
     )
     status_seq = fields.Integer(strict=True, required=True, validate=validate.Range(min=0))
     incarnation = fields.String(

@@ -36,6 +36,7 @@ def of_transition(
             "session_name": name,
             "status": session["status"],
             "reason": session["escalation_reason"],
+            "summary": session.get("handoff_summary"),
         }
         events.append((BROADCAST, envelope("transfer_request", transfer, source)))
     else:

@@ -34,14 +34,19 @@ class BotReply:
     # Ask for a human after answering (the session moves to waiting_agent).
     escalate: bool = False
     reason: str | None = None
+    # For the agent who takes over (the session's handoff_summary, the transfer_request's
+    # summary): what the customer wants, so that nobody asks them again.
+    summary: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Handoff:
     """Yielded by a streamed answer: ask for a human once the answer is complete (at most one
-    counts; the last one's reason wins). Its position among the text pieces does not matter."""
+    counts; the last one's reason and summary win). Its position among the text pieces does
+    not matter."""
 
     reason: str | None = None
+    summary: str | None = None
 
 
 ReplyPart = str | Handoff
@@ -66,7 +71,7 @@ class Responder:
         answer = await self.reply(session, message)
         yield answer.text
         if answer.escalate:
-            yield Handoff(answer.reason)
+            yield Handoff(answer.reason, answer.summary)
 
 
 async def collect(
@@ -85,7 +90,7 @@ async def collect(
                 await on_text(part)
     if handoff is None:
         return BotReply("".join(texts))
-    return BotReply("".join(texts), escalate=True, reason=handoff.reason)
+    return BotReply("".join(texts), escalate=True, reason=handoff.reason, summary=handoff.summary)
 
 
 async def reply_of(responder: Any, session: Session, message: Message) -> BotReply:
@@ -108,7 +113,7 @@ async def _in_one_piece(responder: Any, session: Session, message: Message) -> A
     answer: BotReply = await responder.reply(session, message)
     yield answer.text
     if answer.escalate:
-        yield Handoff(answer.reason)
+        yield Handoff(answer.reason, answer.summary)
 
 
 # A phrase: up to and including its punctuation and the spaces after it (or the end).
@@ -164,4 +169,4 @@ class RuleBasedResponder(Responder):
                 await asyncio.sleep(self.pace)
             yield piece
         if answer.escalate:
-            yield Handoff(answer.reason)
+            yield Handoff(answer.reason, answer.summary)

@@ -3,7 +3,7 @@
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypedDict, TypeVar
+from typing import Any, Generic, Literal, NotRequired, TypedDict, TypeVar
 
 from app.domain.pages import DEFAULT_PAGE as DEFAULT_PAGE
 from app.domain.pages import MAX_PAGE as MAX_PAGE
@@ -43,6 +43,10 @@ class Session(TypedDict):
     created_at: int
     updated_at: int
     escalation_reason: str | None
+    # What the bot (or whoever escalated) tells the agent so that the customer need not repeat
+    # it; set by an escalation, kept through the takeover, cleared when the bot has it back.
+    # Absent from sessions stored before it existed.
+    handoff_summary: NotRequired[str | None]
     # Increases every time any session enters a status (one counter for all sessions and
     # processes): the queue order. Microseconds since the epoch when it entered its status
     # (or one more than the previous number, if that was later): the sweeper finds sessions
@@ -162,6 +166,7 @@ class SessionStore(ABC):
         agent_id: str | None = None,
         reason: str | None = None,
         *,
+        summary: str | None = None,
         announce: Announce | None = None,
         incarnation: str | None = None,
     ) -> Transition:

@@ -82,12 +82,19 @@ class StartupFallbackStore(SessionStore):
         agent_id: str | None = None,
         reason: str | None = None,
         *,
+        summary: str | None = None,
         announce: Announce | None = None,
         incarnation: str | None = None,
     ) -> Transition:
         store = await self._store()
         return await store.apply(
-            session_name, action, agent_id, reason, announce=announce, incarnation=incarnation
+            session_name,
+            action,
+            agent_id,
+            reason,
+            summary=summary,
+            announce=announce,
+            incarnation=incarnation,
         )
 
     async def add_message(

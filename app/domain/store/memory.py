@@ -88,12 +88,13 @@ class MemorySessionStore(SessionStore):
         agent_id: str | None = None,
         reason: str | None = None,
         *,
+        summary: str | None = None,
         announce: Announce | None = None,
         incarnation: str | None = None,
     ) -> Transition:
         session = self._load(session_name)
         rules.check_conversation(session, incarnation)
-        moved = rules.apply(session, action, agent_id, reason)
+        moved = rules.apply(session, action, agent_id, reason, summary)
         if moved is None:
             return Transition(session.copy(), session["status"], False)
         moved["status_seq"] = self._next_seq()

@@ -150,13 +150,14 @@ class RedisSessionStore(SessionStore):
         agent_id: str | None = None,
         reason: str | None = None,
         *,
+        summary: str | None = None,
         announce: Announce | None = None,
         incarnation: str | None = None,
     ) -> Transition:
         async def transition(raw: bytes | str | None) -> "Committed[Transition] | Conflict":
             session = _found(session_name, raw)
             rules.check_conversation(session, incarnation)
-            moved = rules.apply(session, action, agent_id, reason)
+            moved = rules.apply(session, action, agent_id, reason, summary)
             if moved is None:
                 return Committed(Transition(session, session["status"], False), None, [], raw, wrote=False)
             before = session["status"]

@@ -26,6 +26,7 @@ def new_session(session_name: str, status_seq: int) -> Session:
         created_at=t,
         updated_at=t,
         escalation_reason=None,
+        handoff_summary=None,
         status_seq=status_seq,
         incarnation=secrets.token_hex(8),
     )
@@ -65,7 +66,9 @@ def new_message(role: Role, content: str, agent_id: str | None) -> Message:
     return Message(id=secrets.token_hex(8), role=role, content=content, agent_id=agent_id, created_at=now())
 
 
-def apply(session: Session, action: Action, agent_id: str | None, reason: str | None) -> Session | None:
+def apply(
+    session: Session, action: Action, agent_id: str | None, reason: str | None, summary: str | None = None
+) -> Session | None:
     """The session after ``action``; None when the action is a no-op (200, no event).
 
     Raises TransitionRefused (409) when the action is not allowed from the current state.
@@ -81,6 +84,7 @@ def apply(session: Session, action: Action, agent_id: str | None, reason: str | 
             raise TransitionRefused(f"cannot escalate a session that is {status}")
         moved = _moved(session, "waiting_agent", None)
         moved["escalation_reason"] = reason
+        moved["handoff_summary"] = summary
         return moved
     if action == "takeover":
         if status == "agent_active":
@@ -92,7 +96,9 @@ def apply(session: Session, action: Action, agent_id: str | None, reason: str | 
         return _moved(session, "agent_active", agent_id)
     if action == "release":
         _require_holder(session, agent_id, "release")
-        return _moved(session, "bot_active", None)
+        released = _moved(session, "bot_active", None)
+        released["handoff_summary"] = None  # the bot has the conversation back
+        return released
     if action == "close":
         if status == "closed":
             raise TransitionRefused("session is already closed")

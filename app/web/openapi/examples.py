@@ -68,6 +68,7 @@ def _session(status: str, agent_id: str | None, updated: int, seq: int, reason: 
         "created_at": T0,
         "updated_at": updated,
         "escalation_reason": reason,
+        "handoff_summary": None,
         "status_seq": T0 * 1_000_000 + seq,
         "incarnation": INCARNATION,
     }
@@ -125,7 +126,12 @@ REQUEST_EXAMPLES: dict[str, Example] = {
         {"session_name": SESSION, "content": "I want a human"},
     ),
     "request.escalate.reason": Example(
-        "Ask for a human, with a reason", {"session_name": SESSION, "reason": "billing question"}
+        "Ask for a human, with a reason and what the agent should know",
+        {
+            "session_name": SESSION,
+            "reason": "billing question",
+            "summary": "Charged twice for order 1234 on 2 December; wants the second charge refunded.",
+        },
     ),
     "request.escalate.plain": Example("Ask for a human (reason null)", {"session_name": SESSION}),
     "request.agent_action": Example("As agent alice", {"agent_id": AGENT}),
@@ -438,7 +444,12 @@ EVENT_EXAMPLES: dict[str, tuple[str, str | None, dict[str, Any]]] = {
         event_id(T0 + 20, 152),
         {
             "type": "transfer_request",
-            "payload": {"session_name": SESSION, "status": "waiting_agent", "reason": HANDOFF},
+            "payload": {
+                "session_name": SESSION,
+                "status": "waiting_agent",
+                "reason": HANDOFF,
+                "summary": None,
+            },
             "timestamp": T0 + 20,
             "source": "ai_chatbot",
         },
