@@ -620,11 +620,16 @@ async def test_a_long_queue_is_shown_a_page_at_a_time(server_process: Any, brows
             assert shown == [*names, "late"], shown
             await expect(agent.get_by_role("button", name="Show more")).to_be_hidden()
 
-            # With the whole queue shown, a new arrival is shown at once, at the end.
+            # With the whole queue shown, a new arrival is shown at once, at the end, with
+            # what its transfer_request says the customer needs.
             await call(http, "POST", f"{CHATBOT}/sessions", {"session_name": "later"}, status=201)
-            await call(http, "POST", f"{CHATBOT}/manual/escalate", {"session_name": "later"})
+            summary = "Charged twice for order 1234; wants a refund."
+            await call(
+                http, "POST", f"{CHATBOT}/manual/escalate", {"session_name": "later", "summary": summary}
+            )
             await expect(agent.locator("#queue li").last).to_have_attribute("data-session", "later")
             await expect(agent.locator("#queue-count")).to_have_text("132")
+            await expect(agent.locator("#queue li").last.locator(".summary")).to_have_text(summary)
         finally:
             await context.close()
     assert not problems.errors and not problems.network, problems.__dict__

@@ -98,6 +98,8 @@ function renderQueue() {
     el('div', { class: 'session-info' }, [
       el('strong', { text: s.session_name }),
       el('span', { class: 'hint', text: [s.escalation_reason, s.updated_at && `since ${clock(s.updated_at)}`].filter(Boolean).join(' · ') }),
+      // What the bot (or whoever escalated) says the customer needs: nobody asks them again.
+      ...(s.handoff_summary ? [el('p', { class: 'summary', text: s.handoff_summary })] : []),
     ]),
     el('div', { class: 'session-actions' }, [
       el('button', { class: 'secondary', text: 'View',
@@ -125,11 +127,14 @@ function renderMine() {
   dom.mineEmpty.hidden = mine.size > 0;
 }
 
+// A session joins the queue, or what is known of it grows (its status_change and its
+// transfer_request arrive apart; the latter brings the reason and the summary).
 function queueAdd(session) {
+  const name = session.session_name;
   if (queueCursor !== null) {
-    queueLater.set(session.session_name, session); // shown when the end of the queue is
-  } else if (!queue.has(session.session_name)) {
-    queue.set(session.session_name, session);
+    queueLater.set(name, { ...queueLater.get(name), ...session }); // shown when the end of the queue is
+  } else {
+    queue.set(name, { ...queue.get(name), ...session });
     renderQueue();
   }
 }
@@ -202,7 +207,7 @@ function onAgentEvent(event) {
   switch (event.type) {
     case 'transfer_request':
       queueAdd({ session_name: p.session_name, status: p.status, escalation_reason: p.reason,
-        updated_at: event.timestamp });
+        handoff_summary: p.summary, updated_at: event.timestamp });
       break;
     case 'status_change':
       if (p.status === 'waiting_agent') {
