@@ -45,6 +45,7 @@ from typing import Any, cast
 
 import aiohttp
 import pytest
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.cluster import RedisCluster as ClusterClient
@@ -57,6 +58,7 @@ from app.process.settings import Settings
 from realtime.channels import BROADCAST, agent_channel, session_channel
 from realtime.cluster_broker import OUTBOX_RETRY, ClusterLayout
 from realtime.cluster_pipes import ClusterPipes
+from realtime.command_pipe import PipeScript
 from realtime.event_log import RedisEventLog
 from realtime.redis_replies import as_text
 from realtime.session_outbox import SessionOutboxes
@@ -978,6 +980,47 @@ async def test_racing_changes_leave_no_pending_outbox_behind(
     assert [(c["session_name"], c["agent_id"]) for c in changes if c["status"] == "agent_active"] == [
         (name, winner)
     ]
+
+
+async def test_a_pipe_whose_slot_moved_goes_through_the_cluster_client(
+    cluster_url: str, redis_cluster: RedisCluster
+) -> None:
+    """The slot map a pipe is chosen by can be stale (a slot moved): the node answers MOVED and
+    the command goes through the cluster client, which follows the redirect and learns the
+    new map. For a command and for a script, each after its slot moved under the client."""
+    settings = Settings(redis_url=cluster_url, insecure=True)
+    client = cluster_clients(settings)[0]
+    await client.initialize()
+    pipes = ClusterPipes(client)
+    key = "pipe-moved"
+    slot = client.keyslot(key)
+    nodes = {port: SyncRedis(host="127.0.0.1", port=port) for port in redis_cluster.ports}
+    home = port_of(client, key)
+    other = next(port for port in redis_cluster.ports if port != home)
+    ids = {port: as_text(node.execute_command("CLUSTER", "MYID")) for port, node in nodes.items()}  # type: ignore[no-untyped-call]
+
+    def move_slot(to: int) -> None:
+        for node in nodes.values():
+            node.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[to])  # type: ignore[no-untyped-call]
+
+    try:
+        assert await pipes.execute(key, "SET", key, "before")  # the pipe to its owner
+        await pipes.execute(key, "DEL", key)
+        move_slot(other)
+        assert await pipes.execute(key, "SET", key, "moved")  # MOVED: the cluster client's
+        assert nodes[other].get(key) == b"moved"
+        await pipes.execute(key, "DEL", key)
+        move_slot(home)
+        script = PipeScript.of("return redis.call('SET', KEYS[1], ARGV[1])")
+        assert await pipes.run_script(script, [key], ["back"]) in (b"OK", "OK", True)
+        assert nodes[home].get(key) == b"back"
+    finally:
+        move_slot(home)
+        nodes[home].delete(key)
+        for node in nodes.values():
+            node.close()
+        await pipes.close()
+        await client.aclose()
 
 
 async def test_events_for_a_lost_workbench_shard_wait_and_arrive_once(
