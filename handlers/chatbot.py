@@ -28,6 +28,7 @@ from handlers.common import add_session_read_routes, backends, checked_content, 
 from handlers.sse import SEND_TIMEOUT
 from realtime.events import named_frame
 from schemas import ChatSchema, CreateSessionSchema, EscalateSchema
+from schemas.fields import MAX_SUMMARY
 from schemas.plain import PlainBody
 
 logger = logging.getLogger(__name__)
@@ -274,7 +275,9 @@ async def _bot_escalates(
             session["session_name"],
             "escalate",
             reason=reason,
-            summary=summary,
+            # A bot's words are not a client's request: a summary past the bound is cut, not
+            # refused (the escalation must happen).
+            summary=summary[:MAX_SUMMARY] if summary is not None else None,
             announce=transition_events(request, "escalate"),
         )
     except TransitionRefused:

@@ -18,11 +18,12 @@ SUMMARY = "Charged twice for order 1234 on 2 December; wants the second charge r
 
 
 class SummarizingBot(Responder):
-    """Hands every conversation over, with a reason and a summary."""
+    """Hands every conversation over, with a reason and a summary (the customer's message, as
+    long as it is: a bot may say more than the bound)."""
 
     async def stream(self, session: Session, message: Message) -> AsyncIterator[str | Handoff]:
         yield "Let me find someone who can look at your account. "
-        yield Handoff("billing", SUMMARY)
+        yield Handoff("billing", SUMMARY if message["content"] == "charged twice" else message["content"] * 2)
 
 
 async def transfer_request(stream: SSEStream) -> SSEEvent:
@@ -56,6 +57,17 @@ async def test_the_bots_summary_reaches_the_agent_and_goes_with_the_release(
     assert taken["handoff_summary"] == SUMMARY, "the agent who takes over still has it"
     released = await act(client, "sum1", "release", "a1")
     assert released["status"] == "bot_active" and released["handoff_summary"] is None
+
+
+async def test_a_bots_summary_past_the_bound_is_cut_not_refused(
+    serve_app: ServeApp, settings: Settings
+) -> None:
+    client = await serve_app(create_app(settings, responder=SummarizingBot()))
+    await create(client, "sum3")
+    long = "y" * 2000  # the bot says it twice: 4,000 characters
+    answer = await call(client, "POST", f"{CHATBOT}/chat", {"session_name": "sum3", "content": long})
+    assert answer["session"]["status"] == "waiting_agent"
+    assert answer["session"]["handoff_summary"] == "y" * MAX_SUMMARY
 
 
 async def test_a_manual_escalation_carries_a_summary_within_its_bound(
