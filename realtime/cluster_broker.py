@@ -34,8 +34,7 @@ from redis.exceptions import RedisError
 from realtime.broker import Broker, BrokerError, History, ShardUnavailable, Subscription
 from realtime.channels import SESSION_PATTERN, SESSION_PREFIX, SESSIONS_FEED, slot_tag
 from realtime.cluster_pipes import ClusterPipes, owner_node
-from realtime.command_pipe import PipeScript
-from realtime.event_script import RELAYED_PUBLISH_SCRIPT, EventKeys
+from realtime.event_script import EventKeys
 from realtime.events import Event, validated
 from realtime.fanout import FanOut
 from realtime.layout import namespace_prefix
@@ -52,7 +51,6 @@ SubscriberFactory = Callable[[str, int], Redis]
 # Events waiting for their shard, in all: past this, publishes to a lost shard answer 503.
 OUTBOX_LIMIT = 10_000
 OUTBOX_RETRY = (0.1, 2.0)  # seconds between attempts: first, and at most (doubling)
-RELAYED_PUBLISH = PipeScript.of(RELAYED_PUBLISH_SCRIPT)
 
 
 class ClusterLayout:
@@ -278,9 +276,8 @@ class ClusterBroker(Broker):
     async def _publish_relayed(self, channel: str, data: str, mark_key: str, entry_id: str) -> str | None:
         """An event from a session's outbox (realtime.session_outbox); None if it was out."""
         node = self._owner((channel,))
-        keys, args = node.log.relayed_call(channel, data, mark_key, entry_id)
         try:
-            event_id = node.log.relayed(await self._pipes.run_script(RELAYED_PUBLISH, keys, args))
+            event_id = await node.log.append_relayed(self._pipes, channel, data, mark_key, entry_id)
         except UNAVAILABLE as exc:
             raise ShardUnavailable(f"publish failed: shard unavailable: {exc!r}") from exc
         except RedisError as exc:

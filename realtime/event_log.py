@@ -22,6 +22,8 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from realtime import ids
+from realtime.cluster_pipes import ClusterPipes
+from realtime.command_pipe import PipeScript
 from realtime.errors import BrokerError
 from realtime.event_script import EVENTS_LUA, RELAYED_PUBLISH_SCRIPT, EventKeys
 from realtime.events import Event
@@ -40,6 +42,7 @@ MAX_ID_LEAD_MS = 10 * 60 * 1000
 # One event through the shared section of realtime.event_script: the channel's history, its
 # size, the clock (and the pattern history with its size) are its keys.
 PUBLISH_SCRIPT = EVENTS_LUA + "return publish_events(0, 0)[1]\n"
+RELAYED_PUBLISH = PipeScript.of(RELAYED_PUBLISH_SCRIPT)
 
 # KEYS[1] the event clock; ARGV[1] ms, ARGV[2] seq: the newest id this process has seen or
 # made; ARGV[3] the clock's lifetime (ms). Moves the clock forward to it if behind, and returns the clock as it was: a clock
@@ -96,7 +99,6 @@ class RedisEventLog:
         self._ttl_ms = int(history_ttl * 1000)  # of histories, their sizes and the clocks
         self.keys = EventKeys(layout, history_maxlen, history_bytes, self._ttl_ms)
         self._publish_script = redis.register_script(PUBLISH_SCRIPT)
-        self._relayed_publish_script = redis.register_script(RELAYED_PUBLISH_SCRIPT)
         self._advance_clock_script = redis.register_script(ADVANCE_CLOCK_SCRIPT)
         self._position_script = redis.register_script(POSITION_SCRIPT)
         # The newest id seen or made; ids for events published while Redis is away come just
@@ -116,27 +118,21 @@ class RedisEventLog:
         self.clock.observe(ids.parse(event_id))
         return event_id
 
-    def relayed_call(
-        self, channel: str, data: str, mark_key: str, entry_id: str
-    ) -> tuple[list[str], list[Any]]:
-        """The keys and arguments of RELAYED_PUBLISH_SCRIPT for the outbox entry ``entry_id``
-        of a session whose mark on this channel's slot is ``mark_key``."""
+    async def append_relayed(
+        self, pipes: ClusterPipes, channel: str, data: str, mark_key: str, entry_id: str
+    ) -> str | None:
+        """As ``append``, for the outbox entry ``entry_id`` of a session whose mark on this
+        channel's slot is ``mark_key`` (a cluster's: through the slot owner's pipe), or None
+        if that entry (or a newer one) is out already."""
         section = self.keys.section([(channel, data)])
-        return [mark_key, *section.keys], [entry_id, self._ttl_ms, *section.args]
-
-    def relayed(self, result: bytes | str | None) -> str | None:
-        """The event id from the relayed publish script's answer (None: it was out already)."""
+        result = await pipes.run_script(
+            RELAYED_PUBLISH, [mark_key, *section.keys], [entry_id, self._ttl_ms, *section.args]
+        )
         if result is None:
             return None
         event_id = as_text(result)
         self.clock.observe(ids.parse(event_id))
         return event_id
-
-    async def append_relayed(self, channel: str, data: str, mark_key: str, entry_id: str) -> str | None:
-        """As ``append``, for the outbox entry ``entry_id`` of a session whose mark on this
-        channel's slot is ``mark_key``: None if that entry (or a newer one) is out already."""
-        keys, args = self.relayed_call(channel, data, mark_key, entry_id)
-        return self.relayed(await self._relayed_publish_script(keys=keys, args=args))
 
     async def position(self, channels: Iterable[str]) -> str:
         """The clock of ``channels`` (started now if it never ran); if Redis cannot answer,

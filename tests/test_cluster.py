@@ -917,15 +917,16 @@ async def test_an_outbox_entry_goes_out_once_however_often_it_is_published(
     pending outbox holds, empties it, takes it off the pending index, and then finds nothing."""
     log = RedisEventLog(admin, LAYOUT)
     pipes = ClusterPipes(admin)
-    outboxes = SessionOutboxes(admin, pipes, log.append_relayed, ttl_ms=60_000, grace=0.0)
+    publish = functools.partial(log.append_relayed, pipes)
+    outboxes = SessionOutboxes(admin, pipes, publish, ttl_ms=60_000, grace=0.0)
     data = [json.dumps(event(n)) for n in range(3)]
     mark = outboxes.mark_key(BROADCAST, "s1")
-    assert await log.append_relayed(BROADCAST, data[0], mark, "100-1") is not None
-    assert await log.append_relayed(BROADCAST, data[0], mark, "100-1") is None  # again
-    assert await log.append_relayed(BROADCAST, data[0], mark, "99-7") is None  # older
-    assert await log.append_relayed(BROADCAST, data[1], mark, "100-2") is not None
+    assert await publish(BROADCAST, data[0], mark, "100-1") is not None
+    assert await publish(BROADCAST, data[0], mark, "100-1") is None  # again
+    assert await publish(BROADCAST, data[0], mark, "99-7") is None  # older
+    assert await publish(BROADCAST, data[1], mark, "100-2") is not None
     other = outboxes.mark_key(BROADCAST, "s2")
-    assert await log.append_relayed(BROADCAST, data[1], other, "100-1") is not None  # another session's
+    assert await publish(BROADCAST, data[1], other, "100-1") is not None  # another session's
     assert await admin.xlen(LAYOUT.history_key(BROADCAST)) == 3
 
     # What a process killed after its script leaves: an entry, and the session noted pending.
@@ -969,9 +970,9 @@ async def test_racing_changes_leave_no_pending_outbox_behind(
             return_exceptions=True,
         )
     winner = assert_one_winner(results, agents)
-    outboxes = SessionOutboxes(
-        admin, ClusterPipes(admin), RedisEventLog(admin, LAYOUT).append_relayed, ttl_ms=1
-    )
+    pipes = ClusterPipes(admin)
+    publish = functools.partial(RedisEventLog(admin, LAYOUT).append_relayed, pipes)
+    outboxes = SessionOutboxes(admin, pipes, publish, ttl_ms=1)  # for its key names
     notes = [await admin.zcard(key) for key in outboxes.pending_keys(name)]
     assert sum(notes) == 0, f"changes left noted as pending: {notes}"
     assert await admin.xlen(outboxes.outbox_key(name)) == 0

@@ -429,7 +429,7 @@ class RedisSessionStore(SessionStore):
             raise StoreUnavailable(f"session {session_name!r} is too contended; try again")
 
         try:
-            committed = await self._call(attempts, piped=self._pipe is not None and self._indexes_in_script)
+            committed = await self._call(attempts, piped=self._pipe is not None)
         except SessionNotFound:
             self._recent.put(session_name, None)
             raise
