@@ -49,13 +49,41 @@ class Handoff:
     summary: str | None = None
 
 
-ReplyPart = str | Handoff
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Yielded by a streamed answer whose endpoint reported what it used (counted in the
+    metrics; never shown to anybody)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+ReplyPart = str | Handoff | Usage
+
+# Why a bot could not answer (BotFailure.kind, a metric label).
+FAILURE_KINDS = ("connect", "timeout", "status", "rate_limited", "unreadable", "cut", "circuit_open", "error")
+
+
+class BotFailure(Exception):
+    """A bot that could not answer. The chat hands the conversation to a person (reason
+    ``bot_unavailable``) instead of failing; ``kind`` says why (one of FAILURE_KINDS) and
+    ``detail`` is for the log (never a message's content or a key)."""
+
+    def __init__(self, kind: str, detail: str = "") -> None:
+        if kind not in FAILURE_KINDS:
+            raise ValueError(f"unknown bot failure kind {kind!r}")
+        super().__init__(f"{kind}: {detail}" if detail else kind)
+        self.kind = kind
+        self.detail = detail
 
 
 class Responder:
     """Base class of bots: override ``reply`` or ``stream`` (or both); each defaults to the
     other, so a one-shot bot can be streamed (in one piece) and a streaming bot asked for its
-    complete answer."""
+    complete answer.
+
+    A bot that needs the conversation so far reads it through a ``Transcripts`` given to it
+    when it is made (app.bots.choose does so for the bots of --bot)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -84,6 +112,8 @@ async def collect(
     async for part in parts:
         if isinstance(part, Handoff):
             handoff = part
+        elif isinstance(part, Usage):
+            continue
         elif part:
             texts.append(part)
             if on_text is not None:
@@ -114,6 +144,11 @@ async def _in_one_piece(responder: Any, session: Session, message: Message) -> A
     yield answer.text
     if answer.escalate:
         yield Handoff(answer.reason, answer.summary)
+
+
+# The newest messages of a session, at most the given number, oldest first (what a bot that
+# needs the conversation so far reads it through).
+Transcripts = Callable[[str, int], Awaitable[list[Message]]]
 
 
 # A phrase: up to and including its punctuation and the spaces after it (or the end).

@@ -76,15 +76,17 @@ def stop_process(process: "subprocess.Popen[bytes]", timeout: float = STOP_TIMEO
     return Stopped(process.returncode, False, killed, time.monotonic() - started)
 
 
-def wait_until_serving(url: str, process: "subprocess.Popen[bytes]", timeout: float = START_TIMEOUT) -> bool:
-    """Whether ``url``/health answers 200 within ``timeout``; RuntimeError if the process
+def wait_until_serving(
+    url: str, process: "subprocess.Popen[bytes]", timeout: float = START_TIMEOUT, path: str = "/health"
+) -> bool:
+    """Whether ``url`` + ``path`` answers 200 within ``timeout``; RuntimeError if the process
     exits first."""
 
     def answers() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"server exited at start with status {process.returncode}")
         try:
-            with urllib.request.urlopen(f"{url}/health", timeout=1) as response:
+            with urllib.request.urlopen(f"{url}{path}", timeout=1) as response:
                 return bool(response.status == 200)
         except OSError:
             return False
@@ -145,6 +147,47 @@ class ServerProcess:
         return subprocess.run(
             self.args, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout, check=False
         )
+
+
+class PeerProcess:
+    """Another real HTTP service a test talks to through the server (a webhook bot, a webhook
+    receiver, an OpenAI-compatible endpoint): ``python -m module --port PORT *args`` on a free
+    loopback port, ready when ``ready_path`` answers 200; a context manager that stops it."""
+
+    def __init__(self, module: str, *args: str, log_dir: Path, ready_path: str = "/health") -> None:
+        self.port = free_port()
+        self.args = [sys.executable, "-m", module, "--port", str(self.port), *args]
+        self.ready_path = ready_path
+        self.log_path = log_dir / f"{module.rpartition('.')[2]}-{self.port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def start(self) -> "PeerProcess":
+        """Start (or start again, on the same port)."""
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.args, cwd=ROOT, env=clean_env(), stdout=log, stderr=subprocess.STDOUT
+            )
+        if not wait_until_serving(self.url, self.process, path=self.ready_path):
+            self.stop()
+            raise RuntimeError(f"{self.args[2]} did not answer {self.ready_path} in {START_TIMEOUT}s")
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            stop_process(self.process)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def __enter__(self) -> "PeerProcess":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 def clean_env(**extra: str) -> dict[str, str]:
