@@ -21,7 +21,7 @@ from realtime.errors import (
     SubscriptionGap,
     SubscriptionOverflow,
 )
-from realtime.events import Event, envelope
+from realtime.events import EPHEMERAL_TYPES, Event, envelope, validated
 from realtime.fanout import FanOut
 from realtime.history import History
 from realtime.stats import BrokerStats
@@ -79,6 +79,28 @@ class Broker(ABC):
     @abstractmethod
     async def publish(self, channel: str, event: dict[str, Any]) -> str:
         """Validate and send ``event`` on ``channel``; return its id. Raises ValidationError."""
+
+    async def signal(self, channel: str, event: dict[str, Any]) -> None:
+        """Send an ephemeral event (``typing``: realtime.events.EPHEMERAL_TYPES) to the streams
+        open on ``channel`` now, on every process: no id, no history, never replayed. Best
+        effort by design: if Redis cannot take it, this process's streams still get it, and
+        no error reaches the caller (a lost ``typing`` costs nothing). Raises ValidationError
+        for an event that is not one."""
+        if event.get("type") not in EPHEMERAL_TYPES:
+            raise ValueError(f"not an ephemeral event type: {event.get('type')!r}")
+        data = validated(event)
+        self.stats.published[event["type"]] += 1
+        if not await self._signal(channel, data):
+            self._deliver_here(Event.ephemeral(channel, event, data))
+
+    async def _signal(self, channel: str, data: str) -> bool:
+        """Publish an ephemeral event across processes; False if it reached none (memory, or
+        Redis away): then this process delivers it itself."""
+        return False
+
+    def _deliver_here(self, event: Event) -> None:
+        for fan_out in self._fan_outs():
+            fan_out.deliver_matching(event)
 
     @abstractmethod
     async def position(self, channels: Iterable[str] = ()) -> str:

@@ -251,6 +251,15 @@ class ClusterBroker(Broker):
             await self._publish_once(SESSIONS_FEED, event)
         return event_id
 
+    async def _signal(self, channel: str, data: str) -> bool:
+        """On the channel's shard only: the sessions feed does not carry ephemeral events."""
+        try:
+            await self._owner((channel,)).log.signal(channel, data)
+        except (RedisError, *UNAVAILABLE) as exc:
+            logger.debug("an ephemeral event on %s reached only this process: %r", channel, exc)
+            return False
+        return True
+
     async def _publish_once(self, channel: str, event: dict[str, Any]) -> str:
         if self._outbox.holds(channel):
             return self._defer(channel, event)  # behind what already waits for the shard

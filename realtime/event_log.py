@@ -26,7 +26,7 @@ from realtime.cluster_pipes import ClusterPipes
 from realtime.command_pipe import PipeScript
 from realtime.errors import BrokerError
 from realtime.event_script import EVENTS_LUA, RELAYED_PUBLISH_SCRIPT, EventKeys
-from realtime.events import Event
+from realtime.events import EPHEMERAL_ID, EPHEMERAL_TYPES, Event
 from realtime.history import HISTORY_BYTES, History, merge
 from realtime.layout import Layout
 from realtime.redis_replies import UNAVAILABLE, as_text
@@ -47,6 +47,12 @@ RELAYED_PUBLISH = PipeScript.of(RELAYED_PUBLISH_SCRIPT)
 # KEYS[1] the event clock; ARGV[1] ms, ARGV[2] seq: the newest id this process has seen or
 # made; ARGV[3] the clock's lifetime (ms). Moves the clock forward to it if behind, and returns the clock as it was: a clock
 # behind what a process has seen means Redis lost data (a restart without persistence).
+# An ephemeral event (realtime.events.EPHEMERAL_ID): published with no id and kept nowhere.
+# KEYS[1] is the channel's history, which it does not touch: it routes the call to the slot of
+# the channel (a cluster's SPUBLISH must run there). ARGV: the publish command, the wire
+# channel, the message.
+SIGNAL_SCRIPT = "return redis.call(ARGV[1], ARGV[2], ARGV[3])"
+
 ADVANCE_CLOCK_SCRIPT = """
 local last = redis.call('GET', KEYS[1])
 local behind = true
@@ -100,6 +106,7 @@ class RedisEventLog:
         self.keys = EventKeys(layout, history_maxlen, history_bytes, self._ttl_ms)
         self._publish_script = redis.register_script(PUBLISH_SCRIPT)
         self._advance_clock_script = redis.register_script(ADVANCE_CLOCK_SCRIPT)
+        self._signal_script = redis.register_script(SIGNAL_SCRIPT)
         self._position_script = redis.register_script(POSITION_SCRIPT)
         # The newest id seen or made; ids for events published while Redis is away come just
         # above it.
@@ -117,6 +124,15 @@ class RedisEventLog:
         event_id = as_text(result)
         self.clock.observe(ids.parse(event_id))
         return event_id
+
+    async def signal(self, channel: str, data: str) -> None:
+        """Publish an ephemeral event to whoever listens now, on every process (no id, no
+        history); raises redis-py's errors as they come."""
+        layout = self.layout
+        await self._signal_script(
+            keys=[layout.history_key(channel)],
+            args=[layout.publish_command, layout.wire(channel), f"{EPHEMERAL_ID} {data}"],
+        )
 
     async def append_relayed(
         self, pipes: ClusterPipes, channel: str, data: str, mark_key: str, entry_id: str
@@ -226,6 +242,21 @@ def _decode_entries(channel: str, entries: list[Any]) -> list[Event]:
         if event is not None:
             events.append(event)
     return events
+
+
+def decode_ephemeral(channel: str, data: str) -> Event | None:
+    """An ephemeral event off the wire (realtime.events.EPHEMERAL_ID), or None unless it is a
+    well-formed event of a type that may be ephemeral."""
+    try:
+        envelope = orjson.loads(data)
+    except ValueError:
+        logger.warning("dropped an ephemeral message that is not JSON on %s", channel)
+        return None
+    errors = validate_event(envelope)
+    if errors or envelope.get("type") not in EPHEMERAL_TYPES:
+        logger.warning("dropped a malformed ephemeral event on %s", channel)
+        return None
+    return Event.ephemeral(channel, envelope, data)
 
 
 def decode(channel: str, event_id: str, data: str | bytes) -> Event | None:

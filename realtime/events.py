@@ -15,6 +15,13 @@ RETRY_MIN_MS = 1000
 RETRY_MAX_MS = 3000
 
 
+# On the wire (a pub/sub message is "<id> <data>"), the id of an ephemeral event; and its key.
+EPHEMERAL_ID = "~"
+EPHEMERAL_KEY = (0, -1)
+# The only events that may be ephemeral: what a later reader would not miss.
+EPHEMERAL_TYPES = frozenset({"typing"})
+
+
 def envelope(type_: str, payload: dict[str, Any], source: str) -> dict[str, Any]:
     return {"type": type_, "payload": payload, "timestamp": int(time.time()), "source": source}
 
@@ -59,6 +66,14 @@ class Event:
     def build(cls, event_id: str, channel: str, event: dict[str, Any], data: str) -> "Event":
         frame = sse_frame(data, event_id)
         return cls(event_id, channel, event, data, ids.parse(event_id), frame, http_chunk(frame))
+
+    @classmethod
+    def ephemeral(cls, channel: str, event: dict[str, Any], data: str) -> "Event":
+        """An event with no id (``typing``): its SSE frame has no ``id:`` line, so a client's
+        Last-Event-ID never points at it, and its key sorts before every id, which is what a
+        subscription tells it apart by (realtime.subscription)."""
+        frame = sse_frame(data)
+        return cls(EPHEMERAL_ID, channel, event, data, EPHEMERAL_KEY, frame, http_chunk(frame))
 
 
 def validated(event: dict[str, Any]) -> str:

@@ -24,7 +24,8 @@ from redis.exceptions import RedisError
 
 from realtime.channels import is_pattern
 from realtime.errors import BrokerError
-from realtime.event_log import RedisEventLog, decode
+from realtime.event_log import RedisEventLog, decode, decode_ephemeral
+from realtime.events import EPHEMERAL_ID
 from realtime.fanout import FanOut
 from realtime.pubsub_wire import WireFactory, pubsub_wire
 from realtime.redis_replies import CONNECTION_LOST, DISCONNECTED, UNAVAILABLE, as_text
@@ -355,6 +356,13 @@ class PubSubConnection:
             self._stats.malformed += 1
             return
         event_id, _, data = text.partition(" ")
+        if event_id == EPHEMERAL_ID:
+            ephemeral = decode_ephemeral(channel, data)
+            if ephemeral is None:
+                self._stats.malformed += 1
+            else:
+                self._deliver(ephemeral, to=pattern)
+            return
         event = decode(channel, event_id, data)
         if event is None:
             self._stats.malformed += 1

@@ -153,6 +153,14 @@ class RedisBroker(Broker):
         self._node.fan_out.deliver_matching(item)
         return item.id
 
+    async def _signal(self, channel: str, data: str) -> bool:
+        try:
+            await self._node.log.signal(channel, data)
+        except (RedisError, *CONNECTION_LOST, *UNAVAILABLE) as exc:
+            logger.debug("an ephemeral event on %s reached only this process: %r", channel, exc)
+            return False
+        return True
+
     async def position(self, channels: Iterable[str] = ()) -> str:
         return await self._node.position(channels)
 

@@ -48,4 +48,5 @@ class BrokerStats:
 
     def fanned_out(self, event_type: str, event_ms: int, streams: int) -> None:
         self.delivered[event_type] += streams
-        self.latency.observe(max(0.0, time.time() - event_ms / 1000))
+        if event_ms:  # 0: an ephemeral event, which has no time in its (absent) id
+            self.latency.observe(max(0.0, time.time() - event_ms / 1000))

@@ -293,6 +293,8 @@ class Subscription:
             return
         key = event.key
         if key <= self._last:
+            if key[1] < 0:
+                self._accept_ephemeral(event)  # no id: sorts first (realtime.events)
             return  # already queued (history and live overlap) or before the start position
         self._last = key
         if self._accepts is not None and not self._accepts(event):
@@ -310,6 +312,17 @@ class Subscription:
         else:
             self._queue(event)
         self._wake()
+
+    def _accept_ephemeral(self, event: Event) -> None:
+        """A ``typing``: to the stream now, or dropped. It moves no position and never ends a
+        stream: a full queue drops it rather than cutting off its consumer."""
+        if self._accepts is not None and not self._accepts(event):
+            return
+        if not self._items and self._writer is not None and self._writer(event):
+            return
+        if len(self._items or ()) - self._replayed < self._maxsize:
+            self._queue(event)
+            self._wake()
 
     def _queue(self, item: "Event | _Replayed") -> None:
         if self._items is None:

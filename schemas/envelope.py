@@ -36,6 +36,7 @@ EVENT_TYPES = (
     "agent_joined",
     "agent_left",
     "heartbeat",
+    "typing",
 )
 SOURCES = ("ai_chatbot", "agent_workbench", "system")
 
@@ -51,8 +52,9 @@ ALLOWED_SOURCES: dict[str, frozenset[str]] = {
     "new_message": frozenset({"ai_chatbot", "agent_workbench"}),
     "agent_joined": frozenset({"agent_workbench"}),
     "agent_left": frozenset({"agent_workbench"}),
+    "typing": frozenset({"ai_chatbot", "agent_workbench"}),
 }
-# The roles each side speaks for in new_message.
+# The roles each side speaks for in new_message (and is typing for, in typing).
 MESSAGE_ROLES_BY_SOURCE = {"ai_chatbot": {"customer", "bot"}, "agent_workbench": {"agent"}}
 
 
@@ -108,6 +110,13 @@ class HeartbeatPayload(Schema):
     pass
 
 
+class TypingPayload(Schema):
+    """Someone is writing in the session (ephemeral: no id, no history; docs/api.md)."""
+
+    session_name = Name(required=True)
+    who = fields.String(required=True, validate=validate.OneOf(MESSAGE_ROLES))
+
+
 _ENVELOPE = EnvelopeSchema()
 _PAYLOADS: dict[str, Schema] = {
     "connected": ConnectedPayload(),
@@ -117,6 +126,7 @@ _PAYLOADS: dict[str, Schema] = {
     "agent_joined": AgentPresencePayload(),
     "agent_left": AgentPresencePayload(),
     "heartbeat": HeartbeatPayload(),
+    "typing": TypingPayload(),
 }
 
 
@@ -144,6 +154,8 @@ def _provenance_errors(event: dict[str, Any]) -> dict[str, Any]:
     type_, source = event["type"], event["source"]
     if source not in ALLOWED_SOURCES[type_]:
         return {"source": [f"{source} does not publish {type_} events"]}
+    if type_ == "typing" and event["payload"]["who"] not in MESSAGE_ROLES_BY_SOURCE[source]:
+        return {"source": [f"{source} does not type for {event['payload']['who']}"]}
     if type_ == "new_message":
         message = event["payload"]["message"]
         if message["role"] not in MESSAGE_ROLES_BY_SOURCE[source]:
@@ -217,6 +229,10 @@ _PLAIN_PAYLOADS: dict[str, tuple[frozenset[str], Callable[[dict[str, Any], str],
         lambda p, _: _is_name(p["session_name"]) and _is_name(p["agent_id"]),
     ),
     "heartbeat": (frozenset(), lambda p, _: True),
+    "typing": (
+        frozenset(("session_name", "who")),
+        lambda p, source: _is_name(p["session_name"]) and p["who"] in MESSAGE_ROLES_BY_SOURCE.get(source, ()),
+    ),
 }
 
 

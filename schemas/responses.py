@@ -315,6 +315,16 @@ class HeartbeatPayloadSchema(envelope.HeartbeatPayload):
         description = "Always empty."
 
 
+class TypingPayloadSchema(envelope.TypingPayload):
+    class Meta:
+        description = (
+            "`who` is writing in the session (`bot`: the bot is preparing a reply). Ephemeral: no "
+            "`id:`, never in the history, never replayed; sent again every few seconds while it "
+            "lasts. Show it until a `new_message` from `who`, a `status_change`, or 6 s without "
+            "another `typing`."
+        )
+
+
 PAYLOAD_SCHEMAS: dict[str, type[Schema]] = {
     "connected": ConnectedPayloadSchema,
     "status_change": StatusChangePayloadSchema,
@@ -323,6 +333,7 @@ PAYLOAD_SCHEMAS: dict[str, type[Schema]] = {
     "agent_joined": AgentPresencePayloadSchema,
     "agent_left": AgentPresencePayloadSchema,
     "heartbeat": HeartbeatPayloadSchema,
+    "typing": TypingPayloadSchema,
 }
 
 
@@ -352,6 +363,7 @@ SESSION_STREAM_EVENTS = (
     "agent_joined",
     "agent_left",
     "heartbeat",
+    "typing",
 )
 AGENT_STREAM_EVENTS = ("connected", "status_change", "transfer_request", "new_message", "heartbeat")
 

@@ -900,3 +900,64 @@ async def test_forged_events_from_redis_are_dropped(redis_broker: RedisBroker, r
         await assert_quiet(subscription)
     assert [e.id for e in received] == [genuine]
     assert redis_broker.stats.malformed == len(FORGED) + 1
+
+
+# --------------------------------------------------------------------------- ephemeral events
+
+
+def typing_event(session: str = "s1") -> dict[str, Any]:
+    return envelope("typing", {"session_name": session, "who": "bot"}, "ai_chatbot")
+
+
+async def test_ephemeral_event_reaches_open_streams_without_an_id(make_broker: BrokerFactory) -> None:
+    """A ``typing`` reaches the streams open now (on another process's broker too), framed
+    without an id; it is in no history, moves no position, and the events around it keep
+    their order."""
+    publisher = await make_broker()
+    # On Redis, another broker (another process's connection); in memory, the one process.
+    reader = publisher if isinstance(publisher, MemoryBroker) else await make_broker()
+    channel = fresh_channel()
+    async with reader.subscribe(channel) as subscription:
+        before = await publisher.publish(channel, event(1))
+        await publisher.signal(channel, typing_event())
+        after = await publisher.publish(channel, event(2))
+        first, typing, last = await take(subscription, 3)
+    assert (first.id, last.id) == (before, after)
+    assert typing.envelope == typing_event() | {"timestamp": typing.envelope["timestamp"]}
+    assert typing.frame.startswith(b"data: ") and b"id:" not in typing.frame
+    assert await reader.position([channel]) == after
+    history = await reader.history([channel], "0-0")
+    assert [e.id for e in history.events] == [before, after]
+
+
+async def test_ephemeral_event_is_never_replayed(broker: Broker) -> None:
+    channel = fresh_channel()
+    first = await broker.publish(channel, event(1))
+    await broker.signal(channel, typing_event())
+    second = await broker.publish(channel, event(2))
+    async with broker.subscribe(channel, resume_from=first) as subscription:
+        [replayed] = await take(subscription, 1)
+        await assert_quiet(subscription)
+    assert replayed.id == second
+
+
+async def test_only_ephemeral_types_are_signalled(broker: Broker) -> None:
+    with pytest.raises(ValueError, match="ephemeral"):
+        await broker.signal(fresh_channel(), event(1))
+    with pytest.raises(ValidationError):
+        await broker.signal(
+            fresh_channel(), envelope("typing", {"session_name": "s1", "who": "agent"}, "ai_chatbot")
+        )
+
+
+async def test_forged_ephemeral_messages_are_dropped(redis_broker: RedisBroker, redis: Redis) -> None:
+    """Only a well-formed ``typing`` travels without an id: any other event sent so is dropped."""
+    channel = fresh_channel()
+    async with redis_broker.subscribe(channel) as subscription:
+        await publish_raw(redis, channel, "~ " + encode(event(1)))
+        await publish_raw(redis, channel, "~ not json")
+        await publish_raw(redis, channel, "~ " + encode(typing_event()))
+        [typing] = await take(subscription, 1)
+        await assert_quiet(subscription)
+    assert typing.envelope["type"] == "typing"
+    assert redis_broker.stats.malformed == 2

@@ -381,7 +381,7 @@ def test_sse_endpoints_are_documented_as_event_streams() -> None:
             lines = dict(line.split(": ", 1) for line in frame.split("\n"))
             assert set(lines) <= {"id", "data"}
             event = json.loads(lines["data"])
-            assert ("id" in lines) == (event["type"] != "heartbeat")
+            assert ("id" in lines) == (event["type"] not in ("heartbeat", "typing"))
             assert not event_errors(doc, ref_name(media["schema"]), event), event_errors(
                 doc, ref_name(media["schema"]), event
             )
@@ -531,7 +531,7 @@ def check_events(contract: Contract, union: str, events: list[SSEEvent]) -> None
     for event in events:
         errors = event_errors(contract.doc, union, event.data)
         assert not errors, (event, errors)
-        assert (event.id is None) == (event.type == "heartbeat")
+        assert (event.id is None) == (event.type in ("heartbeat", "typing"))
 
 
 SESSION_EVENTS = "/chatbot/api/sessions/{session_name}/events"

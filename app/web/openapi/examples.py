@@ -529,12 +529,23 @@ EVENT_EXAMPLES: dict[str, tuple[str, str | None, dict[str, Any]]] = {
         None,
         {"type": "heartbeat", "payload": {}, "timestamp": T0 + 30, "source": "system"},
     ),
+    "event.typing.bot": (
+        "The bot is preparing its reply (ephemeral: no id, never replayed)",
+        None,
+        {
+            "type": "typing",
+            "payload": {"session_name": SESSION, "who": "bot"},
+            "timestamp": T0,
+            "source": "ai_chatbot",
+        },
+    ),
 }
 
 # What each kind of stream shows in its examples, in wire order.
 SESSION_STREAM_EXAMPLES = (
     "event.connected.session",
     "event.new_message.customer",
+    "event.typing.bot",
     "event.new_message.bot",
     "event.status_change.escalated",
     "event.heartbeat",

@@ -22,6 +22,10 @@ EVENT_DESCRIPTIONS = {
     "agent_joined": "An agent took a session over.",
     "agent_left": "An agent handed a session back to the bot.",
     "heartbeat": "Sent every heartbeat interval on every stream, without an id.",
+    "typing": (
+        "Someone is writing in the session: the bot preparing a reply. Ephemeral: without an "
+        "id, never in the history, never replayed on a resume."
+    ),
 }
 
 # The union of the events each kind of stream carries (operations.Stream), by kind.
