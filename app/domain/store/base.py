@@ -129,6 +129,11 @@ class OtherConversation(StoreError):
         super().__init__("this token belongs to an earlier conversation under this name")
 
 
+# How long a bot's lease lasts at most (bot_may_speak): a change that moves the session waits
+# this long at worst for a process that died holding one.
+BOT_LEASE = 1.0
+
+
 class InvalidCursor(StoreError):
     """A cursor this listing did not hand out, or one whose place is gone (HTTP 400)."""
 
@@ -184,10 +189,24 @@ class SessionStore(ABC):
         *,
         announce: AnnounceMessage | None = None,
         incarnation: str | None = None,
+        status_seq: int | None = None,
     ) -> tuple[Session, Message]:
         """Append to the transcript if the session's state allows ``role`` to speak now (and
-        ``incarnation``, if given, is the session's), and publish what ``announce`` makes of
-        it."""
+        ``incarnation``, if given, is the session's; and ``status_seq``, if given, is still
+        its status_seq: a bot's reply is refused once the session has moved since the bot
+        began it), and publish what ``announce`` makes of it."""
+
+    @abstractmethod
+    async def bot_may_speak(self, session_name: str, status_seq: int, token: str) -> bool:
+        """The fence of a streamed bot reply (docs/bots.md, "The race"): True if the session is
+        still bot_active at ``status_seq``, and then ``token`` holds a short lease until
+        ``bot_has_spoken``. A change that moves a bot_active session waits, after it commits,
+        for the leases held then, so that nothing the bot was let say is written after the
+        change's answer."""
+
+    @abstractmethod
+    async def bot_has_spoken(self, session_name: str, token: str) -> None:
+        """Give back the lease ``bot_may_speak`` took (its piece is written)."""
 
     @abstractmethod
     async def list_sessions(

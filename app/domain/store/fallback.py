@@ -106,11 +106,24 @@ class StartupFallbackStore(SessionStore):
         *,
         announce: AnnounceMessage | None = None,
         incarnation: str | None = None,
+        status_seq: int | None = None,
     ) -> tuple[Session, Message]:
         store = await self._store()
         return await store.add_message(
-            session_name, role, content, agent_id, announce=announce, incarnation=incarnation
+            session_name,
+            role,
+            content,
+            agent_id,
+            announce=announce,
+            incarnation=incarnation,
+            status_seq=status_seq,
         )
+
+    async def bot_may_speak(self, session_name: str, status_seq: int, token: str) -> bool:
+        return await (await self._store()).bot_may_speak(session_name, status_seq, token)
+
+    async def bot_has_spoken(self, session_name: str, token: str) -> None:
+        await (await self._store()).bot_has_spoken(session_name, token)
 
     async def list_sessions(
         self, status: Status, *, limit: int = DEFAULT_PAGE, after: str | None = None

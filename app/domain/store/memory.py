@@ -2,6 +2,7 @@
 is atomic on the event loop without a lock. Its events are published after the change, through
 the broker (``publish``): in one process nothing can die between the two and leave the other."""
 
+import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -10,6 +11,7 @@ from typing import Any
 
 from app.domain.store import rules
 from app.domain.store.base import (
+    BOT_LEASE,
     DEFAULT_PAGE,
     Action,
     Announce,
@@ -50,6 +52,36 @@ class _Transcript:
             self.size -= rules.size(self.messages.popleft())
 
 
+class _Speakers:
+    """The bot leases of SessionStore.bot_may_speak, in memory: a reply's piece may be written
+    across an await (the socket write), so a change still waits for the pieces let through."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, dict[str, float]] = {}
+
+    def enter(self, session_name: str, token: str) -> None:
+        self._held.setdefault(session_name, {})[token] = time.monotonic() + BOT_LEASE
+
+    def leave(self, session_name: str, token: str) -> None:
+        held = self._held.get(session_name)
+        if held is not None:
+            held.pop(token, None)
+            if not held:
+                del self._held[session_name]
+
+    async def quiet(self, session_name: str) -> None:
+        """Return once no lease on the session is held (or the last one has lapsed)."""
+        for _ in range(int(BOT_LEASE / LEASE_POLL) + 1):
+            held = self._held.get(session_name)
+            if not held or max(held.values()) <= time.monotonic():
+                self._held.pop(session_name, None)
+                return
+            await asyncio.sleep(LEASE_POLL)
+
+
+# How often a change that waits for a bot's lease looks again.
+LEASE_POLL = 0.002
+
 # Publishes an envelope on a channel (a broker's publish); returns the event id.
 Publish = Callable[[str, dict[str, Any]], Awaitable[str]]
 
@@ -64,6 +96,7 @@ class MemorySessionStore(SessionStore):
         self._sessions: dict[str, Session] = {}
         self._transcripts: dict[str, _Transcript] = {}
         self._last_seq = 0
+        self._speakers = _Speakers()
 
     async def create(self, session_name: str) -> Session:
         if session_name in self._sessions:
@@ -102,7 +135,19 @@ class MemorySessionStore(SessionStore):
         transition = Transition(moved.copy(), session["status"], True)
         if announce is not None:
             await self._announce(announce(transition))
+        if session["status"] == "bot_active":
+            await self._speakers.quiet(session_name)
         return transition
+
+    async def bot_may_speak(self, session_name: str, status_seq: int, token: str) -> bool:
+        session = self._sessions.get(session_name)
+        if session is None or not rules.bot_may_speak(session, status_seq):
+            return False
+        self._speakers.enter(session_name, token)
+        return True
+
+    async def bot_has_spoken(self, session_name: str, token: str) -> None:
+        self._speakers.leave(session_name, token)
 
     async def add_message(
         self,
@@ -113,10 +158,12 @@ class MemorySessionStore(SessionStore):
         *,
         announce: AnnounceMessage | None = None,
         incarnation: str | None = None,
+        status_seq: int | None = None,
     ) -> tuple[Session, Message]:
         session = self._load(session_name)
         rules.check_conversation(session, incarnation)
         rules.check_can_speak(session, role, agent_id)
+        rules.check_turn(session, status_seq)
         message = rules.new_message(role, content, agent_id)
         self._transcripts[session_name].append(message, self.bounds)
         if announce is not None:

@@ -40,6 +40,9 @@ class StoreKeys:
     def transcript_size(self, name: str) -> str:
         return self._prefixed(f"messages_size:{{{name}}}")
 
+    def bot_leases(self, name: str) -> str:
+        return self._prefixed(f"bot_leases:{{{name}}}")
+
     def of_session(self, name: str) -> list[str]:
         return [self.session(name), self.messages(name), self.transcript_size(name)]
 

@@ -1,6 +1,6 @@
 """Session store on Redis: ``session:{name}`` (JSON), ``messages:{name}`` (a list within the
-transcript's bounds) and ``messages_size:{name}`` (its bytes), in one hash slot per session
-(the braces are a Redis Cluster hash tag), and the status indexes (redis_indexes). Every key
+transcript's bounds), ``messages_size:{name}`` (its bytes) and ``bot_leases:{name}``
+(redis_leases), in one hash slot per session, and the status indexes (redis_indexes). Every key
 expires (app.domain.store.base.Bounds): every write renews a session's keys, and the sweeper
 closes idle sessions and deletes closed ones past retention, index entries with them.
 
@@ -9,10 +9,9 @@ from the session as this process last knew it (or a GET), applies the pure rules
 app.domain.store.rules in Python, and commits with ACTION_SCRIPT (redis_scripts): if the
 session is still those bytes, it writes the session, the transcript, the indexes (one Redis)
 and publishes every event the change causes, atomically; if not, it answers the session as it
-is now, and the change is worked out again from that. Of many concurrent takeovers exactly one
-commits; the others see the session held and get 409. On a Redis Cluster a script reaches the
-session's slot only: the indexes are kept around the commit, and the events of other slots
-wait in the session's outbox, written by the script, for the broker to publish.
+is now, and the change is worked out again from that: of concurrent takeovers one commits,
+the others get 409. On a Redis Cluster a script reaches the session's slot only: indexes are
+kept around the commit, events of other slots wait in the session's outbox (session_outbox).
 """
 
 import asyncio
@@ -56,6 +55,7 @@ from app.domain.store.base import (
 )
 from app.domain.store.recent import RECENT_SESSIONS, RecentSessions
 from app.domain.store.redis_indexes import StatusIndexes, StoreKeys, ms
+from app.domain.store.redis_leases import BotLeases
 from app.domain.store.redis_scripts import (
     ACTION,
     ACTION_SCRIPT,
@@ -104,6 +104,7 @@ class RedisSessionStore(SessionStore):
         self._action = redis.register_script(ACTION_SCRIPT)
         self._adopt_script = redis.register_script(ADOPT_SCRIPT)
         self._delete_closed_script = redis.register_script(DELETE_CLOSED_SCRIPT)
+        self._leases = BotLeases(redis, self.keys, pipe)
         self._timeout = timeout
         self._down = False  # so that an outage is logged once, not once per request
         # The sessions as this process last wrote or saw them: a change starts from there and
@@ -175,7 +176,16 @@ class RedisSessionStore(SessionStore):
 
         # On a cluster the first write of a transition goes to other shards (the queue number,
         # the index): the GET first makes sure the session's own shard answers.
-        return await self._retrying(session_name, transition, recent=self._indexes_in_script)
+        done = await self._retrying(session_name, transition, recent=self._indexes_in_script)
+        if done.changed and done.previous_status == "bot_active":
+            await self._call(lambda: self._leases.quiet(session_name))
+        return done
+
+    async def bot_may_speak(self, session_name: str, status_seq: int, token: str) -> bool:
+        return await self._call(lambda: self._leases.take(session_name, status_seq, token))
+
+    async def bot_has_spoken(self, session_name: str, token: str) -> None:
+        await self._call(lambda: self._leases.give_back(session_name, token))
 
     async def add_message(
         self,
@@ -186,6 +196,7 @@ class RedisSessionStore(SessionStore):
         *,
         announce: AnnounceMessage | None = None,
         incarnation: str | None = None,
+        status_seq: int | None = None,
     ) -> tuple[Session, Message]:
         message = rules.new_message(role, content, agent_id)
 
@@ -193,6 +204,7 @@ class RedisSessionStore(SessionStore):
             session = _found(session_name, raw)
             rules.check_conversation(session, incarnation)
             rules.check_can_speak(session, role, agent_id)
+            rules.check_turn(session, status_seq)
             planned = self._plan(session_name, announce(session, message) if announce is not None else ())
             written = await self._commit(session_name, raw, None, session["status"], planned, message=message)
             if isinstance(written, Conflict):
@@ -440,13 +452,8 @@ class RedisSessionStore(SessionStore):
         return committed.result
 
     async def upgrade(self) -> int:
-        """Bring the data of an earlier version up to this one's layout; returns how many
-        sessions it touched. Status indexes were sets (now sorted sets by status_seq), and
-        sessions had no incarnation and no expiry. Each old session gets an incarnation and
-        its keys the expiry of its status, counted from now, and its index entry a score of
-        now plus its old number (the old numbers were a counter: the queue keeps its order,
-        and the sweeper counts idle time and retention from the upgrade). Safe to run by
-        every process at every start: it finds nothing to do once done."""
+        """Bring an earlier version's data up to this layout (redis_upgrade); returns how many
+        sessions it touched. Safe at every start of every process: once done, it finds nothing."""
 
         async def rewrite(name: str, raw: bytes | str, session: Session) -> None:
             await self._commit(name, raw, session, session["status"], None)

@@ -127,6 +127,17 @@ def check_can_speak(session: Session, role: Role, agent_id: str | None) -> None:
         _require_holder(session, agent_id, "send messages to")
 
 
+def check_turn(session: Session, status_seq: int | None) -> None:
+    """Raises TransitionRefused if ``status_seq`` is given and the session has moved since."""
+    if status_seq is not None and session["status_seq"] != status_seq:
+        raise TransitionRefused("the conversation changed hands since the bot began its reply")
+
+
+def bot_may_speak(session: Session, status_seq: int) -> bool:
+    """Whether a bot reply begun at ``status_seq`` may still be written to the customer."""
+    return session["status"] == "bot_active" and session["status_seq"] == status_seq
+
+
 def _require_holder(session: Session, agent_id: str | None, verb: str) -> None:
     status, holder = session["status"], session["agent_id"]
     if status != "agent_active":
