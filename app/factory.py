@@ -14,11 +14,15 @@ from typing import Any
 from aiohttp import web
 
 from app.backends import Backends, open_backends
+from app.bots.choose import make_bot, newest_messages
+from app.bots.guard import BotLimits, BotMetrics, GuardedResponder
 from app.domain.auth import TokenAuthority
-from app.domain.bot import Responder, RuleBasedResponder
+from app.domain.bot import Responder, Transcripts
 from app.domain.retention import Sweeper
+from app.domain.store import Message
 from app.keys import (
     BACKENDS,
+    BOT_METRICS,
     CANARY,
     METRICS,
     RATE_LIMITER,
@@ -87,7 +91,10 @@ def create_app(
     app[TIMED_OUT] = TimedOut()  # counted by the connections app.process.serving listens with
     app[METRICS].watch_connections(app[TIMED_OUT])
     app[METRICS].count_refusals(app[STARTS_REFUSED])
-    app[RESPONDER] = responder if responder is not None else RuleBasedResponder()
+    app[BOT_METRICS] = BotMetrics(app[METRICS].registry)
+    bot = responder if responder is not None else make_bot(settings, _transcripts(app))
+    app[RESPONDER] = GuardedResponder(bot, _bot_limits(settings), app[BOT_METRICS])
+    app.on_cleanup.append(_close_bot)
     app.cleanup_ctx.append(functools.partial(_backends_ctx, backends_factory))
     app.cleanup_ctx.append(_background("heartbeats", _heartbeats))
     app.cleanup_ctx.append(_background("sweeper", _sweeper))
@@ -107,6 +114,28 @@ def create_app(
         allow_origins(subapp, settings.cors_origins)
         app.add_subapp(f"/{component}", subapp)
     return app
+
+
+def _bot_limits(settings: Settings) -> BotLimits:
+    return BotLimits(
+        first_token=settings.bot_first_token_timeout,
+        whole=settings.bot_timeout,
+        failures=settings.bot_breaker_failures,
+        cooldown=settings.bot_breaker_cooldown,
+    )
+
+
+def _transcripts(app: web.Application) -> Transcripts:
+    """How the bot reads a conversation: through the store the app opens at start."""
+
+    async def newest(session_name: str, count: int) -> list[Message]:
+        return await newest_messages(app[BACKENDS].store, session_name, count)
+
+    return newest
+
+
+async def _close_bot(app: web.Application) -> None:
+    await app[RESPONDER].close()
 
 
 async def _backends_ctx(backends_factory: BackendsFactory, app: web.Application) -> AsyncIterator[None]:

@@ -11,8 +11,8 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from app.backends import Backends
+    from app.bots.guard import BotMetrics, GuardedResponder
     from app.domain.auth import TokenAuthority
-    from app.domain.bot import Responder
     from app.domain.retention import Sweeper
     from app.process.settings import Settings
     from app.web.client_address import Network
@@ -24,7 +24,9 @@ if TYPE_CHECKING:
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 BACKENDS: web.AppKey[Backends] = web.AppKey("backends")
 STREAMS: web.AppKey[StreamRegistry] = web.AppKey("streams")
-RESPONDER: web.AppKey[Responder] = web.AppKey("responder")
+# The bot, read through its limits (app.bots.guard), and its metrics.
+RESPONDER: web.AppKey[GuardedResponder] = web.AppKey("responder")
+BOT_METRICS: web.AppKey[BotMetrics] = web.AppKey("bot_metrics")
 # Set only when tokens are required (not under --insecure).
 TOKENS: web.AppKey[TokenAuthority] = web.AppKey("tokens")
 RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("rate_limiter")

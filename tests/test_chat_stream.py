@@ -34,6 +34,7 @@ from app.domain.bot import (
 from app.domain.store import Message, Session, rules
 from app.factory import create_app
 from app.process.settings import Settings
+from handlers.bot_reply import PASSING_ON, SORRY
 from tests.support.api import (
     CHATBOT,
     act,
@@ -70,14 +71,14 @@ async def chat_stream(client: Any, body: Any, headers: dict[str, str] | None = N
         frames = await read_frames(response)
     for frame in frames:
         assert frame.id is None, f"chat stream frames carry no id: {frame}"
-        assert frame.event in ("chunk", "done", "error"), frame
+        assert frame.event in ("chunk", "done", "cancelled", "error"), frame
     return frames
 
 
-def split(frames: list[Frame]) -> tuple[list[Frame], Frame]:
-    """The chunks and the final ``done`` (which must be last, and the only one)."""
+def split(frames: list[Frame], last: str = "done") -> tuple[list[Frame], Frame]:
+    """The chunks and the final ``done`` (or ``last``: it must be last, and the only one)."""
     *chunks, done = frames
-    assert done.event == "done", frames
+    assert done.event == last, frames
     assert all(frame.event == "chunk" for frame in chunks), frames
     return chunks, done
 
@@ -429,24 +430,25 @@ async def test_custom_responders_stream(app_client: AppWithResponder) -> None:
     assert [m["content"] for m in await transcript(client, "duck")] == ["hi", "duck typed"]
 
 
-async def test_a_failing_responder_ends_with_an_error_event(
+async def test_a_failing_bot_hands_the_conversation_to_a_person(
     app_client: AppWithResponder, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The responder breaks mid-reply: after the chunks so far, an ``error`` event with the
-    JSON error body /api/chat answers (500 internal_error), logged; the customer's message
-    stays stored and published, no bot message is."""
+    """The bot breaks mid-reply (docs/bots.md, "When the bot fails"): after the chunks so far,
+    the customer is told, the reply so far and the notice are stored as the bot's message, the
+    conversation waits for an agent with reason bot_unavailable, and the chat answers 200 (the
+    error logged). Never a 500, never silence."""
     client = await app_client(FailingResponder())
     await create(client, "boom")
     async with open_stream(client, session_events("boom")) as (on_session, _):
         frames = await chat_stream(client, {"session_name": "boom", "content": "hi"})
-        assert [f.event for f in frames] == ["chunk", "error"]
-        error = frames[1].data["error"]
-        assert error["code"] == "internal_error" and error["request_id"]
-        (customer,) = await drain(on_session)
-        assert customer.payload["message"]["role"] == "customer"
-        plain = await call(client, "POST", CHAT, {"session_name": "boom", "content": "hi"}, status=500)
-        assert plain["error"]["code"] == error["code"] and plain["error"]["message"] == error["message"]
-    assert [m["role"] for m in await transcript(client, "boom")] == ["customer", "customer"]
+        chunks, done = split(frames)
+        assert [c.data["text"] for c in chunks] == ["Let me think", f"\n\n{SORRY} {PASSING_ON}"]
+        assert done.data["reply"]["content"] == f"Let me think\n\n{SORRY} {PASSING_ON}"
+        assert done.data["session"]["status"] == "waiting_agent"
+        assert done.data["session"]["escalation_reason"] == "bot_unavailable"
+        types = [(e.type, e.payload.get("message", {}).get("role")) for e in await drain(on_session)]
+        assert types == [("new_message", "customer"), ("new_message", "bot"), ("status_change", None)]
+    assert [m["role"] for m in await transcript(client, "boom")] == ["customer", "bot"]
     assert any(r.levelno == logging.ERROR and "RuntimeError" in (r.exc_text or "") for r in caplog.records)
 
 
@@ -466,12 +468,12 @@ async def test_agent_takes_over_mid_reply(app_client: AppWithResponder) -> None:
             await act(client, "race", "takeover", "agent-7")
             bot.gate.set()
             frames = await reading
-        # The chunks already sent cannot be taken back: ``reply: null`` tells the client to
-        # drop them, as /api/chat's reply null does.
-        chunks, done = split(frames)
-        assert [c.data["text"] for c in chunks] == [GatedResponder.FIRST, GatedResponder.REST]
-        assert done.data["reply"] is None
-        assert done.data["session"]["status"] == "agent_active"
+        # The piece after the takeover never reaches the customer: the answer ends with
+        # ``cancelled`` (reply null: the chunk already shown is not part of the transcript).
+        chunks, cancelled = split(frames, last="cancelled")
+        assert [c.data["text"] for c in chunks] == [GatedResponder.FIRST]
+        assert cancelled.data["reply"] is None
+        assert cancelled.data["session"]["status"] == "agent_active"
         types = [(e.type, e.payload.get("message", {}).get("role")) for e in await drain(on_session)]
         assert types == [("new_message", "customer"), ("agent_joined", None), ("status_change", None)]
     assert [m["role"] for m in await transcript(client, "race")] == ["customer"]

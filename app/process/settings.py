@@ -72,6 +72,20 @@ class Settings:
     transcript_bytes: int = Bounds().transcript_bytes
     # Conversations waiting for an agent; past it an escalation is refused (queue_full).
     max_waiting: int = 1000
+    # The bot (docs/bots.md): rules (embedded, no network), openai (any OpenAI-compatible
+    # Chat Completions endpoint at bot_url) or webhook (a service of yours at bot_url).
+    bot: str = "rules"
+    bot_url: str | None = None
+    bot_model: str | None = None
+    bot_prompt: str | None = None  # a file holding the system prompt (openai)
+    bot_secret: str | None = field(default=None, repr=False)  # signs webhook calls
+    bot_api_key: str | None = field(default=None, repr=False)  # environment only
+    bot_context: int = 20  # newest messages the bot is given
+    bot_connect_timeout: float = 5.0
+    bot_first_token_timeout: float = 15.0
+    bot_timeout: float = 60.0
+    bot_breaker_failures: int = 5
+    bot_breaker_cooldown: float = 30.0
 
     @property
     def bounds(self) -> Bounds:
@@ -108,6 +122,12 @@ class Settings:
         if self.transcript_bytes < MIN_TRANSCRIPT_BYTES:
             raise ValueError(f"transcript_bytes must be at least {MIN_TRANSCRIPT_BYTES}")
         trusted_networks(self.trusted_proxies)  # ValueError naming a CIDR that is not one
+        if self.bot not in BOTS:
+            raise ValueError(f"bot must be one of {', '.join(BOTS)}")
+        if self.bot != "rules" and not self.bot_url:
+            raise ValueError(f"--bot {self.bot} needs --bot-url")
+        if self.bot == "openai" and not self.bot_model:
+            raise ValueError("--bot openai needs --bot-model")
 
 
 POSITIVE_SECONDS = (
@@ -119,6 +139,10 @@ POSITIVE_SECONDS = (
     "session_token_ttl",
     "retention",
     "idle_ttl",
+    "bot_connect_timeout",
+    "bot_first_token_timeout",
+    "bot_timeout",
+    "bot_breaker_cooldown",
 )
 # A transcript holds at least its newest message of the largest size (4,000 characters of 4
 # bytes, JSON-escaped at worst) with room to spare.
@@ -134,7 +158,12 @@ AT_LEAST_ONE = (
     "workers",
     "max_waiting",
     "history_bytes",
+    "bot_context",
+    "bot_breaker_failures",
 )
+BOTS = ("rules", "openai", "webhook")
+# Where the key of --bot openai comes from (never a flag: a command line is visible in ps).
+BOT_KEY_ENVIRONMENT = ("SWITCHBOARD_BOT_API_KEY", "OPENAI_API_KEY")
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +265,40 @@ OPTIONS = (
         int,
         "conversations waiting for an agent before escalations are refused",
     ),
+    Option("bot", "SWITCHBOARD_BOT", str, "who answers customers: rules, openai or webhook (docs/bots.md)"),
+    Option("bot_url", "SWITCHBOARD_BOT_URL", str, "the openai base URL, or the webhook bot's URL", "URL"),
+    Option("bot_model", "SWITCHBOARD_BOT_MODEL", str, "the model of --bot openai", "MODEL"),
+    Option(
+        "bot_prompt", "SWITCHBOARD_BOT_PROMPT", str, "a file with the system prompt of --bot openai", "FILE"
+    ),
+    Option("bot_secret", "SWITCHBOARD_BOT_SECRET", str, "signs the calls to --bot webhook", "SECRET"),
+    Option(
+        "bot_context", "SWITCHBOARD_BOT_CONTEXT", int, "newest messages of a conversation the bot is given"
+    ),
+    Option(
+        "bot_connect_timeout", "SWITCHBOARD_BOT_CONNECT_TIMEOUT", float, "connecting to the bot", "SECONDS"
+    ),
+    Option(
+        "bot_first_token_timeout",
+        "SWITCHBOARD_BOT_FIRST_TOKEN_TIMEOUT",
+        float,
+        "the bot's first piece of text",
+        "SECONDS",
+    ),
+    Option("bot_timeout", "SWITCHBOARD_BOT_TIMEOUT", float, "the bot's whole answer", "SECONDS"),
+    Option(
+        "bot_breaker_failures",
+        "SWITCHBOARD_BOT_BREAKER_FAILURES",
+        int,
+        "bot failures within 30 s that stop calling it for the cooldown",
+    ),
+    Option(
+        "bot_breaker_cooldown",
+        "SWITCHBOARD_BOT_BREAKER_COOLDOWN",
+        float,
+        "how long a failing bot is not called",
+        "SECONDS",
+    ),
     Option("log_level", "SWITCHBOARD_LOG_LEVEL", str, "standard logging level"),
     Option("log_format", "SWITCHBOARD_LOG_FORMAT", str, "text, or json for one JSON object per line"),
     Option("workers", "SWITCHBOARD_WORKERS", int, "processes sharing the port (SO_REUSEPORT); needs Redis"),
@@ -314,4 +377,5 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         redis_cluster=args.redis_cluster or env.get("SWITCHBOARD_REDIS_CLUSTER", "").lower() in TRUE_WORDS,
         cors_origins=tuple(o.strip() for o in origins if o.strip()),
         trusted_proxies=tuple(p.strip() for p in proxies if p.strip()),
+        bot_api_key=next((env[name] for name in BOT_KEY_ENVIRONMENT if env.get(name)), None),
     )

@@ -1,0 +1,1 @@
+"""Bots that answer customers: --bot rules|openai|webhook."""
