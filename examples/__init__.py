@@ -1,0 +1,1 @@
+"""Examples of services that work with Switchboard."""
