@@ -163,7 +163,6 @@ async def _events(content: aiohttp.StreamReader) -> AsyncIterator[ReplyPart]:
                 yield _handoff(orjson.loads(text))
             except orjson.JSONDecodeError as exc:
                 raise BotFailure("unreadable", "a handoff event is not JSON") from exc
-        elif name in ("", "text"):
-            if text:
-                yield text
+        elif name in ("", "text") and text:
+            yield text
         name, data = "", []
