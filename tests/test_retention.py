@@ -16,7 +16,7 @@ from app.domain.store import MemorySessionStore, RedisSessionStore, SessionStore
 from app.domain.store.base import Bounds
 from app.keys import BACKENDS
 from app.process.settings import Settings
-from handlers.chatbot import QUEUE_FULL_NOTICE
+from handlers.bot_reply import QUEUE_FULL_NOTICE
 from realtime.channels import session_channel
 from realtime.events import envelope
 from realtime.memory_broker import MemoryBroker
