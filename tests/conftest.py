@@ -46,6 +46,10 @@ MODULE_MARKERS = {
     "test_packaging": ("packaging", "processes"),
     "test_workers": ("workers", "processes"),
     "test_redis_cluster_harness": ("cluster",),
+    # A bot service or an OpenAI-compatible endpoint as a real process beside the app.
+    "test_webhook_bot": ("processes",),
+    "test_openai_bot": ("processes",),
+    "test_bot_race": ("processes",),
 }
 
 
