@@ -6,6 +6,7 @@ import functools
 import logging
 import os
 import secrets
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -35,8 +36,10 @@ from app.keys import (
     TIMED_OUT,
     TOKENS,
     TRUSTED_PROXIES,
+    WEBHOOK_METRICS,
 )
 from app.process.settings import Settings
+from app.process.workers import WorkerRole
 from app.web.answers import json_answer
 from app.web.client_address import trusted_networks
 from app.web.connections import TimedOut
@@ -45,6 +48,8 @@ from app.web.metrics import Metrics
 from app.web.middlewares import request_middleware
 from app.web.openapi import setup_openapi
 from app.web.security import add_security_headers, allow_origins
+from app.webhooks.delivery import WebhookDelivery, WebhookLimits, WebhookMetrics
+from app.webhooks.events import WEBHOOK_QUEUE
 from handlers.chatbot import create_chatbot_app
 from handlers.session_watch import watch_sessions
 from handlers.sse import StreamRegistry, send_heartbeats
@@ -99,6 +104,9 @@ def create_app(
     app.cleanup_ctx.append(_background("heartbeats", _heartbeats))
     app.cleanup_ctx.append(_background("sweeper", _sweeper))
     app.cleanup_ctx.append(_background("session-watch", _session_watch))
+    if settings.webhook_urls:
+        app[WEBHOOK_METRICS] = WebhookMetrics(app[METRICS].registry)
+        app.cleanup_ctx.append(_background("webhooks", _deliver_webhooks))
     app.on_shutdown.append(_end_streams)
     app[CANARY] = secrets.token_hex(8)
     app.router.add_get("/health", health)
@@ -167,10 +175,26 @@ def _heartbeats(app: web.Application) -> Coroutine[Any, Any, None]:
 
 def _sweeper(app: web.Application) -> Coroutine[Any, Any, None]:
     backends = app[BACKENDS]
-    sweeper = Sweeper(backends.store, app[SETTINGS].bounds)
+    sweeper = Sweeper(backends.store, app[SETTINGS].bounds, webhooks=bool(app[SETTINGS].webhook_urls))
     app[SWEEPER] = sweeper
     app[METRICS].watch_sweeper(sweeper.stats)
     return sweeper.run()
+
+
+async def _deliver_webhooks(app: web.Application) -> None:
+    """A delivery per --webhook-url, from the queue the store writes (app.webhooks)."""
+    settings, backends = app[SETTINGS], app[BACKENDS]
+    queue = backends.broker.delivery_queue(WEBHOOK_QUEUE)
+    role = WorkerRole.from_env()
+    # The same name after a restart: the process resumes what it was delivering at once.
+    consumer = f"{socket.gethostname()}:{settings.port}:{role.index if role is not None else 0}"
+    limits = WebhookLimits(settings.webhook_attempts, settings.webhook_timeout, settings.webhook_max_backoff)
+    async with asyncio.TaskGroup() as deliveries:
+        for url in settings.webhook_urls:
+            delivery = WebhookDelivery(
+                url, settings.webhook_secret, queue, backends.store, consumer, app[WEBHOOK_METRICS], limits
+            )
+            deliveries.create_task(delivery.run(), name=f"webhook {delivery.group}")
 
 
 def _session_watch(app: web.Application) -> Coroutine[Any, Any, None]:

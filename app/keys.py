@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from app.web.connections import TimedOut
     from app.web.limits import RateLimiter, StartRefusals
     from app.web.metrics import Metrics
+    from app.webhooks.delivery import WebhookMetrics
     from handlers.sse import StreamRegistry
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
@@ -27,6 +28,7 @@ STREAMS: web.AppKey[StreamRegistry] = web.AppKey("streams")
 # The bot, read through its limits (app.bots.guard), and its metrics.
 RESPONDER: web.AppKey[GuardedResponder] = web.AppKey("responder")
 BOT_METRICS: web.AppKey[BotMetrics] = web.AppKey("bot_metrics")
+WEBHOOK_METRICS: web.AppKey[WebhookMetrics] = web.AppKey("webhook_metrics")
 # Set only when tokens are required (not under --insecure).
 TOKENS: web.AppKey[TokenAuthority] = web.AppKey("tokens")
 RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("rate_limiter")

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from realtime.broker import DEFAULT_QUEUE_SIZE, Broker, BrokerError, History, Subscription
+from realtime.delivery_queue import RedisDeliveryQueue
 from realtime.event_log import RedisEventLog
 from realtime.event_script import EventKeys
 from realtime.events import validated
@@ -99,6 +100,9 @@ class PerStreamRedisBroker(Broker):
         for subscription in list(self._own):
             await self._release(subscription)
         await self._subscriber_redis.aclose()
+
+    def delivery_queue(self, channel: str) -> RedisDeliveryQueue:
+        return RedisDeliveryQueue(self._redis, self._log.layout.history_key(channel))
 
     def scripted_events(self) -> BaselineScriptedEvents:
         return self._scripted

@@ -7,14 +7,26 @@ from aiohttp import web
 
 from app.domain import announcements
 from app.domain.store import Action
-from app.domain.store.base import Announce, AnnounceMessage
-from app.keys import SOURCE
+from app.domain.store.base import Announce, AnnounceMessage, AnnounceStart
+from app.keys import SETTINGS, SOURCE
+
+
+def _webhooks(request: web.Request) -> bool:
+    return bool(request.config_dict[SETTINGS].webhook_urls)
 
 
 def transition_events(request: web.Request, action: Action, agent_id: str | None = None) -> Announce:
     return functools.partial(
-        announcements.of_transition, action=action, source=request.app[SOURCE], agent_id=agent_id
+        announcements.of_transition,
+        action=action,
+        source=request.app[SOURCE],
+        agent_id=agent_id,
+        webhooks=_webhooks(request),
     )
+
+
+def start_events(request: web.Request) -> AnnounceStart:
+    return functools.partial(announcements.of_start, webhooks=_webhooks(request))
 
 
 def message_events(request: web.Request, *, to_holder: bool = False) -> AnnounceMessage:

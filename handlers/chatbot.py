@@ -11,7 +11,7 @@ from app.keys import BOT_METRICS, COMPONENT, SETTINGS, SOURCE, TOKENS
 from app.web.answers import json_answer
 from app.web.errors import CHALLENGE, ApiError
 from handlers.access import check_incarnation, check_session, limit_actions, limit_starts, who
-from handlers.announce import message_events, transition_events
+from handlers.announce import message_events, start_events, transition_events
 from handlers.bot_reply import BotTurn, queue_full
 from handlers.common import add_session_read_routes, backends, checked_content, load_body
 from handlers.reply_stream import ReplyStream
@@ -44,7 +44,7 @@ async def create_session(request: web.Request) -> web.Response:
     body = await load_body(request, CREATE_SESSION)
     limit_starts(request, "start")
     name = body["session_name"] or f"s-{secrets.token_hex(8)}"
-    session = await backends(request).store.create(name)
+    session = await backends(request).store.create(name, announce=start_events(request))
     return json_answer({**session, **_session_token(request, session)}, status=201)
 
 
@@ -75,7 +75,7 @@ async def _accept_chat(request: web.Request) -> tuple[str, str, str | None]:
         await store.get(name)
     except SessionNotFound:
         limit_starts(request, "start")  # only a chat that starts a conversation counts
-        await store.get_or_create(name)
+        await store.get_or_create(name, announce=start_events(request))
     return name, content, None
 
 

@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final
 
+from realtime.delivery_queue import DeliveryQueue
 from realtime.errors import (
     BrokerError,
     ShardUnavailable,
@@ -101,6 +102,11 @@ class Broker(ABC):
     def _deliver_here(self, event: Event) -> None:
         for fan_out in self._fan_outs():
             fan_out.deliver_matching(event)
+
+    @abstractmethod
+    def delivery_queue(self, channel: str) -> DeliveryQueue:
+        """The readers' side of a delivery queue (realtime.channels.is_queue), whose entries
+        a session store writes with its changes (or ``publish`` adds, in memory)."""
 
     @abstractmethod
     async def position(self, channels: Iterable[str] = ()) -> str:

@@ -33,6 +33,16 @@ SESSIONS_FEED = "sse:sessions"
 PATTERN_HISTORY_FACTOR = 10
 
 
+# A delivery queue: events that readers take one by one and acknowledge (outbound webhooks),
+# written with the change that causes them, like a channel's events, but published to nobody
+# and resumed by nobody (realtime.event_script, realtime.delivery_queue).
+QUEUE_PREFIX = "queue:"
+
+
+def is_queue(channel: str) -> bool:
+    return channel.startswith(QUEUE_PREFIX)
+
+
 def is_pattern(name: str) -> bool:
     """Channel names are validated names: only a pattern holds a "*"."""
     return "*" in name

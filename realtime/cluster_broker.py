@@ -32,8 +32,9 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from realtime.broker import Broker, BrokerError, History, ShardUnavailable, Subscription
-from realtime.channels import SESSION_PATTERN, SESSION_PREFIX, SESSIONS_FEED, slot_tag
+from realtime.channels import SESSION_PATTERN, SESSION_PREFIX, SESSIONS_FEED, is_queue, slot_tag
 from realtime.cluster_pipes import ClusterPipes, owner_node
+from realtime.delivery_queue import RedisDeliveryQueue
 from realtime.event_script import EventKeys
 from realtime.events import Event, validated
 from realtime.fanout import FanOut
@@ -251,6 +252,11 @@ class ClusterBroker(Broker):
             await self._publish_once(SESSIONS_FEED, event)
         return event_id
 
+    def delivery_queue(self, channel: str) -> RedisDeliveryQueue:
+        if not is_queue(channel):
+            raise ValueError(f"not a delivery queue: {channel!r}")
+        return RedisDeliveryQueue(self._cluster, self._layout.history_key(channel))
+
     async def _signal(self, channel: str, data: str) -> bool:
         """On the channel's shard only: the sessions feed does not carry ephemeral events."""
         try:
@@ -291,8 +297,8 @@ class ClusterBroker(Broker):
             raise ShardUnavailable(f"publish failed: shard unavailable: {exc!r}") from exc
         except RedisError as exc:
             raise BrokerError(f"publish failed: {exc}") from exc
-        if event_id is None:
-            return None
+        if event_id is None or is_queue(channel):
+            return event_id  # a queue's entry is nobody's event: nothing to count or hand on
         return node.published(event_id, channel, orjson.loads(data), data)
 
     def _defer(self, channel: str, event: dict[str, Any]) -> str:

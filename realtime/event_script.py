@@ -11,14 +11,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from realtime.channels import PATTERN_HISTORY_FACTOR
+from realtime.channels import PATTERN_HISTORY_FACTOR, is_queue
 from realtime.layout import Layout
 
 # ``publish_events(k, a)`` publishes the events described from KEYS[k+1] and ARGV[a+1] on: ARGV
-# a+1 how many, a+2 .. a+7 the history bounds (events, bytes), their lifetime (ms), the publish
-# command (PUBLISH, or SPUBLISH on a cluster) and the pattern history's bounds (events, bytes);
-# then per event its wire channel, its data and how many keys it has: 3 (history, its size, the
-# clock) or 5 (and the history of the pattern its channel matches, with its size). Then the
+# a+1 how many, a+2 .. a+9 the history bounds (events, bytes), their lifetime (ms), the publish
+# command (PUBLISH, or SPUBLISH on a cluster), the pattern history's bounds (events, bytes) and
+# a delivery queue's (events, lifetime in ms); then per event its wire channel, its data and how
+# many keys it has: 3 (history, its size, the clock), 5 (and the history of the pattern its
+# channel matches, with its size) or 1 (a delivery queue: a stream its readers take entries
+# from, with ids of its own, published to nobody: realtime.channels.is_queue). Then the
 # outbox (a cluster's: events for other slots, which the script cannot reach): how many, and if
 # any, its key (the next KEYS), its lifetime (ms) and per event its channel and data, added to
 # the outbox stream. Returns the ids, in order, then (if the outbox took any) every entry the
@@ -90,29 +92,41 @@ local function publish_events(k, a)
     local max_len, max_bytes = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
     local ttl, command = tonumber(ARGV[a + 4]), ARGV[a + 5]
     local pattern_len, pattern_bytes = tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7])
+    local queue_len, queue_ttl = ARGV[a + 8], ARGV[a + 9]
     local now = redis.call('TIME')
     local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
     local cutoff_ms = now_ms - ttl
     for i = 1, count do
-      local at = a + 7 + 3 * (i - 1)
+      local at = a + 9 + 3 * (i - 1)
       local wire, data, keys = ARGV[at + 1], ARGV[at + 2], tonumber(ARGV[at + 3])
-      local clock = KEYS[k + 3]
-      local id = append(KEYS[k + 1], KEYS[k + 2], next_id(clock, now_ms), data, max_len, max_bytes, cutoff_ms, ttl)
-      redis.call('SET', clock, id, 'PX', ttl)
-      if keys == 5 then
-        append(KEYS[k + 4], KEYS[k + 5], id, data, pattern_len, pattern_bytes, cutoff_ms, ttl)
+      if keys == 1 then
+        ids[i] = redis.call('XADD', KEYS[k + 1], 'MAXLEN', '~', queue_len, '*', 'd', data)
+        redis.call('PEXPIRE', KEYS[k + 1], queue_ttl)
+      else
+        local clock = KEYS[k + 3]
+        local id = append(KEYS[k + 1], KEYS[k + 2], next_id(clock, now_ms), data, max_len, max_bytes, cutoff_ms, ttl)
+        redis.call('SET', clock, id, 'PX', ttl)
+        if keys == 5 then
+          append(KEYS[k + 4], KEYS[k + 5], id, data, pattern_len, pattern_bytes, cutoff_ms, ttl)
+        end
+        redis.call(command, wire, id .. ' ' .. data)
+        ids[i] = id
       end
-      redis.call(command, wire, id .. ' ' .. data)
-      ids[i] = id
       k = k + keys
     end
   end
-  for _, held in ipairs(to_outbox(k, a + 7 + 3 * count)) do
+  for _, held in ipairs(to_outbox(k, a + 9 + 3 * count)) do
     ids[#ids + 1] = held
   end
   return ids
 end
 """
+
+
+# A delivery queue keeps about this many entries (XADD MAXLEN ~), each at most this long after
+# the newest was added: what waits for a reader that does not come is bounded too.
+QUEUE_MAXLEN = 100_000
+QUEUE_TTL_MS = 24 * 3600 * 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +139,7 @@ class EventSection:
 
 
 # The section of a script that publishes nothing.
-NO_EVENTS = EventSection([], [0, 0, 0, 0, "PUBLISH", 0, 0, 0])
+NO_EVENTS = EventSection([], [0, 0, 0, 0, "PUBLISH", 0, 0, 0, 0, 0])
 
 # Published from a session's outbox (a cluster's; realtime.session_outbox): KEYS[1] the mark of
 # the newest outbox entry of that session published on the event's slot, ARGV[1] this entry's
@@ -165,6 +179,8 @@ class EventKeys:
     history_maxlen: int
     history_bytes: int
     ttl_ms: int
+    queue_maxlen: int = QUEUE_MAXLEN
+    queue_ttl_ms: int = QUEUE_TTL_MS
 
     def section(
         self, events: Sequence[tuple[str, str]], outbox: "tuple[str, Sequence[tuple[str, str]]] | None" = None
@@ -181,9 +197,15 @@ class EventKeys:
             layout.publish_command,
             self.history_maxlen * PATTERN_HISTORY_FACTOR,
             self.history_bytes * PATTERN_HISTORY_FACTOR,
+            self.queue_maxlen,
+            self.queue_ttl_ms,
         ]
         for channel, data in events:
             history = layout.history_key(channel)
+            if is_queue(channel):
+                keys.append(history)
+                args += ["", data, 1]
+                continue
             keys += [history, size_key(history), layout.clock_key((channel,))]
             pattern_history = layout.pattern_history_key(channel)
             if pattern_history is not None:

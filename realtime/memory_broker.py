@@ -6,7 +6,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from realtime.broker import DEFAULT_QUEUE_SIZE, Broker
-from realtime.events import validated
+from realtime.channels import is_queue
+from realtime.delivery_queue import MemoryDeliveryQueue
+from realtime.events import encode, validated
 from realtime.fanout import FanOut
 from realtime.history import HISTORY_BYTES, History
 from realtime.memory_log import MemoryEventLog
@@ -31,8 +33,16 @@ class MemoryBroker(Broker):
             history_size=history_size, history_ttl=history_ttl, history_bytes=history_bytes
         )
         self._fan_out = FanOut(self.stats)
+        self._queues: dict[str, MemoryDeliveryQueue] = {}
+
+    def delivery_queue(self, channel: str) -> MemoryDeliveryQueue:
+        if not is_queue(channel):
+            raise ValueError(f"not a delivery queue: {channel!r}")
+        return self._queues.setdefault(channel, MemoryDeliveryQueue())
 
     async def publish(self, channel: str, event: dict[str, Any]) -> str:
+        if is_queue(channel):
+            return self.delivery_queue(channel).append(encode(event))
         data = validated(event)
         item = self._log.append(channel, event, data)
         self.stats.published[event["type"]] += 1

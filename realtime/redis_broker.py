@@ -20,8 +20,9 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from realtime.broker import DEFAULT_QUEUE_SIZE, Broker, BrokerError, History
-from realtime.channels import SESSION_PATTERN, SESSION_PREFIX
-from realtime.events import Event, validated
+from realtime.channels import SESSION_PATTERN, SESSION_PREFIX, is_queue
+from realtime.delivery_queue import RedisDeliveryQueue
+from realtime.events import Event, encode, validated
 from realtime.fanout import FanOut
 from realtime.history import HISTORY_BYTES
 from realtime.layout import namespace_prefix
@@ -93,6 +94,7 @@ class RedisBroker(Broker):
         """``redis`` runs commands and scripts, and the pub/sub connection comes from it;
         ``namespace`` prefixes every key and wire channel (see realtime.layout)."""
         super().__init__(queue_size=queue_size, stats=stats)
+        self._redis = redis
         self._node = RedisNode(
             redis,
             redis,
@@ -134,9 +136,16 @@ class RedisBroker(Broker):
     def scripted_events(self) -> OneRedisScriptedEvents:
         return self._scripted
 
+    def delivery_queue(self, channel: str) -> RedisDeliveryQueue:
+        if not is_queue(channel):
+            raise ValueError(f"not a delivery queue: {channel!r}")
+        return RedisDeliveryQueue(self._redis, self._node.log.layout.history_key(channel))
+
     async def publish(self, channel: str, event: dict[str, Any]) -> str:
         """Into the history and out to every process; if Redis cannot take it, to this
         process's subscribers only."""
+        if is_queue(channel):
+            return await self._enqueue(channel, encode(event))
         data = validated(event)
         try:
             event_id = await self._node.log.append(channel, data)
@@ -152,6 +161,15 @@ class RedisBroker(Broker):
         item = Event.build(self._node.log.clock.next(), channel, event, data)
         self._node.fan_out.deliver_matching(item)
         return item.id
+
+    async def _enqueue(self, channel: str, data: str) -> str:
+        """An entry of a delivery queue (a store without scripts: the startup fallback); lost,
+        and logged, if Redis is away: a queue is read from Redis only."""
+        try:
+            return await self._node.log.append(channel, data)
+        except (*CONNECTION_LOST, *UNAVAILABLE, RedisError) as exc:
+            logger.warning("an entry of %s was lost, Redis is away: %r", channel, exc)
+            return ""
 
     async def _signal(self, channel: str, data: str) -> bool:
         try:

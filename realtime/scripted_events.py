@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from realtime import ids
+from realtime.channels import is_queue
 from realtime.event_script import EventKeys, EventSection
-from realtime.events import validated
+from realtime.events import encode, validated
 from realtime.redis_node import RedisNode
 
 __all__ = ["Outgoing", "Planned", "ScriptedEvents"]
@@ -47,7 +48,8 @@ class ScriptedEvents(ABC):
         in_script: list[tuple[str, dict[str, Any], str]] = []
         elsewhere: list[tuple[str, str]] = []
         for channel, event in events:
-            data = validated(event)
+            # A queue's entries are this server's own records, not envelopes for clients.
+            data = encode(event) if is_queue(channel) else validated(event)
             if self._belongs(channel, home):
                 in_script.append((channel, event, data))
             else:
@@ -76,7 +78,8 @@ class ScriptedEvents(ABC):
         away), then publish what waits in the outbox."""
         count = len(planned.in_script)
         for (channel, event, data), event_id in zip(planned.in_script, reply[:count], strict=True):
-            self._record(event_id, channel, event, data)
+            if not is_queue(channel):
+                self._record(event_id, channel, event, data)
         await self._after(planned, reply[count:])
 
     @abstractmethod

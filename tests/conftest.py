@@ -50,6 +50,7 @@ MODULE_MARKERS = {
     "test_webhook_bot": ("processes",),
     "test_openai_bot": ("processes",),
     "test_bot_race": ("processes",),
+    "test_webhooks": ("processes",),
 }
 
 

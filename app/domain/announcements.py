@@ -6,6 +6,7 @@ from typing import Any
 
 from app.domain.store import Action, Message, Session, Transition
 from app.domain.store.base import Outgoing
+from app.webhooks import events as webhook_events
 from realtime.channels import BROADCAST, agent_channel, session_channel
 from realtime.events import envelope
 
@@ -13,8 +14,14 @@ PRESENCE = {"takeover": "agent_joined", "release": "agent_left"}
 
 
 def of_transition(
-    transition: Transition, *, action: Action, source: str, agent_id: str | None = None
+    transition: Transition,
+    *,
+    action: Action,
+    source: str,
+    agent_id: str | None = None,
+    webhooks: bool = False,
 ) -> list[Outgoing]:
+    """``webhooks``: the change also goes to the webhook queue (--webhook-url)."""
     if not transition.changed:
         return []
     session = transition.session
@@ -41,7 +48,15 @@ def of_transition(
         events.append((BROADCAST, envelope("transfer_request", transfer, source)))
     else:
         events.append((BROADCAST, envelope("status_change", status_change, source)))
+    if webhooks:
+        events.append(webhook_events.of_change(action, session, transition.previous_status))
     return events
+
+
+def of_start(session: Session, *, webhooks: bool = False) -> list[Outgoing]:
+    """A conversation begins: nothing for streams (nobody watches a session not yet made),
+    the webhook queue's conversation.started."""
+    return [webhook_events.of_start(session)] if webhooks else []
 
 
 def of_message(session: Session, message: Message, *, source: str, to_holder: bool = False) -> list[Outgoing]:

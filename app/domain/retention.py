@@ -20,6 +20,9 @@ logger = logging.getLogger(__name__)
 
 # A sweeper's close, announced like an agent's, from the source ``system``.
 ANNOUNCE_CLOSE = functools.partial(of_transition, action="close", source="system")
+ANNOUNCE_CLOSE_WITH_WEBHOOKS = functools.partial(
+    of_transition, action="close", source="system", webhooks=True
+)
 
 # The longest pause between sweeps; shorter when the bounds are short (tests, demos).
 MAX_INTERVAL = 60.0
@@ -39,8 +42,10 @@ class SweepStats:
 
 
 class Sweeper:
-    def __init__(self, store: SessionStore, bounds: Bounds) -> None:
+    def __init__(self, store: SessionStore, bounds: Bounds, *, webhooks: bool = False) -> None:
+        """``webhooks``: closing an idle conversation goes to the webhook queue too."""
         self._store = store
+        self._announce = ANNOUNCE_CLOSE_WITH_WEBHOOKS if webhooks else ANNOUNCE_CLOSE
         self.interval = sweep_interval(bounds)
         self.stats = SweepStats()
         self._failing = False  # log an outage once, not every sweep
@@ -52,7 +57,7 @@ class Sweeper:
 
     async def sweep_once(self) -> None:
         try:
-            swept = await self._store.sweep(time.time(), announce=ANNOUNCE_CLOSE)
+            swept = await self._store.sweep(time.time(), announce=self._announce)
         except (StoreUnavailable, BrokerError) as exc:
             if not self._failing:
                 logger.warning("sweep failed, trying again in %.1f s: %s", self.interval, exc)

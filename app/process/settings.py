@@ -6,6 +6,7 @@ A flag beats its environment variable, which beats the default (docs/api.md, "Pr
 import argparse
 import math
 import os
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -86,6 +87,12 @@ class Settings:
     bot_timeout: float = 60.0
     bot_breaker_failures: int = 5
     bot_breaker_cooldown: float = 30.0
+    # Outbound webhooks (docs/webhooks.md): receivers of conversation lifecycle events.
+    webhook_urls: tuple[str, ...] = ()
+    webhook_secret: str | None = field(default=None, repr=False)
+    webhook_attempts: int = 10  # then the event goes to the dead letters
+    webhook_timeout: float = 10.0
+    webhook_max_backoff: float = 300.0
 
     @property
     def bounds(self) -> Bounds:
@@ -122,6 +129,10 @@ class Settings:
         if self.transcript_bytes < MIN_TRANSCRIPT_BYTES:
             raise ValueError(f"transcript_bytes must be at least {MIN_TRANSCRIPT_BYTES}")
         trusted_networks(self.trusted_proxies)  # ValueError naming a CIDR that is not one
+        for url in (*self.webhook_urls, *([self.bot_url] if self.bot_url else [])):
+            parts = urllib.parse.urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(f"not an http(s) URL: {url!r}")
         if self.bot not in BOTS:
             raise ValueError(f"bot must be one of {', '.join(BOTS)}")
         if self.bot != "rules" and not self.bot_url:
@@ -143,6 +154,8 @@ POSITIVE_SECONDS = (
     "bot_first_token_timeout",
     "bot_timeout",
     "bot_breaker_cooldown",
+    "webhook_timeout",
+    "webhook_max_backoff",
 )
 # A transcript holds at least its newest message of the largest size (4,000 characters of 4
 # bytes, JSON-escaped at worst) with room to spare.
@@ -160,6 +173,7 @@ AT_LEAST_ONE = (
     "history_bytes",
     "bot_context",
     "bot_breaker_failures",
+    "webhook_attempts",
 )
 BOTS = ("rules", "openai", "webhook")
 # Where the key of --bot openai comes from (never a flag: a command line is visible in ps).
@@ -299,6 +313,21 @@ OPTIONS = (
         "how long a failing bot is not called",
         "SECONDS",
     ),
+    Option("webhook_secret", "SWITCHBOARD_WEBHOOK_SECRET", str, "signs outbound webhooks", "SECRET"),
+    Option(
+        "webhook_attempts",
+        "SWITCHBOARD_WEBHOOK_ATTEMPTS",
+        int,
+        "deliveries of a webhook event tried before it goes to the dead letters",
+    ),
+    Option("webhook_timeout", "SWITCHBOARD_WEBHOOK_TIMEOUT", float, "one webhook delivery", "SECONDS"),
+    Option(
+        "webhook_max_backoff",
+        "SWITCHBOARD_WEBHOOK_MAX_BACKOFF",
+        float,
+        "longest wait between two tries of a webhook delivery (1 s, doubling up to this)",
+        "SECONDS",
+    ),
     Option("log_level", "SWITCHBOARD_LOG_LEVEL", str, "standard logging level"),
     Option("log_format", "SWITCHBOARD_LOG_FORMAT", str, "text, or json for one JSON object per line"),
     Option("workers", "SWITCHBOARD_WORKERS", int, "processes sharing the port (SO_REUSEPORT); needs Redis"),
@@ -337,6 +366,14 @@ def build_parser() -> argparse.ArgumentParser:
         "[SWITCHBOARD_CORS_ORIGINS, comma-separated; none]",
     )
     parser.add_argument(
+        "--webhook-url",
+        action="append",
+        dest="webhook_urls",
+        metavar="URL",
+        help="send conversation lifecycle events there (repeatable) "
+        "[SWITCHBOARD_WEBHOOK_URLS, comma-separated; none]",
+    )
+    parser.add_argument(
         "--trusted-proxy",
         action="append",
         dest="trusted_proxies",
@@ -369,6 +406,7 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
             values[option.name] = option.cast(env[option.env])
     origins = args.cors_origins or env.get("SWITCHBOARD_CORS_ORIGINS", "").split(",")
     proxies = args.trusted_proxies or env.get("SWITCHBOARD_TRUSTED_PROXIES", "").split(",")
+    webhooks = args.webhook_urls or env.get("SWITCHBOARD_WEBHOOK_URLS", "").split(",")
     return Settings(
         **values,  # type: ignore[arg-type]  # each value cast by its option to its field's type
         components=tuple(c for c in COMPONENTS if getattr(args, c)) or COMPONENTS,
@@ -377,5 +415,6 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         redis_cluster=args.redis_cluster or env.get("SWITCHBOARD_REDIS_CLUSTER", "").lower() in TRUE_WORDS,
         cors_origins=tuple(o.strip() for o in origins if o.strip()),
         trusted_proxies=tuple(p.strip() for p in proxies if p.strip()),
+        webhook_urls=tuple(u.strip() for u in webhooks if u.strip()),
         bot_api_key=next((env[name] for name in BOT_KEY_ENVIRONMENT if env.get(name)), None),
     )

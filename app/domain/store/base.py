@@ -99,6 +99,7 @@ Outgoing = tuple[str, dict[str, Any]]
 # without its events, nor its events published without the change.
 Announce = Callable[[Transition], Sequence[Outgoing]]
 AnnounceMessage = Callable[[Session, Message], Sequence[Outgoing]]
+AnnounceStart = Callable[[Session], Sequence[Outgoing]]
 
 
 class StoreError(Exception):
@@ -148,8 +149,9 @@ class SessionStore(ABC):
     name: str
 
     @abstractmethod
-    async def create(self, session_name: str) -> Session:
-        """Create a session in ``bot_active``; raises SessionExists."""
+    async def create(self, session_name: str, *, announce: AnnounceStart | None = None) -> Session:
+        """Create a session in ``bot_active`` (and publish what ``announce`` makes of it);
+        raises SessionExists."""
 
     @abstractmethod
     async def get(self, session_name: str) -> Session:
@@ -160,8 +162,11 @@ class SessionStore(ABC):
         """The sessions of those names that exist."""
 
     @abstractmethod
-    async def get_or_create(self, session_name: str) -> tuple[Session, bool]:
-        """The session, created if new; the flag says whether it was created."""
+    async def get_or_create(
+        self, session_name: str, *, announce: AnnounceStart | None = None
+    ) -> tuple[Session, bool]:
+        """The session, created if new (publishing what ``announce`` makes of it); the flag
+        says whether it was created."""
 
     @abstractmethod
     async def apply(

@@ -14,6 +14,7 @@ from app.domain.store.base import (
     Action,
     Announce,
     AnnounceMessage,
+    AnnounceStart,
     Message,
     Page,
     Role,
@@ -63,8 +64,8 @@ class StartupFallbackStore(SessionStore):
         await self._ready.wait()
         return self._current
 
-    async def create(self, session_name: str) -> Session:
-        return await (await self._store()).create(session_name)
+    async def create(self, session_name: str, *, announce: AnnounceStart | None = None) -> Session:
+        return await (await self._store()).create(session_name, announce=announce)
 
     async def get(self, session_name: str) -> Session:
         return await (await self._store()).get(session_name)
@@ -72,8 +73,10 @@ class StartupFallbackStore(SessionStore):
     async def get_many(self, session_names: list[str]) -> dict[str, Session]:
         return await (await self._store()).get_many(session_names)
 
-    async def get_or_create(self, session_name: str) -> tuple[Session, bool]:
-        return await (await self._store()).get_or_create(session_name)
+    async def get_or_create(
+        self, session_name: str, *, announce: AnnounceStart | None = None
+    ) -> tuple[Session, bool]:
+        return await (await self._store()).get_or_create(session_name, announce=announce)
 
     async def apply(
         self,

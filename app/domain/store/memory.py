@@ -16,6 +16,7 @@ from app.domain.store.base import (
     Action,
     Announce,
     AnnounceMessage,
+    AnnounceStart,
     Bounds,
     Message,
     Outgoing,
@@ -98,10 +99,10 @@ class MemorySessionStore(SessionStore):
         self._last_seq = 0
         self._speakers = _Speakers()
 
-    async def create(self, session_name: str) -> Session:
+    async def create(self, session_name: str, *, announce: AnnounceStart | None = None) -> Session:
         if session_name in self._sessions:
             raise SessionExists(session_name)
-        return self._insert(session_name)
+        return await self._started(self._insert(session_name), announce)
 
     async def get(self, session_name: str) -> Session:
         return self._load(session_name).copy()
@@ -109,10 +110,17 @@ class MemorySessionStore(SessionStore):
     async def get_many(self, session_names: list[str]) -> dict[str, Session]:
         return {n: self._sessions[n].copy() for n in session_names if n in self._sessions}
 
-    async def get_or_create(self, session_name: str) -> tuple[Session, bool]:
+    async def get_or_create(
+        self, session_name: str, *, announce: AnnounceStart | None = None
+    ) -> tuple[Session, bool]:
         if session_name in self._sessions:
             return await self.get(session_name), False
-        return self._insert(session_name), True
+        return await self._started(self._insert(session_name), announce), True
+
+    async def _started(self, session: Session, announce: AnnounceStart | None) -> Session:
+        if announce is not None:
+            await self._announce(announce(session))
+        return session
 
     async def apply(
         self,

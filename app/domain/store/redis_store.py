@@ -32,6 +32,7 @@ from app.domain.store.base import (
     Action,
     Announce,
     AnnounceMessage,
+    AnnounceStart,
     Bounds,
     Message,
     Outgoing,
@@ -63,7 +64,7 @@ from app.domain.store.redis_scripts import (
     DELETE_CLOSED_SCRIPT,
     NEW_SEQ,
 )
-from app.domain.store.redis_upgrade import upgrade_indexes
+from app.domain.store.redis_upgrade import adopt_one, upgrade_indexes
 from realtime.command_pipe import CommandPipe
 from realtime.event_script import NO_EVENTS
 from realtime.redis_replies import as_text
@@ -115,8 +116,8 @@ class RedisSessionStore(SessionStore):
         if self._pipe is not None:
             await self._pipe.close()
 
-    async def create(self, session_name: str) -> Session:
-        session, created = await self.get_or_create(session_name)
+    async def create(self, session_name: str, *, announce: AnnounceStart | None = None) -> Session:
+        session, created = await self.get_or_create(session_name, announce=announce)
         if not created:
             raise SessionExists(session_name)
         return session
@@ -131,15 +132,18 @@ class RedisSessionStore(SessionStore):
         raws = await self._call(lambda: self._get_all([self.keys.session(n) for n in session_names]))
         return {n: _decode(raw) for n, raw in zip(session_names, raws, strict=True) if raw is not None}
 
-    async def get_or_create(self, session_name: str) -> tuple[Session, bool]:
+    async def get_or_create(
+        self, session_name: str, *, announce: AnnounceStart | None = None
+    ) -> tuple[Session, bool]:
         async def create(raw: bytes | str | None) -> "Committed[tuple[Session, bool]] | Conflict":
             if raw is not None:
                 return Committed((_decode(raw), False), None, [], raw, wrote=False)
             session = rules.new_session(session_name, NEW_SEQ)
-            outcome = await self._commit_change(session_name, None, session, None, ())
+            events = announce(session) if announce is not None else ()
+            outcome = await self._commit_change(session_name, None, session, None, events)
             if isinstance(outcome, Conflict):
                 return outcome  # created by somebody else meanwhile: that one, then
-            return Committed((outcome.result, True), None, [], outcome.stored)
+            return Committed((outcome.result, True), outcome.planned, outcome.events_reply, outcome.stored)
 
         # Read from Redis, not from memory: an answer that it exists must be true.
         return await self._retrying(session_name, create, recent=False)
@@ -467,27 +471,12 @@ class RedisSessionStore(SessionStore):
         already knows are left alone. Returns how many were written."""
         adopted = 0
         for session, messages in sorted(records, key=lambda r: r[0]["status_seq"]):
-            adopted += await self._call(functools.partial(self._adopt, session, messages))
+            adopted += await self._call(
+                functools.partial(
+                    adopt_one, self._indexes, self._adopt_script, self.keys, self.bounds, session, messages
+                )
+            )
         return adopted
-
-    async def _adopt(self, session: Session, messages: list[Message]) -> bool:
-        name = session["session_name"]
-        # A fresh place in the queue order of this Redis, in the order the sessions had.
-        record: Session = {**session, "status_seq": await self._indexes.next_seq()}
-        await self._indexes.enter(record)
-        written = await self._adopt_script(
-            keys=self.keys.of_session(name),
-            args=[
-                rules.encode(record),
-                ms(self.bounds.ttl(record["status"])),
-                *(rules.encode(m) for m in messages),
-            ],
-        )
-        if written:
-            await self._indexes.after_commit(record)
-        else:
-            await self._indexes.leave(name, record["status"])
-        return bool(written)
 
     async def _call(self, operation: Callable[[], Awaitable[T]], *, piped: bool = False) -> T:
         """Run a Redis operation; an outage becomes StoreUnavailable (503) within the timeout,

@@ -9,10 +9,11 @@ from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.commands.core import AsyncScript
 
 from app.domain.store import rules
-from app.domain.store.base import Bounds, Session, seq_at
-from app.domain.store.redis_indexes import StoreKeys, ms
+from app.domain.store.base import Bounds, Message, Session, seq_at
+from app.domain.store.redis_indexes import StatusIndexes, StoreKeys, ms
 from realtime.redis_replies import as_text
 
 logger = logging.getLogger(__name__)
@@ -53,3 +54,27 @@ async def upgrade_indexes(
             await pipe.execute()
         logger.info("upgraded the %s index: %d sessions", status, len(scores))
     return touched
+
+
+async def adopt_one(
+    indexes: StatusIndexes,
+    script: AsyncScript,
+    keys: StoreKeys,
+    bounds: Bounds,
+    session: Session,
+    messages: list[Message],
+) -> bool:
+    """Write a session (and its transcript) that Redis has no record of, with a fresh place in
+    the queue order of this Redis; False if Redis knows it already (RedisSessionStore.adopt)."""
+    name = session["session_name"]
+    record: Session = {**session, "status_seq": await indexes.next_seq()}
+    await indexes.enter(record)
+    written = await script(
+        keys=keys.of_session(name),
+        args=[rules.encode(record), ms(bounds.ttl(record["status"])), *(rules.encode(m) for m in messages)],
+    )
+    if written:
+        await indexes.after_commit(record)
+    else:
+        await indexes.leave(name, record["status"])
+    return bool(written)
