@@ -55,7 +55,7 @@ from playwright.async_api import (
 from playwright.async_api import Error as PlaywrightError
 
 from tests.support.api import CHATBOT, call
-from tests.support.processes import ROOT, ServerProcess
+from tests.support.processes import ROOT, PeerProcess, ServerProcess
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.timeout(90)
@@ -630,6 +630,35 @@ async def test_a_long_queue_is_shown_a_page_at_a_time(server_process: Any, brows
             await expect(agent.locator("#queue li").last).to_have_attribute("data-session", "later")
             await expect(agent.locator("#queue-count")).to_have_text("132")
             await expect(agent.locator("#queue li").last.locator(".summary")).to_have_text(summary)
+        finally:
+            await context.close()
+    assert not problems.errors and not problems.network, problems.__dict__
+
+
+async def test_the_customer_sees_the_bot_typing(
+    server_process: Any, browser: Browser, tmp_path: Path
+) -> None:
+    """A slow bot (the example webhook bot, a real process): "The assistant is typing…" shows
+    while it answers (from ephemeral ``typing`` events) and goes once its message is there."""
+    with PeerProcess("examples.webhook_bot", "--pace", "0.25", log_dir=tmp_path) as bot:
+        server: ServerProcess = await run(
+            server_process, "--no-redis", "--bot", "webhook", "--bot-url", f"{bot.url}/bot"
+        )
+        problems = Problems()
+        context, customer = await new_page(browser, problems, "customer")
+        try:
+            await customer.goto(f"{server.url}/console/customer.html")
+            await customer.get_by_role("button", name="Generate").click()
+            await customer.get_by_role("button", name="Start chat").click()
+            await expect(customer.locator("#connection")).to_have_attribute("data-state", "connected")
+            await say(customer, "#message", "#send", "where is my parcel?")
+            typing = customer.locator("#typing")
+            await expect(typing).to_be_visible()
+            await expect(typing).to_have_text("The assistant is typing…")
+            await expect(customer.locator("#transcript [data-role=bot]")).to_contain_text(
+                "Here is what I know"
+            )
+            await expect(typing).to_be_hidden()
         finally:
             await context.close()
     assert not problems.errors and not problems.network, problems.__dict__

@@ -210,3 +210,36 @@ def test_settings_is_frozen(field: str, value: object) -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         setattr(settings, field, value)
     assert getattr(settings, field) == getattr(load(), field)
+
+
+def test_the_bot_key_comes_from_the_environment_only() -> None:
+    """SWITCHBOARD_BOT_API_KEY, else OPENAI_API_KEY (as the openai SDK reads it); no flag, so
+    that a key never shows in a process list."""
+    assert load().bot_api_key is None
+    assert load(OPENAI_API_KEY="sk-a").bot_api_key == "sk-a"
+    assert load(OPENAI_API_KEY="sk-a", SWITCHBOARD_BOT_API_KEY="sk-b").bot_api_key == "sk-b"
+    assert "sk-b" not in repr(load(SWITCHBOARD_BOT_API_KEY="sk-b"))
+    with pytest.raises(SystemExit):
+        load("--bot-api-key", "sk-c")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--bot", "gpt"], "bot must be one of"),
+        (["--bot", "webhook"], "needs --bot-url"),
+        (["--bot", "openai", "--bot-url", "http://127.0.0.1:1/v1"], "needs --bot-model"),
+        (["--bot", "webhook", "--bot-url", "ftp://x/bot"], "not an http"),
+        (["--webhook-url", "127.0.0.1:9/hook"], "not an http"),
+        (["--webhook-attempts", "0"], "at least 1"),
+    ],
+)
+def test_bot_and_webhook_settings_are_checked(argv: list[str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        load(*argv)
+
+
+def test_webhook_urls_from_flags_or_the_environment() -> None:
+    urls = ("http://127.0.0.1:9/a", "https://crm.example.com/b")
+    assert load("--webhook-url", urls[0], "--webhook-url", urls[1]).webhook_urls == urls
+    assert load(SWITCHBOARD_WEBHOOK_URLS=",".join(urls)).webhook_urls == urls

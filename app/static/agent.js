@@ -4,7 +4,7 @@
  * open conversation, live over that session's stream: take over, reply, release, close.
  */
 import { createApi, LiveStream, seg, withQuery } from './switchboard.js';
-import { byId, clock, el, showConnection, showError, Transcript } from './ui.js';
+import { byId, clock, el, showConnection, showError, Transcript, Typing } from './ui.js';
 
 const STORAGE_KEY = 'switchboard.agent';
 const NAME = /^[A-Za-z0-9_-]{1,64}$/;
@@ -55,6 +55,7 @@ const dom = {
   convConnection: byId('conv-connection'),
   convStatus: byId('conv-status'),
   list: byId('conv-transcript'),
+  typing: byId('conv-typing'),
   replyForm: byId('reply-form'),
   reply: byId('reply'),
   send: byId('send'),
@@ -63,6 +64,7 @@ const dom = {
   close: byId('close'),
 };
 
+const typing = new Typing(dom.typing);
 const transcript = new Transcript(dom.list, (message) => {
   if (message.role === 'customer') return 'Customer';
   if (message.role === 'bot') return 'Bot';
@@ -267,6 +269,7 @@ async function resyncConv() {
   ]);
   if (name !== conv.name) return;
   transcript.clear();
+  typing.hide();
   for (const message of history.items) transcript.add(message);
   applyConv(state);
 }
@@ -278,8 +281,13 @@ function onConvEvent(event) {
   switch (event.type) {
     case 'new_message':
       transcript.add(p.message);
+      typing.hide(p.message.role);
+      break;
+    case 'typing':
+      typing.show(p.who);
       break;
     case 'status_change':
+      typing.hide();
       applyConv({ ...(conv.session || {}), status: p.status, agent_id: p.agent_id });
       if (p.status === 'waiting_agent') transcript.notice('The customer asked for a human.', 'waiting');
       if (p.status === 'closed') transcript.notice('The conversation was closed.', 'closed');
@@ -303,6 +311,7 @@ function select(name) {
   me.selected = name;
   save();
   transcript.clear();
+  typing.hide();
   dom.convTitle.textContent = `Conversation ${name}`;
   dom.convStatus.textContent = 'Loading…';
   if (mine.has(name)) mine.get(name).unread = 0;
@@ -429,6 +438,7 @@ function signout() {
   queueLoads += 1;
   mine.clear();
   transcript.clear();
+  typing.hide();
   dom.workbench.hidden = true;
   dom.signin.hidden = false;
   dom.connection.textContent = 'Not connected';

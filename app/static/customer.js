@@ -4,7 +4,7 @@
  * kept in sessionStorage, so a reload resumes it.
  */
 import { ApiError, createApi, LiveStream, seg } from './switchboard.js';
-import { byId, randomName, showConnection, showError, Transcript } from './ui.js';
+import { byId, randomName, showConnection, showError, Transcript, Typing } from './ui.js';
 
 const STORAGE_KEY = 'switchboard.customer';
 const NAME = /^[A-Za-z0-9_-]{1,64}$/;
@@ -28,6 +28,7 @@ const dom = {
   title: byId('chat-title'),
   status: byId('status'),
   list: byId('transcript'),
+  typing: byId('typing'),
   chatForm: byId('chat-form'),
   message: byId('message'),
   send: byId('send'),
@@ -35,6 +36,7 @@ const dom = {
   newChat: byId('new-chat'),
 };
 
+const typing = new Typing(dom.typing);
 const transcript = new Transcript(dom.list, (message) => {
   if (message.role === 'customer') return 'You';
   if (message.role === 'bot') return 'Bot';
@@ -86,6 +88,7 @@ async function resync() {
     api.all(`${sessionPath()}/messages`, 'messages'), // the whole transcript: every page
   ]);
   transcript.clear();
+  typing.hide();
   for (const message of history.items) transcript.add(message);
   applySession(state);
 }
@@ -99,8 +102,13 @@ function onEvent(event) {
   switch (event.type) {
     case 'new_message':
       transcript.add(p.message);
+      typing.hide(p.message.role);
+      break;
+    case 'typing':
+      if (p.who !== 'customer') typing.show(p.who);
       break;
     case 'status_change':
+      typing.hide();
       applySession({ ...(session || {}), status: p.status, agent_id: p.agent_id });
       if (p.status === 'waiting_agent') transcript.notice('Waiting for an agent…', 'waiting');
       if (p.status === 'closed') transcript.notice('The conversation was closed.', 'closed');
@@ -140,6 +148,7 @@ function enter(name, token, lastEventId = null) {
   dom.start.hidden = true;
   dom.chat.hidden = false;
   transcript.clear();
+  typing.hide();
   openStream();
   dom.message.focus();
 }
@@ -214,6 +223,7 @@ function newConversation() {
   session = null;
   save();
   transcript.clear();
+  typing.hide();
   dom.chat.hidden = true;
   dom.start.hidden = false;
   dom.connection.textContent = 'Not connected';

@@ -146,3 +146,37 @@ export class Transcript {
     if (this.follow) this.list.scrollTop = this.list.scrollHeight;
   }
 }
+
+/**
+ * "The assistant is typing…" under a transcript, from `typing` events (ephemeral: no id). Shown
+ * until a message from the one typing, a status change, or TYPING_FOR ms without another
+ * `typing` (the server repeats it every 4 s while it lasts).
+ */
+export const TYPING_FOR = 6000;
+const TYPING_LABELS = { bot: 'The assistant is typing…', customer: 'The customer is typing…', agent: 'The agent is typing…' };
+
+export class Typing {
+  /** @param {HTMLElement} node The indicator (hidden when idle). */
+  constructor(node) {
+    this.node = node;
+    this.who = null;
+    this.timer = null;
+  }
+
+  show(who) {
+    this.who = who;
+    this.node.textContent = TYPING_LABELS[who] || 'Typing…';
+    this.node.dataset.who = who;
+    this.node.hidden = false;
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.hide(), TYPING_FOR);
+  }
+
+  /** Hide it (for a message: only if it comes from the one typing). */
+  hide(role = null) {
+    if (role !== null && role !== this.who) return;
+    clearTimeout(this.timer);
+    this.who = null;
+    this.node.hidden = true;
+  }
+}

@@ -19,13 +19,14 @@ the bodies and Authorization headers received. A scenario is a JSON object:
 Run: ``python -m tests.support.openai_wire --port N``.
 """
 
-import argparse
 import asyncio
 import json
 import time
 from typing import Any
 
 from aiohttp import web
+
+from tests.support import peer
 
 SCRIPT = web.AppKey("script", list)
 REQUESTS = web.AppKey("requests", list)
@@ -112,21 +113,14 @@ async def requests(request: web.Request) -> web.Response:
     return web.json_response(request.app[REQUESTS])
 
 
-async def health(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
+    args = peer.parser("A local OpenAI Chat Completions streaming endpoint for tests.").parse_args()
     app = web.Application()
     app[SCRIPT], app[REQUESTS] = [], []
     app.router.add_post("/v1/chat/completions", completions)
     app.router.add_post("/_script", script)
     app.router.add_get("/_requests", requests)
-    app.router.add_get("/health", health)
-    web.run_app(app, host="127.0.0.1", port=args.port, print=None)
+    peer.serve(app, args.port)
 
 
 if __name__ == "__main__":

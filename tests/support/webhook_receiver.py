@@ -3,9 +3,9 @@ tests.support.webhook_receiver --port N [--fail-first K]``. ``POST /hook`` recor
 (headers and body) and answers 500 to the first K, then 200; ``POST /_fail`` sets how many more
 calls fail (``{"count": K}``); ``GET /_received`` lists the calls; ``GET /health``."""
 
-import argparse
-
 from aiohttp import web
+
+from tests.support import peer
 
 CALLS = web.AppKey("calls", list)
 FAILING = web.AppKey("failing", list)  # [calls still to fail]
@@ -30,22 +30,16 @@ async def received(request: web.Request) -> web.Response:
     return web.json_response(request.app[CALLS])
 
 
-async def health(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--fail-first", type=int, default=0)
-    args = parser.parse_args()
+    arguments = peer.parser("A webhook receiver for tests.")
+    arguments.add_argument("--fail-first", type=int, default=0)
+    args = arguments.parse_args()
     app = web.Application()
     app[CALLS], app[FAILING] = [], [args.fail_first]
     app.router.add_post("/hook", hook)
     app.router.add_post("/_fail", fail)
     app.router.add_get("/_received", received)
-    app.router.add_get("/health", health)
-    web.run_app(app, host="127.0.0.1", port=args.port, print=None)
+    peer.serve(app, args.port)
 
 
 if __name__ == "__main__":
