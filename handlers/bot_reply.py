@@ -132,7 +132,9 @@ class BotTurn:
             return await self._cancelled()  # the conversation changed hands meanwhile
         if escalate:
             if failure is not None:
-                session = await self._escalates(session, BOT_UNAVAILABLE, None, BOT_UNAVAILABLE)
+                # The agent reads what the bot could not answer, and needs not ask again.
+                summary = f"The bot could not answer ({failure.kind}). The customer wrote: {self._message['content']}"
+                session = await self._escalates(session, BOT_UNAVAILABLE, summary, BOT_UNAVAILABLE)
             else:
                 assert handoff is not None
                 session = await self._escalates(

@@ -60,6 +60,7 @@ from realtime.cluster_broker import OUTBOX_RETRY, ClusterLayout
 from realtime.cluster_pipes import ClusterPipes
 from realtime.command_pipe import PipeScript
 from realtime.event_log import RedisEventLog
+from realtime.events import envelope
 from realtime.redis_replies import as_text
 from realtime.session_outbox import SessionOutboxes
 from tests.support import wait
@@ -1160,3 +1161,24 @@ async def test_events_for_a_lost_workbench_shard_wait_and_arrive_once(
                 await reading
         await restore(redis_cluster, victim)
     assert "Traceback" not in process.log(), process.log()[-3000:]
+
+
+async def test_typing_reaches_each_sessions_streams_on_every_node(
+    make_backends: Callable[..., Awaitable[Backends]], admin: ClusterClient
+) -> None:
+    """An ephemeral event on a session whose slot is on each primary: it reaches the other
+    process's streams (sharded PUBLISH on the owner, from a script routed by the channel's
+    history key), with no id and nothing added to the history."""
+    sender, receiver = await make_backends(), await make_backends()
+    placed = sessions_per_node(admin, "typing")
+    channels = [session_channel(names[0]) for names in placed.values()]
+    async with AsyncExitStack() as stack:
+        subs = [await stack.enter_async_context(receiver.broker.subscribe(channel)) for channel in channels]
+        for channel in channels:
+            typing = envelope("typing", {"session_name": channel[12:], "who": "bot"}, "ai_chatbot")
+            await sender.broker.signal(channel, typing)
+        for channel, subscription in zip(channels, subs, strict=True):
+            [received] = await take(subscription, 1)
+            assert received.envelope["type"] == "typing" and received.channel == channel
+            assert b"id:" not in received.frame
+            assert (await receiver.broker.history([channel], "0-0")).events == []

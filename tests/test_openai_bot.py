@@ -22,10 +22,18 @@ from tests.support.sse import read_frames
 KEY = "sk-local-test"
 
 
-@pytest.fixture
-def wire(tmp_path: Path) -> Iterator[PeerProcess]:
-    with PeerProcess("tests.support.openai_wire", log_dir=tmp_path) as server:
+@pytest.fixture(scope="module")
+def wire_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PeerProcess]:
+    with PeerProcess("tests.support.openai_wire", log_dir=tmp_path_factory.mktemp("openai-wire")) as server:
         yield server
+
+
+@pytest.fixture
+async def wire(wire_process: PeerProcess) -> PeerProcess:
+    """The endpoint, its script and its record of requests emptied for this test."""
+    async with aiohttp.ClientSession() as http, http.post(f"{wire_process.url}/_reset") as answer:
+        assert answer.status == 200
+    return wire_process
 
 
 async def script(wire: PeerProcess, *scenarios: dict[str, Any]) -> None:
@@ -114,7 +122,7 @@ async def test_the_model_hands_off_by_tool_call(
         ({"status": 500}, "status"),
         ({"cut": ["Half an ", "answer"]}, "cut"),
         ({"garbage": True}, "unreadable"),
-        ({"text": ["late"], "first_delay": 2.0}, "timeout"),
+        ({"text": ["late"], "first_delay": 1.0}, "timeout"),
     ],
 )
 async def test_a_failing_endpoint_hands_over_as_bot_unavailable(

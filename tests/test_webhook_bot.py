@@ -6,7 +6,6 @@ it. The app runs in the test (memory, and a real redis-server)."""
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,9 +21,20 @@ from tests.support.sse import open_stream, read_frames
 SECRET = "s" * 40
 
 
-@pytest.fixture
-def webhook_bot(tmp_path: Path) -> Iterator[PeerProcess]:
-    with PeerProcess("examples.webhook_bot", "--secret", SECRET, "--pace", "0.12", log_dir=tmp_path) as bot:
+@pytest.fixture(scope="module")
+def webhook_bot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PeerProcess]:
+    """The example bot, streaming a word every 0.01 s (it keeps no state between calls)."""
+    logs = tmp_path_factory.mktemp("webhook-bot")
+    with PeerProcess("examples.webhook_bot", "--secret", SECRET, "--pace", "0.01", log_dir=logs) as bot:
+        yield bot
+
+
+@pytest.fixture(scope="module")
+def slow_bot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PeerProcess]:
+    """The same, a word every 0.12 s: long enough to be seen typing, too slow for a 0.05 s
+    first-token timeout."""
+    logs = tmp_path_factory.mktemp("slow-bot")
+    with PeerProcess("examples.webhook_bot", "--secret", SECRET, "--pace", "0.12", log_dir=logs) as bot:
         yield bot
 
 
@@ -40,9 +50,9 @@ async def chat_stream(client: AppClient, name: str, content: str) -> list[Any]:
 
 
 async def test_a_streamed_answer_comes_word_by_word_with_typing_before_it(
-    make_client: MakeClient, settings: Settings, webhook_bot: PeerProcess
+    make_client: MakeClient, settings: Settings, slow_bot: PeerProcess
 ) -> None:
-    client = await bot_app(make_client, settings, f"{webhook_bot.url}/bot")
+    client = await bot_app(make_client, settings, f"{slow_bot.url}/bot")
     await create(client, "wh-1")
     async with open_stream(client, session_events("wh-1")) as (customer, _):
         frames = await chat_stream(client, "wh-1", "where is my parcel?")
@@ -80,13 +90,14 @@ async def test_the_bot_hands_over_with_a_summary(
 
 @pytest.mark.parametrize("case", ["wrong_secret", "away", "too_slow"])
 async def test_a_failing_bot_hands_over_as_bot_unavailable(
-    make_client: MakeClient, settings: Settings, webhook_bot: PeerProcess, case: str
+    make_client: MakeClient, settings: Settings, webhook_bot: PeerProcess, slow_bot: PeerProcess, case: str
 ) -> None:
     changes: dict[str, Any] = {}
     url = f"{webhook_bot.url}/bot"
     if case == "away":
         url = f"http://127.0.0.1:{free_port()}/bot"
     elif case == "too_slow":
+        url = f"{slow_bot.url}/bot"
         changes["bot_first_token_timeout"] = 0.05  # the example waits --pace before each word
     client = await make_client(
         settings,
@@ -104,8 +115,10 @@ async def test_a_failing_bot_hands_over_as_bot_unavailable(
     assert done.data["reply"]["content"] == f"{SORRY} {PASSING_ON}"
     assert done.data["session"]["status"] == "waiting_agent"
     assert done.data["session"]["escalation_reason"] == "bot_unavailable"
-    samples = await scrape(client)
     kind = {"wrong_secret": "status", "away": "connect", "too_slow": "timeout"}[case]
+    summary = f"The bot could not answer ({kind}). The customer wrote: hello?"
+    assert done.data["session"]["handoff_summary"] == summary
+    samples = await scrape(client)
     assert by_label(samples, "switchboard_bot_errors_total", "kind") == {kind: 1.0}
     assert by_label(samples, "switchboard_handoffs_total", "reason") == {"bot_unavailable": 1.0}
 

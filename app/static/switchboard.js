@@ -15,6 +15,8 @@
 // EventSource.readyState values (the spec's numbers, so that no global is needed to read them).
 const CONNECTING = 0;
 const CLOSED = 2;
+// Event types sent without an SSE id (docs/api.md, "On the wire").
+const ID_LESS = new Set(['heartbeat', 'typing']);
 
 /** An error answered by the API in its JSON shape `{"error": {"code", "message", "fields"}}`. */
 export class ApiError extends Error {
@@ -282,7 +284,9 @@ export class LiveStream {
     }
     if (!data || typeof data.type !== 'string') return;
     const id = message.lastEventId || null;
-    if (data.type === 'heartbeat') return this._deliver({ ...data, id: null });
+    // Events without an id (heartbeat, typing): a browser's lastEventId still holds the
+    // previous event's id, which must neither order nor drop them.
+    if (ID_LESS.has(data.type)) return this._deliver({ ...data, id: null });
     if (data.type !== 'connected' && id && this.lastEventId) {
       // The server delivers each event once; this guard only protects the view.
       const order = compareIds(id, this.lastEventId);

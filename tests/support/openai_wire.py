@@ -6,8 +6,8 @@ lines of ``chat.completion.chunk`` objects (the first delta carries the role, th
 deltas, tool-call deltas split into pieces by ``index``, a last chunk with ``finish_reason``,
 and, with ``stream_options.include_usage``, a chunk with no choices and the ``usage``), then
 ``data: [DONE]``. Tests script it over HTTP: ``POST /_script`` queues scenarios, one per
-completion request (an empty queue echoes the last user message), and ``GET /_requests`` lists
-the bodies and Authorization headers received. A scenario is a JSON object:
+completion request (an empty queue echoes the last user message), ``GET /_requests`` lists
+the bodies and Authorization headers received, and ``POST /_reset`` empties both. A scenario is a JSON object:
 
 - ``{"text": ["pie", "ces"], "delay": 0.0, "first_delay": 0.0}``: content deltas;
 - ``{"text": [...], "handoff": {"reason", "summary"}, "fragments": 3}``: then a tool call whose
@@ -109,6 +109,12 @@ async def script(request: web.Request) -> web.Response:
     return web.json_response({"queued": len(request.app[SCRIPT])})
 
 
+async def reset(request: web.Request) -> web.Response:
+    request.app[SCRIPT].clear()
+    request.app[REQUESTS].clear()
+    return web.json_response({})
+
+
 async def requests(request: web.Request) -> web.Response:
     return web.json_response(request.app[REQUESTS])
 
@@ -120,6 +126,7 @@ def main() -> None:
     app.router.add_post("/v1/chat/completions", completions)
     app.router.add_post("/_script", script)
     app.router.add_get("/_requests", requests)
+    app.router.add_post("/_reset", reset)
     peer.serve(app, args.port)
 
 
