@@ -24,13 +24,22 @@ from pathlib import Path
 from app.backends import Backends, open_backends
 from app.domain import announcements
 from app.domain.store import Action
+from app.domain.store.base import Announce
 from app.process.settings import Settings
 from tests.support.redis_server import RedisServer
 
 logger = logging.getLogger(__name__)
 
 
-def announce(action: Action, agent: str | None, webhooks: bool) -> Callable[..., object]:
+LIFECYCLE: tuple[tuple[Action, str | None], ...] = (
+    ("escalate", None),
+    ("takeover", "a1"),
+    ("release", "a1"),
+    ("close", None),
+)
+
+
+def announce(action: Action, agent: str | None, webhooks: bool) -> Announce:
     source = "ai_chatbot" if action == "escalate" else "agent_workbench"
     return functools.partial(
         announcements.of_transition, action=action, source=source, agent_id=agent, webhooks=webhooks
@@ -82,10 +91,10 @@ async def lifecycle(backends: Backends, count: int, webhooks: bool) -> float:
     for n in range(count):
         name = f"w{int(webhooks)}-{n}"
         await store.create(name)
-        for action, agent in (("escalate", None), ("takeover", "a1"), ("release", "a1"), ("close", None)):
+        for action, agent in LIFECYCLE:
             step = functools.partial(
                 store.apply, name, action, agent, announce=announce(action, agent, webhooks)
-            )  # type: ignore[arg-type]
+            )
             spent.append(await timed(step))
     return statistics.median(spent)
 
