@@ -28,7 +28,7 @@ from handlers.common import backends
 from handlers.reply_stream import ReplyStream
 from realtime.channels import session_channel
 from realtime.events import envelope
-from schemas.fields import MAX_SUMMARY
+from schemas.fields import MAX_CONTENT, MAX_SUMMARY
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,8 @@ SORRY = "Sorry, I can't answer right now."
 PASSING_ON = "I'm passing you to a person, who will reply here."
 HANDOFF_LINE = "I'm connecting you with a human agent. Please stay here."
 
+# A bot's reply is cut here, leaving room for a notice within a message's bound.
+MAX_REPLY = MAX_CONTENT - 400
 # A typing event goes out once the bot has thought this long (none for an instant answer),
 # then again at this interval until the reply is stored or cancelled.
 TYPING_AFTER = 0.3
@@ -94,13 +96,17 @@ class BotTurn:
             async with contextlib.aclosing(
                 self._request.config_dict[RESPONDER].stream(self._session, self._message)
             ) as parts:
+                room = MAX_REPLY
                 async for part in parts:
                     if isinstance(part, Handoff):
                         handoff = part
-                    elif isinstance(part, str) and part:
-                        if not await self._let_through(part):
+                    elif isinstance(part, str) and part and room:
+                        # Past MAX_REPLY the text is dropped, and a hand-off still read.
+                        piece = part[:room]
+                        if not await self._let_through(piece):
                             return await self._cancelled()
-                        texts.append(part)
+                        texts.append(piece)
+                        room -= len(piece)
         except BotFailure as exc:
             failure = exc
         finally:

@@ -34,7 +34,7 @@ from app.domain.bot import (
 from app.domain.store import Message, Session, rules
 from app.factory import create_app
 from app.process.settings import Settings
-from handlers.bot_reply import PASSING_ON, SORRY
+from handlers.bot_reply import MAX_REPLY, PASSING_ON, SORRY
 from tests.support.api import (
     CHATBOT,
     act,
@@ -707,3 +707,24 @@ async def test_split_processes_agent_side_sees_the_streamed_conversation(
     for process in (chatbot, workbench):
         log = process.log()
         assert "Traceback" not in log and " ERROR " not in log, log
+
+
+class RamblingResponder(Responder):
+    """Goes on past a message's bound, then asks for a person."""
+
+    async def stream(self, session: Session, message: Message) -> AsyncIterator[ReplyPart]:
+        for _ in range(100):
+            yield "word " * 20
+        yield Handoff("too long a story", "It rambled.")
+
+
+async def test_a_reply_past_the_bound_is_cut_and_its_hand_off_kept(app_client: AppWithResponder) -> None:
+    """A bot's reply longer than a message may be is cut at MAX_REPLY characters (chunks
+    included), and a hand-off after the cut still happens."""
+    client = await app_client(RamblingResponder())
+    await create(client, "long")
+    chunks, done = split(await chat_stream(client, {"session_name": "long", "content": "tell me"}))
+    assert sum(len(c.data["text"]) for c in chunks) == MAX_REPLY
+    assert len(done.data["reply"]["content"]) == MAX_REPLY
+    assert done.data["session"]["status"] == "waiting_agent"
+    assert done.data["session"]["handoff_summary"] == "It rambled."
