@@ -12,6 +12,9 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 
+from app.domain.agents import AgentRegistry, MemoryAgentRegistry
+from app.domain.agents.fallback import StartupFallbackAgents
+from app.domain.agents.redis import RedisAgentRegistry
 from app.domain.store import MemorySessionStore, RedisSessionStore, SessionStore, StoreUnavailable
 from app.domain.store.fallback import StartupFallbackStore
 from app.process.settings import Settings
@@ -24,6 +27,7 @@ from realtime.redis_broker import RedisBroker
 logger = logging.getLogger(__name__)
 
 POOL_SIZE = 64
+DEFAULT_CAPACITY = Settings().agent_capacity
 START_WAIT = 2.0
 
 
@@ -32,6 +36,8 @@ class Backends:
     broker: Broker
     store: SessionStore
     redis: Redis | RedisCluster | None = None
+    # Agents' presence and capacity (docs/routing.md); in memory unless opened on Redis.
+    agents: AgentRegistry = field(default_factory=lambda: MemoryAgentRegistry(DEFAULT_CAPACITY))
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
@@ -147,7 +153,19 @@ async def open_cluster_backends(settings: Settings) -> Backends:
     logger.info("broker and session store on a Redis Cluster of %d primaries", len(cluster.get_primaries()))
     store = redis_store(cluster, settings, broker)
     await _upgrade(store)
-    return Backends(broker, store, cluster)
+    return Backends(broker, store, cluster, redis_agents(cluster, settings, broker))
+
+
+def redis_agents(redis: Redis | RedisCluster, settings: Settings, broker: Broker) -> RedisAgentRegistry:
+    """The agents on Redis, a status change and its event in one script (on the broadcast's
+    slot, on a cluster too)."""
+    return RedisAgentRegistry(
+        redis,
+        settings.agent_capacity,
+        namespace=settings.namespace,
+        events=broker.scripted_events(),
+        timeout=settings.redis_timeout,
+    )
 
 
 def redis_store(redis: Redis | RedisCluster, settings: Settings, broker: Broker) -> RedisSessionStore:
@@ -200,7 +218,8 @@ async def open_backends(settings: Settings) -> Backends:
             history_ttl=settings.history_ttl,
             history_bytes=settings.history_bytes,
         )
-        return Backends(memory, MemorySessionStore(settings.bounds, memory.publish))
+        agents = MemoryAgentRegistry(settings.agent_capacity, memory.publish)
+        return Backends(memory, MemorySessionStore(settings.bounds, memory.publish), agents=agents)
     if settings.cluster:
         return await open_cluster_backends(settings)
     redis = redis_client(settings)
@@ -210,14 +229,16 @@ async def open_backends(settings: Settings) -> Backends:
     if await broker.start(wait=min(START_WAIT, settings.redis_timeout)):
         logger.info("broker and session store on Redis at %s", where)
         await _upgrade(on_redis)
-        return Backends(broker, on_redis, redis)
+        return Backends(broker, on_redis, redis, redis_agents(redis, settings, broker))
     logger.warning(
         "Redis at %s is unreachable: serving from memory, degraded (events do not cross "
         "processes); moving to Redis when it answers",
         where,
     )
     store = StartupFallbackStore(MemorySessionStore(settings.bounds, broker.publish), on_redis)
-    backends = Backends(broker, store, redis)
+    memory_agents = MemoryAgentRegistry(settings.agent_capacity, broker.publish)
+    fallback_agents = StartupFallbackAgents(memory_agents, redis_agents(redis, settings, broker), store)
+    backends = Backends(broker, store, redis, fallback_agents)
     task = asyncio.create_task(_move_to_redis(broker, store, where), name="move-to-redis")
     backends._tasks.add(task)
     return backends

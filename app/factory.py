@@ -22,6 +22,8 @@ from app.domain.bot import Responder, Transcripts
 from app.domain.retention import Sweeper
 from app.domain.store import Message
 from app.keys import (
+    AGENT_STREAMS,
+    AGENTS,
     BACKENDS,
     BOT_METRICS,
     CANARY,
@@ -50,6 +52,7 @@ from app.web.openapi import setup_openapi
 from app.web.security import add_security_headers, allow_origins
 from app.webhooks.delivery import WebhookDelivery, WebhookLimits, WebhookMetrics
 from app.webhooks.events import WEBHOOK_QUEUE
+from handlers.agents import OpenAgentStreams, watch_presence
 from handlers.chatbot import create_chatbot_app
 from handlers.session_watch import watch_sessions
 from handlers.sse import StreamRegistry, send_heartbeats
@@ -104,6 +107,9 @@ def create_app(
     app.cleanup_ctx.append(_background("heartbeats", _heartbeats))
     app.cleanup_ctx.append(_background("sweeper", _sweeper))
     app.cleanup_ctx.append(_background("session-watch", _session_watch))
+    app[AGENT_STREAMS] = OpenAgentStreams()
+    if "workbench" in settings.components:
+        app.cleanup_ctx.append(_background("agent-presence", _agent_presence))
     if settings.webhook_urls:
         app[WEBHOOK_METRICS] = WebhookMetrics(app[METRICS].registry)
         app.cleanup_ctx.append(_background("webhooks", _deliver_webhooks))
@@ -149,6 +155,7 @@ async def _close_bot(app: web.Application) -> None:
 async def _backends_ctx(backends_factory: BackendsFactory, app: web.Application) -> AsyncIterator[None]:
     backends = await backends_factory(app[SETTINGS])
     app[BACKENDS] = backends
+    app[AGENTS] = backends.agents
     app[METRICS].watch(app[STREAMS], backends, app[SETTINGS].components)
     yield
     await backends.close()
@@ -195,6 +202,10 @@ async def _deliver_webhooks(app: web.Application) -> None:
                 url, settings.webhook_secret, queue, backends.store, consumer, app[WEBHOOK_METRICS], limits
             )
             deliveries.create_task(delivery.run(), name=f"webhook {delivery.group}")
+
+
+def _agent_presence(app: web.Application) -> Coroutine[Any, Any, None]:
+    return watch_presence(app, app[AGENT_STREAMS])
 
 
 def _session_watch(app: web.Application) -> Coroutine[Any, Any, None]:

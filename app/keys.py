@@ -12,6 +12,7 @@ from aiohttp import web
 if TYPE_CHECKING:
     from app.backends import Backends
     from app.bots.guard import BotMetrics, GuardedResponder
+    from app.domain.agents import AgentRegistry
     from app.domain.auth import TokenAuthority
     from app.domain.retention import Sweeper
     from app.process.settings import Settings
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from app.web.limits import RateLimiter, StartRefusals
     from app.web.metrics import Metrics
     from app.webhooks.delivery import WebhookMetrics
+    from handlers.agents import OpenAgentStreams
     from handlers.sse import StreamRegistry
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
@@ -28,6 +30,9 @@ STREAMS: web.AppKey[StreamRegistry] = web.AppKey("streams")
 # The bot, read through its limits (app.bots.guard), and its metrics.
 RESPONDER: web.AppKey[GuardedResponder] = web.AppKey("responder")
 BOT_METRICS: web.AppKey[BotMetrics] = web.AppKey("bot_metrics")
+AGENTS: web.AppKey[AgentRegistry] = web.AppKey("agents")
+# The agent streams this process has open, by agent (its part of the agents' presence).
+AGENT_STREAMS: web.AppKey[OpenAgentStreams] = web.AppKey("agent_streams")
 WEBHOOK_METRICS: web.AppKey[WebhookMetrics] = web.AppKey("webhook_metrics")
 # Set only when tokens are required (not under --insecure).
 TOKENS: web.AppKey[TokenAuthority] = web.AppKey("tokens")

@@ -5,12 +5,15 @@ import functools
 
 from aiohttp import web
 
+from app.domain.agents import AgentRegistry, AtCapacity
 from app.domain.store import Action, SessionStore, Status
-from app.domain.store.base import MAX_PAGE
-from app.keys import COMPONENT, SOURCE
+from app.domain.store.base import MAX_PAGE, StoreError
+from app.keys import AGENT_STREAMS, AGENTS, COMPONENT, SOURCE
 from app.web.answers import json_answer
 from app.web.errors import ApiError
 from handlers.access import acting_agent, limit_actions, require_agent
+from handlers.agents import refuse_over_capacity
+from handlers.agents import routes as agent_routes
 from handlers.announce import message_events, transition_events
 from handlers.common import (
     add_session_read_routes,
@@ -75,10 +78,34 @@ async def _agent_action(request: web.Request, action: Action) -> web.Response:
     name = path_name(request, "session_name")
     body = await load_body(request, AGENT_ACTION[principal is not None])
     agent_id = acting_agent(principal, body.get("agent_id"))
-    transition = await backends(request).store.apply(
-        name, action, agent_id=agent_id, announce=transition_events(request, action, agent_id)
-    )
+    store, agents = backends(request).store, request.config_dict[AGENTS]
+    if action == "takeover":
+        try:
+            await agents.reserve(agent_id, name)  # counted before it can commit: never over
+        except AtCapacity as exc:
+            raise refuse_over_capacity(exc) from exc
+    try:
+        transition = await store.apply(
+            name, action, agent_id=agent_id, announce=transition_events(request, action, agent_id)
+        )
+    except BaseException:
+        if action == "takeover":
+            await _release_unless_held(store, agents, agent_id, name)
+        raise
+    if action in ("release", "close") and transition.previous_status == "agent_active":
+        await agents.release(agent_id, name)  # only the holder may release or close it
     return json_answer(transition.session)
+
+
+async def _release_unless_held(store: SessionStore, agents: AgentRegistry, agent_id: str, name: str) -> None:
+    """A takeover that did not commit gives its count back, unless the agent holds the
+    conversation anyway (a repeated takeover)."""
+    try:
+        session = await store.get(name)
+    except StoreError:
+        session = None
+    if session is None or session["agent_id"] != agent_id:
+        await agents.release(agent_id, name)
 
 
 @routes.post("/api/sessions/{session_name}/takeover")
@@ -217,7 +244,12 @@ async def agent_events(request: web.Request) -> web.StreamResponse:
         raise ApiError(403, "forbidden", "an agent's stream is its own")
     channels = (agent_channel(agent_id), BROADCAST)
     connected = {"channels": list(channels), "agent_id": agent_id}
-    return await stream_events(request, channels, connected, principal)
+    presence = request.config_dict[AGENT_STREAMS]
+    presence.opened(agent_id)  # seen by the presence watch while the stream is open
+    try:
+        return await stream_events(request, channels, connected, principal)
+    finally:
+        presence.closed(agent_id)
 
 
 add_session_read_routes(routes)
@@ -228,4 +260,5 @@ def create_workbench_app() -> web.Application:
     app[SOURCE] = "agent_workbench"
     app[COMPONENT] = "workbench"
     app.add_routes(routes)
+    app.add_routes(agent_routes)
     return app

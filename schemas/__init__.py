@@ -10,6 +10,7 @@ from schemas.fields import NAME_PATTERN, is_valid_name
 from schemas.requests import (
     AgentActionSchema,
     AgentMessageSchema,
+    AgentStatusSchema,
     ChatSchema,
     CreateSessionSchema,
     EscalateSchema,
@@ -24,6 +25,7 @@ __all__ = [
     "SOURCES",
     "AgentActionSchema",
     "AgentMessageSchema",
+    "AgentStatusSchema",
     "ChatSchema",
     "CreateSessionSchema",
     "EnvelopeSchema",

@@ -17,6 +17,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate
 
 from schemas.fields import (
+    AGENT_STATUSES,
     MAX_CONTENT,
     MAX_SUMMARY,
     MESSAGE_ROLES,
@@ -37,6 +38,7 @@ EVENT_TYPES = (
     "agent_left",
     "heartbeat",
     "typing",
+    "agent_status",
 )
 SOURCES = ("ai_chatbot", "agent_workbench", "system")
 
@@ -53,6 +55,8 @@ ALLOWED_SOURCES: dict[str, frozenset[str]] = {
     "agent_joined": frozenset({"agent_workbench"}),
     "agent_left": frozenset({"agent_workbench"}),
     "typing": frozenset({"ai_chatbot", "agent_workbench"}),
+    # "system": the presence watch setting an agent with no stream open offline.
+    "agent_status": frozenset({"agent_workbench", "system"}),
 }
 # The roles each side speaks for in new_message (and is typing for, in typing).
 MESSAGE_ROLES_BY_SOURCE = {"ai_chatbot": {"customer", "bot"}, "agent_workbench": {"agent"}}
@@ -110,6 +114,12 @@ class HeartbeatPayload(Schema):
     pass
 
 
+class AgentStatusPayload(Schema):
+    agent_id = Name(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(AGENT_STATUSES))
+    capacity = fields.Integer(required=True, strict=True)
+
+
 class TypingPayload(Schema):
     """Someone is writing in the session (ephemeral: no id, no history; docs/api.md)."""
 
@@ -127,6 +137,7 @@ _PAYLOADS: dict[str, Schema] = {
     "agent_left": AgentPresencePayload(),
     "heartbeat": HeartbeatPayload(),
     "typing": TypingPayload(),
+    "agent_status": AgentStatusPayload(),
 }
 
 
@@ -229,6 +240,10 @@ _PLAIN_PAYLOADS: dict[str, tuple[frozenset[str], Callable[[dict[str, Any], str],
         lambda p, _: _is_name(p["session_name"]) and _is_name(p["agent_id"]),
     ),
     "heartbeat": (frozenset(), lambda p, _: True),
+    "agent_status": (
+        frozenset(("agent_id", "status", "capacity")),
+        lambda p, _: _is_name(p["agent_id"]) and p["status"] in AGENT_STATUSES and type(p["capacity"]) is int,
+    ),
     "typing": (
         frozenset(("session_name", "who")),
         lambda p, source: _is_name(p["session_name"]) and p["who"] in MESSAGE_ROLES_BY_SOURCE.get(source, ()),

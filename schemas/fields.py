@@ -17,6 +17,9 @@ NAME_ERROR = "must match ^[A-Za-z0-9_-]{1,64}$ (letters, digits, _ and -)"
 SESSION_STATUSES = ("bot_active", "waiting_agent", "agent_active", "closed")
 MESSAGE_ROLES = ("customer", "bot", "agent")
 MAX_CONTENT = 4000
+# An agent's presence, and the most conversations one may be given to hold at once.
+AGENT_STATUSES = ("online", "away", "offline")
+MAX_CAPACITY = 100
 MAX_REASON = 500
 MAX_SUMMARY = 2000
 

@@ -2,7 +2,17 @@
 
 from marshmallow import Schema, fields, validate
 
-from schemas.fields import MAX_REASON, MAX_SUMMARY, Content, Cursor, Name, PageLimit, Status
+from schemas.fields import (
+    AGENT_STATUSES,
+    MAX_CAPACITY,
+    MAX_REASON,
+    MAX_SUMMARY,
+    Content,
+    Cursor,
+    Name,
+    PageLimit,
+    Status,
+)
 
 # The most sessions a supervisor stream may name.
 MAX_SUPERVISED_SESSIONS = 100
@@ -32,6 +42,15 @@ class EscalateSchema(Schema):
 # handlers then load these with partial=("agent_id",).
 class AgentActionSchema(Schema):
     agent_id = Name(required=True)
+
+
+class AgentStatusSchema(Schema):
+    status = fields.String(required=True, validate=validate.OneOf(AGENT_STATUSES))
+    capacity = fields.Integer(
+        strict=True,
+        validate=validate.Range(min=0, max=MAX_CAPACITY),
+        metadata={"description": "conversations this agent holds at most (absent: unchanged)"},
+    )
 
 
 class AgentMessageSchema(Schema):

@@ -13,7 +13,7 @@ from marshmallow import Schema, fields, validate
 
 from schemas import envelope
 from schemas.envelope import ALLOWED_SOURCES, EVENT_TYPES
-from schemas.fields import MAX_REASON, MAX_SUMMARY, Cursor, Name, Status, UnixTime
+from schemas.fields import AGENT_STATUSES, MAX_REASON, MAX_SUMMARY, Cursor, Name, Status, UnixTime
 
 COMPONENTS = ("chatbot", "workbench")
 BROKER_MODES = ("redis", "redis-cluster", "memory")
@@ -22,6 +22,7 @@ HEALTH_STATUSES = ("ok", "degraded")
 # Every ``error.code`` the server answers with (docs/api.md, "Error codes"; app/web/middlewares.py):
 # ``bad_request`` and ``http_error`` are aiohttp's own 400 and other HTTP errors.
 ERROR_CODES = (
+    "at_capacity",
     "bad_json",
     "bad_request",
     "body_too_large",
@@ -36,6 +37,7 @@ ERROR_CODES = (
     "rate_limited",
     "session_exists",
     "session_not_found",
+    "too_many_agents",
     "too_many_channels",
     "too_many_streams",
     "unauthorized",
@@ -157,6 +159,27 @@ class SessionListSchema(Schema):
 
     sessions = fields.List(fields.Nested(SessionSchema), required=True)
     next_cursor = NextCursor()
+
+
+class AgentSchema(Schema):
+    class Meta:
+        description = (
+            "An agent: its presence, its capacity (its own, or --agent-capacity) and how many "
+            "conversations it holds now."
+        )
+
+    agent_id = Name(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(AGENT_STATUSES))
+    capacity = fields.Integer(required=True, strict=True)
+    active = fields.Integer(required=True, strict=True)
+    updated_at = UnixTime(required=True)
+
+
+class AgentListSchema(Schema):
+    class Meta:
+        description = "Every agent this deployment knows, by id."
+
+    agents = fields.List(fields.Nested(AgentSchema), required=True)
 
 
 class TranscriptSchema(Schema):
@@ -315,6 +338,14 @@ class HeartbeatPayloadSchema(envelope.HeartbeatPayload):
         description = "Always empty."
 
 
+class AgentStatusPayloadSchema(envelope.AgentStatusPayload):
+    class Meta:
+        description = (
+            "An agent's presence or capacity changed (docs/routing.md): set by the agent, or "
+            "`offline` from `system` once no stream of the agent has been open for --agent-grace."
+        )
+
+
 class TypingPayloadSchema(envelope.TypingPayload):
     class Meta:
         description = (
@@ -334,6 +365,7 @@ PAYLOAD_SCHEMAS: dict[str, type[Schema]] = {
     "agent_left": AgentPresencePayloadSchema,
     "heartbeat": HeartbeatPayloadSchema,
     "typing": TypingPayloadSchema,
+    "agent_status": AgentStatusPayloadSchema,
 }
 
 
@@ -365,7 +397,14 @@ SESSION_STREAM_EVENTS = (
     "heartbeat",
     "typing",
 )
-AGENT_STREAM_EVENTS = ("connected", "status_change", "transfer_request", "new_message", "heartbeat")
+AGENT_STREAM_EVENTS = (
+    "connected",
+    "status_change",
+    "transfer_request",
+    "new_message",
+    "agent_status",
+    "heartbeat",
+)
 
 __all__ = [
     "AGENT_STREAM_EVENTS",

@@ -483,7 +483,7 @@ UNKNOWN_ROUTES: list[Call] = [
     Call("GET", f"{CHATBOT}/sessions/{S}/events/more"),
     Call("GET", f"{CHATBOT}/sessions/"),
     Call("POST", f"{WORKBENCH}/sessions/{S}/transfer", {"agent_id": HOLDER}),
-    Call("GET", f"{WORKBENCH}/agents"),
+    Call("GET", f"{WORKBENCH}/agents/{HOLDER}"),
     Call("GET", "/api/chat"),
 ]
 

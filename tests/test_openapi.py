@@ -756,7 +756,21 @@ async def test_a_real_flow_matches_the_document(openapi_client: ClientFactory, s
             body={"session_name": "streamed", "content": "Hello"},
         )
 
+        # Agents (after the agent stream's events above: an agent_status goes to it too).
+        agent_status = WORKBENCH + "/agents/{agent_id}/status"
+        online = {"status": "online", "capacity": 4}
+        await c(w, "POST", agent_status, path=f"{WORKBENCH}/agents/alice/status", status=200, body=online)
+        await c(w, "GET", f"{WORKBENCH}/agents", status=200)
+
         # Errors.
+        await c(
+            w,
+            "POST",
+            agent_status,
+            path=f"{WORKBENCH}/agents/alice/status",
+            status=400,
+            body={"status": "busy"},
+        )
         await c(w, "POST", f"{CHATBOT}/sessions", status=409, body={"session_name": "demo"})
         await c(w, "POST", f"{CHATBOT}/sessions", status=400, body={"session_name": "no spaces"})
         await c(w, "GET", CHATBOT + "/sessions/{session_name}", path=f"{CHATBOT}/sessions/nobody", status=404)

@@ -4,6 +4,7 @@ publishes what these return in the same atomic step as the change (app.domain.st
 
 from typing import Any
 
+from app.domain.agents.base import Agent
 from app.domain.store import Action, Message, Session, Transition
 from app.domain.store.base import Outgoing
 from app.webhooks import events as webhook_events
@@ -51,6 +52,13 @@ def of_transition(
     if webhooks:
         events.append(webhook_events.of_change(action, session, transition.previous_status))
     return events
+
+
+def of_agent(agent: Agent, *, source: str, capacity: int) -> list[Outgoing]:
+    """An agent's presence or capacity changed: every agent stream hears it (the broadcast);
+    ``capacity`` is the agent's own or the default."""
+    payload = {"agent_id": agent["agent_id"], "status": agent["status"], "capacity": capacity}
+    return [(BROADCAST, envelope("agent_status", payload, source))]
 
 
 def of_start(session: Session, *, webhooks: bool = False) -> list[Outgoing]:

@@ -14,7 +14,7 @@ from app.domain.store.base import Bounds
 from app.process.logs import LOG_FORMATS
 from app.web.client_address import trusted_networks
 from realtime.history import HISTORY_BYTES
-from schemas.fields import is_valid_name
+from schemas.fields import MAX_CAPACITY, is_valid_name
 
 COMPONENTS = ("chatbot", "workbench")
 EVENT_LOOPS = ("asyncio", "uvloop")
@@ -87,6 +87,10 @@ class Settings:
     bot_timeout: float = 60.0
     bot_breaker_failures: int = 5
     bot_breaker_cooldown: float = 30.0
+    # Routing (docs/routing.md): conversations an agent holds at once unless it set its own,
+    # and how long an agent with no stream open anywhere stays online or away.
+    agent_capacity: int = 3
+    agent_grace: float = 60.0
     # Outbound webhooks (docs/webhooks.md): receivers of conversation lifecycle events.
     webhook_urls: tuple[str, ...] = ()
     webhook_secret: str | None = field(default=None, repr=False)
@@ -133,6 +137,8 @@ class Settings:
             parts = urllib.parse.urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ValueError(f"not an http(s) URL: {url!r}")
+        if not 0 <= self.agent_capacity <= MAX_CAPACITY:
+            raise ValueError(f"agent_capacity must be between 0 and {MAX_CAPACITY}")
         if self.bot not in BOTS:
             raise ValueError(f"bot must be one of {', '.join(BOTS)}")
         if self.bot != "rules" and not self.bot_url:
@@ -156,6 +162,7 @@ POSITIVE_SECONDS = (
     "bot_breaker_cooldown",
     "webhook_timeout",
     "webhook_max_backoff",
+    "agent_grace",
 )
 # A transcript holds at least its newest message of the largest size (4,000 characters of 4
 # bytes, JSON-escaped at worst) with room to spare.
@@ -311,6 +318,19 @@ OPTIONS = (
         "SWITCHBOARD_BOT_BREAKER_COOLDOWN",
         float,
         "how long a failing bot is not called",
+        "SECONDS",
+    ),
+    Option(
+        "agent_capacity",
+        "SWITCHBOARD_AGENT_CAPACITY",
+        int,
+        "conversations an agent holds at once (its own, once set)",
+    ),
+    Option(
+        "agent_grace",
+        "SWITCHBOARD_AGENT_GRACE",
+        float,
+        "an agent with no stream open anywhere this long is set offline",
         "SECONDS",
     ),
     Option("webhook_secret", "SWITCHBOARD_WEBHOOK_SECRET", str, "signs outbound webhooks", "SECRET"),

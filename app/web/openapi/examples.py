@@ -138,6 +138,10 @@ REQUEST_EXAMPLES: dict[str, Example] = {
     "request.agent_action.token": Example(
         "With an agent token: the token says who acts", {}, token_only=True
     ),
+    "request.agent_status.online": Example(
+        "Online, with room for 4 conversations", {"status": "online", "capacity": 4}
+    ),
+    "request.agent_status.away": Example("Away (capacity unchanged)", {"status": "away"}),
     "request.agent_message": Example(
         "Alice answers", {"agent_id": AGENT, "content": "Let me check that for you."}
     ),
@@ -168,6 +172,19 @@ RESPONSE_EXAMPLES: dict[str, Example] = {
     ),
     "chat.agent_holds": Example(
         "An agent holds the session: no bot reply", {"session": S_HELD, "message": M_LATE, "reply": None}
+    ),
+    "agent.online": Example(
+        "Alice is online, holding one conversation",
+        {"agent_id": AGENT, "status": "online", "capacity": 4, "active": 1, "updated_at": T0},
+    ),
+    "agent_list": Example(
+        "Two agents",
+        {
+            "agents": [
+                {"agent_id": AGENT, "status": "online", "capacity": 4, "active": 1, "updated_at": T0},
+                {"agent_id": "bob", "status": "away", "capacity": 3, "active": 0, "updated_at": T0},
+            ]
+        },
     ),
     "agent_message.sent": Example("Alice's message", {"session": S_HELD, "message": M_AGENT}),
     "session_list.waiting": Example(
@@ -313,6 +330,9 @@ ERROR_EXAMPLES: dict[str, ErrorExample] = {
     "error.validation.agent_action": ErrorExample(
         400, "validation_error", "invalid request", {"agent_id": [NAME_ERROR]}
     ),
+    "error.validation.agent_status": ErrorExample(
+        400, "validation_error", "invalid request", {"status": ["Must be one of: online, away, offline."]}
+    ),
     "error.validation.agent_message": ErrorExample(
         400, "validation_error", "invalid request", {"content": [CONTENT_LENGTH]}
     ),
@@ -354,6 +374,10 @@ ERROR_EXAMPLES: dict[str, ErrorExample] = {
     "error.session_exists": ErrorExample(409, "session_exists", str(SessionExists(SESSION))),
     "error.conflict.closed": ErrorExample(409, "conflict", "session is closed"),
     "error.conflict.held": ErrorExample(409, "conflict", "session is held by agent bob"),
+    "error.at_capacity": ErrorExample(409, "at_capacity", "agent alice holds 3 conversations, its capacity"),
+    "error.too_many_agents": ErrorExample(
+        409, "too_many_agents", "this deployment knows 10000 agents already"
+    ),
     "error.conflict.escalate": ErrorExample(
         409, "conflict", "cannot escalate a session that is agent_active"
     ),
@@ -529,6 +553,16 @@ EVENT_EXAMPLES: dict[str, tuple[str, str | None, dict[str, Any]]] = {
         None,
         {"type": "heartbeat", "payload": {}, "timestamp": T0 + 30, "source": "system"},
     ),
+    "event.agent_status": (
+        "Alice is online (every agent stream: the broadcast)",
+        event_id(T0 + 5, 0),
+        {
+            "type": "agent_status",
+            "payload": {"agent_id": AGENT, "status": "online", "capacity": 4},
+            "timestamp": T0 + 5,
+            "source": "agent_workbench",
+        },
+    ),
     "event.typing.bot": (
         "The bot is preparing its reply (ephemeral: no id, never replayed)",
         None,
@@ -557,6 +591,7 @@ SESSION_STREAM_EXAMPLES = (
 )
 AGENT_STREAM_EXAMPLES = (
     "event.connected.agent",
+    "event.agent_status",
     "event.transfer_request",
     "event.heartbeat",
     "event.status_change.takeover",

@@ -326,11 +326,43 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             "error.forbidden.agent_mismatch",
             "error.session_not_found",
             "error.conflict.held",
+            "error.at_capacity",
             "error.rate_limited",
             "error.unavailable",
         ),
         body="AgentActionRequest",
         body_examples=("request.agent_action", "request.agent_action.token"),
+    ),
+    ("POST", "/workbench/api/agents/{agent_id}/status"): Operation(
+        "workbench",
+        "Set an agent's presence and capacity",
+        "`online`, `away` or `offline`, and optionally the most conversations the agent holds at "
+        "once (absent: unchanged; --agent-capacity until set). A change goes to every agent "
+        "stream as `agent_status`. An agent with no stream open on any process for "
+        "--agent-grace becomes `offline` by itself. Token: the agent's own.",
+        (Answer(200, "The agent after the change.", "Agent", ("agent.online",)),),
+        "agent",
+        (
+            "error.invalid_name.agent",
+            "error.validation.agent_status",
+            *BODY_ERRORS,
+            *AGENT_ERRORS,
+            "error.forbidden.agent_mismatch",
+            "error.too_many_agents",
+            "error.rate_limited",
+            "error.unavailable",
+        ),
+        body="AgentStatusRequest",
+        body_examples=("request.agent_status.online", "request.agent_status.away"),
+    ),
+    ("GET", "/workbench/api/agents"): Operation(
+        "workbench",
+        "List the agents",
+        "Every agent this deployment knows: presence, capacity and the conversations it holds. "
+        "Token: an agent's.",
+        (Answer(200, "The agents, by id.", "AgentList", ("agent_list",)),),
+        "agent",
+        (*AGENT_ERRORS, "error.unavailable"),
     ),
     ("POST", "/workbench/api/sessions/{session_name}/release"): Operation(
         "workbench",

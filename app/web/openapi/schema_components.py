@@ -22,6 +22,7 @@ EVENT_DESCRIPTIONS = {
     "agent_joined": "An agent took a session over.",
     "agent_left": "An agent handed a session back to the bot.",
     "heartbeat": "Sent every heartbeat interval on every stream, without an id.",
+    "agent_status": ("An agent's presence or capacity changed; on every agent stream (the broadcast)."),
     "typing": (
         "Someone is writing in the session: the bot preparing a reply. Ephemeral: without an "
         "id, never in the history, never replayed on a resume."
@@ -76,6 +77,8 @@ def documented_schemas(insecure: bool = False) -> dict[str, Schema]:
         "ChatResponse": rs.ChatResponseSchema(),
         "AgentMessageResponse": rs.AgentMessageResponseSchema(),
         "SessionList": rs.SessionListSchema(),
+        "Agent": rs.AgentSchema(),
+        "AgentList": rs.AgentListSchema(),
         "Transcript": rs.TranscriptSchema(),
         "StreamHealth": rs.StreamHealthSchema(),
         "ErrorDetail": rs.ErrorDetailSchema(),
@@ -98,6 +101,7 @@ def documented_schemas(insecure: bool = False) -> dict[str, Schema]:
             "EscalateRequest": rq.EscalateSchema(),
             "AgentActionRequest": rq.AgentActionSchema(partial=optional_agent),
             "AgentMessageRequest": rq.AgentMessageSchema(partial=optional_agent),
+            "AgentStatusRequest": rq.AgentStatusSchema(),
         }
     )
     return schemas
