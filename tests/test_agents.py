@@ -138,3 +138,21 @@ async def test_a_count_without_a_conversation_is_dropped(make_client: MakeClient
         await client.app[AGENTS].reserve("alice", "ghost")  # what a dead takeover leaves
         assert (await agents(client))["alice"]["active"] == 1
         await until(lambda: agents(client), lambda a: a["alice"]["active"] == 0, timeout=10 * GRACE)
+
+
+async def test_on_a_redis_cluster(make_client: MakeClient, cluster_url: str) -> None:
+    """A status change and its event are one script on the broadcast's slot; the capacity
+    count lives there too."""
+    client = await make_client(Settings(redis_url=cluster_url, insecure=True, start_rate=1000))
+    async with open_stream(client, agent_events("watcher")) as (watcher, _):
+        await set_status(client, "carol", status="online", capacity=1)
+        assert (await watcher.next_of("agent_status")).payload == {
+            "agent_id": "carol",
+            "status": "online",
+            "capacity": 1,
+        }
+    await waiting(client, "cl-1", "cl-2")
+    await act(client, "cl-1", "takeover", "carol")
+    async with client.post(f"{WORKBENCH}/sessions/cl-2/takeover", json={"agent_id": "carol"}) as answer:
+        assert answer.status == 409 and (await answer.json())["error"]["code"] == "at_capacity"
+    assert (await agents(client))["carol"]["active"] == 1
