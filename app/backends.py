@@ -15,6 +15,7 @@ from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from app.domain.agents import AgentRegistry, MemoryAgentRegistry
 from app.domain.agents.fallback import StartupFallbackAgents
 from app.domain.agents.redis import RedisAgentRegistry
+from app.domain.queue_stats import MemoryServiceRate, RedisServiceRate, ServiceRate
 from app.domain.store import MemorySessionStore, RedisSessionStore, SessionStore, StoreUnavailable
 from app.domain.store.fallback import StartupFallbackStore
 from app.process.settings import Settings
@@ -38,6 +39,8 @@ class Backends:
     redis: Redis | RedisCluster | None = None
     # Agents' presence and capacity (docs/routing.md); in memory unless opened on Redis.
     agents: AgentRegistry = field(default_factory=lambda: MemoryAgentRegistry(DEFAULT_CAPACITY))
+    # The queue's recent pace (the customers' wait estimates).
+    service: ServiceRate = field(default_factory=MemoryServiceRate)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
@@ -153,7 +156,8 @@ async def open_cluster_backends(settings: Settings) -> Backends:
     logger.info("broker and session store on a Redis Cluster of %d primaries", len(cluster.get_primaries()))
     store = redis_store(cluster, settings, broker)
     await _upgrade(store)
-    return Backends(broker, store, cluster, redis_agents(cluster, settings, broker))
+    service = RedisServiceRate(cluster, settings.namespace)
+    return Backends(broker, store, cluster, redis_agents(cluster, settings, broker), service)
 
 
 def redis_agents(redis: Redis | RedisCluster, settings: Settings, broker: Broker) -> RedisAgentRegistry:
@@ -229,7 +233,8 @@ async def open_backends(settings: Settings) -> Backends:
     if await broker.start(wait=min(START_WAIT, settings.redis_timeout)):
         logger.info("broker and session store on Redis at %s", where)
         await _upgrade(on_redis)
-        return Backends(broker, on_redis, redis, redis_agents(redis, settings, broker))
+        service = RedisServiceRate(redis, settings.namespace)
+        return Backends(broker, on_redis, redis, redis_agents(redis, settings, broker), service)
     logger.warning(
         "Redis at %s is unreachable: serving from memory, degraded (events do not cross "
         "processes); moving to Redis when it answers",
@@ -238,7 +243,7 @@ async def open_backends(settings: Settings) -> Backends:
     store = StartupFallbackStore(MemorySessionStore(settings.bounds, broker.publish), on_redis)
     memory_agents = MemoryAgentRegistry(settings.agent_capacity, broker.publish)
     fallback_agents = StartupFallbackAgents(memory_agents, redis_agents(redis, settings, broker), store)
-    backends = Backends(broker, store, redis, fallback_agents)
+    backends = Backends(broker, store, redis, fallback_agents, RedisServiceRate(redis, settings.namespace))
     task = asyncio.create_task(_move_to_redis(broker, store, where), name="move-to-redis")
     backends._tasks.add(task)
     return backends

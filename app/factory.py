@@ -54,6 +54,7 @@ from app.webhooks.delivery import WebhookDelivery, WebhookLimits, WebhookMetrics
 from app.webhooks.events import WEBHOOK_QUEUE
 from handlers.agents import OpenAgentStreams, watch_presence
 from handlers.chatbot import create_chatbot_app
+from handlers.queue_watch import watch_queue
 from handlers.session_watch import watch_sessions
 from handlers.sse import StreamRegistry, send_heartbeats
 from handlers.workbench import create_workbench_app
@@ -110,6 +111,8 @@ def create_app(
     app[AGENT_STREAMS] = OpenAgentStreams()
     if "workbench" in settings.components:
         app.cleanup_ctx.append(_background("agent-presence", _agent_presence))
+    if "chatbot" in settings.components:
+        app.cleanup_ctx.append(_background("queue-watch", watch_queue))
     if settings.webhook_urls:
         app[WEBHOOK_METRICS] = WebhookMetrics(app[METRICS].registry)
         app.cleanup_ctx.append(_background("webhooks", _deliver_webhooks))

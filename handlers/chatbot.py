@@ -10,10 +10,18 @@ from app.domain.store import Session, SessionNotFound
 from app.keys import BOT_METRICS, COMPONENT, SETTINGS, SOURCE, TOKENS
 from app.web.answers import json_answer
 from app.web.errors import CHALLENGE, ApiError
-from handlers.access import check_incarnation, check_session, limit_actions, limit_starts, who
+from handlers.access import (
+    check_incarnation,
+    check_session,
+    limit_actions,
+    limit_starts,
+    require_session,
+    who,
+)
 from handlers.announce import message_events, start_events, transition_events
 from handlers.bot_reply import BotTurn, queue_full
-from handlers.common import add_session_read_routes, backends, checked_content, load_body
+from handlers.common import add_session_read_routes, backends, checked_content, load_body, path_name
+from handlers.queue_watch import place_in_queue
 from handlers.reply_stream import ReplyStream
 from schemas import ChatSchema, CreateSessionSchema, EscalateSchema
 from schemas.plain import PlainBody
@@ -157,6 +165,15 @@ async def escalate(request: web.Request) -> web.Response:
     if transition.changed:
         request.config_dict[BOT_METRICS].handoffs.labels("requested").inc()
     return json_answer(transition.session)
+
+
+@routes.get("/api/sessions/{session_name}/queue")
+async def queue_place(request: web.Request) -> web.Response:
+    name = path_name(request, "session_name")
+    principal = require_session(request, name)
+    session = await backends(request).store.get(name)
+    check_incarnation(principal, session)
+    return json_answer(await place_in_queue(request.config_dict, session))
 
 
 add_session_read_routes(routes)

@@ -22,6 +22,7 @@ from handlers.common import (
     load_body,
     path_name,
 )
+from handlers.queue_watch import note_served
 from handlers.sse import stream_events
 from realtime import ids
 from realtime.broker import BrokerError
@@ -94,6 +95,8 @@ async def _agent_action(request: web.Request, action: Action) -> web.Response:
         raise
     if action in ("release", "close") and transition.previous_status == "agent_active":
         await agents.release(agent_id, name)  # only the holder may release or close it
+    if action == "takeover" and transition.changed and transition.previous_status == "waiting_agent":
+        await note_served(request)
     return json_answer(transition.session)
 
 

@@ -94,6 +94,15 @@ class Broker(ABC):
         if not await self._signal(channel, data):
             self._deliver_here(Event.ephemeral(channel, event, data))
 
+    def signal_here(self, channel: str, event: dict[str, Any]) -> None:
+        """An ephemeral event for this process's streams of ``channel`` only (what each process
+        works out for its own streams, such as a customer's place in the queue)."""
+        if event.get("type") not in EPHEMERAL_TYPES:
+            raise ValueError(f"not an ephemeral event type: {event.get('type')!r}")
+        data = validated(event)
+        self.stats.published[event["type"]] += 1
+        self._deliver_here(Event.ephemeral(channel, event, data))
+
     async def _signal(self, channel: str, data: str) -> bool:
         """Publish an ephemeral event across processes; False if it reached none (memory, or
         Redis away): then this process delivers it itself."""

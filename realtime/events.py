@@ -19,7 +19,7 @@ RETRY_MAX_MS = 3000
 EPHEMERAL_ID = "~"
 EPHEMERAL_KEY = (0, -1)
 # The only events that may be ephemeral: what a later reader would not miss.
-EPHEMERAL_TYPES = frozenset({"typing"})
+EPHEMERAL_TYPES = frozenset({"typing", "queue_update"})
 
 
 def envelope(type_: str, payload: dict[str, Any], source: str) -> dict[str, Any]:

@@ -39,6 +39,7 @@ EVENT_TYPES = (
     "heartbeat",
     "typing",
     "agent_status",
+    "queue_update",
 )
 SOURCES = ("ai_chatbot", "agent_workbench", "system")
 
@@ -57,6 +58,7 @@ ALLOWED_SOURCES: dict[str, frozenset[str]] = {
     "typing": frozenset({"ai_chatbot", "agent_workbench"}),
     # "system": the presence watch setting an agent with no stream open offline.
     "agent_status": frozenset({"agent_workbench", "system"}),
+    "queue_update": frozenset({"system"}),
 }
 # The roles each side speaks for in new_message (and is typing for, in typing).
 MESSAGE_ROLES_BY_SOURCE = {"ai_chatbot": {"customer", "bot"}, "agent_workbench": {"agent"}}
@@ -120,6 +122,12 @@ class AgentStatusPayload(Schema):
     capacity = fields.Integer(required=True, strict=True)
 
 
+class QueueUpdatePayload(Schema):
+    session_name = Name(required=True)
+    position = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
+    estimated_wait_seconds = fields.Integer(required=True, strict=True, allow_none=True)
+
+
 class TypingPayload(Schema):
     """Someone is writing in the session (ephemeral: no id, no history; docs/api.md)."""
 
@@ -138,6 +146,7 @@ _PAYLOADS: dict[str, Schema] = {
     "heartbeat": HeartbeatPayload(),
     "typing": TypingPayload(),
     "agent_status": AgentStatusPayload(),
+    "queue_update": QueueUpdatePayload(),
 }
 
 
@@ -243,6 +252,15 @@ _PLAIN_PAYLOADS: dict[str, tuple[frozenset[str], Callable[[dict[str, Any], str],
     "agent_status": (
         frozenset(("agent_id", "status", "capacity")),
         lambda p, _: _is_name(p["agent_id"]) and p["status"] in AGENT_STATUSES and type(p["capacity"]) is int,
+    ),
+    "queue_update": (
+        frozenset(("session_name", "position", "estimated_wait_seconds")),
+        lambda p, _: (
+            _is_name(p["session_name"])
+            and type(p["position"]) is int
+            and p["position"] >= 1
+            and (p["estimated_wait_seconds"] is None or type(p["estimated_wait_seconds"]) is int)
+        ),
     ),
     "typing": (
         frozenset(("session_name", "who")),

@@ -161,6 +161,20 @@ class SessionListSchema(Schema):
     next_cursor = NextCursor()
 
 
+class QueuePlaceSchema(Schema):
+    class Meta:
+        description = (
+            "A conversation's place in the queue: `position` (1 is next) and "
+            "`estimated_wait_seconds` while it waits for an agent, both null otherwise; the "
+            "estimate is null too without a recent pace or with no agent online."
+        )
+
+    session_name = Name(required=True)
+    status = Status(required=True)
+    position = fields.Integer(required=True, strict=True, allow_none=True)
+    estimated_wait_seconds = fields.Integer(required=True, strict=True, allow_none=True)
+
+
 class AgentSchema(Schema):
     class Meta:
         description = (
@@ -346,6 +360,15 @@ class AgentStatusPayloadSchema(envelope.AgentStatusPayload):
         )
 
 
+class QueueUpdatePayloadSchema(envelope.QueueUpdatePayload):
+    class Meta:
+        description = (
+            "A waiting customer's place in the queue changed (1 is next), with the estimated wait "
+            "in seconds (null: no recent pace, or no agent online; docs/routing.md). Ephemeral: no "
+            "`id:`, never replayed; at most one a second; a resumed client asks `GET .../queue`."
+        )
+
+
 class TypingPayloadSchema(envelope.TypingPayload):
     class Meta:
         description = (
@@ -366,6 +389,7 @@ PAYLOAD_SCHEMAS: dict[str, type[Schema]] = {
     "heartbeat": HeartbeatPayloadSchema,
     "typing": TypingPayloadSchema,
     "agent_status": AgentStatusPayloadSchema,
+    "queue_update": QueueUpdatePayloadSchema,
 }
 
 
@@ -396,6 +420,7 @@ SESSION_STREAM_EVENTS = (
     "agent_left",
     "heartbeat",
     "typing",
+    "queue_update",
 )
 AGENT_STREAM_EVENTS = (
     "connected",

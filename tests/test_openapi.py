@@ -381,7 +381,7 @@ def test_sse_endpoints_are_documented_as_event_streams() -> None:
             lines = dict(line.split(": ", 1) for line in frame.split("\n"))
             assert set(lines) <= {"id", "data"}
             event = json.loads(lines["data"])
-            assert ("id" in lines) == (event["type"] not in ("heartbeat", "typing"))
+            assert ("id" in lines) == (event["type"] not in ("heartbeat", "typing", "queue_update"))
             assert not event_errors(doc, ref_name(media["schema"]), event), event_errors(
                 doc, ref_name(media["schema"]), event
             )
@@ -531,7 +531,7 @@ def check_events(contract: Contract, union: str, events: list[SSEEvent]) -> None
     for event in events:
         errors = event_errors(contract.doc, union, event.data)
         assert not errors, (event, errors)
-        assert (event.id is None) == (event.type in ("heartbeat", "typing"))
+        assert (event.id is None) == (event.type in ("heartbeat", "typing", "queue_update"))
 
 
 SESSION_EVENTS = "/chatbot/api/sessions/{session_name}/events"
@@ -755,6 +755,10 @@ async def test_a_real_flow_matches_the_document(openapi_client: ClientFactory, s
             status=200,
             body={"session_name": "streamed", "content": "Hello"},
         )
+
+        queue_place = CHATBOT + "/sessions/{session_name}/queue"
+        await c(w, "GET", queue_place, path=f"{CHATBOT}/sessions/demo/queue", status=200)
+        await c(w, "GET", queue_place, path=f"{CHATBOT}/sessions/nobody/queue", status=404)
 
         # Agents (after the agent stream's events above: an agent_status goes to it too).
         agent_status = WORKBENCH + "/agents/{agent_id}/status"

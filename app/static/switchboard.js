@@ -16,7 +16,7 @@
 const CONNECTING = 0;
 const CLOSED = 2;
 // Event types sent without an SSE id (docs/api.md, "On the wire").
-const ID_LESS = new Set(['heartbeat', 'typing']);
+const ID_LESS = new Set(['heartbeat', 'typing', 'queue_update']);
 
 /** An error answered by the API in its JSON shape `{"error": {"code", "message", "fields"}}`. */
 export class ApiError extends Error {

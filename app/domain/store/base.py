@@ -221,6 +221,11 @@ class SessionStore(ABC):
         from after the cursor ``after``; raises InvalidCursor."""
 
     @abstractmethod
+    async def queue_position(self, session_name: str) -> int | None:
+        """The session's place among those waiting for an agent, first come first served (1 is
+        next); None if it is not waiting."""
+
+    @abstractmethod
     async def count(self, status: Status) -> int:
         """How many sessions are in ``status`` (may count one that has just left it)."""
 

@@ -133,6 +133,9 @@ class StartupFallbackStore(SessionStore):
     ) -> Page[Session]:
         return await (await self._store()).list_sessions(status, limit=limit, after=after)
 
+    async def queue_position(self, session_name: str) -> int | None:
+        return await (await self._store()).queue_position(session_name)
+
     async def count(self, status: Status) -> int:
         return await (await self._store()).count(status)
 

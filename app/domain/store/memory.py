@@ -197,6 +197,13 @@ class MemorySessionStore(SessionStore):
         more = len(found) > limit
         return Page(items, session_cursor(items[-1]["status_seq"]) if more else None)
 
+    async def queue_position(self, session_name: str) -> int | None:
+        waiting = sorted(
+            (s for s in self._sessions.values() if s["status"] == "waiting_agent"), key=queue_order
+        )
+        names = [s["session_name"] for s in waiting]
+        return names.index(session_name) + 1 if session_name in names else None
+
     async def count(self, status: Status) -> int:
         return sum(1 for s in self._sessions.values() if s["status"] == status)
 

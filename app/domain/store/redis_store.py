@@ -19,7 +19,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import cast
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
@@ -232,6 +232,12 @@ class RedisSessionStore(SessionStore):
         found = sorted((s for s in sessions if s["status"] == status), key=queue_order)
         more = len(entries) == limit
         return Page(found, session_cursor(int(entries[-1][1])) if more else None)
+
+    async def queue_position(self, session_name: str) -> int | None:
+        rank: Any = await self._call(
+            lambda: self._redis.zrank(self.keys.status("waiting_agent"), session_name)
+        )
+        return None if rank is None else int(rank) + 1
 
     async def count(self, status: Status) -> int:
         return int(await self._call(lambda: self._redis.zcard(self.keys.status(status))))

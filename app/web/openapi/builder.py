@@ -228,7 +228,7 @@ def _answer(answer: Answer, op: Operation, insecure: bool) -> dict[str, Any]:
         names = STREAM_EXAMPLES[op.stream]
         union = STREAM_UNIONS[op.stream]
         response["description"] = (
-            f"{answer.description} Each event is an `id:` line (none on heartbeats and `typing`) and a "
+            f"{answer.description} Each event is an `id:` line (none on heartbeats, `typing` and `queue_update`) and a "
             f"`data:` line holding one envelope (the `{union}` schema), then a blank line; no "
             "`event:` line, so browsers read them with `onmessage` and switch on `data.type`. A "
             "stream the server ends (shutdown, a client too slow, a gap the history cannot "

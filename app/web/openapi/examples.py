@@ -173,6 +173,14 @@ RESPONSE_EXAMPLES: dict[str, Example] = {
     "chat.agent_holds": Example(
         "An agent holds the session: no bot reply", {"session": S_HELD, "message": M_LATE, "reply": None}
     ),
+    "queue.waiting": Example(
+        "Third in the queue, about two minutes",
+        {"session_name": SESSION, "status": "waiting_agent", "position": 3, "estimated_wait_seconds": 120},
+    ),
+    "queue.not_waiting": Example(
+        "With the bot: not in the queue",
+        {"session_name": SESSION, "status": "bot_active", "position": None, "estimated_wait_seconds": None},
+    ),
     "agent.online": Example(
         "Alice is online, holding one conversation",
         {"agent_id": AGENT, "status": "online", "capacity": 4, "active": 1, "updated_at": T0},
@@ -563,6 +571,16 @@ EVENT_EXAMPLES: dict[str, tuple[str, str | None, dict[str, Any]]] = {
             "source": "agent_workbench",
         },
     ),
+    "event.queue_update": (
+        "Second in the queue now (ephemeral: no id)",
+        None,
+        {
+            "type": "queue_update",
+            "payload": {"session_name": SESSION, "position": 2, "estimated_wait_seconds": 80},
+            "timestamp": T0 + 61,
+            "source": "system",
+        },
+    ),
     "event.typing.bot": (
         "The bot is preparing its reply (ephemeral: no id, never replayed)",
         None,
@@ -582,6 +600,7 @@ SESSION_STREAM_EXAMPLES = (
     "event.typing.bot",
     "event.new_message.bot",
     "event.status_change.escalated",
+    "event.queue_update",
     "event.heartbeat",
     "event.agent_joined",
     "event.status_change.takeover",

@@ -283,6 +283,19 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         body_examples=("request.escalate.reason", "request.escalate.plain"),
     ),
     **_session_read("chatbot"),
+    ("GET", "/chatbot/api/sessions/{session_name}/queue"): Operation(
+        "chatbot",
+        "The conversation's place in the queue",
+        "While the conversation waits for an agent: its `position` (1 is next) and "
+        "`estimated_wait_seconds`, the time for the conversations ahead and this one to be taken "
+        "at the pace of the last 15 minutes' takeovers (null without at least 3 of them, or with "
+        "no agent online; docs/routing.md). Both null when it is not waiting. The customer's "
+        "stream gets the same as `queue_update` events when they change. Token: the session's "
+        "customer token.",
+        (Answer(200, "Its place.", "QueuePlace", ("queue.waiting", "queue.not_waiting")),),
+        "customer",
+        ("error.invalid_name.session", *CUSTOMER_ERRORS, "error.session_not_found", "error.unavailable"),
+    ),
     # -- workbench -----------------------------------------------------------------------
     ("GET", "/workbench/api/sessions"): Operation(
         "workbench",

@@ -22,6 +22,9 @@ EVENT_DESCRIPTIONS = {
     "agent_joined": "An agent took a session over.",
     "agent_left": "An agent handed a session back to the bot.",
     "heartbeat": "Sent every heartbeat interval on every stream, without an id.",
+    "queue_update": (
+        "A waiting customer's place in the queue and estimated wait changed; ephemeral (no id)."
+    ),
     "agent_status": ("An agent's presence or capacity changed; on every agent stream (the broadcast)."),
     "typing": (
         "Someone is writing in the session: the bot preparing a reply. Ephemeral: without an "
@@ -78,6 +81,7 @@ def documented_schemas(insecure: bool = False) -> dict[str, Schema]:
         "AgentMessageResponse": rs.AgentMessageResponseSchema(),
         "SessionList": rs.SessionListSchema(),
         "Agent": rs.AgentSchema(),
+        "QueuePlace": rs.QueuePlaceSchema(),
         "AgentList": rs.AgentListSchema(),
         "Transcript": rs.TranscriptSchema(),
         "StreamHealth": rs.StreamHealthSchema(),
