@@ -564,8 +564,11 @@ async def test_pages_with_tokens_and_a_reload(server_process: Any, browser: Brow
         # Asking the bot for a person escalates (the bot says so, then the queue has it).
         await say(customer, "#message", "#send", "I want to talk to a human")
         await expect(customer.locator("#status")).to_have_attribute("data-status", "waiting_agent")
+        # Its place in the queue, live (queue_update) and by GET .../queue after a resync.
+        await expect(customer.locator("#queue-place")).to_have_text("You are next in line.")
         await agent.locator(f"#queue li[data-session={name}]").get_by_role("button", name="Take over").click()
         await expect(customer.locator("#status")).to_have_attribute("data-status", "agent_active")
+        await expect(customer.locator("#queue-place")).to_be_hidden()
         await say(agent, "#reply", "#send", "Hello from a signed-in agent.")
         await expect(customer.locator(f"{cu_log} [data-role=agent]")).to_contain_text("signed-in agent")
 

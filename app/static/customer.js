@@ -29,6 +29,7 @@ const dom = {
   status: byId('status'),
   list: byId('transcript'),
   typing: byId('typing'),
+  queuePlace: byId('queue-place'),
   chatForm: byId('chat-form'),
   message: byId('message'),
   send: byId('send'),
@@ -70,6 +71,18 @@ function statusText(s) {
   }
 }
 
+/** "You are number 3 in line (about 2 min)", from GET .../queue or a queue_update. */
+function showPlace(place) {
+  const waiting = place && place.position;
+  dom.queuePlace.hidden = !waiting;
+  if (!waiting) return;
+  const where = place.position === 1 ? 'You are next in line' : `You are number ${place.position} in line`;
+  const wait = place.estimated_wait_seconds;
+  const about = wait == null ? '' : ` (about ${Math.max(1, Math.round(wait / 60))} min)`;
+  dom.queuePlace.textContent = `${where}${about}.`;
+  dom.queuePlace.dataset.position = String(place.position);
+}
+
 function applySession(next) {
   session = next;
   dom.status.textContent = statusText(next);
@@ -79,6 +92,7 @@ function applySession(next) {
   dom.message.disabled = closed;
   dom.send.disabled = closed;
   dom.escalate.disabled = next.status !== 'bot_active';
+  if (next.status !== 'waiting_agent') showPlace(null);
 }
 
 /** Rebuild the view from the API: at the first connection and after `recovered: false`. */
@@ -91,6 +105,7 @@ async function resync() {
   typing.hide();
   for (const message of history.items) transcript.add(message);
   applySession(state);
+  if (state.status === 'waiting_agent') showPlace(await api.get(`${sessionPath()}/queue`));
 }
 
 function onEvent(event) {
@@ -106,6 +121,9 @@ function onEvent(event) {
       break;
     case 'typing':
       if (p.who !== 'customer') typing.show(p.who);
+      break;
+    case 'queue_update':
+      showPlace(p);
       break;
     case 'status_change':
       typing.hide();
