@@ -2,7 +2,6 @@
 queue``, ``queue_update`` on the customer's stream when it changes, and the wait estimate,
 checked against a scripted arrival and service pattern. Memory, and a real redis-server."""
 
-import asyncio
 import math
 
 import pytest
@@ -98,6 +97,7 @@ async def test_the_estimate_against_a_scripted_day() -> None:
         queue.append((f"c{n}", now, estimate(position, served, WINDOW, agents_online=1)))
     steady = [(wait, guess) for wait, guess in waits.values() if guess is not None]
     assert len(steady) > 100
-    late = [(wait, guess) for wait, guess in steady[40:] if abs(guess - wait) > 0.6 * SERVICE_EVERY + 0.05 * wait]
+    late = [
+        (wait, guess) for wait, guess in steady[40:] if abs(guess - wait) > 0.6 * SERVICE_EVERY + 0.05 * wait
+    ]
     assert not late, late[:5]
-    await asyncio.sleep(0)
