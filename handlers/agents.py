@@ -12,12 +12,13 @@ from aiohttp import web
 from app.domain import announcements
 from app.domain.agents import Agent, AgentRegistry, AtCapacity, TooManyAgents
 from app.domain.store import SessionStore
-from app.domain.store.base import Outgoing
+from app.domain.store.base import Outgoing, StoreError
 from app.keys import AGENTS, BACKENDS, SETTINGS, SOURCE
 from app.web.answers import json_answer
 from app.web.errors import ApiError
 from handlers.access import acting_agent, limit_actions, require_agent
 from handlers.common import load_body, path_name
+from realtime.broker import BrokerError
 from schemas import AgentStatusSchema
 from schemas.plain import PlainBody
 
@@ -120,6 +121,7 @@ async def watch_presence(app: web.Application, streams: OpenAgentStreams) -> Non
     conversation closed by the sweeper or deleted)."""
     registry, grace = app[AGENTS], app[SETTINGS].agent_grace
     suspects: set[tuple[str, str]] = set()
+    failing = False  # an outage is logged once, not every round
 
     def announce(agent: Agent) -> list[Outgoing]:
         return announcements.of_agent(agent, source="system", capacity=registry.capacity_of(agent))
@@ -134,5 +136,11 @@ async def watch_presence(app: web.Application, streams: OpenAgentStreams) -> Non
                 if changed:
                     logger.info("agent %s is offline: no stream open for %.0f s", agent_id, grace)
             suspects = await _reconcile(registry, app[BACKENDS].store, suspects)
+        except (StoreError, BrokerError) as exc:
+            if not failing:
+                logger.warning("agent presence paused, the store is away: %s", exc)
+            failing = True
         except Exception:  # the next round tries again; presence must not stop
             logger.exception("presence round failed")
+        else:
+            failing = False

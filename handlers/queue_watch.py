@@ -14,6 +14,7 @@ from app.domain.queue_stats import WINDOW, estimate
 from app.domain.store import Session
 from app.domain.store.base import StoreError
 from app.keys import AGENTS, BACKENDS
+from realtime.broker import BrokerError
 from realtime.channels import session_channel
 from realtime.events import envelope
 
@@ -65,12 +66,19 @@ async def note_served(request: web.Request) -> None:
 
 async def watch_queue(app: web.Application) -> None:
     told: dict[str, tuple[int, int | None]] = {}
+    failing = False  # an outage is logged once, not every second
     while True:
         await asyncio.sleep(UPDATE_EVERY)
         try:
             told = await _tell_places(app, told)
+        except (StoreError, BrokerError) as exc:
+            if not failing:
+                logger.warning("queue places paused, the store is away: %s", exc)
+            failing = True
         except Exception:  # the next round tries again
             logger.exception("queue watch round failed")
+        else:
+            failing = False
 
 
 async def _tell_places(
