@@ -25,14 +25,12 @@ from marshmallow import Schema
 from app.keys import SETTINGS, TOKENS
 from app.process.settings import COMPONENTS
 from app.web.middlewares import REQUEST_ID_HEADER
+from app.web.openapi.event_examples import EVENT_EXAMPLES, STREAM_EXAMPLES, wire_text
 from app.web.openapi.examples import (
     ERROR_EXAMPLES,
-    EVENT_EXAMPLES,
     REQUEST_EXAMPLES,
     RESPONSE_EXAMPLES,
-    STREAM_EXAMPLES,
     Example,
-    wire_text,
 )
 from app.web.openapi.info import (
     OPENAPI_VERSION,

@@ -1,0 +1,237 @@
+"""The document's event examples (app.web.openapi.examples has the timeline they belong to):
+each event type as a stream carries it, and the streams' examples on the wire."""
+
+from collections.abc import Sequence
+from typing import Any
+
+from app.web.openapi.examples import (
+    AGENT,
+    HANDOFF,
+    M_AGENT,
+    M_HUMAN,
+    M_HUMAN_BOT,
+    M_LATE,
+    RESUME_ID,
+    SESSION,
+    T0,
+    event_id,
+)
+from realtime.channels import BROADCAST, agent_channel, session_channel
+from realtime.events import encode, sse_frame
+
+# ---------------------------------------------------------------------------------------
+# Events: (summary, id on the wire or None, envelope), validated by
+# schemas.envelope.validate_event in the test suite.
+# ---------------------------------------------------------------------------------------
+
+EVENT_EXAMPLES: dict[str, tuple[str, str | None, dict[str, Any]]] = {
+    "event.connected.session": (
+        "First event of a session stream",
+        event_id(T0),
+        {
+            "type": "connected",
+            "payload": {"channels": [session_channel(SESSION)], "session_name": SESSION, "recovered": False},
+            "timestamp": T0,
+            "source": "system",
+        },
+    ),
+    "event.connected.agent": (
+        "First event of an agent stream",
+        event_id(T0),
+        {
+            "type": "connected",
+            "payload": {"channels": [agent_channel(AGENT), BROADCAST], "agent_id": AGENT, "recovered": False},
+            "timestamp": T0,
+            "source": "system",
+        },
+    ),
+    "event.new_message.customer": (
+        "The customer wrote",
+        event_id(T0 + 20, 117),
+        {
+            "type": "new_message",
+            "payload": {"session_name": SESSION, "message": M_HUMAN},
+            "timestamp": T0 + 20,
+            "source": "ai_chatbot",
+        },
+    ),
+    "event.new_message.bot": (
+        "The bot answered",
+        event_id(T0 + 20, 142),
+        {
+            "type": "new_message",
+            "payload": {"session_name": SESSION, "message": M_HUMAN_BOT},
+            "timestamp": T0 + 20,
+            "source": "ai_chatbot",
+        },
+    ),
+    "event.status_change.escalated": (
+        "The session now waits for an agent",
+        RESUME_ID,
+        {
+            "type": "status_change",
+            "payload": {
+                "session_name": SESSION,
+                "status": "waiting_agent",
+                "previous_status": "bot_active",
+                "agent_id": None,
+            },
+            "timestamp": T0 + 20,
+            "source": "ai_chatbot",
+        },
+    ),
+    "event.transfer_request": (
+        "A session asks for a human (broadcast)",
+        event_id(T0 + 20, 152),
+        {
+            "type": "transfer_request",
+            "payload": {
+                "session_name": SESSION,
+                "status": "waiting_agent",
+                "reason": HANDOFF,
+                "summary": None,
+            },
+            "timestamp": T0 + 20,
+            "source": "ai_chatbot",
+        },
+    ),
+    "event.agent_joined": (
+        "Alice took the session over",
+        event_id(T0 + 60, 310),
+        {
+            "type": "agent_joined",
+            "payload": {"session_name": SESSION, "agent_id": AGENT},
+            "timestamp": T0 + 60,
+            "source": "agent_workbench",
+        },
+    ),
+    "event.status_change.takeover": (
+        "Held by alice now",
+        event_id(T0 + 60, 311),
+        {
+            "type": "status_change",
+            "payload": {
+                "session_name": SESSION,
+                "status": "agent_active",
+                "previous_status": "waiting_agent",
+                "agent_id": AGENT,
+            },
+            "timestamp": T0 + 60,
+            "source": "agent_workbench",
+        },
+    ),
+    "event.new_message.held": (
+        "A customer message of a session alice holds (her agent channel)",
+        event_id(T0 + 70, 20),
+        {
+            "type": "new_message",
+            "payload": {"session_name": SESSION, "message": M_LATE},
+            "timestamp": T0 + 70,
+            "source": "ai_chatbot",
+        },
+    ),
+    "event.new_message.agent": (
+        "Alice answered",
+        event_id(T0 + 80, 505),
+        {
+            "type": "new_message",
+            "payload": {"session_name": SESSION, "message": M_AGENT},
+            "timestamp": T0 + 80,
+            "source": "agent_workbench",
+        },
+    ),
+    "event.agent_left": (
+        "Alice handed the session back",
+        event_id(T0 + 300, 1),
+        {
+            "type": "agent_left",
+            "payload": {"session_name": SESSION, "agent_id": AGENT},
+            "timestamp": T0 + 300,
+            "source": "agent_workbench",
+        },
+    ),
+    "event.status_change.released": (
+        "The bot holds the session again",
+        event_id(T0 + 300, 2),
+        {
+            "type": "status_change",
+            "payload": {
+                "session_name": SESSION,
+                "status": "bot_active",
+                "previous_status": "agent_active",
+                "agent_id": None,
+            },
+            "timestamp": T0 + 300,
+            "source": "agent_workbench",
+        },
+    ),
+    "event.heartbeat": (
+        "Every heartbeat interval (no id)",
+        None,
+        {"type": "heartbeat", "payload": {}, "timestamp": T0 + 30, "source": "system"},
+    ),
+    "event.agent_status": (
+        "Alice is online (every agent stream: the broadcast)",
+        event_id(T0 + 5, 0),
+        {
+            "type": "agent_status",
+            "payload": {"agent_id": AGENT, "status": "online", "capacity": 4},
+            "timestamp": T0 + 5,
+            "source": "agent_workbench",
+        },
+    ),
+    "event.queue_update": (
+        "Second in the queue now (ephemeral: no id)",
+        None,
+        {
+            "type": "queue_update",
+            "payload": {"session_name": SESSION, "position": 2, "estimated_wait_seconds": 80},
+            "timestamp": T0 + 61,
+            "source": "system",
+        },
+    ),
+    "event.typing.bot": (
+        "The bot is preparing its reply (ephemeral: no id, never replayed)",
+        None,
+        {
+            "type": "typing",
+            "payload": {"session_name": SESSION, "who": "bot"},
+            "timestamp": T0,
+            "source": "ai_chatbot",
+        },
+    ),
+}
+
+# What each kind of stream shows in its examples, in wire order.
+SESSION_STREAM_EXAMPLES = (
+    "event.connected.session",
+    "event.new_message.customer",
+    "event.typing.bot",
+    "event.new_message.bot",
+    "event.status_change.escalated",
+    "event.queue_update",
+    "event.heartbeat",
+    "event.agent_joined",
+    "event.status_change.takeover",
+    "event.new_message.agent",
+    "event.agent_left",
+    "event.status_change.released",
+)
+AGENT_STREAM_EXAMPLES = (
+    "event.connected.agent",
+    "event.agent_status",
+    "event.transfer_request",
+    "event.heartbeat",
+    "event.status_change.takeover",
+    "event.new_message.held",
+)
+STREAM_EXAMPLES = {"session": SESSION_STREAM_EXAMPLES, "agent": AGENT_STREAM_EXAMPLES}
+
+
+def wire_text(names: Sequence[str]) -> str:
+    """The events as they travel, framed by the same code that writes the streams."""
+    frames = []
+    for name in names:
+        _, id_, event = EVENT_EXAMPLES[name]
+        frames.append(sse_frame(encode(event), id_).decode())
+    return "".join(frames)
