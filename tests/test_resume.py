@@ -44,7 +44,7 @@ from tests.support.app_server import AppClient, MakeClient
 from tests.support.checks import check_strictly_increasing, wire
 from tests.support.processes import REDIS_ON, ServerProcess, StartServer
 from tests.support.readers import ReconnectingReader
-from tests.support.sse import SSEEvent, SSEStream, open_stream
+from tests.support.sse import AMBIENT, SSEEvent, SSEStream, open_stream
 from tests.support.wait import gather_in_batches, wait_for
 
 logger = logging.getLogger(__name__)
@@ -374,7 +374,7 @@ async def test_slow_consumer_is_cut_off_and_resumes(server_process: StartServer,
             async def read_fast(count: int) -> None:
                 while len(fast_events) < count:
                     event = await fast.next(10)
-                    if event.type == "heartbeat":
+                    if event.type in AMBIENT:
                         continue
                     fast_events.append(event)
                     received[message_seq(event)] = time.monotonic()
@@ -415,7 +415,7 @@ async def test_slow_consumer_is_cut_off_and_resumes(server_process: StartServer,
                 async with asyncio.timeout(20):
                     for _ in range(published + 2):
                         event = await slow.next(10)
-                        if event.type != "heartbeat":
+                        if event.type not in AMBIENT:
                             slow_events.append(event)
             assert slow.retry_ms is not None and 0 < slow.retry_ms <= 60_000, slow.trail[-3:]
             assert slow.trail[-1].startswith("retry "), slow.trail[-3:]

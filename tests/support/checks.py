@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from realtime import ids
-from tests.support.sse import SSEEvent
+from tests.support.sse import AMBIENT, SSEEvent
 
 ENVELOPE_KEYS = {"type", "payload", "timestamp", "source"}
 
@@ -21,9 +21,10 @@ def check_envelope(event: SSEEvent, source: str) -> None:
 
 
 def check_ids(events: list[SSEEvent], *, strictly: bool = True) -> None:
-    """Every event but heartbeats carries an id; ids increase within the stream (``strictly``:
-    no two equal; the ``connected`` id is a position, it may equal nothing but precede all)."""
-    with_ids = [event for event in events if event.type != "heartbeat"]
+    """Every event but the AMBIENT ones carries an id; ids increase within the stream
+    (``strictly``: no two equal; the ``connected`` id is a position, it may equal nothing but
+    precede all)."""
+    with_ids = [event for event in events if event.type not in AMBIENT]
     event_ids: list[str] = []
     for event in with_ids:
         assert event.id is not None and ids.is_event_id(event.id), event

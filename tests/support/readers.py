@@ -9,7 +9,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.support.sse import SSEEvent, SSEStream
+from tests.support.sse import AMBIENT, SSEEvent, SSEStream
 from tests.support.wait import until_signalled
 
 
@@ -112,7 +112,7 @@ class ReconnectingReader:
                         self.last_event_id = stream.last_event_id
                         if event.type == "connected":
                             self.connected.append((sent, event))
-                        elif event.type != "heartbeat":
+                        elif event.type not in AMBIENT:
                             self.events.append(event)
             except EOFError:
                 self.endings.append("eof")
