@@ -1,26 +1,36 @@
 """--bot webhook: a bot service of your own, called over HTTP (docs/bots.md, "The webhook bot").
 
-Each customer message while the bot holds the conversation is a signed ``POST`` to --bot-url::
+Each customer message while the bot holds the conversation is one ``POST`` to --bot-url::
 
     {"session": {"session_name", "status", "agent_id", "created_at"},
      "message": {"id", "role", "content", "agent_id", "created_at"},
-     "transcript": [the messages before it, oldest first, at most --bot-context]}
+     "transcript": [the messages before it, oldest first, at most --bot-context,
+                    each {"id", "role", "content", "agent_id", "created_at"}]}
 
-with ``Switchboard-Signature: t=<unix>,v1=<HMAC-SHA256 of "<t>." + body>`` (app.web.signing)
-when --bot-secret is set, and ``Accept: text/event-stream, application/json``. The service
-answers either
+with ``Content-Type: application/json``, ``Accept: text/event-stream, application/json``,
+``User-Agent: Switchboard`` and, when --bot-secret is set, ``Switchboard-Signature:
+t=<unix>,v1=<hex HMAC-SHA256 of "<t>." + body>`` (app.web.signing). The service answers 2xx
+with either
 
-- ``application/json``: ``{"text": "...", "handoff": false, "reason": null, "summary": null}``
-  (``text`` required; the rest optional), or
-- ``text/event-stream``: events without a name carry a text piece each (multi-line data is
-  joined with newlines); ``event: handoff`` carries ``{"reason", "summary"}``; ``event: done``
-  ends the answer. A stream that closes before ``done`` was cut.
+- ``text/event-stream`` (read as it arrives, so the customer sees the answer being written):
+  events per the SSE format (lines end with LF, CRLF or CR; ``data:`` lines joined with
+  newlines; a blank line ends an event; ``:`` comments, ``id:`` and ``retry:`` ignored).
+  An event without ``event:`` (or ``event: text`` / ``message``) carries a text piece, its
+  data as raw text; ``event: handoff`` carries JSON ``{"reason": str|null, "summary":
+  str|null}``; ``event: done`` (data optional) ends the answer; other event names are ignored (room to grow).
+  A stream that closes before ``done`` was cut, even if it said something.
+- any other type, read as JSON: ``{"text": str, "handoff": bool, "reason": str|null,
+  "summary": str|null}`` (``text`` required, the rest optional; ``handoff`` false by default).
 
-Anything else is a BotFailure: "connect", "timeout", "status" (non-2xx; 429 is "rate_limited"),
-"unreadable", "cut".
+How it fails (BotFailure kinds): "connect" (refused, DNS, closed before answering),
+"timeout" (connect or read timeout: no byte for read_timeout seconds), "rate_limited" (429),
+"status" (other non-2xx; detail: the status), "unreadable" (not the answer above, too long),
+"cut" (the body broke off). The first-token and whole-answer timeouts and the breaker are
+app.bots.guard's.
 """
 
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -34,13 +44,32 @@ from app.web.signing import SIGNATURE_HEADER, sign
 
 logger = logging.getLogger(__name__)
 
-MESSAGE_FIELDS = ("id", "role", "content", "agent_id", "created_at")
-SESSION_FIELDS = ("session_name", "status", "agent_id", "created_at")
-# An answer's JSON body, or one event of a streamed answer, is at most this long.
+# A JSON answer is read up to this many bytes; one event of a stream, and one line, up to
+# MAX_EVENT: a bot cannot make this process hold an unbounded body.
 MAX_ANSWER = 256 * 1024
+MAX_EVENT = 64 * 1024
+# Calls at once to the bot service (more wait for a connection: the breaker and the
+# timeouts bound how long).
+CONNECTIONS = 100
+LINE_END = re.compile(rb"\r\n|\r|\n")
+TEXT_EVENTS = ("", "text", "message")
+
+
+def _message(message: Message) -> dict[str, Any]:
+    return {
+        "id": message["id"],
+        "role": message["role"],
+        "content": message["content"],
+        "agent_id": message["agent_id"],
+        "created_at": message["created_at"],
+    }
 
 
 class WebhookResponder(Responder):
+    """Asks the bot service at ``url`` for each answer (the module's docstring is the
+    contract). One HTTP client, made on first use (inside the event loop), kept for its
+    connection pool; ``close()`` ends it."""
+
     def __init__(
         self,
         *,
@@ -51,6 +80,8 @@ class WebhookResponder(Responder):
         connect_timeout: float = 5.0,
         read_timeout: float = 30.0,
     ) -> None:
+        if context_messages < 0:
+            raise ValueError("context_messages must be >= 0")
         self._url = url
         self._secret = secret.encode() if secret else None
         self._transcripts = transcripts
@@ -60,21 +91,36 @@ class WebhookResponder(Responder):
 
     async def close(self) -> None:
         if self._http is not None:
-            await self._http.close()
+            http, self._http = self._http, None
+            await http.close()
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession(
+                timeout=self._timeout, connector=aiohttp.TCPConnector(limit=CONNECTIONS)
+            )
+        return self._http
 
     async def _body(self, session: Session, message: Message) -> bytes:
-        recent = await self._transcripts(session["session_name"], self._context + 1)
-        before = [{k: m[k] for k in MESSAGE_FIELDS} for m in recent if m["id"] != message["id"]]  # type: ignore[literal-required]
+        before: list[dict[str, Any]] = []
+        if self._context:
+            # One more than needed: the newest is normally ``message`` itself.
+            recent = await self._transcripts(session["session_name"], self._context + 1)
+            before = [_message(m) for m in recent if m["id"] != message["id"]][-self._context :]
         return orjson.dumps(
             {
-                "session": {k: session[k] for k in SESSION_FIELDS},  # type: ignore[literal-required]
-                "message": {k: message[k] for k in MESSAGE_FIELDS},  # type: ignore[literal-required]
-                "transcript": before[-self._context :] if self._context else [],
+                "session": {
+                    "session_name": session["session_name"],
+                    "status": session["status"],
+                    "agent_id": session["agent_id"],
+                    "created_at": session["created_at"],
+                },
+                "message": _message(message),
+                "transcript": before,
             }
         )
 
-    async def stream(self, session: Session, message: Message) -> AsyncIterator[ReplyPart]:
-        body = await self._body(session, message)
+    def _headers(self, body: bytes) -> dict[str, str]:
         headers = {
             "Content-Type": "application/json",
             "Accept": "text/event-stream, application/json",
@@ -82,10 +128,21 @@ class WebhookResponder(Responder):
         }
         if self._secret is not None:
             headers[SIGNATURE_HEADER] = sign([self._secret], body, time.time())
-        if self._http is None:
-            self._http = aiohttp.ClientSession(timeout=self._timeout)
+        return headers
+
+    async def stream(self, session: Session, message: Message) -> AsyncIterator[ReplyPart]:
+        body = await self._body(session, message)
+        answered = False  # the status line came: a broken connection now cuts the answer
+        started = time.monotonic()
         try:
-            async with self._http.post(self._url, data=body, headers=headers) as response:
+            async with self._client().post(self._url, data=body, headers=self._headers(body)) as response:
+                answered = True
+                logger.debug(
+                    "bot service answered %d %s in %.3f s",
+                    response.status,
+                    response.content_type,
+                    time.monotonic() - started,
+                )
                 if response.status == 429:
                     raise BotFailure("rate_limited", "429")
                 if not 200 <= response.status < 300:
@@ -94,34 +151,50 @@ class WebhookResponder(Responder):
                     async for part in _events(response.content):
                         yield part
                 else:
-                    for part in _json_answer(await response.content.read(MAX_ANSWER + 1)):
+                    for part in _json_answer(await _read_all(response.content)):
                         yield part
         except BotFailure:
             raise
-        except TimeoutError as exc:
-            raise BotFailure("timeout", "the bot service was too slow") from exc
+        except TimeoutError as exc:  # aiohttp's connect and read timeouts are TimeoutErrors
+            raise BotFailure("timeout", type(exc).__name__) from exc
         except aiohttp.ClientConnectorError as exc:
             raise BotFailure("connect", type(exc).__name__) from exc
-        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
+        except aiohttp.ClientPayloadError as exc:
             raise BotFailure("cut", type(exc).__name__) from exc
-        except aiohttp.ClientError as exc:
-            raise BotFailure("connect", type(exc).__name__) from exc
+        except aiohttp.ClientConnectionError as exc:
+            raise BotFailure("cut" if answered else "connect", type(exc).__name__) from exc
+        except aiohttp.ClientResponseError as exc:  # not HTTP, or a malformed status line
+            raise BotFailure("unreadable", type(exc).__name__) from exc
+        except aiohttp.ClientError as exc:  # an invalid URL and the like: settings, not the bot
+            raise BotFailure("error", type(exc).__name__) from exc
+
+
+async def _read_all(content: aiohttp.StreamReader) -> bytes:
+    """The whole body, refused past MAX_ANSWER (``read(n)`` returns what has arrived so far,
+    not n bytes: a body in several packets needs the loop)."""
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await content.readany():
+        size += len(chunk)
+        if size > MAX_ANSWER:
+            raise BotFailure("unreadable", "the answer is too long")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _json_answer(raw: bytes) -> list[ReplyPart]:
-    if len(raw) > MAX_ANSWER:
-        raise BotFailure("unreadable", "the answer is too long")
     try:
         answer = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BotFailure("unreadable", "the answer is not JSON") from exc
     if not isinstance(answer, dict) or not isinstance(answer.get("text"), str):
         raise BotFailure("unreadable", "the answer has no text")
-    parts: list[ReplyPart] = [answer["text"]] if answer["text"] else []
-    if answer.get("handoff") is True:
-        parts.append(_handoff(answer))
-    elif answer.get("handoff") not in (None, False):
+    handoff = answer.get("handoff", False)
+    if not isinstance(handoff, bool | None):
         raise BotFailure("unreadable", "handoff is not a boolean")
+    parts: list[ReplyPart] = [answer["text"]] if answer["text"] else []
+    if handoff:
+        parts.append(_handoff(answer))
     return parts
 
 
@@ -134,35 +207,49 @@ def _handoff(fields: Any) -> Handoff:
     return Handoff(reason, summary)
 
 
+async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[str]:
+    """The stream's lines as they complete (any of its three line ends), until it ends."""
+    buffer = b""
+    after_cr = False  # a CR ended the last chunk: an LF starting the next belongs to it
+    while chunk := await content.readany():
+        if after_cr and chunk.startswith(b"\n"):
+            chunk = chunk[1:]
+        after_cr = chunk.endswith(b"\r")
+        *lines, buffer = LINE_END.split(buffer + chunk)
+        if len(buffer) > MAX_EVENT:
+            raise BotFailure("unreadable", "a line is too long")
+        for line in lines:
+            yield line.decode("utf-8", "replace")
+
+
 async def _events(content: aiohttp.StreamReader) -> AsyncIterator[ReplyPart]:
-    """The parts of a streamed answer, as each event completes (the SSE format's rules)."""
-    name, data = "", []
-    while True:
-        try:
-            line_bytes = await content.readuntil(b"\n")
-        except ValueError as exc:  # a line past the reader's limit
-            raise BotFailure("unreadable", "a line too long") from exc
-        if not line_bytes.endswith(b"\n"):
-            raise BotFailure("cut", "the stream ended before event: done")
-        line = line_bytes.decode("utf-8", "replace").rstrip("\r\n")
+    """The parts of a streamed answer, each as soon as its event is complete."""
+    data: list[str]
+    name, data, size = "", [], 0
+    first = True
+    async for line in _lines(content):
+        if first:
+            line, first = line.removeprefix("\ufeff"), False
         if line:
             field, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
+            value = value.removeprefix(" ")
             if field == "event":
                 name = value
             elif field == "data":
                 data.append(value)
+                size += len(value) + 1
+                if size > MAX_EVENT:
+                    raise BotFailure("unreadable", "an event is too long")
             continue
-        if not data and not name:
-            continue
-        text = "\n".join(data)
         if name == "done":
             return
+        text = "\n".join(data)
         if name == "handoff":
             try:
                 yield _handoff(orjson.loads(text))
             except orjson.JSONDecodeError as exc:
                 raise BotFailure("unreadable", "a handoff event is not JSON") from exc
-        elif name in ("", "text") and text:
+        elif name in TEXT_EVENTS and text:
             yield text
-        name, data = "", []
+        name, data, size = "", [], 0
+    raise BotFailure("cut", "the stream ended before event: done")
