@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
+logger = logging.getLogger(__name__)
 SECRET = web.AppKey("secret", bytes)
 PACE = web.AppKey("pace", float)
 TOLERANCE = 300  # seconds: older (or newer) signed calls are refused, replays with them
@@ -37,6 +38,8 @@ def signed(secret: bytes, body: bytes, header: str) -> bool:
 
 
 def answer(call: dict[str, Any]) -> dict[str, Any]:
+    """The JSON answer: ``text``, and ``handoff`` with a ``reason`` and ``summary`` for the
+    agent (built from what the customer wrote, so that nobody asks them again)."""
     text = call["message"]["content"]
     if HUMAN.search(text):
         asked = [m["content"] for m in call["transcript"] if m["role"] == "customer"]
@@ -54,13 +57,17 @@ async def bot(request: web.Request) -> web.StreamResponse:
     secret = request.app[SECRET]
     if secret and not signed(secret, body, request.headers.get("Switchboard-Signature", "")):
         return web.json_response({"error": "bad signature"}, status=401)
-    reply = answer(json.loads(body))
+    try:
+        reply = answer(json.loads(body))
+    except (ValueError, KeyError, TypeError):
+        return web.json_response({"error": "not a Switchboard call"}, status=400)
+    logger.info("answered a call (handoff: %s)", bool(reply.get("handoff")))  # never the words
     if "text/event-stream" not in request.headers.get("Accept", ""):
         return web.json_response(reply)
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await response.prepare(request)
     for word in re.findall(r"\S+\s*", reply["text"]):
-        await asyncio.sleep(request.app[PACE])
+        await asyncio.sleep(request.app[PACE])  # a model producing its next token
         await response.write(f"data: {word}\n\n".encode())
     if reply.get("handoff"):
         handoff = {"reason": reply["reason"], "summary": reply["summary"]}
