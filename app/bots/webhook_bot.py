@@ -24,7 +24,7 @@ with either
 
 How it fails (BotFailure kinds): "connect" (refused, DNS, closed before answering),
 "timeout" (connect or read timeout: no byte for read_timeout seconds), "rate_limited" (429),
-"status" (other non-2xx; detail: the status), "unreadable" (not the answer above, too long),
+"status" (other non-2xx, redirects not followed; detail: the status), "unreadable" (not the answer above, too long),
 "cut" (the body broke off). The first-token and whole-answer timeouts and the breaker are
 app.bots.guard's.
 """
@@ -135,7 +135,11 @@ class WebhookResponder(Responder):
         answered = False  # the status line came: a broken connection now cuts the answer
         started = time.monotonic()
         try:
-            async with self._client().post(self._url, data=body, headers=self._headers(body)) as response:
+            # Not redirected: a redirect would resend the signed call elsewhere (or turn it
+            # into a GET); a moved bot is a setting to change, and a 3xx a "status" failure.
+            async with self._client().post(
+                self._url, data=body, headers=self._headers(body), allow_redirects=False
+            ) as response:
                 answered = True
                 logger.debug(
                     "bot service answered %d %s in %.3f s",
