@@ -149,10 +149,10 @@ def _mapped(message: Message) -> dict[str, str]:
 
 def _failure(exc: Exception, *, answered: bool) -> BotFailure:
     """The kind of an SDK failure; ``answered``: the response had begun (its headers came)."""
+    cause = type(exc.__cause__ or exc).__name__  # the SDK's own errors wrap httpx2's
     if isinstance(exc, openai.APITimeoutError):  # before APIConnectionError: a subclass of it
-        return BotFailure("timeout", "connect" if not answered else "read")
+        return BotFailure("timeout", cause)
     if isinstance(exc, openai.APIConnectionError):
-        cause = type(exc.__cause__).__name__ if exc.__cause__ is not None else type(exc).__name__
         return BotFailure("cut" if answered else "connect", cause)
     if isinstance(exc, openai.RateLimitError):
         return BotFailure("rate_limited", "429")
