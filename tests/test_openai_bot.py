@@ -492,3 +492,13 @@ async def test_a_connection_lost_after_the_headers_is_cut(
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_a_closed_responder_can_be_used_again(
+    responders: Callable[..., OpenAIResponder], wire: PeerProcess
+) -> None:
+    responder = responders(f"{wire.url}/v1")
+    first = await answer_of(responder)
+    await responder.close()
+    await responder.close()  # twice: nothing more to close
+    assert await answer_of(responder) == first == ["hi?", Usage(11, 7)]

@@ -75,14 +75,15 @@ class OpenAIResponder(Responder):
     ) -> None:
         if context_messages < 0 or context_tokens < 1:
             raise ValueError("context_messages must be >= 0 and context_tokens >= 1")
-        self._client = openai.AsyncOpenAI(
-            base_url=base_url,
+        self._options: dict[str, Any] = {
+            "base_url": base_url,
             # Local servers (vLLM, Ollama) take any key; the SDK refuses to run without one.
-            api_key=api_key or "unused",
-            max_retries=0,
+            "api_key": api_key or "unused",
+            "max_retries": 0,
             # read: the longest silence between two bytes (write and pool share it).
-            timeout=openai.Timeout(read_timeout, connect=connect_timeout),
-        )
+            "timeout": openai.Timeout(read_timeout, connect=connect_timeout),
+        }
+        self._client: openai.AsyncOpenAI | None = openai.AsyncOpenAI(**self._options)
         self._model = model
         self._prompt = system_prompt
         self._transcripts = transcripts
@@ -90,7 +91,10 @@ class OpenAIResponder(Responder):
         self._budget = context_tokens * CHARS_PER_TOKEN
 
     async def close(self) -> None:
-        await self._client.close()
+        """Close the SDK's connections (a later answer opens a new client)."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
 
     async def messages(self, session: Session, message: Message) -> list[dict[str, str]]:
         """The request's messages: the prompt, the newest earlier messages that fit the budget
@@ -116,6 +120,8 @@ class OpenAIResponder(Responder):
             "tools": [HANDOFF_TOOL],
             "stream_options": {"include_usage": True},
         }
+        if self._client is None:
+            self._client = openai.AsyncOpenAI(**self._options)
         try:
             chunks = await self._client.chat.completions.create(**request)
         except openai.APIError as exc:
