@@ -23,12 +23,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from app.bots.openai_bot import HANDOFF_TOOL, MAX_REASON, UNREAD_REASON, OpenAIResponder
-from app.domain.bot import BotFailure, Handoff, ReplyPart, Transcripts, Usage
+from app.domain.bot import BotFailure, Handoff, ReplyPart, Usage
 from app.domain.store import Message, Role, Session
 from app.process.settings import Settings
 from handlers.bot_reply import PASSING_ON, SORRY
 from tests.support.api import CHATBOT, act, agent_say, call_json, create
 from tests.support.app_server import AppClient, MakeClient
+from tests.support.bots import transcripts_of
 from tests.support.metrics import by_label, scrape
 from tests.support.processes import PeerProcess, free_port
 from tests.support.sse import read_frames
@@ -185,18 +186,6 @@ HISTORY = [
 ]
 
 
-def transcripts_of(messages: list[Message], asked: list[int] | None = None) -> Transcripts:
-    """A Transcripts over ``messages`` (oldest first), recording the counts asked for."""
-
-    async def newest(session_name: str, count: int) -> list[Message]:
-        assert session_name == SESSION["session_name"]
-        if asked is not None:
-            asked.append(count)
-        return messages[-count:]
-
-    return newest
-
-
 @pytest.fixture
 async def responders() -> AsyncIterator[Callable[..., OpenAIResponder]]:
     """Makes OpenAIResponders (the key KEY, PROMPT, no transcript unless told), closed after
@@ -208,7 +197,7 @@ async def responders() -> AsyncIterator[Callable[..., OpenAIResponder]]:
             "api_key": KEY,
             "model": "local-model",
             "system_prompt": PROMPT,
-            "transcripts": transcripts_of([]),
+            "transcripts": transcripts_of(SESSION["session_name"], []),
             **changes,
         }
         made.append(OpenAIResponder(base_url=base_url, **options))
@@ -238,7 +227,9 @@ async def test_the_request_carries_the_prompt_the_conversation_and_the_key(
     asked: list[int] = []
     message = said("customer", "is it refunded?", "m9")
     responder = responders(
-        f"{wire.url}/v1", transcripts=transcripts_of([*HISTORY, message], asked), context_messages=2
+        f"{wire.url}/v1",
+        transcripts=transcripts_of(SESSION["session_name"], [*HISTORY, message], asked),
+        context_messages=2,
     )
     assert await answer_of(responder, message) == ["is it refunded?", Usage(11, 7)]  # the echo
     assert asked == [3]
@@ -275,7 +266,7 @@ async def test_the_context_keeps_the_newest_messages_within_the_token_budget(
     long_prompt = "p" * 1000
     responder = responders(
         f"{wire.url}/v1",
-        transcripts=transcripts_of(history),
+        transcripts=transcripts_of(SESSION["session_name"], history),
         context_tokens=10,
         system_prompt=long_prompt,
     )
@@ -293,7 +284,9 @@ async def test_the_context_keeps_the_newest_messages_within_the_token_budget(
 async def test_no_earlier_message_with_a_context_of_none(
     responders: Callable[..., OpenAIResponder], wire: PeerProcess
 ) -> None:
-    responder = responders(f"{wire.url}/v1", transcripts=transcripts_of(HISTORY), context_messages=0)
+    responder = responders(
+        f"{wire.url}/v1", transcripts=transcripts_of(SESSION["session_name"], HISTORY), context_messages=0
+    )
     await answer_of(responder)
     (request,) = await received(wire)
     assert [m["role"] for m in request["body"]["messages"]] == ["system", "user"]

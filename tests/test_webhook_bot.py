@@ -20,13 +20,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from app.bots.webhook_bot import MAX_ANSWER, MAX_EVENT, WebhookResponder
-from app.domain.bot import BotFailure, Handoff, ReplyPart, Transcripts
+from app.domain.bot import BotFailure, Handoff, ReplyPart
 from app.domain.store import Message, Session
 from app.process.settings import Settings
 from app.web.signing import SIGNATURE_HEADER, BadSignature, verify
 from handlers.bot_reply import PASSING_ON, SORRY
 from tests.support.api import CHATBOT, call_json, create, session_events
 from tests.support.app_server import AppClient, MakeClient
+from tests.support.bots import transcripts_of
 from tests.support.metrics import by_label, scrape
 from tests.support.processes import PeerProcess, free_port
 from tests.support.sse import open_stream, read_frames
@@ -191,18 +192,6 @@ def customer(content: str, message_id: str = "m9") -> Message:
     return {"id": message_id, "role": "customer", "content": content, "agent_id": None, "created_at": 9}
 
 
-def transcripts_of(messages: list[Message], asked: list[int] | None = None) -> Transcripts:
-    """A Transcripts over ``messages`` (oldest first), recording the counts asked for."""
-
-    async def newest(session_name: str, count: int) -> list[Message]:
-        assert session_name == SESSION["session_name"]
-        if asked is not None:
-            asked.append(count)
-        return messages[-count:]
-
-    return newest
-
-
 class JsonOnly(WebhookResponder):
     """Accepts JSON only, as a client that cannot stream would: the example answers in one
     piece."""
@@ -218,7 +207,11 @@ async def responders() -> AsyncIterator[Callable[..., WebhookResponder]]:
     made: list[WebhookResponder] = []
 
     def make(url: str, json_only: bool = False, **changes: Any) -> WebhookResponder:
-        options: dict[str, Any] = {"secret": SECRET, "transcripts": transcripts_of([]), **changes}
+        options: dict[str, Any] = {
+            "secret": SECRET,
+            "transcripts": transcripts_of(SESSION["session_name"], []),
+            **changes,
+        }
         made.append((JsonOnly if json_only else WebhookResponder)(url=url, **options))
         return made[-1]
 
@@ -293,7 +286,9 @@ async def test_the_request_is_signed_and_carries_the_transcript_before_the_messa
     message = customer("is it refunded?")
     async with serving(handler) as url:
         responder = responders(
-            url, transcripts=transcripts_of([*HISTORY, message], asked), context_messages=2
+            url,
+            transcripts=transcripts_of(SESSION["session_name"], [*HISTORY, message], asked),
+            context_messages=2,
         )
         assert await answer_of(responder, "is it refunded?") == ["ok"]
         unsigned = responders(url, secret=None, context_messages=0)
@@ -347,7 +342,9 @@ async def test_the_example_hands_off_with_a_reason_and_a_summary(
     responders: Callable[..., WebhookResponder], webhook_bot: PeerProcess, stream: bool
 ) -> None:
     responder = responders(
-        f"{webhook_bot.url}/bot", transcripts=transcripts_of(HISTORY), json_only=not stream
+        f"{webhook_bot.url}/bot",
+        transcripts=transcripts_of(SESSION["session_name"], HISTORY),
+        json_only=not stream,
     )
     parts = await answer_of(responder, "can I talk to a person")
     handoff = Handoff(
