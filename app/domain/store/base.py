@@ -36,6 +36,16 @@ class Bounds:
         return self.retention if status == "closed" else self.idle_ttl + self.retention
 
 
+class Offer(TypedDict):
+    """A waiting conversation offered to one agent (docs/routing.md, "Offers")."""
+
+    agent_id: str
+    offered_at: float  # unix seconds
+    expires_at: float
+    # Why it went to this agent: "queue" (the router's pick) or "transfer" (a named agent).
+    kind: str
+
+
 class Session(TypedDict):
     session_name: str
     status: Status
@@ -52,6 +62,13 @@ class Session(TypedDict):
     # (or one more than the previous number, if that was later): the sweeper finds sessions
     # idle or past retention by it.
     status_seq: int
+    # Routing (docs/routing.md); absent from sessions stored before it existed. When the
+    # session last entered waiting_agent (unix seconds): its wait, whatever its place.
+    waiting_since: NotRequired[int | None]
+    # The one outstanding offer of a waiting session, and the agents who declined it or let
+    # it expire (by id, when: not offered again for --offer-timeout), bounded.
+    offer: NotRequired[Offer | None]
+    declined: NotRequired[dict[str, float]]
     # Random, given at creation: tokens carry it, so a session re-created under the same name
     # (after retention or data loss) refuses the tokens of the one before.
     incarnation: str
@@ -85,11 +102,24 @@ class Swept:
 
 @dataclass(frozen=True, slots=True)
 class Transition:
-    """The outcome of an action: the session after it, and whether anything changed."""
+    """The outcome of an action: the session after it, whether anything changed, and the
+    session before it (None where the caller has no need: the sweeper's closes)."""
 
     session: Session
     previous_status: Status
     changed: bool
+    before: Session | None = None
+
+
+# A change's status_seq markers: the store numbers a session entering a status at the back of
+# its queue (NEW_SEQ, the next number) or at its front (FRONT_SEQ: one before the first).
+NEW_SEQ = -1
+FRONT_SEQ = -2
+
+# A change of one session, as a pure function: the session after it, or None if it changes
+# nothing (answered 200, no event); raises TransitionRefused. A session that enters a status
+# has NEW_SEQ or FRONT_SEQ as its status_seq; one that keeps it keeps its number.
+Move = Callable[[Session], Session | None]
 
 
 # An event a change causes: its channel and its envelope (app.domain.announcements says which).
@@ -183,6 +213,21 @@ class SessionStore(ABC):
         """Apply a state transition (see app.domain.store.rules) and publish what ``announce``
         makes of it, if it changed anything; raises SessionNotFound, TransitionRefused, and
         OtherConversation if ``incarnation`` is given and is not the session's."""
+
+    @abstractmethod
+    async def change(
+        self,
+        session_name: str,
+        move: Move,
+        *,
+        say: Message | None = None,
+        announce: Announce | None = None,
+        incarnation: str | None = None,
+    ) -> Transition:
+        """Apply ``move`` (app.domain.store.rules, app.domain.routing.moves) atomically, with
+        ``say`` appended to the transcript in the same step if it changed anything, and
+        publish what ``announce`` makes of it; raises SessionNotFound, TransitionRefused,
+        OtherConversation. ``apply`` is the actions of docs/api.md through here."""
 
     @abstractmethod
     async def add_message(

@@ -16,6 +16,7 @@ from app.domain.store.base import (
     AnnounceMessage,
     AnnounceStart,
     Message,
+    Move,
     Page,
     Role,
     Session,
@@ -99,6 +100,18 @@ class StartupFallbackStore(SessionStore):
             announce=announce,
             incarnation=incarnation,
         )
+
+    async def change(
+        self,
+        session_name: str,
+        move: Move,
+        *,
+        say: Message | None = None,
+        announce: Announce | None = None,
+        incarnation: str | None = None,
+    ) -> Transition:
+        store = await self._store()
+        return await store.change(session_name, move, say=say, announce=announce, incarnation=incarnation)
 
     async def add_message(
         self,

@@ -13,12 +13,15 @@ from app.domain.store import rules
 from app.domain.store.base import (
     BOT_LEASE,
     DEFAULT_PAGE,
+    FRONT_SEQ,
+    NEW_SEQ,
     Action,
     Announce,
     AnnounceMessage,
     AnnounceStart,
     Bounds,
     Message,
+    Move,
     Outgoing,
     Page,
     Role,
@@ -133,19 +136,47 @@ class MemorySessionStore(SessionStore):
         announce: Announce | None = None,
         incarnation: str | None = None,
     ) -> Transition:
+        return await self.change(
+            session_name,
+            lambda s: rules.apply(s, action, agent_id, reason, summary),
+            announce=announce,
+            incarnation=incarnation,
+        )
+
+    async def change(
+        self,
+        session_name: str,
+        move: Move,
+        *,
+        say: Message | None = None,
+        announce: Announce | None = None,
+        incarnation: str | None = None,
+    ) -> Transition:
         session = self._load(session_name)
         rules.check_conversation(session, incarnation)
-        moved = rules.apply(session, action, agent_id, reason, summary)
+        moved = move(session.copy())
         if moved is None:
-            return Transition(session.copy(), session["status"], False)
-        moved["status_seq"] = self._next_seq()
+            return Transition(session.copy(), session["status"], False, session.copy())
+        if moved["status_seq"] == FRONT_SEQ:
+            moved["status_seq"] = self._front_seq(moved["status"], session_name)
+        elif moved["status_seq"] == NEW_SEQ:
+            moved["status_seq"] = self._next_seq()
         self._sessions[session_name] = moved
-        transition = Transition(moved.copy(), session["status"], True)
+        if say is not None:
+            self._transcripts[session_name].append(say, self.bounds)
+        transition = Transition(moved.copy(), session["status"], True, session.copy())
         if announce is not None:
             await self._announce(announce(transition))
         if session["status"] == "bot_active":
             await self._speakers.quiet(session_name)
         return transition
+
+    def _front_seq(self, status: Status, session_name: str) -> int:
+        """One before the first of ``status``'s queue (the next number if it is empty)."""
+        seqs = [
+            s["status_seq"] for n, s in self._sessions.items() if s["status"] == status and n != session_name
+        ]
+        return min(seqs) - 1 if seqs else self._next_seq()
 
     async def bot_may_speak(self, session_name: str, status_seq: int, token: str) -> bool:
         session = self._sessions.get(session_name)

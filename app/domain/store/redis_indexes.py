@@ -73,8 +73,13 @@ class StatusIndexes:
         entries = await self._redis.zrangebyscore(key, low, high, start=0, num=limit, withscores=True)
         return cast(list[tuple[bytes, float]], entries)  # withscores: (member, score) pairs
 
-    async def next_seq(self) -> int:
-        """The next queue number; the clock lives as long as the sessions it numbered."""
+    async def next_seq(self, front_of: Status | None = None) -> int:
+        """The next queue number; the clock lives as long as the sessions it numbered. With
+        ``front_of``: one before the first of that status's queue, if it has one."""
+        if front_of is not None:
+            head = await self._redis.zrange(self._keys.status(front_of), 0, 0, withscores=True)
+            if head:
+                return int(head[0][1]) - 1
         ttl = ms(self._bounds.ttl("bot_active"))
         return int(as_text(await self._next_seq_script(keys=[self._keys.status_seq], args=[ttl])))
 

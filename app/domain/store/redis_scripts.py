@@ -4,9 +4,6 @@ action writes atomically, and the store's housekeeping."""
 from realtime.command_pipe import PipeScript
 from realtime.event_script import EVENTS_LUA
 
-# Written in a session that is to get the next status_seq: the script puts the number there.
-NEW_SEQ = -1
-
 # ``next_seq(clock, ttl)``: the next queue number, Redis's time in microseconds or one past the
 # clock's last number if that is later (so it strictly increases whatever the clocks do), kept
 # in ``clock`` for ``ttl`` ms. Returned as text: Lua numbers are doubles, exact up to 2^53.
@@ -28,8 +25,9 @@ end
 # session enters, the index of the status it leaves; then the events' (realtime.event_script).
 # ARGV: 1 the session as read ("" = absent), 2 the session to write ("" = unchanged), 3 a
 # message to append ("" = none), 4-5 the transcript's limits (messages, bytes), 6 the keys'
-# lifetime in ms, 7 "1" if the session enters a status and the indexes are updated here (one
-# Redis; the session's ``"status_seq":-1`` then gets the clock's next number), 8 the indexes'
+# lifetime in ms, 7 "1" or "2" if the session enters a status and the indexes are updated here
+# (one Redis; the session's ``"status_seq":-1`` or ``-2`` then gets the clock's next number, or
+# with "2" one less than the first of the index it enters, if any: the front of its queue), 8 the indexes'
 # and the clock's lifetime in ms, 9 the session's name; then the events' arguments. Returns
 # {1, the new status_seq or "", the events' ids...} if written, else {0, the session as it is
 # ("" = absent)}. Every write renews the expiry of the session's keys: an active conversation
@@ -43,9 +41,14 @@ if current ~= ARGV[1] then
   return {0, current}
 end
 local session, seq = ARGV[2], ''
-if ARGV[7] == '1' then
-  seq = next_seq(KEYS[4], ARGV[8])
-  session = string.gsub(session, '"status_seq":%-1([,}])', '"status_seq":' .. seq .. '%1', 1)
+if ARGV[7] ~= '' then
+  local head = ARGV[7] == '2' and redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES') or {}
+  if head[2] then
+    seq = string.format('%.0f', tonumber(head[2]) - 1)
+  else
+    seq = next_seq(KEYS[4], ARGV[8])
+  end
+  session = string.gsub(session, '"status_seq":%-[12]([,}])', '"status_seq":' .. seq .. '%1', 1)
   redis.call('ZADD', KEYS[5], seq, ARGV[9])
   redis.call('PEXPIRE', KEYS[5], ARGV[8])
   if KEYS[6] ~= KEYS[5] then

@@ -29,12 +29,15 @@ from app.domain.store import rules
 from app.domain.store.attempts import Attempt, Committed, Conflict, T
 from app.domain.store.base import (
     DEFAULT_PAGE,
+    FRONT_SEQ,
+    NEW_SEQ,
     Action,
     Announce,
     AnnounceMessage,
     AnnounceStart,
     Bounds,
     Message,
+    Move,
     Outgoing,
     Page,
     Role,
@@ -51,7 +54,6 @@ from app.domain.store.base import (
     page_after,
     parse_session_cursor,
     queue_order,
-    seq_at,
     session_cursor,
 )
 from app.domain.store.recent import RECENT_SESSIONS, RecentSessions
@@ -61,9 +63,8 @@ from app.domain.store.redis_scripts import (
     ACTION,
     ACTION_SCRIPT,
     ADOPT_SCRIPT,
-    DELETE_CLOSED_SCRIPT,
-    NEW_SEQ,
 )
+from app.domain.store.redis_sweep import IndexWalk
 from app.domain.store.redis_upgrade import adopt_one, upgrade_indexes
 from realtime.command_pipe import CommandPipe
 from realtime.event_script import NO_EVENTS
@@ -73,8 +74,6 @@ from realtime.scripted_events import Planned, ScriptedEvents
 logger = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 64
-# Index entries the sweeper reads per round trip.
-SWEEP_BATCH = 500
 
 
 class RedisSessionStore(SessionStore):
@@ -104,7 +103,7 @@ class RedisSessionStore(SessionStore):
         self._indexes_in_script = not isinstance(redis, RedisCluster)
         self._action = redis.register_script(ACTION_SCRIPT)
         self._adopt_script = redis.register_script(ADOPT_SCRIPT)
-        self._delete_closed_script = redis.register_script(DELETE_CLOSED_SCRIPT)
+        self._walk = IndexWalk(redis, self.keys, self._indexes, in_script=self._indexes_in_script)
         self._leases = BotLeases(redis, self.keys, pipe)
         self._timeout = timeout
         self._down = False  # so that an outage is logged once, not once per request
@@ -159,24 +158,37 @@ class RedisSessionStore(SessionStore):
         announce: Announce | None = None,
         incarnation: str | None = None,
     ) -> Transition:
+        return await self.change(
+            session_name,
+            lambda s: rules.apply(s, action, agent_id, reason, summary),
+            announce=announce,
+            incarnation=incarnation,
+        )
+
+    async def change(
+        self,
+        session_name: str,
+        move: Move,
+        *,
+        say: Message | None = None,
+        announce: Announce | None = None,
+        incarnation: str | None = None,
+    ) -> Transition:
         async def transition(raw: bytes | str | None) -> "Committed[Transition] | Conflict":
             session = _found(session_name, raw)
             rules.check_conversation(session, incarnation)
-            moved = rules.apply(session, action, agent_id, reason, summary)
+            moved = move(session.copy())
             if moved is None:
-                return Committed(Transition(session, session["status"], False), None, [], raw, wrote=False)
+                return Committed(
+                    Transition(session, session["status"], False, session), None, [], raw, wrote=False
+                )
             before = session["status"]
-            moved["status_seq"] = NEW_SEQ
-            events = announce(Transition(moved, before, True)) if announce is not None else ()
-            outcome = await self._commit_change(session_name, raw, moved, before, events)
+            events = announce(Transition(moved, before, True, session)) if announce is not None else ()
+            outcome = await self._commit_change(session_name, raw, moved, before, events, say)
             if isinstance(outcome, Conflict):
                 return outcome
-            return Committed(
-                Transition(outcome.result, before, True),
-                outcome.planned,
-                outcome.events_reply,
-                outcome.stored,
-            )
+            done = Transition(outcome.result, before, True, session)
+            return Committed(done, outcome.planned, outcome.events_reply, outcome.stored)
 
         # On a cluster the first write of a transition goes to other shards (the queue number,
         # the index): the GET first makes sure the session's own shard answers.
@@ -259,62 +271,22 @@ class RedisSessionStore(SessionStore):
 
     async def sweep(self, now: float, *, announce: Announce | None = None) -> Swept:
         closed: list[Transition] = []
-        idle, _ = await self._entered_before("bot_active", now - self.bounds.idle_ttl, newest=True)
+        idle, _ = await self._walk.entered_before(
+            self._call, "bot_active", now - self.bounds.idle_ttl, newest=True
+        )
         for name, session, newest in idle:
             if rules.is_idle(session, newest, now, self.bounds.idle_ttl):
                 with contextlib.suppress(TransitionRefused, SessionNotFound):  # another sweeper
                     closed.append(await self.apply(name, "close", announce=announce))
         # Closed sessions past retention: deleted here, or by their keys' expiry just before.
-        found, deleted = await self._entered_before("closed", now - self.bounds.retention)
+        found, deleted = await self._walk.entered_before(self._call, "closed", now - self.bounds.retention)
         for name, session, _ in found:
-            deleted += await self._call(functools.partial(self._delete_closed, name, session))
+            deleted += await self._call(functools.partial(self._walk.delete_closed, name, session))
         for status in ("waiting_agent", "agent_active"):
             # Only their keys' expiry ends these (nobody touched them for idle_ttl +
             # retention); what is found here is index entries left by it.
-            await self._entered_before(status, now - self.bounds.ttl(status))
+            await self._walk.entered_before(self._call, status, now - self.bounds.ttl(status))
         return Swept(closed, deleted)
-
-    async def _entered_before(
-        self, status: Status, unix_seconds: float, *, newest: bool = False
-    ) -> tuple[list[tuple[str, Session, Message | None]], int]:
-        """The sessions that entered ``status`` before ``unix_seconds`` and have it still,
-        with their newest message if asked for; and how many index entries named sessions
-        that are gone (expired), dropped on the way. One round trip per SWEEP_BATCH entries."""
-        found: list[tuple[str, Session, Message | None]] = []
-        gone = 0
-        key, high = self.keys.status(status), seq_at(unix_seconds)
-
-        async def batch(low: str) -> list[tuple[bytes, float]]:
-            nonlocal gone
-            entries = await self._indexes.entries(key, low, high, SWEEP_BATCH)
-            names = [as_text(name) for name, _score in entries]
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for name in names:
-                    pipe.get(self.keys.session(name))
-                    if newest:
-                        pipe.lindex(self.keys.messages(name), -1)
-                replies = iter(await pipe.execute())
-            for name in names:
-                raw, last = next(replies), next(replies) if newest else None
-                if raw is None:
-                    await self._indexes.leave(name, status)
-                    gone += 1
-                elif (session := _decode(raw))["status"] == status:
-                    found.append((name, session, rules.decode(last) if last else None))
-            return entries
-
-        low = "-inf"
-        while len(entries := await self._call(functools.partial(batch, low))) == SWEEP_BATCH:
-            low = f"({int(entries[-1][1])}"
-        return found, gone
-
-    async def _delete_closed(self, name: str, session: Session) -> int:
-        keys = self.keys.of_session(name)
-        index = self.keys.status("closed") if self._indexes_in_script else keys[0]
-        deleted = await self._delete_closed_script(keys=[*keys, index], args=[session["status_seq"], name])
-        if not self._indexes_in_script:
-            await self._indexes.leave(name, "closed")
-        return int(deleted)
 
     async def _get_all(self, keys: list[str]) -> list[bytes | None]:
         """GET of many sessions; a pipeline, not MGET, whose keys must share a slot on a
@@ -339,26 +311,30 @@ class RedisSessionStore(SessionStore):
         session: Session,
         left: Status | None,
         events: Sequence[Outgoing],
+        say: Message | None = None,
     ) -> "Committed[Session] | Conflict":
-        """Write ``session``, which enters its status (its status_seq is NEW_SEQ), leaving
-        ``left`` (None: a new session), with its events, if the session is still ``read``."""
+        """Write ``session`` (with ``say``, and its events) if the session is still ``read``.
+        A session entering a status (its status_seq NEW_SEQ or FRONT_SEQ) leaves ``left``
+        (None: a new session) and gets its number; one that keeps its status keeps it."""
         planned = self._plan(session_name, events)
-        if self._indexes_in_script:
-            written = await self._commit(session_name, read, session, session["status"], planned, left=left)
+        lives = session["status"]
+        if self._indexes_in_script or session["status_seq"] not in (NEW_SEQ, FRONT_SEQ):
+            written = await self._commit(session_name, read, session, lives, planned, message=say, left=left)
             if isinstance(written, Conflict):
                 return written
             seq, events_reply = written
-            assert seq is not None, "a session entering a status gets a number"
-            numbered: Session = {**session, "status_seq": seq}
+            stored: Session = {**session, "status_seq": seq} if seq is not None else session
             # What the script wrote: the same JSON with the number in its place.
-            return Committed(numbered, planned, events_reply, rules.encode(numbered))
-        # A cluster: the number from its own clock, the indexes around the commit.
-        session = {**session, "status_seq": await self._indexes.next_seq()}
+            return Committed(stored, planned, events_reply, rules.encode(stored))
+        # A cluster: the number from its own clock (or the queue's head), the indexes around
+        # the commit.
+        front = session["status_seq"] == FRONT_SEQ
+        session = {**session, "status_seq": await self._indexes.next_seq(lives if front else None)}
         await self._indexes.enter(session)
-        written = await self._commit(session_name, read, session, session["status"], planned)
+        written = await self._commit(session_name, read, session, lives, planned, message=say)
         if isinstance(written, Conflict):
-            if left != session["status"]:
-                await self._indexes.leave(session_name, session["status"])  # lost the race
+            if left != lives:
+                await self._indexes.leave(session_name, lives)  # lost the race
             return written
         await self._indexes.after_commit(session, left)
         return Committed(session, planned, written[1], rules.encode(session))
@@ -376,12 +352,12 @@ class RedisSessionStore(SessionStore):
     ) -> "tuple[int | None, list[str]] | Conflict":
         """One ACTION_SCRIPT: write ``session`` and/or append ``message``, with the planned
         events, if the session is still ``read``; the keys then live for what status ``lives``
-        gives. With ``session`` at NEW_SEQ (one Redis) it enters its status here, leaving
-        ``left``. Returns the new status_seq (if any) and the events' part of the reply."""
+        gives. With ``session`` at NEW_SEQ or FRONT_SEQ (one Redis) it enters its status here,
+        leaving ``left``. Returns the new status_seq (if any) and the events' part of the reply."""
         keys = self.keys.of_session(session_name)
-        enters = session is not None and session["status_seq"] == NEW_SEQ
-        if enters:
-            assert session is not None
+        enters = ""  # the script's "1": at the back of the status's queue, "2": at its front
+        if session is not None and session["status_seq"] in (NEW_SEQ, FRONT_SEQ):
+            enters = "2" if session["status_seq"] == FRONT_SEQ else "1"
             entered = self.keys.status(session["status"])
             keys += [self.keys.status_seq, entered, self.keys.status(left) if left is not None else entered]
         else:
@@ -395,7 +371,7 @@ class RedisSessionStore(SessionStore):
             self.bounds.transcript_messages,
             self.bounds.transcript_bytes,
             ms(self.bounds.ttl(lives)),
-            "1" if enters else "",
+            enters,
             ms(self.bounds.ttl("bot_active")),
             session_name,
             *section.args,

@@ -10,7 +10,16 @@ from typing import Any
 
 import orjson
 
-from app.domain.store.base import Action, Message, OtherConversation, Role, Session, Status, TransitionRefused
+from app.domain.store.base import (
+    NEW_SEQ,
+    Action,
+    Message,
+    OtherConversation,
+    Role,
+    Session,
+    Status,
+    TransitionRefused,
+)
 
 
 def now() -> int:
@@ -72,7 +81,7 @@ def apply(
     """The session after ``action``; None when the action is a no-op (200, no event).
 
     Raises TransitionRefused (409) when the action is not allowed from the current state.
-    The store gives a moved session its new ``status_seq``.
+    A moved session's ``status_seq`` is NEW_SEQ: the store numbers it.
     """
     status, holder = session["status"], session["agent_id"]
     if action == "takeover" and agent_id is None:
@@ -82,10 +91,10 @@ def apply(
             return None
         if status != "bot_active":
             raise TransitionRefused(f"cannot escalate a session that is {status}")
-        moved = _moved(session, "waiting_agent", None)
-        moved["escalation_reason"] = reason
-        moved["handoff_summary"] = summary
-        return moved
+        waiting = moved(session, "waiting_agent", None)
+        waiting["escalation_reason"] = reason
+        waiting["handoff_summary"] = summary
+        return waiting
     if action == "takeover":
         if status == "agent_active":
             if holder == agent_id:
@@ -93,10 +102,13 @@ def apply(
             raise TransitionRefused(f"session is held by agent {holder}")
         if status not in ("waiting_agent", "bot_active"):
             raise TransitionRefused(f"cannot take over a session that is {status}")
-        return _moved(session, "agent_active", agent_id)
+        offer = session.get("offer")
+        if offer is not None and offer["agent_id"] != agent_id and offer["expires_at"] > time.time():
+            raise TransitionRefused(f"session is offered to agent {offer['agent_id']}")
+        return moved(session, "agent_active", agent_id)
     if action == "release":
         _require_holder(session, agent_id, "release")
-        released = _moved(session, "bot_active", None)
+        released = moved(session, "bot_active", None)
         released["handoff_summary"] = None  # the bot has the conversation back
         return released
     if action == "close":
@@ -104,7 +116,7 @@ def apply(
             raise TransitionRefused("session is already closed")
         if status == "agent_active" and holder != agent_id:
             raise TransitionRefused(f"session is held by agent {holder}")
-        return _moved(session, "closed", None)
+        return moved(session, "closed", None)
     raise ValueError(f"unknown action {action!r}")
 
 
@@ -146,7 +158,14 @@ def _require_holder(session: Session, agent_id: str | None, verb: str) -> None:
         raise TransitionRefused(f"session is held by agent {holder}")
 
 
-def _moved(session: Session, status: Status, agent_id: str | None) -> Session:
-    moved = session.copy()
-    moved["status"], moved["agent_id"], moved["updated_at"] = status, agent_id, now()
-    return moved
+def moved(session: Session, status: Status, agent_id: str | None, *, seq: int = NEW_SEQ) -> Session:
+    """The session entering ``status`` (at the back of its queue, or where ``seq`` says)
+    held by ``agent_id``; any offer ends, and a wait begins or ends."""
+    after = session.copy()
+    after["status"], after["agent_id"], after["updated_at"] = status, agent_id, now()
+    after["status_seq"] = seq
+    # Absent: none (records stay as small as before routing).
+    after.pop("offer", None), after.pop("declined", None), after.pop("waiting_since", None)
+    if status == "waiting_agent":
+        after["waiting_since"] = after["updated_at"]
+    return after
