@@ -16,6 +16,7 @@ from app.domain.agents import AgentRegistry, MemoryAgentRegistry
 from app.domain.agents.fallback import StartupFallbackAgents
 from app.domain.agents.redis import RedisAgentRegistry
 from app.domain.queue_stats import MemoryServiceRate, RedisServiceRate, ServiceRate
+from app.domain.routing.customers import CustomerPresence, MemoryCustomerPresence, RedisCustomerPresence
 from app.domain.store import MemorySessionStore, RedisSessionStore, SessionStore, StoreUnavailable
 from app.domain.store.fallback import StartupFallbackStore
 from app.process.settings import Settings
@@ -41,6 +42,8 @@ class Backends:
     agents: AgentRegistry = field(default_factory=lambda: MemoryAgentRegistry(DEFAULT_CAPACITY))
     # The queue's recent pace (the customers' wait estimates).
     service: ServiceRate = field(default_factory=MemoryServiceRate)
+    # When each conversation's customer was last present (the router's --customer-idle).
+    customers: CustomerPresence = field(default_factory=MemoryCustomerPresence)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
@@ -157,7 +160,8 @@ async def open_cluster_backends(settings: Settings) -> Backends:
     store = redis_store(cluster, settings, broker)
     await _upgrade(store)
     service = RedisServiceRate(cluster, settings.namespace)
-    return Backends(broker, store, cluster, redis_agents(cluster, settings, broker), service)
+    customers = RedisCustomerPresence(cluster, settings.customer_idle, settings.namespace)
+    return Backends(broker, store, cluster, redis_agents(cluster, settings, broker), service, customers)
 
 
 def redis_agents(redis: Redis | RedisCluster, settings: Settings, broker: Broker) -> RedisAgentRegistry:
@@ -234,7 +238,8 @@ async def open_backends(settings: Settings) -> Backends:
         logger.info("broker and session store on Redis at %s", where)
         await _upgrade(on_redis)
         service = RedisServiceRate(redis, settings.namespace)
-        return Backends(broker, on_redis, redis, redis_agents(redis, settings, broker), service)
+        customers = RedisCustomerPresence(redis, settings.customer_idle, settings.namespace)
+        return Backends(broker, on_redis, redis, redis_agents(redis, settings, broker), service, customers)
     logger.warning(
         "Redis at %s is unreachable: serving from memory, degraded (events do not cross "
         "processes); moving to Redis when it answers",
@@ -243,7 +248,14 @@ async def open_backends(settings: Settings) -> Backends:
     store = StartupFallbackStore(MemorySessionStore(settings.bounds, broker.publish), on_redis)
     memory_agents = MemoryAgentRegistry(settings.agent_capacity, broker.publish)
     fallback_agents = StartupFallbackAgents(memory_agents, redis_agents(redis, settings, broker), store)
-    backends = Backends(broker, store, redis, fallback_agents, RedisServiceRate(redis, settings.namespace))
+    backends = Backends(
+        broker,
+        store,
+        redis,
+        fallback_agents,
+        RedisServiceRate(redis, settings.namespace),
+        RedisCustomerPresence(redis, settings.customer_idle, settings.namespace),
+    )
     task = asyncio.create_task(_move_to_redis(broker, store, where), name="move-to-redis")
     backends._tasks.add(task)
     return backends

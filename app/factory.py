@@ -20,6 +20,7 @@ from app.bots.guard import BotLimits, BotMetrics, GuardedResponder
 from app.domain.auth import TokenAuthority
 from app.domain.bot import Responder, Transcripts
 from app.domain.retention import Sweeper
+from app.domain.routing.metrics import RoutingMetrics
 from app.domain.store import Message
 from app.keys import (
     AGENT_STREAMS,
@@ -27,9 +28,11 @@ from app.keys import (
     BACKENDS,
     BOT_METRICS,
     CANARY,
+    CUSTOMERS_ACTIVE,
     METRICS,
     RATE_LIMITER,
     RESPONDER,
+    ROUTING_METRICS,
     SETTINGS,
     START_LIMITER,
     STARTS_REFUSED,
@@ -55,6 +58,7 @@ from app.webhooks.events import WEBHOOK_QUEUE
 from handlers.agents import OpenAgentStreams, watch_presence
 from handlers.chatbot import create_chatbot_app
 from handlers.queue_watch import watch_queue
+from handlers.routing import route, watch_customers
 from handlers.session_watch import watch_sessions
 from handlers.sse import StreamRegistry, send_heartbeats
 from handlers.workbench import create_workbench_app
@@ -109,10 +113,15 @@ def create_app(
     app.cleanup_ctx.append(_background("sweeper", _sweeper))
     app.cleanup_ctx.append(_background("session-watch", _session_watch))
     app[AGENT_STREAMS] = OpenAgentStreams()
+    app[ROUTING_METRICS] = RoutingMetrics()
+    app[CUSTOMERS_ACTIVE] = set()
     if "workbench" in settings.components:
         app.cleanup_ctx.append(_background("agent-presence", _agent_presence))
+        app.cleanup_ctx.append(_background("router", route))
     if "chatbot" in settings.components:
         app.cleanup_ctx.append(_background("queue-watch", watch_queue))
+        if settings.customer_idle:
+            app.cleanup_ctx.append(_background("customer-presence", watch_customers))
     if settings.webhook_urls:
         app[WEBHOOK_METRICS] = WebhookMetrics(app[METRICS].registry)
         app.cleanup_ctx.append(_background("webhooks", _deliver_webhooks))

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from app.domain.agents import AgentRegistry
     from app.domain.auth import TokenAuthority
     from app.domain.retention import Sweeper
+    from app.domain.routing.metrics import RoutingMetrics
     from app.process.settings import Settings
     from app.web.client_address import Network
     from app.web.connections import TimedOut
@@ -33,6 +34,9 @@ BOT_METRICS: web.AppKey[BotMetrics] = web.AppKey("bot_metrics")
 AGENTS: web.AppKey[AgentRegistry] = web.AppKey("agents")
 # The agent streams this process has open, by agent (its part of the agents' presence).
 AGENT_STREAMS: web.AppKey[OpenAgentStreams] = web.AppKey("agent_streams")
+ROUTING_METRICS: web.AppKey[RoutingMetrics] = web.AppKey("routing_metrics")
+# Conversations whose customers were active here since the last customer presence report.
+CUSTOMERS_ACTIVE: web.AppKey[set[str]] = web.AppKey("customers_active")
 WEBHOOK_METRICS: web.AppKey[WebhookMetrics] = web.AppKey("webhook_metrics")
 # Set only when tokens are required (not under --insecure).
 TOKENS: web.AppKey[TokenAuthority] = web.AppKey("tokens")

@@ -11,13 +11,14 @@ from aiohttp import web
 
 from app.domain import announcements
 from app.domain.agents import Agent, AgentRegistry, AtCapacity, TooManyAgents
+from app.domain.routing import moves
 from app.domain.store import SessionStore
 from app.domain.store.base import Outgoing, StoreError
 from app.keys import AGENTS, BACKENDS, SETTINGS, SOURCE
 from app.web.answers import json_answer
 from app.web.errors import ApiError
 from handlers.access import acting_agent, limit_actions, require_agent
-from handlers.common import load_body, path_name
+from handlers.common import load_body, path_name, router_of
 from realtime.broker import BrokerError
 from schemas import AgentStatusSchema
 from schemas.plain import PlainBody
@@ -45,6 +46,8 @@ async def set_status(request: web.Request) -> web.Response:
         )
     except TooManyAgents as exc:
         raise ApiError(409, "too_many_agents", str(exc)) from exc
+    if agent["status"] == "offline":
+        await router_of(request.config_dict).agent_gone(agent_id, time.time())
     return json_answer(await _shown(registry, agent["agent_id"]))
 
 
@@ -71,7 +74,8 @@ def refuse_over_capacity(exc: AtCapacity) -> ApiError:
 async def _reconcile(
     registry: AgentRegistry, store: SessionStore, suspects: set[tuple[str, str]]
 ) -> set[tuple[str, str]]:
-    """Release what was counted and not held in the last round too; the counts not held now."""
+    """Release what was counted and neither held nor offered in the last round too; the
+    counts neither held nor offered now."""
     unheld: set[tuple[str, str]] = set()
     for agent, active in await registry.all():
         if not active:
@@ -81,11 +85,7 @@ async def _reconcile(
         sessions = await store.get_many(names)
         for name in names:
             session = sessions.get(name)
-            if (
-                session is not None
-                and session["status"] == "agent_active"
-                and session["agent_id"] == agent_id
-            ):
+            if session is not None and agent_id in moves.counted_against(session):
                 continue
             if (agent_id, name) in suspects:
                 logger.info("agent %s: %s no longer counted, the agent does not hold it", agent_id, name)
@@ -135,6 +135,12 @@ async def watch_presence(app: web.Application, streams: OpenAgentStreams) -> Non
                 _, changed = await registry.set_status(agent_id, "offline", announce=announce)
                 if changed:
                     logger.info("agent %s is offline: no stream open for %.0f s", agent_id, grace)
+            # What offline agents still hold goes back to the queue: here, whoever set them
+            # offline (and if that process died on the way, the next round does it).
+            router = router_of(app)
+            for agent, active in await registry.all():
+                if agent["status"] == "offline" and active:
+                    await router.agent_gone(agent["agent_id"], now)
             suspects = await _reconcile(registry, app[BACKENDS].store, suspects)
         except (StoreError, BrokerError) as exc:
             if not failing:

@@ -23,6 +23,7 @@ from handlers.bot_reply import BotTurn, queue_full
 from handlers.common import add_session_read_routes, backends, checked_content, load_body, path_name
 from handlers.queue_watch import place_in_queue
 from handlers.reply_stream import ReplyStream
+from handlers.routing import customer_active
 from schemas import ChatSchema, CreateSessionSchema, EscalateSchema
 from schemas.plain import PlainBody
 
@@ -53,6 +54,7 @@ async def create_session(request: web.Request) -> web.Response:
     limit_starts(request, "start")
     name = body["session_name"] or f"s-{secrets.token_hex(8)}"
     session = await backends(request).store.create(name, announce=start_events(request))
+    customer_active(request, name)
     return json_answer({**session, **_session_token(request, session)}, status=201)
 
 
@@ -131,6 +133,7 @@ async def _converse(
     session, message = await store.add_message(
         name, "customer", content, announce=message_events(request, to_holder=True), incarnation=incarnation
     )
+    customer_active(request, name)
     if stream is not None:
         await stream.start()
     if session["status"] != "bot_active":

@@ -4,23 +4,50 @@ import json
 from typing import Any
 
 from aiohttp import web
+from aiohttp.helpers import ChainMapProxy
 from marshmallow import ValidationError
 
 from app.backends import Backends
 from app.domain.auth import Principal
-from app.keys import BACKENDS, COMPONENT, SETTINGS
+from app.domain.routing.router import Router, RoutingPolicy
+from app.keys import AGENTS, BACKENDS, COMPONENT, ROUTING_METRICS, SETTINGS
 from app.web.answers import json_answer
 from app.web.errors import ApiError
 from handlers.access import check_incarnation, require_reader
 from handlers.sse import stream_events
 from realtime.channels import presence_channel, session_channel
-from schemas import TranscriptQuerySchema, is_valid_name
+from schemas import AgentActionSchema, TranscriptQuerySchema, is_valid_name
 from schemas.fields import NAME_ERROR
 from schemas.plain import PlainBody
 
 JSON_TYPES = frozenset({"application/json"})
 # Stateless once built; building it deep-copies its fields: built once.
 TRANSCRIPT_QUERY = TranscriptQuerySchema()
+
+
+# An agent's action on a session: the body's agent_id is optional with a token (the token's
+# agent acts; one given must agree), required without. Built once (see handlers.workbench).
+AGENT_ACTION = {
+    True: PlainBody(AgentActionSchema(partial=("agent_id",))),
+    False: PlainBody(AgentActionSchema()),
+}
+
+
+# The root app (a background task), or a request's config_dict (a handler in a sub-app).
+Config = web.Application | ChainMapProxy
+
+
+def router_of(app: Config) -> Router:
+    settings = app[SETTINGS]
+    policy = RoutingPolicy(
+        auto=settings.assignment == "auto",
+        offer_timeout=settings.offer_timeout,
+        wait_timeout=settings.wait_timeout,
+        customer_idle=settings.customer_idle,
+        webhooks=bool(settings.webhook_urls),
+    )
+    backends = app[BACKENDS]
+    return Router(backends.store, app[AGENTS], backends.customers, policy, app[ROUTING_METRICS])
 
 
 def backends(request: web.Request) -> Backends:

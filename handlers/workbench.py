@@ -16,6 +16,7 @@ from handlers.agents import refuse_over_capacity
 from handlers.agents import routes as agent_routes
 from handlers.announce import message_events, transition_events
 from handlers.common import (
+    AGENT_ACTION,
     add_session_read_routes,
     backends,
     checked_content,
@@ -23,6 +24,7 @@ from handlers.common import (
     path_name,
 )
 from handlers.queue_watch import note_served
+from handlers.routing import routes as routing_routes
 from handlers.sse import stream_events
 from realtime import ids
 from realtime.broker import BrokerError
@@ -35,7 +37,6 @@ from realtime.channels import (
 )
 from realtime.events import Event
 from schemas import (
-    AgentActionSchema,
     AgentMessageSchema,
     SessionListQuerySchema,
     SupervisorQuerySchema,
@@ -60,11 +61,7 @@ async def list_sessions(request: web.Request) -> web.Response:
 
 # Schemas are stateless once built, and building one deep-copies its fields (tens of µs a
 # request): each is built once. With a token the body may leave agent_id out (the token says
-# who acts): the schemas by whether a token came.
-AGENT_ACTION = {
-    True: PlainBody(AgentActionSchema(partial=("agent_id",))),
-    False: PlainBody(AgentActionSchema()),
-}
+# who acts): the schemas by whether a token came (AGENT_ACTION too, in handlers.common).
 AGENT_MESSAGE = {
     True: PlainBody(AgentMessageSchema(partial=("agent_id",))),
     False: PlainBody(AgentMessageSchema()),
@@ -264,4 +261,5 @@ def create_workbench_app() -> web.Application:
     app[COMPONENT] = "workbench"
     app.add_routes(routes)
     app.add_routes(agent_routes)
+    app.add_routes(routing_routes)
     return app

@@ -17,6 +17,7 @@ from schemas.requests import (
     SessionListQuerySchema,
     SupervisorQuerySchema,
     TranscriptQuerySchema,
+    TransferSchema,
 )
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "SessionListQuerySchema",
     "SupervisorQuerySchema",
     "TranscriptQuerySchema",
+    "TransferSchema",
     "is_valid_name",
     "validate_event",
 ]

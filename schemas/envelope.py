@@ -40,6 +40,7 @@ EVENT_TYPES = (
     "typing",
     "agent_status",
     "queue_update",
+    "offer",
 )
 SOURCES = ("ai_chatbot", "agent_workbench", "system")
 
@@ -51,17 +52,20 @@ ALLOWED_SOURCES: dict[str, frozenset[str]] = {
     "heartbeat": frozenset({"system"}),
     # "system": the sweeper closing an idle bot conversation.
     "status_change": frozenset({"ai_chatbot", "agent_workbench", "system"}),
-    "transfer_request": frozenset({"ai_chatbot"}),
-    "new_message": frozenset({"ai_chatbot", "agent_workbench"}),
-    "agent_joined": frozenset({"agent_workbench"}),
-    "agent_left": frozenset({"agent_workbench"}),
+    # The workbench and "system" (the router): a conversation handed back to the queue.
+    "transfer_request": frozenset({"ai_chatbot", "agent_workbench", "system"}),
+    # "system": a notice of the router to the customer (in the bot's voice).
+    "new_message": frozenset({"ai_chatbot", "agent_workbench", "system"}),
+    "agent_joined": frozenset({"agent_workbench", "system"}),
+    "agent_left": frozenset({"agent_workbench", "system"}),
     "typing": frozenset({"ai_chatbot", "agent_workbench"}),
     # "system": the presence watch setting an agent with no stream open offline.
     "agent_status": frozenset({"agent_workbench", "system"}),
     "queue_update": frozenset({"system"}),
+    "offer": frozenset({"agent_workbench", "system"}),
 }
 # The roles each side speaks for in new_message (and is typing for, in typing).
-MESSAGE_ROLES_BY_SOURCE = {"ai_chatbot": {"customer", "bot"}, "agent_workbench": {"agent"}}
+MESSAGE_ROLES_BY_SOURCE = {"ai_chatbot": {"customer", "bot"}, "agent_workbench": {"agent"}, "system": {"bot"}}
 
 
 class EnvelopeSchema(Schema):
@@ -128,6 +132,15 @@ class QueueUpdatePayload(Schema):
     estimated_wait_seconds = fields.Integer(required=True, strict=True, allow_none=True)
 
 
+class OfferPayload(Schema):
+    """A waiting conversation offered to this agent until ``expires_at`` (docs/routing.md)."""
+
+    session_name = Name(required=True)
+    expires_at = fields.Float(required=True)
+    reason = fields.String(required=True, allow_none=True)
+    summary = fields.String(required=True, allow_none=True, validate=validate.Length(max=MAX_SUMMARY))
+
+
 class TypingPayload(Schema):
     """Someone is writing in the session (ephemeral: no id, no history; docs/api.md)."""
 
@@ -147,6 +160,7 @@ _PAYLOADS: dict[str, Schema] = {
     "typing": TypingPayload(),
     "agent_status": AgentStatusPayload(),
     "queue_update": QueueUpdatePayload(),
+    "offer": OfferPayload(),
 }
 
 
@@ -260,6 +274,15 @@ _PLAIN_PAYLOADS: dict[str, tuple[frozenset[str], Callable[[dict[str, Any], str],
             and type(p["position"]) is int
             and p["position"] >= 1
             and (p["estimated_wait_seconds"] is None or type(p["estimated_wait_seconds"]) is int)
+        ),
+    ),
+    "offer": (
+        frozenset(("session_name", "expires_at", "reason", "summary")),
+        lambda p, _: (
+            _is_name(p["session_name"])
+            and type(p["expires_at"]) in (int, float)
+            and (p["reason"] is None or type(p["reason"]) is str)
+            and (p["summary"] is None or (type(p["summary"]) is str and len(p["summary"]) <= MAX_SUMMARY))
         ),
     ),
     "typing": (

@@ -1,6 +1,8 @@
 """Request bodies and query strings. Unknown fields are rejected (marshmallow's default RAISE)."""
 
-from marshmallow import Schema, fields, validate
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from schemas.fields import (
     AGENT_STATUSES,
@@ -42,6 +44,30 @@ class EscalateSchema(Schema):
 # handlers then load these with partial=("agent_id",).
 class AgentActionSchema(Schema):
     agent_id = Name(required=True)
+
+
+class TransferSchema(Schema):
+    """To another agent (``to_agent_id``) or back to the queue (``to_queue``), not both."""
+
+    agent_id = Name(required=True)
+    to_agent_id = Name(load_default=None, metadata={"description": "the agent to hand it to"})
+    to_queue = fields.Boolean(
+        load_default=False,
+        truthy={True},
+        falsy={False},
+        metadata={"description": "true: back to the front of the queue"},
+    )
+    note = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(max=MAX_SUMMARY),
+        metadata={"description": "for the next agent (the session's `handoff_summary`)"},
+    )
+
+    @validates_schema
+    def _one_place(self, data: dict[str, Any], **_: Any) -> None:
+        if (data.get("to_agent_id") is None) == (not data.get("to_queue")):
+            raise ValidationError("give to_agent_id or to_queue: true (one of them)", "to_agent_id")
 
 
 class AgentStatusSchema(Schema):

@@ -22,6 +22,7 @@ HEALTH_STATUSES = ("ok", "degraded")
 # Every ``error.code`` the server answers with (docs/api.md, "Error codes"; app/web/middlewares.py):
 # ``bad_request`` and ``http_error`` are aiohttp's own 400 and other HTTP errors.
 ERROR_CODES = (
+    "agent_unavailable",
     "at_capacity",
     "bad_json",
     "bad_request",
@@ -48,6 +49,22 @@ ERROR_CODES = (
 
 
 # -- sessions and messages ----------------------------------------------------------------
+
+
+class OfferSchema(Schema):
+    class Meta:
+        description = "A waiting conversation offered to one agent until `expires_at`."
+
+    agent_id = Name(required=True)
+    offered_at = fields.Float(required=True, metadata={"description": "unix seconds"})
+    expires_at = fields.Float(required=True, metadata={"description": "unix seconds"})
+    kind = fields.String(
+        required=True,
+        validate=validate.OneOf(["queue", "transfer"]),
+        metadata={
+            "description": "`queue`: the router's pick; `transfer`: named by the agent handing it over"
+        },
+    )
 
 
 class SessionSchema(Schema):
@@ -83,6 +100,23 @@ class SessionSchema(Schema):
         },
     )
     status_seq = fields.Integer(strict=True, required=True, validate=validate.Range(min=0))
+    waiting_since = UnixTime(
+        allow_none=True,
+        metadata={"description": "when it last entered `waiting_agent` (its wait); absent otherwise"},
+    )
+    offer = fields.Nested(
+        OfferSchema,
+        allow_none=True,
+        metadata={"description": "the outstanding offer of a waiting session (docs/routing.md)"},
+    )
+    declined = fields.Dict(
+        keys=Name(),
+        values=fields.Float(),
+        metadata={"description": "agents who declined it or let its offer expire, and when (unix seconds)"},
+    )
+    closed_reason = fields.String(
+        metadata={"description": "why the server closed it by itself (`customer_idle`); absent otherwise"}
+    )
     incarnation = fields.String(
         required=True,
         validate=validate.Regexp(r"^[0-9a-f]{16}$"),
@@ -360,6 +394,15 @@ class AgentStatusPayloadSchema(envelope.AgentStatusPayload):
         )
 
 
+class OfferPayloadSchema(envelope.OfferPayload):
+    class Meta:
+        description = (
+            "A waiting conversation is offered to this agent (auto assignment, or a transfer to "
+            "it): accept it with `POST .../accept` before `expires_at` (unix seconds), or "
+            "`POST .../decline`; unanswered, it goes to the next agent (docs/routing.md)."
+        )
+
+
 class QueueUpdatePayloadSchema(envelope.QueueUpdatePayload):
     class Meta:
         description = (
@@ -390,6 +433,7 @@ PAYLOAD_SCHEMAS: dict[str, type[Schema]] = {
     "typing": TypingPayloadSchema,
     "agent_status": AgentStatusPayloadSchema,
     "queue_update": QueueUpdatePayloadSchema,
+    "offer": OfferPayloadSchema,
 }
 
 
@@ -428,6 +472,7 @@ AGENT_STREAM_EVENTS = (
     "transfer_request",
     "new_message",
     "agent_status",
+    "offer",
     "heartbeat",
 )
 

@@ -848,10 +848,10 @@ FORGED = {
     "agent_joined-from-chatbot": envelope(
         "agent_joined", {"session_name": "s1", "agent_id": "a1"}, "ai_chatbot"
     ),
-    "transfer_request-from-workbench": envelope(
-        "transfer_request",
-        {"session_name": "s1", "status": "waiting_agent", "reason": None},
-        "agent_workbench",
+    "offer-from-chatbot": envelope(
+        "offer",
+        {"session_name": "s1", "expires_at": 1.5, "reason": None, "summary": None},
+        "ai_chatbot",
     ),
     "agent-message-from-chatbot": envelope(
         "new_message",
@@ -869,9 +869,12 @@ FORGED = {
         },
         "agent_workbench",
     ),
-    "transfer_request-from-system": envelope(
-        "transfer_request",
-        {"session_name": "s1", "status": "waiting_agent", "reason": None},
+    "customer-message-from-system": envelope(
+        "new_message",
+        {
+            "session_name": "s1",
+            "message": {"id": "m1", "role": "customer", "content": "hi", "agent_id": None, "created_at": 1},
+        },
         "system",
     ),
 }

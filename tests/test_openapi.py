@@ -766,6 +766,35 @@ async def test_a_real_flow_matches_the_document(openapi_client: ClientFactory, s
         await c(w, "POST", agent_status, path=f"{WORKBENCH}/agents/alice/status", status=200, body=online)
         await c(w, "GET", f"{WORKBENCH}/agents", status=200)
 
+        # Routing: a transfer to bob, then bob's back to the queue; offers (none in manual
+        # assignment) and a transfer that names no place.
+        routed = {"session_name": "routed"}
+        await c(w, "POST", f"{CHATBOT}/sessions", status=201, body=routed)
+        await c(w, "POST", f"{CHATBOT}/manual/escalate", status=200, body=routed)
+        await c(w, "POST", agent_status, path=f"{WORKBENCH}/agents/bob/status", status=200, body=online)
+        session_path = WORKBENCH + "/sessions/{session_name}/"
+        routed_path = f"{WORKBENCH}/sessions/routed/"
+        alice, bob = {"agent_id": "alice"}, {"agent_id": "bob"}
+        await c(w, "POST", session_path + "takeover", path=routed_path + "takeover", status=200, body=alice)
+        to_bob = {**alice, "to_agent_id": "bob", "note": "Wants a refund."}
+        await c(w, "POST", session_path + "transfer", path=routed_path + "transfer", status=200, body=to_bob)
+        await c(w, "POST", session_path + "transfer", path=routed_path + "transfer", status=409, body=to_bob)
+        to_queue = {**bob, "to_queue": True}
+        await c(
+            w, "POST", session_path + "transfer", path=routed_path + "transfer", status=200, body=to_queue
+        )
+        await c(w, "POST", session_path + "transfer", path=routed_path + "transfer", status=400, body=alice)
+        await c(w, "POST", session_path + "accept", path=routed_path + "accept", status=409, body=alice)
+        await c(w, "POST", session_path + "decline", path=routed_path + "decline", status=409, body=alice)
+        await c(
+            w,
+            "POST",
+            session_path + "accept",
+            path=f"{WORKBENCH}/sessions/nobody/accept",
+            status=404,
+            body=alice,
+        )
+
         # Errors.
         await c(
             w,

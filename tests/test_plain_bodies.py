@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from marshmallow import Schema, ValidationError
 
 from handlers.chatbot import CHAT, CREATE_SESSION, ESCALATE
-from handlers.workbench import AGENT_ACTION, AGENT_MESSAGE
+from handlers.common import AGENT_ACTION
+from handlers.workbench import AGENT_MESSAGE
 from schemas.plain import PlainBody
 
 # The fast tier (make test-fast sets SWITCHBOARD_FUZZ_TIER=fast) runs a tenth.

@@ -54,6 +54,67 @@ def of_transition(
     return events
 
 
+# A routing move's webhook record, by the status the conversation enters.
+_ENTERED: dict[str, Action] = {
+    "waiting_agent": "escalate",
+    "agent_active": "takeover",
+    "bot_active": "release",
+    "closed": "close",
+}
+
+
+def of_route(
+    transition: Transition, *, source: str, said: Message | None = None, webhooks: bool = False
+) -> list[Outgoing]:
+    """A routing move's events (app.domain.routing.moves), worked out from the session before
+    and after it: who left and joined, the status change (a conversation entering the queue is
+    a transfer_request on the broadcast, as an escalation), a new offer to its agent, and
+    ``said``, the notice to the customer that the store appends with the move."""
+    if not transition.changed:
+        return []
+    after, before = transition.session, transition.before
+    assert before is not None, "a store's change gives the session before it"
+    name = after["session_name"]
+    channel = session_channel(name)
+    events: list[Outgoing] = []
+    for type_, agent_id in (("agent_left", before["agent_id"]), ("agent_joined", after["agent_id"])):
+        if agent_id is not None and before["agent_id"] != after["agent_id"]:
+            events.append((channel, envelope(type_, {"session_name": name, "agent_id": agent_id}, source)))
+    moved = (before["status"], before["agent_id"]) != (after["status"], after["agent_id"])
+    if moved:
+        status_change = {
+            "session_name": name,
+            "status": after["status"],
+            "previous_status": before["status"],
+            "agent_id": after["agent_id"],
+        }
+        events.append((channel, envelope("status_change", status_change, source)))
+        if after["status"] == "waiting_agent":
+            transfer = {
+                "session_name": name,
+                "status": after["status"],
+                "reason": after["escalation_reason"],
+                "summary": after.get("handoff_summary"),
+            }
+            events.append((BROADCAST, envelope("transfer_request", transfer, source)))
+        else:
+            events.append((BROADCAST, envelope("status_change", status_change, source)))
+    offer = after.get("offer")
+    if offer is not None and offer != before.get("offer"):
+        payload = {
+            "session_name": name,
+            "expires_at": offer["expires_at"],
+            "reason": after["escalation_reason"],
+            "summary": after.get("handoff_summary"),
+        }
+        events.append((agent_channel(offer["agent_id"]), envelope("offer", payload, source)))
+    if said is not None:
+        events.extend(of_message(after, said, source="system", to_holder=True))
+    if webhooks and moved:
+        events.append(webhook_events.of_change(_ENTERED[after["status"]], after, before["status"]))
+    return events
+
+
 def of_agent(agent: Agent, *, source: str, capacity: int) -> list[Outgoing]:
     """An agent's presence or capacity changed: every agent stream hears it (the broadcast);
     ``capacity`` is the agent's own or the default."""

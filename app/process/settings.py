@@ -91,6 +91,13 @@ class Settings:
     # and how long an agent with no stream open anywhere stays online or away.
     agent_capacity: int = 3
     agent_grace: float = 60.0
+    # manual: agents take conversations from the queue; auto: the router offers them.
+    assignment: str = "manual"
+    offer_timeout: float = 30.0
+    # A conversation waiting this long goes back to the bot; one whose customer has been away
+    # this long is closed (0: never).
+    wait_timeout: float = 300.0
+    customer_idle: float = 600.0
     # Outbound webhooks (docs/webhooks.md): receivers of conversation lifecycle events.
     webhook_urls: tuple[str, ...] = ()
     webhook_secret: str | None = field(default=None, repr=False)
@@ -139,6 +146,11 @@ class Settings:
                 raise ValueError(f"not an http(s) URL: {url!r}")
         if not 0 <= self.agent_capacity <= MAX_CAPACITY:
             raise ValueError(f"agent_capacity must be between 0 and {MAX_CAPACITY}")
+        if self.assignment not in ASSIGNMENTS:
+            raise ValueError(f"assignment must be one of {', '.join(ASSIGNMENTS)}")
+        for name in ("wait_timeout", "customer_idle"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 (never) or more")
         if self.bot not in BOTS:
             raise ValueError(f"bot must be one of {', '.join(BOTS)}")
         if self.bot != "rules" and not self.bot_url:
@@ -163,6 +175,7 @@ POSITIVE_SECONDS = (
     "webhook_timeout",
     "webhook_max_backoff",
     "agent_grace",
+    "offer_timeout",
 )
 # A transcript holds at least its newest message of the largest size (4,000 characters of 4
 # bytes, JSON-escaped at worst) with room to spare.
@@ -183,6 +196,7 @@ AT_LEAST_ONE = (
     "webhook_attempts",
 )
 BOTS = ("rules", "openai", "webhook")
+ASSIGNMENTS = ("manual", "auto")
 # Where the key of --bot openai comes from (never a flag: a command line is visible in ps).
 BOT_KEY_ENVIRONMENT = ("SWITCHBOARD_BOT_API_KEY", "OPENAI_API_KEY")
 
@@ -331,6 +345,34 @@ OPTIONS = (
         "SWITCHBOARD_AGENT_GRACE",
         float,
         "an agent with no stream open anywhere this long is set offline",
+        "SECONDS",
+    ),
+    Option(
+        "assignment",
+        "SWITCHBOARD_ASSIGNMENT",
+        str,
+        "manual (agents take from the queue) or auto (the router offers)",
+        "MODE",
+    ),
+    Option(
+        "offer_timeout",
+        "SWITCHBOARD_OFFER_TIMEOUT",
+        float,
+        "an offer not accepted this long goes to the next agent",
+        "SECONDS",
+    ),
+    Option(
+        "wait_timeout",
+        "SWITCHBOARD_WAIT_TIMEOUT",
+        float,
+        "a conversation waiting this long goes back to the bot (0: never)",
+        "SECONDS",
+    ),
+    Option(
+        "customer_idle",
+        "SWITCHBOARD_CUSTOMER_IDLE",
+        float,
+        "a conversation whose customer is away this long is closed (0: never)",
         "SECONDS",
     ),
     Option("webhook_secret", "SWITCHBOARD_WEBHOOK_SECRET", str, "signs outbound webhooks", "SECRET"),

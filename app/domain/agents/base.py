@@ -91,6 +91,11 @@ class AgentRegistry(ABC):
         commits; idempotent). Raises AtCapacity."""
 
     @abstractmethod
+    async def last_assigned(self) -> dict[str, float]:
+        """When each agent last had a conversation counted against it (unix seconds): the
+        router's tie-break, the one idle longest first."""
+
+    @abstractmethod
     async def release(self, agent_id: str, session_name: str) -> None:
         """The agent no longer holds the conversation (or did not get it)."""
 

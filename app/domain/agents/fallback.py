@@ -38,6 +38,9 @@ class StartupFallbackAgents(AgentRegistry):
     async def reserve(self, agent_id: str, session_name: str) -> None:
         await self._now.reserve(agent_id, session_name)
 
+    async def last_assigned(self) -> dict[str, float]:
+        return await self._now.last_assigned()
+
     async def release(self, agent_id: str, session_name: str) -> None:
         await self._now.release(agent_id, session_name)
 

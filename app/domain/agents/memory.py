@@ -1,6 +1,7 @@
 """The agent registry in the process (--no-redis): the same rules, no await between a read and
 its write."""
 
+import time
 from collections.abc import Sequence
 
 from app.domain.agents.base import (
@@ -24,6 +25,7 @@ class MemoryAgentRegistry(AgentRegistry):
         self._agents: dict[str, Agent] = {}
         self._held: dict[str, dict[str, None]] = {}
         self._seen: dict[str, float] = {}
+        self._assigned: dict[str, float] = {}
 
     async def get(self, agent_id: str) -> Agent:
         return (self._agents.get(agent_id) or new_agent(agent_id)).copy()
@@ -62,6 +64,10 @@ class MemoryAgentRegistry(AgentRegistry):
         if len(held) >= capacity:
             raise AtCapacity(agent_id, capacity)
         held[session_name] = None
+        self._assigned[agent_id] = time.time()
+
+    async def last_assigned(self) -> dict[str, float]:
+        return dict(self._assigned)
 
     async def release(self, agent_id: str, session_name: str) -> None:
         held = self._held.get(agent_id)

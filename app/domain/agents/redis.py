@@ -5,7 +5,8 @@ one script on one Redis and on a Redis Cluster alike.
 ``agents:{sse:workbench}`` is a hash of agent records (JSON), ``agents_seen:{sse:workbench}``
 a sorted set of when each agent was last seen with a stream open (unix ms), and
 ``agent_load:{sse:workbench}<agent_id>`` the conversations counted against an agent (a sorted
-set, by when each was taken). All expire AGENT_TTL after their last write.
+set, by when each was taken), ``agents_assigned:{sse:workbench}`` when each agent last had one
+counted (unix ms). All expire AGENT_TTL after their last write.
 """
 
 import asyncio
@@ -66,8 +67,9 @@ return {1, unpack(publish_events(2, 6))}
 """
 )
 
-# KEYS: the agents, the agent's load. ARGV: the agent's id, the conversation, now (ms),
-# --agent-capacity, the lifetime (ms). {1} if counted (or already), {0, capacity} if full.
+# KEYS: the agents, the agent's load, when each agent last had one counted. ARGV: the agent's
+# id, the conversation, now (ms), --agent-capacity, the lifetime (ms). {1} if counted (or
+# already), {0, capacity} if full.
 RESERVE_SCRIPT = """
 if redis.call('ZSCORE', KEYS[2], ARGV[2]) then
   return {1}
@@ -85,6 +87,8 @@ if redis.call('ZCARD', KEYS[2]) >= capacity then
 end
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+redis.call('PEXPIRE', KEYS[3], ARGV[5])
 return {1}
 """
 
@@ -107,6 +111,7 @@ class RedisAgentRegistry(AgentRegistry):
         self._agents = f"{prefix}agents:{{{WORKBENCH_TAG}}}"
         self._seen = f"{prefix}agents_seen:{{{WORKBENCH_TAG}}}"
         self._load_prefix = f"{prefix}agent_load:{{{WORKBENCH_TAG}}}"
+        self._assigned = f"{prefix}agents_assigned:{{{WORKBENCH_TAG}}}"
         self._set_agent = redis.register_script(SET_AGENT_SCRIPT)
         self._reserve = redis.register_script(RESERVE_SCRIPT)
         self._ttl_ms = int(AGENT_TTL * 1000)
@@ -140,6 +145,10 @@ class RedisAgentRegistry(AgentRegistry):
 
     async def release(self, agent_id: str, session_name: str) -> None:
         await self._call(self._release(agent_id, session_name))
+
+    async def last_assigned(self) -> dict[str, float]:
+        pairs: list[Any] = await self._call(self._redis.zrange(self._assigned, 0, -1, withscores=True))
+        return {as_text(agent_id): score / 1000 for agent_id, score in pairs}
 
     async def held(self, agent_id: str) -> list[str]:
         return await self._call(self._held(agent_id))
@@ -208,7 +217,7 @@ class RedisAgentRegistry(AgentRegistry):
 
     async def _reserve_one(self, agent_id: str, session_name: str) -> None:
         reply = await self._reserve(
-            keys=[self._agents, self._load(agent_id)],
+            keys=[self._agents, self._load(agent_id), self._assigned],
             args=[agent_id, session_name, int(time.time() * 1000), self.default_capacity, self._ttl_ms],
         )
         if not int(reply[0]):

@@ -69,6 +69,8 @@ class Session(TypedDict):
     # it expire (by id, when: not offered again for --offer-timeout), bounded.
     offer: NotRequired[Offer | None]
     declined: NotRequired[dict[str, float]]
+    # Why the server closed it by itself ("customer_idle"); absent when a person closed it.
+    closed_reason: NotRequired[str]
     # Random, given at creation: tokens carry it, so a session re-created under the same name
     # (after retention or data loss) refuses the tokens of the one before.
     incarnation: str

@@ -180,6 +180,21 @@ EVENT_EXAMPLES: dict[str, tuple[str, str | None, dict[str, Any]]] = {
             "source": "agent_workbench",
         },
     ),
+    "event.offer": (
+        "A conversation offered to Alice for 30 s (her own stream)",
+        event_id(T0 + 61, 0),
+        {
+            "type": "offer",
+            "payload": {
+                "session_name": SESSION,
+                "expires_at": T0 + 91,
+                "reason": "customer_request",
+                "summary": "Wants a refund for order 1234.",
+            },
+            "timestamp": T0 + 61,
+            "source": "system",
+        },
+    ),
     "event.queue_update": (
         "Second in the queue now (ephemeral: no id)",
         None,
@@ -221,6 +236,7 @@ AGENT_STREAM_EXAMPLES = (
     "event.connected.agent",
     "event.agent_status",
     "event.transfer_request",
+    "event.offer",
     "event.heartbeat",
     "event.status_change.takeover",
     "event.new_message.held",

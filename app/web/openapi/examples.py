@@ -82,6 +82,23 @@ S_WAITING = _session("waiting_agent", None, T0 + 20, 2, HANDOFF)
 S_HELD = _session("agent_active", AGENT, T0 + 60, 3, HANDOFF)
 S_RELEASED = _session("bot_active", None, T0 + 300, 4, HANDOFF)
 S_CLOSED = _session("closed", None, T0 + 400, 5, HANDOFF)
+S_OFFERED = {
+    **S_WAITING,
+    "waiting_since": T0 + 20,
+    "offer": {"agent_id": AGENT, "offered_at": T0 + 21, "expires_at": T0 + 51, "kind": "queue"},
+}
+S_DECLINED = {**S_WAITING, "waiting_since": T0 + 20, "offer": None, "declined": {AGENT: T0 + 25}}
+S_TRANSFERRED = {
+    **S_HELD,
+    "agent_id": "bob",
+    "escalation_reason": "transfer",
+    "handoff_summary": "Refund approved; needs the new address.",
+}
+S_REQUEUED = {
+    **_session("waiting_agent", None, T0 + 90, 1, "transfer"),
+    "handoff_summary": "Billing question: needs someone from billing.",
+    "waiting_since": T0 + 90,
+}
 M_HELLO = _message("3f9c1a7e5b2d4c60", "customer", "Hello", T0 + 5)
 M_HELLO_BOT = _message(
     "8a1e2b3c4d5f6a7b", "bot", "Hello! I'm the Switchboard assistant. How can I help you today?", T0 + 5
@@ -141,6 +158,14 @@ REQUEST_EXAMPLES: dict[str, Example] = {
         "Online, with room for 4 conversations", {"status": "online", "capacity": 4}
     ),
     "request.agent_status.away": Example("Away (capacity unchanged)", {"status": "away"}),
+    "request.transfer.agent": Example(
+        "To agent bob, with a note",
+        {"agent_id": AGENT, "to_agent_id": "bob", "note": "Refund approved; needs the new address."},
+    ),
+    "request.transfer.queue": Example(
+        "Back to the queue, with a note",
+        {"agent_id": AGENT, "to_queue": True, "note": "Billing question: needs someone from billing."},
+    ),
     "request.agent_message": Example(
         "Alice answers", {"agent_id": AGENT, "content": "Let me check that for you."}
     ),
@@ -162,6 +187,10 @@ RESPONSE_EXAMPLES: dict[str, Example] = {
     "session.agent_active": Example("Held by agent alice", S_HELD),
     "session.released": Example("Handed back to the bot", S_RELEASED),
     "session.closed": Example("Closed", S_CLOSED),
+    "session.offered": Example("Offered to alice until expires_at", S_OFFERED),
+    "session.declined": Example("Declined by alice: waiting for the next agent", S_DECLINED),
+    "session.transferred": Example("Handed to agent bob with a note", S_TRANSFERRED),
+    "session.requeued": Example("Back at the front of the queue, with a note", S_REQUEUED),
     "chat.bot_reply": Example(
         "The bot answers", {"session": S_NEW, "message": M_HELLO, "reply": M_HELLO_BOT}
     ),
@@ -381,6 +410,18 @@ ERROR_EXAMPLES: dict[str, ErrorExample] = {
     "error.session_exists": ErrorExample(409, "session_exists", str(SessionExists(SESSION))),
     "error.conflict.closed": ErrorExample(409, "conflict", "session is closed"),
     "error.conflict.held": ErrorExample(409, "conflict", "session is held by agent bob"),
+    "error.conflict.no_offer": ErrorExample(409, "conflict", "no offer of this conversation to this agent"),
+    "error.conflict.offer_expired": ErrorExample(409, "conflict", "the offer has expired"),
+    "error.conflict.offered": ErrorExample(409, "conflict", "session is offered to agent bob"),
+    "error.agent_unavailable": ErrorExample(
+        409, "agent_unavailable", "agent bob is offline: cannot take a transfer now"
+    ),
+    "error.validation.transfer": ErrorExample(
+        400,
+        "validation_error",
+        "invalid request",
+        {"to_agent_id": ["give to_agent_id or to_queue: true (one of them)"]},
+    ),
     "error.at_capacity": ErrorExample(409, "at_capacity", "agent alice holds 3 conversations, its capacity"),
     "error.too_many_agents": ErrorExample(
         409, "too_many_agents", "this deployment knows 10000 agents already"

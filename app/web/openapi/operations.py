@@ -339,12 +339,93 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             "error.forbidden.agent_mismatch",
             "error.session_not_found",
             "error.conflict.held",
+            "error.conflict.offered",
             "error.at_capacity",
             "error.rate_limited",
             "error.unavailable",
         ),
         body="AgentActionRequest",
         body_examples=("request.agent_action", "request.agent_action.token"),
+    ),
+    ("POST", "/workbench/api/sessions/{session_name}/accept"): Operation(
+        "workbench",
+        "Accept an offer",
+        "The conversation offered to this agent (an `offer` event on its stream; auto "
+        "assignment, or a transfer to it) becomes `agent_active`, held by it. Accepted already: "
+        "200, unchanged. No offer to this agent, or an expired one: 409. Token: an agent's.",
+        (Answer(200, "The session, held by the agent.", "Session", ("session.agent_active",)),),
+        "agent",
+        (
+            "error.invalid_name.session",
+            "error.validation.agent_action",
+            *BODY_ERRORS,
+            *AGENT_ERRORS,
+            "error.forbidden.agent_mismatch",
+            "error.session_not_found",
+            "error.conflict.no_offer",
+            "error.conflict.offer_expired",
+            "error.at_capacity",
+            "error.rate_limited",
+            "error.unavailable",
+        ),
+        body="AgentActionRequest",
+        body_examples=("request.agent_action", "request.agent_action.token"),
+    ),
+    ("POST", "/workbench/api/sessions/{session_name}/decline"): Operation(
+        "workbench",
+        "Decline an offer",
+        "The offer to this agent ends; the conversation waits for the next agent, and is not "
+        "offered to this one again for --offer-timeout. No offer to this agent: 409. Token: an "
+        "agent's.",
+        (Answer(200, "The session, waiting, without an offer.", "Session", ("session.declined",)),),
+        "agent",
+        (
+            "error.invalid_name.session",
+            "error.validation.agent_action",
+            *BODY_ERRORS,
+            *AGENT_ERRORS,
+            "error.forbidden.agent_mismatch",
+            "error.session_not_found",
+            "error.conflict.no_offer",
+            "error.rate_limited",
+            "error.unavailable",
+        ),
+        body="AgentActionRequest",
+        body_examples=("request.agent_action", "request.agent_action.token"),
+    ),
+    ("POST", "/workbench/api/sessions/{session_name}/transfer"): Operation(
+        "workbench",
+        "Transfer a session",
+        "The holder hands the conversation to another agent (`to_agent_id`) or back to the front "
+        "of the queue (`to_queue: true`), with an optional `note` for the next agent (the "
+        "session's `handoff_summary`); the customer is told. To an agent: directly in manual "
+        "assignment (the agent must not be offline and have room: 409 otherwise), as an offer "
+        "in auto assignment (the agent must be online; the conversation waits at the front of "
+        "the queue meanwhile). Token: the holder's.",
+        (
+            Answer(
+                200,
+                "The session after the transfer.",
+                "Session",
+                ("session.transferred", "session.offered", "session.requeued"),
+            ),
+        ),
+        "agent",
+        (
+            "error.invalid_name.session",
+            "error.validation.transfer",
+            *BODY_ERRORS,
+            *AGENT_ERRORS,
+            "error.forbidden.agent_mismatch",
+            "error.session_not_found",
+            "error.conflict.held",
+            "error.agent_unavailable",
+            "error.at_capacity",
+            "error.rate_limited",
+            "error.unavailable",
+        ),
+        body="TransferRequest",
+        body_examples=("request.transfer.agent", "request.transfer.queue"),
     ),
     ("POST", "/workbench/api/agents/{agent_id}/status"): Operation(
         "workbench",

@@ -26,6 +26,7 @@ EVENT_DESCRIPTIONS = {
         "A waiting customer's place in the queue and estimated wait changed; ephemeral (no id)."
     ),
     "agent_status": ("An agent's presence or capacity changed; on every agent stream (the broadcast)."),
+    "offer": "A waiting conversation is offered to this agent until expires_at (its own stream).",
     "typing": (
         "Someone is writing in the session: the bot preparing a reply. Ephemeral: without an "
         "id, never in the history, never replayed on a resume."
@@ -106,6 +107,7 @@ def documented_schemas(insecure: bool = False) -> dict[str, Schema]:
             "AgentActionRequest": rq.AgentActionSchema(partial=optional_agent),
             "AgentMessageRequest": rq.AgentMessageSchema(partial=optional_agent),
             "AgentStatusRequest": rq.AgentStatusSchema(),
+            "TransferRequest": rq.TransferSchema(partial=optional_agent),
         }
     )
     return schemas

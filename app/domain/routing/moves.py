@@ -1,0 +1,156 @@
+"""The routing moves of a conversation, as pure functions of the session (app.domain.store.base
+.Move): each store runs them inside its atomic step, as it runs the actions of
+app.domain.store.rules. Every one checks the state it starts from, so that of two processes
+doing the same thing (two routers expiring one offer, an accept racing an expiry) one changes
+the session and the other is refused or finds nothing to do."""
+
+from app.domain.store.base import FRONT_SEQ, Move, Offer, Session, TransitionRefused
+from app.domain.store.rules import moved
+
+# Agents a conversation remembers as having declined it (or let its offer expire).
+MAX_DECLINED = 20
+
+
+def live_offer(session: Session, now: float) -> Offer | None:
+    offer = session.get("offer")
+    return offer if offer is not None and offer["expires_at"] > now else None
+
+
+def counted_against(session: Session) -> set[str]:
+    """The agents a conversation counts against: its holder, or the agent it is offered to."""
+    if session["status"] == "agent_active" and session["agent_id"] is not None:
+        return {session["agent_id"]}
+    offer = session.get("offer")
+    if session["status"] == "waiting_agent" and offer is not None:
+        return {offer["agent_id"]}
+    return set()
+
+
+def _holding(session: Session, agent_id: str) -> None:
+    if session["status"] != "agent_active":
+        raise TransitionRefused(f"cannot hand over a session that is {session['status']}")
+    if session["agent_id"] != agent_id:
+        raise TransitionRefused(f"session is held by agent {session['agent_id']}")
+
+
+def requeue(holder: str, reason: str, note: str | None = None) -> Move:
+    """The holder's conversation goes back to the front of the queue (its customer has waited
+    already): the holder went offline, or handed it to the queue with a note."""
+
+    return lambda session: _requeued(session, holder, reason, note)
+
+
+def _requeued(session: Session, holder: str, reason: str, note: str | None) -> Session:
+    _holding(session, holder)
+    waiting = moved(session, "waiting_agent", None, seq=FRONT_SEQ)
+    waiting["escalation_reason"] = reason
+    if note is not None:
+        waiting["handoff_summary"] = note
+    return waiting
+
+
+def transfer(holder: str, to_agent: str, note: str | None) -> Move:
+    """The holder hands the conversation straight to another agent."""
+
+    def move(session: Session) -> Session:
+        _holding(session, holder)
+        if to_agent == holder:
+            raise TransitionRefused("a conversation is transferred to another agent")
+        held = moved(session, "agent_active", to_agent)
+        held["escalation_reason"] = "transfer"
+        if note is not None:
+            held["handoff_summary"] = note
+        return held
+
+    return move
+
+
+def _offered(session: Session, agent_id: str, now: float, timeout: float, kind: str) -> Session:
+    offered = session.copy()
+    offered["offer"] = Offer(agent_id=agent_id, offered_at=now, expires_at=now + timeout, kind=kind)
+    return offered
+
+
+def offer(agent_id: str, status_seq: int, now: float, timeout: float) -> Move:
+    """The router offers a waiting conversation (as it read it: ``status_seq``) to an agent,
+    unless another offer is out."""
+
+    def move(session: Session) -> Session:
+        if session["status"] != "waiting_agent" or session["status_seq"] != status_seq:
+            raise TransitionRefused("the conversation has moved since the router read it")
+        if session.get("offer") is not None:
+            raise TransitionRefused("the conversation is offered already")
+        return _offered(session, agent_id, now, timeout, "queue")
+
+    return move
+
+
+def transfer_offer(holder: str, to_agent: str, note: str | None, now: float, timeout: float) -> Move:
+    """In auto assignment a transfer to a named agent is an offer to that agent, the
+    conversation waiting at the front of the queue meanwhile (where it stays if declined)."""
+
+    def move(session: Session) -> Session:
+        if to_agent == holder:
+            raise TransitionRefused("a conversation is transferred to another agent")
+        return _offered(_requeued(session, holder, "transfer", note), to_agent, now, timeout, "transfer")
+
+    return move
+
+
+def accept(agent_id: str, now: float) -> Move:
+    def move(session: Session) -> Session | None:
+        if session["status"] == "agent_active" and session["agent_id"] == agent_id:
+            return None  # accepted already
+        offer = session.get("offer")
+        if session["status"] != "waiting_agent" or offer is None or offer["agent_id"] != agent_id:
+            raise TransitionRefused("no offer of this conversation to this agent")
+        if offer["expires_at"] <= now:
+            raise TransitionRefused("the offer has expired")
+        return moved(session, "agent_active", agent_id)
+
+    return move
+
+
+def withdraw(agent_id: str, now: float, *, offered_at: float | None = None) -> Move:
+    """The agent's offer ends unaccepted: declined by the agent, or (``offered_at``: that very
+    offer) expired, or withdrawn because the agent went offline. The agent is not offered the
+    conversation again for a while."""
+
+    def move(session: Session) -> Session | None:
+        offer = session.get("offer")
+        if offer is None or offer["agent_id"] != agent_id:
+            if offered_at is not None:
+                return None  # that offer has ended otherwise
+            raise TransitionRefused("no offer of this conversation to this agent")
+        if offered_at is not None and offer["offered_at"] != offered_at:
+            return None
+        left = session.copy()
+        left["offer"] = None
+        declined = dict(session.get("declined") or {})
+        declined[agent_id] = now
+        left["declined"] = dict(sorted(declined.items(), key=lambda kv: kv[1])[-MAX_DECLINED:])
+        return left
+
+    return move
+
+
+def time_out(status_seq: int) -> Move:
+    """A conversation that waited too long goes back to the bot."""
+
+    def move(session: Session) -> Session | None:
+        if session["status"] != "waiting_agent" or session["status_seq"] != status_seq:
+            return None
+        back = moved(session, "bot_active", None)
+        back["escalation_reason"], back["handoff_summary"] = "wait_timeout", None
+        return back
+
+    return move
+
+
+def close_idle(session: Session) -> Session | None:
+    """A conversation whose customer has gone is closed, whoever holds it."""
+    if session["status"] == "closed":
+        return None
+    closed = moved(session, "closed", None)
+    closed["closed_reason"] = "customer_idle"
+    return closed

@@ -1,0 +1,176 @@
+"""Offers and transfers on the workbench (docs/routing.md): an agent accepts or declines a
+conversation offered to it, and the holder hands a conversation to another agent or back to
+the queue. The router's rounds (``route``) run in every process that serves the workbench."""
+
+import asyncio
+import logging
+import time
+
+from aiohttp import web
+
+from app.domain.agents import AtCapacity
+from app.domain.routing import moves
+from app.domain.routing.router import TRANSFER_NOTICE
+from app.domain.store import Transition
+from app.domain.store.base import Move, StoreError
+from app.keys import AGENTS, BACKENDS, CUSTOMERS_ACTIVE, ROUTING_METRICS, SETTINGS, STREAMS
+from app.web.answers import json_answer
+from app.web.errors import ApiError
+from handlers.access import acting_agent, limit_actions, require_agent
+from handlers.agents import refuse_over_capacity
+from handlers.common import AGENT_ACTION, load_body, path_name, router_of
+from handlers.queue_watch import note_served
+from realtime.broker import BrokerError
+from schemas import TransferSchema
+from schemas.plain import PlainBody
+
+logger = logging.getLogger(__name__)
+
+routes = web.RouteTableDef()
+
+TRANSFER = {True: PlainBody(TransferSchema(partial=("agent_id",))), False: PlainBody(TransferSchema())}
+# Seconds between two rounds of the router in each process.
+ROUND_EVERY = 1.0
+
+
+async def _agent_move(
+    request: web.Request, agent_id: str, move: Move, notice: str | None = None
+) -> Transition:
+    """An agent's routing move, published as the workbench's (409 if refused, 404 if the
+    conversation does not exist). ``agent_id``'s count, taken for it before, is given back if
+    the move did not leave the conversation counted against it."""
+    router = router_of(request.config_dict)
+    name = path_name(request, "session_name")
+    try:
+        done = await router.change(name, move, source="agent_workbench", notice=notice, strict=True)
+    except BaseException:
+        await _uncount_unless_counted(request, agent_id, name)
+        raise
+    assert done is not None
+    return done
+
+
+async def _uncount_unless_counted(request: web.Request, agent_id: str, name: str) -> None:
+    """Give back a count taken for a move that did not commit, unless the conversation is
+    counted against the agent anyway (held by it, or offered to it)."""
+    try:
+        session = await request.config_dict[BACKENDS].store.get(name)
+    except StoreError:
+        session = None
+    if session is None or agent_id not in moves.counted_against(session):
+        await request.config_dict[AGENTS].release(agent_id, name)
+
+
+async def _count(request: web.Request, agent_id: str, name: str) -> None:
+    """Count the conversation against the agent before the move that gives it to it."""
+    try:
+        await request.config_dict[AGENTS].reserve(agent_id, name)
+    except AtCapacity as exc:
+        raise refuse_over_capacity(exc) from exc
+
+
+async def _acting(request: web.Request) -> str:
+    principal = require_agent(request)
+    limit_actions(request, principal)
+    body = await load_body(request, AGENT_ACTION[principal is not None])
+    return acting_agent(principal, body.get("agent_id"))
+
+
+@routes.post("/api/sessions/{session_name}/accept")
+async def accept(request: web.Request) -> web.Response:
+    agent_id = await _acting(request)
+    name = path_name(request, "session_name")
+    await _count(request, agent_id, name)  # counted with the offer already: this finds it
+    done = await _agent_move(request, agent_id, moves.accept(agent_id, time.time()))
+    if done.changed:
+        request.config_dict[ROUTING_METRICS].offers["accepted"] += 1
+        await note_served(request)
+    return json_answer(done.session)
+
+
+@routes.post("/api/sessions/{session_name}/decline")
+async def decline(request: web.Request) -> web.Response:
+    agent_id = await _acting(request)
+    done = await _agent_move(request, agent_id, moves.withdraw(agent_id, time.time()))
+    request.config_dict[ROUTING_METRICS].offers["declined"] += 1
+    return json_answer(done.session)
+
+
+@routes.post("/api/sessions/{session_name}/transfer")
+async def transfer(request: web.Request) -> web.Response:
+    principal = require_agent(request)
+    limit_actions(request, principal)
+    body = await load_body(request, TRANSFER[principal is not None])
+    agent_id = acting_agent(principal, body.get("agent_id"))
+    name, note, to_agent = path_name(request, "session_name"), body["note"], body["to_agent_id"]
+    settings, metrics = request.config_dict[SETTINGS], request.config_dict[ROUTING_METRICS]
+    if to_agent is None:
+        move = moves.requeue(agent_id, "transfer", note)
+        done = await _agent_move(request, agent_id, move, TRANSFER_NOTICE)
+        metrics.requeued["transfer"] += 1
+        metrics.transfers["queue"] += 1
+        return json_answer(done.session)
+    # Directly to an agent who is not offline; as an offer (auto) to one who is online.
+    receiver = (await request.config_dict[AGENTS].get(to_agent))["status"]
+    if receiver == "offline" or (settings.assignment == "auto" and receiver != "online"):
+        raise ApiError(
+            409, "agent_unavailable", f"agent {to_agent} is {receiver}: cannot take a transfer now"
+        )
+    await _count(request, to_agent, name)
+    if settings.assignment == "auto":
+        move = moves.transfer_offer(agent_id, to_agent, note, time.time(), settings.offer_timeout)
+    else:
+        move = moves.transfer(agent_id, to_agent, note)
+    try:
+        done = await _agent_move(request, agent_id, move, TRANSFER_NOTICE)
+    except BaseException:
+        await _uncount_unless_counted(request, to_agent, name)
+        raise
+    metrics.transfers["offer" if settings.assignment == "auto" else "agent"] += 1
+    return json_answer(done.session)
+
+
+def customer_active(request: web.Request, session_name: str) -> None:
+    """The customer did something (started the conversation, wrote): present now. Noted here
+    and reported with the streams' by ``watch_customers`` (no Redis call on the way)."""
+    request.config_dict[CUSTOMERS_ACTIVE].add(session_name)
+
+
+async def watch_customers(app: web.Application) -> None:
+    """Every process serving the chatbot, every quarter of --customer-idle (30 s at most):
+    report as present the customers with a stream open here and those active since the last
+    report (docs/routing.md, "Customer idle")."""
+    every = min(app[SETTINGS].customer_idle / 4, 30.0)
+    active, failing = app[CUSTOMERS_ACTIVE], False
+    while True:
+        await asyncio.sleep(every)
+        names = active | {
+            s.session[0] for s in app[STREAMS].open_streams() if s.component == "chatbot" and s.session
+        }
+        try:
+            await app[BACKENDS].customers.seen(sorted(names), time.time())
+        except StoreError as exc:
+            if not failing:
+                logger.warning("customer presence paused, the store is away: %s", exc)
+            failing = True
+        else:
+            active.difference_update(names)
+            failing = False
+
+
+async def route(app: web.Application) -> None:
+    """Every ROUND_EVERY: one round of the router (a store outage is logged once, and the
+    next round tries again)."""
+    failing = False
+    while True:
+        await asyncio.sleep(ROUND_EVERY)
+        try:
+            await router_of(app).round(time.time())
+        except (StoreError, BrokerError) as exc:
+            if not failing:
+                logger.warning("routing paused, the store is away: %s", exc)
+            failing = True
+        except Exception:  # the next round tries again; routing must not stop
+            logger.exception("routing round failed")
+        else:
+            failing = False
