@@ -113,7 +113,7 @@ def create_app(
     app.cleanup_ctx.append(_background("sweeper", _sweeper))
     app.cleanup_ctx.append(_background("session-watch", _session_watch))
     app[AGENT_STREAMS] = OpenAgentStreams()
-    app[ROUTING_METRICS] = RoutingMetrics()
+    app[ROUTING_METRICS] = RoutingMetrics(app[METRICS].registry)
     app[CUSTOMERS_ACTIVE] = set()
     if "workbench" in settings.components:
         app.cleanup_ctx.append(_background("agent-presence", _agent_presence))

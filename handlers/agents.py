@@ -11,10 +11,11 @@ from aiohttp import web
 
 from app.domain import announcements
 from app.domain.agents import Agent, AgentRegistry, AtCapacity, TooManyAgents
+from app.domain.agents.base import AGENT_STATUSES
 from app.domain.routing import moves
 from app.domain.store import SessionStore
 from app.domain.store.base import Outgoing, StoreError
-from app.keys import AGENTS, BACKENDS, SETTINGS, SOURCE
+from app.keys import AGENTS, BACKENDS, ROUTING_METRICS, SETTINGS, SOURCE
 from app.web.answers import json_answer
 from app.web.errors import ApiError
 from handlers.access import acting_agent, limit_actions, require_agent
@@ -137,10 +138,13 @@ async def watch_presence(app: web.Application, streams: OpenAgentStreams) -> Non
                     logger.info("agent %s is offline: no stream open for %.0f s", agent_id, grace)
             # What offline agents still hold goes back to the queue: here, whoever set them
             # offline (and if that process died on the way, the next round does it).
-            router = router_of(app)
+            router, by_status = router_of(app), Counter[str]()
             for agent, active in await registry.all():
+                by_status[agent["status"]] += 1
                 if agent["status"] == "offline" and active:
                     await router.agent_gone(agent["agent_id"], now)
+            for status in AGENT_STATUSES:
+                app[ROUTING_METRICS].agents.labels(status).set(by_status[status])
             suspects = await _reconcile(registry, app[BACKENDS].store, suspects)
         except (StoreError, BrokerError) as exc:
             if not failing:

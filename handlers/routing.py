@@ -83,8 +83,8 @@ async def accept(request: web.Request) -> web.Response:
     await _count(request, agent_id, name)  # counted with the offer already: this finds it
     done = await _agent_move(request, agent_id, moves.accept(agent_id, time.time()))
     if done.changed:
-        request.config_dict[ROUTING_METRICS].offers["accepted"] += 1
-        await note_served(request)
+        request.config_dict[ROUTING_METRICS].offers.labels("accepted").inc()
+        await served(request, done)
     return json_answer(done.session)
 
 
@@ -92,7 +92,7 @@ async def accept(request: web.Request) -> web.Response:
 async def decline(request: web.Request) -> web.Response:
     agent_id = await _acting(request)
     done = await _agent_move(request, agent_id, moves.withdraw(agent_id, time.time()))
-    request.config_dict[ROUTING_METRICS].offers["declined"] += 1
+    request.config_dict[ROUTING_METRICS].offers.labels("declined").inc()
     return json_answer(done.session)
 
 
@@ -107,8 +107,8 @@ async def transfer(request: web.Request) -> web.Response:
     if to_agent is None:
         move = moves.requeue(agent_id, "transfer", note)
         done = await _agent_move(request, agent_id, move, TRANSFER_NOTICE)
-        metrics.requeued["transfer"] += 1
-        metrics.transfers["queue"] += 1
+        metrics.requeued.labels("transfer").inc()
+        metrics.transfers.labels("queue").inc()
         return json_answer(done.session)
     # Directly to an agent who is not offline; as an offer (auto) to one who is online.
     receiver = (await request.config_dict[AGENTS].get(to_agent))["status"]
@@ -126,8 +126,17 @@ async def transfer(request: web.Request) -> web.Response:
     except BaseException:
         await _uncount_unless_counted(request, to_agent, name)
         raise
-    metrics.transfers["offer" if settings.assignment == "auto" else "agent"] += 1
+    metrics.transfers.labels("offer" if settings.assignment == "auto" else "agent").inc()
     return json_answer(done.session)
+
+
+async def served(request: web.Request, done: Transition) -> None:
+    """A waiting conversation was taken (a takeover, an accepted offer): its wait, and the
+    queue's pace."""
+    waiting_since = done.before.get("waiting_since") if done.before is not None else None
+    if waiting_since is not None:
+        request.config_dict[ROUTING_METRICS].waited.observe(max(0.0, time.time() - waiting_since))
+    await note_served(request)
 
 
 def customer_active(request: web.Request, session_name: str) -> None:

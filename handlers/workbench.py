@@ -23,8 +23,8 @@ from handlers.common import (
     load_body,
     path_name,
 )
-from handlers.queue_watch import note_served
 from handlers.routing import routes as routing_routes
+from handlers.routing import served
 from handlers.sse import stream_events
 from realtime import ids
 from realtime.broker import BrokerError
@@ -93,7 +93,7 @@ async def _agent_action(request: web.Request, action: Action) -> web.Response:
     if action in ("release", "close") and transition.previous_status == "agent_active":
         await agents.release(agent_id, name)  # only the holder may release or close it
     if action == "takeover" and transition.changed and transition.previous_status == "waiting_agent":
-        await note_served(request)
+        await served(request, transition)
     return json_answer(transition.session)
 
 

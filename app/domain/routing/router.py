@@ -12,7 +12,7 @@ timer acted on by two processes changes the conversation once (the other finds i
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from app.domain import announcements
 from app.domain.agents import AgentRegistry, AtCapacity
@@ -57,11 +57,11 @@ class Router:
     agents: AgentRegistry
     customers: CustomerPresence
     policy: RoutingPolicy
-    metrics: RoutingMetrics = field(default_factory=RoutingMetrics)
+    metrics: RoutingMetrics
 
     async def round(self, now: float) -> None:
         waiting = await self._waiting()
-        self.metrics.queue_length = len(waiting)
+        self.metrics.queue_length.set(len(waiting))
         await self._expire_offers(waiting, now)
         if self.policy.wait_timeout:
             await self._time_out(waiting, now)
@@ -125,7 +125,7 @@ class Router:
                 move = moves.withdraw(offer["agent_id"], now, offered_at=offer["offered_at"])
                 done = await self.change(session["session_name"], move)
                 if done is not None and done.changed:
-                    self.metrics.offers["expired"] += 1
+                    self.metrics.offers.labels("expired").inc()
                     logger.info("offer of %s to agent %s expired", session["session_name"], offer["agent_id"])
 
     async def _time_out(self, waiting: Sequence[Session], now: float) -> None:
@@ -136,7 +136,7 @@ class Router:
             name = session["session_name"]
             done = await self.change(name, moves.time_out(session["status_seq"]), notice=WAIT_TIMEOUT_NOTICE)
             if done is not None and done.changed:
-                self.metrics.wait_timeouts += 1
+                self.metrics.timeouts.labels("wait").inc()
                 logger.info("%s waited %.0f s: back to the bot", name, now - since)
 
     async def _close_idle(self, now: float) -> None:
@@ -149,7 +149,7 @@ class Router:
             if session is not None and session["status"] != "closed":
                 done = await self.change(name, moves.close_idle, notice=IDLE_NOTICE)
                 if done is not None and done.changed:
-                    self.metrics.idle_closed += 1
+                    self.metrics.timeouts.labels("customer_idle").inc()
                     logger.info(
                         "%s closed: its customer was away for %.0f s", name, self.policy.customer_idle
                     )
@@ -186,7 +186,7 @@ class Router:
             if done is None or not done.changed:
                 await self.agents.release(agent_id, name)
                 continue
-            self.metrics.offers["made"] += 1
+            self.metrics.offers.labels("made").inc()
             assigned[agent_id] = now
             room[agent_id] -= 1
             if not room[agent_id]:
@@ -207,7 +207,7 @@ class Router:
                 done = await self.change(name, move, notice=AGENT_OFFLINE_NOTICE)
                 if done is not None and done.changed:
                     requeued += 1
-                    self.metrics.requeued["agent_offline"] += 1
+                    self.metrics.requeued.labels("agent_offline").inc()
             elif (offer := session.get("offer")) is not None and offer["agent_id"] == agent_id:
                 await self.change(name, moves.withdraw(agent_id, now, offered_at=offer["offered_at"]))
         if requeued:
