@@ -2,13 +2,14 @@
 
 import asyncio
 import functools
+import time
 
 from aiohttp import web
 
 from app.domain.agents import AgentRegistry, AtCapacity
 from app.domain.store import Action, SessionStore, Status
 from app.domain.store.base import MAX_PAGE, StoreError
-from app.keys import AGENT_STREAMS, AGENTS, COMPONENT, SOURCE
+from app.keys import AGENT_STREAMS, AGENTS, COMPONENT, ROUTING_METRICS, SOURCE
 from app.web.answers import json_answer
 from app.web.errors import ApiError
 from handlers.access import acting_agent, limit_actions, require_agent
@@ -137,6 +138,9 @@ async def agent_message(request: web.Request) -> web.Response:
         agent_id=agent_id,
         announce=message_events(request),
     )
+    due = session.pop("answer_due", None)  # the session as the message left it
+    if due is not None:  # the first word of the agent holding it (the store cleared it once)
+        request.config_dict[ROUTING_METRICS].first_answer.observe(max(0.0, time.time() - due))
     return json_answer({"session": session, "message": message})
 
 
@@ -221,6 +225,8 @@ def _supervised(status: str | None, sessions: set[str], members: set[str] | None
     """Whether a supervisor stream passes ``event``. ``members`` (the sessions in ``status``,
     from the queue when the stream opened) follows the status changes that pass by; a
     session's change into or out of the status is shown."""
+    if event.envelope["type"] == "agent_status":
+        return True  # agents' presence: every supervisor sees it, whatever its filter
     name = event.envelope["payload"].get("session_name")
     if sessions and name not in sessions:
         return False

@@ -29,6 +29,10 @@ def agent_channel(agent_id: str) -> str:
 # sharded pub/sub has no patterns: there every session event is also published to the feed.
 SESSION_PATTERN = SESSION_PREFIX + "*"
 SESSIONS_FEED = "sse:sessions"
+# Agents' presence for supervisors: a channel under the session prefix, so that the supervisor
+# stream's pattern (and a cluster's sessions feed) carries it, named as no session can be (a
+# name has no "."): agent_status goes here as well as to the broadcast.
+SUPERVISOR_AGENTS = SESSION_PREFIX + ".agents"
 # The history of every session together keeps this many times a channel's history size.
 PATTERN_HISTORY_FACTOR = 10
 

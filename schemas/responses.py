@@ -114,6 +114,12 @@ class SessionSchema(Schema):
         values=fields.Float(),
         metadata={"description": "agents who declined it or let its offer expire, and when (unix seconds)"},
     )
+    answer_due = UnixTime(
+        metadata={
+            "description": "held, and its agent has not written yet: since when the customer has waited "
+            "for the agent's first word; absent otherwise"
+        }
+    )
     closed_reason = fields.String(
         metadata={"description": "why the server closed it by itself (`customer_idle`); absent otherwise"}
     )
@@ -475,6 +481,8 @@ AGENT_STREAM_EVENTS = (
     "offer",
     "heartbeat",
 )
+# The supervisor stream: every session's events, and the agents' presence.
+SUPERVISOR_STREAM_EVENTS = (*SESSION_STREAM_EVENTS, "agent_status")
 
 __all__ = [
     "AGENT_STREAM_EVENTS",
@@ -482,6 +490,7 @@ __all__ = [
     "EVENT_SCHEMAS",
     "PAYLOAD_SCHEMAS",
     "SESSION_STREAM_EVENTS",
+    "SUPERVISOR_STREAM_EVENTS",
     "AgentMessageResponseSchema",
     "ChatResponseSchema",
     "ErrorDetailSchema",

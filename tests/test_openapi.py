@@ -573,7 +573,7 @@ async def test_a_real_flow_matches_the_document(openapi_client: ClientFactory, s
             contract, stack, w, SUPERVISOR_EVENTS, "/workbench/api/events?status=waiting_agent"
         )
         assert customer and agent and watcher and board
-        check_events(contract, "SessionStreamEvent", [await board.next()])
+        check_events(contract, "SupervisorStreamEvent", [await board.next()])
         check_events(contract, "SessionStreamEvent", [await customer.next()])
         check_events(contract, "AgentStreamEvent", [await agent.next()])
         check_events(contract, "SessionStreamEvent", [await watcher.next()])
@@ -765,6 +765,8 @@ async def test_a_real_flow_matches_the_document(openapi_client: ClientFactory, s
         online = {"status": "online", "capacity": 4}
         await c(w, "POST", agent_status, path=f"{WORKBENCH}/agents/alice/status", status=200, body=online)
         await c(w, "GET", f"{WORKBENCH}/agents", status=200)
+        # The supervisor stream hears the agents' presence too, whatever its filter.
+        check_events(contract, "SupervisorStreamEvent", [await board.next_of("agent_status")])
 
         # Routing: a transfer to bob, then bob's back to the queue; offers (none in manual
         # assignment) and a transfer that names no place.

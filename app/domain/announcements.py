@@ -8,7 +8,7 @@ from app.domain.agents.base import Agent
 from app.domain.store import Action, Message, Session, Transition
 from app.domain.store.base import Outgoing
 from app.webhooks import events as webhook_events
-from realtime.channels import BROADCAST, agent_channel, session_channel
+from realtime.channels import BROADCAST, SUPERVISOR_AGENTS, agent_channel, session_channel
 from realtime.events import envelope
 
 PRESENCE = {"takeover": "agent_joined", "release": "agent_left"}
@@ -116,10 +116,12 @@ def of_route(
 
 
 def of_agent(agent: Agent, *, source: str, capacity: int) -> list[Outgoing]:
-    """An agent's presence or capacity changed: every agent stream hears it (the broadcast);
+    """An agent's presence or capacity changed: every agent stream hears it (the broadcast),
+    and every supervisor stream;
     ``capacity`` is the agent's own or the default."""
     payload = {"agent_id": agent["agent_id"], "status": agent["status"], "capacity": capacity}
-    return [(BROADCAST, envelope("agent_status", payload, source))]
+    event = envelope("agent_status", payload, source)
+    return [(BROADCAST, event), (SUPERVISOR_AGENTS, event)]
 
 
 def of_start(session: Session, *, webhooks: bool = False) -> list[Outgoing]:

@@ -16,12 +16,14 @@ SAFE_KEY = re.compile(
     rf"|agents:\{{sse:workbench\}}|agents_seen:\{{sse:workbench\}}|agent_load:\{{sse:workbench\}}{NAME}"
     rf"|agents_assigned:\{{sse:workbench\}}|customers_seen:\{{sse:workbench\}}"
     rf"|history:queue:webhooks(?:#tries|#dead:webhook-[0-9a-f]{{16}})?|queue:served"
-    rf"|(?:(?:history:sse:session|history:sse:agent):{NAME}"
+    rf"|(?:(?:history:sse:session|history:sse:agent):{NAME}|history:sse:session:\.agents"
     rf"|history:sse:broadcast|history:sse:canary:{NAME}|history:sse:session:\*)(?:#bytes)?"
     rf"|status:(?:bot_active|waiting_agent|agent_active|closed)"
     rf"|events:clock|sessions:status_seq)\Z"
 )
-SAFE_CHANNEL = re.compile(rf"(?:sse:(?:session|agent|canary|presence):{NAME}|sse:broadcast)\Z")
+SAFE_CHANNEL = re.compile(
+    rf"(?:sse:(?:session|agent|canary|presence):{NAME}|sse:broadcast|sse:session:\.agents)\Z"
+)
 
 
 @dataclass(frozen=True)

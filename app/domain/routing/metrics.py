@@ -23,6 +23,12 @@ class RoutingMetrics:
             buckets=WAIT_BUCKETS,
             registry=registry,
         )
+        self.first_answer = Histogram(
+            "switchboard_first_answer_seconds",
+            "From when a customer began waiting for a person to the holding agent's first message.",
+            buckets=WAIT_BUCKETS,
+            registry=registry,
+        )
         self.offers = Counter(
             "switchboard_offers",
             "Offers of waiting conversations to agents, by result.",

@@ -69,6 +69,9 @@ class Session(TypedDict):
     # it expire (by id, when: not offered again for --offer-timeout), bounded.
     offer: NotRequired[Offer | None]
     declined: NotRequired[dict[str, float]]
+    # Held by an agent who has not written yet: since when the customer has waited for its
+    # first word (unix seconds); the metric of the time to the first agent answer.
+    answer_due: NotRequired[int]
     # Why the server closed it by itself ("customer_idle"); absent when a person closed it.
     closed_reason: NotRequired[str]
     # Random, given at creation: tokens carry it, so a session re-created under the same name

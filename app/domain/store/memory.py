@@ -205,6 +205,9 @@ class MemorySessionStore(SessionStore):
         rules.check_turn(session, status_seq)
         message = rules.new_message(role, content, agent_id)
         self._transcripts[session_name].append(message, self.bounds)
+        answered = rules.answered(session, message)
+        if answered is not None:
+            self._sessions[session_name] = answered
         if announce is not None:
             await self._announce(announce(session, message))
         return session.copy(), message.copy()

@@ -222,10 +222,14 @@ class RedisSessionStore(SessionStore):
             rules.check_can_speak(session, role, agent_id)
             rules.check_turn(session, status_seq)
             planned = self._plan(session_name, announce(session, message) if announce is not None else ())
-            written = await self._commit(session_name, raw, None, session["status"], planned, message=message)
+            answered = rules.answered(session, message)
+            written = await self._commit(
+                session_name, raw, answered, session["status"], planned, message=message
+            )
             if isinstance(written, Conflict):
                 return written  # the session changed (taken over?): check again
-            return Committed((session, message), planned, written[1], raw)
+            stored = rules.encode(answered) if answered is not None else raw
+            return Committed((session, message), planned, written[1], stored)
 
         return await self._retrying(session_name, append)
 

@@ -166,6 +166,20 @@ def moved(session: Session, status: Status, agent_id: str | None, *, seq: int = 
     after["status_seq"] = seq
     # Absent: none (records stay as small as before routing).
     after.pop("offer", None), after.pop("declined", None), after.pop("waiting_since", None)
+    after.pop("answer_due", None)
     if status == "waiting_agent":
         after["waiting_since"] = after["updated_at"]
+    elif status == "agent_active":
+        # Since when the customer has waited for this agent's first word.
+        after["answer_due"] = session.get("waiting_since") or after["updated_at"]
+    return after
+
+
+def answered(session: Session, message: Message) -> Session | None:
+    """The session after ``message``, if the message changes it: an agent's first message
+    since it took the conversation ends the wait for an answer (``answer_due``); None if not."""
+    if message["role"] != "agent" or session.get("answer_due") is None:
+        return None
+    after = session.copy()
+    del after["answer_due"]
     return after

@@ -241,7 +241,12 @@ AGENT_STREAM_EXAMPLES = (
     "event.status_change.takeover",
     "event.new_message.held",
 )
-STREAM_EXAMPLES = {"session": SESSION_STREAM_EXAMPLES, "agent": AGENT_STREAM_EXAMPLES}
+SUPERVISOR_STREAM_EXAMPLES = (*SESSION_STREAM_EXAMPLES, "event.agent_status")
+STREAM_EXAMPLES = {
+    "session": SESSION_STREAM_EXAMPLES,
+    "agent": AGENT_STREAM_EXAMPLES,
+    "supervisor": SUPERVISOR_STREAM_EXAMPLES,
+}
 
 
 def wire_text(names: Sequence[str]) -> str:

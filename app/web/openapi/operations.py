@@ -29,7 +29,7 @@ from schemas.fields import MAX_CONTENT
 OPENAPI_PATH = "/openapi.json"
 
 # The kind of event stream an operation answers with (schema_components.STREAM_UNIONS).
-Stream = Literal["session", "agent"]
+Stream = Literal["session", "agent", "supervisor"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -562,7 +562,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             *STREAM_ERRORS,
         ),
         query=rq.SupervisorQuerySchema,
-        stream="session",
+        stream="supervisor",
     ),
     ("GET", "/workbench/api/agents/{agent_id}/events"): Operation(
         "workbench",

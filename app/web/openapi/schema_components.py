@@ -34,7 +34,11 @@ EVENT_DESCRIPTIONS = {
 }
 
 # The union of the events each kind of stream carries (operations.Stream), by kind.
-STREAM_UNIONS = {"session": "SessionStreamEvent", "agent": "AgentStreamEvent"}
+STREAM_UNIONS = {
+    "session": "SessionStreamEvent",
+    "agent": "AgentStreamEvent",
+    "supervisor": "SupervisorStreamEvent",
+}
 
 
 def ecma_pattern(pattern: str) -> str:
@@ -133,6 +137,11 @@ def json_schema_components() -> dict[str, dict[str, Any]]:
         "Event": event_union(EVENT_TYPES, "Any event: the envelope, by `type`."),
         STREAM_UNIONS["session"]: event_union(
             rs.SESSION_STREAM_EVENTS, f"What a session stream carries (`{session_channel}`)."
+        ),
+        STREAM_UNIONS["supervisor"]: event_union(
+            rs.SUPERVISOR_STREAM_EVENTS,
+            f"What a supervisor stream carries: every session's events (`{session_channel}`), and "
+            "the agents' presence (`agent_status`).",
         ),
         STREAM_UNIONS["agent"]: event_union(
             rs.AGENT_STREAM_EVENTS, f"What an agent stream carries (`{agent_channel}` + `{BROADCAST}`)."
