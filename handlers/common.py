@@ -43,6 +43,7 @@ def router_of(app: Config) -> Router:
         auto=settings.assignment == "auto",
         offer_timeout=settings.offer_timeout,
         wait_timeout=settings.wait_timeout,
+        wait_timeout_action=settings.wait_timeout_action,
         customer_idle=settings.customer_idle,
         webhooks=bool(settings.webhook_urls),
     )

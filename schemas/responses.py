@@ -120,6 +120,12 @@ class SessionSchema(Schema):
             "for the agent's first word; absent otherwise"
         }
     )
+    message_taken = fields.Boolean(
+        metadata={
+            "description": "waiting past --wait-timeout with the customer's message for later "
+            "(--wait-timeout-action message); absent otherwise"
+        }
+    )
     closed_reason = fields.String(
         metadata={"description": "why the server closed it by itself (`customer_idle`); absent otherwise"}
     )

@@ -97,6 +97,7 @@ class Settings:
     # A conversation waiting this long goes back to the bot; one whose customer has been away
     # this long is closed (0: never).
     wait_timeout: float = 300.0
+    wait_timeout_action: str = "bot"  # or "message": the conversation waits, with a message for later
     customer_idle: float = 600.0
     # Outbound webhooks (docs/webhooks.md): receivers of conversation lifecycle events.
     webhook_urls: tuple[str, ...] = ()
@@ -146,6 +147,8 @@ class Settings:
                 raise ValueError(f"not an http(s) URL: {url!r}")
         if not 0 <= self.agent_capacity <= MAX_CAPACITY:
             raise ValueError(f"agent_capacity must be between 0 and {MAX_CAPACITY}")
+        if self.wait_timeout_action not in WAIT_TIMEOUT_ACTIONS:
+            raise ValueError(f"wait_timeout_action must be one of {', '.join(WAIT_TIMEOUT_ACTIONS)}")
         if self.assignment not in ASSIGNMENTS:
             raise ValueError(f"assignment must be one of {', '.join(ASSIGNMENTS)}")
         for name in ("wait_timeout", "customer_idle"):
@@ -197,6 +200,7 @@ AT_LEAST_ONE = (
 )
 BOTS = ("rules", "openai", "webhook")
 ASSIGNMENTS = ("manual", "auto")
+WAIT_TIMEOUT_ACTIONS = ("bot", "message")
 # Where the key of --bot openai comes from (never a flag: a command line is visible in ps).
 BOT_KEY_ENVIRONMENT = ("SWITCHBOARD_BOT_API_KEY", "OPENAI_API_KEY")
 
@@ -367,6 +371,13 @@ OPTIONS = (
         float,
         "a conversation waiting this long goes back to the bot (0: never)",
         "SECONDS",
+    ),
+    Option(
+        "wait_timeout_action",
+        "SWITCHBOARD_WAIT_TIMEOUT_ACTION",
+        str,
+        "bot (back to the bot) or message (keep waiting, with a message for later)",
+        "ACTION",
     ),
     Option(
         "customer_idle",

@@ -147,9 +147,29 @@ def time_out(status_seq: int) -> Move:
     return move
 
 
+def take_message(status_seq: int) -> Move:
+    """A conversation that waited too long keeps its place, and takes the customer's message
+    for later (--wait-timeout-action message): its wait timer does not fire again, and its
+    customer may leave (it is not closed for being idle)."""
+
+    def move(session: Session) -> Session | None:
+        if session["status"] != "waiting_agent" or session["status_seq"] != status_seq:
+            return None
+        if session.get("message_taken"):
+            return None
+        taking = session.copy()
+        taking["message_taken"] = True
+        return taking
+
+    return move
+
+
 def close_idle(session: Session) -> Session | None:
-    """A conversation whose customer has gone is closed, whoever holds it."""
-    if session["status"] == "closed":
+    """A conversation whose customer has gone is closed, whoever holds it (not one waiting
+    with the customer's message for later)."""
+    if session["status"] == "closed" or (
+        session["status"] == "waiting_agent" and session.get("message_taken")
+    ):
         return None
     closed = moved(session, "closed", None)
     closed["closed_reason"] = "customer_idle"

@@ -35,6 +35,10 @@ WAIT_TIMEOUT_NOTICE = (
     "Sorry, no one is free to take your conversation right now. I'm back to help; ask for a "
     "person again whenever you like."
 )
+TAKE_MESSAGE_NOTICE = (
+    "Everyone is busy right now. Leave your message here: a person will answer it as soon as "
+    "one is free, and you'll find the answer here even if you leave."
+)
 AGENT_OFFLINE_NOTICE = (
     "Your agent was disconnected. You're back at the front of the queue; the next agent will reply here."
 )
@@ -47,6 +51,8 @@ class RoutingPolicy:
     auto: bool = False
     offer_timeout: float = 30.0
     wait_timeout: float = 300.0  # 0: never
+    # What a wait timeout does: "bot" (back to the bot) or "message" (take one for later).
+    wait_timeout_action: str = "bot"
     customer_idle: float = 600.0  # 0: never
     webhooks: bool = False
 
@@ -129,15 +135,24 @@ class Router:
                     logger.info("offer of %s to agent %s expired", session["session_name"], offer["agent_id"])
 
     async def _time_out(self, waiting: Sequence[Session], now: float) -> None:
+        to_bot = self.policy.wait_timeout_action == "bot"
         for session in waiting:
             since = session.get("waiting_since") or session["updated_at"]
-            if since > now - self.policy.wait_timeout:
+            if since > now - self.policy.wait_timeout or session.get("message_taken"):
                 continue
-            name = session["session_name"]
-            done = await self.change(name, moves.time_out(session["status_seq"]), notice=WAIT_TIMEOUT_NOTICE)
+            name, seq = session["session_name"], session["status_seq"]
+            if to_bot:
+                done = await self.change(name, moves.time_out(seq), notice=WAIT_TIMEOUT_NOTICE)
+            else:
+                done = await self.change(name, moves.take_message(seq), notice=TAKE_MESSAGE_NOTICE)
             if done is not None and done.changed:
                 self.metrics.timeouts.labels("wait").inc()
-                logger.info("%s waited %.0f s: back to the bot", name, now - since)
+                logger.info(
+                    "%s waited %.0f s: %s",
+                    name,
+                    now - since,
+                    "back to the bot" if to_bot else "message taken",
+                )
 
     async def _close_idle(self, now: float) -> None:
         names = await self.customers.away_since(now - self.policy.customer_idle, IDLE_BATCH)
@@ -146,7 +161,7 @@ class Router:
         sessions = await self.store.get_many(names)
         for name in names:
             session = sessions.get(name)
-            if session is not None and session["status"] != "closed":
+            if session is not None and moves.close_idle(session) is not None:
                 done = await self.change(name, moves.close_idle, notice=IDLE_NOTICE)
                 if done is not None and done.changed:
                     self.metrics.timeouts.labels("customer_idle").inc()

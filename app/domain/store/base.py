@@ -69,6 +69,8 @@ class Session(TypedDict):
     # it expire (by id, when: not offered again for --offer-timeout), bounded.
     offer: NotRequired[Offer | None]
     declined: NotRequired[dict[str, float]]
+    # Waiting past --wait-timeout with the customer's message for later (absent: no).
+    message_taken: NotRequired[bool]
     # Held by an agent who has not written yet: since when the customer has waited for its
     # first word (unix seconds); the metric of the time to the first agent answer.
     answer_due: NotRequired[int]

@@ -166,7 +166,7 @@ def moved(session: Session, status: Status, agent_id: str | None, *, seq: int = 
     after["status_seq"] = seq
     # Absent: none (records stay as small as before routing).
     after.pop("offer", None), after.pop("declined", None), after.pop("waiting_since", None)
-    after.pop("answer_due", None)
+    after.pop("answer_due", None), after.pop("message_taken", None)
     if status == "waiting_agent":
         after["waiting_since"] = after["updated_at"]
     elif status == "agent_active":
