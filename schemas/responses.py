@@ -100,9 +100,12 @@ class SessionSchema(Schema):
         },
     )
     status_seq = fields.Integer(strict=True, required=True, validate=validate.Range(min=0))
-    waiting_since = UnixTime(
+    waiting_since = fields.Float(
         allow_none=True,
-        metadata={"description": "when it last entered `waiting_agent` (its wait); absent otherwise"},
+        metadata={
+            "description": "when it last entered `waiting_agent` (unix seconds, to the ms): its wait; "
+            "absent otherwise"
+        },
     )
     offer = fields.Nested(
         OfferSchema,
@@ -114,7 +117,7 @@ class SessionSchema(Schema):
         values=fields.Float(),
         metadata={"description": "agents who declined it or let its offer expire, and when (unix seconds)"},
     )
-    answer_due = UnixTime(
+    answer_due = fields.Float(
         metadata={
             "description": "held, and its agent has not written yet: since when the customer has waited "
             "for the agent's first word; absent otherwise"

@@ -64,7 +64,7 @@ class Session(TypedDict):
     status_seq: int
     # Routing (docs/routing.md); absent from sessions stored before it existed. When the
     # session last entered waiting_agent (unix seconds): its wait, whatever its place.
-    waiting_since: NotRequired[int | None]
+    waiting_since: NotRequired[float | None]
     # The one outstanding offer of a waiting session, and the agents who declined it or let
     # it expire (by id, when: not offered again for --offer-timeout), bounded.
     offer: NotRequired[Offer | None]
@@ -73,7 +73,7 @@ class Session(TypedDict):
     message_taken: NotRequired[bool]
     # Held by an agent who has not written yet: since when the customer has waited for its
     # first word (unix seconds); the metric of the time to the first agent answer.
-    answer_due: NotRequired[int]
+    answer_due: NotRequired[float]
     # Why the server closed it by itself ("customer_idle"); absent when a person closed it.
     closed_reason: NotRequired[str]
     # Random, given at creation: tokens carry it, so a session re-created under the same name

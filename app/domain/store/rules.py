@@ -22,8 +22,14 @@ from app.domain.store.base import (
 )
 
 
+def clock() -> float:
+    """Unix seconds, to the microsecond (the routing timers' times)."""
+    return time.time()
+
+
 def now() -> int:
-    return int(time.time())
+    """Unix seconds, whole (records' times)."""
+    return int(clock())
 
 
 def new_session(session_name: str, status_seq: int) -> Session:
@@ -168,7 +174,7 @@ def moved(session: Session, status: Status, agent_id: str | None, *, seq: int = 
     after.pop("offer", None), after.pop("declined", None), after.pop("waiting_since", None)
     after.pop("answer_due", None), after.pop("message_taken", None)
     if status == "waiting_agent":
-        after["waiting_since"] = after["updated_at"]
+        after["waiting_since"] = round(clock(), 3)  # the wait timeout's start, to the ms
     elif status == "agent_active":
         # Since when the customer has waited for this agent's first word.
         after["answer_due"] = session.get("waiting_since") or after["updated_at"]
