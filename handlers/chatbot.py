@@ -23,7 +23,7 @@ from handlers.bot_reply import BotTurn, queue_full
 from handlers.common import add_session_read_routes, backends, checked_content, load_body, path_name
 from handlers.queue_watch import place_in_queue
 from handlers.reply_stream import ReplyStream
-from handlers.routing import customer_active
+from handlers.routing import customer_active, customer_arrived
 from schemas import ChatSchema, CreateSessionSchema, EscalateSchema
 from schemas.plain import PlainBody
 
@@ -54,7 +54,7 @@ async def create_session(request: web.Request) -> web.Response:
     limit_starts(request, "start")
     name = body["session_name"] or f"s-{secrets.token_hex(8)}"
     session = await backends(request).store.create(name, announce=start_events(request))
-    customer_active(request, name)
+    await customer_arrived(request, name)
     return json_answer({**session, **_session_token(request, session)}, status=201)
 
 
@@ -85,7 +85,9 @@ async def _accept_chat(request: web.Request) -> tuple[str, str, str | None]:
         await store.get(name)
     except SessionNotFound:
         limit_starts(request, "start")  # only a chat that starts a conversation counts
-        await store.get_or_create(name, announce=start_events(request))
+        _, created = await store.get_or_create(name, announce=start_events(request))
+        if created:
+            await customer_arrived(request, name)
     return name, content, None
 
 

@@ -140,9 +140,20 @@ async def served(request: web.Request, done: Transition) -> None:
 
 
 def customer_active(request: web.Request, session_name: str) -> None:
-    """The customer did something (started the conversation, wrote): present now. Noted here
-    and reported with the streams' by ``watch_customers`` (no Redis call on the way)."""
+    """The customer wrote: present now. Noted here and reported with the streams' by
+    ``watch_customers`` (no Redis call on a message's way)."""
     request.config_dict[CUSTOMERS_ACTIVE].add(session_name)
+
+
+async def customer_arrived(request: web.Request, session_name: str) -> None:
+    """A conversation began: its customer's presence is written at once, so that its idle
+    deadline exists even if this process dies before its next report (one write per
+    conversation, not per message). While the store is away it waits for the report."""
+    try:
+        await request.config_dict[BACKENDS].customers.seen([session_name], time.time())
+    except StoreError as exc:
+        logger.debug("presence of a new customer left to the next report: %r", exc)
+        customer_active(request, session_name)
 
 
 async def watch_customers(app: web.Application) -> None:

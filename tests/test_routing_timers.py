@@ -22,7 +22,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
-import pytest
 from redis import Redis as SyncRedis
 
 from app.domain.routing.router import IDLE_NOTICE, WAIT_TIMEOUT_NOTICE
@@ -271,14 +270,6 @@ LOST_TIMEOUT = LOST_IDLE + LOST_IDLE / 4 + 4.0
 SEEN_KEY = f"customers_seen:{{{WORKBENCH_TAG}}}"  # app/domain/routing/customers.py
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: a conversation's start is noted as customer presence only in the starting "
-        "process's memory (CUSTOMERS_ACTIVE) until its next report; a process killed before it "
-        "leaves the conversation out of customers_seen, and the idle timer never fires for it"
-    ),
-)
 async def test_presence_of_a_new_customer_survives_its_process(
     redis_server: RedisServer, server_process: Callable[..., ServerProcess]
 ) -> None:
