@@ -105,7 +105,7 @@ async def transfer(request: web.Request) -> web.Response:
     name, note, to_agent = path_name(request, "session_name"), body["note"], body["to_agent_id"]
     settings, metrics = request.config_dict[SETTINGS], request.config_dict[ROUTING_METRICS]
     if to_agent is None:
-        move = moves.requeue(agent_id, "transfer", note)
+        move = moves.requeue(agent_id, "transfer", time.time(), note)
         done = await _agent_move(request, agent_id, move, TRANSFER_NOTICE)
         metrics.requeued.labels("transfer").inc()
         metrics.transfers.labels("queue").inc()

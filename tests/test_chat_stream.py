@@ -101,7 +101,16 @@ def drain(stream: SSEStream) -> Awaitable[list[SSEEvent]]:
 
 # --- normalising published events, to compare the two endpoints ------------------------------
 
-VOLATILE = {"id", "created_at", "updated_at", "status_seq", "timestamp", "incarnation"}
+VOLATILE = {
+    "id",
+    "created_at",
+    "updated_at",
+    "status_seq",
+    "timestamp",
+    "incarnation",
+    "waiting_since",
+    "answer_due",
+}
 
 
 def normal(value: Any, names: dict[str, str]) -> Any:

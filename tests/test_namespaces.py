@@ -349,7 +349,13 @@ async def test_the_default_namespace_keeps_the_contract_names(
         before = await redis_names(redis_url)
         # So far only ``a`` spoke: outside its prefix are only the keys of the default
         # process's new session and its streams' clock (none of a transcript or a history).
-        created = ["events:clock", "session:{s1}", "sessions:status_seq", "status:bot_active"]
+        created = [
+            "customers_seen:{sse:workbench}",
+            "events:clock",
+            "session:{s1}",
+            "sessions:status_seq",
+            "status:bot_active",
+        ]
         assert [k for k in before.keys if not k.startswith("a:")] == created, before.keys
         await converse_alone(http, in_plain, [in_a])
         names = await redis_names(redis_url)

@@ -347,6 +347,27 @@ async def test_a_transfer_to_the_queue_goes_to_its_front(make_client: MakeClient
     assert (await agents(client))["alice"]["active"] == 0
 
 
+async def test_a_conversation_handed_to_the_queue_is_not_offered_back_at_once(
+    make_client: MakeClient, settings: Settings
+) -> None:
+    """Auto: the agent who sends a conversation back to the queue is not its next offer (as if
+    it had declined it); with nobody else online, it is offered back after the cool-off."""
+    client = await routed(make_client, settings, offer_timeout=1.0)
+    await waiting(client, "back")
+    await act(client, "back", "takeover", "alice")  # before anyone is online: no offers
+    async with open_streams(client, agent_events("alice"), agent_events("bob")) as (alice, bob):
+        await set_status(client, "alice", "online", capacity=2)
+        await set_status(client, "bob", "online", capacity=1)
+        handed = await transfer(client, "back", agent_id="alice", to_queue=True, note="billing")
+        assert set(handed["declined"]) == {"alice"}, handed
+        assert (await next_offer(bob, "back")).payload["summary"] == "billing"
+        await assert_no_offer(alice)
+        await agent_move(client, "back", "decline", "bob")
+        # Both declined now; alice's cool-off ends first, so it comes back to her.
+        offer = await next_offer(alice, "back")
+        assert offer.payload["session_name"] == "back"
+
+
 async def test_an_auto_transfer_is_an_offer_to_the_named_agent(
     make_client: MakeClient, settings: Settings
 ) -> None:
@@ -473,7 +494,7 @@ async def test_the_wait_timeout_counts_from_the_escalation_itself(
     entered = 1_900_000_000.9
     monkeypatch.setattr(rules, "clock", lambda: entered)
     await waiting(client, "punctual")
-    router = replace(router_of(client.app), policy=RoutingPolicy(wait_timeout=1.0))
+    router = replace(router_of(client.app), policy=RoutingPolicy(wait_timeout=1.0, customer_idle=0))
     await router.round(entered + 0.5)
     assert (await session(client, "punctual"))["status"] == "waiting_agent"
     await router.round(entered + 1.0)

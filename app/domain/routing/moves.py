@@ -33,19 +33,21 @@ def _holding(session: Session, agent_id: str) -> None:
         raise TransitionRefused(f"session is held by agent {session['agent_id']}")
 
 
-def requeue(holder: str, reason: str, note: str | None = None) -> Move:
+def requeue(holder: str, reason: str, now: float, note: str | None = None) -> Move:
     """The holder's conversation goes back to the front of the queue (its customer has waited
     already): the holder went offline, or handed it to the queue with a note."""
 
-    return lambda session: _requeued(session, holder, reason, note)
+    return lambda session: _requeued(session, holder, reason, now, note)
 
 
-def _requeued(session: Session, holder: str, reason: str, note: str | None) -> Session:
+def _requeued(session: Session, holder: str, reason: str, now: float, note: str | None) -> Session:
     _holding(session, holder)
     waiting = moved(session, "waiting_agent", None, seq=FRONT_SEQ)
     waiting["escalation_reason"] = reason
     if note is not None:
         waiting["handoff_summary"] = note
+    # The agent who handed it on is not offered it back at once (as if it had declined it).
+    waiting["declined"] = {holder: now}
     return waiting
 
 
@@ -92,7 +94,7 @@ def transfer_offer(holder: str, to_agent: str, note: str | None, now: float, tim
     def move(session: Session) -> Session:
         if to_agent == holder:
             raise TransitionRefused("a conversation is transferred to another agent")
-        return _offered(_requeued(session, holder, "transfer", note), to_agent, now, timeout, "transfer")
+        return _offered(_requeued(session, holder, "transfer", now, note), to_agent, now, timeout, "transfer")
 
     return move
 

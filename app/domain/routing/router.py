@@ -218,7 +218,7 @@ class Router:
             if session is None:
                 continue
             if session["status"] == "agent_active" and session["agent_id"] == agent_id:
-                move = moves.requeue(agent_id, "agent_offline")
+                move = moves.requeue(agent_id, "agent_offline", now)
                 done = await self.change(name, move, notice=AGENT_OFFLINE_NOTICE)
                 if done is not None and done.changed:
                     requeued += 1

@@ -98,6 +98,7 @@ S_REQUEUED = {
     **_session("waiting_agent", None, T0 + 90, 1, "transfer"),
     "handoff_summary": "Billing question: needs someone from billing.",
     "waiting_since": T0 + 90,
+    "declined": {AGENT: T0 + 90},
 }
 M_HELLO = _message("3f9c1a7e5b2d4c60", "customer", "Hello", T0 + 5)
 M_HELLO_BOT = _message(
