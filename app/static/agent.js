@@ -21,6 +21,8 @@ const STATUS_LABELS = { online: 'online', away: 'away', offline: 'offline' };
 // The agents list is asked for again this long after the last change that may move a load
 // (several changes in a row: one request).
 const AGENTS_DEBOUNCE = 300;
+// And this often anyway: an offer to another agent changes its load with no event here.
+const AGENTS_EVERY = 15000;
 // The countdowns are looked at this often (their text changes once a second).
 const TICK = 250;
 // The server's clock is only trusted over ours when they differ by more than this (seconds):
@@ -46,7 +48,8 @@ const mine = new Map();
 const conv = { name: null, session: null, stream: null, left: null };
 /** Every agent that has a status: id -> {agent_id, status, capacity, active, updated_at}. */
 const agents = new Map();
-const agentsLoad = { timer: null, running: null, again: false, epoch: 0, pending: false };
+/** `pending`: the status this page is setting, null when none. */
+const agentsLoad = { timer: null, running: null, again: false, epoch: 0, pending: null, poll: null };
 /** Offers to this agent: session name -> {offer, node, seconds, bar}. */
 const offers = new Map();
 let ticker = null;
@@ -291,9 +294,11 @@ function renderPresence() {
   const agent = myAgent();
   const status = agent?.status || 'offline';
   dom.presence.dataset.status = status;
-  dom.presence.disabled = agentsLoad.pending;
+  // While a change is on its way the switch shows the one asked for; the status is the known.
+  const shown = agentsLoad.pending || status;
+  dom.presence.disabled = Boolean(agentsLoad.pending);
   for (const input of dom.presence.querySelectorAll('input[name=presence]')) {
-    input.checked = input.value === status;
+    input.checked = input.value === shown;
   }
   if (agent && Number.isFinite(agent.capacity)) {
     const active = agent.active ?? 0;
@@ -401,7 +406,7 @@ function agentStatus(p) {
 async function setStatus(status) {
   if (agentsLoad.pending || !me) return;
   report(null);
-  agentsLoad.pending = true;
+  agentsLoad.pending = status;
   renderPresence();
   try {
     const agent = await api.post(`${WB}/agents/${seg(me.agentId)}/status`, { status });
@@ -411,7 +416,7 @@ async function setStatus(status) {
   } catch (error) {
     report(error);
   } finally {
-    agentsLoad.pending = false;
+    agentsLoad.pending = null;
     renderAgents(); // and the switch: back to the known status if the change failed
   }
 }
@@ -783,6 +788,9 @@ function enter(saved) {
   });
   showConnection(dom.connection, agentStream);
   agentStream.start();
+  agentsLoad.poll = setInterval(() => {
+    if (agentStream?.state === 'connected') refreshAgentsSoon();
+  }, AGENTS_EVERY);
   if (me.selected && NAME.test(me.selected)) select(me.selected);
 }
 
@@ -808,7 +816,9 @@ function signout() {
   offersClear();
   agents.clear();
   clearTimeout(agentsLoad.timer);
+  clearInterval(agentsLoad.poll);
   agentsLoad.timer = null;
+  agentsLoad.poll = null;
   agentsLoad.epoch += 1;
   clockSamples.length = 0;
   skew = 0;
