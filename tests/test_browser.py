@@ -669,7 +669,9 @@ async def test_the_customer_sees_the_bot_typing(
     assert not problems.errors and not problems.network, problems.__dict__
 
 
-async def open_workbench(browser: Browser, problems: Problems, base: str, agent_id: str) -> tuple[BrowserContext, Page]:
+async def open_workbench(
+    browser: Browser, problems: Problems, base: str, agent_id: str
+) -> tuple[BrowserContext, Page]:
     """An agent page, signed in, its agent stream live."""
     context, page = await new_page(browser, problems, agent_id)
     await page.goto(f"{base}/console/agent.html")
