@@ -667,3 +667,112 @@ async def test_the_customer_sees_the_bot_typing(
         finally:
             await context.close()
     assert not problems.errors and not problems.network, problems.__dict__
+
+
+async def open_workbench(
+    browser: Browser, problems: Problems, base: str, agent_id: str
+) -> tuple[BrowserContext, Page]:
+    """An agent page, signed in, its agent stream live."""
+    context, page = await new_page(browser, problems, agent_id)
+    await page.goto(f"{base}/console/agent.html")
+    await page.get_by_label("Agent id").fill(agent_id)
+    await page.get_by_role("button", name="Open the workbench").click()
+    await expect(page.locator("#connection")).to_have_attribute("data-state", "connected")
+    return context, page
+
+
+async def test_offers_presence_and_transfer_in_the_workbench(server_process: Any, browser: Browser) -> None:
+    """Automatic assignment on two agent pages (docs/routing.md): both go online with the
+    presence switch; a waiting conversation is offered, with a countdown, to the agent the rules
+    pick (the most room, then the one idle longest, then by id: alice); declined, it goes to
+    bob; bob lets it expire (his card goes at 0), and it comes back to alice, whose cool-off
+    (--offer-timeout) is over while bob's is not; alice accepts, holds it, and transfers it to
+    bob with a note, which reaches bob as an offer; bob accepts and holds it, with the note.
+    Each page's load (held + offered / capacity) follows."""
+    started = time.monotonic()
+    server: ServerProcess = await run(
+        server_process, "--insecure", "--no-redis", "--assignment", "auto", "--offer-timeout", "3"
+    )
+    base, name = server.url, "offered"
+    summary, note = "Charged twice for order 1234.", "Refund approved; please confirm the card."
+    problems = Problems()
+    alice_ctx, alice = await open_workbench(browser, problems, base, "alice")
+    bob_ctx, bob = await open_workbench(browser, problems, base, "bob")
+    try:
+        for page in (alice, bob):
+            await expect(page.locator("#presence")).to_have_attribute("data-status", "offline")
+            await page.get_by_role("radio", name="Online").check()
+            await expect(page.locator("#presence")).to_have_attribute("data-status", "online")
+            await expect(page.get_by_role("radio", name="Online")).to_be_checked()
+            await expect(page.locator("#load")).to_have_text("0 / 3 conversations")
+        # Each page heard the other's agent_status (the broadcast).
+        await expect(alice.locator("#agents li[data-agent=bob]")).to_have_attribute("data-status", "online")
+        await expect(bob.locator("#agents li[data-agent=alice]")).to_have_attribute("data-status", "online")
+
+        async with aiohttp.ClientSession(base_url=base) as http:
+            await call(http, "POST", f"{CHATBOT}/sessions", {"session_name": name}, status=201)
+            body = {"session_name": name, "reason": "billing", "summary": summary}
+            await call(http, "POST", f"{CHATBOT}/manual/escalate", body)
+
+        # 1. Offered to alice (equal room, nobody assigned yet: by id), with a countdown.
+        card = alice.locator(f"#offers li[data-session={name}]")
+        await expect(card).to_be_visible()
+        await expect(card.locator(".offer-reason")).to_have_text("billing")
+        await expect(card.locator(".summary")).to_have_text(summary)
+        seconds = int(await card.locator(".offer-seconds").inner_text())
+        assert 1 <= seconds <= 3, seconds
+        await expect(bob.locator("#offers li")).to_have_count(0)
+        # She declines: the card goes, and the conversation is offered to bob.
+        await card.get_by_role("button", name=f"Decline {name}").click()
+        await expect(card).to_have_count(0)
+        bob_card = bob.locator(f"#offers li[data-session={name}]")
+        await expect(bob_card).to_be_visible()
+        await expect(bob.locator("#load")).to_have_text("1 / 3 conversations")  # an offer counts
+        await expect(alice.locator("#load")).to_have_text("0 / 3 conversations")
+
+        # 2. Bob lets it expire: the countdown runs down, second by second, and the card goes.
+        countdown = bob_card.locator(".offer-seconds")
+        await expect(countdown).to_have_text("2")
+        await expect(countdown).to_have_text("1")
+        await expect(bob_card).to_have_count(0)
+        await expect(bob.locator("#offers-note")).to_have_text(f"The offer of {name} expired.")
+        # Offered again, to alice: her decline is an offer timeout old, bob's expiry is not.
+        await expect(card).to_be_visible()
+        await expect(bob.locator("#offers li")).to_have_count(0)
+        await card.get_by_role("button", name=f"Accept {name}").click()
+        await expect(card).to_have_count(0)
+        await expect(alice.locator("#conv-status")).to_have_attribute("data-status", "agent_active")
+        await expect(alice.locator("#conv-status")).to_have_attribute("data-agent", "alice")
+        await expect(alice.locator(f"#mine li[data-session={name}]")).to_be_visible()
+        await expect(alice.locator("#conv-summary-text")).to_have_text(summary)
+        await expect(alice.locator("#load")).to_have_text("1 / 3 conversations")
+        await expect(bob.locator("#load")).to_have_text("0 / 3 conversations")
+        await expect(bob.locator("#agents li[data-agent=alice] .agent-load")).to_have_text("1 / 3")
+
+        # 3. Alice transfers it to bob with a note: in auto assignment, an offer to bob.
+        await expect(alice.locator("#transfer-form")).to_be_visible()
+        await alice.locator("#transfer-to").select_option("bob")
+        await alice.get_by_label("Note for the next agent").fill(note)
+        await alice.get_by_role("button", name="Transfer", exact=True).click()
+        await expect(alice.locator("#conv-status")).to_have_attribute("data-status", "waiting_agent")
+        await expect(alice.locator("#transfer-form")).to_be_hidden()
+        await expect(alice.locator(f"#mine li[data-session={name}]")).to_have_count(0)
+        bob_card = bob.locator(f"#offers li[data-session={name}]")
+        await expect(bob_card.locator(".summary")).to_have_text(note)
+        await expect(bob_card.locator(".offer-reason")).to_have_text("transfer")
+        await bob_card.get_by_role("button", name=f"Accept {name}").click()
+        await expect(bob_card).to_have_count(0)
+        await expect(bob.locator("#conv-status")).to_have_attribute("data-status", "agent_active")
+        await expect(bob.locator("#conv-status")).to_have_attribute("data-agent", "bob")
+        await expect(bob.locator("#conv-summary-text")).to_have_text(note)
+        await expect(bob.locator(f"#mine li[data-session={name}]")).to_be_visible()
+        await expect(bob.locator("#load")).to_have_text("1 / 3 conversations")
+        await expect(alice.locator("#load")).to_have_text("0 / 3 conversations")
+        await expect(alice.locator("#conv-status")).to_have_text("Held by bob.")
+        for page in (alice, bob):
+            await expect(page.locator("#error")).to_be_hidden()
+    finally:
+        for context in (alice_ctx, bob_ctx):
+            await context.close()
+    assert not problems.errors and not problems.network, problems.__dict__
+    assert time.monotonic() - started < 40

@@ -14,6 +14,8 @@ let current = null;
 /** @type {LiveStream|null} */
 let stream = null;
 let session = null;
+/** An agent_left not told yet: the status change after it says where the conversation went. */
+let agentLeft = null;
 
 const api = createApi({ token: () => current?.token });
 const dom = {
@@ -102,6 +104,7 @@ async function resync() {
     api.all(`${sessionPath()}/messages`, 'messages'), // the whole transcript: every page
   ]);
   transcript.clear();
+  agentLeft = null;
   typing.hide();
   for (const message of history.items) transcript.add(message);
   applySession(state);
@@ -128,14 +131,25 @@ function onEvent(event) {
     case 'status_change':
       typing.hide();
       applySession({ ...(session || {}), status: p.status, agent_id: p.agent_id });
-      if (p.status === 'waiting_agent') transcript.notice('Waiting for an agent…', 'waiting');
+      if (agentLeft !== null) {
+        // Where the conversation went says what the agent's leaving was.
+        const left = agentLeft;
+        agentLeft = null;
+        if (p.status === 'bot_active') transcript.notice(`${left} left: you are back to the bot.`, 'left');
+        else if (p.status === 'waiting_agent') transcript.notice(`${left} left: waiting for the next agent…`, 'left');
+        else transcript.notice(`${left} left the conversation.`, 'left');
+      } else if (p.status === 'waiting_agent') {
+        transcript.notice('Waiting for an agent…', 'waiting');
+      }
       if (p.status === 'closed') transcript.notice('The conversation was closed.', 'closed');
       break;
     case 'agent_joined':
+      if (agentLeft !== null) transcript.notice(`${agentLeft} passed you to ${p.agent_id}.`, 'left');
+      agentLeft = null;
       transcript.notice(`${p.agent_id} joined the conversation.`, 'joined');
       break;
     case 'agent_left':
-      transcript.notice(`${p.agent_id} left: you are back to the bot.`, 'left');
+      agentLeft = p.agent_id; // told with the status change that follows (released? transferred?)
       break;
     default:
       break; // connected, heartbeat, and types a later version may add
@@ -166,6 +180,7 @@ function enter(name, token, lastEventId = null) {
   dom.start.hidden = true;
   dom.chat.hidden = false;
   transcript.clear();
+  agentLeft = null;
   typing.hide();
   openStream();
   dom.message.focus();
@@ -241,6 +256,7 @@ function newConversation() {
   session = null;
   save();
   transcript.clear();
+  agentLeft = null;
   typing.hide();
   dom.chat.hidden = true;
   dom.start.hidden = false;
