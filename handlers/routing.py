@@ -34,7 +34,7 @@ ROUND_EVERY = 1.0
 
 
 async def _agent_move(
-    request: web.Request, agent_id: str, move: Move, notice: str | None = None
+    request: web.Request, agent_id: str, move: Move, notice: str | None = None, ended: str = "withdrawn"
 ) -> Transition:
     """An agent's routing move, published as the workbench's (409 if refused, 404 if the
     conversation does not exist). ``agent_id``'s count, taken for it before, is given back if
@@ -42,7 +42,9 @@ async def _agent_move(
     router = router_of(request.config_dict)
     name = path_name(request, "session_name")
     try:
-        done = await router.change(name, move, source="agent_workbench", notice=notice, strict=True)
+        done = await router.change(
+            name, move, source="agent_workbench", notice=notice, ended=ended, strict=True
+        )
     except BaseException:
         await _uncount_unless_counted(request, agent_id, name)
         raise
@@ -91,7 +93,7 @@ async def accept(request: web.Request) -> web.Response:
 @routes.post("/api/sessions/{session_name}/decline")
 async def decline(request: web.Request) -> web.Response:
     agent_id = await _acting(request)
-    done = await _agent_move(request, agent_id, moves.withdraw(agent_id, time.time()))
+    done = await _agent_move(request, agent_id, moves.withdraw(agent_id, time.time()), ended="declined")
     request.config_dict[ROUTING_METRICS].offers.labels("declined").inc()
     return json_answer(done.session)
 

@@ -41,6 +41,7 @@ EVENT_TYPES = (
     "agent_status",
     "queue_update",
     "offer",
+    "offer_ended",
 )
 SOURCES = ("ai_chatbot", "agent_workbench", "system")
 
@@ -63,6 +64,7 @@ ALLOWED_SOURCES: dict[str, frozenset[str]] = {
     "agent_status": frozenset({"agent_workbench", "system"}),
     "queue_update": frozenset({"system"}),
     "offer": frozenset({"agent_workbench", "system"}),
+    "offer_ended": frozenset({"agent_workbench", "system"}),
 }
 # The roles each side speaks for in new_message (and is typing for, in typing).
 MESSAGE_ROLES_BY_SOURCE = {"ai_chatbot": {"customer", "bot"}, "agent_workbench": {"agent"}, "system": {"bot"}}
@@ -141,6 +143,17 @@ class OfferPayload(Schema):
     summary = fields.String(required=True, allow_none=True, validate=validate.Length(max=MAX_SUMMARY))
 
 
+OFFER_ENDINGS = ("declined", "expired", "withdrawn")
+
+
+class OfferEndedPayload(Schema):
+    """An offer to this agent ended unaccepted: it declined, it let it expire, or it was
+    withdrawn (the agent went offline, the conversation left the queue or was handed on)."""
+
+    session_name = Name(required=True)
+    reason = fields.String(required=True, validate=validate.OneOf(OFFER_ENDINGS))
+
+
 class TypingPayload(Schema):
     """Someone is writing in the session (ephemeral: no id, no history; docs/api.md)."""
 
@@ -161,6 +174,7 @@ _PAYLOADS: dict[str, Schema] = {
     "agent_status": AgentStatusPayload(),
     "queue_update": QueueUpdatePayload(),
     "offer": OfferPayload(),
+    "offer_ended": OfferEndedPayload(),
 }
 
 
@@ -284,6 +298,10 @@ _PLAIN_PAYLOADS: dict[str, tuple[frozenset[str], Callable[[dict[str, Any], str],
             and (p["reason"] is None or type(p["reason"]) is str)
             and (p["summary"] is None or (type(p["summary"]) is str and len(p["summary"]) <= MAX_SUMMARY))
         ),
+    ),
+    "offer_ended": (
+        frozenset(("session_name", "reason")),
+        lambda p, _: _is_name(p["session_name"]) and p["reason"] in OFFER_ENDINGS,
     ),
     "typing": (
         frozenset(("session_name", "who")),

@@ -418,6 +418,15 @@ class OfferPayloadSchema(envelope.OfferPayload):
         )
 
 
+class OfferEndedPayloadSchema(envelope.OfferEndedPayload):
+    class Meta:
+        description = (
+            "An offer to this agent ended unaccepted: `declined` (by this agent), `expired` (not "
+            "accepted in time), or `withdrawn` (the agent went offline, or the conversation left "
+            "the queue or was handed on); the conversation goes to the next agent."
+        )
+
+
 class QueueUpdatePayloadSchema(envelope.QueueUpdatePayload):
     class Meta:
         description = (
@@ -449,6 +458,7 @@ PAYLOAD_SCHEMAS: dict[str, type[Schema]] = {
     "agent_status": AgentStatusPayloadSchema,
     "queue_update": QueueUpdatePayloadSchema,
     "offer": OfferPayloadSchema,
+    "offer_ended": OfferEndedPayloadSchema,
 }
 
 
@@ -488,6 +498,7 @@ AGENT_STREAM_EVENTS = (
     "new_message",
     "agent_status",
     "offer",
+    "offer_ended",
     "heartbeat",
 )
 # The supervisor stream: every session's events, and the agents' presence.

@@ -202,10 +202,14 @@ async def test_a_declined_or_expired_offer_goes_to_the_next_agent(
         assert declined["status"] == "waiting_agent" and not declined.get("offer"), declined
         assert "alice" in declined["declined"], declined
         assert (await agents(client))["alice"]["active"] == 0
+        ended = await alice.next_of("offer_ended", timeout=ROUTED)
+        assert ended.payload == {"session_name": "d1", "reason": "declined"}, ended
         # The next agent: bob. Then bob lets it expire: back to alice, whose decline is older
         # than --offer-timeout by then, and never to alice within it.
         second = await next_offer(bob, "d1")
         third = await next_offer(alice, "d1")
+        expired = await bob.next_of("offer_ended", timeout=ROUTED)
+        assert expired.payload == {"session_name": "d1", "reason": "expired"}, expired
         offered_at = third.payload["expires_at"] - OFFER_TIMEOUT
         assert offered_at >= declined_at + OFFER_TIMEOUT - 0.05, (declined_at, third)
         assert offered_at >= second.payload["expires_at"] - 0.05, (second, third)

@@ -64,12 +64,18 @@ _ENTERED: dict[str, Action] = {
 
 
 def of_route(
-    transition: Transition, *, source: str, said: Message | None = None, webhooks: bool = False
+    transition: Transition,
+    *,
+    source: str,
+    said: Message | None = None,
+    ended: str = "withdrawn",
+    webhooks: bool = False,
 ) -> list[Outgoing]:
     """A routing move's events (app.domain.routing.moves), worked out from the session before
     and after it: who left and joined, the status change (a conversation entering the queue is
-    a transfer_request on the broadcast, as an escalation), a new offer to its agent, and
-    ``said``, the notice to the customer that the store appends with the move."""
+    a transfer_request on the broadcast, as an escalation), a new offer to its agent, the end
+    of an offer not accepted (``ended`` says why), and ``said``, the notice to the customer
+    that the store appends with the move."""
     if not transition.changed:
         return []
     after, before = transition.session, transition.before
@@ -99,8 +105,12 @@ def of_route(
             events.append((BROADCAST, envelope("transfer_request", transfer, source)))
         else:
             events.append((BROADCAST, envelope("status_change", status_change, source)))
-    offer = after.get("offer")
-    if offer is not None and offer != before.get("offer"):
+    was, offer = before.get("offer"), after.get("offer")
+    accepted = was is not None and after["status"] == "agent_active" and after["agent_id"] == was["agent_id"]
+    if was is not None and offer != was and not accepted:
+        ending = {"session_name": name, "reason": ended}
+        events.append((agent_channel(was["agent_id"]), envelope("offer_ended", ending, source)))
+    if offer is not None and offer != was:
         payload = {
             "session_name": name,
             "expires_at": offer["expires_at"],

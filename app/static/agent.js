@@ -270,6 +270,13 @@ function onAgentEvent(event) {
       offerAdd(p);
       refreshAgentsSoon(); // an offer counts against this agent's capacity
       break;
+    case 'offer_ended': {
+      // Declined (here or in another tab), expired, or withdrawn: the card goes.
+      const why = { expired: 'expired', declined: 'was declined', withdrawn: 'was withdrawn' }[p.reason] || 'ended';
+      offerRemove(p.session_name, { note: `The offer of ${p.session_name} ${why}.` });
+      refreshAgentsSoon();
+      break;
+    }
     case 'agent_status':
       agentStatus(p);
       break;

@@ -93,6 +93,7 @@ class Router:
         *,
         source: str = "system",
         notice: str | None = None,
+        ended: str = "withdrawn",
         strict: bool = False,
     ) -> Transition | None:
         """Make a routing move with its events (and a notice to the customer); None if the
@@ -106,7 +107,7 @@ class Router:
                 move,
                 say=said,
                 announce=lambda t: announcements.of_route(
-                    t, source=source, said=said, webhooks=self.policy.webhooks
+                    t, source=source, said=said, ended=ended, webhooks=self.policy.webhooks
                 ),
             )
         except (TransitionRefused, SessionNotFound) as exc:
@@ -129,7 +130,7 @@ class Router:
             offer = session.get("offer")
             if offer is not None and offer["expires_at"] <= now:
                 move = moves.withdraw(offer["agent_id"], now, offered_at=offer["offered_at"])
-                done = await self.change(session["session_name"], move)
+                done = await self.change(session["session_name"], move, ended="expired")
                 if done is not None and done.changed:
                     self.metrics.offers.labels("expired").inc()
                     logger.info("offer of %s to agent %s expired", session["session_name"], offer["agent_id"])

@@ -195,6 +195,16 @@ EVENT_EXAMPLES: dict[str, tuple[str, str | None, dict[str, Any]]] = {
             "source": "system",
         },
     ),
+    "event.offer_ended": (
+        "Alice let the offer expire (her own stream)",
+        event_id(T0 + 91, 0),
+        {
+            "type": "offer_ended",
+            "payload": {"session_name": SESSION, "reason": "expired"},
+            "timestamp": T0 + 91,
+            "source": "system",
+        },
+    ),
     "event.queue_update": (
         "Second in the queue now (ephemeral: no id)",
         None,
@@ -237,6 +247,7 @@ AGENT_STREAM_EXAMPLES = (
     "event.agent_status",
     "event.transfer_request",
     "event.offer",
+    "event.offer_ended",
     "event.heartbeat",
     "event.status_change.takeover",
     "event.new_message.held",

@@ -27,6 +27,7 @@ EVENT_DESCRIPTIONS = {
     ),
     "agent_status": ("An agent's presence or capacity changed; on every agent stream (the broadcast)."),
     "offer": "A waiting conversation is offered to this agent until expires_at (its own stream).",
+    "offer_ended": "An offer to this agent ended unaccepted: declined, expired or withdrawn.",
     "typing": (
         "Someone is writing in the session: the bot preparing a reply. Ephemeral: without an "
         "id, never in the history, never replayed on a resume."
