@@ -2,7 +2,6 @@
 (and capacity); anyone on the workbench lists the agents. An agent with no stream open on any
 process for --agent-grace becomes offline by itself (``watch_presence``)."""
 
-import asyncio
 import logging
 import time
 from collections import Counter
@@ -14,13 +13,13 @@ from app.domain.agents import Agent, AgentRegistry, AtCapacity, TooManyAgents
 from app.domain.agents.base import AGENT_STATUSES
 from app.domain.routing import moves
 from app.domain.store import SessionStore
-from app.domain.store.base import Outgoing, StoreError
+from app.domain.store.base import Outgoing
 from app.keys import AGENTS, BACKENDS, ROUTING_METRICS, SETTINGS, SOURCE
+from app.process.rounds import every
 from app.web.answers import json_answer
 from app.web.errors import ApiError
 from handlers.access import acting_agent, limit_actions, require_agent
 from handlers.common import load_body, path_name, router_of
-from realtime.broker import BrokerError
 from schemas import AgentStatusSchema
 from schemas.plain import PlainBody
 
@@ -122,35 +121,27 @@ async def watch_presence(app: web.Application, streams: OpenAgentStreams) -> Non
     conversation closed by the sweeper or deleted)."""
     registry, grace = app[AGENTS], app[SETTINGS].agent_grace
     suspects: set[tuple[str, str]] = set()
-    failing = False  # an outage is logged once, not every round
 
     def announce(agent: Agent) -> list[Outgoing]:
         return announcements.of_agent(agent, source="system", capacity=registry.capacity_of(agent))
 
-    while True:
-        await asyncio.sleep(grace / 4)
-        try:
-            now = time.time()
-            await registry.seen(streams.agents(), now)
-            for agent_id in await registry.unseen_since(now - grace):
-                _, changed = await registry.set_status(agent_id, "offline", announce=announce)
-                if changed:
-                    logger.info("agent %s is offline: no stream open for %.0f s", agent_id, grace)
-            # What offline agents still hold goes back to the queue: here, whoever set them
-            # offline (and if that process died on the way, the next round does it).
-            router, by_status = router_of(app), Counter[str]()
-            for agent, active in await registry.all():
-                by_status[agent["status"]] += 1
-                if agent["status"] == "offline" and active:
-                    await router.agent_gone(agent["agent_id"], now)
-            for status in AGENT_STATUSES:
-                app[ROUTING_METRICS].agents.labels(status).set(by_status[status])
-            suspects = await _reconcile(registry, app[BACKENDS].store, suspects)
-        except (StoreError, BrokerError) as exc:
-            if not failing:
-                logger.warning("agent presence paused, the store is away: %s", exc)
-            failing = True
-        except Exception:  # the next round tries again; presence must not stop
-            logger.exception("presence round failed")
-        else:
-            failing = False
+    async def one_round() -> None:
+        nonlocal suspects
+        now = time.time()
+        await registry.seen(streams.agents(), now)
+        for agent_id in await registry.unseen_since(now - grace):
+            _, changed = await registry.set_status(agent_id, "offline", announce=announce)
+            if changed:
+                logger.info("agent %s is offline: no stream open for %.0f s", agent_id, grace)
+        # What offline agents still hold goes back to the queue: here, whoever set them
+        # offline (and if that process died on the way, the next round does it).
+        router, by_status = router_of(app), Counter[str]()
+        for agent, active in await registry.all():
+            by_status[agent["status"]] += 1
+            if agent["status"] == "offline" and active:
+                await router.agent_gone(agent["agent_id"], now)
+        for status in AGENT_STATUSES:
+            app[ROUTING_METRICS].agents.labels(status).set(by_status[status])
+        suspects = await _reconcile(registry, app[BACKENDS].store, suspects)
+
+    await every(grace / 4, one_round, "agent presence", logger)

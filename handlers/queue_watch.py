@@ -2,7 +2,6 @@
 process that serves the chatbot tells its own streams of waiting conversations when it changes
 (``queue_update``, ephemeral, at most one a second per conversation)."""
 
-import asyncio
 import logging
 import time
 from typing import Any
@@ -14,7 +13,7 @@ from app.domain.queue_stats import WINDOW, estimate
 from app.domain.store import Session
 from app.domain.store.base import StoreError
 from app.keys import AGENTS, BACKENDS
-from realtime.broker import BrokerError
+from app.process.rounds import every
 from realtime.channels import session_channel
 from realtime.events import envelope
 
@@ -66,19 +65,12 @@ async def note_served(request: web.Request) -> None:
 
 async def watch_queue(app: web.Application) -> None:
     told: dict[str, tuple[int, int | None]] = {}
-    failing = False  # an outage is logged once, not every second
-    while True:
-        await asyncio.sleep(UPDATE_EVERY)
-        try:
-            told = await _tell_places(app, told)
-        except (StoreError, BrokerError) as exc:
-            if not failing:
-                logger.warning("queue places paused, the store is away: %s", exc)
-            failing = True
-        except Exception:  # the next round tries again
-            logger.exception("queue watch round failed")
-        else:
-            failing = False
+
+    async def one_round() -> None:
+        nonlocal told
+        told = await _tell_places(app, told)
+
+    await every(UPDATE_EVERY, one_round, "queue places", logger)
 
 
 async def _tell_places(

@@ -2,7 +2,6 @@
 conversation offered to it, and the holder hands a conversation to another agent or back to
 the queue. The router's rounds (``route``) run in every process that serves the workbench."""
 
-import asyncio
 import logging
 import time
 
@@ -14,13 +13,13 @@ from app.domain.routing.router import TRANSFER_NOTICE
 from app.domain.store import Transition
 from app.domain.store.base import Move, StoreError
 from app.keys import AGENTS, BACKENDS, CUSTOMERS_ACTIVE, ROUTING_METRICS, SETTINGS, STREAMS
+from app.process.rounds import every
 from app.web.answers import json_answer
 from app.web.errors import ApiError
 from handlers.access import acting_agent, limit_actions, require_agent
 from handlers.agents import refuse_over_capacity
 from handlers.common import AGENT_ACTION, load_body, path_name, router_of
 from handlers.queue_watch import note_served
-from realtime.broker import BrokerError
 from schemas import TransferSchema
 from schemas.plain import PlainBody
 
@@ -162,37 +161,17 @@ async def watch_customers(app: web.Application) -> None:
     """Every process serving the chatbot, every quarter of --customer-idle (30 s at most):
     report as present the customers with a stream open here and those active since the last
     report (docs/routing.md, "Customer idle")."""
-    every = min(app[SETTINGS].customer_idle / 4, 30.0)
-    active, failing = app[CUSTOMERS_ACTIVE], False
-    while True:
-        await asyncio.sleep(every)
-        names = active | {
-            s.session[0] for s in app[STREAMS].open_streams() if s.component == "chatbot" and s.session
-        }
-        try:
-            await app[BACKENDS].customers.seen(sorted(names), time.time())
-        except StoreError as exc:
-            if not failing:
-                logger.warning("customer presence paused, the store is away: %s", exc)
-            failing = True
-        else:
-            active.difference_update(names)
-            failing = False
+    active = app[CUSTOMERS_ACTIVE]
+
+    async def one_round() -> None:
+        streams = app[STREAMS].open_streams()
+        names = active | {s.session[0] for s in streams if s.component == "chatbot" and s.session}
+        await app[BACKENDS].customers.seen(sorted(names), time.time())
+        active.difference_update(names)
+
+    await every(min(app[SETTINGS].customer_idle / 4, 30.0), one_round, "customer presence", logger)
 
 
 async def route(app: web.Application) -> None:
-    """Every ROUND_EVERY: one round of the router (a store outage is logged once, and the
-    next round tries again)."""
-    failing = False
-    while True:
-        await asyncio.sleep(ROUND_EVERY)
-        try:
-            await router_of(app).round(time.time())
-        except (StoreError, BrokerError) as exc:
-            if not failing:
-                logger.warning("routing paused, the store is away: %s", exc)
-            failing = True
-        except Exception:  # the next round tries again; routing must not stop
-            logger.exception("routing round failed")
-        else:
-            failing = False
+    """Every ROUND_EVERY: one round of the router."""
+    await every(ROUND_EVERY, lambda: router_of(app).round(time.time()), "routing", logger)

@@ -401,7 +401,10 @@ async def test_degraded_start_moves_sessions_into_redis_when_it_appears(
         await before.aclose()
     aof_redis.kill()
 
-    process = server_process("--redis-url", aof_redis.url, "--heartbeat", HEARTBEAT, env=REDIS_ON)
+    # No wait timeout: "clash" has waited since 2023 and would go back to the bot at once.
+    process = server_process(
+        "--redis-url", aof_redis.url, "--heartbeat", HEARTBEAT, "--wait-timeout", "0", env=REDIS_ON
+    )
     base = process.url
     redis = Redis.from_url(aof_redis.url, decode_responses=True)  # used once Redis is back
     try:

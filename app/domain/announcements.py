@@ -32,26 +32,33 @@ def of_transition(
     presence = PRESENCE.get(action)
     if presence is not None:
         events.append((channel, envelope(presence, {"session_name": name, "agent_id": agent_id}, source)))
+    events.extend(_moved(session, transition.previous_status, source))
+    if webhooks:
+        events.append(webhook_events.of_change(action, session, transition.previous_status))
+    return events
+
+
+def _moved(session: Session, previous_status: str, source: str) -> list[Outgoing]:
+    """A session's status change (or change of holder): on its channel, and on the broadcast,
+    where a session entering the queue is a transfer_request (a conversation needs an agent)."""
+    name = session["session_name"]
     status_change = {
         "session_name": name,
         "status": session["status"],
-        "previous_status": transition.previous_status,
+        "previous_status": previous_status,
         "agent_id": session["agent_id"],
     }
-    events.append((channel, envelope("status_change", status_change, source)))
-    if action == "escalate":
+    if session["status"] == "waiting_agent":
         transfer = {
             "session_name": name,
             "status": session["status"],
             "reason": session["escalation_reason"],
             "summary": session.get("handoff_summary"),
         }
-        events.append((BROADCAST, envelope("transfer_request", transfer, source)))
+        broadcast = envelope("transfer_request", transfer, source)
     else:
-        events.append((BROADCAST, envelope("status_change", status_change, source)))
-    if webhooks:
-        events.append(webhook_events.of_change(action, session, transition.previous_status))
-    return events
+        broadcast = envelope("status_change", status_change, source)
+    return [(session_channel(name), envelope("status_change", status_change, source)), (BROADCAST, broadcast)]
 
 
 # A routing move's webhook record, by the status the conversation enters.
@@ -88,23 +95,7 @@ def of_route(
             events.append((channel, envelope(type_, {"session_name": name, "agent_id": agent_id}, source)))
     moved = (before["status"], before["agent_id"]) != (after["status"], after["agent_id"])
     if moved:
-        status_change = {
-            "session_name": name,
-            "status": after["status"],
-            "previous_status": before["status"],
-            "agent_id": after["agent_id"],
-        }
-        events.append((channel, envelope("status_change", status_change, source)))
-        if after["status"] == "waiting_agent":
-            transfer = {
-                "session_name": name,
-                "status": after["status"],
-                "reason": after["escalation_reason"],
-                "summary": after.get("handoff_summary"),
-            }
-            events.append((BROADCAST, envelope("transfer_request", transfer, source)))
-        else:
-            events.append((BROADCAST, envelope("status_change", status_change, source)))
+        events.extend(_moved(after, before["status"], source))
     was, offer = before.get("offer"), after.get("offer")
     accepted = was is not None and after["status"] == "agent_active" and after["agent_id"] == was["agent_id"]
     if was is not None and offer != was and not accepted:

@@ -9,9 +9,9 @@ Redis. Calls made while the sessions move wait for the move, so none lands in th
 import asyncio
 import logging
 
+from app.domain.store.actions import ActionsAsMoves
 from app.domain.store.base import (
     DEFAULT_PAGE,
-    Action,
     Announce,
     AnnounceMessage,
     AnnounceStart,
@@ -31,7 +31,7 @@ from app.domain.store.redis_store import RedisSessionStore
 logger = logging.getLogger(__name__)
 
 
-class StartupFallbackStore(SessionStore):
+class StartupFallbackStore(ActionsAsMoves):
     def __init__(self, memory: MemorySessionStore, redis: RedisSessionStore) -> None:
         self._memory = memory
         self._redis = redis
@@ -78,28 +78,6 @@ class StartupFallbackStore(SessionStore):
         self, session_name: str, *, announce: AnnounceStart | None = None
     ) -> tuple[Session, bool]:
         return await (await self._store()).get_or_create(session_name, announce=announce)
-
-    async def apply(
-        self,
-        session_name: str,
-        action: Action,
-        agent_id: str | None = None,
-        reason: str | None = None,
-        *,
-        summary: str | None = None,
-        announce: Announce | None = None,
-        incarnation: str | None = None,
-    ) -> Transition:
-        store = await self._store()
-        return await store.apply(
-            session_name,
-            action,
-            agent_id,
-            reason,
-            summary=summary,
-            announce=announce,
-            incarnation=incarnation,
-        )
 
     async def change(
         self,

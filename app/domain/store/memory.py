@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.domain.store import rules
+from app.domain.store.actions import ActionsAsMoves
 from app.domain.store.base import (
     BOT_LEASE,
     DEFAULT_PAGE,
     FRONT_SEQ,
     NEW_SEQ,
-    Action,
     Announce,
     AnnounceMessage,
     AnnounceStart,
@@ -28,7 +28,6 @@ from app.domain.store.base import (
     Session,
     SessionExists,
     SessionNotFound,
-    SessionStore,
     Status,
     Swept,
     Transition,
@@ -90,7 +89,7 @@ LEASE_POLL = 0.002
 Publish = Callable[[str, dict[str, Any]], Awaitable[str]]
 
 
-class MemorySessionStore(SessionStore):
+class MemorySessionStore(ActionsAsMoves):
     name = "memory"
 
     def __init__(self, bounds: Bounds | None = None, publish: Publish | None = None) -> None:
@@ -124,24 +123,6 @@ class MemorySessionStore(SessionStore):
         if announce is not None:
             await self._announce(announce(session))
         return session
-
-    async def apply(
-        self,
-        session_name: str,
-        action: Action,
-        agent_id: str | None = None,
-        reason: str | None = None,
-        *,
-        summary: str | None = None,
-        announce: Announce | None = None,
-        incarnation: str | None = None,
-    ) -> Transition:
-        return await self.change(
-            session_name,
-            lambda s: rules.apply(s, action, agent_id, reason, summary),
-            announce=announce,
-            incarnation=incarnation,
-        )
 
     async def change(
         self,

@@ -26,12 +26,12 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from app.domain.store import rules
+from app.domain.store.actions import ActionsAsMoves
 from app.domain.store.attempts import Attempt, Committed, Conflict, T
 from app.domain.store.base import (
     DEFAULT_PAGE,
     FRONT_SEQ,
     NEW_SEQ,
-    Action,
     Announce,
     AnnounceMessage,
     AnnounceStart,
@@ -44,7 +44,6 @@ from app.domain.store.base import (
     Session,
     SessionExists,
     SessionNotFound,
-    SessionStore,
     Status,
     StoreError,
     StoreUnavailable,
@@ -76,7 +75,7 @@ logger = logging.getLogger(__name__)
 MAX_ATTEMPTS = 64
 
 
-class RedisSessionStore(SessionStore):
+class RedisSessionStore(ActionsAsMoves):
     name = "redis"
 
     def __init__(
@@ -146,24 +145,6 @@ class RedisSessionStore(SessionStore):
 
         # Read from Redis, not from memory: an answer that it exists must be true.
         return await self._retrying(session_name, create, recent=False)
-
-    async def apply(
-        self,
-        session_name: str,
-        action: Action,
-        agent_id: str | None = None,
-        reason: str | None = None,
-        *,
-        summary: str | None = None,
-        announce: Announce | None = None,
-        incarnation: str | None = None,
-    ) -> Transition:
-        return await self.change(
-            session_name,
-            lambda s: rules.apply(s, action, agent_id, reason, summary),
-            announce=announce,
-            incarnation=incarnation,
-        )
 
     async def change(
         self,
