@@ -38,7 +38,8 @@ from app.web.openapi.info import (
     info_description,
     package_version,
 )
-from app.web.openapi.operations import OPERATIONS, STATUS_TEXT, TAGS, Answer, Operation
+from app.web.openapi.operation_parts import Answer, Operation
+from app.web.openapi.operations import OPERATIONS, STATUS_TEXT, TAGS
 from app.web.openapi.parameters import TOKEN_PARAMETER, parameters, response_headers
 from app.web.openapi.refs import ref
 from app.web.openapi.schema_components import (

@@ -6,14 +6,23 @@ and looks each up here. Limits and names the text mentions come from where the s
 them.
 """
 
-from dataclasses import dataclass
-from typing import Literal
-
-from marshmallow import Schema
-
-from app.domain.store.base import DEFAULT_PAGE, MAX_PAGE, Bounds
+from app.domain.store.base import Bounds
 from app.web.limits import MAX_BODY, READY_TIMEOUT
 from app.web.openapi.examples import CHAT_STREAM_EXAMPLE, METRICS_EXAMPLE
+from app.web.openapi.operation_parts import (
+    AGENT_ERRORS,
+    AGENT_STREAM_ANSWER,
+    BODY_ERRORS,
+    CUSTOMER_ERRORS,
+    PAGE_ERRORS,
+    PAGING,
+    SESSION_STREAM_ANSWER,
+    STREAM_ERRORS,
+    TOKEN_ERRORS,
+    Answer,
+    Operation,
+)
+from app.web.openapi.routing_operations import ROUTING_OPERATIONS
 from app.web.openapi.security_schemes import Auth
 from realtime.channels import (
     AGENT_PREFIX,
@@ -27,54 +36,6 @@ from schemas.fields import MAX_CONTENT
 
 # Where every process serves the document (serving.setup_openapi routes it).
 OPENAPI_PATH = "/openapi.json"
-
-# The kind of event stream an operation answers with (schema_components.STREAM_UNIONS).
-Stream = Literal["session", "agent", "supervisor"]
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """A documented non-error answer."""
-
-    status: int
-    description: str
-    schema: str | None = None  # a components/schemas name, for application/json
-    examples: tuple[str, ...] = ()  # examples.RESPONSE_EXAMPLES names
-    media: str | None = "application/json"  # None: no body
-    headers: tuple[str, ...] = ()  # components/headers names
-    example: str | None = None  # a literal example (non-JSON media)
-
-
-@dataclass(frozen=True, slots=True)
-class Operation:
-    """A documented operation (its path parameters come from the route's template)."""
-
-    tag: str
-    summary: str
-    description: str
-    answers: tuple[Answer, ...]
-    auth: Auth = "none"
-    errors: tuple[str, ...] = ()  # examples.ERROR_EXAMPLES names; grouped by status
-    body: str | None = None  # request schema component
-    body_examples: tuple[str, ...] = ()  # examples.REQUEST_EXAMPLES names
-    query: type[Schema] | None = None
-    stream: Stream | None = None
-
-
-BODY_ERRORS = ("error.bad_json", "error.body_too_large", "error.unsupported_media_type")
-TOKEN_ERRORS = ("error.unauthorized", "error.unauthorized.expired")
-CUSTOMER_ERRORS = (*TOKEN_ERRORS, "error.forbidden.session")
-AGENT_ERRORS = (*TOKEN_ERRORS, "error.forbidden.workbench")
-STREAM_ERRORS = ("error.too_many_streams.token", "error.too_many_streams.process", "error.unavailable")
-SESSION_STREAM_ANSWER = Answer(200, "The session's event stream.")
-PAGE_ERRORS = ("error.validation.limit", "error.validation.cursor", "error.validation.unknown_query")
-# How a listing is paged, said the same way by each paged operation.
-PAGING = (
-    f"`limit` (1 to {MAX_PAGE:,}, default {DEFAULT_PAGE}) and `cursor` (a page's `next_cursor`: the "
-    "page after it); any other query parameter is a 400. Follow `next_cursor` until it is null: "
-    "only null means the end, a page may hold fewer than `limit` items."
-)
-AGENT_STREAM_ANSWER = Answer(200, "The agent's event stream.")
 
 
 def _session_read(component: str) -> dict[tuple[str, str], Operation]:
@@ -347,117 +308,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         body="AgentActionRequest",
         body_examples=("request.agent_action", "request.agent_action.token"),
     ),
-    ("POST", "/workbench/api/sessions/{session_name}/accept"): Operation(
-        "workbench",
-        "Accept an offer",
-        "The conversation offered to this agent (an `offer` event on its stream; auto "
-        "assignment, or a transfer to it) becomes `agent_active`, held by it. Accepted already: "
-        "200, unchanged. No offer to this agent, or an expired one: 409. Token: an agent's.",
-        (Answer(200, "The session, held by the agent.", "Session", ("session.agent_active",)),),
-        "agent",
-        (
-            "error.invalid_name.session",
-            "error.validation.agent_action",
-            *BODY_ERRORS,
-            *AGENT_ERRORS,
-            "error.forbidden.agent_mismatch",
-            "error.session_not_found",
-            "error.conflict.no_offer",
-            "error.conflict.offer_expired",
-            "error.at_capacity",
-            "error.rate_limited",
-            "error.unavailable",
-        ),
-        body="AgentActionRequest",
-        body_examples=("request.agent_action", "request.agent_action.token"),
-    ),
-    ("POST", "/workbench/api/sessions/{session_name}/decline"): Operation(
-        "workbench",
-        "Decline an offer",
-        "The offer to this agent ends; the conversation waits for the next agent, and is not "
-        "offered to this one again for --offer-timeout. No offer to this agent: 409. Token: an "
-        "agent's.",
-        (Answer(200, "The session, waiting, without an offer.", "Session", ("session.declined",)),),
-        "agent",
-        (
-            "error.invalid_name.session",
-            "error.validation.agent_action",
-            *BODY_ERRORS,
-            *AGENT_ERRORS,
-            "error.forbidden.agent_mismatch",
-            "error.session_not_found",
-            "error.conflict.no_offer",
-            "error.rate_limited",
-            "error.unavailable",
-        ),
-        body="AgentActionRequest",
-        body_examples=("request.agent_action", "request.agent_action.token"),
-    ),
-    ("POST", "/workbench/api/sessions/{session_name}/transfer"): Operation(
-        "workbench",
-        "Transfer a session",
-        "The holder hands the conversation to another agent (`to_agent_id`) or back to the front "
-        "of the queue (`to_queue: true`), with an optional `note` for the next agent (the "
-        "session's `handoff_summary`); the customer is told. To an agent: directly in manual "
-        "assignment (the agent must not be offline and have room: 409 otherwise), as an offer "
-        "in auto assignment (the agent must be online; the conversation waits at the front of "
-        "the queue meanwhile). Token: the holder's.",
-        (
-            Answer(
-                200,
-                "The session after the transfer.",
-                "Session",
-                ("session.transferred", "session.offered", "session.requeued"),
-            ),
-        ),
-        "agent",
-        (
-            "error.invalid_name.session",
-            "error.validation.transfer",
-            *BODY_ERRORS,
-            *AGENT_ERRORS,
-            "error.forbidden.agent_mismatch",
-            "error.session_not_found",
-            "error.conflict.held",
-            "error.agent_unavailable",
-            "error.at_capacity",
-            "error.rate_limited",
-            "error.unavailable",
-        ),
-        body="TransferRequest",
-        body_examples=("request.transfer.agent", "request.transfer.queue"),
-    ),
-    ("POST", "/workbench/api/agents/{agent_id}/status"): Operation(
-        "workbench",
-        "Set an agent's presence and capacity",
-        "`online`, `away` or `offline`, and optionally the most conversations the agent holds at "
-        "once (absent: unchanged; --agent-capacity until set). A change goes to every agent "
-        "stream as `agent_status`. An agent with no stream open on any process for "
-        "--agent-grace becomes `offline` by itself. Token: the agent's own.",
-        (Answer(200, "The agent after the change.", "Agent", ("agent.online",)),),
-        "agent",
-        (
-            "error.invalid_name.agent",
-            "error.validation.agent_status",
-            *BODY_ERRORS,
-            *AGENT_ERRORS,
-            "error.forbidden.agent_mismatch",
-            "error.too_many_agents",
-            "error.rate_limited",
-            "error.unavailable",
-        ),
-        body="AgentStatusRequest",
-        body_examples=("request.agent_status.online", "request.agent_status.away"),
-    ),
-    ("GET", "/workbench/api/agents"): Operation(
-        "workbench",
-        "List the agents",
-        "Every agent this deployment knows: presence, capacity and the conversations it holds. "
-        "Token: an agent's.",
-        (Answer(200, "The agents, by id.", "AgentList", ("agent_list",)),),
-        "agent",
-        (*AGENT_ERRORS, "error.unavailable"),
-    ),
+    **ROUTING_OPERATIONS,
     ("POST", "/workbench/api/sessions/{session_name}/release"): Operation(
         "workbench",
         "Hand a session back to the bot",
