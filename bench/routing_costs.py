@@ -38,7 +38,7 @@ from app.backends import Backends, open_backends
 from app.domain import announcements
 from app.domain.agents import AgentRegistry, AtCapacity
 from app.domain.routing.metrics import RoutingMetrics
-from app.domain.routing.router import Router, RoutingPolicy
+from app.domain.routing.router import HEAD_PAGES, Router, RoutingPolicy
 from app.domain.store.base import MAX_PAGE, Session
 from app.process.settings import Settings
 from tests.support.redis_server import RedisServer
@@ -63,13 +63,14 @@ class CountingAgents:
     reserved: int = 0
     at_capacity: int = 0
 
-    async def reserve(self, agent_id: str, session_name: str) -> None:
+    async def reserve(self, agent_id: str, session_name: str) -> bool:
         try:
-            await self.inner.reserve(agent_id, session_name)
+            counted = await self.inner.reserve(agent_id, session_name)
         except AtCapacity:
             self.at_capacity += 1
             raise
         self.reserved += 1
+        return counted
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -160,7 +161,9 @@ async def idle(url: str, waiting: int, rounds: int, profile: bool) -> tuple[floa
         await seed(routing.backends, waiting, 0, 0)
         await routing.router.round(time.time())  # warm: scripts loaded, connections open
         spent = [await timed_round(routing.router) for _ in range(rounds)]
-        assert routing.registry.get_sample_value("switchboard_queue_length") == min(waiting, 5 * MAX_PAGE)
+        assert routing.registry.get_sample_value("switchboard_queue_length") == min(
+            waiting, HEAD_PAGES * MAX_PAGE
+        )
         if profile and waiting == 1_000:
             with cProfile.Profile() as prof:
                 await routing.router.round(time.time())

@@ -33,41 +33,40 @@ ROUND_EVERY = 1.0
 
 
 async def _agent_move(
-    request: web.Request, agent_id: str, move: Move, notice: str | None = None, ended: str = "withdrawn"
+    request: web.Request, move: Move, notice: str | None = None, ended: str = "withdrawn"
 ) -> Transition:
     """An agent's routing move, published as the workbench's (409 if refused, 404 if the
-    conversation does not exist). ``agent_id``'s count, taken for it before, is given back if
-    the move did not leave the conversation counted against it."""
+    conversation does not exist)."""
     router = router_of(request.config_dict)
-    name = path_name(request, "session_name")
-    try:
-        done = await router.change(
-            name, move, source="agent_workbench", notice=notice, ended=ended, strict=True
-        )
-    except BaseException:
-        await _uncount_unless_counted(request, agent_id, name)
-        raise
+    done = await router.change(
+        path_name(request, "session_name"),
+        move,
+        source="agent_workbench",
+        notice=notice,
+        ended=ended,
+        strict=True,
+    )
     assert done is not None
     return done
 
 
-async def _uncount_unless_counted(request: web.Request, agent_id: str, name: str) -> None:
-    """Give back a count taken for a move that did not commit, unless the conversation is
-    counted against the agent anyway (held by it, or offered to it)."""
+async def _counted_move(
+    request: web.Request, agent_id: str, move: Move, notice: str | None = None
+) -> Transition:
+    """A move that gives the conversation to ``agent_id`` (an accept, a transfer to it): counted
+    against the agent first (409 at_capacity), the count given back if the move is refused and
+    this call took it."""
+    name = path_name(request, "session_name")
     try:
-        session = await request.config_dict[BACKENDS].store.get(name)
-    except StoreError:
-        session = None
-    if session is None or agent_id not in moves.counted_against(session):
-        await request.config_dict[AGENTS].release(agent_id, name)
-
-
-async def _count(request: web.Request, agent_id: str, name: str) -> None:
-    """Count the conversation against the agent before the move that gives it to it."""
-    try:
-        await request.config_dict[AGENTS].reserve(agent_id, name)
+        counted = await request.config_dict[AGENTS].reserve(agent_id, name)
     except AtCapacity as exc:
         raise refuse_over_capacity(exc) from exc
+    try:
+        return await _agent_move(request, move, notice)
+    except BaseException:
+        if counted:
+            await router_of(request.config_dict).uncount(agent_id, name)
+        raise
 
 
 async def _acting(request: web.Request) -> str:
@@ -80,9 +79,8 @@ async def _acting(request: web.Request) -> str:
 @routes.post("/api/sessions/{session_name}/accept")
 async def accept(request: web.Request) -> web.Response:
     agent_id = await _acting(request)
-    name = path_name(request, "session_name")
-    await _count(request, agent_id, name)  # counted with the offer already: this finds it
-    done = await _agent_move(request, agent_id, moves.accept(agent_id, time.time()))
+    # Counted with the offer already: this finds it (and counts a takeover-like accept of none).
+    done = await _counted_move(request, agent_id, moves.accept(agent_id, time.time()))
     if done.changed:
         request.config_dict[ROUTING_METRICS].offers.labels("accepted").inc()
         await served(request, done)
@@ -92,7 +90,7 @@ async def accept(request: web.Request) -> web.Response:
 @routes.post("/api/sessions/{session_name}/decline")
 async def decline(request: web.Request) -> web.Response:
     agent_id = await _acting(request)
-    done = await _agent_move(request, agent_id, moves.withdraw(agent_id, time.time()), ended="declined")
+    done = await _agent_move(request, moves.withdraw(agent_id, time.time()), ended="declined")
     request.config_dict[ROUTING_METRICS].offers.labels("declined").inc()
     return json_answer(done.session)
 
@@ -103,11 +101,11 @@ async def transfer(request: web.Request) -> web.Response:
     limit_actions(request, principal)
     body = await load_body(request, TRANSFER[principal is not None])
     agent_id = acting_agent(principal, body.get("agent_id"))
-    name, note, to_agent = path_name(request, "session_name"), body["note"], body["to_agent_id"]
+    note, to_agent = body["note"], body["to_agent_id"]
     settings, metrics = request.config_dict[SETTINGS], request.config_dict[ROUTING_METRICS]
     if to_agent is None:
         move = moves.requeue(agent_id, "transfer", time.time(), note)
-        done = await _agent_move(request, agent_id, move, TRANSFER_NOTICE)
+        done = await _agent_move(request, move, TRANSFER_NOTICE)
         metrics.requeued.labels("transfer").inc()
         metrics.transfers.labels("queue").inc()
         return json_answer(done.session)
@@ -117,16 +115,11 @@ async def transfer(request: web.Request) -> web.Response:
         raise ApiError(
             409, "agent_unavailable", f"agent {to_agent} is {receiver}: cannot take a transfer now"
         )
-    await _count(request, to_agent, name)
     if settings.assignment == "auto":
         move = moves.transfer_offer(agent_id, to_agent, note, time.time(), settings.offer_timeout)
     else:
         move = moves.transfer(agent_id, to_agent, note)
-    try:
-        done = await _agent_move(request, agent_id, move, TRANSFER_NOTICE)
-    except BaseException:
-        await _uncount_unless_counted(request, to_agent, name)
-        raise
+    done = await _counted_move(request, to_agent, move, TRANSFER_NOTICE)
     metrics.transfers.labels("offer" if settings.assignment == "auto" else "agent").inc()
     return json_answer(done.session)
 

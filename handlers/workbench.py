@@ -6,9 +6,9 @@ import time
 
 from aiohttp import web
 
-from app.domain.agents import AgentRegistry, AtCapacity
+from app.domain.agents import AtCapacity
 from app.domain.store import Action, SessionStore, Status
-from app.domain.store.base import MAX_PAGE, StoreError
+from app.domain.store.base import MAX_PAGE
 from app.keys import AGENT_STREAMS, AGENTS, COMPONENT, ROUTING_METRICS, SOURCE
 from app.web.answers import json_answer
 from app.web.errors import ApiError
@@ -23,6 +23,7 @@ from handlers.common import (
     checked_content,
     load_body,
     path_name,
+    router_of,
 )
 from handlers.routing import routes as routing_routes
 from handlers.routing import served
@@ -78,9 +79,10 @@ async def _agent_action(request: web.Request, action: Action) -> web.Response:
     body = await load_body(request, AGENT_ACTION[principal is not None])
     agent_id = acting_agent(principal, body.get("agent_id"))
     store, agents = backends(request).store, request.config_dict[AGENTS]
+    counted = False
     if action == "takeover":
         try:
-            await agents.reserve(agent_id, name)  # counted before it can commit: never over
+            counted = await agents.reserve(agent_id, name)  # counted before it can commit: never over
         except AtCapacity as exc:
             raise refuse_over_capacity(exc) from exc
     try:
@@ -88,25 +90,14 @@ async def _agent_action(request: web.Request, action: Action) -> web.Response:
             name, action, agent_id=agent_id, announce=transition_events(request, action, agent_id)
         )
     except BaseException:
-        if action == "takeover":
-            await _release_unless_held(store, agents, agent_id, name)
+        if counted:  # a takeover that did not commit gives back the count it took
+            await router_of(request.config_dict).uncount(agent_id, name)
         raise
     if action in ("release", "close") and transition.previous_status == "agent_active":
         await agents.release(agent_id, name)  # only the holder may release or close it
     if action == "takeover" and transition.changed and transition.previous_status == "waiting_agent":
         await served(request, transition)
     return json_answer(transition.session)
-
-
-async def _release_unless_held(store: SessionStore, agents: AgentRegistry, agent_id: str, name: str) -> None:
-    """A takeover that did not commit gives its count back, unless the agent holds the
-    conversation anyway (a repeated takeover)."""
-    try:
-        session = await store.get(name)
-    except StoreError:
-        session = None
-    if session is None or session["agent_id"] != agent_id:
-        await agents.release(agent_id, name)
 
 
 @routes.post("/api/sessions/{session_name}/takeover")

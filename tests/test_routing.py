@@ -16,11 +16,14 @@ from typing import Any
 import aiohttp
 import pytest
 
+from app.backends import open_backends
+from app.domain.routing.metrics import RoutingMetrics
 from app.domain.routing.router import (
     AGENT_OFFLINE_NOTICE,
     IDLE_NOTICE,
     TRANSFER_NOTICE,
     WAIT_TIMEOUT_NOTICE,
+    Router,
     RoutingPolicy,
 )
 from app.domain.store import rules
@@ -289,6 +292,37 @@ async def test_never_over_capacity_nor_two_offers(make_client: MakeClient, setti
     for agent_id in AGENTS:
         await set_status(client, agent_id, "online", capacity=1)
     await check_routing_invariants(client, [""])
+
+
+async def test_two_routers_racing_keep_every_count(redis_url: str) -> None:
+    """Two routers (as two processes) offering one queue in the same instant to the same
+    agents: one offer per conversation, every offer in its agent's load and in no other, no
+    agent past its capacity. (A router that lost the race once gave back the winner's count:
+    the agent looked free and was offered twice its capacity.)"""
+    policy = RoutingPolicy(auto=True, offer_timeout=30.0, wait_timeout=0.0, customer_idle=0.0)
+    opened = [await open_backends(Settings(redis_url=redis_url, insecure=True)) for _ in range(2)]
+    try:
+        one, other = (Router(b.store, b.agents, b.customers, policy, RoutingMetrics()) for b in opened)
+        store, registry = opened[0].store, opened[0].agents
+        for n in range(6):
+            await registry.set_status(f"agent-{n}", "online", 4)
+        for n in range(40):
+            await store.create(f"r-{n:02d}")
+            await store.apply(f"r-{n:02d}", "escalate")
+        for _ in range(5):  # bounded: the first round offers what can be offered
+            now = time.time()
+            await asyncio.gather(one.round(now), other.round(now))
+        queue = await store.list_sessions("waiting_agent", limit=100)
+        offers = {s["session_name"]: o["agent_id"] for s in queue.items if (o := s.get("offer")) is not None}
+        assert len(offers) == 24, offers  # 6 agents x 4
+        loads = {f"agent-{n}": set(await registry.held(f"agent-{n}")) for n in range(6)}
+        for agent_id, load in loads.items():
+            assert load == {name for name, a in offers.items() if a == agent_id}, (agent_id, load)
+            assert len(load) <= 4
+        assert sum(len(load) for load in loads.values()) == len(offers)
+    finally:
+        for backends in opened:
+            await backends.close()
 
 
 async def test_two_processes_route_one_queue(server_process: StartServer, redis_url: str) -> None:

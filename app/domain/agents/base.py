@@ -86,9 +86,12 @@ class AgentRegistry(ABC):
         the same step; the agent after it, and whether anything changed. Raises TooManyAgents."""
 
     @abstractmethod
-    async def reserve(self, agent_id: str, session_name: str) -> None:
-        """Count a conversation the agent is taking against its capacity (before the takeover
-        commits; idempotent). Raises AtCapacity."""
+    async def reserve(self, agent_id: str, session_name: str) -> bool:
+        """Count a conversation the agent is getting against its capacity, before the change
+        that gives it commits. True if this call counted it; False if it was counted already
+        (the agent holds it or it is offered to it, or another process is giving it to the
+        agent right now): only a caller that counted it may give the count back when its
+        change does not commit. Raises AtCapacity."""
 
     @abstractmethod
     async def last_assigned(self) -> dict[str, float]:

@@ -35,8 +35,8 @@ class StartupFallbackAgents(AgentRegistry):
     ) -> tuple[Agent, bool]:
         return await self._now.set_status(agent_id, status, capacity, announce=announce)
 
-    async def reserve(self, agent_id: str, session_name: str) -> None:
-        await self._now.reserve(agent_id, session_name)
+    async def reserve(self, agent_id: str, session_name: str) -> bool:
+        return await self._now.reserve(agent_id, session_name)
 
     async def last_assigned(self) -> dict[str, float]:
         return await self._now.last_assigned()

@@ -56,15 +56,16 @@ class MemoryAgentRegistry(AgentRegistry):
                 await self._publish(channel, event)
         return moved.copy(), True
 
-    async def reserve(self, agent_id: str, session_name: str) -> None:
+    async def reserve(self, agent_id: str, session_name: str) -> bool:
         held = self._held.setdefault(agent_id, {})
         if session_name in held:
-            return
+            return False
         capacity = self.capacity_of(self._agents.get(agent_id) or new_agent(agent_id))
         if len(held) >= capacity:
             raise AtCapacity(agent_id, capacity)
         held[session_name] = None
         self._assigned[agent_id] = time.time()
+        return True
 
     async def last_assigned(self) -> dict[str, float]:
         return dict(self._assigned)

@@ -68,11 +68,11 @@ return {1, unpack(publish_events(2, 6))}
 )
 
 # KEYS: the agents, the agent's load, when each agent last had one counted. ARGV: the agent's
-# id, the conversation, now (ms), --agent-capacity, the lifetime (ms). {1} if counted (or
-# already), {0, capacity} if full.
+# id, the conversation, now (ms), --agent-capacity, the lifetime (ms). {1, 1} if counted now,
+# {1, 0} if counted already, {0, capacity} if full.
 RESERVE_SCRIPT = """
 if redis.call('ZSCORE', KEYS[2], ARGV[2]) then
-  return {1}
+  return {1, 0}
 end
 local capacity = tonumber(ARGV[4])
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
@@ -89,7 +89,7 @@ redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
 redis.call('PEXPIRE', KEYS[3], ARGV[5])
-return {1}
+return {1, 1}
 """
 
 
@@ -140,8 +140,8 @@ class RedisAgentRegistry(AgentRegistry):
     ) -> tuple[Agent, bool]:
         return await self._call(self._set_status(agent_id, status, capacity, announce=announce))
 
-    async def reserve(self, agent_id: str, session_name: str) -> None:
-        await self._call(self._reserve_one(agent_id, session_name))
+    async def reserve(self, agent_id: str, session_name: str) -> bool:
+        return await self._call(self._reserve_one(agent_id, session_name))
 
     async def release(self, agent_id: str, session_name: str) -> None:
         await self._call(self._release(agent_id, session_name))
@@ -215,13 +215,14 @@ class RedisAgentRegistry(AgentRegistry):
             raw = reply[1] or None
         raise StoreUnavailable(f"agent {agent_id!r} is too contended; try again")
 
-    async def _reserve_one(self, agent_id: str, session_name: str) -> None:
+    async def _reserve_one(self, agent_id: str, session_name: str) -> bool:
         reply = await self._reserve(
             keys=[self._agents, self._load(agent_id), self._assigned],
             args=[agent_id, session_name, int(time.time() * 1000), self.default_capacity, self._ttl_ms],
         )
         if not int(reply[0]):
             raise AtCapacity(agent_id, int(reply[1]))
+        return bool(int(reply[1]))
 
     async def _release(self, agent_id: str, session_name: str) -> None:
         await self._redis.zrem(self._load(agent_id), session_name)

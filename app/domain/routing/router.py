@@ -26,8 +26,8 @@ from app.domain.store.rules import new_message
 logger = logging.getLogger(__name__)
 
 # The head of the queue a round looks at: offers and wait timeouts reach a conversation once
-# it is among the first HEAD_PAGES * MAX_PAGE.
-HEAD_PAGES = 5
+# it is among the first HEAD_PAGES * MAX_PAGE (1,000: the default --max-waiting, all of it).
+HEAD_PAGES = 1
 # Conversations whose customers are gone, closed per round at most.
 IDLE_BATCH = 100
 
@@ -119,6 +119,17 @@ class Router:
             await self._give_back(done)
         return done
 
+    async def uncount(self, agent_id: str, session_name: str) -> None:
+        """Give back the count this caller took (``reserve`` said it counted it) for a change
+        that did not commit, unless the conversation is counted against the agent anyway
+        (held by it, or offered to it, by a change made meanwhile)."""
+        try:
+            session: Session | None = await self.store.get(session_name)
+        except SessionNotFound:
+            session = None
+        if session is None or agent_id not in moves.counted_against(session):
+            await self.agents.release(agent_id, session_name)
+
     async def _give_back(self, done: Transition) -> None:
         before, after = done.before, done.session
         assert before is not None
@@ -193,14 +204,16 @@ class Router:
             agent_id = min(choices, key=lambda a: (-room[a], assigned.get(a, 0.0), a))
             name = session["session_name"]
             try:
-                await self.agents.reserve(agent_id, name)
+                counted = await self.agents.reserve(agent_id, name)
             except AtCapacity:
                 del room[agent_id]
                 continue
+            if not counted:
+                continue  # another router is offering it to this agent now (or it holds it)
             move = moves.offer(agent_id, session["status_seq"], now, self.policy.offer_timeout)
             done = await self.change(name, move)
             if done is None or not done.changed:
-                await self.agents.release(agent_id, name)
+                await self.uncount(agent_id, name)
                 continue
             self.metrics.offers.labels("made").inc()
             assigned[agent_id] = now

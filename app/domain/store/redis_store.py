@@ -274,8 +274,11 @@ class RedisSessionStore(ActionsAsMoves):
         return Swept(closed, deleted)
 
     async def _get_all(self, keys: list[str]) -> list[bytes | None]:
-        """GET of many sessions; a pipeline, not MGET, whose keys must share a slot on a
-        cluster."""
+        """GET of many sessions: one MGET on one Redis (a reply parsed at once: 8 times less
+        than a pipeline of GETs at 1,000 sessions, docs/routing.md "What routing costs"); on a
+        cluster, whose MGET keys must share a slot, a pipeline."""
+        if self._indexes_in_script:
+            return cast(list[bytes | None], await self._redis.mget(keys)) if keys else []
         async with self._redis.pipeline(transaction=False) as pipe:
             for key in keys:
                 pipe.get(key)
