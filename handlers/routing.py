@@ -28,8 +28,6 @@ logger = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 TRANSFER = {True: PlainBody(TransferSchema(partial=("agent_id",))), False: PlainBody(TransferSchema())}
-# Seconds between two rounds of the router in each process.
-ROUND_EVERY = 1.0
 
 
 async def _agent_move(
@@ -166,5 +164,5 @@ async def watch_customers(app: web.Application) -> None:
 
 
 async def route(app: web.Application) -> None:
-    """Every ROUND_EVERY: one round of the router."""
-    await every(ROUND_EVERY, lambda: router_of(app).round(time.time()), "routing", logger)
+    """Every --route-interval: one round of the router."""
+    await every(app[SETTINGS].route_interval, lambda: router_of(app).round(time.time()), "routing", logger)

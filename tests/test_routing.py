@@ -49,7 +49,8 @@ from tests.support.wait import until
 
 OFFER_TIMEOUT = 1.0  # --offer-timeout where offers must expire within the test
 LONG_OFFER = 10.0  # where they must not
-ROUTED = 8.0  # the longest wait for the router to act (rounds every second)
+ROUTED = 8.0  # the longest wait for the router to act
+ROUND = 0.2  # --route-interval of the apps here: the router looks five times a second
 # Every test acts many times from one address and token-less: no limit is in the way.
 ROOMY = {"start_rate": 1000, "rate_limit": 1000.0, "rate_burst": 1000}
 
@@ -62,6 +63,7 @@ async def routed(make_client: MakeClient, settings: Settings, **changes: Any) ->
         "offer_timeout": LONG_OFFER,
         "wait_timeout": 0.0,
         "customer_idle": 0.0,
+        "route_interval": ROUND,
         **ROOMY,
         **changes,
     }

@@ -94,6 +94,9 @@ class Settings:
     # manual: agents take conversations from the queue; auto: the router offers them.
     assignment: str = "manual"
     offer_timeout: float = 30.0
+    # Seconds between two rounds of the router in each workbench process: how late an offer,
+    # an expiry or a timer may come, against a read of the queue's head each round.
+    route_interval: float = 1.0
     # A conversation waiting this long goes back to the bot; one whose customer has been away
     # this long is closed (0: never).
     wait_timeout: float = 300.0
@@ -179,6 +182,7 @@ POSITIVE_SECONDS = (
     "webhook_max_backoff",
     "agent_grace",
     "offer_timeout",
+    "route_interval",
 )
 # A transcript holds at least its newest message of the largest size (4,000 characters of 4
 # bytes, JSON-escaped at worst) with room to spare.
@@ -363,6 +367,13 @@ OPTIONS = (
         "SWITCHBOARD_OFFER_TIMEOUT",
         float,
         "an offer not accepted this long goes to the next agent",
+        "SECONDS",
+    ),
+    Option(
+        "route_interval",
+        "SWITCHBOARD_ROUTE_INTERVAL",
+        float,
+        "seconds between two rounds of the router (offers, expiries, timers)",
         "SECONDS",
     ),
     Option(
