@@ -19,6 +19,7 @@ from app.domain.queue_stats import MemoryServiceRate, RedisServiceRate, ServiceR
 from app.domain.routing.customers import CustomerPresence, MemoryCustomerPresence, RedisCustomerPresence
 from app.domain.store import MemorySessionStore, RedisSessionStore, SessionStore, StoreUnavailable
 from app.domain.store.fallback import StartupFallbackStore
+from app.domain.typing_gate import MemoryTypingGate, RedisTypingGate, TypingGate
 from app.process.settings import Settings
 from realtime.broker import Broker
 from realtime.cluster_broker import ClusterBroker
@@ -44,6 +45,8 @@ class Backends:
     service: ServiceRate = field(default_factory=MemoryServiceRate)
     # When each conversation's customer was last present (the router's --customer-idle).
     customers: CustomerPresence = field(default_factory=MemoryCustomerPresence)
+    # One typing signal per sender per 2 s (docs/api.md, "Typing").
+    typing: TypingGate = field(default_factory=MemoryTypingGate)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
@@ -161,7 +164,10 @@ async def open_cluster_backends(settings: Settings) -> Backends:
     await _upgrade(store)
     service = RedisServiceRate(cluster, settings.namespace)
     customers = RedisCustomerPresence(cluster, settings.customer_idle, settings.namespace)
-    return Backends(broker, store, cluster, redis_agents(cluster, settings, broker), service, customers)
+    typing = RedisTypingGate(cluster, settings.namespace)
+    return Backends(
+        broker, store, cluster, redis_agents(cluster, settings, broker), service, customers, typing
+    )
 
 
 def redis_agents(redis: Redis | RedisCluster, settings: Settings, broker: Broker) -> RedisAgentRegistry:
@@ -239,7 +245,10 @@ async def open_backends(settings: Settings) -> Backends:
         await _upgrade(on_redis)
         service = RedisServiceRate(redis, settings.namespace)
         customers = RedisCustomerPresence(redis, settings.customer_idle, settings.namespace)
-        return Backends(broker, on_redis, redis, redis_agents(redis, settings, broker), service, customers)
+        typing = RedisTypingGate(redis, settings.namespace)
+        return Backends(
+            broker, on_redis, redis, redis_agents(redis, settings, broker), service, customers, typing
+        )
     logger.warning(
         "Redis at %s is unreachable: serving from memory, degraded (events do not cross "
         "processes); moving to Redis when it answers",
@@ -255,6 +264,7 @@ async def open_backends(settings: Settings) -> Backends:
         fallback_agents,
         RedisServiceRate(redis, settings.namespace),
         RedisCustomerPresence(redis, settings.customer_idle, settings.namespace),
+        RedisTypingGate(redis, settings.namespace),
     )
     task = asyncio.create_task(_move_to_redis(broker, store, where), name="move-to-redis")
     backends._tasks.add(task)

@@ -24,6 +24,7 @@ from handlers.common import add_session_read_routes, backends, checked_content, 
 from handlers.queue_watch import place_in_queue
 from handlers.reply_stream import ReplyStream
 from handlers.routing import customer_active, customer_arrived
+from handlers.typing import signal_typing
 from schemas import ChatSchema, CreateSessionSchema, EscalateSchema
 from schemas.plain import PlainBody
 
@@ -170,6 +171,19 @@ async def escalate(request: web.Request) -> web.Response:
     if transition.changed:
         request.config_dict[BOT_METRICS].handoffs.labels("requested").inc()
     return json_answer(transition.session)
+
+
+@routes.post("/api/sessions/{session_name}/typing")
+async def customer_typing(request: web.Request) -> web.Response:
+    """The customer is writing: the agent's view of the conversation hears it."""
+    name = path_name(request, "session_name")
+    principal = require_session(request, name)
+    limit_actions(request, principal)
+    session = await backends(request).store.get(name)
+    check_incarnation(principal, session)
+    if session["status"] == "closed":
+        raise ApiError(409, "conflict", "session is closed")
+    return json_answer(await signal_typing(request, name, "customer", None))
 
 
 @routes.get("/api/sessions/{session_name}/queue")

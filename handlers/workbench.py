@@ -28,6 +28,7 @@ from handlers.common import (
 from handlers.routing import routes as routing_routes
 from handlers.routing import served
 from handlers.sse import stream_events
+from handlers.typing import signal_typing
 from realtime import ids
 from realtime.broker import BrokerError
 from realtime.channels import (
@@ -133,6 +134,20 @@ async def agent_message(request: web.Request) -> web.Response:
     if due is not None:  # the first word of the agent holding it (the store cleared it once)
         request.config_dict[ROUTING_METRICS].first_answer.observe(max(0.0, time.time() - due))
     return json_answer({"session": session, "message": message})
+
+
+@routes.post("/api/sessions/{session_name}/typing")
+async def agent_typing(request: web.Request) -> web.Response:
+    """The agent holding the conversation is writing: the customer hears it."""
+    principal = require_agent(request)
+    limit_actions(request, principal)
+    name = path_name(request, "session_name")
+    body = await load_body(request, AGENT_ACTION[principal is not None])
+    agent_id = acting_agent(principal, body.get("agent_id"))
+    session = await backends(request).store.get(name)
+    if session["status"] != "agent_active" or session["agent_id"] != agent_id:
+        raise ApiError(409, "conflict", "only the agent holding the conversation types to its customer")
+    return json_answer(await signal_typing(request, name, "agent", agent_id))
 
 
 @routes.get("/api/sessions/{session_name}/stream")

@@ -159,6 +159,7 @@ class TypingPayload(Schema):
 
     session_name = Name(required=True)
     who = fields.String(required=True, validate=validate.OneOf(MESSAGE_ROLES))
+    agent_id = Name(metadata={"description": "the agent writing (`who: agent` only)"})
 
 
 _ENVELOPE = EnvelopeSchema()
@@ -202,8 +203,12 @@ def _provenance_errors(event: dict[str, Any]) -> dict[str, Any]:
     type_, source = event["type"], event["source"]
     if source not in ALLOWED_SOURCES[type_]:
         return {"source": [f"{source} does not publish {type_} events"]}
-    if type_ == "typing" and event["payload"]["who"] not in MESSAGE_ROLES_BY_SOURCE[source]:
-        return {"source": [f"{source} does not type for {event['payload']['who']}"]}
+    if type_ == "typing":
+        who = event["payload"]["who"]
+        if who not in MESSAGE_ROLES_BY_SOURCE[source]:
+            return {"source": [f"{source} does not type for {who}"]}
+        if (who == "agent") != ("agent_id" in event["payload"]):
+            return {"payload": {"agent_id": ["given for an agent typing only"]}}
     if type_ == "new_message":
         message = event["payload"]["message"]
         if message["role"] not in MESSAGE_ROLES_BY_SOURCE[source]:
@@ -305,7 +310,12 @@ _PLAIN_PAYLOADS: dict[str, tuple[frozenset[str], Callable[[dict[str, Any], str],
     ),
     "typing": (
         frozenset(("session_name", "who")),
-        lambda p, source: _is_name(p["session_name"]) and p["who"] in MESSAGE_ROLES_BY_SOURCE.get(source, ()),
+        # An agent's typing names its agent: the schemas check that payload.
+        lambda p, source: (
+            _is_name(p["session_name"])
+            and p["who"] != "agent"
+            and p["who"] in MESSAGE_ROLES_BY_SOURCE.get(source, ())
+        ),
     ),
 }
 

@@ -51,6 +51,17 @@ ERROR_CODES = (
 # -- sessions and messages ----------------------------------------------------------------
 
 
+class TypingAnswerSchema(Schema):
+    class Meta:
+        description = (
+            "Whether the `typing` event went out: false when this sender sent one within the last "
+            "2 s (accepted and dropped, not an error)."
+        )
+
+    session_name = Name(required=True)
+    sent = fields.Boolean(required=True)
+
+
 class OfferSchema(Schema):
     class Meta:
         description = "A waiting conversation offered to one agent until `expires_at`."

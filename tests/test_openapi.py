@@ -780,6 +780,14 @@ async def test_a_real_flow_matches_the_document(openapi_client: ClientFactory, s
         await c(w, "POST", session_path + "takeover", path=routed_path + "takeover", status=200, body=alice)
         to_bob = {**alice, "to_agent_id": "bob", "note": "Wants a refund."}
         await c(w, "POST", session_path + "transfer", path=routed_path + "transfer", status=200, body=to_bob)
+        agent_typing = session_path + "typing"
+        await c(w, "POST", agent_typing, path=routed_path + "typing", status=200, body=bob)
+        await c(w, "POST", agent_typing, path=routed_path + "typing", status=200, body=bob)  # dropped
+        await c(w, "POST", agent_typing, path=routed_path + "typing", status=409, body=alice)
+        customer_typing = CHATBOT + "/sessions/{session_name}/typing"
+        await c(w, "POST", customer_typing, path=f"{CHATBOT}/sessions/routed/typing", status=200)
+        await c(w, "POST", customer_typing, path=f"{CHATBOT}/sessions/demo/typing", status=409)
+        await c(w, "POST", customer_typing, path=f"{CHATBOT}/sessions/nobody/typing", status=404)
         await c(w, "POST", session_path + "transfer", path=routed_path + "transfer", status=409, body=to_bob)
         to_queue = {**bob, "to_queue": True}
         await c(

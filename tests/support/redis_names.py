@@ -15,6 +15,7 @@ SAFE_KEY = re.compile(
     rf"(?:(?:session|messages|messages_size|bot_leases):\{{{NAME}\}}"
     rf"|agents:\{{sse:workbench\}}|agents_seen:\{{sse:workbench\}}|agent_load:\{{sse:workbench\}}{NAME}"
     rf"|agents_assigned:\{{sse:workbench\}}|customers_seen:\{{sse:workbench\}}"
+    rf"|typing:{NAME}:(?:customer|agent:{NAME})"
     rf"|history:queue:webhooks(?:#tries|#dead:webhook-[0-9a-f]{{16}})?|queue:served"
     rf"|(?:(?:history:sse:session|history:sse:agent):{NAME}|history:sse:session:\.agents"
     rf"|history:sse:broadcast|history:sse:canary:{NAME}|history:sse:session:\*)(?:#bytes)?"

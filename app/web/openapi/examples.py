@@ -202,6 +202,10 @@ RESPONSE_EXAMPLES: dict[str, Example] = {
     "chat.agent_holds": Example(
         "An agent holds the session: no bot reply", {"session": S_HELD, "message": M_LATE, "reply": None}
     ),
+    "typing.sent": Example("Sent", {"session_name": SESSION, "sent": True}),
+    "typing.dropped": Example(
+        "Dropped: this sender sent one less than 2 s ago", {"session_name": SESSION, "sent": False}
+    ),
     "queue.waiting": Example(
         "Third in the queue, about two minutes",
         {"session_name": SESSION, "status": "waiting_agent", "position": 3, "estimated_wait_seconds": 120},
@@ -411,6 +415,9 @@ ERROR_EXAMPLES: dict[str, ErrorExample] = {
     "error.session_exists": ErrorExample(409, "session_exists", str(SessionExists(SESSION))),
     "error.conflict.closed": ErrorExample(409, "conflict", "session is closed"),
     "error.conflict.held": ErrorExample(409, "conflict", "session is held by agent bob"),
+    "error.conflict.not_holder_typing": ErrorExample(
+        409, "conflict", "only the agent holding the conversation types to its customer"
+    ),
     "error.conflict.no_offer": ErrorExample(409, "conflict", "no offer of this conversation to this agent"),
     "error.conflict.offer_expired": ErrorExample(409, "conflict", "the offer has expired"),
     "error.conflict.offered": ErrorExample(409, "conflict", "session is offered to agent bob"),

@@ -9,6 +9,7 @@ them.
 from app.domain.store.base import Bounds
 from app.web.limits import MAX_BODY, READY_TIMEOUT
 from app.web.openapi.examples import CHAT_STREAM_EXAMPLE, METRICS_EXAMPLE
+from app.web.openapi.live_operations import LIVE_OPERATIONS
 from app.web.openapi.operation_parts import (
     AGENT_ERRORS,
     AGENT_STREAM_ANSWER,
@@ -309,6 +310,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         body_examples=("request.agent_action", "request.agent_action.token"),
     ),
     **ROUTING_OPERATIONS,
+    **LIVE_OPERATIONS,
     ("POST", "/workbench/api/sessions/{session_name}/release"): Operation(
         "workbench",
         "Hand a session back to the bot",

@@ -29,8 +29,9 @@ EVENT_DESCRIPTIONS = {
     "offer": "A waiting conversation is offered to this agent until expires_at (its own stream).",
     "offer_ended": "An offer to this agent ended unaccepted: declined, expired or withdrawn.",
     "typing": (
-        "Someone is writing in the session: the bot preparing a reply. Ephemeral: without an "
-        "id, never in the history, never replayed on a resume."
+        "Someone is writing in the session: the customer, the agent holding it (`agent_id`), or "
+        "the bot preparing a reply. Ephemeral: without an id, never in the history, never "
+        "replayed on a resume; at most one per sender every 2 s."
     ),
 }
 
@@ -88,6 +89,7 @@ def documented_schemas(insecure: bool = False) -> dict[str, Schema]:
         "SessionList": rs.SessionListSchema(),
         "Agent": rs.AgentSchema(),
         "QueuePlace": rs.QueuePlaceSchema(),
+        "TypingAnswer": rs.TypingAnswerSchema(),
         "AgentList": rs.AgentListSchema(),
         "Transcript": rs.TranscriptSchema(),
         "StreamHealth": rs.StreamHealthSchema(),

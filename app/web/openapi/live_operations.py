@@ -1,0 +1,53 @@
+"""The live-chat operations of the operation table: typing both ways."""
+
+from app.web.openapi.operation_parts import AGENT_ERRORS, BODY_ERRORS, CUSTOMER_ERRORS, Answer, Operation
+
+TYPING = (
+    "Ephemeral: the event has no id, is never in the history and never replayed. At most one per "
+    "sender every 2 s, across processes: more are answered 200 with `sent: false` and dropped. A "
+    "client sends it while its user writes (every 2 s at most) and shows the other side's for 5 s "
+    "after the last one, or until that side's message arrives. Both sides' streams of the "
+    "conversation carry every `typing` of it: a client ignores its own side's (`who`)."
+)
+TYPING_ANSWER = Answer(200, "Whether it went out.", "TypingAnswer", ("typing.sent", "typing.dropped"))
+
+LIVE_OPERATIONS: dict[tuple[str, str], Operation] = {
+    ("POST", "/chatbot/api/sessions/{session_name}/typing"): Operation(
+        "chatbot",
+        "Say the customer is writing",
+        "A `typing` event `{session_name, who: customer}` on the session's channel, for the agent "
+        f"watching it. {TYPING} A closed conversation is 409. Token: the session's. No body.",
+        (TYPING_ANSWER,),
+        "customer",
+        (
+            "error.invalid_name.session",
+            *CUSTOMER_ERRORS,
+            "error.session_not_found",
+            "error.conflict.closed",
+            "error.rate_limited",
+            "error.unavailable",
+        ),
+    ),
+    ("POST", "/workbench/api/sessions/{session_name}/typing"): Operation(
+        "workbench",
+        "Say the agent is writing",
+        "A `typing` event `{session_name, who: agent, agent_id}` on the session's channel, for its "
+        f"customer. Only the agent holding the conversation (409 otherwise). {TYPING} Token: an "
+        "agent's.",
+        (TYPING_ANSWER,),
+        "agent",
+        (
+            "error.invalid_name.session",
+            "error.validation.agent_action",
+            *BODY_ERRORS,
+            *AGENT_ERRORS,
+            "error.forbidden.agent_mismatch",
+            "error.session_not_found",
+            "error.conflict.not_holder_typing",
+            "error.rate_limited",
+            "error.unavailable",
+        ),
+        body="AgentActionRequest",
+        body_examples=("request.agent_action", "request.agent_action.token"),
+    ),
+}
