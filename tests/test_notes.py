@@ -162,3 +162,22 @@ async def test_a_thousand_actions_no_note_reaches_a_customer(
         assert all(secret in kept for secret in notes)
         first = [e.payload["message"]["content"] for e in agent_heard if e.type == "note"]
         assert first and all(secret in notes for secret in first)
+
+
+async def test_on_a_redis_cluster(make_client: MakeClient, cluster_url: str) -> None:
+    """The notes channel lives on its session's slot: one stream hears both, resumed alike."""
+    client = await make_client(Settings(redis_url=cluster_url, insecure=True))
+    await create(client, "kn")
+    async with (
+        open_stream(client, session_events("kn")) as (customer, _),
+        open_stream(client, session_events("kn", "workbench")) as (agent_view, _),
+    ):
+        written = (await note(client, "kn", "alice", "cluster secret"))["message"]
+        await chat(client, "kn", "hello")
+        assert (await agent_view.next_of("note", timeout=5.0)).payload["message"] == written
+        assert not [e for e in await heard(customer) if "cluster secret" in str(e.data)]
+    async with open_stream(client, session_events("kn", "workbench"), headers={"Last-Event-ID": "0-0"}) as (
+        agent_view,
+        _,
+    ):
+        assert [e.type for e in await heard(agent_view) if e.type in ("note", "new_message")][0] == "note"
