@@ -15,7 +15,7 @@ from app.web.answers import json_answer
 from app.web.errors import ApiError
 from handlers.access import check_incarnation, require_reader
 from handlers.sse import stream_events
-from realtime.channels import notes_channel, presence_channel, session_channel
+from realtime.channels import presence_channel, session_channel
 from schemas import AgentActionSchema, TranscriptQuerySchema, is_valid_name
 from schemas.fields import NAME_ERROR
 from schemas.plain import PlainBody
@@ -116,9 +116,7 @@ async def get_messages(request: web.Request) -> web.Response:
     store = backends(request).store
     if principal is not None and principal.incarnation is not None:
         check_incarnation(principal, await store.get(name))
-    # The agents' private notes are in the workbench's transcript, never in the chatbot's.
-    notes = request.app[COMPONENT] == "workbench"
-    page = await store.messages(name, limit=query["limit"], after=query.get("cursor"), notes=notes)
+    page = await store.messages(name, limit=query["limit"], after=query.get("cursor"))
     return json_answer({"session_name": name, "messages": page.items, "next_cursor": page.next_cursor})
 
 
@@ -127,14 +125,12 @@ async def session_events(request: web.Request) -> web.StreamResponse:
     principal = require_reader(request, name, query_ok=True)
     incarnation = await _stream_incarnation(request, name, principal)
     channel = session_channel(name)
-    # The customer's own streams say, to every process, that the customer is connected; the
-    # agents' streams hear the private notes too (their own channel: a customer's never does).
+    # The customer's own streams say, to every process, that the customer is connected.
     customer_side = request.app[COMPONENT] == "chatbot"
-    channels = (channel,) if customer_side else (channel, notes_channel(name))
     return await stream_events(
         request,
-        channels,
-        {"channels": list(channels), "session_name": name},
+        (channel,),
+        {"channels": [channel], "session_name": name},
         principal,
         presence=presence_channel(name) if customer_side else None,
         session=(name, incarnation),

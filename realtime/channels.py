@@ -21,17 +21,6 @@ def session_channel(session_name: str) -> str:
     return SESSION_PREFIX + _checked(session_name)
 
 
-# A session's private notes (docs/api.md, "Private notes"): a channel of its own, which the
-# agents' streams of the session subscribe beside the session's and a customer's never do. Under
-# the session prefix (the supervisor stream's pattern and a cluster's sessions feed carry it) and
-# on the session's slot; "." is in no name, so no session's channel is another's notes.
-NOTES_SUFFIX = ".notes"
-
-
-def notes_channel(session_name: str) -> str:
-    return SESSION_PREFIX + _checked(session_name) + NOTES_SUFFIX
-
-
 def agent_channel(agent_id: str) -> str:
     return AGENT_PREFIX + _checked(agent_id)
 
@@ -83,7 +72,7 @@ WORKBENCH_TAG = "sse:workbench"
 def slot_tag(channel: str) -> str:
     for prefix in (SESSION_PREFIX, PRESENCE_PREFIX):
         if channel.startswith(prefix):
-            return channel[len(prefix) :].removesuffix(NOTES_SUFFIX)
+            return channel[len(prefix) :]
     if channel == BROADCAST or channel.startswith(AGENT_PREFIX):
         return WORKBENCH_TAG
     return channel

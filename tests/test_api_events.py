@@ -417,11 +417,7 @@ async def test_queue_is_oldest_first(client: AppClient) -> None:
 
 CONNECTED_CASES = {
     "chatbot-session": (session_events("cn", "chatbot"), ["sse:session:cn"], {"session_name": "cn"}),
-    "workbench-session": (
-        session_events("cn", "workbench"),
-        ["sse:session:cn", "sse:session:cn.notes"],
-        {"session_name": "cn"},
-    ),
+    "workbench-session": (session_events("cn", "workbench"), ["sse:session:cn"], {"session_name": "cn"}),
     "agent": (agent_events("agent-5"), ["sse:agent:agent-5", "sse:broadcast"], {"agent_id": "agent-5"}),
 }
 

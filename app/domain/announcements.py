@@ -8,7 +8,7 @@ from app.domain.agents.base import Agent
 from app.domain.store import Action, Message, Session, Transition
 from app.domain.store.base import Outgoing
 from app.webhooks import events as webhook_events
-from realtime.channels import BROADCAST, SUPERVISOR_AGENTS, agent_channel, notes_channel, session_channel
+from realtime.channels import BROADCAST, SUPERVISOR_AGENTS, agent_channel, session_channel
 from realtime.events import envelope
 
 PRESENCE = {"takeover": "agent_joined", "release": "agent_left"}
@@ -129,12 +129,6 @@ def of_start(session: Session, *, webhooks: bool = False) -> list[Outgoing]:
     """A conversation begins: nothing for streams (nobody watches a session not yet made),
     the webhook queue's conversation.started."""
     return [webhook_events.of_start(session)] if webhooks else []
-
-
-def of_note(session: Session, note: Message, *, source: str) -> list[Outgoing]:
-    """A private note: on the session's notes channel only, which no customer stream hears."""
-    name = session["session_name"]
-    return [(notes_channel(name), envelope("note", {"session_name": name, "message": note}, source))]
 
 
 def of_message(session: Session, message: Message, *, source: str, to_holder: bool = False) -> list[Outgoing]:

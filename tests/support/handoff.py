@@ -74,8 +74,7 @@ async def run_handoff(
             assert connected.id is not None, connected
         assert c_conn.payload["channels"] == [session_channel], c_conn
         assert c_conn.payload["session_name"] == name, c_conn
-        # The agent's view of the session hears its private notes too (their own channel).
-        assert w_conn.payload["channels"] == [session_channel, session_channel + ".notes"], w_conn
+        assert w_conn.payload["channels"] == [session_channel], w_conn
         assert a_conn.payload["agent_id"] == agent, a_conn
         assert sorted(a_conn.payload["channels"]) == sorted([agent_channel, "sse:broadcast"])
 
