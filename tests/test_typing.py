@@ -33,20 +33,9 @@ async def typing_of(stream: SSEStream) -> SSEEvent:
     return event
 
 
-async def everything(stream: SSEStream) -> list[SSEEvent]:
-    """Every event (typing and heartbeats too) until the stream is quiet for QUIET."""
-    heard: list[SSEEvent] = []
-    for _ in range(1000):
-        try:
-            heard.append(await stream.next(timeout=QUIET))
-        except TimeoutError:
-            return heard
-    raise AssertionError(f"never quiet: {heard[-5:]}")
-
-
 async def no_typing(stream: SSEStream) -> None:
     """Listened to for QUIET: no typing event."""
-    heard = await everything(stream)
+    heard = await stream.drain(QUIET, ambient=True)
     assert not [e for e in heard if e.type == "typing"], heard
 
 
@@ -92,7 +81,7 @@ async def test_never_in_a_history_nor_replayed(make_client: MakeClient, settings
     # A stream resumed from the start holds the conversation's events, and no typing.
     headers = {"Last-Event-ID": "0-0"}
     async with open_stream(client, session_events("t2", "workbench"), headers=headers) as (stream, _):
-        replayed = [e.type for e in await everything(stream)]
+        replayed = [e.type for e in await stream.drain(QUIET, ambient=True)]
         assert "status_change" in replayed and "typing" not in replayed, replayed
 
 

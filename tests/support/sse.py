@@ -171,10 +171,16 @@ class SSEStream:
             pass
 
     async def drain(
-        self, quiet: float, *, limit: int = DRAIN_LIMIT, timeout: float = DEFAULT_TIMEOUT
+        self,
+        quiet: float,
+        *,
+        limit: int = DRAIN_LIMIT,
+        timeout: float = DEFAULT_TIMEOUT,
+        ambient: bool = False,
     ) -> list[SSEEvent]:
-        """Every event but the AMBIENT ones until the stream stays quiet for ``quiet`` seconds:
-        at most ``limit`` events, within ``timeout``."""
+        """Every event but the AMBIENT ones (with ``ambient``, those too: a test of typing or
+        heartbeats) until the stream stays quiet for ``quiet`` seconds: at most ``limit``
+        events, within ``timeout``."""
         events: list[SSEEvent] = []
         async with asyncio.timeout(timeout):
             for _ in range(limit + 1):
@@ -182,7 +188,7 @@ class SSEStream:
                     event = await self.next(quiet)
                 except TimeoutError:
                     return events
-                if event.type not in AMBIENT:
+                if ambient or event.type not in AMBIENT:
                     events.append(event)
         raise AssertionError(f"more than {limit} events: {events[-3:]}")
 
