@@ -13,7 +13,7 @@ from app.domain.routing.router import Router, RoutingPolicy
 from app.keys import AGENTS, BACKENDS, COMPONENT, ROUTING_METRICS, SETTINGS
 from app.web.answers import json_answer
 from app.web.errors import ApiError
-from handlers.access import check_incarnation, require_reader
+from handlers.access import acting_agent, check_incarnation, limit_actions, require_agent, require_reader
 from handlers.sse import stream_events
 from realtime.channels import presence_channel, session_channel
 from schemas import AgentActionSchema, TranscriptQuerySchema, is_valid_name
@@ -49,6 +49,17 @@ def router_of(app: Config) -> Router:
     )
     backends = app[BACKENDS]
     return Router(backends.store, app[AGENTS], backends.customers, policy, app[ROUTING_METRICS])
+
+
+async def agent_acting_on(request: web.Request) -> tuple[str, str]:
+    """The session an agent's action is on, and the agent acting (the token's; a body
+    ``agent_id`` must agree): checked in the order of every agent action (token, rate, name,
+    body)."""
+    principal = require_agent(request)
+    limit_actions(request, principal)
+    name = path_name(request, "session_name")
+    body = await load_body(request, AGENT_ACTION[principal is not None])
+    return name, acting_agent(principal, body.get("agent_id"))
 
 
 def backends(request: web.Request) -> Backends:

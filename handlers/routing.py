@@ -18,7 +18,7 @@ from app.web.answers import json_answer
 from app.web.errors import ApiError
 from handlers.access import acting_agent, limit_actions, require_agent
 from handlers.agents import refuse_over_capacity
-from handlers.common import AGENT_ACTION, load_body, path_name, router_of
+from handlers.common import agent_acting_on, load_body, path_name, router_of
 from handlers.queue_watch import note_served
 from schemas import TransferSchema
 from schemas.plain import PlainBody
@@ -67,16 +67,9 @@ async def _counted_move(
         raise
 
 
-async def _acting(request: web.Request) -> str:
-    principal = require_agent(request)
-    limit_actions(request, principal)
-    body = await load_body(request, AGENT_ACTION[principal is not None])
-    return acting_agent(principal, body.get("agent_id"))
-
-
 @routes.post("/api/sessions/{session_name}/accept")
 async def accept(request: web.Request) -> web.Response:
-    agent_id = await _acting(request)
+    _, agent_id = await agent_acting_on(request)
     # Counted with the offer already: this finds it (and counts a takeover-like accept of none).
     done = await _counted_move(request, agent_id, moves.accept(agent_id, time.time()))
     if done.changed:
@@ -87,7 +80,7 @@ async def accept(request: web.Request) -> web.Response:
 
 @routes.post("/api/sessions/{session_name}/decline")
 async def decline(request: web.Request) -> web.Response:
-    agent_id = await _acting(request)
+    _, agent_id = await agent_acting_on(request)
     done = await _agent_move(request, moves.withdraw(agent_id, time.time()), ended="declined")
     request.config_dict[ROUTING_METRICS].offers.labels("declined").inc()
     return json_answer(done.session)

@@ -17,8 +17,8 @@ from handlers.agents import refuse_over_capacity
 from handlers.agents import routes as agent_routes
 from handlers.announce import message_events, transition_events
 from handlers.common import (
-    AGENT_ACTION,
     add_session_read_routes,
+    agent_acting_on,
     backends,
     checked_content,
     load_body,
@@ -74,11 +74,7 @@ SUPERVISOR_QUERY = SupervisorQuerySchema()
 
 
 async def _agent_action(request: web.Request, action: Action) -> web.Response:
-    principal = require_agent(request)
-    limit_actions(request, principal)
-    name = path_name(request, "session_name")
-    body = await load_body(request, AGENT_ACTION[principal is not None])
-    agent_id = acting_agent(principal, body.get("agent_id"))
+    name, agent_id = await agent_acting_on(request)
     store, agents = backends(request).store, request.config_dict[AGENTS]
     counted = False
     if action == "takeover":
@@ -139,11 +135,7 @@ async def agent_message(request: web.Request) -> web.Response:
 @routes.post("/api/sessions/{session_name}/typing")
 async def agent_typing(request: web.Request) -> web.Response:
     """The agent holding the conversation is writing: the customer hears it."""
-    principal = require_agent(request)
-    limit_actions(request, principal)
-    name = path_name(request, "session_name")
-    body = await load_body(request, AGENT_ACTION[principal is not None])
-    agent_id = acting_agent(principal, body.get("agent_id"))
+    name, agent_id = await agent_acting_on(request)
     session = await backends(request).store.get(name)
     if session["status"] != "agent_active" or session["agent_id"] != agent_id:
         raise ApiError(409, "conflict", "only the agent holding the conversation types to its customer")
