@@ -48,7 +48,7 @@ async def set_status(request: web.Request) -> web.Response:
         raise ApiError(409, "too_many_agents", str(exc)) from exc
     if agent["status"] == "offline":
         await router_of(request.config_dict).agent_gone(agent_id, time.time())
-    return json_answer(await _shown(registry, agent["agent_id"]))
+    return json_answer(await _shown(registry, agent))
 
 
 @routes.get("/api/agents")
@@ -62,9 +62,10 @@ async def list_agents(request: web.Request) -> web.Response:
     return json_answer({"agents": agents})
 
 
-async def _shown(registry: AgentRegistry, agent_id: str) -> dict[str, object]:
-    agent = await registry.get(agent_id)
-    return {**agent, "capacity": registry.capacity_of(agent), "active": len(await registry.held(agent_id))}
+async def _shown(registry: AgentRegistry, agent: Agent) -> dict[str, object]:
+    """The agent as the change left it, as the list shows it (with its load)."""
+    active = len(await registry.held(agent["agent_id"]))
+    return {**agent, "capacity": registry.capacity_of(agent), "active": active}
 
 
 def refuse_over_capacity(exc: AtCapacity) -> ApiError:
@@ -72,12 +73,16 @@ def refuse_over_capacity(exc: AtCapacity) -> ApiError:
 
 
 async def _reconcile(
-    registry: AgentRegistry, store: SessionStore, suspects: set[tuple[str, str]]
+    registry: AgentRegistry,
+    store: SessionStore,
+    agents: list[tuple[Agent, int]],
+    suspects: set[tuple[str, str]],
 ) -> set[tuple[str, str]]:
     """Release what was counted and neither held nor offered in the last round too; the
-    counts neither held nor offered now."""
+    counts neither held nor offered now. ``agents``: the round's read of the registry (each
+    agent's conversations are read again here)."""
     unheld: set[tuple[str, str]] = set()
-    for agent, active in await registry.all():
+    for agent, active in agents:
         if not active:
             continue
         agent_id = agent["agent_id"]
@@ -135,13 +140,13 @@ async def watch_presence(app: web.Application, streams: OpenAgentStreams) -> Non
                 logger.info("agent %s is offline: no stream open for %.0f s", agent_id, grace)
         # What offline agents still hold goes back to the queue: here, whoever set them
         # offline (and if that process died on the way, the next round does it).
-        router, by_status = router_of(app), Counter[str]()
-        for agent, active in await registry.all():
+        router, by_status, agents = router_of(app), Counter[str](), await registry.all()
+        for agent, active in agents:
             by_status[agent["status"]] += 1
             if agent["status"] == "offline" and active:
                 await router.agent_gone(agent["agent_id"], now)
         for status in AGENT_STATUSES:
             app[ROUTING_METRICS].agents.labels(status).set(by_status[status])
-        suspects = await _reconcile(registry, app[BACKENDS].store, suspects)
+        suspects = await _reconcile(registry, app[BACKENDS].store, agents, suspects)
 
     await every(grace / 4, one_round, "agent presence", logger)
