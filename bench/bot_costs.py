@@ -16,17 +16,15 @@ import asyncio
 import functools
 import logging
 import statistics
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 from app.backends import Backends, open_backends
 from app.domain import announcements
 from app.domain.store import Action
 from app.domain.store.base import Announce
 from app.process.settings import Settings
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import temporary_redis
 
 logger = logging.getLogger(__name__)
 
@@ -123,13 +121,8 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=2_000)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    with tempfile.TemporaryDirectory() as workdir:
-        server = RedisServer(Path(workdir))
-        server.start()
-        try:
-            asyncio.run(measure(server.url, args))
-        finally:
-            server.stop()
+    with temporary_redis() as server:
+        asyncio.run(measure(server.url, args))
 
 
 if __name__ == "__main__":

@@ -15,10 +15,8 @@ import argparse
 import asyncio
 import logging
 import sys
-import tempfile
 import time
 from contextlib import AsyncExitStack
-from pathlib import Path
 
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
@@ -27,7 +25,7 @@ from realtime.event_log import RedisEventLog
 from realtime.events import Event, validated
 from realtime.redis_broker import KeyLayout, RedisBroker
 from tests.support.broker import event
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import temporary_redis
 
 logger = logging.getLogger(__name__)
 
@@ -118,16 +116,11 @@ def main() -> None:
     if args.publish:
         asyncio.run(publish(args.publish, args.channels, args.events, args.in_flight))
         return
-    with tempfile.TemporaryDirectory() as workdir:
-        server = RedisServer(Path(workdir))
-        server.start()
-        try:
-            costs = [
-                asyncio.run(consume(server.url, args.mode, args.channels, args.events, args.in_flight))
-                for _ in range(args.runs)
-            ]
-        finally:
-            server.stop()
+    with temporary_redis() as server:
+        costs = [
+            asyncio.run(consume(server.url, args.mode, args.channels, args.events, args.in_flight))
+            for _ in range(args.runs)
+        ]
     logger.info("%s: reader CPU per event (µs): %s", args.mode, ", ".join(f"{c:.1f}" for c in costs))
     logger.info("best %.1f µs, median %.1f µs", min(costs), sorted(costs)[len(costs) // 2])
 

@@ -25,11 +25,9 @@ import io
 import logging
 import pstats
 import statistics
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, cast
 
 from prometheus_client import CollectorRegistry
@@ -41,7 +39,7 @@ from app.domain.routing.metrics import RoutingMetrics
 from app.domain.routing.router import HEAD_PAGES, Router, RoutingPolicy
 from app.domain.store.base import MAX_PAGE, Session
 from app.process.settings import Settings
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import temporary_redis
 
 logger = logging.getLogger(__name__)
 
@@ -351,13 +349,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("app").setLevel(logging.WARNING)
-    with tempfile.TemporaryDirectory() as workdir:
-        server = RedisServer(Path(workdir))
-        server.start()
-        try:
-            asyncio.run(measure(server.url, args))
-        finally:
-            server.stop()
+    with temporary_redis() as server:
+        asyncio.run(measure(server.url, args))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ and must stay up)."""
 import shutil
 import signal
 import subprocess
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -119,3 +121,16 @@ class RedisServer:
 
     def stop(self) -> None:
         self.kill()
+
+
+@contextmanager
+def temporary_redis() -> Iterator[RedisServer]:
+    """A redis-server of its own in a temporary directory, stopped (and the directory removed)
+    at the end: what a benchmark run stands on."""
+    with tempfile.TemporaryDirectory() as workdir:
+        server = RedisServer(Path(workdir))
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
