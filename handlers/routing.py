@@ -126,14 +126,19 @@ async def served(request: web.Request, done: Transition) -> None:
 
 def customer_active(request: web.Request, session_name: str) -> None:
     """The customer wrote: present now. Noted here and reported with the streams' by
-    ``watch_customers`` (no Redis call on a message's way)."""
-    request.config_dict[CUSTOMERS_ACTIVE].add(session_name)
+    ``watch_customers`` (no Redis call on a message's way). Nothing is noted with
+    --customer-idle 0: no report runs then to take the notes away."""
+    if request.config_dict[SETTINGS].customer_idle:
+        request.config_dict[CUSTOMERS_ACTIVE].add(session_name)
 
 
 async def customer_arrived(request: web.Request, session_name: str) -> None:
     """A conversation began: its customer's presence is written at once, so that its idle
     deadline exists even if this process dies before its next report (one write per
-    conversation, not per message). While the store is away it waits for the report."""
+    conversation, not per message). While the store is away it waits for the report.
+    Nothing with --customer-idle 0 (no idle deadlines)."""
+    if not request.config_dict[SETTINGS].customer_idle:
+        return
     try:
         await request.config_dict[BACKENDS].customers.seen([session_name], time.time())
     except StoreError as exc:

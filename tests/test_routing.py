@@ -27,6 +27,7 @@ from app.domain.routing.router import (
     RoutingPolicy,
 )
 from app.domain.store import rules
+from app.keys import BACKENDS, CUSTOMERS_ACTIVE
 from app.process.settings import Settings
 from handlers.common import router_of
 from tests.support.api import (
@@ -592,3 +593,13 @@ async def test_on_a_redis_cluster(make_client: MakeClient, cluster_url: str) -> 
     assert state["status"] == "waiting_agent" and state["escalation_reason"] == "agent_offline", state
     assert [await position(client, n) for n in ("k1", "k2")] == [1, 2]
     assert (await agents(client))["carol"]["active"] == 0
+
+
+async def test_without_idle_closing_no_customer_is_noted(make_client: MakeClient, settings: Settings) -> None:
+    """--customer-idle 0: no report runs, so nothing is noted for one (it would only grow)."""
+    client = await routed(make_client, settings, assignment="manual")
+    for n in range(3):
+        await create(client, f"quiet-{n}")
+        await call_json(client, "POST", f"{CHATBOT}/chat", {"session_name": f"quiet-{n}", "content": "hi"})
+    assert client.app[CUSTOMERS_ACTIVE] == set()
+    assert await client.app[BACKENDS].customers.away_since(time.time() + 1, 10) == []
