@@ -7,13 +7,13 @@ import time
 from typing import Any
 
 from aiohttp import web
-from aiohttp.helpers import ChainMapProxy
 
 from app.domain.queue_stats import WINDOW, estimate
 from app.domain.store import Session
 from app.domain.store.base import StoreError
 from app.keys import AGENTS, BACKENDS
 from app.process.rounds import every
+from handlers.common import Config
 from realtime.channels import session_channel
 from realtime.events import envelope
 
@@ -21,10 +21,6 @@ logger = logging.getLogger(__name__)
 
 UPDATE_EVERY = 1.0  # seconds between two looks at the queue
 WATCHED = 1000  # the queue's first conversations are told their place; those after, when they get there
-
-
-# The root app (a background task), or a request's config_dict (a handler in a sub-app).
-Config = web.Application | ChainMapProxy
 
 
 async def _pace(app: Config) -> tuple[int, int]:

@@ -11,11 +11,6 @@ from app.domain.store.rules import moved
 MAX_DECLINED = 20
 
 
-def live_offer(session: Session, now: float) -> Offer | None:
-    offer = session.get("offer")
-    return offer if offer is not None and offer["expires_at"] > now else None
-
-
 def counted_against(session: Session) -> set[str]:
     """The agents a conversation counts against: its holder, or the agent it is offered to."""
     if session["status"] == "agent_active" and session["agent_id"] is not None:
