@@ -29,5 +29,9 @@ def start_events(request: web.Request) -> AnnounceStart:
     return functools.partial(announcements.of_start, webhooks=_webhooks(request))
 
 
+def note_events(request: web.Request) -> AnnounceMessage:
+    return functools.partial(announcements.of_note, source=request.app[SOURCE])
+
+
 def message_events(request: web.Request, *, to_holder: bool = False) -> AnnounceMessage:
     return functools.partial(announcements.of_message, source=request.app[SOURCE], to_holder=to_holder)

@@ -127,7 +127,9 @@ async def get_messages(request: web.Request) -> web.Response:
     store = backends(request).store
     if principal is not None and principal.incarnation is not None:
         check_incarnation(principal, await store.get(name))
-    page = await store.messages(name, limit=query["limit"], after=query.get("cursor"))
+    # The agents' private notes are in the workbench's transcript, never in the chatbot's.
+    notes = request.app[COMPONENT] == "workbench"
+    page = await store.messages(name, limit=query["limit"], after=query.get("cursor"), notes=notes)
     return json_answer({"session_name": name, "messages": page.items, "next_cursor": page.next_cursor})
 
 

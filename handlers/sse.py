@@ -333,8 +333,13 @@ async def _serve(
         broker = request.config_dict[BACKENDS].broker
         # Entering the subscription makes it live, then reads the history after the resumed
         # id (if any): nothing falls between the replay and the live events.
+        # Whatever the stream, the chatbot side never carries the agents' internal events.
         subscribing = broker.subscribe(
-            *channels, resume_from=resume_position(request), presence=presence, accepts=accepts
+            *channels,
+            resume_from=resume_position(request),
+            presence=presence,
+            accepts=accepts,
+            public_only=request.app[COMPONENT] == "chatbot",
         )
         del channels  # the subscription holds its own tuple of them
         async with subscribing as subscription:

@@ -15,7 +15,7 @@ from app.web.errors import ApiError
 from handlers.access import acting_agent, limit_actions, require_agent
 from handlers.agents import refuse_over_capacity
 from handlers.agents import routes as agent_routes
-from handlers.announce import message_events, transition_events
+from handlers.announce import message_events, note_events, transition_events
 from handlers.common import (
     add_session_read_routes,
     agent_acting_on,
@@ -130,6 +130,23 @@ async def agent_message(request: web.Request) -> web.Response:
     if due is not None:  # the first word of the agent holding it (the store cleared it once)
         request.config_dict[ROUTING_METRICS].first_answer.observe(max(0.0, time.time() - due))
     return json_answer({"session": session, "message": message})
+
+
+@routes.post("/api/sessions/{session_name}/notes")
+async def agent_note(request: web.Request) -> web.Response:
+    """A private note on the conversation, by any agent: in the workbench's transcript and on
+    the agents' and supervisors' streams, never anywhere a customer reads."""
+    principal = require_agent(request)
+    limit_actions(request, principal)
+    name = path_name(request, "session_name")
+    body = await load_body(request, AGENT_MESSAGE[principal is not None])
+    agent_id = acting_agent(principal, body.get("agent_id"))
+    content = checked_content(request, body["content"])
+    store = backends(request).store
+    session, note = await store.add_message(
+        name, "note", content, agent_id=agent_id, announce=note_events(request)
+    )
+    return json_answer({"session": session, "message": note})
 
 
 @routes.post("/api/sessions/{session_name}/typing")

@@ -143,6 +143,7 @@ class Broker(ABC):
         resume_from: str | None = None,
         presence: str | None = None,
         accepts: Callable[[Event], bool] | None = None,
+        public_only: bool = False,
     ) -> Subscription:
         """``channels`` may be one pattern (``realtime.channels.SESSION_PATTERN``): every
         matching channel's events, resumable from the pattern's own history."""
@@ -154,6 +155,7 @@ class Broker(ABC):
             resume_from=resume_from,
             presence=presence,
             accepts=accepts,
+            public_only=public_only,
         )
 
     async def close(self) -> None:

@@ -232,10 +232,13 @@ class ClusterBroker(Broker):
         resume_from: str | None = None,
         presence: str | None = None,
         accepts: Callable[[Event], bool] | None = None,
+        public_only: bool = False,
     ) -> Subscription:
         if channels == (SESSION_PATTERN,):
             channels = (SESSIONS_FEED,)  # sharded pub/sub has no patterns: see publish
-        return super().subscribe(*channels, resume_from=resume_from, presence=presence, accepts=accepts)
+        return super().subscribe(
+            *channels, resume_from=resume_from, presence=presence, accepts=accepts, public_only=public_only
+        )
 
     def _feed(self, channels: tuple[str, ...]) -> Feed:
         return self._owner(channels)

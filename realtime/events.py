@@ -20,6 +20,9 @@ EPHEMERAL_ID = "~"
 EPHEMERAL_KEY = (0, -1)
 # The only events that may be ephemeral: what a later reader would not miss.
 EPHEMERAL_TYPES = frozenset({"typing", "queue_update"})
+# Events for agents' eyes only (docs/api.md, "Private notes"): published on the session's channel
+# like the rest, and skipped by every stream opened on the customer's side (realtime.subscription).
+INTERNAL_TYPES = frozenset({"note"})
 
 
 def envelope(type_: str, payload: dict[str, Any], source: str) -> dict[str, Any]:
@@ -61,11 +64,15 @@ class Event:
     key: tuple[int, int] = field(repr=False)
     frame: bytes = field(repr=False)
     chunk: bytes = field(repr=False)
+    # One of INTERNAL_TYPES: decided once per event, so a customer's stream skips it with one
+    # attribute read (the hot path: every event, every stream).
+    internal: bool = False
 
     @classmethod
     def build(cls, event_id: str, channel: str, event: dict[str, Any], data: str) -> "Event":
         frame = sse_frame(data, event_id)
-        return cls(event_id, channel, event, data, ids.parse(event_id), frame, http_chunk(frame))
+        internal = event["type"] in INTERNAL_TYPES
+        return cls(event_id, channel, event, data, ids.parse(event_id), frame, http_chunk(frame), internal)
 
     @classmethod
     def ephemeral(cls, channel: str, event: dict[str, Any], data: str) -> "Event":

@@ -81,6 +81,7 @@ class Subscription:
         "_items",
         "_last",
         "_maxsize",
+        "_public_only",
         "_replayed",
         "_resume_from",
         "_waiter",
@@ -99,10 +100,12 @@ class Subscription:
         resume_from: str | None = None,
         presence: str | None = None,
         accepts: Callable[[Event], bool] | None = None,
+        public_only: bool = False,
     ) -> None:
         """``presence``: one more channel to hold a subscription on, silently (no events, no
         history, no position): its subscriber count across processes tells who is there.
-        ``accepts``: a filter; events it refuses are skipped (history and live alike)."""
+        ``accepts``: a filter; events it refuses are skipped (history and live alike).
+        ``public_only``: skip the agents' internal events (a customer's stream), the same way."""
         if not channels:
             raise ValueError("subscribe needs at least one channel")
         self.channels = channels
@@ -123,6 +126,7 @@ class Subscription:
         self._held: list[Event] | None = None
         self._writer: Callable[[Event], bool] | None = None
         self._accepts = accepts
+        self._public_only = public_only
 
     async def __aenter__(self) -> Self:
         self._held = []
@@ -297,6 +301,8 @@ class Subscription:
                 self._accept_ephemeral(event)  # no id: sorts first (realtime.events)
             return  # already queued (history and live overlap) or before the start position
         self._last = key
+        if event.internal and self._public_only:
+            return
         if self._accepts is not None and not self._accepts(event):
             return
         if replayed:

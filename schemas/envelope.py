@@ -23,6 +23,7 @@ from schemas.fields import (
     MESSAGE_ROLES,
     NAME_PATTERN,
     SESSION_STATUSES,
+    TRANSCRIPT_ROLES,
     Content,
     Name,
     Status,
@@ -42,6 +43,7 @@ EVENT_TYPES = (
     "queue_update",
     "offer",
     "offer_ended",
+    "note",
 )
 SOURCES = ("ai_chatbot", "agent_workbench", "system")
 
@@ -65,6 +67,7 @@ ALLOWED_SOURCES: dict[str, frozenset[str]] = {
     "queue_update": frozenset({"system"}),
     "offer": frozenset({"agent_workbench", "system"}),
     "offer_ended": frozenset({"agent_workbench", "system"}),
+    "note": frozenset({"agent_workbench"}),
 }
 # The roles each side speaks for in new_message (and is typing for, in typing).
 MESSAGE_ROLES_BY_SOURCE = {"ai_chatbot": {"customer", "bot"}, "agent_workbench": {"agent"}, "system": {"bot"}}
@@ -102,13 +105,20 @@ class TransferRequestPayload(Schema):
 
 class MessageSchema(Schema):
     id = fields.String(required=True)
-    role = fields.String(required=True, validate=validate.OneOf(MESSAGE_ROLES))
+    role = fields.String(required=True, validate=validate.OneOf(TRANSCRIPT_ROLES))
     content = Content(required=True)
     agent_id = Name(required=True, allow_none=True)
     created_at = UnixTime(required=True)
 
 
 class NewMessagePayload(Schema):
+    session_name = Name(required=True)
+    message = fields.Nested(MessageSchema, required=True)
+
+
+class NotePayload(Schema):
+    """An agent's private note (docs/api.md, "Private notes"): on agents' streams only."""
+
     session_name = Name(required=True)
     message = fields.Nested(MessageSchema, required=True)
 
@@ -176,6 +186,7 @@ _PAYLOADS: dict[str, Schema] = {
     "queue_update": QueueUpdatePayload(),
     "offer": OfferPayload(),
     "offer_ended": OfferEndedPayload(),
+    "note": NotePayload(),
 }
 
 
@@ -209,6 +220,10 @@ def _provenance_errors(event: dict[str, Any]) -> dict[str, Any]:
             return {"source": [f"{source} does not type for {who}"]}
         if (who == "agent") != ("agent_id" in event["payload"]):
             return {"payload": {"agent_id": ["given for an agent typing only"]}}
+    if type_ == "note":
+        message = event["payload"]["message"]
+        if message["role"] != "note" or message["agent_id"] is None:
+            return {"payload": {"message": {"role": ["a note's role is note, written by an agent"]}}}
     if type_ == "new_message":
         message = event["payload"]["message"]
         if message["role"] not in MESSAGE_ROLES_BY_SOURCE[source]:
@@ -250,6 +265,21 @@ def _message_ok(message: Any, source: str) -> bool:
 
 
 _MESSAGE_KEYS = frozenset(("id", "role", "content", "agent_id", "created_at"))
+
+
+def _note_ok(message: Any) -> bool:
+    return (
+        type(message) is dict
+        and message.keys() == _MESSAGE_KEYS
+        and type(message["id"]) is str
+        and message["role"] == "note"
+        and type(message["content"]) is str
+        and 1 <= len(message["content"]) <= MAX_CONTENT
+        and _is_name(message["agent_id"])
+        and _is_time(message["created_at"])
+    )
+
+
 _PLAIN_PAYLOADS: dict[str, tuple[frozenset[str], Callable[[dict[str, Any], str], bool]]] = {
     "new_message": (
         frozenset(("session_name", "message")),
@@ -303,6 +333,10 @@ _PLAIN_PAYLOADS: dict[str, tuple[frozenset[str], Callable[[dict[str, Any], str],
             and (p["reason"] is None or type(p["reason"]) is str)
             and (p["summary"] is None or (type(p["summary"]) is str and len(p["summary"]) <= MAX_SUMMARY))
         ),
+    ),
+    "note": (
+        frozenset(("session_name", "message")),
+        lambda p, _: _is_name(p["session_name"]) and _note_ok(p["message"]),
     ),
     "offer_ended": (
         frozenset(("session_name", "reason")),

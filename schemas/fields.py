@@ -16,6 +16,9 @@ NAME_ERROR = "must match ^[A-Za-z0-9_-]{1,64}$ (letters, digits, _ and -)"
 
 SESSION_STATUSES = ("bot_active", "waiting_agent", "agent_active", "closed")
 MESSAGE_ROLES = ("customer", "bot", "agent")
+# A transcript also keeps agents' private notes (docs/api.md, "Private notes"): never a customer's.
+NOTE_ROLE = "note"
+TRANSCRIPT_ROLES = (*MESSAGE_ROLES, NOTE_ROLE)
 MAX_CONTENT = 4000
 # An agent's presence, and the most conversations one may be given to hold at once.
 AGENT_STATUSES = ("online", "away", "offline")

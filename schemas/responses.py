@@ -168,7 +168,8 @@ class SessionCreatedSchema(SessionSchema):
 class MessageSchema(envelope.MessageSchema):
     class Meta:
         description = (
-            "One transcript message. `agent_id` is set on agent messages only; ids are 16 hex digits."
+            "One transcript message. `agent_id` is set on agent messages and notes only; ids are 16 "
+            "hex digits. `role: note` (an agent's private note) is in the workbench's transcript only."
         )
 
 
@@ -429,6 +430,16 @@ class OfferPayloadSchema(envelope.OfferPayload):
         )
 
 
+class NotePayloadSchema(envelope.NotePayload):
+    class Meta:
+        description = (
+            "An agent's private note (`message.role` is `note`): on the workbench's session "
+            "stream and the supervisor stream only, never on a customer's."
+        )
+
+    message = fields.Nested(MessageSchema, required=True)
+
+
 class OfferEndedPayloadSchema(envelope.OfferEndedPayload):
     class Meta:
         description = (
@@ -470,6 +481,7 @@ PAYLOAD_SCHEMAS: dict[str, type[Schema]] = {
     "queue_update": QueueUpdatePayloadSchema,
     "offer": OfferPayloadSchema,
     "offer_ended": OfferEndedPayloadSchema,
+    "note": NotePayloadSchema,
 }
 
 
@@ -512,8 +524,10 @@ AGENT_STREAM_EVENTS = (
     "offer_ended",
     "heartbeat",
 )
-# The supervisor stream: every session's events, and the agents' presence.
-SUPERVISOR_STREAM_EVENTS = (*SESSION_STREAM_EVENTS, "agent_status")
+# An agent's stream of a session: the customer's events and the private notes.
+WORKBENCH_SESSION_STREAM_EVENTS = (*SESSION_STREAM_EVENTS, "note")
+# The supervisor stream: every session's events and notes, and the agents' presence.
+SUPERVISOR_STREAM_EVENTS = (*WORKBENCH_SESSION_STREAM_EVENTS, "agent_status")
 
 __all__ = [
     "AGENT_STREAM_EVENTS",
@@ -522,6 +536,7 @@ __all__ = [
     "PAYLOAD_SCHEMAS",
     "SESSION_STREAM_EVENTS",
     "SUPERVISOR_STREAM_EVENTS",
+    "WORKBENCH_SESSION_STREAM_EVENTS",
     "AgentMessageResponseSchema",
     "ChatResponseSchema",
     "ErrorDetailSchema",

@@ -784,6 +784,19 @@ async def test_a_real_flow_matches_the_document(openapi_client: ClientFactory, s
         await c(w, "POST", agent_typing, path=routed_path + "typing", status=200, body=bob)
         await c(w, "POST", agent_typing, path=routed_path + "typing", status=200, body=bob)  # dropped
         await c(w, "POST", agent_typing, path=routed_path + "typing", status=409, body=alice)
+        note = session_path + "notes"
+        await c(
+            w, "POST", note, path=routed_path + "notes", status=200, body={**alice, "content": "a reseller"}
+        )
+        await c(w, "POST", note, path=routed_path + "notes", status=400, body=alice)
+        await c(
+            w,
+            "POST",
+            note,
+            path=f"{WORKBENCH}/sessions/nobody/notes",
+            status=404,
+            body={**alice, "content": "x"},
+        )
         customer_typing = CHATBOT + "/sessions/{session_name}/typing"
         await c(w, "POST", customer_typing, path=f"{CHATBOT}/sessions/routed/typing", status=200)
         await c(w, "POST", customer_typing, path=f"{CHATBOT}/sessions/demo/typing", status=409)

@@ -131,6 +131,13 @@ def of_start(session: Session, *, webhooks: bool = False) -> list[Outgoing]:
     return [webhook_events.of_start(session)] if webhooks else []
 
 
+def of_note(session: Session, note: Message, *, source: str) -> list[Outgoing]:
+    """A private note: on the session's channel, where every customer-side stream skips it
+    (realtime.events.INTERNAL_TYPES); no webhook."""
+    name = session["session_name"]
+    return [(session_channel(name), envelope("note", {"session_name": name, "message": note}, source))]
+
+
 def of_message(session: Session, message: Message, *, source: str, to_holder: bool = False) -> list[Outgoing]:
     name = session["session_name"]
     payload: dict[str, Any] = {"session_name": name, "message": message}

@@ -9,7 +9,7 @@ from app.domain.pages import DEFAULT_PAGE as DEFAULT_PAGE
 from app.domain.pages import MAX_PAGE as MAX_PAGE
 
 Status = Literal["bot_active", "waiting_agent", "agent_active", "closed"]
-Role = Literal["customer", "bot", "agent"]
+Role = Literal["customer", "bot", "agent", "note"]
 Action = Literal["escalate", "takeover", "release", "close"]
 
 T = TypeVar("T")
@@ -283,10 +283,12 @@ class SessionStore(ABC):
 
     @abstractmethod
     async def messages(
-        self, session_name: str, *, limit: int = DEFAULT_PAGE, after: str | None = None
+        self, session_name: str, *, limit: int = DEFAULT_PAGE, after: str | None = None, notes: bool = False
     ) -> Page[Message]:
         """The transcript (its newest messages within the bounds), oldest first, from after
-        the cursor ``after``; raises SessionNotFound, InvalidCursor."""
+        the cursor ``after``; the agents' private notes only with ``notes`` (the workbench's
+        reads; a customer's, the bot's and everything else never ask); raises SessionNotFound,
+        InvalidCursor."""
 
     @abstractmethod
     async def sweep(self, now: float, *, announce: Announce | None = None) -> Swept:
@@ -320,9 +322,14 @@ def parse_session_cursor(cursor: str | None) -> int:
     return int(cursor)
 
 
-def page_after(messages: list[Message], limit: int, after: str | None) -> Page[Message]:
+def page_after(
+    messages: list[Message], limit: int, after: str | None, *, notes: bool = False
+) -> Page[Message]:
     """A page of a transcript (oldest first); the cursor is the id of a page's last message,
-    which must still be in the transcript."""
+    which must still be in the transcript. Without ``notes`` the agents' private notes are not
+    in it at all (nor their ids as cursors)."""
+    if not notes:
+        messages = [m for m in messages if m["role"] != "note"]
     start = 0
     if after is not None:
         start = next((i + 1 for i, m in enumerate(messages) if m["id"] == after), -1)

@@ -131,9 +131,9 @@ class StartupFallbackStore(ActionsAsMoves):
         return await (await self._store()).count(status)
 
     async def messages(
-        self, session_name: str, *, limit: int = DEFAULT_PAGE, after: str | None = None
+        self, session_name: str, *, limit: int = DEFAULT_PAGE, after: str | None = None, notes: bool = False
     ) -> Page[Message]:
-        return await (await self._store()).messages(session_name, limit=limit, after=after)
+        return await (await self._store()).messages(session_name, limit=limit, after=after, notes=notes)
 
     async def sweep(self, now: float, *, announce: Announce | None = None) -> Swept:
         return await (await self._store()).sweep(now, announce=announce)

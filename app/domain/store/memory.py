@@ -223,10 +223,10 @@ class MemorySessionStore(ActionsAsMoves):
         return sum(1 for s in self._sessions.values() if s["status"] == status)
 
     async def messages(
-        self, session_name: str, *, limit: int = DEFAULT_PAGE, after: str | None = None
+        self, session_name: str, *, limit: int = DEFAULT_PAGE, after: str | None = None, notes: bool = False
     ) -> Page[Message]:
         self._load(session_name)
-        page = page_after(list(self._transcripts[session_name].messages), limit, after)
+        page = page_after(list(self._transcripts[session_name].messages), limit, after, notes=notes)
         return Page([m.copy() for m in page.items], page.next_cursor)
 
     async def sweep(self, now: float, *, announce: Announce | None = None) -> Swept:

@@ -240,7 +240,7 @@ class RedisSessionStore(ActionsAsMoves):
         return int(await self._call(lambda: self._redis.zcard(self.keys.status(status))))
 
     async def messages(
-        self, session_name: str, *, limit: int = DEFAULT_PAGE, after: str | None = None
+        self, session_name: str, *, limit: int = DEFAULT_PAGE, after: str | None = None, notes: bool = False
     ) -> Page[Message]:
         async def read() -> tuple[int, list[bytes]]:
             async with self._redis.pipeline(transaction=False) as pipe:
@@ -252,7 +252,7 @@ class RedisSessionStore(ActionsAsMoves):
         exists, raws = await self._call(read)
         if not exists:
             raise SessionNotFound(session_name)
-        return page_after([rules.decode(raw) for raw in raws], limit, after)
+        return page_after([rules.decode(raw) for raw in raws], limit, after, notes=notes)
 
     async def sweep(self, now: float, *, announce: Announce | None = None) -> Swept:
         closed: list[Transition] = []

@@ -143,6 +143,8 @@ def check_can_speak(session: Session, role: Role, agent_id: str | None) -> None:
             raise TransitionRefused(f"the bot does not answer a session that is {status}")
     elif role == "agent":
         _require_holder(session, agent_id, "send messages to")
+    elif role == "note" and agent_id is None:
+        raise ValueError("a note is written by an agent")  # any agent, in any status
 
 
 def check_turn(session: Session, status_seq: int | None) -> None:

@@ -205,6 +205,25 @@ EVENT_EXAMPLES: dict[str, tuple[str, str | None, dict[str, Any]]] = {
             "source": "system",
         },
     ),
+    "event.note": (
+        "Alice's private note (agents and supervisors only)",
+        event_id(T0 + 85, 0),
+        {
+            "type": "note",
+            "payload": {
+                "session_name": SESSION,
+                "message": {
+                    "id": "7d6c5b4a39281706",
+                    "role": "note",
+                    "content": "Customer is a reseller: offer the partner discount.",
+                    "agent_id": AGENT,
+                    "created_at": T0 + 85,
+                },
+            },
+            "timestamp": T0 + 85,
+            "source": "agent_workbench",
+        },
+    ),
     "event.queue_update": (
         "Second in the queue now (ephemeral: no id)",
         None,
@@ -252,9 +271,11 @@ AGENT_STREAM_EXAMPLES = (
     "event.status_change.takeover",
     "event.new_message.held",
 )
-SUPERVISOR_STREAM_EXAMPLES = (*SESSION_STREAM_EXAMPLES, "event.agent_status")
+WORKBENCH_SESSION_STREAM_EXAMPLES = (*SESSION_STREAM_EXAMPLES, "event.note")
+SUPERVISOR_STREAM_EXAMPLES = (*WORKBENCH_SESSION_STREAM_EXAMPLES, "event.agent_status")
 STREAM_EXAMPLES = {
     "session": SESSION_STREAM_EXAMPLES,
+    "workbench_session": WORKBENCH_SESSION_STREAM_EXAMPLES,
     "agent": AGENT_STREAM_EXAMPLES,
     "supervisor": SUPERVISOR_STREAM_EXAMPLES,
 }

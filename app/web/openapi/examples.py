@@ -110,6 +110,9 @@ M_HUMAN_BOT = _message(
 )
 M_LATE = _message("0a1b2c3d4e5f6071", "customer", "My order is late", T0 + 70)
 M_AGENT = _message("9f8e7d6c5b4a3928", "agent", "Let me check that for you.", T0 + 80, AGENT)
+M_NOTE = _message(
+    "7d6c5b4a39281706", "note", "Customer is a reseller: offer the partner discount.", T0 + 85, AGENT
+)
 TRANSCRIPT = [M_HELLO, M_HELLO_BOT, M_HUMAN, M_HUMAN_BOT, M_LATE, M_AGENT]
 
 # The newest event of a session, as GET .../stream reports it (its time is its id's).
@@ -166,6 +169,10 @@ REQUEST_EXAMPLES: dict[str, Example] = {
     "request.transfer.queue": Example(
         "Back to the queue, with a note",
         {"agent_id": AGENT, "to_queue": True, "note": "Billing question: needs someone from billing."},
+    ),
+    "request.note": Example(
+        "Alice's note for the next agent",
+        {"agent_id": AGENT, "content": "Customer is a reseller: offer the partner discount."},
     ),
     "request.agent_message": Example(
         "Alice answers", {"agent_id": AGENT, "content": "Let me check that for you."}
@@ -228,6 +235,7 @@ RESPONSE_EXAMPLES: dict[str, Example] = {
         },
     ),
     "agent_message.sent": Example("Alice's message", {"session": S_HELD, "message": M_AGENT}),
+    "note.added": Example("Alice's private note", {"session": S_HELD, "message": M_NOTE}),
     "session_list.waiting": Example(
         "The queue, oldest first: all of it (next_cursor null)",
         {"sessions": [S_WAITING], "next_cursor": None},

@@ -12,6 +12,29 @@ TYPING = (
 TYPING_ANSWER = Answer(200, "Whether it went out.", "TypingAnswer", ("typing.sent", "typing.dropped"))
 
 LIVE_OPERATIONS: dict[tuple[str, str], Operation] = {
+    ("POST", "/workbench/api/sessions/{session_name}/notes"): Operation(
+        "workbench",
+        "Write a private note",
+        "A note on the conversation for agents and supervisors, by any agent, in any status: kept "
+        "in the transcript as `role: note` and published as `note` on the session's channel, where "
+        "the workbench's session streams and the supervisor stream hear it and every stream of the "
+        "chatbot side skips it, live and resumed. The chatbot side's transcript, its "
+        "streams and their resumes, and the bot's context never hold a note. Token: an agent's.",
+        (Answer(200, "The session, and the note as stored.", "AgentMessageResponse", ("note.added",)),),
+        "agent",
+        (
+            "error.invalid_name.session",
+            "error.validation.agent_message",
+            *BODY_ERRORS,
+            *AGENT_ERRORS,
+            "error.forbidden.agent_mismatch",
+            "error.session_not_found",
+            "error.rate_limited",
+            "error.unavailable",
+        ),
+        body="AgentMessageRequest",
+        body_examples=("request.note",),
+    ),
     ("POST", "/chatbot/api/sessions/{session_name}/typing"): Operation(
         "chatbot",
         "Say the customer is writing",

@@ -10,7 +10,7 @@ from app.domain.store.base import DEFAULT_PAGE, MAX_PAGE
 from app.web.openapi.security_schemes import Auth
 
 # The kind of event stream an operation answers with (schema_components.STREAM_UNIONS).
-Stream = Literal["session", "agent", "supervisor"]
+Stream = Literal["session", "workbench_session", "agent", "supervisor"]
 
 
 @dataclass(frozen=True, slots=True)

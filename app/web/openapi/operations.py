@@ -84,7 +84,7 @@ def _session_read(component: str) -> dict[tuple[str, str], Operation]:
             (SESSION_STREAM_ANSWER,),
             auth,
             ("error.invalid_name.session", *access, "error.session_not_found", *STREAM_ERRORS),
-            stream="session",
+            stream="session" if customer else "workbench_session",
         ),
     }
 

@@ -28,6 +28,7 @@ EVENT_DESCRIPTIONS = {
     "agent_status": ("An agent's presence or capacity changed; on every agent stream (the broadcast)."),
     "offer": "A waiting conversation is offered to this agent until expires_at (its own stream).",
     "offer_ended": "An offer to this agent ended unaccepted: declined, expired or withdrawn.",
+    "note": "An agent's private note: on agents' and supervisors' streams only, never a customer's.",
     "typing": (
         "Someone is writing in the session: the customer, the agent holding it (`agent_id`), or "
         "the bot preparing a reply. Ephemeral: without an id, never in the history, never "
@@ -40,6 +41,7 @@ STREAM_UNIONS = {
     "session": "SessionStreamEvent",
     "agent": "AgentStreamEvent",
     "supervisor": "SupervisorStreamEvent",
+    "workbench_session": "WorkbenchSessionStreamEvent",
 }
 
 
@@ -140,6 +142,11 @@ def json_schema_components() -> dict[str, dict[str, Any]]:
         "Event": event_union(EVENT_TYPES, "Any event: the envelope, by `type`."),
         STREAM_UNIONS["session"]: event_union(
             rs.SESSION_STREAM_EVENTS, f"What a session stream carries (`{session_channel}`)."
+        ),
+        STREAM_UNIONS["workbench_session"]: event_union(
+            rs.WORKBENCH_SESSION_STREAM_EVENTS,
+            f"What an agent's session stream carries: the session's events (`{session_channel}`) "
+            "and its private notes (`note`).",
         ),
         STREAM_UNIONS["supervisor"]: event_union(
             rs.SUPERVISOR_STREAM_EVENTS,
