@@ -22,10 +22,11 @@ from handlers.announce import message_events, start_events, transition_events
 from handlers.bot_reply import BotTurn, queue_full
 from handlers.common import add_session_read_routes, backends, checked_content, load_body, path_name
 from handlers.queue_watch import place_in_queue
+from handlers.reads import read_up_to
 from handlers.reply_stream import ReplyStream
 from handlers.routing import customer_active, customer_arrived
 from handlers.typing import signal_typing
-from schemas import ChatSchema, CreateSessionSchema, EscalateSchema
+from schemas import ChatSchema, CreateSessionSchema, EscalateSchema, ReadSchema
 from schemas.plain import PlainBody
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ routes = web.RouteTableDef()
 CREATE_SESSION = PlainBody(CreateSessionSchema())
 CHAT = PlainBody(ChatSchema())
 ESCALATE = PlainBody(EscalateSchema())
+READ = PlainBody(ReadSchema())
 
 
 def _session_token(request: web.Request, session: Session) -> dict[str, str]:
@@ -184,6 +186,17 @@ async def customer_typing(request: web.Request) -> web.Response:
     if session["status"] == "closed":
         raise ApiError(409, "conflict", "session is closed")
     return json_answer(await signal_typing(request, name, "customer", None))
+
+
+@routes.post("/api/sessions/{session_name}/read")
+async def customer_read(request: web.Request) -> web.Response:
+    """The customer has read the conversation up to a message: the agent's view hears it."""
+    name = path_name(request, "session_name")
+    principal = require_session(request, name)
+    limit_actions(request, principal)
+    body = await load_body(request, READ)
+    incarnation = principal.incarnation if principal is not None else None
+    return json_answer(await read_up_to(request, name, "customer", body["up_to"], incarnation=incarnation))
 
 
 @routes.get("/api/sessions/{session_name}/queue")

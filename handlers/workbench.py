@@ -25,6 +25,7 @@ from handlers.common import (
     path_name,
     router_of,
 )
+from handlers.reads import read_up_to
 from handlers.routing import routes as routing_routes
 from handlers.routing import served
 from handlers.sse import stream_events
@@ -41,6 +42,7 @@ from realtime.channels import (
 from realtime.events import Event
 from schemas import (
     AgentMessageSchema,
+    AgentReadSchema,
     SessionListQuerySchema,
     SupervisorQuerySchema,
 )
@@ -68,6 +70,10 @@ async def list_sessions(request: web.Request) -> web.Response:
 AGENT_MESSAGE = {
     True: PlainBody(AgentMessageSchema(partial=("agent_id",))),
     False: PlainBody(AgentMessageSchema()),
+}
+AGENT_READ = {
+    True: PlainBody(AgentReadSchema(partial=("agent_id",))),
+    False: PlainBody(AgentReadSchema()),
 }
 SESSION_LIST_QUERY = SessionListQuerySchema()
 SUPERVISOR_QUERY = SupervisorQuerySchema()
@@ -157,6 +163,18 @@ async def agent_typing(request: web.Request) -> web.Response:
     if session["status"] != "agent_active" or session["agent_id"] != agent_id:
         raise ApiError(409, "conflict", "only the agent holding the conversation types to its customer")
     return json_answer(await signal_typing(request, name, "agent", agent_id))
+
+
+@routes.post("/api/sessions/{session_name}/read")
+async def agent_read(request: web.Request) -> web.Response:
+    """The agent holding the conversation has read it up to a message: the customer hears it,
+    and the conversation's unread count becomes what follows that message."""
+    principal = require_agent(request)
+    limit_actions(request, principal)
+    name = path_name(request, "session_name")
+    body = await load_body(request, AGENT_READ[principal is not None])
+    agent_id = acting_agent(principal, body.get("agent_id"))
+    return json_answer(await read_up_to(request, name, "agent", body["up_to"], agent_id=agent_id))
 
 
 @routes.get("/api/sessions/{session_name}/stream")

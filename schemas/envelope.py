@@ -25,6 +25,7 @@ from schemas.fields import (
     SESSION_STATUSES,
     TRANSCRIPT_ROLES,
     Content,
+    MessageId,
     Name,
     Status,
     UnixTime,
@@ -44,6 +45,7 @@ EVENT_TYPES = (
     "offer",
     "offer_ended",
     "note",
+    "read",
 )
 SOURCES = ("ai_chatbot", "agent_workbench", "system")
 
@@ -68,7 +70,10 @@ ALLOWED_SOURCES: dict[str, frozenset[str]] = {
     "offer": frozenset({"agent_workbench", "system"}),
     "offer_ended": frozenset({"agent_workbench", "system"}),
     "note": frozenset({"agent_workbench"}),
+    "read": frozenset({"ai_chatbot", "agent_workbench"}),
 }
+# Who reads for which side, in read.
+READER_BY_SOURCE = {"ai_chatbot": "customer", "agent_workbench": "agent"}
 # The roles each side speaks for in new_message (and is typing for, in typing).
 MESSAGE_ROLES_BY_SOURCE = {"ai_chatbot": {"customer", "bot"}, "agent_workbench": {"agent"}, "system": {"bot"}}
 
@@ -172,6 +177,15 @@ class TypingPayload(Schema):
     agent_id = Name(metadata={"description": "the agent writing (`who: agent` only)"})
 
 
+class ReadPayload(Schema):
+    """How far one side of the session has read (docs/api.md, "Read receipts")."""
+
+    session_name = Name(required=True)
+    reader = fields.String(required=True, validate=validate.OneOf(("customer", "agent")))
+    agent_id = Name(metadata={"description": "the agent who read (`reader: agent` only)"})
+    up_to = MessageId(required=True, metadata={"description": "the last message read"})
+
+
 _ENVELOPE = EnvelopeSchema()
 _PAYLOADS: dict[str, Schema] = {
     "connected": ConnectedPayload(),
@@ -187,6 +201,7 @@ _PAYLOADS: dict[str, Schema] = {
     "offer": OfferPayload(),
     "offer_ended": OfferEndedPayload(),
     "note": NotePayload(),
+    "read": ReadPayload(),
 }
 
 
@@ -220,6 +235,12 @@ def _provenance_errors(event: dict[str, Any]) -> dict[str, Any]:
             return {"source": [f"{source} does not type for {who}"]}
         if (who == "agent") != ("agent_id" in event["payload"]):
             return {"payload": {"agent_id": ["given for an agent typing only"]}}
+    if type_ == "read":
+        reader = event["payload"]["reader"]
+        if reader != READER_BY_SOURCE[source]:
+            return {"source": [f"{source} does not read for {reader}"]}
+        if (reader == "agent") != ("agent_id" in event["payload"]):
+            return {"payload": {"agent_id": ["given for an agent's read only"]}}
     if type_ == "note":
         message = event["payload"]["message"]
         if message["role"] != "note" or message["agent_id"] is None:

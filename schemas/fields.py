@@ -50,6 +50,17 @@ def Name(**kwargs: Any) -> fields.String:
     )
 
 
+# A transcript message's id (app.domain.store.rules.new_message): 16 hex digits.
+MESSAGE_ID_PATTERN = re.compile(r"[0-9a-f]{16}\Z")
+
+
+def MessageId(**kwargs: Any) -> fields.String:
+    return fields.String(
+        validate=validate.Regexp(MESSAGE_ID_PATTERN, error="must be a message's id (16 of 0-9 and a-f)"),
+        **kwargs,
+    )
+
+
 def Content(**kwargs: Any) -> fields.String:
     return fields.String(
         validate=validate.Length(min=1, max=MAX_CONTENT),

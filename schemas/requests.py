@@ -11,6 +11,7 @@ from schemas.fields import (
     MAX_SUMMARY,
     Content,
     Cursor,
+    MessageId,
     Name,
     PageLimit,
     Status,
@@ -82,6 +83,14 @@ class AgentStatusSchema(Schema):
 class AgentMessageSchema(Schema):
     agent_id = Name(required=True)
     content = Content(required=True)
+
+
+class ReadSchema(Schema):
+    up_to = MessageId(required=True, metadata={"description": "the last message read (its id)"})
+
+
+class AgentReadSchema(ReadSchema):
+    agent_id = Name(required=True)
 
 
 # ?cursor= on a listing.

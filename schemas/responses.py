@@ -13,7 +13,7 @@ from marshmallow import Schema, fields, validate
 
 from schemas import envelope
 from schemas.envelope import ALLOWED_SOURCES, EVENT_TYPES
-from schemas.fields import AGENT_STATUSES, MAX_REASON, MAX_SUMMARY, Cursor, Name, Status, UnixTime
+from schemas.fields import AGENT_STATUSES, MAX_REASON, MAX_SUMMARY, Cursor, MessageId, Name, Status, UnixTime
 
 COMPONENTS = ("chatbot", "workbench")
 BROKER_MODES = ("redis", "redis-cluster", "memory")
@@ -76,6 +76,14 @@ class OfferSchema(Schema):
             "description": "`queue`: the router's pick; `transfer`: named by the agent handing it over"
         },
     )
+
+
+class ReadPositionsSchema(Schema):
+    class Meta:
+        description = "The last message each side read (its id); a side absent has read nothing."
+
+    customer = MessageId()
+    agent = MessageId()
 
 
 class SessionSchema(Schema):
@@ -142,6 +150,20 @@ class SessionSchema(Schema):
     )
     closed_reason = fields.String(
         metadata={"description": "why the server closed it by itself (`customer_idle`); absent otherwise"}
+    )
+    read = fields.Nested(
+        ReadPositionsSchema,
+        metadata={
+            "description": 'how far each side has read (docs/api.md, "Read receipts"); absent: neither'
+        },
+    )
+    unread = fields.Integer(
+        strict=True,
+        validate=validate.Range(min=0),
+        metadata={
+            "description": "the customer's messages the agents' side has not read (since the holding "
+            "agent's last `read`); absent: none yet"
+        },
     )
     incarnation = fields.String(
         required=True,
@@ -468,6 +490,15 @@ class TypingPayloadSchema(envelope.TypingPayload):
         )
 
 
+class ReadPayloadSchema(envelope.ReadPayload):
+    class Meta:
+        description = (
+            "`reader` (the customer, or the agent holding the conversation: `agent_id`) has read "
+            "up to the message `up_to`. Both sides' streams carry it: a client shows the other "
+            "side's as read marks and ignores its own."
+        )
+
+
 PAYLOAD_SCHEMAS: dict[str, type[Schema]] = {
     "connected": ConnectedPayloadSchema,
     "status_change": StatusChangePayloadSchema,
@@ -482,6 +513,7 @@ PAYLOAD_SCHEMAS: dict[str, type[Schema]] = {
     "offer": OfferPayloadSchema,
     "offer_ended": OfferEndedPayloadSchema,
     "note": NotePayloadSchema,
+    "read": ReadPayloadSchema,
 }
 
 
@@ -513,6 +545,7 @@ SESSION_STREAM_EVENTS = (
     "heartbeat",
     "typing",
     "queue_update",
+    "read",
 )
 AGENT_STREAM_EVENTS = (
     "connected",

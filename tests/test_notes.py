@@ -22,9 +22,9 @@ from tests.support.api import (
     chat,
     create,
     escalate,
-    every_page,
     send,
     session_events,
+    transcript,
 )
 from tests.support.app_server import MakeClient
 from tests.support.processes import REDIS_ON, StartServer
@@ -50,11 +50,6 @@ async def heard(stream: SSEStream) -> list[SSEEvent]:
     raise AssertionError("never quiet")
 
 
-async def transcript_of(http: Http, name: str, side: str, base: str = "") -> list[dict[str, Any]]:
-    url = f"{base}/{side}/api/sessions/{name}/messages"
-    return [m for page in await every_page(http, url) for m in page["messages"]]
-
-
 async def test_a_note_reaches_agents_only(make_client: MakeClient, settings: Settings) -> None:
     client = await make_client(settings)
     await create(client, "n1")
@@ -74,8 +69,8 @@ async def test_a_note_reaches_agents_only(make_client: MakeClient, settings: Set
             assert event.payload == {"session_name": "n1", "message": written}, event
             assert event.data["source"] == "agent_workbench"
         assert not [e for e in await heard(customer) if "partner discount" in str(e.data)]
-    assert written in await transcript_of(client, "n1", "workbench")
-    assert [m for m in await transcript_of(client, "n1", "chatbot") if m["role"] == "note"] == []
+    assert written in await transcript(client, "n1", "workbench")
+    assert [m for m in await transcript(client, "n1", "chatbot") if m["role"] == "note"] == []
     # Resumed from the start: the agent's view holds it, the customer's does not.
     since_start = {"Last-Event-ID": "0-0"}
     async with open_stream(client, session_events("n1"), headers=since_start) as (customer, _):
@@ -150,7 +145,7 @@ async def test_a_thousand_actions_no_note_reaches_a_customer(
         # stream resumed from the start, on the chatbot side.
         seen = [str(e.data) for e in customer_heard]
         for name in names:
-            seen.append(str(await transcript_of(http, name, "chatbot", chatbot.url)))
+            seen.append(str(await transcript(http, name, "chatbot", base=chatbot.url)))
             async with open_stream(
                 http, chatbot.url + session_events(name), headers={"Last-Event-ID": "0-0"}
             ) as (resumed, _):
@@ -158,7 +153,9 @@ async def test_a_thousand_actions_no_note_reaches_a_customer(
         text = "\n".join(seen)
         assert "NOTE-" not in text
         # ...while the agents have every one of them.
-        kept = "\n".join([str(await transcript_of(http, name, "workbench", workbench.url)) for name in names])
+        kept = "\n".join(
+            [str(await transcript(http, name, "workbench", base=workbench.url)) for name in names]
+        )
         assert all(secret in kept for secret in notes)
         first = [e.payload["message"]["content"] for e in agent_heard if e.type == "note"]
         assert first and all(secret in notes for secret in first)

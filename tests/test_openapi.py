@@ -797,6 +797,29 @@ async def test_a_real_flow_matches_the_document(openapi_client: ClientFactory, s
             status=404,
             body={**alice, "content": "x"},
         )
+        # Read receipts: bob holds "routed"; its transcript has the customer's message.
+        transcript = await c(
+            w,
+            "GET",
+            WORKBENCH + "/sessions/{session_name}/messages",
+            path=routed_path + "messages",
+            status=200,
+        )
+        last = next(m["id"] for m in reversed(transcript["messages"]) if m["role"] != "note")
+        read = session_path + "read"
+        await c(w, "POST", read, path=routed_path + "read", status=200, body={**bob, "up_to": last})
+        await c(w, "POST", read, path=routed_path + "read", status=409, body={**alice, "up_to": last})
+        await c(w, "POST", read, path=routed_path + "read", status=400, body={**bob, "up_to": "0" * 16})
+        customer_read = CHATBOT + "/sessions/{session_name}/read"
+        await c(
+            w, "POST", customer_read, path=f"{CHATBOT}/sessions/routed/read", status=200, body={"up_to": last}
+        )
+        await c(
+            w, "POST", customer_read, path=f"{CHATBOT}/sessions/routed/read", status=400, body={"up_to": "x"}
+        )
+        await c(
+            w, "POST", customer_read, path=f"{CHATBOT}/sessions/nobody/read", status=404, body={"up_to": last}
+        )
         customer_typing = CHATBOT + "/sessions/{session_name}/typing"
         await c(w, "POST", customer_typing, path=f"{CHATBOT}/sessions/routed/typing", status=200)
         await c(w, "POST", customer_typing, path=f"{CHATBOT}/sessions/demo/typing", status=409)

@@ -422,9 +422,12 @@ async def test_add_message_rules(
 
     session, message = await store.add_message("s1", role, "hello there", agent_id)
     assert session == before["session"]  # the session as the message found it
-    # Speaking never moves the session; the holder's first word ends the wait for an answer.
+    # Speaking never moves the session; the holder's first word ends the wait for an answer,
+    # and a customer's is one more the agents have not read.
     after = {k: v for k, v in before["session"].items() if role != "agent" or k != "answer_due"}
     assert "answer_due" in before["session"] or role != "agent"
+    if role == "customer":
+        after["unread"] = before["session"].get("unread", 0) + 1
     assert await store.get("s1") == after
     assert (await store.messages("s1")).items == [message]
     await assert_consistent(harness, "s1")

@@ -138,6 +138,18 @@ def of_note(session: Session, note: Message, *, source: str) -> list[Outgoing]:
     return [(session_channel(name), envelope("note", {"session_name": name, "message": note}, source))]
 
 
+def of_read(transition: Transition, *, reader: str, agent_id: str | None, source: str) -> list[Outgoing]:
+    """A read receipt: on the session's channel, for the other side (both sides hear it)."""
+    if not transition.changed:
+        return []
+    session = transition.session
+    name = session["session_name"]
+    payload: dict[str, Any] = {"session_name": name, "reader": reader, "up_to": session["read"][reader]}
+    if agent_id is not None:
+        payload["agent_id"] = agent_id
+    return [(session_channel(name), envelope("read", payload, source))]
+
+
 def of_message(session: Session, message: Message, *, source: str, to_holder: bool = False) -> list[Outgoing]:
     name = session["session_name"]
     payload: dict[str, Any] = {"session_name": name, "message": message}

@@ -217,6 +217,23 @@ async def agent_say(
     return await call_json(http, "POST", url, {"agent_id": agent_id, "content": content}, headers=headers)
 
 
+async def read_up_to(
+    http: Http,
+    name: str,
+    up_to: str,
+    agent_id: str | None = None,
+    *,
+    base: str = "",
+    headers: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """POST .../read: the customer's (no ``agent_id``) or an agent's; the session after it."""
+    if agent_id is None:
+        url, body = f"{base}{CHATBOT}/sessions/{name}/read", {"up_to": up_to}
+    else:
+        url, body = f"{base}{WORKBENCH}/sessions/{name}/read", {"agent_id": agent_id, "up_to": up_to}
+    return await call_json(http, "POST", url, body, headers=headers)
+
+
 async def get_session(http: Http, name: str, sub: str = "chatbot", *, base: str = "") -> dict[str, Any]:
     return await call_json(http, "GET", f"{base}/{sub}/api/sessions/{name}")
 

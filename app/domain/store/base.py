@@ -76,6 +76,10 @@ class Session(TypedDict):
     answer_due: NotRequired[float]
     # Why the server closed it by itself ("customer_idle"); absent when a person closed it.
     closed_reason: NotRequired[str]
+    # Read receipts (app.domain.reads): the last message each side ("customer", "agent") read,
+    # and the customer's messages the agents' side has not read. Absent: nothing read, 0.
+    read: NotRequired[dict[str, str]]
+    unread: NotRequired[int]
     # Random, given at creation: tokens carry it, so a session re-created under the same name
     # (after retention or data loss) refuses the tokens of the one before.
     incarnation: str

@@ -186,7 +186,7 @@ class MemorySessionStore(ActionsAsMoves):
         rules.check_turn(session, status_seq)
         message = rules.new_message(role, content, agent_id)
         self._transcripts[session_name].append(message, self.bounds)
-        answered = rules.answered(session, message)
+        answered = rules.after_message(session, message)
         if answered is not None:
             self._sessions[session_name] = answered
         if announce is not None:

@@ -203,7 +203,7 @@ class RedisSessionStore(ActionsAsMoves):
             rules.check_can_speak(session, role, agent_id)
             rules.check_turn(session, status_seq)
             planned = self._plan(session_name, announce(session, message) if announce is not None else ())
-            answered = rules.answered(session, message)
+            answered = rules.after_message(session, message)
             written = await self._commit(
                 session_name, raw, answered, session["status"], planned, message=message
             )

@@ -183,9 +183,15 @@ def moved(session: Session, status: Status, agent_id: str | None, *, seq: int = 
     return after
 
 
-def answered(session: Session, message: Message) -> Session | None:
-    """The session after ``message``, if the message changes it: an agent's first message
-    since it took the conversation ends the wait for an answer (``answer_due``); None if not."""
+def after_message(session: Session, message: Message) -> Session | None:
+    """The session after ``message``, if the message changes it (written in the message's own
+    atomic step); None if not. A customer message is one more the agents have not read
+    (app.domain.reads); an agent's first message since it took the conversation ends the wait
+    for an answer (``answer_due``)."""
+    if message["role"] == "customer":
+        after = session.copy()
+        after["unread"] = session.get("unread", 0) + 1
+        return after
     if message["role"] != "agent" or session.get("answer_due") is None:
         return None
     after = session.copy()

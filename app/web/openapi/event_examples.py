@@ -234,6 +234,16 @@ EVENT_EXAMPLES: dict[str, tuple[str, str | None, dict[str, Any]]] = {
             "source": "system",
         },
     ),
+    "event.read.customer": (
+        "The customer has read Alice's message",
+        event_id(T0 + 90, 0),
+        {
+            "type": "read",
+            "payload": {"session_name": SESSION, "reader": "customer", "up_to": "9f8e7d6c5b4a3928"},
+            "timestamp": T0 + 90,
+            "source": "ai_chatbot",
+        },
+    ),
     "event.typing.bot": (
         "The bot is preparing its reply (ephemeral: no id, never replayed)",
         None,
@@ -258,6 +268,7 @@ SESSION_STREAM_EXAMPLES = (
     "event.agent_joined",
     "event.status_change.takeover",
     "event.new_message.agent",
+    "event.read.customer",
     "event.agent_left",
     "event.status_change.released",
 )

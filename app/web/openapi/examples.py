@@ -170,6 +170,13 @@ REQUEST_EXAMPLES: dict[str, Example] = {
         "Back to the queue, with a note",
         {"agent_id": AGENT, "to_queue": True, "note": "Billing question: needs someone from billing."},
     ),
+    "request.read": Example("Read up to the agent's message", {"up_to": M_AGENT["id"]}),
+    "request.agent_read": Example(
+        "Alice has read up to the customer's message", {"agent_id": AGENT, "up_to": M_LATE["id"]}
+    ),
+    "request.agent_read.token": Example(
+        "With an agent token: the token says who reads", {"up_to": M_LATE["id"]}, token_only=True
+    ),
     "request.note": Example(
         "Alice's note for the next agent",
         {"agent_id": AGENT, "content": "Customer is a reseller: offer the partner discount."},
@@ -235,6 +242,14 @@ RESPONSE_EXAMPLES: dict[str, Example] = {
         },
     ),
     "agent_message.sent": Example("Alice's message", {"session": S_HELD, "message": M_AGENT}),
+    "session.read_by_customer": Example(
+        "The customer has read the agent's message",
+        {**S_HELD, "read": {"customer": M_AGENT["id"]}, "unread": 1},
+    ),
+    "session.read_by_agent": Example(
+        "Alice has read the customer's message: nothing unread",
+        {**S_HELD, "read": {"agent": M_LATE["id"]}, "unread": 0},
+    ),
     "note.added": Example("Alice's private note", {"session": S_HELD, "message": M_NOTE}),
     "session_list.waiting": Example(
         "The queue, oldest first: all of it (next_cursor null)",
@@ -425,6 +440,15 @@ ERROR_EXAMPLES: dict[str, ErrorExample] = {
     "error.conflict.held": ErrorExample(409, "conflict", "session is held by agent bob"),
     "error.conflict.not_holder_typing": ErrorExample(
         409, "conflict", "only the agent holding the conversation types to its customer"
+    ),
+    "error.conflict.not_holder_read": ErrorExample(
+        409, "conflict", "only the agent holding the conversation reads it for the agents' side"
+    ),
+    "error.validation.read": ErrorExample(
+        400,
+        "validation_error",
+        "invalid request",
+        {"up_to": ["no message 0f1e2d3c4b5a6978 in this conversation's transcript"]},
     ),
     "error.conflict.no_offer": ErrorExample(409, "conflict", "no offer of this conversation to this agent"),
     "error.conflict.offer_expired": ErrorExample(409, "conflict", "the offer has expired"),

@@ -1,4 +1,4 @@
-"""The live-chat operations of the operation table: typing both ways."""
+"""The live-chat operations of the operation table: typing and read receipts both ways, notes."""
 
 from app.web.openapi.operation_parts import AGENT_ERRORS, BODY_ERRORS, CUSTOMER_ERRORS, Answer, Operation
 
@@ -10,6 +10,12 @@ TYPING = (
     "conversation carry every `typing` of it: a client ignores its own side's (`who`)."
 )
 TYPING_ANSWER = Answer(200, "Whether it went out.", "TypingAnswer", ("typing.sent", "typing.dropped"))
+READ = (
+    "`up_to` is a message of the conversation (400 otherwise, or once it has left the "
+    "transcript). Forward only: a message at or before the side's read position changes nothing "
+    "(200, no event). Otherwise the session's `read` takes it and `read` goes out on the "
+    "session's channel (an id: resumable), for the other side."
+)
 
 LIVE_OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/workbench/api/sessions/{session_name}/notes"): Operation(
@@ -72,5 +78,45 @@ LIVE_OPERATIONS: dict[tuple[str, str], Operation] = {
         ),
         body="AgentActionRequest",
         body_examples=("request.agent_action", "request.agent_action.token"),
+    ),
+    ("POST", "/chatbot/api/sessions/{session_name}/read"): Operation(
+        "chatbot",
+        "Say how far the customer has read",
+        f"{READ} The customer reads in any status. Token: the session's.",
+        (Answer(200, "The session after it.", "Session", ("session.read_by_customer",)),),
+        "customer",
+        (
+            "error.invalid_name.session",
+            "error.validation.read",
+            *BODY_ERRORS,
+            *CUSTOMER_ERRORS,
+            "error.session_not_found",
+            "error.rate_limited",
+            "error.unavailable",
+        ),
+        body="ReadRequest",
+        body_examples=("request.read",),
+    ),
+    ("POST", "/workbench/api/sessions/{session_name}/read"): Operation(
+        "workbench",
+        "Say how far the agent has read",
+        f"{READ} Only the agent holding the conversation (409 otherwise); the session's `unread` "
+        "becomes the number of customer messages after `up_to`, which every customer message "
+        "raises by one. Token: an agent's.",
+        (Answer(200, "The session after it.", "Session", ("session.read_by_agent",)),),
+        "agent",
+        (
+            "error.invalid_name.session",
+            "error.validation.read",
+            *BODY_ERRORS,
+            *AGENT_ERRORS,
+            "error.forbidden.agent_mismatch",
+            "error.session_not_found",
+            "error.conflict.not_holder_read",
+            "error.rate_limited",
+            "error.unavailable",
+        ),
+        body="AgentReadRequest",
+        body_examples=("request.agent_read", "request.agent_read.token"),
     ),
 }

@@ -28,6 +28,10 @@ EVENT_DESCRIPTIONS = {
     "agent_status": ("An agent's presence or capacity changed; on every agent stream (the broadcast)."),
     "offer": "A waiting conversation is offered to this agent until expires_at (its own stream).",
     "offer_ended": "An offer to this agent ended unaccepted: declined, expired or withdrawn.",
+    "read": (
+        "One side (the customer, or the agent holding it) has read the session up to a message; "
+        "both sides' streams carry it."
+    ),
     "note": "An agent's private note: on agents' and supervisors' streams only, never a customer's.",
     "typing": (
         "Someone is writing in the session: the customer, the agent holding it (`agent_id`), or "
@@ -115,6 +119,8 @@ def documented_schemas(insecure: bool = False) -> dict[str, Schema]:
             "EscalateRequest": rq.EscalateSchema(),
             "AgentActionRequest": rq.AgentActionSchema(partial=optional_agent),
             "AgentMessageRequest": rq.AgentMessageSchema(partial=optional_agent),
+            "ReadRequest": rq.ReadSchema(),
+            "AgentReadRequest": rq.AgentReadSchema(partial=optional_agent),
             "AgentStatusRequest": rq.AgentStatusSchema(),
             "TransferRequest": rq.TransferSchema(partial=optional_agent),
         }
