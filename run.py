@@ -8,11 +8,10 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
 
 from aiohttp import web
 
-from app.domain.auth import TokenAuthority
+from app.domain.auth import Kind, TokenAuthority
 from app.factory import create_app
 from app.process.logs import configure_logging
 from app.process.serving import serve
@@ -123,11 +122,12 @@ def supervise(settings: Settings, args: list[str], logger: logging.Logger) -> in
 
 
 def mint_token(argv: Sequence[str]) -> int:
-    """``run.py token --agent ID | --session NAME [--incarnation ID] [--ttl S] [--secret S]``:
-    print a token."""
+    """``run.py token --agent ID | --supervisor ID | --session NAME [--incarnation ID] [--ttl S]
+    [--secret S]``: print a token."""
     parser = argparse.ArgumentParser(prog="switchboard token", description=mint_token.__doc__)
     who = parser.add_mutually_exclusive_group(required=True)
     who.add_argument("--agent", metavar="AGENT_ID")
+    who.add_argument("--supervisor", metavar="AGENT_ID", help="an agent with a supervisor's rights")
     who.add_argument("--session", metavar="SESSION_NAME")
     parser.add_argument(
         "--incarnation",
@@ -141,16 +141,16 @@ def mint_token(argv: Sequence[str]) -> int:
     secret = args.secret or os.environ.get("SWITCHBOARD_SECRET")
     if not secret:
         parser.error("no secret: pass --secret or set SWITCHBOARD_SECRET")
-    kind: Literal["session", "agent"] = "agent" if args.agent else "session"
+    kind: Kind = "agent" if args.agent else "supervisor" if args.supervisor else "session"
     if args.incarnation is not None and kind != "session":
         parser.error("--incarnation belongs to a --session token")
-    default_ttl = AGENT_TOKEN_TTL if kind == "agent" else Settings().session_token_ttl
+    default_ttl = AGENT_TOKEN_TTL if kind != "session" else Settings().session_token_ttl
     ttl = default_ttl if args.ttl is None else args.ttl
     if ttl < 1:
         parser.error("--ttl must be at least 1 second")
     try:
         token = TokenAuthority(secret).mint(
-            kind, args.agent or args.session, ttl, incarnation=args.incarnation
+            kind, args.agent or args.supervisor or args.session, ttl, incarnation=args.incarnation
         )
     except ValueError as exc:
         parser.error(str(exc))

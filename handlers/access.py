@@ -5,7 +5,7 @@ rate limit on actions and the per-address limit on conversation starts and escal
 from aiohttp import web
 from marshmallow import ValidationError
 
-from app.domain.auth import Principal, TokenError
+from app.domain.auth import STAFF, Principal, TokenError
 from app.domain.store import Session, rules
 from app.keys import COMPONENT, RATE_LIMITER, START_LIMITER, STARTS_REFUSED, TOKENS, TRUSTED_PROXIES
 from app.web.client_address import client_address, limit_key
@@ -59,10 +59,18 @@ def check_incarnation(principal: Principal | None, session: Session) -> None:
 
 
 def require_agent(request: web.Request, *, query_ok: bool = False) -> Principal | None:
-    """Any agent (the workbench is for agents only)."""
+    """Any agent, supervisors included (the workbench is for agents only)."""
     principal = who(request, query_ok=query_ok)
-    if principal is not None and principal.kind != "agent":
+    if principal is not None and principal.kind not in STAFF:
         raise ApiError(403, "forbidden", "the workbench needs an agent token")
+    return principal
+
+
+def require_supervisor(request: web.Request, *, query_ok: bool = False) -> Principal | None:
+    """A supervisor (docs/security.md, "Who may do what"): an agent's token is a 403."""
+    principal = require_agent(request, query_ok=query_ok)
+    if principal is not None and principal.kind != "supervisor":
+        raise ApiError(403, "forbidden", "this needs a supervisor token")
     return principal
 
 
@@ -74,14 +82,15 @@ def require_reader(request: web.Request, session_name: str, *, query_ok: bool = 
     return require_agent(request, query_ok=query_ok)
 
 
-def acting_agent(principal: Principal | None, agent_id: str | None) -> str:
-    """The agent an action is done as: the token's; a body ``agent_id`` must agree with it."""
+def acting_agent(principal: Principal | None, agent_id: str | None, field: str = "agent_id") -> str:
+    """The agent (or supervisor: ``field`` supervisor_id) an action is done as: the token's; a
+    body's id must agree with it."""
     if principal is None:
         if agent_id is None:
-            raise ValidationError({"agent_id": ["Missing data for required field."]})
+            raise ValidationError({field: ["Missing data for required field."]})
         return agent_id
     if agent_id is not None and agent_id != principal.subject:
-        raise ApiError(403, "forbidden", "agent_id does not match the token")
+        raise ApiError(403, "forbidden", f"{field} does not match the token")
     return principal.subject
 
 

@@ -4,6 +4,7 @@ the queue. The router's rounds (``route``) run in every process that serves the 
 
 import logging
 import time
+from collections.abc import Sequence
 
 from aiohttp import web
 
@@ -11,7 +12,7 @@ from app.domain.agents import AtCapacity
 from app.domain.routing import moves
 from app.domain.routing.router import TRANSFER_NOTICE
 from app.domain.store import Transition
-from app.domain.store.base import Move, StoreError
+from app.domain.store.base import Move, Outgoing, StoreError
 from app.keys import AGENTS, BACKENDS, CUSTOMERS_ACTIVE, ROUTING_METRICS, SETTINGS, STREAMS
 from app.process.rounds import every
 from app.web.answers import json_answer
@@ -31,10 +32,14 @@ TRANSFER = {True: PlainBody(TransferSchema(partial=("agent_id",))), False: Plain
 
 
 async def _agent_move(
-    request: web.Request, move: Move, notice: str | None = None, ended: str = "withdrawn"
+    request: web.Request,
+    move: Move,
+    notice: str | None = None,
+    ended: str = "withdrawn",
+    also: Sequence[Outgoing] = (),
 ) -> Transition:
-    """An agent's routing move, published as the workbench's (409 if refused, 404 if the
-    conversation does not exist)."""
+    """An agent's (or a supervisor's) routing move, published as the workbench's (409 if
+    refused, 404 if the conversation does not exist), with ``also`` if it changes anything."""
     router = router_of(request.config_dict)
     done = await router.change(
         path_name(request, "session_name"),
@@ -43,24 +48,32 @@ async def _agent_move(
         notice=notice,
         ended=ended,
         strict=True,
+        also=also,
     )
     assert done is not None
     return done
 
 
-async def _counted_move(
-    request: web.Request, agent_id: str, move: Move, notice: str | None = None
+async def counted_move(
+    request: web.Request,
+    agent_id: str | None,
+    move: Move,
+    notice: str | None = None,
+    *,
+    also: Sequence[Outgoing] = (),
 ) -> Transition:
-    """A move that gives the conversation to ``agent_id`` (an accept, a transfer to it): counted
-    against the agent first (409 at_capacity), the count given back if the move is refused and
-    this call took it."""
+    """A move that gives the conversation to ``agent_id`` (an accept, a transfer to it; None:
+    to nobody): counted against the agent first (409 at_capacity), the count given back if the
+    move is refused and this call took it."""
+    if agent_id is None:
+        return await _agent_move(request, move, notice, also=also)
     name = path_name(request, "session_name")
     try:
         counted = await request.config_dict[AGENTS].reserve(agent_id, name)
     except AtCapacity as exc:
         raise refuse_over_capacity(exc) from exc
     try:
-        return await _agent_move(request, move, notice)
+        return await _agent_move(request, move, notice, also=also)
     except BaseException:
         if counted:
             await router_of(request.config_dict).uncount(agent_id, name)
@@ -71,7 +84,7 @@ async def _counted_move(
 async def accept(request: web.Request) -> web.Response:
     _, agent_id = await agent_acting_on(request)
     # Counted with the offer already: this finds it (and counts a takeover-like accept of none).
-    done = await _counted_move(request, agent_id, moves.accept(agent_id, time.time()))
+    done = await counted_move(request, agent_id, moves.accept(agent_id, time.time()))
     if done.changed:
         request.config_dict[ROUTING_METRICS].offers.labels("accepted").inc()
         await served(request, done)
@@ -110,7 +123,7 @@ async def transfer(request: web.Request) -> web.Response:
         move = moves.transfer_offer(agent_id, to_agent, note, time.time(), settings.offer_timeout)
     else:
         move = moves.transfer(agent_id, to_agent, note)
-    done = await _counted_move(request, to_agent, move, TRANSFER_NOTICE)
+    done = await counted_move(request, to_agent, move, TRANSFER_NOTICE)
     metrics.transfers.labels("offer" if settings.assignment == "auto" else "agent").inc()
     return json_answer(done.session)
 

@@ -12,7 +12,7 @@ from app.domain.store.base import MAX_PAGE
 from app.keys import AGENT_STREAMS, AGENTS, COMPONENT, ROUTING_METRICS, SOURCE
 from app.web.answers import json_answer
 from app.web.errors import ApiError
-from handlers.access import acting_agent, limit_actions, require_agent
+from handlers.access import acting_agent, limit_actions, require_agent, require_supervisor
 from handlers.agents import refuse_over_capacity
 from handlers.agents import routes as agent_routes
 from handlers.announce import message_events, note_events, transition_events
@@ -29,6 +29,7 @@ from handlers.reads import read_up_to
 from handlers.routing import routes as routing_routes
 from handlers.routing import served
 from handlers.sse import stream_events
+from handlers.supervision import routes as supervision_routes
 from handlers.typing import signal_typing
 from realtime import ids
 from realtime.broker import BrokerError
@@ -217,11 +218,12 @@ async def stream_health(request: web.Request) -> web.Response:
 
 @routes.get("/api/events")
 async def supervisor_events(request: web.Request) -> web.StreamResponse:
-    """Every session's events, for a supervisor's wall board or an audit: one pattern
+    """Every session's events, for a supervisor's wall board or an audit (a supervisor's token:
+    notes, whispers and barges are on it): one pattern
     subscription (PSUBSCRIBE sse:session:*) on the process's pub/sub connection (on a Redis
     Cluster, the sessions feed), with the framing, heartbeats, slow-consumer cut-off and
     resume of every stream."""
-    principal = require_agent(request, query_ok=True)
+    principal = require_supervisor(request, query_ok=True)
     query = dict(request.query)
     names = [*request.query.getall("session", []), *query.pop("sessions", "").split(",")]
     for stream_parameter in ("session", "token", "last_event_id"):
@@ -301,4 +303,5 @@ def create_workbench_app() -> web.Application:
     app.add_routes(routes)
     app.add_routes(agent_routes)
     app.add_routes(routing_routes)
+    app.add_routes(supervision_routes)
     return app

@@ -20,9 +20,10 @@ EPHEMERAL_ID = "~"
 EPHEMERAL_KEY = (0, -1)
 # The only events that may be ephemeral: what a later reader would not miss.
 EPHEMERAL_TYPES = frozenset({"typing", "queue_update"})
-# Events for agents' eyes only (docs/api.md, "Private notes"): published on the session's channel
-# like the rest, and skipped by every stream opened on the customer's side (realtime.subscription).
-INTERNAL_TYPES = frozenset({"note"})
+# Events for agents' eyes only (docs/api.md, "Private notes"): a note is published on the session's
+# channel like the rest and skipped by every stream opened on the customer's side
+# (realtime.subscription); whispers and barges go to agents' channels, and are skipped there too.
+INTERNAL_TYPES = frozenset({"note", "whisper", "barge"})
 
 
 def envelope(type_: str, payload: dict[str, Any], source: str) -> dict[str, Any]:

@@ -16,10 +16,13 @@ from schemas.requests import (
     CreateSessionSchema,
     EscalateSchema,
     ReadSchema,
+    ReassignSchema,
     SessionListQuerySchema,
+    SupervisorActionSchema,
     SupervisorQuerySchema,
     TranscriptQuerySchema,
     TransferSchema,
+    WhisperSchema,
 )
 
 __all__ = [
@@ -35,10 +38,13 @@ __all__ = [
     "EnvelopeSchema",
     "EscalateSchema",
     "ReadSchema",
+    "ReassignSchema",
     "SessionListQuerySchema",
+    "SupervisorActionSchema",
     "SupervisorQuerySchema",
     "TranscriptQuerySchema",
     "TransferSchema",
+    "WhisperSchema",
     "is_valid_name",
     "validate_event",
 ]

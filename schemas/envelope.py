@@ -46,6 +46,8 @@ EVENT_TYPES = (
     "offer_ended",
     "note",
     "read",
+    "whisper",
+    "barge",
 )
 SOURCES = ("ai_chatbot", "agent_workbench", "system")
 
@@ -71,6 +73,8 @@ ALLOWED_SOURCES: dict[str, frozenset[str]] = {
     "offer_ended": frozenset({"agent_workbench", "system"}),
     "note": frozenset({"agent_workbench"}),
     "read": frozenset({"ai_chatbot", "agent_workbench"}),
+    "whisper": frozenset({"agent_workbench"}),
+    "barge": frozenset({"agent_workbench"}),
 }
 # Who reads for which side, in read.
 READER_BY_SOURCE = {"ai_chatbot": "customer", "agent_workbench": "agent"}
@@ -186,6 +190,24 @@ class ReadPayload(Schema):
     up_to = MessageId(required=True, metadata={"description": "the last message read"})
 
 
+class WhisperPayload(Schema):
+    """A supervisor's whisper to the agent holding a session: that agent's stream and the
+    supervisors' only (docs/security.md)."""
+
+    session_name = Name(required=True)
+    supervisor_id = Name(required=True)
+    agent_id = Name(required=True, metadata={"description": "the agent it is for: the holder"})
+    content = Content(required=True)
+
+
+class BargePayload(Schema):
+    """A supervisor took a session over from the agent holding it."""
+
+    session_name = Name(required=True)
+    supervisor_id = Name(required=True)
+    from_agent_id = Name(required=True)
+
+
 _ENVELOPE = EnvelopeSchema()
 _PAYLOADS: dict[str, Schema] = {
     "connected": ConnectedPayload(),
@@ -202,6 +224,8 @@ _PAYLOADS: dict[str, Schema] = {
     "offer_ended": OfferEndedPayload(),
     "note": NotePayload(),
     "read": ReadPayload(),
+    "whisper": WhisperPayload(),
+    "barge": BargePayload(),
 }
 
 

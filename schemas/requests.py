@@ -47,10 +47,9 @@ class AgentActionSchema(Schema):
     agent_id = Name(required=True)
 
 
-class TransferSchema(Schema):
+class _HandOverSchema(Schema):
     """To another agent (``to_agent_id``) or back to the queue (``to_queue``), not both."""
 
-    agent_id = Name(required=True)
     to_agent_id = Name(load_default=None, metadata={"description": "the agent to hand it to"})
     to_queue = fields.Boolean(
         load_default=False,
@@ -69,6 +68,27 @@ class TransferSchema(Schema):
     def _one_place(self, data: dict[str, Any], **_: Any) -> None:
         if (data.get("to_agent_id") is None) == (not data.get("to_queue")):
             raise ValidationError("give to_agent_id or to_queue: true (one of them)", "to_agent_id")
+
+
+class TransferSchema(_HandOverSchema):
+    """The holder hands its conversation on."""
+
+    agent_id = Name(required=True)
+
+
+class ReassignSchema(_HandOverSchema):
+    """A supervisor hands a conversation (held or waiting) to an agent, or back to the queue."""
+
+    supervisor_id = Name(required=True)
+
+
+class SupervisorActionSchema(Schema):
+    supervisor_id = Name(required=True)
+
+
+class WhisperSchema(Schema):
+    supervisor_id = Name(required=True)
+    content = Content(required=True)
 
 
 class AgentStatusSchema(Schema):

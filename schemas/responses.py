@@ -157,6 +157,11 @@ class SessionSchema(Schema):
             "description": 'how far each side has read (docs/api.md, "Read receipts"); absent: neither'
         },
     )
+    whispers = fields.Integer(
+        strict=True,
+        validate=validate.Range(min=0),
+        metadata={"description": "supervisors' whispers to its holders (docs/security.md); absent: none"},
+    )
     unread = fields.Integer(
         strict=True,
         validate=validate.Range(min=0),
@@ -499,6 +504,22 @@ class ReadPayloadSchema(envelope.ReadPayload):
         )
 
 
+class WhisperPayloadSchema(envelope.WhisperPayload):
+    class Meta:
+        description = (
+            "A supervisor's whisper to the agent holding the session (`agent_id`): on that agent's "
+            "stream and the supervisor stream only; not in the transcript."
+        )
+
+
+class BargePayloadSchema(envelope.BargePayload):
+    class Meta:
+        description = (
+            "A supervisor took the session over from `from_agent_id`: on that agent's stream and "
+            "the supervisor stream (an audit); the session's stream has agent_left, agent_joined."
+        )
+
+
 PAYLOAD_SCHEMAS: dict[str, type[Schema]] = {
     "connected": ConnectedPayloadSchema,
     "status_change": StatusChangePayloadSchema,
@@ -514,6 +535,8 @@ PAYLOAD_SCHEMAS: dict[str, type[Schema]] = {
     "offer_ended": OfferEndedPayloadSchema,
     "note": NotePayloadSchema,
     "read": ReadPayloadSchema,
+    "whisper": WhisperPayloadSchema,
+    "barge": BargePayloadSchema,
 }
 
 
@@ -555,12 +578,15 @@ AGENT_STREAM_EVENTS = (
     "agent_status",
     "offer",
     "offer_ended",
+    "whisper",
+    "barge",
     "heartbeat",
 )
 # An agent's stream of a session: the customer's events and the private notes.
 WORKBENCH_SESSION_STREAM_EVENTS = (*SESSION_STREAM_EVENTS, "note")
-# The supervisor stream: every session's events and notes, and the agents' presence.
-SUPERVISOR_STREAM_EVENTS = (*WORKBENCH_SESSION_STREAM_EVENTS, "agent_status")
+# The supervisor stream: every session's events and notes, the agents' presence, and the
+# supervisors' whispers and barges.
+SUPERVISOR_STREAM_EVENTS = (*WORKBENCH_SESSION_STREAM_EVENTS, "agent_status", "whisper", "barge")
 
 __all__ = [
     "AGENT_STREAM_EVENTS",

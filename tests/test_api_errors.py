@@ -482,7 +482,7 @@ UNKNOWN_ROUTES: list[Call] = [
     Call("POST", "/chatbot/api/nope", {}),
     Call("GET", f"{CHATBOT}/sessions/{S}/events/more"),
     Call("GET", f"{CHATBOT}/sessions/"),
-    Call("POST", f"{WORKBENCH}/sessions/{S}/reassign", {"agent_id": HOLDER}),
+    Call("POST", f"{WORKBENCH}/sessions/{S}/snooze", {"agent_id": HOLDER}),
     Call("GET", f"{WORKBENCH}/agents/{HOLDER}"),
     Call("GET", "/api/chat"),
 ]

@@ -986,6 +986,7 @@ async def test_process_with_insecure_flag_says_so(server_process: StartServer) -
         (("--agent", ALICE, "--secret", SECRET), {}, Principal("agent", ALICE), AGENT_TOKEN_TTL),
         (("--session", "s1", "--ttl", "60", "--secret", SECRET), {}, Principal("session", "s1"), 60),
         (("--agent", BOB), {"SWITCHBOARD_SECRET": SECRET}, Principal("agent", BOB), AGENT_TOKEN_TTL),
+        (("--supervisor", "sue", "--secret", SECRET), {}, Principal("supervisor", "sue"), AGENT_TOKEN_TTL),
         (
             ("--session", "s1", "--incarnation", "0123456789abcdef", "--secret", SECRET),
             {},
@@ -993,7 +994,7 @@ async def test_process_with_insecure_flag_says_so(server_process: StartServer) -
             7200,
         ),
     ],
-    ids=["agent", "session-ttl", "secret-from-env", "session-incarnation"],
+    ids=["agent", "session-ttl", "secret-from-env", "supervisor", "session-incarnation"],
 )
 def test_token_command_mints_accepted_tokens(
     run_py: RunPy, args: tuple[str, ...], env: dict[str, str], principal: Principal, ttl: int

@@ -820,6 +820,20 @@ async def test_a_real_flow_matches_the_document(openapi_client: ClientFactory, s
         await c(
             w, "POST", customer_read, path=f"{CHATBOT}/sessions/nobody/read", status=404, body={"up_to": last}
         )
+        # A supervisor's actions: whisper to bob, barge in, hand it back to bob.
+        sue = {"supervisor_id": "sue"}
+        whisper = session_path + "whisper"
+        await c(
+            w, "POST", whisper, path=routed_path + "whisper", status=200, body={**sue, "content": "Refund."}
+        )
+        await c(w, "POST", whisper, path=routed_path + "whisper", status=400, body=sue)
+        barge = session_path + "barge"
+        await c(w, "POST", barge, path=routed_path + "barge", status=200, body=sue)
+        await c(w, "POST", barge, path=routed_path + "barge", status=409, body=sue)
+        reassign = session_path + "reassign"
+        await c(w, "POST", reassign, path=routed_path + "reassign", status=400, body=sue)
+        to_bob_again = {**sue, "to_agent_id": "bob"}
+        await c(w, "POST", reassign, path=routed_path + "reassign", status=200, body=to_bob_again)
         customer_typing = CHATBOT + "/sessions/{session_name}/typing"
         await c(w, "POST", customer_typing, path=f"{CHATBOT}/sessions/routed/typing", status=200)
         await c(w, "POST", customer_typing, path=f"{CHATBOT}/sessions/demo/typing", status=409)

@@ -150,6 +150,32 @@ def of_read(transition: Transition, *, reader: str, agent_id: str | None, source
     return [(session_channel(name), envelope("read", payload, source))]
 
 
+def of_whisper(transition: Transition, *, supervisor_id: str, content: str, source: str) -> list[Outgoing]:
+    """A supervisor's whisper: to the holder's own stream, and to the supervisors' (an audit);
+    never on the session's channel, which every agent's view of it and its customer hear."""
+    if not transition.changed:
+        return []
+    session = transition.session
+    holder = session["agent_id"]
+    assert holder is not None
+    payload = {
+        "session_name": session["session_name"],
+        "supervisor_id": supervisor_id,
+        "agent_id": holder,
+        "content": content,
+    }
+    event = envelope("whisper", payload, source)
+    return [(agent_channel(holder), event), (SUPERVISOR_AGENTS, event)]
+
+
+def of_barge(session_name: str, *, supervisor_id: str, holder: str, source: str) -> list[Outgoing]:
+    """A supervisor took a conversation over: its holder is told on its own stream, the
+    supervisors on theirs (the customer hears agent_left and agent_joined, app.domain.routing)."""
+    payload = {"session_name": session_name, "supervisor_id": supervisor_id, "from_agent_id": holder}
+    event = envelope("barge", payload, source)
+    return [(agent_channel(holder), event), (SUPERVISOR_AGENTS, event)]
+
+
 def of_message(session: Session, message: Message, *, source: str, to_holder: bool = False) -> list[Outgoing]:
     name = session["session_name"]
     payload: dict[str, Any] = {"session_name": name, "message": message}

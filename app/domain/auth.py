@@ -1,6 +1,8 @@
 """Signed tokens (JWT, HS256): who a request speaks for.
 
-Two kinds: a session token speaks for one customer conversation, an agent token for one agent.
+Three kinds: a session token speaks for one customer conversation, an agent token for one agent,
+a supervisor token for a supervisor: an agent with the rights of docs/security.md's table
+(whisper, barge in, re-assign, the supervisor stream).
 The secret signs both; rotating it invalidates every token at once (see docs/security.md).
 """
 
@@ -13,8 +15,10 @@ import jwt
 
 from schemas import is_valid_name
 
-Kind = Literal["session", "agent"]
-KINDS: tuple[Kind, ...] = ("session", "agent")
+Kind = Literal["session", "agent", "supervisor"]
+KINDS: tuple[Kind, ...] = ("session", "agent", "supervisor")
+# The kinds that work the workbench: a supervisor is an agent too.
+STAFF: frozenset[Kind] = frozenset({"agent", "supervisor"})
 ALGORITHM = "HS256"
 MIN_SECRET_LENGTH = 32
 INCARNATION = re.compile(r"[0-9a-f]{16}")

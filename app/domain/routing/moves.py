@@ -171,3 +171,61 @@ def close_idle(session: Session) -> Session | None:
     closed = moved(session, "closed", None)
     closed["closed_reason"] = "customer_idle"
     return closed
+
+
+# A supervisor's moves (docs/security.md, "Who may do what"). Each names the holder the
+# supervisor saw, so that a conversation that changed hands meanwhile is refused, not taken from
+# somebody the supervisor never chose to take it from.
+
+
+def barge(holder: str, supervisor: str) -> Move:
+    """The supervisor takes the conversation over from its holder."""
+
+    def move(session: Session) -> Session:
+        _holding(session, holder)
+        if supervisor == holder:
+            raise TransitionRefused("the supervisor holds this conversation already")
+        held = moved(session, "agent_active", supervisor)
+        held["escalation_reason"] = "barge"
+        return held
+
+    return move
+
+
+def whispered(holder: str) -> Move:
+    """A supervisor's whisper to the holder: counted on the conversation (``whispers``), so that
+    it goes out with the check that the holder still holds it, in one atomic step."""
+
+    def move(session: Session) -> Session:
+        _holding(session, holder)
+        after = session.copy()
+        after["whispers"] = session.get("whispers", 0) + 1
+        return after
+
+    return move
+
+
+def reassign(holder: str | None, to_agent: str | None, note: str | None, now: float) -> Move:
+    """The supervisor gives the conversation to ``to_agent`` (None: the front of the queue):
+    from its holder, or (``holder`` None) from the queue, directly, whatever the assignment."""
+
+    def move(session: Session) -> Session:
+        if holder is None:
+            if session["status"] != "waiting_agent":
+                raise TransitionRefused(f"cannot assign a session that is {session['status']}")
+            if to_agent is None:
+                raise TransitionRefused("the conversation is in the queue already")
+            held = moved(session, "agent_active", to_agent)
+        elif to_agent is None:
+            return _requeued(session, holder, "reassign", now, note)
+        else:
+            _holding(session, holder)
+            if to_agent == holder:
+                raise TransitionRefused("the conversation is held by that agent already")
+            held = moved(session, "agent_active", to_agent)
+        held["escalation_reason"] = "reassign"
+        if note is not None:
+            held["handoff_summary"] = note
+        return held
+
+    return move

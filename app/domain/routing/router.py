@@ -20,7 +20,15 @@ from app.domain.routing import moves
 from app.domain.routing.customers import CustomerPresence
 from app.domain.routing.metrics import RoutingMetrics
 from app.domain.store import SessionStore
-from app.domain.store.base import MAX_PAGE, Move, Session, SessionNotFound, Transition, TransitionRefused
+from app.domain.store.base import (
+    MAX_PAGE,
+    Move,
+    Outgoing,
+    Session,
+    SessionNotFound,
+    Transition,
+    TransitionRefused,
+)
 from app.domain.store.rules import new_message
 
 logger = logging.getLogger(__name__)
@@ -95,20 +103,25 @@ class Router:
         notice: str | None = None,
         ended: str = "withdrawn",
         strict: bool = False,
+        also: Sequence[Outgoing] = (),
     ) -> Transition | None:
         """Make a routing move with its events (and a notice to the customer); None if the
         conversation moved on or is gone (another process acted, or somebody else did), or
         with ``strict`` (an agent's request) TransitionRefused or SessionNotFound. Gives back
-        what the move took from agents: a holder's or an offered agent's count."""
+        what the move took from agents: a holder's or an offered agent's count. ``also``: more
+        events to publish with the change, if it changes anything (a supervisor's audit)."""
         said = new_message("bot", notice, None) if notice is not None else None
         try:
             done = await self.store.change(
                 session_name,
                 move,
                 say=said,
-                announce=lambda t: announcements.of_route(
-                    t, source=source, said=said, ended=ended, webhooks=self.policy.webhooks
-                ),
+                announce=lambda t: [
+                    *announcements.of_route(
+                        t, source=source, said=said, ended=ended, webhooks=self.policy.webhooks
+                    ),
+                    *(also if t.changed else ()),
+                ],
             )
         except (TransitionRefused, SessionNotFound) as exc:
             if strict:

@@ -80,6 +80,8 @@ class Session(TypedDict):
     # and the customer's messages the agents' side has not read. Absent: nothing read, 0.
     read: NotRequired[dict[str, str]]
     unread: NotRequired[int]
+    # Supervisors' whispers to the agents who held it (docs/security.md); absent: none.
+    whispers: NotRequired[int]
     # Random, given at creation: tokens carry it, so a session re-created under the same name
     # (after retention or data loss) refuses the tokens of the one before.
     incarnation: str

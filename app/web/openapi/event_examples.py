@@ -13,6 +13,7 @@ from app.web.openapi.examples import (
     M_LATE,
     RESUME_ID,
     SESSION,
+    SUPERVISOR,
     T0,
     event_id,
 )
@@ -234,6 +235,31 @@ EVENT_EXAMPLES: dict[str, tuple[str, str | None, dict[str, Any]]] = {
             "source": "system",
         },
     ),
+    "event.whisper": (
+        "Sue whispers to alice (alice's stream and the supervisors' only)",
+        event_id(T0 + 95, 0),
+        {
+            "type": "whisper",
+            "payload": {
+                "session_name": SESSION,
+                "supervisor_id": SUPERVISOR,
+                "agent_id": AGENT,
+                "content": "Offer the refund.",
+            },
+            "timestamp": T0 + 95,
+            "source": "agent_workbench",
+        },
+    ),
+    "event.barge": (
+        "Sue took the conversation over from alice",
+        event_id(T0 + 100, 0),
+        {
+            "type": "barge",
+            "payload": {"session_name": SESSION, "supervisor_id": SUPERVISOR, "from_agent_id": AGENT},
+            "timestamp": T0 + 100,
+            "source": "agent_workbench",
+        },
+    ),
     "event.read.customer": (
         "The customer has read Alice's message",
         event_id(T0 + 90, 0),
@@ -281,9 +307,16 @@ AGENT_STREAM_EXAMPLES = (
     "event.heartbeat",
     "event.status_change.takeover",
     "event.new_message.held",
+    "event.whisper",
+    "event.barge",
 )
 WORKBENCH_SESSION_STREAM_EXAMPLES = (*SESSION_STREAM_EXAMPLES, "event.note")
-SUPERVISOR_STREAM_EXAMPLES = (*WORKBENCH_SESSION_STREAM_EXAMPLES, "event.agent_status")
+SUPERVISOR_STREAM_EXAMPLES = (
+    *WORKBENCH_SESSION_STREAM_EXAMPLES,
+    "event.agent_status",
+    "event.whisper",
+    "event.barge",
+)
 STREAM_EXAMPLES = {
     "session": SESSION_STREAM_EXAMPLES,
     "workbench_session": WORKBENCH_SESSION_STREAM_EXAMPLES,

@@ -39,6 +39,7 @@ from schemas.fields import (
 T0 = 1703246400
 SESSION = "demo"
 AGENT = "alice"
+SUPERVISOR = "sue"
 SESSION_TOKEN = (
     "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ0eXAiOiJzZXNzaW9uIiwic3ViIjoiZGVtbyIsImlhdCI6MTcw"
     "MzI0NjQwMCwiZXhwIjoxNzAzMjUzNjAwfQ.FRNBMKoEitDGYDE6MrjnZmG-780QY_41J8Am381FZJs"
@@ -170,6 +171,22 @@ REQUEST_EXAMPLES: dict[str, Example] = {
         "Back to the queue, with a note",
         {"agent_id": AGENT, "to_queue": True, "note": "Billing question: needs someone from billing."},
     ),
+    "request.whisper": Example(
+        "Sue whispers to the agent holding it", {"supervisor_id": SUPERVISOR, "content": "Offer the refund."}
+    ),
+    "request.whisper.token": Example(
+        "With a supervisor token", {"content": "Offer the refund."}, token_only=True
+    ),
+    "request.supervisor_action": Example("As supervisor sue", {"supervisor_id": SUPERVISOR}),
+    "request.supervisor_action.token": Example(
+        "With a supervisor token: the token says who acts", {}, token_only=True
+    ),
+    "request.reassign": Example(
+        "To bob, with a note", {"supervisor_id": SUPERVISOR, "to_agent_id": "bob", "note": "Billing."}
+    ),
+    "request.reassign.queue": Example(
+        "Back to the front of the queue", {"supervisor_id": SUPERVISOR, "to_queue": True}
+    ),
     "request.read": Example("Read up to the agent's message", {"up_to": M_AGENT["id"]}),
     "request.agent_read": Example(
         "Alice has read up to the customer's message", {"agent_id": AGENT, "up_to": M_LATE["id"]}
@@ -249,6 +266,14 @@ RESPONSE_EXAMPLES: dict[str, Example] = {
     "session.read_by_agent": Example(
         "Alice has read the customer's message: nothing unread",
         {**S_HELD, "read": {"agent": M_LATE["id"]}, "unread": 0},
+    ),
+    "session.whispered": Example("Held by alice, one whisper", {**S_HELD, "whispers": 1}),
+    "session.barged": Example(
+        "Held by sue now", {**S_HELD, "agent_id": SUPERVISOR, "escalation_reason": "barge"}
+    ),
+    "session.reassigned": Example(
+        "Held by bob now",
+        {**S_HELD, "agent_id": "bob", "escalation_reason": "reassign", "handoff_summary": "Billing."},
     ),
     "note.added": Example("Alice's private note", {"session": S_HELD, "message": M_NOTE}),
     "session_list.waiting": Example(
@@ -434,6 +459,13 @@ ERROR_EXAMPLES: dict[str, ErrorExample] = {
     "error.forbidden.workbench": ErrorExample(403, "forbidden", "the workbench needs an agent token"),
     "error.forbidden.agent_stream": ErrorExample(403, "forbidden", "an agent's stream is its own"),
     "error.forbidden.agent_mismatch": ErrorExample(403, "forbidden", "agent_id does not match the token"),
+    "error.forbidden.supervisor": ErrorExample(403, "forbidden", "this needs a supervisor token"),
+    "error.forbidden.supervisor_mismatch": ErrorExample(
+        403, "forbidden", "supervisor_id does not match the token"
+    ),
+    "error.conflict.not_held": ErrorExample(
+        409, "conflict", "no agent holds this conversation (it is waiting_agent)"
+    ),
     "error.session_not_found": ErrorExample(404, "session_not_found", str(SessionNotFound(SESSION))),
     "error.session_exists": ErrorExample(409, "session_exists", str(SessionExists(SESSION))),
     "error.conflict.closed": ErrorExample(409, "conflict", "session is closed"),

@@ -46,6 +46,7 @@ BODY_ERRORS = ("error.bad_json", "error.body_too_large", "error.unsupported_medi
 TOKEN_ERRORS = ("error.unauthorized", "error.unauthorized.expired")
 CUSTOMER_ERRORS = (*TOKEN_ERRORS, "error.forbidden.session")
 AGENT_ERRORS = (*TOKEN_ERRORS, "error.forbidden.workbench")
+SUPERVISOR_ERRORS = (*AGENT_ERRORS, "error.forbidden.supervisor")
 STREAM_ERRORS = ("error.too_many_streams.token", "error.too_many_streams.process", "error.unavailable")
 SESSION_STREAM_ANSWER = Answer(200, "The session's event stream.")
 PAGE_ERRORS = ("error.validation.limit", "error.validation.cursor", "error.validation.unknown_query")

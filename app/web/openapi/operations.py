@@ -19,12 +19,14 @@ from app.web.openapi.operation_parts import (
     PAGING,
     SESSION_STREAM_ANSWER,
     STREAM_ERRORS,
+    SUPERVISOR_ERRORS,
     TOKEN_ERRORS,
     Answer,
     Operation,
 )
 from app.web.openapi.routing_operations import ROUTING_OPERATIONS
 from app.web.openapi.security_schemes import Auth
+from app.web.openapi.supervisor_operations import SUPERVISOR_OPERATIONS
 from realtime.channels import (
     AGENT_PREFIX,
     BROADCAST,
@@ -311,6 +313,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     **ROUTING_OPERATIONS,
     **LIVE_OPERATIONS,
+    **SUPERVISOR_OPERATIONS,
     ("POST", "/workbench/api/sessions/{session_name}/release"): Operation(
         "workbench",
         "Hand a session back to the bot",
@@ -404,14 +407,16 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "like any stream. Filters: `status` (sessions in that status: those in it when the "
         "stream opens, then following the `status_change` events, whose moves into and out of "
         "the status are shown) and `sessions` (comma-separated, or `session` repeated; at most "
-        f"{rq.MAX_SUPERVISED_SESSIONS}). Token: an agent's, as a header or as `?token=`.",
+        f"{rq.MAX_SUPERVISED_SESSIONS}). It also carries the agents' `agent_status`, and the "
+        "supervisors' `whisper` and `barge` (an audit). Token: a supervisor's, as a header or as "
+        "`?token=` (an agent's is a 403).",
         (SESSION_STREAM_ANSWER,),
-        "agent",
+        "supervisor",
         (
             "error.validation.status",
             "error.validation.sessions",
             "error.validation.unknown_query",
-            *AGENT_ERRORS,
+            *SUPERVISOR_ERRORS,
             *STREAM_ERRORS,
         ),
         query=rq.SupervisorQuerySchema,

@@ -32,6 +32,8 @@ EVENT_DESCRIPTIONS = {
         "One side (the customer, or the agent holding it) has read the session up to a message; "
         "both sides' streams carry it."
     ),
+    "whisper": "A supervisor's whisper to the agent holding a session: that agent and supervisors only.",
+    "barge": "A supervisor took a session over from the agent holding it (an audit, and that agent told).",
     "note": "An agent's private note: on agents' and supervisors' streams only, never a customer's.",
     "typing": (
         "Someone is writing in the session: the customer, the agent holding it (`agent_id`), or "
@@ -86,6 +88,7 @@ def documented_schemas(insecure: bool = False) -> dict[str, Schema]:
     """Every schema component of the document, by name, as the marshmallow schema behind it
     (the test suite validates examples and real answers with these)."""
     optional_agent = () if insecure else ("agent_id",)
+    optional_supervisor = () if insecure else ("supervisor_id",)
     schemas: dict[str, Schema] = {
         "Message": rs.MessageSchema(),
         "Session": rs.SessionSchema(),
@@ -121,6 +124,9 @@ def documented_schemas(insecure: bool = False) -> dict[str, Schema]:
             "AgentMessageRequest": rq.AgentMessageSchema(partial=optional_agent),
             "ReadRequest": rq.ReadSchema(),
             "AgentReadRequest": rq.AgentReadSchema(partial=optional_agent),
+            "WhisperRequest": rq.WhisperSchema(partial=optional_supervisor),
+            "SupervisorActionRequest": rq.SupervisorActionSchema(partial=optional_supervisor),
+            "ReassignRequest": rq.ReassignSchema(partial=optional_supervisor),
             "AgentStatusRequest": rq.AgentStatusSchema(),
             "TransferRequest": rq.TransferSchema(partial=optional_agent),
         }

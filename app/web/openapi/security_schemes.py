@@ -5,8 +5,8 @@ operation, and the statuses only a process that requires tokens answers (a proce
 from typing import Any, Literal
 
 # Who may call an operation: nobody in particular, anyone (a token is used if given), the
-# session's customer, or an agent.
-Auth = Literal["none", "optional", "customer", "agent"]
+# session's customer, an agent (a supervisor too), or a supervisor only.
+Auth = Literal["none", "optional", "customer", "agent", "supervisor"]
 
 # Statuses that only a process requiring tokens answers (tokens, per-token limits).
 TOKEN_STATUSES = frozenset({401, 403, 429})
@@ -19,7 +19,7 @@ def security_schemes() -> dict[str, dict[str, Any]]:
             "type": "http",
             "scheme": "bearer",
             "bearerFormat": "JWT",
-            "description": "A customer token (bound to one session) or an agent token.",
+            "description": "A customer token (bound to one session), an agent token or a supervisor token.",
         },
         "streamToken": {
             "type": "apiKey",
