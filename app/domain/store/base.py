@@ -46,6 +46,14 @@ class Offer(TypedDict):
     kind: str
 
 
+class Rating(TypedDict):
+    """The customer's rating of a closed conversation (docs/api.md, "Satisfaction")."""
+
+    score: int  # 1 to 5
+    comment: str | None
+    at: int  # unix seconds
+
+
 class Session(TypedDict):
     session_name: str
     status: Status
@@ -76,6 +84,8 @@ class Session(TypedDict):
     answer_due: NotRequired[float]
     # Why the server closed it by itself ("customer_idle"); absent when a person closed it.
     closed_reason: NotRequired[str]
+    # The customer's rating, once given (only after closing, at most once); absent before.
+    rating: NotRequired[Rating | None]
     # Random, given at creation: tokens carry it, so a session re-created under the same name
     # (after retention or data loss) refuses the tokens of the one before.
     incarnation: str

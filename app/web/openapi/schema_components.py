@@ -29,6 +29,7 @@ EVENT_DESCRIPTIONS = {
     "offer": "A waiting conversation is offered to this agent until expires_at (its own stream).",
     "offer_ended": "An offer to this agent ended unaccepted: declined, expired or withdrawn.",
     "note": "An agent's private note: on agents' and supervisors' streams only, never a customer's.",
+    "rating": "The customer rated the closed conversation (once): on every stream of the session.",
     "typing": (
         "Someone is writing in the session: the customer, the agent holding it (`agent_id`), or "
         "the bot preparing a reply. Ephemeral: without an id, never in the history, never "
@@ -117,6 +118,7 @@ def documented_schemas(insecure: bool = False) -> dict[str, Schema]:
             "AgentMessageRequest": rq.AgentMessageSchema(partial=optional_agent),
             "AgentStatusRequest": rq.AgentStatusSchema(),
             "TransferRequest": rq.TransferSchema(partial=optional_agent),
+            "RatingRequest": rq.RatingSchema(),
         }
     )
     return schemas
