@@ -19,6 +19,7 @@ from app.bots.choose import make_bot, newest_messages
 from app.bots.guard import BotLimits, BotMetrics, GuardedResponder
 from app.domain.auth import TokenAuthority
 from app.domain.bot import Responder, Transcripts
+from app.domain.rating import RatingMetrics
 from app.domain.retention import Sweeper
 from app.domain.routing.metrics import RoutingMetrics
 from app.domain.store import Message
@@ -31,6 +32,7 @@ from app.keys import (
     CUSTOMERS_ACTIVE,
     METRICS,
     RATE_LIMITER,
+    RATING_METRICS,
     RESPONDER,
     ROUTING_METRICS,
     SETTINGS,
@@ -114,6 +116,7 @@ def create_app(
     app.cleanup_ctx.append(_background("session-watch", _session_watch))
     app[AGENT_STREAMS] = OpenAgentStreams()
     app[ROUTING_METRICS] = RoutingMetrics(app[METRICS].registry)
+    app[RATING_METRICS] = RatingMetrics(app[METRICS].registry)
     app[CUSTOMERS_ACTIVE] = set()
     if "workbench" in settings.components:
         app.cleanup_ctx.append(_background("agent-presence", _agent_presence))

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from app.bots.guard import BotMetrics, GuardedResponder
     from app.domain.agents import AgentRegistry
     from app.domain.auth import TokenAuthority
+    from app.domain.rating import RatingMetrics
     from app.domain.retention import Sweeper
     from app.domain.routing.metrics import RoutingMetrics
     from app.process.settings import Settings
@@ -35,6 +36,8 @@ AGENTS: web.AppKey[AgentRegistry] = web.AppKey("agents")
 # The agent streams this process has open, by agent (its part of the agents' presence).
 AGENT_STREAMS: web.AppKey[OpenAgentStreams] = web.AppKey("agent_streams")
 ROUTING_METRICS: web.AppKey[RoutingMetrics] = web.AppKey("routing_metrics")
+# The satisfaction ratings this process accepted (app.domain.rating).
+RATING_METRICS: web.AppKey[RatingMetrics] = web.AppKey("rating_metrics")
 # Conversations whose customers were active here since the last customer presence report.
 CUSTOMERS_ACTIVE: web.AppKey[set[str]] = web.AppKey("customers_active")
 WEBHOOK_METRICS: web.AppKey[WebhookMetrics] = web.AppKey("webhook_metrics")

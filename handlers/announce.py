@@ -29,6 +29,10 @@ def start_events(request: web.Request) -> AnnounceStart:
     return functools.partial(announcements.of_start, webhooks=_webhooks(request))
 
 
+def rating_events(request: web.Request) -> Announce:
+    return functools.partial(announcements.of_rating, source=request.app[SOURCE], webhooks=_webhooks(request))
+
+
 def note_events(request: web.Request) -> AnnounceMessage:
     return functools.partial(announcements.of_note, source=request.app[SOURCE])
 

@@ -1,4 +1,5 @@
-"""Customer side, mounted at /chatbot: sessions, chat with the bot, asking for a human."""
+"""Customer side, mounted at /chatbot: sessions, chat with the bot, asking for a human, and
+rating the conversation once it is closed."""
 
 import logging
 import secrets
@@ -6,8 +7,10 @@ from typing import Any
 
 from aiohttp import web
 
+from app.domain import rating
 from app.domain.store import Session, SessionNotFound
-from app.keys import BOT_METRICS, COMPONENT, SETTINGS, SOURCE, TOKENS
+from app.domain.store.rules import now
+from app.keys import BOT_METRICS, COMPONENT, RATING_METRICS, SETTINGS, SOURCE, TOKENS
 from app.web.answers import json_answer
 from app.web.errors import CHALLENGE, ApiError
 from handlers.access import (
@@ -18,7 +21,7 @@ from handlers.access import (
     require_session,
     who,
 )
-from handlers.announce import message_events, start_events, transition_events
+from handlers.announce import message_events, rating_events, start_events, transition_events
 from handlers.bot_reply import BotTurn, queue_full
 from handlers.common import add_session_read_routes, backends, checked_content, load_body, path_name
 from handlers.queue_watch import place_in_queue
@@ -26,7 +29,7 @@ from handlers.reads import read_up_to
 from handlers.reply_stream import ReplyStream
 from handlers.routing import customer_active, customer_arrived
 from handlers.typing import signal_typing
-from schemas import ChatSchema, CreateSessionSchema, EscalateSchema, ReadSchema
+from schemas import ChatSchema, CreateSessionSchema, EscalateSchema, RatingSchema, ReadSchema
 from schemas.plain import PlainBody
 
 logger = logging.getLogger(__name__)
@@ -38,6 +41,7 @@ CREATE_SESSION = PlainBody(CreateSessionSchema())
 CHAT = PlainBody(ChatSchema())
 ESCALATE = PlainBody(EscalateSchema())
 READ = PlainBody(ReadSchema())
+RATING = PlainBody(RatingSchema())
 
 
 def _session_token(request: web.Request, session: Session) -> dict[str, str]:
@@ -197,6 +201,28 @@ async def customer_read(request: web.Request) -> web.Response:
     body = await load_body(request, READ)
     incarnation = principal.incarnation if principal is not None else None
     return json_answer(await read_up_to(request, name, "customer", body["up_to"], incarnation=incarnation))
+
+
+@routes.post("/api/sessions/{session_name}/rating")
+async def rate_conversation(request: web.Request) -> web.Response:
+    """The customer rates the closed conversation, once (docs/api.md, "Satisfaction"): the
+    store's move checks both, so a refusal changes nothing and of two at once one is kept."""
+    name = path_name(request, "session_name")
+    principal = require_session(request, name)
+    limit_actions(request, principal)
+    body = await load_body(request, RATING)
+    score = body["score"]
+    try:
+        transition = await backends(request).store.change(
+            name,
+            rating.rate(score, body["comment"], now()),
+            announce=rating_events(request),
+            incarnation=principal.incarnation if principal is not None else None,
+        )
+    except rating.RatingRefused as exc:
+        raise ApiError(409, exc.code, str(exc)) from None
+    request.config_dict[RATING_METRICS].scores.observe(score)
+    return json_answer(transition.session)
 
 
 @routes.get("/api/sessions/{session_name}/queue")

@@ -18,9 +18,12 @@ from marshmallow import Schema, ValidationError, fields, validate
 
 from schemas.fields import (
     AGENT_STATUSES,
+    MAX_COMMENT,
     MAX_CONTENT,
+    MAX_SCORE,
     MAX_SUMMARY,
     MESSAGE_ROLES,
+    MIN_SCORE,
     NAME_PATTERN,
     SESSION_STATUSES,
     TRANSCRIPT_ROLES,
@@ -48,6 +51,7 @@ EVENT_TYPES = (
     "read",
     "whisper",
     "barge",
+    "rating",
 )
 SOURCES = ("ai_chatbot", "agent_workbench", "system")
 
@@ -75,6 +79,8 @@ ALLOWED_SOURCES: dict[str, frozenset[str]] = {
     "read": frozenset({"ai_chatbot", "agent_workbench"}),
     "whisper": frozenset({"agent_workbench"}),
     "barge": frozenset({"agent_workbench"}),
+    # Only the customer rates (docs/api.md, "Satisfaction").
+    "rating": frozenset({"ai_chatbot"}),
 }
 # Who reads for which side, in read.
 READER_BY_SOURCE = {"ai_chatbot": "customer", "agent_workbench": "agent"}
@@ -130,6 +136,14 @@ class NotePayload(Schema):
 
     session_name = Name(required=True)
     message = fields.Nested(MessageSchema, required=True)
+
+
+class RatingPayload(Schema):
+    """The customer rated the closed conversation (docs/api.md, "Satisfaction")."""
+
+    session_name = Name(required=True)
+    score = fields.Integer(required=True, strict=True, validate=validate.Range(min=MIN_SCORE, max=MAX_SCORE))
+    comment = fields.String(required=True, allow_none=True, validate=validate.Length(min=1, max=MAX_COMMENT))
 
 
 class AgentPresencePayload(Schema):
@@ -226,6 +240,7 @@ _PAYLOADS: dict[str, Schema] = {
     "read": ReadPayload(),
     "whisper": WhisperPayload(),
     "barge": BargePayload(),
+    "rating": RatingPayload(),
 }
 
 
@@ -386,6 +401,17 @@ _PLAIN_PAYLOADS: dict[str, tuple[frozenset[str], Callable[[dict[str, Any], str],
     "offer_ended": (
         frozenset(("session_name", "reason")),
         lambda p, _: _is_name(p["session_name"]) and p["reason"] in OFFER_ENDINGS,
+    ),
+    "rating": (
+        frozenset(("session_name", "score", "comment")),
+        lambda p, _: (
+            _is_name(p["session_name"])
+            and type(p["score"]) is int
+            and MIN_SCORE <= p["score"] <= MAX_SCORE
+            and (
+                p["comment"] is None or (type(p["comment"]) is str and 1 <= len(p["comment"]) <= MAX_COMMENT)
+            )
+        ),
     ),
     "typing": (
         frozenset(("session_name", "who")),

@@ -25,6 +25,9 @@ AGENT_STATUSES = ("online", "away", "offline")
 MAX_CAPACITY = 100
 MAX_REASON = 500
 MAX_SUMMARY = 2000
+# A closed conversation's rating by its customer (app.domain.rating): a score, and a comment.
+MIN_SCORE, MAX_SCORE = 1, 5
+MAX_COMMENT = 1000
 
 # A listing's cursor, as a client sends back the ``next_cursor`` it was given: a queue position
 # (digits) or a message id (16 hex digits). Opaque to clients; bounded here before any store

@@ -7,8 +7,11 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 from schemas.fields import (
     AGENT_STATUSES,
     MAX_CAPACITY,
+    MAX_COMMENT,
     MAX_REASON,
+    MAX_SCORE,
     MAX_SUMMARY,
+    MIN_SCORE,
     Content,
     Cursor,
     MessageId,
@@ -111,6 +114,24 @@ class ReadSchema(Schema):
 
 class AgentReadSchema(ReadSchema):
     agent_id = Name(required=True)
+
+
+class RatingSchema(Schema):
+    """A closed conversation's rating by its customer (a bool, a float or a numeric string is
+    not a score)."""
+
+    score = fields.Integer(
+        required=True,
+        strict=True,
+        validate=validate.Range(min=MIN_SCORE, max=MAX_SCORE),
+        metadata={"description": f"{MIN_SCORE} (worst) to {MAX_SCORE} (best)"},
+    )
+    comment = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(max=MAX_COMMENT),
+        metadata={"description": "in the customer's words; empty or null: no comment"},
+    )
 
 
 # ?cursor= on a listing.

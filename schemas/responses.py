@@ -13,7 +13,19 @@ from marshmallow import Schema, fields, validate
 
 from schemas import envelope
 from schemas.envelope import ALLOWED_SOURCES, EVENT_TYPES
-from schemas.fields import AGENT_STATUSES, MAX_REASON, MAX_SUMMARY, Cursor, MessageId, Name, Status, UnixTime
+from schemas.fields import (
+    AGENT_STATUSES,
+    MAX_COMMENT,
+    MAX_REASON,
+    MAX_SCORE,
+    MAX_SUMMARY,
+    MIN_SCORE,
+    Cursor,
+    MessageId,
+    Name,
+    Status,
+    UnixTime,
+)
 
 COMPONENTS = ("chatbot", "workbench")
 BROKER_MODES = ("redis", "redis-cluster", "memory")
@@ -23,6 +35,7 @@ HEALTH_STATUSES = ("ok", "degraded")
 # ``bad_request`` and ``http_error`` are aiohttp's own 400 and other HTTP errors.
 ERROR_CODES = (
     "agent_unavailable",
+    "already_rated",
     "at_capacity",
     "bad_json",
     "bad_request",
@@ -34,6 +47,7 @@ ERROR_CODES = (
     "invalid_cursor",
     "invalid_name",
     "method_not_allowed",
+    "not_closed",
     "not_found",
     "rate_limited",
     "session_exists",
@@ -84,6 +98,15 @@ class ReadPositionsSchema(Schema):
 
     customer = MessageId()
     agent = MessageId()
+
+
+class SessionRatingSchema(Schema):
+    class Meta:
+        description = "The customer's rating of the closed conversation (`at`: unix seconds)."
+
+    score = fields.Integer(required=True, strict=True, validate=validate.Range(min=MIN_SCORE, max=MAX_SCORE))
+    comment = fields.String(required=True, allow_none=True, validate=validate.Length(min=1, max=MAX_COMMENT))
+    at = UnixTime(required=True)
 
 
 class SessionSchema(Schema):
@@ -169,6 +192,11 @@ class SessionSchema(Schema):
             "description": "the customer's messages the agents' side has not read (since the holding "
             "agent's last `read`); absent: none yet"
         },
+    )
+    rating = fields.Nested(
+        SessionRatingSchema,
+        allow_none=True,
+        metadata={"description": "the customer's rating once closed (at most one); absent before"},
     )
     incarnation = fields.String(
         required=True,
@@ -467,6 +495,14 @@ class NotePayloadSchema(envelope.NotePayload):
     message = fields.Nested(MessageSchema, required=True)
 
 
+class RatingPayloadSchema(envelope.RatingPayload):
+    class Meta:
+        description = (
+            "The customer rated the closed conversation (`comment` null when none): on the session's "
+            "channel, so agents, supervisors and the customer's other tabs hear it."
+        )
+
+
 class OfferEndedPayloadSchema(envelope.OfferEndedPayload):
     class Meta:
         description = (
@@ -537,6 +573,7 @@ PAYLOAD_SCHEMAS: dict[str, type[Schema]] = {
     "read": ReadPayloadSchema,
     "whisper": WhisperPayloadSchema,
     "barge": BargePayloadSchema,
+    "rating": RatingPayloadSchema,
 }
 
 
@@ -569,6 +606,7 @@ SESSION_STREAM_EVENTS = (
     "typing",
     "queue_update",
     "read",
+    "rating",
 )
 AGENT_STREAM_EVENTS = (
     "connected",

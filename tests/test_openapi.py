@@ -748,6 +748,16 @@ async def test_a_real_flow_matches_the_document(openapi_client: ClientFactory, s
             "status_change",
         ]
         check_events(contract, "SessionStreamEvent", [await customer.next_of("heartbeat")])
+        # The closed conversation rated, once; heard on its streams.
+        rating = CHATBOT + "/sessions/{session_name}/rating"
+        rate_demo = f"{CHATBOT}/sessions/demo/rating"
+        await c(w, "POST", rating, path=rate_demo, status=200, body={"score": 5, "comment": "Thanks!"})
+        check_events(contract, "SessionStreamEvent", [await customer.next_of("rating")])
+        check_events(contract, "WorkbenchSessionStreamEvent", [await watcher.next_of("rating")])
+        await c(w, "POST", rating, path=rate_demo, status=409, body={"score": 4})
+        await c(w, "POST", rating, path=f"{CHATBOT}/sessions/pager/rating", status=409, body={"score": 4})
+        await c(w, "POST", rating, path=rate_demo, status=400, body={"score": 4.5})
+        await c(w, "POST", rating, path=f"{CHATBOT}/sessions/nobody/rating", status=404, body={"score": 4})
         await c(
             w,
             "POST",

@@ -131,6 +131,22 @@ def of_start(session: Session, *, webhooks: bool = False) -> list[Outgoing]:
     return [webhook_events.of_start(session)] if webhooks else []
 
 
+def of_rating(transition: Transition, *, source: str, webhooks: bool = False) -> list[Outgoing]:
+    """A closed conversation rated by its customer: ``rating`` on the session's channel (the
+    agents' and supervisors' streams, and the customer's other tabs), and conversation.rated."""
+    if not transition.changed:
+        return []
+    session = transition.session
+    rating = session.get("rating")
+    assert rating is not None, "a rating's change carries the rating"
+    name = session["session_name"]
+    payload = {"session_name": name, "score": rating["score"], "comment": rating["comment"]}
+    events: list[Outgoing] = [(session_channel(name), envelope("rating", payload, source))]
+    if webhooks:
+        events.append(webhook_events.of_rating(session))
+    return events
+
+
 def of_note(session: Session, note: Message, *, source: str) -> list[Outgoing]:
     """A private note: on the session's channel, where every customer-side stream skips it
     (realtime.events.INTERNAL_TYPES); no webhook."""

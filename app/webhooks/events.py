@@ -1,8 +1,9 @@
 """What a webhook receiver is told: one record per lifecycle change of a conversation, made
 with the change (app.domain.announcements) and written in the same atomic step.
 
-A record is ``{"type", "created_at", "session", "previous_status"}``; the delivery adds its id
-(the idempotency key) and, for ``conversation.closed``, the transcript (app.webhooks.delivery).
+A record is ``{"type", "created_at", "session", "previous_status"}`` (``conversation.rated``
+adds ``rating``); the delivery adds its id (the idempotency key) and, for
+``conversation.closed``, the transcript (app.webhooks.delivery).
 """
 
 import time
@@ -21,6 +22,7 @@ TYPES = {
     "close": "conversation.closed",
 }
 STARTED = "conversation.started"
+RATED = "conversation.rated"
 SESSION_FIELDS = (
     "session_name",
     "status",
@@ -49,3 +51,9 @@ def of_change(action: Action, session: Session, previous_status: str) -> Outgoin
 
 def of_start(session: Session) -> Outgoing:
     return record(STARTED, session, None)
+
+
+def of_rating(session: Session) -> Outgoing:
+    """The customer rated the closed conversation: its status did not change (still closed)."""
+    channel, body = record(RATED, session, session["status"])
+    return channel, {**body, "rating": session.get("rating")}

@@ -46,6 +46,14 @@ class Offer(TypedDict):
     kind: str
 
 
+class Rating(TypedDict):
+    """The customer's rating of a closed conversation (docs/api.md, "Satisfaction")."""
+
+    score: int  # 1 to 5
+    comment: str | None
+    at: int  # unix seconds
+
+
 class Session(TypedDict):
     session_name: str
     status: Status
@@ -82,6 +90,8 @@ class Session(TypedDict):
     unread: NotRequired[int]
     # Supervisors' whispers to the agents who held it (docs/security.md); absent: none.
     whispers: NotRequired[int]
+    # The customer's rating, once given (only after closing, at most once); absent before.
+    rating: NotRequired[Rating | None]
     # Random, given at creation: tokens carry it, so a session re-created under the same name
     # (after retention or data loss) refuses the tokens of the one before.
     incarnation: str

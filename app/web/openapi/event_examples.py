@@ -225,6 +225,16 @@ EVENT_EXAMPLES: dict[str, tuple[str, str | None, dict[str, Any]]] = {
             "source": "agent_workbench",
         },
     ),
+    "event.rating": (
+        "The customer rated the closed conversation",
+        event_id(T0 + 410, 0),
+        {
+            "type": "rating",
+            "payload": {"session_name": SESSION, "score": 5, "comment": "Quick and kind, thanks!"},
+            "timestamp": T0 + 410,
+            "source": "ai_chatbot",
+        },
+    ),
     "event.queue_update": (
         "Second in the queue now (ephemeral: no id)",
         None,
@@ -297,6 +307,7 @@ SESSION_STREAM_EXAMPLES = (
     "event.read.customer",
     "event.agent_left",
     "event.status_change.released",
+    "event.rating",
 )
 AGENT_STREAM_EXAMPLES = (
     "event.connected.agent",

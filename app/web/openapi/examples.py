@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from app.domain.rating import AlreadyRated, NotClosed
 from app.domain.store import SessionExists, SessionNotFound
 from app.domain.store.base import InvalidCursor, page_after, parse_session_cursor, session_cursor
 from app.process.settings import COMPONENTS
@@ -83,6 +84,8 @@ S_WAITING = _session("waiting_agent", None, T0 + 20, 2, HANDOFF)
 S_HELD = _session("agent_active", AGENT, T0 + 60, 3, HANDOFF)
 S_RELEASED = _session("bot_active", None, T0 + 300, 4, HANDOFF)
 S_CLOSED = _session("closed", None, T0 + 400, 5, HANDOFF)
+RATING = {"score": 5, "comment": "Quick and kind, thanks!"}
+S_RATED = {**S_CLOSED, "rating": {**RATING, "at": T0 + 410}}
 S_OFFERED = {
     **S_WAITING,
     "waiting_since": T0 + 20,
@@ -198,6 +201,8 @@ REQUEST_EXAMPLES: dict[str, Example] = {
         "Alice's note for the next agent",
         {"agent_id": AGENT, "content": "Customer is a reseller: offer the partner discount."},
     ),
+    "request.rating": Example("Five stars, with a comment", RATING),
+    "request.rating.score": Example("Four stars, no comment", {"score": 4}),
     "request.agent_message": Example(
         "Alice answers", {"agent_id": AGENT, "content": "Let me check that for you."}
     ),
@@ -219,6 +224,7 @@ RESPONSE_EXAMPLES: dict[str, Example] = {
     "session.agent_active": Example("Held by agent alice", S_HELD),
     "session.released": Example("Handed back to the bot", S_RELEASED),
     "session.closed": Example("Closed", S_CLOSED),
+    "session.rated": Example("Closed, and rated by its customer", S_RATED),
     "session.offered": Example("Offered to alice until expires_at", S_OFFERED),
     "session.declined": Example("Declined by alice: waiting for the next agent", S_DECLINED),
     "session.transferred": Example("Handed to agent bob with a note", S_TRANSFERRED),
@@ -485,6 +491,11 @@ ERROR_EXAMPLES: dict[str, ErrorExample] = {
     "error.conflict.no_offer": ErrorExample(409, "conflict", "no offer of this conversation to this agent"),
     "error.conflict.offer_expired": ErrorExample(409, "conflict", "the offer has expired"),
     "error.conflict.offered": ErrorExample(409, "conflict", "session is offered to agent bob"),
+    "error.not_closed": ErrorExample(409, "not_closed", str(NotClosed("agent_active"))),
+    "error.already_rated": ErrorExample(409, "already_rated", str(AlreadyRated())),
+    "error.validation.rating": ErrorExample(
+        400, "validation_error", "invalid request", {"score": ["Not a valid integer."]}
+    ),
     "error.agent_unavailable": ErrorExample(
         409, "agent_unavailable", "agent bob is offline: cannot take a transfer now"
     ),

@@ -1,4 +1,5 @@
-"""The live-chat operations of the operation table: typing and read receipts both ways, notes."""
+"""The live-chat operations of the operation table: typing and read receipts both ways, private
+notes, and the customer's rating of a closed conversation."""
 
 from app.web.openapi.operation_parts import AGENT_ERRORS, BODY_ERRORS, CUSTOMER_ERRORS, Answer, Operation
 
@@ -18,6 +19,31 @@ READ = (
 )
 
 LIVE_OPERATIONS: dict[tuple[str, str], Operation] = {
+    ("POST", "/chatbot/api/sessions/{session_name}/rating"): Operation(
+        "chatbot",
+        "Rate the closed conversation",
+        "Once the conversation is closed its customer may rate it, once: `score` 1 to 5 (an "
+        "integer: a bool, a float or a string is a 400) and an optional `comment` (an empty one is "
+        "none). Kept in the session's `rating` and published as `rating` on the session's channel "
+        "(agents, supervisors, and the customer's other tabs, where a rating prompt can go away), "
+        "with the webhook `conversation.rated`. Not closed yet: 409 `not_closed`; rated already: "
+        "409 `already_rated` (of two at once, one is kept). Token: the session's.",
+        (Answer(200, "The session with its rating.", "Session", ("session.rated",)),),
+        "customer",
+        (
+            "error.invalid_name.session",
+            "error.validation.rating",
+            *BODY_ERRORS,
+            *CUSTOMER_ERRORS,
+            "error.session_not_found",
+            "error.not_closed",
+            "error.already_rated",
+            "error.rate_limited",
+            "error.unavailable",
+        ),
+        body="RatingRequest",
+        body_examples=("request.rating", "request.rating.score"),
+    ),
     ("POST", "/workbench/api/sessions/{session_name}/notes"): Operation(
         "workbench",
         "Write a private note",

@@ -35,6 +35,7 @@ EVENT_DESCRIPTIONS = {
     "whisper": "A supervisor's whisper to the agent holding a session: that agent and supervisors only.",
     "barge": "A supervisor took a session over from the agent holding it (an audit, and that agent told).",
     "note": "An agent's private note: on agents' and supervisors' streams only, never a customer's.",
+    "rating": "The customer rated the closed conversation (once): on every stream of the session.",
     "typing": (
         "Someone is writing in the session: the customer, the agent holding it (`agent_id`), or "
         "the bot preparing a reply. Ephemeral: without an id, never in the history, never "
@@ -129,6 +130,7 @@ def documented_schemas(insecure: bool = False) -> dict[str, Schema]:
             "ReassignRequest": rq.ReassignSchema(partial=optional_supervisor),
             "AgentStatusRequest": rq.AgentStatusSchema(),
             "TransferRequest": rq.TransferSchema(partial=optional_agent),
+            "RatingRequest": rq.RatingSchema(),
         }
     )
     return schemas
