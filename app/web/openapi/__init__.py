@@ -15,8 +15,8 @@ built at the first request, when the routes are final, then served from memory).
 """
 
 from app.web.openapi.builder import build_spec, routes_of, spec_for_app
+from app.web.openapi.error_examples import ERROR_EXAMPLES
 from app.web.openapi.event_examples import EVENT_EXAMPLES
-from app.web.openapi.examples import ERROR_EXAMPLES
 from app.web.openapi.operations import OPENAPI_PATH, OPERATIONS
 from app.web.openapi.schema_components import documented_schemas
 from app.web.openapi.serving import OPENAPI_DOCUMENT, OpenApiDocument, setup_openapi

@@ -25,9 +25,9 @@ from marshmallow import Schema
 from app.keys import SETTINGS, TOKENS
 from app.process.settings import COMPONENTS
 from app.web.middlewares import REQUEST_ID_HEADER
+from app.web.openapi.error_examples import ERROR_EXAMPLES
 from app.web.openapi.event_examples import EVENT_EXAMPLES, STREAM_EXAMPLES, wire_text
 from app.web.openapi.examples import (
-    ERROR_EXAMPLES,
     REQUEST_EXAMPLES,
     RESPONSE_EXAMPLES,
     Example,

@@ -35,7 +35,7 @@ class Operation:
     description: str
     answers: tuple[Answer, ...]
     auth: Auth = "none"
-    errors: tuple[str, ...] = ()  # examples.ERROR_EXAMPLES names; grouped by status
+    errors: tuple[str, ...] = ()  # error_examples.ERROR_EXAMPLES names; grouped by status
     body: str | None = None  # request schema component
     body_examples: tuple[str, ...] = ()  # examples.REQUEST_EXAMPLES names
     query: type[Schema] | None = None
