@@ -2,6 +2,7 @@
 the holding agent hears, barging in, re-assigning; every supervisor action refused to agents and
 customers. The last test runs a split deployment (chatbot and workbench processes on one Redis)."""
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -129,8 +130,8 @@ async def test_a_whisper_reaches_the_holder_only(make_client: MakeClient, settin
         for stream in (alice, board):
             event = await stream.next_of("whisper", timeout=5.0)
             assert event.payload == expected and event.id is not None
-        for stream in (bob, customer, watching):
-            assert not [e for e in await quiet(stream) if "REFUND-77" in str(e.data)]
+        others = await asyncio.gather(*(quiet(stream) for stream in (bob, customer, watching)))
+        assert not [e for heard in others for e in heard if "REFUND-77" in str(e.data)]
     for side in ("chatbot", "workbench"):
         assert "REFUND-77" not in str(await transcript(client, "w1", side))
     # The holder's stream resumed from the start has it; a customer's never does.
