@@ -111,3 +111,31 @@ async def test_one_window_across_processes(server_process: StartServer, redis_ur
             assert (await typing_of(agent_view)).payload == {"session_name": "t4", "who": "customer"}
             assert (await customer_types(http, "t4", base=other.url))["sent"] is False
             await no_typing(agent_view)
+
+
+async def test_both_ways_across_a_split_deployment(server_process: StartServer, redis_url: str) -> None:
+    """A chatbot process and a workbench process: each side's typing reaches the other side's
+    stream, and neither is in a resume from the start on either side."""
+    chatbot = server_process("--chatbot", "--redis-url", redis_url, env=REDIS_ON)
+    workbench = server_process("--workbench", "--redis-url", redis_url, env=REDIS_ON)
+    customer_url = chatbot.url + session_events("t5")
+    agent_url = workbench.url + session_events("t5", "workbench")
+    async with aiohttp.ClientSession() as http:
+        await create(http, "t5", base=chatbot.url)
+        await escalate(http, "t5", base=chatbot.url)
+        await act(http, "t5", "takeover", "alice", base=workbench.url)
+        async with (
+            open_stream(http, customer_url) as (customer, _),
+            open_stream(http, agent_url) as (agent, _),
+        ):
+            assert (await customer_types(http, "t5", base=chatbot.url))["sent"] is True
+            assert (await typing_of(agent)).payload == {"session_name": "t5", "who": "customer"}
+            assert (await agent_types(http, "t5", "alice", base=workbench.url))["sent"] is True
+            heard = (await typing_of(customer)).payload
+            if heard["who"] == "customer":  # its own side's, which a client ignores
+                heard = (await typing_of(customer)).payload
+            assert heard == {"session_name": "t5", "who": "agent", "agent_id": "alice"}
+        since_start = {"Last-Event-ID": "0-0"}
+        for url in (customer_url, agent_url):
+            async with open_stream(http, url, headers=since_start) as (resumed, _):
+                await no_typing(resumed)
