@@ -46,6 +46,15 @@ def _requeued(session: Session, holder: str, reason: str, now: float, note: str 
     return waiting
 
 
+def _handed(session: Session, to_agent: str, reason: str, note: str | None = None) -> Session:
+    """Held by ``to_agent`` now, for ``reason``, with the note for it (if any)."""
+    held = moved(session, "agent_active", to_agent)
+    held["escalation_reason"] = reason
+    if note is not None:
+        held["handoff_summary"] = note
+    return held
+
+
 def transfer(holder: str, to_agent: str, note: str | None) -> Move:
     """The holder hands the conversation straight to another agent."""
 
@@ -53,11 +62,7 @@ def transfer(holder: str, to_agent: str, note: str | None) -> Move:
         _holding(session, holder)
         if to_agent == holder:
             raise TransitionRefused("a conversation is transferred to another agent")
-        held = moved(session, "agent_active", to_agent)
-        held["escalation_reason"] = "transfer"
-        if note is not None:
-            held["handoff_summary"] = note
-        return held
+        return _handed(session, to_agent, "transfer", note)
 
     return move
 
@@ -185,9 +190,7 @@ def barge(holder: str, supervisor: str) -> Move:
         _holding(session, holder)
         if supervisor == holder:
             raise TransitionRefused("the supervisor holds this conversation already")
-        held = moved(session, "agent_active", supervisor)
-        held["escalation_reason"] = "barge"
-        return held
+        return _handed(session, supervisor, "barge")
 
     return move
 
@@ -215,17 +218,12 @@ def reassign(holder: str | None, to_agent: str | None, note: str | None, now: fl
                 raise TransitionRefused(f"cannot assign a session that is {session['status']}")
             if to_agent is None:
                 raise TransitionRefused("the conversation is in the queue already")
-            held = moved(session, "agent_active", to_agent)
-        elif to_agent is None:
+            return _handed(session, to_agent, "reassign", note)
+        if to_agent is None:
             return _requeued(session, holder, "reassign", now, note)
-        else:
-            _holding(session, holder)
-            if to_agent == holder:
-                raise TransitionRefused("the conversation is held by that agent already")
-            held = moved(session, "agent_active", to_agent)
-        held["escalation_reason"] = "reassign"
-        if note is not None:
-            held["handoff_summary"] = note
-        return held
+        _holding(session, holder)
+        if to_agent == holder:
+            raise TransitionRefused("the conversation is held by that agent already")
+        return _handed(session, to_agent, "reassign", note)
 
     return move
