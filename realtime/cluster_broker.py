@@ -115,9 +115,14 @@ class ClusterScriptedEvents(ScriptedEvents):
         self, in_script: list[tuple[str, dict[str, Any], str]], elsewhere: list[tuple[str, str]], home: str
     ) -> Planned:
         own = [(channel, data) for channel, _, data in in_script]
-        held = [
-            (SESSIONS_FEED, data) for channel, data in own if channel.startswith(SESSION_PREFIX)
-        ] + elsewhere
+        # The feed copies every session-prefixed channel's event: the session's own, and one on
+        # another slot (the supervisors' channel, sse:session:.agents: a whisper, a barge).
+        fed = [
+            (SESSIONS_FEED, data)
+            for channel, data in (*own, *elsewhere)
+            if channel.startswith(SESSION_PREFIX)
+        ]
+        held = fed + elsewhere
         if not held:
             return Planned(in_script, self._keys.section(own), home)
         section = self._keys.section(own, (self._outboxes.outbox_key(home), held))

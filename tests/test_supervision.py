@@ -227,3 +227,21 @@ async def test_split_deployment(server_process: StartServer, redis_url: str) -> 
         assert ("agent_joined", "sue") in [(e.type, e.payload.get("agent_id")) for e in heard]
         assert "SECRET-WHISPER" not in str([e.data for e in heard])
         assert "SECRET-WHISPER" not in str(await transcript(http, "split", base=chatbot.url))
+
+
+async def test_on_a_redis_cluster(make_client: MakeClient, cluster_url: str) -> None:
+    """A whisper and a barge change a session on its shard and reach the holder's channel and
+    the supervisors' (other slots) with the change."""
+    client = await make_client(Settings(redis_url=cluster_url, insecure=True))
+    await online(client, "alice", "sue")
+    await held(client, "kc", "alice")
+    async with (
+        open_stream(client, agent_events("alice")) as (alice, _),
+        open_stream(client, SUPERVISOR_STREAM) as (board, _),
+    ):
+        await supervise(client, "kc", "whisper", {"content": "cluster whisper"})
+        await supervise(client, "kc", "barge", {})
+        for stream in (alice, board):
+            assert (await stream.next_of("whisper", timeout=5.0)).payload["content"] == "cluster whisper"
+            assert (await stream.next_of("barge", timeout=5.0)).payload["from_agent_id"] == "alice"
+    assert (await get_session(client, "kc", "workbench"))["agent_id"] == "sue"
