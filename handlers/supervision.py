@@ -67,6 +67,7 @@ async def whisper(request: web.Request) -> web.Response:
         announcements.of_whisper, supervisor_id=supervisor, content=content, source=request.app[SOURCE]
     )
     done = await backends(request).store.change(name, moves.whispered(holder), announce=announce)
+    request.config_dict[ROUTING_METRICS].supervised.labels("whisper").inc()
     return json_answer(done.session)
 
 
@@ -79,6 +80,7 @@ async def barge(request: web.Request) -> web.Response:
     holder = _holder(session)
     audit = announcements.of_barge(name, supervisor_id=supervisor, holder=holder, source=request.app[SOURCE])
     done = await counted_move(request, supervisor, moves.barge(holder, supervisor), BARGE_NOTICE, also=audit)
+    request.config_dict[ROUTING_METRICS].supervised.labels("barge").inc()
     logger.info("session %s: supervisor %s barged in on agent %s", name, supervisor, holder)
     return json_answer(done.session)
 
@@ -102,5 +104,6 @@ async def reassign(request: web.Request) -> web.Response:
             raise ApiError(409, "agent_unavailable", f"agent {to_agent} is offline: cannot take it now")
         done = await counted_move(request, to_agent, move, REASSIGN_NOTICE)
         metrics.transfers.labels("agent").inc()
+    metrics.supervised.labels("reassign").inc()
     logger.info("session %s: supervisor %s re-assigned it", name, supervisor)
     return json_answer(done.session)

@@ -206,6 +206,8 @@ async def test_reassign_from_the_queue_an_agent_or_back(make_client: MakeClient,
     await supervise(client, "q1", "reassign", {"to_queue": True}, status=409)  # queued already
     await supervise(client, "q1", "reassign", {"to_queue": True, "to_agent_id": "bob"}, status=400)
     await supervise(client, "nobody", "reassign", {"to_queue": True}, status=404)
+    metrics = (await send(client, "GET", "/metrics")).body
+    assert 'switchboard_supervisor_actions_total{action="reassign"} 3.0' in metrics, metrics
 
 
 async def test_split_deployment(server_process: StartServer, redis_url: str) -> None:

@@ -7,6 +7,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 WAIT_BUCKETS = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0)
 OFFER_RESULTS = ("made", "accepted", "declined", "expired")
 AGENT_STATUSES = ("online", "away", "offline")
+SUPERVISOR_ACTIONS = ("whisper", "barge", "reassign")
 
 
 class RoutingMetrics:
@@ -37,7 +38,7 @@ class RoutingMetrics:
         )
         self.requeued = Counter(
             "switchboard_requeued",
-            "Conversations handed back to the front of the queue, by reason (agent_offline, transfer).",
+            "Conversations handed back to the front of the queue, by reason (agent_offline, transfer, reassign).",
             ("reason",),
             registry=registry,
         )
@@ -56,6 +57,14 @@ class RoutingMetrics:
             ("status",),
             registry=registry,
         )
+        self.supervised = Counter(
+            "switchboard_supervisor_actions",
+            "Supervisors' actions on conversations (docs/security.md): whisper, barge, reassign.",
+            ("action",),
+            registry=registry,
+        )
+        for action in SUPERVISOR_ACTIONS:
+            self.supervised.labels(action)
         for result in OFFER_RESULTS:
             self.offers.labels(result)
         for status in AGENT_STATUSES:
