@@ -776,3 +776,95 @@ async def test_offers_presence_and_transfer_in_the_workbench(server_process: Any
             await context.close()
     assert not problems.errors and not problems.network, problems.__dict__
     assert time.monotonic() - started < 40
+
+
+async def open_customer(
+    browser: Browser, problems: Problems, base: str, name: str
+) -> tuple[BrowserContext, Page]:
+    """A customer page with the conversation ``name`` started, its stream live."""
+    context, page = await new_page(browser, problems, f"customer {name}")
+    await page.goto(f"{base}/console/customer.html")
+    await page.get_by_label("Conversation name").fill(name)
+    await page.get_by_role("button", name="Start chat").click()
+    await expect(page.locator("#connection")).to_have_attribute("data-state", "connected")
+    return context, page
+
+
+async def hand_over(customer: Page, agent: Page, name: str) -> None:
+    """The customer asks for a human; the agent takes the conversation over from the queue."""
+    await customer.get_by_role("button", name="Talk to a human").click()
+    await agent.locator(f"#queue li[data-session={name}]").get_by_role("button", name="Take over").click()
+    await expect(agent.locator("#conv-status")).to_have_attribute("data-status", "agent_active")
+    await expect(customer.locator("#status")).to_have_attribute("data-status", "agent_active")
+
+
+async def test_typing_both_ways_and_private_notes(server_process: Any, browser: Browser) -> None:
+    """Each side sees the other typing (moving dots), never its own side: until the typist's
+    message arrives, or 5 s after the last ``typing``. A note written on the agent page shows
+    there as an internal note with its author, set apart from the messages, and never reaches
+    the customer's page, live or from the transcript after a reload."""
+    server: ServerProcess = await run(server_process, "--insecure", "--no-redis")
+    base, name = server.url, "typing-notes"
+    problems = Problems()
+    customer_ctx, customer = await open_customer(browser, problems, base, name)
+    agent_ctx, agent = await open_workbench(browser, problems, base, AGENT)
+    cu_typing, ag_typing = customer.locator("#typing"), agent.locator("#conv-typing")
+    cu_log, ag_log = "#transcript", "#conv-transcript"
+    try:
+        await hand_over(customer, agent, name)
+
+        # The customer types: the agent sees it, with the dots; the customer's page does not.
+        await customer.locator("#message").press_sequentially("Where is my", delay=20)
+        await expect(ag_typing).to_be_visible()
+        await expect(ag_typing).to_have_text("The customer is typing…")
+        await expect(ag_typing.locator(".dots span")).to_have_count(3)
+        await expect(cu_typing).to_be_hidden()
+        # The message ends it at once, not 5 s after the typing.
+        await customer.locator("#message").press_sequentially(" parcel?")
+        await customer.click("#send")
+        await expect(agent.locator(f"{ag_log} [data-role=customer]")).to_have_text(re.compile("parcel"))
+        await expect(ag_typing).to_be_hidden(timeout=3000)
+
+        # The agent types: the customer sees it; it ends 5 s after the last typing, message or not.
+        await agent.locator("#reply").press_sequentially("Let me check", delay=20)
+        await expect(cu_typing).to_be_visible()
+        shown = time.monotonic()
+        await expect(cu_typing).to_have_text("The agent is typing…")
+        await expect(ag_typing).to_be_hidden()
+
+        # A note, meanwhile (the reply field keeps its draft).
+        note = "VIP customer: refund without asking for the receipt."
+        await say(agent, "#note", "#note-send", note)
+        noted = agent.locator(f"{ag_log} [data-role=note]")
+        await expect(noted).to_have_count(1)
+        await expect(noted).to_have_class(re.compile(r"\bmsg-note\b"))
+        await expect(noted.locator(".msg-who")).to_have_text("Internal note · You")
+        await expect(noted.locator(".msg-text")).to_have_text(note)
+        await expect(agent.locator(f"{ag_log} [data-local]")).to_have_count(0)  # its note event came
+
+        await expect(cu_typing).to_be_hidden()
+        assert time.monotonic() - shown > 4, "the typing went before its 5 s"
+        await agent.click("#send")  # the draft, after the note
+        await expect(customer.locator(f"{cu_log} [data-role=agent]")).to_have_text(re.compile("Let me check"))
+        bubbles = await agent.eval_on_selector_all(
+            f"{ag_log} [data-message-id]",
+            "nodes => nodes.map(n => [n.dataset.role, getComputedStyle(n).backgroundColor])",
+        )
+        colours = dict(bubbles)
+        assert list(colours) == ["customer", "note", "agent"], bubbles
+        assert colours["note"] not in {colours["customer"], colours["agent"]}, bubbles
+
+        # The customer's page never shows it: live (the agent's reply, sent after it, is
+        # there), nor from the transcript after a reload.
+        for reload in (False, True):
+            if reload:
+                await customer.reload()
+                await expect(customer.locator("#connection")).to_have_attribute("data-state", "connected")
+                await expect(customer.locator(f"{cu_log} [data-message-id]")).to_have_count(2)
+            assert note not in await customer.locator("body").inner_text()
+            await expect(customer.locator(f"{cu_log} [data-role=note]")).to_have_count(0)
+        assert [m["role"] for m in await server_transcript(base, name)] == ["customer", "agent"]
+    finally:
+        for context in (customer_ctx, agent_ctx):
+            await context.close()
+    assert not problems.errors and not problems.network, problems.__dict__

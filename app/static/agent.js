@@ -2,12 +2,13 @@
  * The agent workbench: the waiting queue and this agent's conversations, live over the agent's
  * stream (its own channel plus the broadcast of transfer requests and queue changes), and the
  * open conversation, live over that session's stream: take over, reply, release, close,
- * transfer. Routing (docs/routing.md): the agent's presence (online, away, offline) and load,
- * the other agents, and the conversations offered to it (auto assignment), each with a live
- * countdown to its expiry, to accept or decline.
+ * transfer; the customer typing, and private notes between agents. Routing (docs/routing.md):
+ * the agent's presence (online, away, offline) and load, the other agents, and the
+ * conversations offered to it (auto assignment), each with a live countdown to its expiry, to
+ * accept or decline.
  */
 import { createApi, LiveStream, seg, withQuery } from './switchboard.js';
-import { byId, clock, el, showConnection, showError, Transcript, Typing } from './ui.js';
+import { byId, clock, el, showConnection, showError, throttle, Transcript, Typing } from './ui.js';
 
 const STORAGE_KEY = 'switchboard.agent';
 const NAME = /^[A-Za-z0-9_-]{1,64}$/;
@@ -83,6 +84,9 @@ const dom = {
   replyForm: byId('reply-form'),
   reply: byId('reply'),
   send: byId('send'),
+  noteForm: byId('note-form'),
+  note: byId('note'),
+  noteSend: byId('note-send'),
   takeover: byId('takeover'),
   release: byId('release'),
   close: byId('close'),
@@ -106,7 +110,8 @@ const typing = new Typing(dom.typing);
 const transcript = new Transcript(dom.list, (message) => {
   if (message.role === 'customer') return 'Customer';
   if (message.role === 'bot') return 'Bot';
-  return message.agent_id === me?.agentId ? 'You' : `Agent ${message.agent_id || ''}`.trim();
+  const author = message.agent_id === me?.agentId ? 'You' : `Agent ${message.agent_id || ''}`.trim();
+  return message.role === 'note' ? `Internal note · ${author}` : author;
 });
 
 function save() {
@@ -568,6 +573,11 @@ function onOffersClick(event) {
 
 const convPath = () => `${WB}/sessions/${seg(conv.name)}`;
 
+/** Whether this agent holds the session (only the holder types to its customer). */
+const holds = (session) => session?.status === 'agent_active' && session.agent_id === me?.agentId;
+
+const sendTyping = throttle(() => api.post(`${convPath()}/typing`, { agent_id: me.agentId }));
+
 function statusText(s) {
   switch (s.status) {
     case 'bot_active': return 'With the bot.';
@@ -582,7 +592,7 @@ function statusText(s) {
 function applyConv(session) {
   if (!conv.name || session.session_name && session.session_name !== conv.name) return;
   conv.session = session;
-  const held = session.status === 'agent_active' && session.agent_id === me.agentId;
+  const held = holds(session);
   dom.convStatus.textContent = statusText(session);
   dom.convStatus.dataset.status = session.status;
   dom.convStatus.dataset.agent = session.agent_id || '';
@@ -594,6 +604,8 @@ function applyConv(session) {
   dom.convSummaryText.textContent = session.handoff_summary || '';
   dom.convSummary.hidden = !session.handoff_summary;
   dom.transferForm.hidden = !held;
+  dom.note.disabled = false; // any agent may leave a note, in any status
+  dom.noteSend.disabled = false;
   mineSet(conv.name, held);
 }
 
@@ -620,8 +632,11 @@ function onConvEvent(event) {
       transcript.add(p.message);
       typing.hide(p.message.role);
       break;
+    case 'note':
+      transcript.add(p.message);
+      break;
     case 'typing':
-      typing.show(p.who);
+      if (p.who !== 'agent') typing.show(p.who); // the agents' own side is not shown
       break;
     case 'status_change': {
       typing.hide();
@@ -695,7 +710,7 @@ async function act(name, action) {
   try {
     const session = await api.post(`${WB}/sessions/${seg(name)}/${action}`, { agent_id: me.agentId });
     if (session.status !== 'waiting_agent') queueRemove(name);
-    mineSet(name, session.status === 'agent_active' && session.agent_id === me.agentId);
+    mineSet(name, holds(session));
     if (conv.name === name) applyConv(session);
     refreshAgentsSoon(); // this agent's load moved
     return session;
@@ -735,6 +750,25 @@ async function sendReply(event) {
   dom.reply.focus();
 }
 
+async function addNote(event) {
+  event.preventDefault();
+  const content = dom.note.value.trim();
+  const name = conv.name;
+  if (!content || !name) return;
+  dom.noteSend.disabled = true;
+  report(null);
+  try {
+    const answer = await api.post(`${convPath()}/notes`, { agent_id: me.agentId, content });
+    dom.note.value = '';
+    if (conv.name === name) transcript.add(answer.message, { local: true });
+  } catch (error) {
+    report(error);
+  } finally {
+    dom.noteSend.disabled = !conv.name;
+  }
+  dom.note.focus();
+}
+
 async function transfer(event) {
   event.preventDefault();
   const name = conv.name;
@@ -748,7 +782,7 @@ async function transfer(event) {
   try {
     const session = await api.post(`${WB}/sessions/${seg(name)}/transfer`, body);
     dom.transferNote.value = '';
-    mineSet(name, session.status === 'agent_active' && session.agent_id === me.agentId);
+    mineSet(name, holds(session));
     if (conv.name === name) {
       applyConv(session);
       transcript.notice(to === 'queue' ? 'You handed the conversation back to the queue.'
@@ -837,6 +871,8 @@ function signout() {
   mine.clear();
   transcript.clear();
   typing.hide();
+  dom.note.disabled = true;
+  dom.noteSend.disabled = true;
   dom.workbench.hidden = true;
   dom.signin.hidden = false;
   dom.connection.textContent = 'Not connected';
@@ -850,6 +886,10 @@ dom.queue.addEventListener('click', onListClick);
 dom.queueMore.addEventListener('click', showMore);
 dom.mine.addEventListener('click', onListClick);
 dom.replyForm.addEventListener('submit', sendReply);
+dom.reply.addEventListener('input', () => {
+  if (holds(conv.session)) sendTyping(); // the customer is told (throttled)
+});
+dom.noteForm.addEventListener('submit', addNote);
 dom.offers.addEventListener('click', onOffersClick);
 dom.transferForm.addEventListener('submit', transfer);
 dom.presence.addEventListener('change', (event) => {

@@ -1,10 +1,10 @@
 /**
  * The customer page: start a conversation, chat with the bot, ask for a human, talk to the
- * agent, live over the session's stream. The conversation (name, token, last event id) is
- * kept in sessionStorage, so a reload resumes it.
+ * agent, live over the session's stream (the agent typing too). The conversation (name, token,
+ * last event id) is kept in sessionStorage, so a reload resumes it.
  */
 import { ApiError, createApi, LiveStream, seg } from './switchboard.js';
-import { byId, randomName, showConnection, showError, Transcript, Typing } from './ui.js';
+import { byId, randomName, showConnection, showError, throttle, Transcript, Typing } from './ui.js';
 
 const STORAGE_KEY = 'switchboard.customer';
 const NAME = /^[A-Za-z0-9_-]{1,64}$/;
@@ -47,6 +47,8 @@ const transcript = new Transcript(dom.list, (message) => {
 });
 
 const sessionPath = () => `/chatbot/api/sessions/${seg(current.name)}`;
+
+const sendTyping = throttle(() => api.post(`${sessionPath()}/typing`));
 
 function save() {
   if (current) sessionStorage.setItem(STORAGE_KEY, JSON.stringify(current));
@@ -249,6 +251,11 @@ async function escalate() {
   }
 }
 
+/** The user writes: the agent's side is told (throttled), while the conversation is open. */
+function onInput() {
+  if (current && session && session.status !== 'closed') sendTyping();
+}
+
 function newConversation() {
   stream?.close();
   stream = null;
@@ -270,6 +277,7 @@ function newConversation() {
 dom.startForm.addEventListener('submit', start);
 dom.generate.addEventListener('click', () => { dom.nameInput.value = randomName('web-'); });
 dom.chatForm.addEventListener('submit', sendMessage);
+dom.message.addEventListener('input', onInput);
 dom.escalate.addEventListener('click', escalate);
 dom.newChat.addEventListener('click', newConversation);
 window.addEventListener('pagehide', () => stream?.close());

@@ -148,11 +148,12 @@ export class Transcript {
 }
 
 /**
- * "The assistant is typing…" under a transcript, from `typing` events (ephemeral: no id). Shown
- * until a message from the one typing, a status change, or TYPING_FOR ms without another
- * `typing` (the server repeats it every 4 s while it lasts).
+ * "The customer is typing…" under a transcript, with moving dots, from `typing` events
+ * (ephemeral: no id). Shown until a message from the one typing, a status change, or TYPING_FOR
+ * ms without another `typing` (docs/api.md, "Typing": people send one every 2 s while they
+ * type, the bot every 4 s while it prepares a reply).
  */
-export const TYPING_FOR = 6000;
+export const TYPING_FOR = 5000;
 const TYPING_LABELS = { bot: 'The assistant is typing…', customer: 'The customer is typing…', agent: 'The agent is typing…' };
 
 export class Typing {
@@ -165,7 +166,8 @@ export class Typing {
 
   show(who) {
     this.who = who;
-    this.node.textContent = TYPING_LABELS[who] || 'Typing…';
+    const dots = el('span', { class: 'dots', attrs: { 'aria-hidden': 'true' } }, [el('span'), el('span'), el('span')]);
+    this.node.replaceChildren(dots, TYPING_LABELS[who] || 'Typing…');
     this.node.dataset.who = who;
     this.node.hidden = false;
     clearTimeout(this.timer);
@@ -179,4 +181,24 @@ export class Typing {
     this.who = null;
     this.node.hidden = true;
   }
+}
+
+/** How often a page says that its user is typing: the server takes one a sender every 2 s. */
+export const TYPING_EVERY = 2000;
+
+/**
+ * A function that calls `send` at most once every `every` ms, however often it is called (on
+ * every keystroke). Failures are left unsaid: typing is only a hint.
+ * @param {function(): Promise<any>} send
+ * @param {number} [every]
+ * @returns {function(): void}
+ */
+export function throttle(send, every = TYPING_EVERY) {
+  let last = -Infinity;
+  return () => {
+    const now = Date.now();
+    if (now - last < every) return;
+    last = now;
+    send().catch(() => {});
+  };
 }
