@@ -54,7 +54,7 @@ from playwright.async_api import (
 )
 from playwright.async_api import Error as PlaywrightError
 
-from tests.support.api import CHATBOT, call
+from tests.support.api import CHATBOT, WORKBENCH, call, call_json
 from tests.support.processes import ROOT, PeerProcess, ServerProcess
 from tests.support.redis_server import RedisServer
 
@@ -337,6 +337,8 @@ async def test_handoff_live_and_across_a_redis_and_server_restart(
     )
     await say(customer, "#message", "#send", "My order is late.")
     await expect(agent.locator(f"{ag_log} [data-role=customer]").last).to_contain_text("My order is late.")
+    # The agent's page read it: its read event is the last of the session's channel.
+    await expect(customer.locator(f"{cu_log} [data-role=customer][data-read]")).to_have_count(2)
 
     # --- 2. Redis and the server restart under the open pages --------------------------------
     before = {
@@ -571,6 +573,8 @@ async def test_pages_with_tokens_and_a_reload(server_process: Any, browser: Brow
         await expect(customer.locator("#queue-place")).to_be_hidden()
         await say(agent, "#reply", "#send", "Hello from a signed-in agent.")
         await expect(customer.locator(f"{cu_log} [data-role=agent]")).to_contain_text("signed-in agent")
+        # The customer's page read it: its read event is the last of the session's channel.
+        await expect(agent.locator(f"{ag_log} [data-role=agent]")).to_have_attribute("data-read", "true")
 
         # A reload resumes the same conversation, from the last event id the page saw.
         position = await customer.evaluate(
@@ -798,6 +802,11 @@ async def hand_over(customer: Page, agent: Page, name: str) -> None:
     await expect(customer.locator("#status")).to_have_attribute("data-status", "agent_active")
 
 
+async def session_state(base: str, name: str) -> dict[str, Any]:
+    async with aiohttp.ClientSession(base_url=base) as http:
+        return await call_json(http, "GET", f"{WORKBENCH}/sessions/{name}")
+
+
 async def test_typing_both_ways_and_private_notes(server_process: Any, browser: Browser) -> None:
     """Each side sees the other typing (moving dots), never its own side: until the typist's
     message arrives, or 5 s after the last ``typing``. A note written on the agent page shows
@@ -864,6 +873,70 @@ async def test_typing_both_ways_and_private_notes(server_process: Any, browser: 
             assert note not in await customer.locator("body").inner_text()
             await expect(customer.locator(f"{cu_log} [data-role=note]")).to_have_count(0)
         assert [m["role"] for m in await server_transcript(base, name)] == ["customer", "agent"]
+    finally:
+        for context in (customer_ctx, agent_ctx):
+            await context.close()
+    assert not problems.errors and not problems.network, problems.__dict__
+
+
+async def test_read_marks_both_ways_and_unread_counts(server_process: Any, browser: Browser) -> None:
+    """Read receipts on screen: the customer's messages are marked read on the customer's page
+    once the agent's page has shown them, and the agent's once the customer's has; the agent's
+    list counts a held conversation's unread customer messages (the server's count: a reload
+    shows it too) until the agent opens it."""
+    server: ServerProcess = await run(server_process, "--insecure", "--no-redis")
+    base, name, other = server.url, "reads", "reads-other"
+    problems = Problems()
+    customer_ctx, customer = await open_customer(browser, problems, base, name)
+    agent_ctx, agent = await open_workbench(browser, problems, base, AGENT)
+    cu_log, ag_log = "#transcript", "#conv-transcript"
+    mine = agent.locator(f"#mine li[data-session={name}]")
+    try:
+        await say(customer, "#message", "#send", "Hello")
+        await expect(customer.locator(f"{cu_log} [data-role=bot]")).to_have_count(1)
+        hello = customer.locator(f"{cu_log} [data-role=customer]")
+        await expect(hello).not_to_have_attribute("data-read", "true")  # the bot reads nothing
+
+        # Taken over, the conversation is on the agent's screen: the customer's page says so.
+        await hand_over(customer, agent, name)
+        await expect(hello).to_have_attribute("data-read", "true")
+        await expect(hello.locator(".msg-read")).to_have_text("Read")
+        await expect(mine).to_have_attribute("data-unread", "0")
+        # The agent's message, once on the customer's screen, is marked read on the agent's.
+        await say(agent, "#reply", "#send", "Hi, I am Alice.")
+        answer = agent.locator(f"{ag_log} [data-role=agent]")
+        await expect(answer).to_have_attribute("data-read", "true")
+        await expect(answer.locator(".msg-read")).to_have_text("Read")
+        await expect(agent.locator(f"{ag_log} [data-role=bot]")).not_to_have_attribute("data-read", "true")
+        ids = await screen_ids(agent, ag_log)
+        state = await session_state(base, name)
+        assert state["read"] == {"agent": ids[0], "customer": ids[2]} and state["unread"] == 0, state
+
+        # Another conversation open on the agent's page: the customer writes twice, unread.
+        async with aiohttp.ClientSession(base_url=base) as http:
+            await call(http, "POST", f"{CHATBOT}/sessions", {"session_name": other}, status=201)
+            await call(http, "POST", f"{CHATBOT}/manual/escalate", {"session_name": other})
+        waiting = agent.locator(f"#queue li[data-session={other}]")
+        await waiting.get_by_role("button", name="Take over").click()
+        await expect(agent.locator("#conv-title")).to_have_text(f"Conversation {other}")
+        await say(customer, "#message", "#send", "My order is late.")
+        await say(customer, "#message", "#send", "Order 1234.")
+        await expect(mine).to_have_attribute("data-unread", "2")
+        await expect(mine).to_have_text(f"{name} (2 new)")
+        await expect(customer.locator(f"{cu_log} [data-role=customer][data-read]")).to_have_count(1)
+        # The count is the server's: a reloaded page shows it again.
+        await agent.reload()
+        await expect(agent.locator("#conv-connection")).to_have_attribute("data-state", "connected")
+        await expect(mine).to_have_attribute("data-unread", "2")
+        assert (await session_state(base, name))["unread"] == 2
+
+        # Opened, it is read: the count clears, and the customer's page marks both.
+        await mine.get_by_role("button").click()
+        await expect(agent.locator(f"{ag_log} [data-role=customer]")).to_have_count(3)
+        await expect(mine).to_have_attribute("data-unread", "0")
+        await expect(mine).to_have_text(name)
+        await expect(customer.locator(f"{cu_log} [data-role=customer][data-read]")).to_have_count(3)
+        assert (await session_state(base, name))["unread"] == 0
     finally:
         for context in (customer_ctx, agent_ctx):
             await context.close()

@@ -1,14 +1,17 @@
 /**
- * The agent workbench: the waiting queue and this agent's conversations, live over the agent's
- * stream (its own channel plus the broadcast of transfer requests and queue changes), and the
- * open conversation, live over that session's stream: take over, reply, release, close,
- * transfer; the customer typing, and private notes between agents. Routing (docs/routing.md):
- * the agent's presence (online, away, offline) and load, the other agents, and the
- * conversations offered to it (auto assignment), each with a live countdown to its expiry, to
- * accept or decline.
+ * The agent workbench: the waiting queue and this agent's conversations (with their unread
+ * customer messages), live over the agent's stream (its own channel plus the broadcast of
+ * transfer requests and queue changes), and the open conversation, live over that session's
+ * stream: take over, reply, release, close, transfer; the customer typing, read marks on the
+ * agents' messages once the customer has read them, and private notes between agents. Routing
+ * (docs/routing.md): the agent's presence (online, away, offline) and load, the other agents,
+ * and the conversations offered to it (auto assignment), each with a live countdown to its
+ * expiry, to accept or decline.
  */
 import { createApi, LiveStream, seg, withQuery } from './switchboard.js';
-import { byId, clock, el, showConnection, showError, throttle, Transcript, Typing } from './ui.js';
+import {
+  byId, clock, el, ReadReceipts, showConnection, showError, throttle, Transcript, Typing,
+} from './ui.js';
 
 const STORAGE_KEY = 'switchboard.agent';
 const NAME = /^[A-Za-z0-9_-]{1,64}$/;
@@ -166,7 +169,9 @@ function renderMine() {
     const button = el('button', { class: 'link', text: label,
       attrs: { type: 'button', 'data-action': 'view', 'aria-label': `Open ${label}` } });
     const classes = ['session', name === conv.name ? 'selected' : '', info.unread ? 'unread' : ''];
-    return el('li', { class: classes.join(' ').trim(), attrs: { 'data-session': name } }, [button]);
+    return el('li', {
+      class: classes.join(' ').trim(), attrs: { 'data-session': name, 'data-unread': String(info.unread) },
+    }, [button]);
   });
   dom.mine.replaceChildren(...items);
   dom.mineEmpty.hidden = mine.size > 0;
@@ -218,9 +223,11 @@ async function showMore() {
   }
 }
 
-function mineSet(name, held) {
-  if (held && !mine.has(name)) mine.set(name, { unread: 0 });
+/** The conversation in my list while I hold it, with `unread` (its unread customer messages) when known. */
+function mineSet(name, held, unread = null) {
+  if (held && !mine.has(name)) mine.set(name, { unread: unread ?? 0 });
   else if (!held && mine.has(name)) mine.delete(name);
+  else if (held && unread !== null && mine.get(name).unread !== unread) mine.get(name).unread = unread;
   else return;
   renderMine();
 }
@@ -236,10 +243,9 @@ async function resyncLists() {
     api.all(withQuery(`${WB}/sessions`, { status: 'agent_active' }), 'sessions', { maxPages: HELD_PAGES }),
     loadAgents(),
   ]);
-  const unread = new Map(mine);
   mine.clear();
   for (const s of active.items) {
-    if (s.agent_id === me.agentId) mine.set(s.session_name, unread.get(s.session_name) || { unread: 0 });
+    if (s.agent_id === me.agentId) mine.set(s.session_name, { unread: s.unread ?? 0 });
   }
   renderMine();
   resyncOffers();
@@ -286,8 +292,9 @@ function onAgentEvent(event) {
       agentStatus(p);
       break;
     case 'new_message':
-      // A customer wrote in a conversation I hold; the open one shows it from its own stream.
-      if (p.session_name !== conv.name && mine.has(p.session_name)) {
+      // A customer wrote in a conversation I hold. The open one shows it from its own stream
+      // and, while the page is seen, reads it (the read's answer says what is left unread).
+      if (mine.has(p.session_name) && !(p.session_name === conv.name && document.visibilityState === 'visible')) {
         mine.get(p.session_name).unread += 1;
         renderMine();
       }
@@ -573,9 +580,16 @@ function onOffersClick(event) {
 
 const convPath = () => `${WB}/sessions/${seg(conv.name)}`;
 
-/** Whether this agent holds the session (only the holder types to its customer). */
+/** Whether this agent holds the session (only the holder types and reads for the agents' side). */
 const holds = (session) => session?.status === 'agent_active' && session.agent_id === me?.agentId;
 
+const reads = new ReadReceipts(
+  () => (holds(conv.session) ? transcript.newest(['customer']) : null),
+  async (upTo) => {
+    const session = await api.post(`${convPath()}/read`, { agent_id: me.agentId, up_to: upTo });
+    mineSet(session.session_name, holds(session), session.unread ?? 0);
+  },
+);
 const sendTyping = throttle(() => api.post(`${convPath()}/typing`, { agent_id: me.agentId }));
 
 function statusText(s) {
@@ -607,6 +621,7 @@ function applyConv(session) {
   dom.note.disabled = false; // any agent may leave a note, in any status
   dom.noteSend.disabled = false;
   mineSet(conv.name, held);
+  reads.check(); // taken over, or loaded: what the customer wrote is now read
 }
 
 async function resyncConv() {
@@ -620,6 +635,8 @@ async function resyncConv() {
   typing.hide();
   conv.left = null;
   for (const message of history.items) transcript.add(message);
+  if (state.read?.customer) transcript.markRead(state.read.customer, ['agent']);
+  reads.reset(state.read?.agent ?? null);
   applyConv(state);
 }
 
@@ -631,12 +648,16 @@ function onConvEvent(event) {
     case 'new_message':
       transcript.add(p.message);
       typing.hide(p.message.role);
+      reads.check();
       break;
     case 'note':
       transcript.add(p.message);
       break;
     case 'typing':
       if (p.who !== 'agent') typing.show(p.who); // the agents' own side is not shown
+      break;
+    case 'read':
+      if (p.reader === 'customer') transcript.markRead(p.up_to, ['agent']);
       break;
     case 'status_change': {
       typing.hide();
@@ -682,9 +703,9 @@ function select(name) {
   save();
   transcript.clear();
   typing.hide();
+  reads.reset();
   dom.convTitle.textContent = `Conversation ${name}`;
   dom.convStatus.textContent = 'Loading…';
-  if (mine.has(name)) mine.get(name).unread = 0;
   renderMine();
   conv.stream = new LiveStream(`${convPath()}/events`, {
     token: me.token,
@@ -710,7 +731,7 @@ async function act(name, action) {
   try {
     const session = await api.post(`${WB}/sessions/${seg(name)}/${action}`, { agent_id: me.agentId });
     if (session.status !== 'waiting_agent') queueRemove(name);
-    mineSet(name, holds(session));
+    mineSet(name, holds(session), session.unread ?? 0);
     if (conv.name === name) applyConv(session);
     refreshAgentsSoon(); // this agent's load moved
     return session;
@@ -871,6 +892,7 @@ function signout() {
   mine.clear();
   transcript.clear();
   typing.hide();
+  reads.reset();
   dom.note.disabled = true;
   dom.noteSend.disabled = true;
   dom.workbench.hidden = true;

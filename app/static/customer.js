@@ -1,13 +1,18 @@
 /**
  * The customer page: start a conversation, chat with the bot, ask for a human, talk to the
- * agent, live over the session's stream (the agent typing too). The conversation (name, token,
- * last event id) is kept in sessionStorage, so a reload resumes it.
+ * agent, live over the session's stream: the agent typing, and read marks on the customer's
+ * messages once the agent has read them. The conversation (name, token, last event id) is kept
+ * in sessionStorage, so a reload resumes it.
  */
 import { ApiError, createApi, LiveStream, seg } from './switchboard.js';
-import { byId, randomName, showConnection, showError, throttle, Transcript, Typing } from './ui.js';
+import {
+  byId, randomName, ReadReceipts, showConnection, showError, throttle, Transcript, Typing,
+} from './ui.js';
 
 const STORAGE_KEY = 'switchboard.customer';
 const NAME = /^[A-Za-z0-9_-]{1,64}$/;
+// Who writes on the other side of the conversation (what the customer's reads acknowledge).
+const OTHER_SIDE = ['bot', 'agent'];
 
 /** @type {{name: string, token: string|null, lastEventId: string|null}|null} */
 let current = null;
@@ -48,6 +53,10 @@ const transcript = new Transcript(dom.list, (message) => {
 
 const sessionPath = () => `/chatbot/api/sessions/${seg(current.name)}`;
 
+const reads = new ReadReceipts(
+  () => transcript.newest(OTHER_SIDE),
+  (upTo) => api.post(`${sessionPath()}/read`, { up_to: upTo }),
+);
 const sendTyping = throttle(() => api.post(`${sessionPath()}/typing`));
 
 function save() {
@@ -109,7 +118,10 @@ async function resync() {
   agentLeft = null;
   typing.hide();
   for (const message of history.items) transcript.add(message);
+  if (state.read?.agent) transcript.markRead(state.read.agent, ['customer']);
   applySession(state);
+  reads.reset(state.read?.customer ?? null);
+  reads.check();
   if (state.status === 'waiting_agent') showPlace(await api.get(`${sessionPath()}/queue`));
 }
 
@@ -123,9 +135,13 @@ function onEvent(event) {
     case 'new_message':
       transcript.add(p.message);
       typing.hide(p.message.role);
+      reads.check();
       break;
     case 'typing':
       if (p.who !== 'customer') typing.show(p.who);
+      break;
+    case 'read':
+      if (p.reader === 'agent') transcript.markRead(p.up_to, ['customer']);
       break;
     case 'queue_update':
       showPlace(p);
@@ -184,6 +200,7 @@ function enter(name, token, lastEventId = null) {
   transcript.clear();
   agentLeft = null;
   typing.hide();
+  reads.reset();
   openStream();
   dom.message.focus();
 }
@@ -232,6 +249,7 @@ async function sendMessage(event) {
     transcript.add(answer.message, { local: true });
     if (answer.reply) transcript.add(answer.reply, { local: true });
     applySession(answer.session);
+    reads.check();
   } catch (error) {
     showError(dom.error, error);
   } finally {
@@ -265,6 +283,7 @@ function newConversation() {
   transcript.clear();
   agentLeft = null;
   typing.hide();
+  reads.reset();
   dom.chat.hidden = true;
   dom.start.hidden = false;
   dom.connection.textContent = 'Not connected';

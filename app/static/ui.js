@@ -131,6 +131,33 @@ export class Transcript {
     return true;
   }
 
+  /** The id of the newest message on screen written by one of `roles`, or null. */
+  newest(roles) {
+    const nodes = this.list.querySelectorAll('[data-message-id]');
+    for (let index = nodes.length - 1; index >= 0; index -= 1) {
+      if (roles.includes(nodes[index].dataset.role)) return nodes[index].dataset.messageId;
+    }
+    return null;
+  }
+
+  /**
+   * The other side has read up to the message `upTo`: mark the messages of `roles` up to it
+   * (a read position only moves forward, so what is marked stays marked). False when that
+   * message is not on screen.
+   */
+  markRead(upTo, roles) {
+    const target = this.items.get(upTo);
+    if (!target) return false;
+    for (const node of this.list.querySelectorAll('[data-message-id]')) {
+      if (roles.includes(node.dataset.role) && !node.dataset.read) {
+        node.dataset.read = 'true';
+        node.append(el('span', { class: 'msg-read', text: 'Read' }));
+      }
+      if (node === target.node) break;
+    }
+    return true;
+  }
+
   /** A line about the conversation (someone joined, back to the bot). */
   notice(text, kind = '') {
     this._place(el('li', { class: 'notice', text, attrs: { 'data-notice': kind } }), false);
@@ -201,4 +228,39 @@ export function throttle(send, every = TYPING_EVERY) {
     last = now;
     send().catch(() => {});
   };
+}
+
+/**
+ * The read receipts a page sends (docs/api.md, "Read receipts"): the other side's newest
+ * message on screen, while the page is visible (`document.visibilityState`), once per new
+ * one: a read position only moves forward, so sending the same one again would say nothing.
+ */
+export class ReadReceipts {
+  /**
+   * @param {function(): (string|null)} newest The message to acknowledge now: the other side's
+   *   newest on screen; null when there is none, or when this page may not say it.
+   * @param {function(string): Promise<any>} send Sends the read up to that message.
+   */
+  constructor(newest, send) {
+    this.newest = newest;
+    this.send = send;
+    this.sent = null;
+    document.addEventListener('visibilitychange', () => this.check());
+  }
+
+  /** Another view (a conversation opened, refetched): `known` is how far the server has it. */
+  reset(known = null) {
+    this.sent = known;
+  }
+
+  /** Send a read if a message the reader can see has not been acknowledged yet. */
+  check() {
+    if (document.visibilityState !== 'visible') return;
+    const upTo = this.newest();
+    if (!upTo || upTo === this.sent) return;
+    this.sent = upTo;
+    this.send(upTo).catch(() => {
+      if (this.sent === upTo) this.sent = null; // the next check tries again
+    });
+  }
 }
