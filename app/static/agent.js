@@ -3,10 +3,10 @@
  * customer messages), live over the agent's stream (its own channel plus the broadcast of
  * transfer requests and queue changes), and the open conversation, live over that session's
  * stream: take over, reply, release, close, transfer; the customer typing, read marks on the
- * agents' messages once the customer has read them, and private notes between agents. Routing
- * (docs/routing.md): the agent's presence (online, away, offline) and load, the other agents,
- * and the conversations offered to it (auto assignment), each with a live countdown to its
- * expiry, to accept or decline.
+ * agents' messages once the customer has read them, private notes between agents, and the
+ * customer's rating once given. Routing (docs/routing.md): the agent's presence (online, away,
+ * offline) and load, the other agents, and the conversations offered to it (auto assignment),
+ * each with a live countdown to its expiry, to accept or decline.
  */
 import { createApi, LiveStream, seg, withQuery } from './switchboard.js';
 import {
@@ -90,6 +90,7 @@ const dom = {
   noteForm: byId('note-form'),
   note: byId('note'),
   noteSend: byId('note-send'),
+  convRating: byId('conv-rating'),
   takeover: byId('takeover'),
   release: byId('release'),
   close: byId('close'),
@@ -592,6 +593,17 @@ const reads = new ReadReceipts(
 );
 const sendTyping = throttle(() => api.post(`${convPath()}/typing`, { agent_id: me.agentId }));
 
+/** The customer's rating of the open conversation, once given. */
+function showConvRating(rating) {
+  dom.convRating.hidden = !rating;
+  if (!rating) return;
+  const stars = el('span', { class: 'stars-shown', text: '★'.repeat(rating.score) + '☆'.repeat(5 - rating.score),
+    attrs: { 'aria-hidden': 'true' } });
+  const comment = rating.comment ? `: “${rating.comment}”` : '.';
+  dom.convRating.replaceChildren(stars, ` The customer rated this conversation ${rating.score} of 5${comment}`);
+  dom.convRating.dataset.score = String(rating.score);
+}
+
 function statusText(s) {
   switch (s.status) {
     case 'bot_active': return 'With the bot.';
@@ -620,6 +632,7 @@ function applyConv(session) {
   dom.transferForm.hidden = !held;
   dom.note.disabled = false; // any agent may leave a note, in any status
   dom.noteSend.disabled = false;
+  showConvRating(session.rating);
   mineSet(conv.name, held);
   reads.check(); // taken over, or loaded: what the customer wrote is now read
 }
@@ -658,6 +671,9 @@ function onConvEvent(event) {
       break;
     case 'read':
       if (p.reader === 'customer') transcript.markRead(p.up_to, ['agent']);
+      break;
+    case 'rating':
+      if (conv.session) applyConv({ ...conv.session, rating: { score: p.score, comment: p.comment } });
       break;
     case 'status_change': {
       typing.hide();
@@ -704,6 +720,7 @@ function select(name) {
   transcript.clear();
   typing.hide();
   reads.reset();
+  showConvRating(null);
   dom.convTitle.textContent = `Conversation ${name}`;
   dom.convStatus.textContent = 'Loading…';
   renderMine();
@@ -893,6 +910,7 @@ function signout() {
   transcript.clear();
   typing.hide();
   reads.reset();
+  showConvRating(null);
   dom.note.disabled = true;
   dom.noteSend.disabled = true;
   dom.workbench.hidden = true;

@@ -1,8 +1,9 @@
 /**
  * The customer page: start a conversation, chat with the bot, ask for a human, talk to the
- * agent, live over the session's stream: the agent typing, and read marks on the customer's
- * messages once the agent has read them. The conversation (name, token, last event id) is kept
- * in sessionStorage, so a reload resumes it.
+ * agent, live over the session's stream: the agent typing, read marks on the customer's
+ * messages once the agent has read them, and once the conversation is closed, a prompt to rate
+ * it. The conversation (name, token, last event id) is kept in sessionStorage, so a reload
+ * resumes it.
  */
 import { ApiError, createApi, LiveStream, seg } from './switchboard.js';
 import {
@@ -21,6 +22,8 @@ let stream = null;
 let session = null;
 /** An agent_left not told yet: the status change after it says where the conversation went. */
 let agentLeft = null;
+/** The score chosen in the rating prompt, 1 to 5 (null: none yet). */
+let score = null;
 
 const api = createApi({ token: () => current?.token });
 const dom = {
@@ -42,6 +45,12 @@ const dom = {
   send: byId('send'),
   escalate: byId('escalate'),
   newChat: byId('new-chat'),
+  rating: byId('rating'),
+  ratingForm: byId('rating-form'),
+  stars: byId('stars'),
+  ratingComment: byId('rating-comment'),
+  ratingSend: byId('rating-send'),
+  ratingThanks: byId('rating-thanks'),
 };
 
 const typing = new Typing(dom.typing);
@@ -106,6 +115,28 @@ function applySession(next) {
   dom.send.disabled = closed;
   dom.escalate.disabled = next.status !== 'bot_active';
   if (next.status !== 'waiting_agent') showPlace(null);
+  showRating();
+}
+
+/** Once the conversation is closed: the rating prompt, or "Thanks" once it is rated. */
+function showRating() {
+  const rated = session?.rating;
+  dom.rating.hidden = session?.status !== 'closed';
+  dom.ratingForm.hidden = Boolean(rated);
+  dom.ratingThanks.hidden = !rated;
+  dom.ratingThanks.textContent = rated ? `Thanks for your feedback: ${rated.score} of 5.` : '';
+  for (const star of dom.stars.querySelectorAll('button[data-score]')) {
+    const value = Number(star.dataset.score);
+    star.setAttribute('aria-pressed', String(value === score));
+    star.classList.toggle('on', score !== null && value <= score);
+  }
+  dom.ratingSend.disabled = score === null;
+}
+
+function resetRating() {
+  score = null;
+  dom.ratingComment.value = '';
+  showRating();
 }
 
 /** Rebuild the view from the API: at the first connection and after `recovered: false`. */
@@ -142,6 +173,10 @@ function onEvent(event) {
       break;
     case 'read':
       if (p.reader === 'agent') transcript.markRead(p.up_to, ['customer']);
+      break;
+    case 'rating':
+      // Sent here, or in another tab of this conversation.
+      if (session) applySession({ ...session, rating: { score: p.score, comment: p.comment } });
       break;
     case 'queue_update':
       showPlace(p);
@@ -201,6 +236,7 @@ function enter(name, token, lastEventId = null) {
   agentLeft = null;
   typing.hide();
   reads.reset();
+  resetRating();
   openStream();
   dom.message.focus();
 }
@@ -274,6 +310,27 @@ function onInput() {
   if (current && session && session.status !== 'closed') sendTyping();
 }
 
+function chooseScore(event) {
+  const star = event.target.closest('button[data-score]');
+  if (!star) return;
+  score = Number(star.dataset.score);
+  showRating();
+}
+
+async function rate(event) {
+  event.preventDefault();
+  if (!current || score === null) return;
+  const comment = dom.ratingComment.value.trim();
+  dom.ratingSend.disabled = true;
+  showError(dom.error, null);
+  try {
+    applySession(await api.post(`${sessionPath()}/rating`, comment ? { score, comment } : { score }));
+  } catch (error) {
+    showError(dom.error, error); // already_rated: the rating event shows "Thanks" as well
+    showRating();
+  }
+}
+
 function newConversation() {
   stream?.close();
   stream = null;
@@ -284,6 +341,7 @@ function newConversation() {
   agentLeft = null;
   typing.hide();
   reads.reset();
+  resetRating();
   dom.chat.hidden = true;
   dom.start.hidden = false;
   dom.connection.textContent = 'Not connected';
@@ -297,6 +355,8 @@ dom.startForm.addEventListener('submit', start);
 dom.generate.addEventListener('click', () => { dom.nameInput.value = randomName('web-'); });
 dom.chatForm.addEventListener('submit', sendMessage);
 dom.message.addEventListener('input', onInput);
+dom.stars.addEventListener('click', chooseScore);
+dom.ratingForm.addEventListener('submit', rate);
 dom.escalate.addEventListener('click', escalate);
 dom.newChat.addEventListener('click', newConversation);
 window.addEventListener('pagehide', () => stream?.close());
