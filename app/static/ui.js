@@ -142,12 +142,12 @@ export class Transcript {
 
   /**
    * The other side has read up to the message `upTo`: mark the messages of `roles` up to it
-   * (a read position only moves forward, so what is marked stays marked). False when that
+   * (a read position only moves forward, so what is marked stays marked); nothing when that
    * message is not on screen.
    */
   markRead(upTo, roles) {
     const target = this.items.get(upTo);
-    if (!target) return false;
+    if (!target) return;
     for (const node of this.list.querySelectorAll('[data-message-id]')) {
       if (roles.includes(node.dataset.role) && !node.dataset.read) {
         node.dataset.read = 'true';
@@ -155,7 +155,6 @@ export class Transcript {
       }
       if (node === target.node) break;
     }
-    return true;
   }
 
   /** A line about the conversation (someone joined, back to the bot). */
