@@ -1,13 +1,17 @@
 /**
- * The agent workbench: the waiting queue and this agent's conversations, live over the agent's
- * stream (its own channel plus the broadcast of transfer requests and queue changes), and the
- * open conversation, live over that session's stream: take over, reply, release, close,
- * transfer. Routing (docs/routing.md): the agent's presence (online, away, offline) and load,
- * the other agents, and the conversations offered to it (auto assignment), each with a live
- * countdown to its expiry, to accept or decline.
+ * The agent workbench: the waiting queue and this agent's conversations (with their unread
+ * customer messages), live over the agent's stream (its own channel plus the broadcast of
+ * transfer requests and queue changes), and the open conversation, live over that session's
+ * stream: take over, reply, release, close, transfer; the customer typing, read marks on the
+ * agents' messages once the customer has read them, private notes between agents, and the
+ * customer's rating once given. Routing (docs/routing.md): the agent's presence (online, away,
+ * offline) and load, the other agents, and the conversations offered to it (auto assignment),
+ * each with a live countdown to its expiry, to accept or decline.
  */
 import { createApi, LiveStream, seg, withQuery } from './switchboard.js';
-import { byId, clock, el, showConnection, showError, Transcript, Typing } from './ui.js';
+import {
+  byId, clock, el, ReadReceipts, showConnection, showError, throttle, Transcript, Typing,
+} from './ui.js';
 
 const STORAGE_KEY = 'switchboard.agent';
 const NAME = /^[A-Za-z0-9_-]{1,64}$/;
@@ -83,6 +87,10 @@ const dom = {
   replyForm: byId('reply-form'),
   reply: byId('reply'),
   send: byId('send'),
+  noteForm: byId('note-form'),
+  note: byId('note'),
+  noteSend: byId('note-send'),
+  convRating: byId('conv-rating'),
   takeover: byId('takeover'),
   release: byId('release'),
   close: byId('close'),
@@ -106,7 +114,8 @@ const typing = new Typing(dom.typing);
 const transcript = new Transcript(dom.list, (message) => {
   if (message.role === 'customer') return 'Customer';
   if (message.role === 'bot') return 'Bot';
-  return message.agent_id === me?.agentId ? 'You' : `Agent ${message.agent_id || ''}`.trim();
+  const author = message.agent_id === me?.agentId ? 'You' : `Agent ${message.agent_id || ''}`.trim();
+  return message.role === 'note' ? `Internal note · ${author}` : author;
 });
 
 function save() {
@@ -161,7 +170,9 @@ function renderMine() {
     const button = el('button', { class: 'link', text: label,
       attrs: { type: 'button', 'data-action': 'view', 'aria-label': `Open ${label}` } });
     const classes = ['session', name === conv.name ? 'selected' : '', info.unread ? 'unread' : ''];
-    return el('li', { class: classes.join(' ').trim(), attrs: { 'data-session': name } }, [button]);
+    return el('li', {
+      class: classes.join(' ').trim(), attrs: { 'data-session': name, 'data-unread': String(info.unread) },
+    }, [button]);
   });
   dom.mine.replaceChildren(...items);
   dom.mineEmpty.hidden = mine.size > 0;
@@ -213,9 +224,11 @@ async function showMore() {
   }
 }
 
-function mineSet(name, held) {
-  if (held && !mine.has(name)) mine.set(name, { unread: 0 });
+/** The conversation in my list while I hold it, with `unread` (its unread customer messages) when known. */
+function mineSet(name, held, unread = null) {
+  if (held && !mine.has(name)) mine.set(name, { unread: unread ?? 0 });
   else if (!held && mine.has(name)) mine.delete(name);
+  else if (held && unread !== null && mine.get(name).unread !== unread) mine.get(name).unread = unread;
   else return;
   renderMine();
 }
@@ -231,10 +244,9 @@ async function resyncLists() {
     api.all(withQuery(`${WB}/sessions`, { status: 'agent_active' }), 'sessions', { maxPages: HELD_PAGES }),
     loadAgents(),
   ]);
-  const unread = new Map(mine);
   mine.clear();
   for (const s of active.items) {
-    if (s.agent_id === me.agentId) mine.set(s.session_name, unread.get(s.session_name) || { unread: 0 });
+    if (s.agent_id === me.agentId) mine.set(s.session_name, { unread: s.unread ?? 0 });
   }
   renderMine();
   resyncOffers();
@@ -281,8 +293,9 @@ function onAgentEvent(event) {
       agentStatus(p);
       break;
     case 'new_message':
-      // A customer wrote in a conversation I hold; the open one shows it from its own stream.
-      if (p.session_name !== conv.name && mine.has(p.session_name)) {
+      // A customer wrote in a conversation I hold. The open one shows it from its own stream
+      // and, while the page is seen, reads it (the read's answer says what is left unread).
+      if (mine.has(p.session_name) && !(p.session_name === conv.name && document.visibilityState === 'visible')) {
         mine.get(p.session_name).unread += 1;
         renderMine();
       }
@@ -568,6 +581,29 @@ function onOffersClick(event) {
 
 const convPath = () => `${WB}/sessions/${seg(conv.name)}`;
 
+/** Whether this agent holds the session (only the holder types and reads for the agents' side). */
+const holds = (session) => session?.status === 'agent_active' && session.agent_id === me?.agentId;
+
+const reads = new ReadReceipts(
+  () => (holds(conv.session) ? transcript.newest(['customer']) : null),
+  async (upTo) => {
+    const session = await api.post(`${convPath()}/read`, { agent_id: me.agentId, up_to: upTo });
+    mineSet(session.session_name, holds(session), session.unread ?? 0);
+  },
+);
+const sendTyping = throttle(() => api.post(`${convPath()}/typing`, { agent_id: me.agentId }));
+
+/** The customer's rating of the open conversation, once given. */
+function showConvRating(rating) {
+  dom.convRating.hidden = !rating;
+  if (!rating) return;
+  const stars = el('span', { class: 'stars-shown', text: '★'.repeat(rating.score) + '☆'.repeat(5 - rating.score),
+    attrs: { 'aria-hidden': 'true' } });
+  const comment = rating.comment ? `: “${rating.comment}”` : '.';
+  dom.convRating.replaceChildren(stars, ` The customer rated this conversation ${rating.score} of 5${comment}`);
+  dom.convRating.dataset.score = String(rating.score);
+}
+
 function statusText(s) {
   switch (s.status) {
     case 'bot_active': return 'With the bot.';
@@ -582,7 +618,7 @@ function statusText(s) {
 function applyConv(session) {
   if (!conv.name || session.session_name && session.session_name !== conv.name) return;
   conv.session = session;
-  const held = session.status === 'agent_active' && session.agent_id === me.agentId;
+  const held = holds(session);
   dom.convStatus.textContent = statusText(session);
   dom.convStatus.dataset.status = session.status;
   dom.convStatus.dataset.agent = session.agent_id || '';
@@ -594,7 +630,11 @@ function applyConv(session) {
   dom.convSummaryText.textContent = session.handoff_summary || '';
   dom.convSummary.hidden = !session.handoff_summary;
   dom.transferForm.hidden = !held;
+  dom.note.disabled = false; // any agent may leave a note, in any status
+  dom.noteSend.disabled = false;
+  showConvRating(session.rating);
   mineSet(conv.name, held);
+  reads.check(); // taken over, or loaded: what the customer wrote is now read
 }
 
 async function resyncConv() {
@@ -608,6 +648,8 @@ async function resyncConv() {
   typing.hide();
   conv.left = null;
   for (const message of history.items) transcript.add(message);
+  if (state.read?.customer) transcript.markRead(state.read.customer, ['agent']);
+  reads.reset(state.read?.agent ?? null);
   applyConv(state);
 }
 
@@ -619,9 +661,19 @@ function onConvEvent(event) {
     case 'new_message':
       transcript.add(p.message);
       typing.hide(p.message.role);
+      reads.check();
+      break;
+    case 'note':
+      transcript.add(p.message);
       break;
     case 'typing':
-      typing.show(p.who);
+      if (p.who !== 'agent') typing.show(p.who); // the agents' own side is not shown
+      break;
+    case 'read':
+      if (p.reader === 'customer') transcript.markRead(p.up_to, ['agent']);
+      break;
+    case 'rating':
+      if (conv.session) applyConv({ ...conv.session, rating: { score: p.score, comment: p.comment } });
       break;
     case 'status_change': {
       typing.hide();
@@ -667,9 +719,10 @@ function select(name) {
   save();
   transcript.clear();
   typing.hide();
+  reads.reset();
+  showConvRating(null);
   dom.convTitle.textContent = `Conversation ${name}`;
   dom.convStatus.textContent = 'Loading…';
-  if (mine.has(name)) mine.get(name).unread = 0;
   renderMine();
   conv.stream = new LiveStream(`${convPath()}/events`, {
     token: me.token,
@@ -695,7 +748,7 @@ async function act(name, action) {
   try {
     const session = await api.post(`${WB}/sessions/${seg(name)}/${action}`, { agent_id: me.agentId });
     if (session.status !== 'waiting_agent') queueRemove(name);
-    mineSet(name, session.status === 'agent_active' && session.agent_id === me.agentId);
+    mineSet(name, holds(session), session.unread ?? 0);
     if (conv.name === name) applyConv(session);
     refreshAgentsSoon(); // this agent's load moved
     return session;
@@ -735,6 +788,25 @@ async function sendReply(event) {
   dom.reply.focus();
 }
 
+async function addNote(event) {
+  event.preventDefault();
+  const content = dom.note.value.trim();
+  const name = conv.name;
+  if (!content || !name) return;
+  dom.noteSend.disabled = true;
+  report(null);
+  try {
+    const answer = await api.post(`${convPath()}/notes`, { agent_id: me.agentId, content });
+    dom.note.value = '';
+    if (conv.name === name) transcript.add(answer.message, { local: true });
+  } catch (error) {
+    report(error);
+  } finally {
+    dom.noteSend.disabled = !conv.name;
+  }
+  dom.note.focus();
+}
+
 async function transfer(event) {
   event.preventDefault();
   const name = conv.name;
@@ -748,7 +820,7 @@ async function transfer(event) {
   try {
     const session = await api.post(`${WB}/sessions/${seg(name)}/transfer`, body);
     dom.transferNote.value = '';
-    mineSet(name, session.status === 'agent_active' && session.agent_id === me.agentId);
+    mineSet(name, holds(session));
     if (conv.name === name) {
       applyConv(session);
       transcript.notice(to === 'queue' ? 'You handed the conversation back to the queue.'
@@ -837,6 +909,10 @@ function signout() {
   mine.clear();
   transcript.clear();
   typing.hide();
+  reads.reset();
+  showConvRating(null);
+  dom.note.disabled = true;
+  dom.noteSend.disabled = true;
   dom.workbench.hidden = true;
   dom.signin.hidden = false;
   dom.connection.textContent = 'Not connected';
@@ -850,6 +926,10 @@ dom.queue.addEventListener('click', onListClick);
 dom.queueMore.addEventListener('click', showMore);
 dom.mine.addEventListener('click', onListClick);
 dom.replyForm.addEventListener('submit', sendReply);
+dom.reply.addEventListener('input', () => {
+  if (holds(conv.session)) sendTyping(); // the customer is told (throttled)
+});
+dom.noteForm.addEventListener('submit', addNote);
 dom.offers.addEventListener('click', onOffersClick);
 dom.transferForm.addEventListener('submit', transfer);
 dom.presence.addEventListener('change', (event) => {

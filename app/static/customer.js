@@ -1,13 +1,19 @@
 /**
  * The customer page: start a conversation, chat with the bot, ask for a human, talk to the
- * agent, live over the session's stream. The conversation (name, token, last event id) is
- * kept in sessionStorage, so a reload resumes it.
+ * agent, live over the session's stream: the agent typing, read marks on the customer's
+ * messages once the agent has read them, and once the conversation is closed, a prompt to rate
+ * it. The conversation (name, token, last event id) is kept in sessionStorage, so a reload
+ * resumes it.
  */
 import { ApiError, createApi, LiveStream, seg } from './switchboard.js';
-import { byId, randomName, showConnection, showError, Transcript, Typing } from './ui.js';
+import {
+  byId, randomName, ReadReceipts, showConnection, showError, throttle, Transcript, Typing,
+} from './ui.js';
 
 const STORAGE_KEY = 'switchboard.customer';
 const NAME = /^[A-Za-z0-9_-]{1,64}$/;
+// Who writes on the other side of the conversation (what the customer's reads acknowledge).
+const OTHER_SIDE = ['bot', 'agent'];
 
 /** @type {{name: string, token: string|null, lastEventId: string|null}|null} */
 let current = null;
@@ -16,6 +22,8 @@ let stream = null;
 let session = null;
 /** An agent_left not told yet: the status change after it says where the conversation went. */
 let agentLeft = null;
+/** The score chosen in the rating prompt, 1 to 5 (null: none yet). */
+let score = null;
 
 const api = createApi({ token: () => current?.token });
 const dom = {
@@ -37,6 +45,12 @@ const dom = {
   send: byId('send'),
   escalate: byId('escalate'),
   newChat: byId('new-chat'),
+  rating: byId('rating'),
+  ratingForm: byId('rating-form'),
+  stars: byId('stars'),
+  ratingComment: byId('rating-comment'),
+  ratingSend: byId('rating-send'),
+  ratingThanks: byId('rating-thanks'),
 };
 
 const typing = new Typing(dom.typing);
@@ -47,6 +61,12 @@ const transcript = new Transcript(dom.list, (message) => {
 });
 
 const sessionPath = () => `/chatbot/api/sessions/${seg(current.name)}`;
+
+const reads = new ReadReceipts(
+  () => transcript.newest(OTHER_SIDE),
+  (upTo) => api.post(`${sessionPath()}/read`, { up_to: upTo }),
+);
+const sendTyping = throttle(() => api.post(`${sessionPath()}/typing`));
 
 function save() {
   if (current) sessionStorage.setItem(STORAGE_KEY, JSON.stringify(current));
@@ -95,6 +115,28 @@ function applySession(next) {
   dom.send.disabled = closed;
   dom.escalate.disabled = next.status !== 'bot_active';
   if (next.status !== 'waiting_agent') showPlace(null);
+  showRating();
+}
+
+/** Once the conversation is closed: the rating prompt, or "Thanks" once it is rated. */
+function showRating() {
+  const rated = session?.rating;
+  dom.rating.hidden = session?.status !== 'closed';
+  dom.ratingForm.hidden = Boolean(rated);
+  dom.ratingThanks.hidden = !rated;
+  dom.ratingThanks.textContent = rated ? `Thanks for your feedback: ${rated.score} of 5.` : '';
+  for (const star of dom.stars.querySelectorAll('button[data-score]')) {
+    const value = Number(star.dataset.score);
+    star.setAttribute('aria-pressed', String(value === score));
+    star.classList.toggle('on', score !== null && value <= score);
+  }
+  dom.ratingSend.disabled = score === null;
+}
+
+function resetRating() {
+  score = null;
+  dom.ratingComment.value = '';
+  showRating();
 }
 
 /** Rebuild the view from the API: at the first connection and after `recovered: false`. */
@@ -107,7 +149,10 @@ async function resync() {
   agentLeft = null;
   typing.hide();
   for (const message of history.items) transcript.add(message);
+  if (state.read?.agent) transcript.markRead(state.read.agent, ['customer']);
   applySession(state);
+  reads.reset(state.read?.customer ?? null);
+  reads.check();
   if (state.status === 'waiting_agent') showPlace(await api.get(`${sessionPath()}/queue`));
 }
 
@@ -121,9 +166,17 @@ function onEvent(event) {
     case 'new_message':
       transcript.add(p.message);
       typing.hide(p.message.role);
+      reads.check();
       break;
     case 'typing':
       if (p.who !== 'customer') typing.show(p.who);
+      break;
+    case 'read':
+      if (p.reader === 'agent') transcript.markRead(p.up_to, ['customer']);
+      break;
+    case 'rating':
+      // Sent here, or in another tab of this conversation.
+      if (session) applySession({ ...session, rating: { score: p.score, comment: p.comment } });
       break;
     case 'queue_update':
       showPlace(p);
@@ -182,6 +235,8 @@ function enter(name, token, lastEventId = null) {
   transcript.clear();
   agentLeft = null;
   typing.hide();
+  reads.reset();
+  resetRating();
   openStream();
   dom.message.focus();
 }
@@ -230,6 +285,7 @@ async function sendMessage(event) {
     transcript.add(answer.message, { local: true });
     if (answer.reply) transcript.add(answer.reply, { local: true });
     applySession(answer.session);
+    reads.check();
   } catch (error) {
     showError(dom.error, error);
   } finally {
@@ -249,6 +305,32 @@ async function escalate() {
   }
 }
 
+/** The user writes: the agent's side is told (throttled), while the conversation is open. */
+function onInput() {
+  if (current && session && session.status !== 'closed') sendTyping();
+}
+
+function chooseScore(event) {
+  const star = event.target.closest('button[data-score]');
+  if (!star) return;
+  score = Number(star.dataset.score);
+  showRating();
+}
+
+async function rate(event) {
+  event.preventDefault();
+  if (!current || score === null) return;
+  const comment = dom.ratingComment.value.trim();
+  dom.ratingSend.disabled = true;
+  showError(dom.error, null);
+  try {
+    applySession(await api.post(`${sessionPath()}/rating`, comment ? { score, comment } : { score }));
+  } catch (error) {
+    showError(dom.error, error); // already_rated: the rating event shows "Thanks" as well
+    showRating();
+  }
+}
+
 function newConversation() {
   stream?.close();
   stream = null;
@@ -258,6 +340,8 @@ function newConversation() {
   transcript.clear();
   agentLeft = null;
   typing.hide();
+  reads.reset();
+  resetRating();
   dom.chat.hidden = true;
   dom.start.hidden = false;
   dom.connection.textContent = 'Not connected';
@@ -270,6 +354,9 @@ function newConversation() {
 dom.startForm.addEventListener('submit', start);
 dom.generate.addEventListener('click', () => { dom.nameInput.value = randomName('web-'); });
 dom.chatForm.addEventListener('submit', sendMessage);
+dom.message.addEventListener('input', onInput);
+dom.stars.addEventListener('click', chooseScore);
+dom.ratingForm.addEventListener('submit', rate);
 dom.escalate.addEventListener('click', escalate);
 dom.newChat.addEventListener('click', newConversation);
 window.addEventListener('pagehide', () => stream?.close());

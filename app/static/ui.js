@@ -131,6 +131,32 @@ export class Transcript {
     return true;
   }
 
+  /** The id of the newest message on screen written by one of `roles`, or null. */
+  newest(roles) {
+    const nodes = this.list.querySelectorAll('[data-message-id]');
+    for (let index = nodes.length - 1; index >= 0; index -= 1) {
+      if (roles.includes(nodes[index].dataset.role)) return nodes[index].dataset.messageId;
+    }
+    return null;
+  }
+
+  /**
+   * The other side has read up to the message `upTo`: mark the messages of `roles` up to it
+   * (a read position only moves forward, so what is marked stays marked); nothing when that
+   * message is not on screen.
+   */
+  markRead(upTo, roles) {
+    const target = this.items.get(upTo);
+    if (!target) return;
+    for (const node of this.list.querySelectorAll('[data-message-id]')) {
+      if (roles.includes(node.dataset.role) && !node.dataset.read) {
+        node.dataset.read = 'true';
+        node.append(el('span', { class: 'msg-read', text: 'Read' }));
+      }
+      if (node === target.node) break;
+    }
+  }
+
   /** A line about the conversation (someone joined, back to the bot). */
   notice(text, kind = '') {
     this._place(el('li', { class: 'notice', text, attrs: { 'data-notice': kind } }), false);
@@ -148,11 +174,12 @@ export class Transcript {
 }
 
 /**
- * "The assistant is typing…" under a transcript, from `typing` events (ephemeral: no id). Shown
- * until a message from the one typing, a status change, or TYPING_FOR ms without another
- * `typing` (the server repeats it every 4 s while it lasts).
+ * "The customer is typing…" under a transcript, with moving dots, from `typing` events
+ * (ephemeral: no id). Shown until a message from the one typing, a status change, or TYPING_FOR
+ * ms without another `typing` (docs/api.md, "Typing": people send one every 2 s while they
+ * type, the bot every 4 s while it prepares a reply).
  */
-export const TYPING_FOR = 6000;
+export const TYPING_FOR = 5000;
 const TYPING_LABELS = { bot: 'The assistant is typing…', customer: 'The customer is typing…', agent: 'The agent is typing…' };
 
 export class Typing {
@@ -165,7 +192,8 @@ export class Typing {
 
   show(who) {
     this.who = who;
-    this.node.textContent = TYPING_LABELS[who] || 'Typing…';
+    const dots = el('span', { class: 'dots', attrs: { 'aria-hidden': 'true' } }, [el('span'), el('span'), el('span')]);
+    this.node.replaceChildren(dots, TYPING_LABELS[who] || 'Typing…');
     this.node.dataset.who = who;
     this.node.hidden = false;
     clearTimeout(this.timer);
@@ -178,5 +206,60 @@ export class Typing {
     clearTimeout(this.timer);
     this.who = null;
     this.node.hidden = true;
+  }
+}
+
+/** How often a page says that its user is typing: the server takes one a sender every 2 s. */
+export const TYPING_EVERY = 2000;
+
+/**
+ * A function that calls `send` at most once every `every` ms, however often it is called (on
+ * every keystroke). Failures are left unsaid: typing is only a hint.
+ * @param {function(): Promise<any>} send
+ * @param {number} [every]
+ * @returns {function(): void}
+ */
+export function throttle(send, every = TYPING_EVERY) {
+  let last = -Infinity;
+  return () => {
+    const now = Date.now();
+    if (now - last < every) return;
+    last = now;
+    send().catch(() => {});
+  };
+}
+
+/**
+ * The read receipts a page sends (docs/api.md, "Read receipts"): the other side's newest
+ * message on screen, while the page is visible (`document.visibilityState`), once per new
+ * one: a read position only moves forward, so sending the same one again would say nothing.
+ */
+export class ReadReceipts {
+  /**
+   * @param {function(): (string|null)} newest The message to acknowledge now: the other side's
+   *   newest on screen; null when there is none, or when this page may not say it.
+   * @param {function(string): Promise<any>} send Sends the read up to that message.
+   */
+  constructor(newest, send) {
+    this.newest = newest;
+    this.send = send;
+    this.sent = null;
+    document.addEventListener('visibilitychange', () => this.check());
+  }
+
+  /** Another view (a conversation opened, refetched): `known` is how far the server has it. */
+  reset(known = null) {
+    this.sent = known;
+  }
+
+  /** Send a read if a message the reader can see has not been acknowledged yet. */
+  check() {
+    if (document.visibilityState !== 'visible') return;
+    const upTo = this.newest();
+    if (!upTo || upTo === this.sent) return;
+    this.sent = upTo;
+    this.send(upTo).catch(() => {
+      if (this.sent === upTo) this.sent = null; // the next check tries again
+    });
   }
 }
