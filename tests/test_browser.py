@@ -55,6 +55,7 @@ from playwright.async_api import (
 )
 from playwright.async_api import Error as PlaywrightError
 
+from app.domain.auth import TokenAuthority
 from handlers.chatbot import routes as chatbot_routes
 from tests.support.api import CHATBOT, WORKBENCH, call, call_json
 from tests.support.processes import ROOT, PeerProcess, ServerProcess
@@ -247,7 +248,8 @@ async def test_console_is_static_and_self_contained(server_process: Any, browser
     requested: list[str] = []
     page.on("request", lambda request: requested.append(request.url))
     try:
-        for path in ("/console/index.html", "/console/customer.html", "/console/agent.html"):
+        for page_name in ("index", "customer", "agent", "supervisor"):
+            path = f"/console/{page_name}.html"
             response = await page.goto(server.url + path)
             assert response is not None and response.status == 200, path
             csp = response.headers.get("content-security-policy", "")
@@ -257,6 +259,7 @@ async def test_console_is_static_and_self_contained(server_process: Any, browser
         assert page.url == f"{server.url}/console/index.html"
         await expect(page.get_by_role("link", name=re.compile("Customer"))).to_be_visible()
         await expect(page.get_by_role("link", name=re.compile("Agent workbench"))).to_be_visible()
+        await expect(page.get_by_role("link", name=re.compile("Supervisor"))).to_be_visible()
     finally:
         await context.close()
     assert requested and all(url.startswith(server.url) for url in requested), requested
@@ -676,12 +679,15 @@ async def test_the_customer_sees_the_bot_typing(
 
 
 async def open_workbench(
-    browser: Browser, problems: Problems, base: str, agent_id: str
+    browser: Browser, problems: Problems, base: str, agent_id: str, token: str = ""
 ) -> tuple[BrowserContext, Page]:
-    """An agent page, signed in, its agent stream live."""
+    """An agent page, signed in (with ``token`` when the server requires one), its agent
+    stream live."""
     context, page = await new_page(browser, problems, agent_id)
     await page.goto(f"{base}/console/agent.html")
     await page.get_by_label("Agent id").fill(agent_id)
+    if token:
+        await page.get_by_label("Token").fill(token)
     await page.get_by_role("button", name="Open the workbench").click()
     await expect(page.locator("#connection")).to_have_attribute("data-state", "connected")
     return context, page
@@ -1010,5 +1016,86 @@ async def test_rating_after_the_close(rating_endpoint: None, server_process: Any
         await expect(customer.locator("#rating-form")).to_be_hidden()
     finally:
         for context in (customer_ctx, second_ctx, agent_ctx):
+            await context.close()
+    assert not problems.errors and not problems.network, problems.__dict__
+
+
+async def open_supervisor(
+    browser: Browser, problems: Problems, base: str, supervisor_id: str, token: str = ""
+) -> tuple[BrowserContext, Page]:
+    """The supervisor page, signed in, its supervisor stream live."""
+    context, page = await new_page(browser, problems, f"supervisor {supervisor_id}")
+    await page.goto(f"{base}/console/supervisor.html")
+    await page.get_by_label("Supervisor id").fill(supervisor_id)
+    if token:
+        await page.get_by_label("Token").fill(token)
+    await page.get_by_role("button", name="Open the board").click()
+    await expect(page.locator("#connection")).to_have_attribute("data-state", "connected")
+    return context, page
+
+
+async def test_the_supervisor_listens_whispers_and_barges_in(
+    server_process: Any, browser: Browser, screenshots: Path
+) -> None:
+    """Under authentication (a supervisor token): the supervisor page lists the conversation as
+    it is escalated and taken over, listens to it live, whispers to alice (her page shows it,
+    the customer's never does), and barges in: alice is told and loses it, the customer sees the
+    supervisor join, and the supervisor's answer reaches the customer."""
+    secret = secrets.token_urlsafe(32)
+    server: ServerProcess = await run(
+        server_process, "--no-redis", env={"SWITCHBOARD_INSECURE": "", "SWITCHBOARD_SECRET": secret}
+    )
+    base, name = server.url, "supervised"
+    authority = TokenAuthority(secret)
+    problems = Problems()
+    sup_ctx, sup = await open_supervisor(
+        browser, problems, base, "", authority.mint("supervisor", "sue", 600)
+    )
+    customer_ctx, customer = await open_customer(browser, problems, base, name)
+    agent_ctx, agent = await open_workbench(
+        browser, problems, base, AGENT, authority.mint("agent", AGENT, 600)
+    )
+    row = sup.locator(f"#board-list li[data-session={name}]")
+    sup_log, cu_log = "#conv-transcript", "#transcript"
+    whispered = "Offer the free shipping voucher."
+    try:
+        await expect(sup.locator("#whoami")).to_have_text("sue")  # read from the token
+        await hand_over(customer, agent, name)
+        await expect(row).to_have_attribute("data-agent", AGENT)
+        await row.get_by_role("button", name=f"Listen to {name}").click()
+        await expect(sup.locator("#conv-status")).to_have_attribute("data-agent", AGENT)
+
+        # Listening, live: the customer's message and alice's answer.
+        await say(customer, "#message", "#send", "My parcel never came.")
+        await say(agent, "#reply", "#send", "Let me look at it.")
+        await expect(sup.locator(f"{sup_log} [data-role=customer]").last).to_have_text(re.compile("parcel"))
+        await expect(sup.locator(f"{sup_log} [data-role=agent]").last).to_have_text(re.compile("look at it"))
+
+        # A whisper: alice's page has it, the activity log too; the customer's page never.
+        await say(sup, "#whisper", "#whisper-send", whispered)
+        await expect(agent.locator("#supervisor-note")).to_have_text(re.compile(whispered))
+        await expect(agent.locator("#conv-transcript [data-notice=whisper]")).to_have_text(
+            re.compile(whispered)
+        )
+        await expect(sup.locator("#activity [data-kind=whisper]")).to_have_text(re.compile(whispered))
+
+        # Barging in: alice is told and loses it; the customer sees the supervisor join.
+        await sup.click("#barge")
+        await expect(sup.locator("#conv-status")).to_have_attribute("data-agent", "sue")
+        await expect(agent.locator("#supervisor-note")).to_have_text(re.compile("took the conversation over"))
+        await expect(agent.locator(f"#mine li[data-session={name}]")).to_have_count(0)
+        await expect(customer.locator(f"{cu_log} [data-role=bot]").last).to_have_text(
+            re.compile("supervisor")
+        )
+        await expect(sup.locator("#activity [data-kind=barge]")).to_have_count(1)
+        await say(sup, "#reply", "#send", "I'm the team lead: a new parcel leaves today.")
+        await expect(customer.locator(f"{cu_log} [data-role=agent]").last).to_have_text(
+            re.compile("team lead")
+        )
+        await shoot(sup, screenshots, "supervisor-desktop")
+        assert whispered not in await customer.locator("body").inner_text()
+        assert (await sup.locator(f"{sup_log} [data-notice=whisper]").count()) == 0  # not in a transcript
+    finally:
+        for context in (sup_ctx, customer_ctx, agent_ctx):
             await context.close()
     assert not problems.errors and not problems.network, problems.__dict__

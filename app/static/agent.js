@@ -10,7 +10,7 @@
  */
 import { createApi, LiveStream, seg, withQuery } from './switchboard.js';
 import {
-  byId, clock, el, ReadReceipts, showConnection, showError, throttle, Transcript, Typing,
+  byId, clock, el, ReadReceipts, showConnection, showError, throttle, tokenSubject, Transcript, Typing,
 } from './ui.js';
 
 const STORAGE_KEY = 'switchboard.agent';
@@ -100,6 +100,7 @@ const dom = {
   offers: byId('offers'),
   offersCount: byId('offers-count'),
   offersNote: byId('offers-note'),
+  supervisorNote: byId('supervisor-note'),
   agents: byId('agents'),
   agentsEmpty: byId('agents-empty'),
   convSummary: byId('conv-summary'),
@@ -121,17 +122,6 @@ const transcript = new Transcript(dom.list, (message) => {
 function save() {
   if (me) sessionStorage.setItem(STORAGE_KEY, JSON.stringify(me));
   else sessionStorage.removeItem(STORAGE_KEY);
-}
-
-/** The `sub` of a JWT, unverified: only to fill in the agent id field. */
-function tokenSubject(token) {
-  try {
-    const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
-    const claims = JSON.parse(atob(part.padEnd(Math.ceil(part.length / 4) * 4, '=')));
-    return typeof claims.sub === 'string' ? claims.sub : null;
-  } catch {
-    return null;
-  }
 }
 
 function report(error) {
@@ -292,6 +282,14 @@ function onAgentEvent(event) {
     case 'agent_status':
       agentStatus(p);
       break;
+    case 'whisper':
+      // From a supervisor to this agent alone: the customer never sees it (docs/security.md).
+      supervisorSaid(p.session_name, `Whisper from ${p.supervisor_id}: ${p.content}`, 'whisper');
+      break;
+    case 'barge':
+      // The status_change that comes with it takes the conversation off "My conversations".
+      supervisorSaid(p.session_name, `Supervisor ${p.supervisor_id} took the conversation over.`, 'barge');
+      break;
     case 'new_message':
       // A customer wrote in a conversation I hold. The open one shows it from its own stream
       // and, while the page is seen, reads it (the read's answer says what is left unread).
@@ -303,6 +301,15 @@ function onAgentEvent(event) {
     default:
       break;
   }
+}
+
+/** A supervisor's word to this agent: in the open conversation's transcript if it is about it,
+ * and in the side column (the newest) wherever the agent is. */
+function supervisorSaid(name, text, kind) {
+  dom.supervisorNote.textContent = `${name}: ${text}`;
+  dom.supervisorNote.dataset.kind = kind;
+  dom.supervisorNote.hidden = false;
+  if (name === conv.name) transcript.notice(text, kind);
 }
 
 // --- presence, load and the other agents -----------------------------------------------------
@@ -913,6 +920,7 @@ function signout() {
   showConvRating(null);
   dom.note.disabled = true;
   dom.noteSend.disabled = true;
+  dom.supervisorNote.hidden = true;
   dom.workbench.hidden = true;
   dom.signin.hidden = false;
   dom.connection.textContent = 'Not connected';
