@@ -10,7 +10,7 @@
  */
 import { createApi, LiveStream, seg, withQuery } from './switchboard.js';
 import {
-  byId, clock, el, ReadReceipts, showConnection, showError, throttle, tokenSubject, Transcript, Typing,
+  byId, clock, el, ReadReceipts, showConnection, showError, throttle, tokenSubject, Transcript, Typing, workbenchAuthor,
 } from './ui.js';
 
 const STORAGE_KEY = 'switchboard.agent';
@@ -112,12 +112,7 @@ const dom = {
 };
 
 const typing = new Typing(dom.typing);
-const transcript = new Transcript(dom.list, (message) => {
-  if (message.role === 'customer') return 'Customer';
-  if (message.role === 'bot') return 'Bot';
-  const author = message.agent_id === me?.agentId ? 'You' : `Agent ${message.agent_id || ''}`.trim();
-  return message.role === 'note' ? `Internal note · ${author}` : author;
-});
+const transcript = new Transcript(dom.list, workbenchAuthor(() => me?.agentId));
 
 function save() {
   if (me) sessionStorage.setItem(STORAGE_KEY, JSON.stringify(me));

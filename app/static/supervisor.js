@@ -6,7 +6,7 @@
  * holding it, barge in (then answer, release or close it as its agent), re-assign it.
  */
 import { createApi, LiveStream, seg } from './switchboard.js';
-import { byId, clock, el, showConnection, showError, tokenSubject, Transcript, Typing } from './ui.js';
+import { byId, clock, el, showConnection, showError, tokenSubject, Transcript, Typing, workbenchAuthor } from './ui.js';
 
 const STORAGE_KEY = 'switchboard.supervisor';
 const NAME = /^[A-Za-z0-9_-]{1,64}$/;
@@ -64,12 +64,7 @@ const dom = {
 };
 
 const typing = new Typing(dom.typing);
-const transcript = new Transcript(dom.transcript, (message) => {
-  if (message.role === 'customer') return 'Customer';
-  if (message.role === 'bot') return 'Bot';
-  const author = message.agent_id === me?.supervisorId ? 'You' : `Agent ${message.agent_id || ''}`.trim();
-  return message.role === 'note' ? `Internal note · ${author}` : author;
-});
+const transcript = new Transcript(dom.transcript, workbenchAuthor(() => me?.supervisorId));
 
 function save() {
   if (me) sessionStorage.setItem(STORAGE_KEY, JSON.stringify(me));

@@ -35,6 +35,21 @@ export function randomName(prefix) {
   return prefix + Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
+/**
+ * The author label of a message on the workbench's pages: "You" for the page's own agent (or
+ * supervisor), notes marked as internal.
+ * @param {function(): (string|undefined)} self The id of whoever uses the page.
+ * @returns {function(Object): string}
+ */
+export function workbenchAuthor(self) {
+  return (message) => {
+    if (message.role === 'customer') return 'Customer';
+    if (message.role === 'bot') return 'Bot';
+    const author = message.agent_id === self() ? 'You' : `Agent ${message.agent_id || ''}`.trim();
+    return message.role === 'note' ? `Internal note · ${author}` : author;
+  };
+}
+
 /** The `sub` of a JWT, unverified: only to fill in a sign-in form's id field. */
 export function tokenSubject(token) {
   try {
