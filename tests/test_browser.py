@@ -1092,7 +1092,7 @@ async def test_the_supervisor_listens_whispers_and_barges_in(
         await expect(customer.locator(f"{cu_log} [data-role=agent]").last).to_have_text(
             re.compile("team lead")
         )
-        await shoot(sup, screenshots, "supervisor-desktop")
+        await shoot(sup, screenshots, "console-supervisor")
         assert whispered not in await customer.locator("body").inner_text()
         assert (await sup.locator(f"{sup_log} [data-notice=whisper]").count()) == 0  # not in a transcript
     finally:
