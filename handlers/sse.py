@@ -200,6 +200,7 @@ class StreamRegistry:
     opened_total: int = 0
     # The turns of the event loop that the streams' writes are grouped by (FrameWriter).
     turns: WriteTurns = field(default_factory=WriteTurns)
+    _ending: bool = False
 
     def reserve(self, owner: str | None, max_total: int, max_per_owner: int) -> str | None:
         """Take a place for a new stream; None if granted, else which limit refused it
@@ -223,6 +224,8 @@ class StreamRegistry:
     def add(self, stream: OpenStream) -> None:
         self._open.add(stream)
         self.opened_total += 1
+        if self._ending:  # opened while the process stops: ended at once, like the others
+            stream.subscription.close()
 
     def discard(self, stream: OpenStream) -> None:
         self._open.discard(stream)
@@ -238,7 +241,9 @@ class StreamRegistry:
         return dict(Counter(stream.component for stream in self._open))
 
     def close_all(self) -> None:
-        """End every open stream: each handler sends a reconnection hint and returns."""
+        """End every open stream, and each one still opening as soon as it opens: each
+        handler sends a reconnection hint and returns, before the server's shutdown timeout."""
+        self._ending = True
         if self._open:
             logger.info("ending %d open streams", len(self._open))
         for stream in self._open:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from app.keys import STREAMS
 from app.process.settings import Settings
 from tests.support import api
 from tests.support.api import (
@@ -443,6 +444,19 @@ async def test_heartbeat_on_an_idle_stream(make_client: MakeClient, settings: Se
             check_event(heartbeat, "heartbeat", "system", {})
             assert heartbeat.payload == {}
             assert heartbeat.id is None
+
+
+async def test_a_stream_opened_during_shutdown_ends_at_once(client: AppClient) -> None:
+    """A stream that opens after the process began to stop (its streams ended, its connections
+    not yet closed) ends at once with a reconnection hint, like the streams already open: it
+    does not hold the stop up until the server's shutdown timeout."""
+    await create(client, "late")
+    client.app[STREAMS].close_all()  # what on_shutdown does
+    async with open_stream(client, session_events("late")) as (stream, connected):
+        check_event(connected, "connected", "system", {"session_name": "late"})
+        assert await stream.read_to_end(timeout=2.0) == []
+        assert stream.retry_ms is not None
+    assert await streams_open(client) == 0
 
 
 def id_order(event_id: str) -> tuple[int, ...]:

@@ -12,16 +12,25 @@ import asyncio
 import logging
 import time
 from functools import partial
+from pathlib import Path
 
 import aiohttp
 import pytest
 from redis.asyncio import Redis
 
 from app.backends import POOL_SIZE
-from tests.support.api import assert_json_error, call, chat, create, health, streams_open
+from app.process.serving import SHUTDOWN_TIMEOUT
+from tests.support.api import assert_json_error, call, chat, create, health, streams_open, transcript
 from tests.support.checks import check_ids
 from tests.support.handoff import check_message, run_handoff
-from tests.support.processes import MANY_STARTS, REDIS_ON, StartServer, free_port, raise_open_file_limit
+from tests.support.processes import (
+    MANY_STARTS,
+    REDIS_ON,
+    PeerProcess,
+    StartServer,
+    free_port,
+    raise_open_file_limit,
+)
 from tests.support.sse import AMBIENT, SSEEvent, SSEStream, connect, open_stream
 from tests.support.wait import gather_in_batches, wait_for
 
@@ -158,6 +167,51 @@ async def test_sigterm_with_open_streams_exits_zero_quickly(
     assert status == 0, process.log()
     assert elapsed < 5.0, f"shutdown took {elapsed:.2f}s\n{process.log()}"
     assert all(event.type in AMBIENT for events in leftovers for event in events), leftovers
+    assert "Traceback" not in process.log(), process.log()
+
+
+async def test_sigterm_with_a_request_still_running_exits_within_the_bound(
+    server_process: StartServer, redis_url: str, tmp_path: Path
+) -> None:
+    """A request that does not finish (a chat whose bot answers a word every 3 s) gets the
+    grace of app.process.serving (SHUTDOWN_TIMEOUT, which aiohttp waits twice), then is cut
+    unanswered: the process exits 0 within that bound, under the 10 s a supervisor gives it,
+    and keeps the customer's message."""
+    secret = "stop-test-bot-secret"
+    with PeerProcess("examples.webhook_bot", "--secret", secret, "--pace", "3", log_dir=tmp_path) as bot:
+        process = server_process(
+            "--redis-url",
+            redis_url,
+            "--bot",
+            "webhook",
+            "--bot-url",
+            f"{bot.url}/bot",
+            "--bot-secret",
+            secret,
+            env=REDIS_ON,
+        )
+        async with aiohttp.ClientSession() as http:
+            await call(
+                http, "POST", f"{process.url}/chatbot/api/sessions", {"session_name": "slow"}, status=201
+            )
+            async with open_stream(http, f"{process.url}/chatbot/api/sessions/slow/events") as (stream, _):
+                body = {"session_name": "slow", "content": "where is my order?"}
+                asking = asyncio.create_task(http.post(f"{process.url}/chatbot/api/chat", json=body))
+                await stream.next_of("typing")  # the bot is answering: the chat is in flight
+                started = time.monotonic()
+                status = await asyncio.to_thread(process.stop)
+                elapsed = time.monotonic() - started
+            with pytest.raises(aiohttp.ClientError):  # cut: never answered
+                async with asyncio.timeout(5):
+                    await asking
+            # Started again: the customer's message is kept; the unfinished answer is not.
+            await asyncio.to_thread(process.start)
+            kept = await transcript(http, "slow", base=process.url)
+            assert [(m["role"], m["content"]) for m in kept] == [("customer", "where is my order?")], kept
+
+    logger.info("SIGTERM with a request in flight: exit status %s after %.2f s", status, elapsed)
+    assert status == 0, process.log()
+    assert elapsed < 2 * SHUTDOWN_TIMEOUT + 1.5, f"shutdown took {elapsed:.2f}s\n{process.log()}"
     assert "Traceback" not in process.log(), process.log()
 
 

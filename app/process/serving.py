@@ -8,6 +8,9 @@ handlers and its graceful shutdown exactly as ``run_app`` sets them up.
 
 import asyncio
 import contextlib
+import io
+import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,8 +19,16 @@ from aiohttp import web
 from app.keys import SETTINGS, TIMED_OUT
 from app.web.connections import guarded_connections
 
-# Streams are ended in on_shutdown; this bounds the wait for the rest (SIGTERM to exit).
-SHUTDOWN_TIMEOUT = 5.0
+logger = logging.getLogger(__name__)
+
+# Streams are ended in on_shutdown; a request still running then has this long to finish, and
+# as long again once aiohttp has asked it to (it waits twice), then is cancelled: 6 s at most
+# from SIGTERM to exit, within the 10 s that a --workers supervisor (and systemd's unit,
+# and the suite) allow. Under 5 s, as aiohttp rounds a longer one up to a whole second.
+SHUTDOWN_TIMEOUT = 3.0
+# A stop still going after this long logs what it waits on: a supervisor (systemd, Kubernetes)
+# kills a process that does not exit in time, and its log should say why it did not.
+SLOW_STOP = 2.0
 # aiohttp's own limit on an idle keep-alive connection, as run_app sets it; client_timeout,
 # 30 s by default, closes one sooner.
 KEEPALIVE_TIMEOUT = 75.0
@@ -42,6 +53,8 @@ def serve(
     except (web.GracefulExit, KeyboardInterrupt):
         pass
     finally:
+        stopping = time.monotonic()
+        slow = loop.call_later(SLOW_STOP, _log_slow_stop, loop, stopping)
         try:
             if not main.done():
                 main.cancel()  # its finally shuts the app down gracefully
@@ -50,7 +63,9 @@ def serve(
         finally:
             _cancel_remaining_tasks(loop)
             loop.run_until_complete(loop.shutdown_asyncgens())
+            slow.cancel()
             loop.close()
+            logger.info("stopped in %.1f s", time.monotonic() - stopping)
 
 
 async def _serve(
@@ -89,6 +104,16 @@ async def _serve(
             listener.close()  # no new connections; open ones end in runner.cleanup()
     finally:
         await runner.cleanup()
+
+
+def _log_slow_stop(loop: asyncio.AbstractEventLoop, since: float) -> None:
+    """Each task the stop still waits on, with where it waits."""
+    waiting = io.StringIO()
+    for task in asyncio.all_tasks(loop):
+        task.print_stack(limit=8, file=waiting)
+    logger.warning(
+        "still stopping after %.1f s; waiting on:\n%s", time.monotonic() - since, waiting.getvalue()
+    )
 
 
 def _cancel_remaining_tasks(loop: asyncio.AbstractEventLoop) -> None:

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
+LOG_TAIL = 6000  # characters of a server's log shown when it had to be killed
 # Explicit, so a developer's USE_REDIS_SSE=false in the environment cannot change a test.
 REDIS_ON = {"USE_REDIS_SSE": "true"}
 # run.py flags for a test that starts more conversations from this one address than the default
@@ -129,7 +130,10 @@ class ServerProcess:
         """SIGTERM, then SIGKILL after STOP_TIMEOUT; returns the exit status."""
         if self.process is None or self.returncode is not None:
             return self.returncode
-        self.returncode = stop_process(self.process).returncode
+        stopped = stop_process(self.process)
+        if stopped.killed:  # the server's own account of the stop that hung (serving.SLOW_STOP)
+            logger.warning("the end of %s:\n%s", self.log_path.name, self.log()[-LOG_TAIL:])
+        self.returncode = stopped.returncode
         return self.returncode
 
     def kill(self) -> None:
