@@ -1,7 +1,6 @@
 """create_app: the root application, with the requested sub-apps at fixed prefixes."""
 
 import asyncio
-import contextlib
 import functools
 import logging
 import os
@@ -45,6 +44,7 @@ from app.keys import (
     TRUSTED_PROXIES,
     WEBHOOK_METRICS,
 )
+from app.process.rounds import stop
 from app.process.settings import Settings
 from app.process.workers import WorkerRole
 from app.web.answers import json_answer
@@ -184,9 +184,7 @@ def _background(
     async def context(app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(job(app), name=name)
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop(task)
 
     return context
 

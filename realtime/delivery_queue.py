@@ -204,7 +204,9 @@ class MemoryDeliveryQueue(DeliveryQueue):
         if not fresh:
             self._arrived.clear()
             try:
-                await asyncio.wait_for(self._arrived.wait(), block)
+                # Not wait_for: Python 3.11's can lose a cancellation (app.process.rounds.stop).
+                async with asyncio.timeout(block):
+                    await self._arrived.wait()
             except TimeoutError:
                 return []
             fresh = [e for e in self._entries if e[0] > state.next_index][:count]

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from pytest_aiohttp import AiohttpClient
 from pytest_redis.executor import RedisExecutor
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
@@ -23,6 +22,8 @@ from tests.support.app_server import (
     MakeClient,
     ServeApp,
     cancels_handlers,
+    close_watched,
+    started_client,
 )
 from tests.support.processes import ServerProcess
 from tests.support.processes import run_py as run_py_to_end
@@ -98,16 +99,19 @@ def settings(backend: str, request: pytest.FixtureRequest) -> Settings:
 
 
 @pytest.fixture
-def serve_app(aiohttp_client: AiohttpClient) -> ServeApp:
+async def serve_app() -> AsyncIterator[ServeApp]:
     """``await serve_app(app)``: ``app`` behind a real test server that, like run.py, cancels a
-    handler when its client leaves (tests/support/app_server.py)."""
+    handler when its client leaves and bounds its stop (tests/support/app_server.py)."""
+    served: list[AppClient] = []
 
     async def serve(app: web.Application) -> AppClient:
-        client = await aiohttp_client(app)
+        client = await started_client(app)
         assert cancels_handlers(client), "the test server does not cancel handlers as run.py does"
+        served.append(client)
         return client
 
-    return serve
+    yield serve
+    await close_watched(reversed(served))
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from pytest_aiohttp import AiohttpClient
 
 from app.domain.auth import TokenAuthority
 from app.factory import create_app
@@ -30,7 +29,7 @@ from app.web.openapi import (
 from schemas import responses as rs
 from schemas.envelope import validate_event
 from tests.support.api import CHATBOT, WORKBENCH
-from tests.support.app_server import AppClient
+from tests.support.app_server import AppClient, ServeApp
 from tests.support.sse import SSEEvent, SSEStream
 
 COMPONENT_SETS = (("chatbot",), ("workbench",), ("chatbot", "workbench"))
@@ -66,7 +65,7 @@ def serves_openapi(app: web.Application) -> bool:
 
 
 @pytest.fixture
-def openapi_client(aiohttp_client: AiohttpClient) -> ClientFactory:
+def openapi_client(serve_app: ServeApp) -> ClientFactory:
     """``await openapi_client(settings)``: the real app, with /openapi.json routed here if
     create_app does not route it (yet)."""
 
@@ -74,7 +73,7 @@ def openapi_client(aiohttp_client: AiohttpClient) -> ClientFactory:
         app = create_app(settings)
         if not serves_openapi(app):
             setup_openapi(app)
-        return await aiohttp_client(app)
+        return await serve_app(app)
 
     return make
 

@@ -54,7 +54,7 @@ def serve(
         pass
     finally:
         stopping = time.monotonic()
-        slow = loop.call_later(SLOW_STOP, _log_slow_stop, loop, stopping)
+        slow = loop.call_later(SLOW_STOP, log_slow_stop, loop, stopping)
         try:
             if not main.done():
                 main.cancel()  # its finally shuts the app down gracefully
@@ -106,7 +106,7 @@ async def _serve(
         await runner.cleanup()
 
 
-def _log_slow_stop(loop: asyncio.AbstractEventLoop, since: float) -> None:
+def log_slow_stop(loop: asyncio.AbstractEventLoop, since: float) -> None:
     """Each task the stop still waits on, with where it waits."""
     waiting = io.StringIO()
     for task in asyncio.all_tasks(loop):
