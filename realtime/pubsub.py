@@ -317,9 +317,9 @@ class PubSubConnection:
 
     async def _check_liveness(self, last_traffic: float) -> float:
         """On a quiet connection, PING; a connection silent for three intervals is dead (a
-        half-open TCP connection never errors by itself), so drop it and reconnect."""
-        if not self._subscribed:
-            return time.monotonic()  # nothing to lose; the next SUBSCRIBE tests the connection
+        half-open TCP connection never errors by itself), so drop it and reconnect. One with
+        nothing subscribed too: Redis's ``timeout`` closes an idle client that is not
+        subscribed, and a process with no streams open would reconnect (and warn) that often."""
         silent = time.monotonic() - last_traffic
         if silent > 3 * self._liveness_interval:
             await self._pubsub.drop()

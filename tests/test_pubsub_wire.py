@@ -220,6 +220,29 @@ async def test_a_broker_reads_events_and_drops_garbage_on_either_wire(
 
 
 @pytest.mark.parametrize("path", ["hiredis", "redis-py"])
+async def test_an_idle_connection_outlives_the_redis_timeout(
+    own_redis: tuple[RedisServer, str], path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With nothing subscribed (no stream open here), PINGs still keep the connection: Redis's
+    ``timeout`` would close it every second here, and the process reconnect and warn as often."""
+    server, socket = own_redis
+    client = broker_client(server, socket, path)
+    await client.config_set("timeout", 1)
+    broker = RedisBroker(client, liveness_interval=LIVENESS, max_backoff=LIVENESS)
+    try:
+        assert await broker.start(wait=SETTLE)
+        await asyncio.sleep(2.5)  # past two of Redis's timeouts
+        assert broker.available and broker.stats.reconnects == 1
+        assert "connection lost" not in caplog.text
+        async with broker.subscribe("sse:session:idle") as subscription:
+            published = await broker.publish("sse:session:idle", event(1))
+            assert [e.id for e in await take(subscription, 1)] == [published]
+    finally:
+        await broker.close()
+        await client.aclose()
+
+
+@pytest.mark.parametrize("path", ["hiredis", "redis-py"])
 async def test_a_quiet_connection_stays_and_a_hung_one_is_dropped(
     own_redis: tuple[RedisServer, str], path: str
 ) -> None:
