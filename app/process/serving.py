@@ -54,7 +54,7 @@ def serve(
         pass
     finally:
         stopping = time.monotonic()
-        slow = loop.call_later(SLOW_STOP, log_slow_stop, loop, stopping)
+        slow = watch_stop(loop)
         try:
             if not main.done():
                 main.cancel()  # its finally shuts the app down gracefully
@@ -106,7 +106,13 @@ async def _serve(
         await runner.cleanup()
 
 
-def log_slow_stop(loop: asyncio.AbstractEventLoop, since: float) -> None:
+def watch_stop(loop: asyncio.AbstractEventLoop) -> asyncio.TimerHandle:
+    """From now on, a stop still going after SLOW_STOP logs what it waits on; cancel the
+    handle once stopped."""
+    return loop.call_later(SLOW_STOP, _log_slow_stop, loop, time.monotonic())
+
+
+def _log_slow_stop(loop: asyncio.AbstractEventLoop, since: float) -> None:
     """Each task the stop still waits on, with where it waits."""
     waiting = io.StringIO()
     for task in asyncio.all_tasks(loop):

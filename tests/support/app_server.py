@@ -7,18 +7,17 @@ against run.py processes (tests/test_hostile_clients.py).
 
 Its shutdown is production's too: a request still running when a test ends is cut after
 ``SHUTDOWN_TIMEOUT`` twice (6 s), not aiohttp's default 60 s twice, and a stop that takes
-longer than ``SLOW_STOP`` logs every task's stack, so a test that hangs in its teardown says
+longer than run.py's ``SLOW_STOP`` logs every task's stack, so a test that hangs in its teardown says
 on what."""
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol, TypeAlias
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from app.process.serving import SHUTDOWN_TIMEOUT, SLOW_STOP, log_slow_stop
+from app.process.serving import SHUTDOWN_TIMEOUT, watch_stop
 from app.process.settings import Settings
 
 # A client of the app behind a TestServer: its requests are web.Requests, its ``app`` the app.
@@ -52,9 +51,8 @@ async def started_client(app: web.Application) -> AppClient:
 
 
 async def close_watched(clients: Iterable[AppClient]) -> None:
-    """Close ``clients`` and their servers, logging what a stop slower than SLOW_STOP waits on."""
-    loop = asyncio.get_running_loop()
-    slow = loop.call_later(SLOW_STOP, log_slow_stop, loop, time.monotonic())
+    """Close ``clients`` and their servers, logging what a slow stop waits on."""
+    slow = watch_stop(asyncio.get_running_loop())
     try:
         for client in clients:
             await client.close()
